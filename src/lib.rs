@@ -2,4 +2,6 @@
 //! energy-prune
 pub mod arch;
 pub mod error;
+pub mod network;
+pub mod nn;
 pub use error::{Error, Result};

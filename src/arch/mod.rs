@@ -340,6 +340,11 @@ impl Architecture {
         })
     }
 
+    /// The same architecture under another name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
     /// The architecture's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -1,0 +1,142 @@
+//! Train the paper's LeNet-5 on the full MNIST training set and report test accuracy.
+//!
+//! ```text
+//! cargo run --release --example train_lenet5 -- [--epochs N] [--batch-size N] [--lr X]
+//!     [--seed N] [--data DIR] [--save FILE] [--threads N] [--json]
+//! ```
+//! With `--json` the last line of stdout is one JSON object with the results.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use energy_prune::nn::mnist::{Mnist, MnistOptions};
+use energy_prune::nn::optim::Sgd;
+use energy_prune::nn::{Cnn, TrainConfig, cosine_lr, evaluate, train_epoch};
+use rand::{SeedableRng, rngs::StdRng};
+
+struct Args {
+    epochs: u32,
+    batch_size: usize,
+    lr: f32,
+    seed: u64,
+    data: PathBuf,
+    save: Option<PathBuf>,
+    threads: Option<usize>,
+    json: bool,
+}
+
+fn parse_args() -> Result<Args, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut a = Args {
+        epochs: 12,
+        batch_size: 64,
+        lr: 0.05,
+        seed: 1,
+        data: PathBuf::from("data/mnist"),
+        save: None,
+        threads: None,
+        json: false,
+    };
+    let mut p = lexopt::Parser::from_env();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("epochs") => a.epochs = p.value()?.parse()?,
+            Long("batch-size") => a.batch_size = p.value()?.parse()?,
+            Long("lr") => a.lr = p.value()?.parse()?,
+            Long("seed") => a.seed = p.value()?.parse()?,
+            Long("data") => a.data = p.value()?.into(),
+            Long("save") => a.save = Some(p.value()?.into()),
+            Long("threads") => a.threads = Some(p.value()?.parse()?),
+            Long("json") => a.json = true,
+            Long("help") | Short('h') => {
+                println!(
+                    "train_lenet5 [--epochs N] [--batch-size N] [--lr X] [--seed N] [--data DIR] [--save FILE] [--threads N] [--json]"
+                );
+                std::process::exit(0);
+            }
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(a)
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e} (see --help)");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&args) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> energy_prune::Result<()> {
+    let total = Instant::now();
+    let data = Mnist::load(&args.data, MnistOptions::default())?;
+    println!(
+        "MNIST: {} training / {} test images, {}x{} (loaded in {:.1} s)",
+        data.train.len(),
+        data.test.len(),
+        data.train.h,
+        data.train.w,
+        total.elapsed().as_secs_f64()
+    );
+    let mut net = Cnn::lenet5(args.seed)?;
+    if let Some(t) = args.threads {
+        net.set_threads(t);
+    }
+    let mut opt = Sgd::new(args.lr, 0.9, 5e-4)?;
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let cfg = TrainConfig {
+        batch_size: args.batch_size,
+        distill: None,
+    };
+    println!("epoch   lr       loss     train acc  test acc   images/s");
+    let (mut train_secs, mut images, mut test_acc) = (0.0, 0usize, 0.0);
+    for epoch in 0..args.epochs {
+        opt.lr = cosine_lr(args.lr, epoch as usize, args.epochs as usize);
+        let st = train_epoch(&mut net, &mut opt, &data.train, &cfg, &mut rng, &mut |_, _| Ok(()))?;
+        train_secs += st.seconds;
+        images += st.images;
+        test_acc = evaluate(&mut net, &data.test, 1000)?;
+        println!(
+            "{:>5}   {:<7.4}  {:<7.4}  {:>8.2} %  {:>7.2} %  {:>8.0}",
+            epoch + 1,
+            opt.lr,
+            st.loss,
+            100.0 * st.train_accuracy,
+            100.0 * test_acc,
+            st.images as f64 / st.seconds
+        );
+    }
+    if let Some(path) = &args.save {
+        net.save(path)?;
+        println!("saved weights to {}", path.display());
+    }
+    let ips = images as f64 / train_secs.max(1e-9);
+    println!();
+    println!("| metric | value |");
+    println!("|---|---|");
+    println!("| test accuracy | {:.2} % |", 100.0 * test_acc);
+    println!("| epochs | {} |", args.epochs);
+    println!("| training time | {train_secs:.1} s |");
+    println!("| throughput | {ips:.0} images/s ({} threads) |", net.threads());
+    println!("| whole run | {:.1} s |", total.elapsed().as_secs_f64());
+    if args.json {
+        let out = serde_json::json!({
+            "test_accuracy": test_acc,
+            "epochs": args.epochs,
+            "train_seconds": train_secs,
+            "images_per_second": ips,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "threads": net.threads(),
+        });
+        println!("{out}");
+    }
+    Ok(())
+}

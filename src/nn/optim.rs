@@ -1,0 +1,189 @@
+//! First-order optimizers over the parameters of any [`Trainable`] network.
+//!
+//! ```text
+//! SGD (momentum mu, weight decay lambda):  v <- mu v + (g + lambda w);   w <- w - lr v
+//! Adam (beta1, beta2, eps):                m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2
+//!                                          w <- w - lr * m_hat / (sqrt(v_hat) + eps)
+//! ```
+//! Weight decay is applied to weights and not to biases or input masks.
+
+use crate::error::{Error, Result};
+use crate::network::{ParamKind, Trainable};
+
+fn check_rate(name: &'static str, v: f32) -> Result<()> {
+    if !(v.is_finite() && v > 0.0) {
+        return Err(Error::param(name, v, "must be finite and > 0"));
+    }
+    Ok(())
+}
+
+fn check_unit(name: &'static str, v: f32) -> Result<()> {
+    if !(0.0..1.0).contains(&v) {
+        return Err(Error::param(name, v, "must be in [0, 1)"));
+    }
+    Ok(())
+}
+
+/// Stochastic gradient descent with momentum and decoupled-from-bias weight decay.
+///
+/// | field | default | range |
+/// |---|---|---|
+/// | `lr` | 0.05 | > 0 |
+/// | `momentum` | 0.9 | [0, 1) |
+/// | `weight_decay` | 5e-4 | >= 0 |
+#[derive(Debug, Clone)]
+pub struct Sgd {
+    /// Learning rate.
+    pub lr: f32,
+    /// Momentum coefficient.
+    pub momentum: f32,
+    /// L2 weight decay on weights.
+    pub weight_decay: f32,
+    velocity: Vec<Vec<f32>>,
+}
+
+impl Sgd {
+    /// A validated SGD optimizer.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if a value is out of range.
+    pub fn new(lr: f32, momentum: f32, weight_decay: f32) -> Result<Self> {
+        check_rate("lr", lr)?;
+        check_unit("momentum", momentum)?;
+        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+            return Err(Error::param("weight_decay", weight_decay, "must be finite and >= 0"));
+        }
+        Ok(Self {
+            lr,
+            momentum,
+            weight_decay,
+            velocity: Vec::new(),
+        })
+    }
+
+    /// Apply one update from the gradients of the last backward pass.
+    pub fn step<N: Trainable + ?Sized>(&mut self, net: &mut N) {
+        let (lr, mu, wd) = (self.lr, self.momentum, self.weight_decay);
+        let mut i = 0;
+        let vel = &mut self.velocity;
+        net.visit_params(&mut |kind, w, g| {
+            if vel.len() <= i {
+                vel.push(vec![0.0; w.len()]);
+            }
+            let v = &mut vel[i];
+            let decay = if matches!(kind, ParamKind::Weight(_)) { wd } else { 0.0 };
+            for ((wi, gi), vi) in w.iter_mut().zip(g).zip(v.iter_mut()) {
+                *vi = mu * *vi + gi + decay * *wi;
+                *wi -= lr * *vi;
+            }
+            i += 1;
+        });
+    }
+
+    /// Forget the momentum (e.g. after pruning).
+    pub fn reset(&mut self) {
+        self.velocity.clear();
+    }
+}
+
+/// Adam (Kingma & Ba, 2015).
+///
+/// | field | default | range |
+/// |---|---|---|
+/// | `lr` | 1e-3 | > 0 |
+/// | `beta1` | 0.9 | [0, 1) |
+/// | `beta2` | 0.999 | [0, 1) |
+/// | `eps` | 1e-8 | > 0 |
+#[derive(Debug, Clone)]
+pub struct Adam {
+    /// Learning rate.
+    pub lr: f32,
+    /// First-moment decay.
+    pub beta1: f32,
+    /// Second-moment decay.
+    pub beta2: f32,
+    /// Denominator stabiliser.
+    pub eps: f32,
+    t: i32,
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+}
+
+impl Adam {
+    /// A validated Adam optimizer with the default betas and eps.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if `lr` is not finite and positive.
+    pub fn new(lr: f32) -> Result<Self> {
+        Self::with_betas(lr, 0.9, 0.999, 1e-8)
+    }
+
+    /// A validated Adam optimizer.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if a value is out of range.
+    pub fn with_betas(lr: f32, beta1: f32, beta2: f32, eps: f32) -> Result<Self> {
+        check_rate("lr", lr)?;
+        check_unit("beta1", beta1)?;
+        check_unit("beta2", beta2)?;
+        check_rate("eps", eps)?;
+        Ok(Self {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            t: 0,
+            m: Vec::new(),
+            v: Vec::new(),
+        })
+    }
+
+    /// Apply one update to the parameters accepted by `filter`, in the order of
+    /// [`Trainable::visit_params`].
+    pub fn step_filtered<N: Trainable + ?Sized>(&mut self, net: &mut N, filter: impl Fn(ParamKind) -> bool) {
+        self.t += 1;
+        let (b1, b2, eps, lr) = (self.beta1, self.beta2, self.eps, self.lr);
+        let c1 = 1.0 - b1.powi(self.t);
+        let c2 = 1.0 - b2.powi(self.t);
+        let (ms, vs) = (&mut self.m, &mut self.v);
+        let mut i = 0;
+        net.visit_params(&mut |kind, w, g| {
+            if ms.len() <= i {
+                ms.push(vec![0.0; w.len()]);
+                vs.push(vec![0.0; w.len()]);
+            }
+            if filter(kind) {
+                for (((wi, gi), mi), vi) in w.iter_mut().zip(g).zip(ms[i].iter_mut()).zip(vs[i].iter_mut()) {
+                    *mi = b1 * *mi + (1.0 - b1) * gi;
+                    *vi = b2 * *vi + (1.0 - b2) * gi * gi;
+                    *wi -= lr * (*mi / c1) / ((*vi / c2).sqrt() + eps);
+                }
+            }
+            i += 1;
+        });
+    }
+
+    /// Apply one update to all parameters.
+    pub fn step<N: Trainable + ?Sized>(&mut self, net: &mut N) {
+        self.step_filtered(net, |_| true);
+    }
+
+    /// Second-moment estimate of the `index`-th parameter tensor (visit order), if any.
+    pub fn second_moment(&self, index: usize) -> Option<&[f32]> {
+        self.v.get(index).map(Vec::as_slice)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_hyper_parameters_are_rejected() {
+        assert!(Sgd::new(0.0, 0.9, 0.0).is_err());
+        assert!(Sgd::new(0.1, 1.0, 0.0).is_err());
+        assert!(Sgd::new(0.1, 0.9, -1.0).is_err());
+        assert!(Adam::new(f32::NAN).is_err());
+        assert!(Adam::with_betas(0.1, 0.9, 1.5, 1e-8).is_err());
+    }
+}
