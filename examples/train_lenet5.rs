@@ -30,7 +30,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     let mut a = Args {
         epochs: 12,
         batch_size: 64,
-        lr: 0.05,
+        lr: 0.02,
         seed: 1,
         data: PathBuf::from("data/mnist"),
         save: None,
@@ -99,7 +99,14 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     let (mut train_secs, mut images, mut test_acc) = (0.0, 0usize, 0.0);
     for epoch in 0..args.epochs {
         opt.lr = cosine_lr(args.lr, epoch as usize, args.epochs as usize);
-        let st = train_epoch(&mut net, &mut opt, &data.train, &cfg, &mut rng, &mut |_, _| Ok(()))?;
+        let st = train_epoch(
+            &mut net,
+            &mut opt,
+            &data.train,
+            &cfg,
+            &mut rng,
+            &mut |_, _| Ok(()),
+        )?;
         train_secs += st.seconds;
         images += st.images;
         test_acc = evaluate(&mut net, &data.test, 1000)?;
@@ -124,7 +131,10 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     println!("| test accuracy | {:.2} % |", 100.0 * test_acc);
     println!("| epochs | {} |", args.epochs);
     println!("| training time | {train_secs:.1} s |");
-    println!("| throughput | {ips:.0} images/s ({} threads) |", net.threads());
+    println!(
+        "| throughput | {ips:.0} images/s ({} threads) |",
+        net.threads()
+    );
     println!("| whole run | {:.1} s |", total.elapsed().as_secs_f64());
     if args.json {
         let out = serde_json::json!({

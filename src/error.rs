@@ -14,7 +14,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// A size, shape or length did not match what was expected.
-    #[error("shape mismatch in {what}: expected {expected}, got {got}; check the layer geometry or buffer length")]
+    #[error(
+        "shape mismatch in {what}: expected {expected}, got {got}; check the layer geometry or buffer length"
+    )]
     ShapeMismatch {
         /// What was being checked (e.g. `"weights of layer conv1"`).
         what: String,
@@ -40,7 +42,9 @@ pub enum Error {
     },
 
     /// A weight, gradient, input or cost is NaN or infinite.
-    #[error("non-finite value in {what} at index {index}: training diverged or the input is corrupt; lower the learning rate or check the data")]
+    #[error(
+        "non-finite value in {what} at index {index}: training diverged or the input is corrupt; lower the learning rate or check the data"
+    )]
     NonFinite {
         /// Which buffer contained the value.
         what: String,
@@ -49,7 +53,9 @@ pub enum Error {
     },
 
     /// An energy budget is below the smallest energy any weight assignment can reach.
-    #[error("infeasible budget {budget:.6e}: the smallest achievable energy is {min_achievable:.6e} (all weights zero); raise the budget or add input masks")]
+    #[error(
+        "infeasible budget {budget:.6e}: the smallest achievable energy is {min_achievable:.6e} (all weights zero); raise the budget or add input masks"
+    )]
     InfeasibleBudget {
         /// The requested budget.
         budget: f64,
@@ -58,7 +64,9 @@ pub enum Error {
     },
 
     /// The input buffer of the modelled accelerator cannot hold the rows one output row needs.
-    #[error("input buffer of {buffer} elements is too small for layer `{layer}`: it needs at least {needed} elements (R rows of the padded input); raise `input_buffer`")]
+    #[error(
+        "input buffer of {buffer} elements is too small for layer `{layer}`: it needs at least {needed} elements (R rows of the padded input); raise `input_buffer`"
+    )]
     BufferTooSmall {
         /// Layer name.
         layer: String,
@@ -123,7 +131,11 @@ impl Error {
     }
 
     #[cold]
-    pub(crate) fn param(name: &'static str, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+    pub(crate) fn param(
+        name: &'static str,
+        value: impl std::fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::InvalidParameter {
             name,
             value: value.to_string(),

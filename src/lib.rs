@@ -1,6 +1,7 @@
 #![warn(missing_docs)]
 //! energy-prune
 pub mod arch;
+pub mod energy;
 pub mod error;
 pub mod network;
 pub mod nn;

@@ -6,7 +6,14 @@ use energy_prune::nn::loss::{cross_entropy, mse_distillation};
 use energy_prune::nn::{Cnn, LayerSpec};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
-fn conv(name: &str, out: usize, k: usize, stride: usize, padding: usize, groups: usize) -> LayerSpec {
+fn conv(
+    name: &str,
+    out: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+) -> LayerSpec {
     LayerSpec::Conv {
         name: name.into(),
         out_channels: out,
@@ -24,10 +31,16 @@ fn small_net(seed: u64) -> Cnn {
         conv("c1", 4, 3, 1, 1, 1),
         LayerSpec::Relu,
         conv("c2", 6, 3, 2, 1, 2),
-        LayerSpec::MaxPool { kernel: 2, stride: 1 },
+        LayerSpec::MaxPool {
+            kernel: 2,
+            stride: 1,
+        },
         conv("c3", 6, 3, 1, 1, 6), // depthwise
         conv("c4", 5, 1, 1, 0, 1), // pointwise
-        LayerSpec::AvgPool { kernel: 2, stride: 2 },
+        LayerSpec::AvgPool {
+            kernel: 2,
+            stride: 2,
+        },
         LayerSpec::linear("fc1", 7),
         LayerSpec::Relu,
         LayerSpec::linear("fc2", 3),
@@ -43,7 +56,14 @@ fn small_net(seed: u64) -> Cnn {
     net
 }
 
-fn loss_of(net: &mut Cnn, x: &[f32], batch: usize, labels: &[u8], teacher: &[f32], grad: bool) -> f64 {
+fn loss_of(
+    net: &mut Cnn,
+    x: &[f32],
+    batch: usize,
+    labels: &[u8],
+    teacher: &[f32],
+    grad: bool,
+) -> f64 {
     let mut logits = Vec::new();
     net.forward(x, batch, &mut logits).unwrap();
     let mut g = vec![0.0; logits.len()];
@@ -60,9 +80,13 @@ fn every_parameter_gradient_matches_finite_differences() {
     let mut rng = StdRng::seed_from_u64(7);
     let mut net = small_net(3);
     let batch = 4;
-    let x: Vec<f32> = (0..batch * net.input_len()).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let x: Vec<f32> = (0..batch * net.input_len())
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
     let labels = [0u8, 2, 1, 2];
-    let teacher: Vec<f32> = (0..batch * 3).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let teacher: Vec<f32> = (0..batch * 3)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
     loss_of(&mut net, &x, batch, &labels, &teacher, true);
     let mut grads: Vec<(ParamKind, Vec<f32>)> = Vec::new();
     net.visit_params(&mut |k, _, g| grads.push((k, g.to_vec())));
@@ -93,7 +117,10 @@ fn every_parameter_gradient_matches_finite_differences() {
             let fd = (fp - fm) / (2.0 * eps as f64);
             let an = g[idx] as f64;
             let tol = 2e-3 + 2e-2 * fd.abs().max(an.abs());
-            assert!((fd - an).abs() <= tol, "{kind:?}[{idx}]: finite difference {fd} vs backward {an}");
+            assert!(
+                (fd - an).abs() <= tol,
+                "{kind:?}[{idx}]: finite difference {fd} vs backward {an}"
+            );
             checked += 1;
         }
     }
@@ -110,7 +137,9 @@ fn training_is_deterministic_and_thread_count_only_reorders_sums() {
         let batch = 32;
         let mut logits = Vec::new();
         for _ in 0..5 {
-            let x: Vec<f32> = (0..batch * net.input_len()).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let x: Vec<f32> = (0..batch * net.input_len())
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect();
             let labels: Vec<u8> = (0..batch).map(|_| rng.random_range(0..3u8)).collect();
             net.forward(&x, batch, &mut logits).unwrap();
             let mut g = vec![0.0; logits.len()];
@@ -122,7 +151,10 @@ fn training_is_deterministic_and_thread_count_only_reorders_sums() {
     };
     let a = run(2);
     let b = run(2);
-    assert_eq!(a, b, "same seed and threads must give bit-identical weights");
+    assert_eq!(
+        a, b,
+        "same seed and threads must give bit-identical weights"
+    );
     let c = run(1);
     for (x, y) in a.iter().zip(&c) {
         assert!((x - y).abs() < 1e-4, "{x} vs {y}");
@@ -136,7 +168,8 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(net.forward(&[0.0; 5], 1, &mut logits).is_err());
     assert!(net.forward(&[], 0, &mut logits).is_err());
     assert!(net.backward(&[0.0; 3]).is_err(), "backward before forward");
-    net.forward(&vec![0.0; net.input_len()], 1, &mut logits).unwrap();
+    net.forward(&vec![0.0; net.input_len()], 1, &mut logits)
+        .unwrap();
     assert!(net.backward(&[0.0; 2]).is_err());
     assert!(net.backward(&[f32::NAN, 0.0, 0.0]).is_err());
     assert!(net.write_weights(0, &[0.0; 3]).is_err());
@@ -145,8 +178,22 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(net.write_weights(0, &w).is_err());
     assert!(net.weights(99).is_err());
     assert!(Cnn::new((1, 4, 4), &[LayerSpec::Relu], 0).is_err());
-    assert!(Cnn::new((1, 4, 4), &[conv("c", 2, 5, 1, 0, 1), LayerSpec::linear("f", 2)], 0).is_err());
-    assert!(Cnn::new((3, 4, 4), &[conv("c", 4, 3, 1, 0, 2), LayerSpec::linear("f", 2)], 0).is_err());
+    assert!(
+        Cnn::new(
+            (1, 4, 4),
+            &[conv("c", 2, 5, 1, 0, 1), LayerSpec::linear("f", 2)],
+            0
+        )
+        .is_err()
+    );
+    assert!(
+        Cnn::new(
+            (3, 4, 4),
+            &[conv("c", 4, 3, 1, 0, 2), LayerSpec::linear("f", 2)],
+            0
+        )
+        .is_err()
+    );
 }
 
 #[test]

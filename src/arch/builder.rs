@@ -1,6 +1,9 @@
 //! Incremental construction of an [`Architecture`] that tracks feature-map sizes.
 
-use super::{Architecture, Conv2dGeometry, InputSegment, Layer, LayerKind, LinearGeometry, Width, WidthId, out_size};
+use super::{
+    Architecture, Conv2dGeometry, InputSegment, Layer, LayerKind, LinearGeometry, Width, WidthId,
+    out_size,
+};
 use crate::error::{Error, Result};
 
 /// A feature map flowing through the builder: the widths that make up its channels
@@ -120,7 +123,9 @@ impl ArchBuilder {
             return Err(Error::arch("input() called twice"));
         }
         if channels == 0 || h == 0 || w == 0 {
-            return Err(Error::arch(format!("input size {channels}x{h}x{w} has a zero dimension")));
+            return Err(Error::arch(format!(
+                "input size {channels}x{h}x{w} has a zero dimension"
+            )));
         }
         let id = self.add_width("input", channels, true);
         self.input = Some(id);
@@ -156,15 +161,17 @@ impl ArchBuilder {
     pub fn conv2d(&mut self, name: &str, x: &FeatureMap, conv: Conv) -> Result<FeatureMap> {
         let (out_channels, groups, output) = if conv.depthwise {
             if x.widths.len() != 1 {
-                return Err(Error::arch(format!("depthwise conv `{name}` cannot read a concatenation")));
+                return Err(Error::arch(format!(
+                    "depthwise conv `{name}` cannot read a concatenation"
+                )));
             }
             (x.channels, x.channels, x.widths[0])
         } else {
             let out = match conv.into {
                 Some(id) => {
-                    let c = self
-                        .width_channels(id)
-                        .ok_or_else(|| Error::arch(format!("conv `{name}`: unknown width {}", id.0)))?;
+                    let c = self.width_channels(id).ok_or_else(|| {
+                        Error::arch(format!("conv `{name}`: unknown width {}", id.0))
+                    })?;
                     if c != conv.out_channels {
                         return Err(Error::arch(format!(
                             "conv `{name}` has {} filters but width {} has {c} channels",
@@ -192,7 +199,11 @@ impl ArchBuilder {
         self.layers.push(Layer {
             name: name.to_string(),
             kind: LayerKind::Conv2d(geom),
-            input: x.widths.iter().map(|&width| InputSegment { width, spatial: 1 }).collect(),
+            input: x
+                .widths
+                .iter()
+                .map(|&width| InputSegment { width, spatial: 1 })
+                .collect(),
             output,
             bias: conv.bias,
         });
@@ -209,7 +220,13 @@ impl ArchBuilder {
     ///
     /// # Errors
     /// [`Error::InvalidArchitecture`] on a zero size.
-    pub fn linear(&mut self, name: &str, x: &FeatureMap, out_features: usize, bias: bool) -> Result<FeatureMap> {
+    pub fn linear(
+        &mut self,
+        name: &str,
+        x: &FeatureMap,
+        out_features: usize,
+        bias: bool,
+    ) -> Result<FeatureMap> {
         let output = self.add_width(name, out_features, false);
         let spatial = x.h * x.w;
         self.layers.push(Layer {
@@ -218,7 +235,11 @@ impl ArchBuilder {
                 in_features: x.channels * spatial,
                 out_features,
             }),
-            input: x.widths.iter().map(|&width| InputSegment { width, spatial }).collect(),
+            input: x
+                .widths
+                .iter()
+                .map(|&width| InputSegment { width, spatial })
+                .collect(),
             output,
             bias,
         });
@@ -236,7 +257,14 @@ impl ArchBuilder {
     ///
     /// # Errors
     /// [`Error::InvalidArchitecture`] if the window does not fit.
-    pub fn pool(&self, x: &FeatureMap, kernel: usize, stride: usize, padding: usize, ceil_mode: bool) -> Result<FeatureMap> {
+    pub fn pool(
+        &self,
+        x: &FeatureMap,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        ceil_mode: bool,
+    ) -> Result<FeatureMap> {
         let size = |n: usize| -> usize {
             if ceil_mode {
                 let padded = n + 2 * padding;
@@ -265,7 +293,11 @@ impl ArchBuilder {
 
     /// Global average pool: the map becomes `C x 1 x 1`.
     pub fn global_pool(&self, x: &FeatureMap) -> FeatureMap {
-        FeatureMap { h: 1, w: 1, ..x.clone() }
+        FeatureMap {
+            h: 1,
+            w: 1,
+            ..x.clone()
+        }
     }
 
     /// Concatenate maps along channels.
@@ -273,7 +305,9 @@ impl ArchBuilder {
     /// # Errors
     /// [`Error::InvalidArchitecture`] if the spatial sizes differ or the list is empty.
     pub fn concat(&self, maps: &[&FeatureMap]) -> Result<FeatureMap> {
-        let first = maps.first().ok_or_else(|| Error::arch("concat of no maps"))?;
+        let first = maps
+            .first()
+            .ok_or_else(|| Error::arch("concat of no maps"))?;
         if maps.iter().any(|m| m.h != first.h || m.w != first.w) {
             return Err(Error::arch("concat of maps with different spatial sizes"));
         }
@@ -306,7 +340,9 @@ impl ArchBuilder {
     /// [`Error::InvalidArchitecture`] if no input was declared, `output` is a
     /// concatenation, or validation fails.
     pub fn finish(self, output: &FeatureMap) -> Result<Architecture> {
-        let input = self.input.ok_or_else(|| Error::arch("no input() declared"))?;
+        let input = self
+            .input
+            .ok_or_else(|| Error::arch("no input() declared"))?;
         if output.widths.len() != 1 {
             return Err(Error::arch("the output map must be a single width"));
         }

@@ -140,6 +140,31 @@ pub(crate) fn out_size(input: usize, kernel: usize, stride: usize, padding: usiz
     }
 }
 
+/// For kernel offset `k` along an axis of length `n` (padding `pad`, stride
+/// `stride`, `out` outputs), the output range `[lo, hi)` whose input coordinate
+/// `o * stride + k - pad` falls inside `[0, n)`.
+#[inline]
+pub(crate) fn valid_range(
+    k: usize,
+    pad: usize,
+    stride: usize,
+    n: usize,
+    out: usize,
+) -> (usize, usize) {
+    // o * stride + k >= pad  and  o * stride + k < n + pad
+    let lo = if k >= pad {
+        0
+    } else {
+        (pad - k).div_ceil(stride)
+    };
+    let hi = if n + pad > k {
+        ((n + pad - k - 1) / stride + 1).min(out)
+    } else {
+        0
+    };
+    (lo.min(hi), hi)
+}
+
 /// Geometry of a fully-connected layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -251,36 +276,61 @@ impl Architecture {
         let nw = widths.len();
         for (i, w) in widths.iter().enumerate() {
             if w.channels == 0 {
-                return Err(Error::arch(format!("width {i} (`{}`) has zero channels", w.name)));
+                return Err(Error::arch(format!(
+                    "width {i} (`{}`) has zero channels",
+                    w.name
+                )));
             }
         }
         for id in [input, output] {
             if id.0 >= nw {
-                return Err(Error::arch(format!("width index {} out of range ({nw} widths)", id.0)));
+                return Err(Error::arch(format!(
+                    "width index {} out of range ({nw} widths)",
+                    id.0
+                )));
             }
             widths[id.0].fixed = true;
         }
         if layers.is_empty() {
-            return Err(Error::arch("an architecture needs at least one prunable layer"));
+            return Err(Error::arch(
+                "an architecture needs at least one prunable layer",
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for layer in &layers {
             let n = &layer.name;
             if !names.insert(n.clone()) {
-                return Err(Error::arch(format!("two layers are named `{n}`; names must be unique")));
+                return Err(Error::arch(format!(
+                    "two layers are named `{n}`; names must be unique"
+                )));
             }
             if layer.output.0 >= nw || layer.input.iter().any(|s| s.width.0 >= nw) {
-                return Err(Error::arch(format!("layer `{n}` refers to a width index >= {nw}")));
+                return Err(Error::arch(format!(
+                    "layer `{n}` refers to a width index >= {nw}"
+                )));
             }
             if layer.input.is_empty() {
                 return Err(Error::arch(format!("layer `{n}` has no input widths")));
             }
-            let in_elems: usize = layer.input.iter().map(|s| widths[s.width.0].channels * s.spatial).sum();
+            let in_elems: usize = layer
+                .input
+                .iter()
+                .map(|s| widths[s.width.0].channels * s.spatial)
+                .sum();
             let out_ch = widths[layer.output.0].channels;
             match &layer.kind {
                 LayerKind::Conv2d(g) => {
-                    if [g.in_channels, g.in_h, g.in_w, g.out_channels, g.kernel_h, g.kernel_w, g.stride, g.groups]
-                        .contains(&0)
+                    if [
+                        g.in_channels,
+                        g.in_h,
+                        g.in_w,
+                        g.out_channels,
+                        g.kernel_h,
+                        g.kernel_w,
+                        g.stride,
+                        g.groups,
+                    ]
+                    .contains(&0)
                     {
                         return Err(Error::arch(format!("conv `{n}` has a zero size: {g:?}")));
                     }
@@ -291,7 +341,9 @@ impl Architecture {
                         )));
                     }
                     if layer.input.iter().any(|s| s.spatial != 1) {
-                        return Err(Error::arch(format!("conv `{n}` reads a flattened input (spatial != 1)")));
+                        return Err(Error::arch(format!(
+                            "conv `{n}` reads a flattened input (spatial != 1)"
+                        )));
                     }
                     if g.out_h() == 0 || g.out_w() == 0 {
                         return Err(Error::arch(format!(
@@ -305,7 +357,9 @@ impl Architecture {
                             g.in_channels
                         )));
                     }
-                    if g.is_depthwise() && (layer.input.len() != 1 || layer.input[0].width != layer.output) {
+                    if g.is_depthwise()
+                        && (layer.input.len() != 1 || layer.input[0].width != layer.output)
+                    {
                         return Err(Error::arch(format!(
                             "depthwise conv `{n}` must read and write the same single width"
                         )));
@@ -443,19 +497,39 @@ mod tests {
                 padding: 1,
                 groups: 1,
             }),
-            input: vec![InputSegment { width: WidthId(0), spatial: 1 }],
+            input: vec![InputSegment {
+                width: WidthId(0),
+                spatial: 1,
+            }],
             output: WidthId(1),
             bias: true,
         };
-        let err = Architecture::new("x", widths.clone(), vec![conv.clone()], WidthId(0), WidthId(1)).unwrap_err();
-        assert!(err.to_string().contains("expects 4 input channels"), "{err}");
+        let err = Architecture::new(
+            "x",
+            widths.clone(),
+            vec![conv.clone()],
+            WidthId(0),
+            WidthId(1),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("expects 4 input channels"),
+            "{err}"
+        );
 
         let mut bad_groups = conv.clone();
         if let LayerKind::Conv2d(g) = &mut bad_groups.kind {
             g.in_channels = 3;
             g.groups = 2;
         }
-        let err = Architecture::new("x", widths.clone(), vec![bad_groups], WidthId(0), WidthId(1)).unwrap_err();
+        let err = Architecture::new(
+            "x",
+            widths.clone(),
+            vec![bad_groups],
+            WidthId(0),
+            WidthId(1),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("groups 2 must divide"), "{err}");
 
         let mut zero = conv;

@@ -15,7 +15,14 @@ use super::{ArchBuilder, Architecture, Conv, FeatureMap};
 use crate::error::{Error, Result};
 
 /// Names accepted by [`by_name`].
-pub const NAMES: [&str; 6] = ["lenet5", "alexnet", "squeezenet", "mobilenet", "vgg16", "resnet18"];
+pub const NAMES: [&str; 6] = [
+    "lenet5",
+    "alexnet",
+    "squeezenet",
+    "mobilenet",
+    "vgg16",
+    "resnet18",
+];
 
 /// Look up a zoo architecture by name (see [`NAMES`]).
 ///
@@ -29,7 +36,11 @@ pub fn by_name(name: &str) -> Result<Architecture> {
         "mobilenet" | "mobilenet_v1" => mobilenet_v1(),
         "vgg16" => vgg16(),
         "resnet18" => resnet18(),
-        _ => Err(Error::param("network", name, format!("unknown network; choose one of {NAMES:?}"))),
+        _ => Err(Error::param(
+            "network",
+            name,
+            format!("unknown network; choose one of {NAMES:?}"),
+        )),
     }
 }
 
@@ -72,10 +83,20 @@ pub fn alexnet() -> Result<Architecture> {
     b.finish(&x)
 }
 
-fn fire(b: &mut ArchBuilder, name: &str, x: &FeatureMap, squeeze: usize, expand: usize) -> Result<FeatureMap> {
+fn fire(
+    b: &mut ArchBuilder,
+    name: &str,
+    x: &FeatureMap,
+    squeeze: usize,
+    expand: usize,
+) -> Result<FeatureMap> {
     let s = b.conv2d(&format!("{name}.squeeze"), x, Conv::new(squeeze, 1))?;
     let e1 = b.conv2d(&format!("{name}.expand1x1"), &s, Conv::new(expand, 1))?;
-    let e3 = b.conv2d(&format!("{name}.expand3x3"), &s, Conv::new(expand, 3).padding(1))?;
+    let e3 = b.conv2d(
+        &format!("{name}.expand3x3"),
+        &s,
+        Conv::new(expand, 3).padding(1),
+    )?;
     b.concat(&[&e1, &e3])
 }
 
@@ -129,7 +150,11 @@ pub fn mobilenet_v1() -> Result<Architecture> {
     for (i, (out, stride)) in blocks.iter().enumerate() {
         let dw = Conv::depthwise(3).stride(*stride).padding(1).no_bias();
         x = b.conv2d(&format!("conv{}.dw", i + 1), &x, dw)?;
-        x = b.conv2d(&format!("conv{}.pw", i + 1), &x, Conv::new(*out, 1).no_bias())?;
+        x = b.conv2d(
+            &format!("conv{}.pw", i + 1),
+            &x,
+            Conv::new(*out, 1).no_bias(),
+        )?;
     }
     let x = b.global_pool(&x);
     let x = b.linear("fc", &x, 1000, true)?;
@@ -143,10 +168,20 @@ pub fn mobilenet_v1() -> Result<Architecture> {
 pub fn vgg16() -> Result<Architecture> {
     let mut b = ArchBuilder::new("vgg16");
     let mut x = b.input(3, 224, 224)?;
-    let stages: [&[usize]; 5] = [&[64, 64], &[128, 128], &[256, 256, 256], &[512, 512, 512], &[512, 512, 512]];
+    let stages: [&[usize]; 5] = [
+        &[64, 64],
+        &[128, 128],
+        &[256, 256, 256],
+        &[512, 512, 512],
+        &[512, 512, 512],
+    ];
     for (s, convs) in stages.iter().enumerate() {
         for (i, &c) in convs.iter().enumerate() {
-            x = b.conv2d(&format!("conv{}_{}", s + 1, i + 1), &x, Conv::new(c, 3).padding(1))?;
+            x = b.conv2d(
+                &format!("conv{}_{}", s + 1, i + 1),
+                &x,
+                Conv::new(c, 3).padding(1),
+            )?;
         }
         x = b.pool(&x, 2, 2, 0, false)?;
     }
@@ -185,7 +220,11 @@ pub fn resnet18() -> Result<Architecture> {
         let mut sc = shortcut;
         for blk in 0..2 {
             let s = if blk == 0 { stride } else { 1 };
-            let h = b.conv2d(&format!("{name}.{blk}.conv1"), &block_in, Conv::new(ch, 3).stride(s).padding(1).no_bias())?;
+            let h = b.conv2d(
+                &format!("{name}.{blk}.conv1"),
+                &block_in,
+                Conv::new(ch, 3).stride(s).padding(1).no_bias(),
+            )?;
             let h = b.conv2d(
                 &format!("{name}.{blk}.conv2"),
                 &h,
@@ -247,7 +286,11 @@ mod tests {
     fn mobilenet_matches_paper() {
         let a = mobilenet_v1().unwrap();
         // 4.2 M in the paper includes batch-norm parameters (~0.02 M).
-        assert!(close(a.param_count() as f64, 4.2e6, 0.01), "{}", a.param_count());
+        assert!(
+            close(a.param_count() as f64, 4.2e6, 0.01),
+            "{}",
+            a.param_count()
+        );
         assert!(close(a.macs() as f64, 569e6, 0.01), "{}", a.macs());
     }
 

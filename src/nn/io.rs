@@ -29,7 +29,8 @@ impl Cnn {
         for (w, b) in weights.iter().zip(biases) {
             for t in [w, b] {
                 buf.extend_from_slice(&(t.len() as u64).to_le_bytes());
-                t.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
+                t.iter()
+                    .for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
             }
         }
         let tmp = path.with_extension("tmp-save");
@@ -67,13 +68,18 @@ impl Cnn {
         let layers = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
         let (weights, biases) = self.params();
         if layers != weights.len() {
-            return Err(corrupt(format!("{layers} layers in the file, the network has {}", weights.len())));
+            return Err(corrupt(format!(
+                "{layers} layers in the file, the network has {}",
+                weights.len()
+            )));
         }
         let mut at = 12;
         let mut tensors: Vec<Vec<f32>> = Vec::with_capacity(2 * layers);
         for l in 0..layers {
             for expected in [weights[l].len(), biases[l].len()] {
-                let len_bytes = bytes.get(at..at + 8).ok_or_else(|| corrupt("truncated".into()))?;
+                let len_bytes = bytes
+                    .get(at..at + 8)
+                    .ok_or_else(|| corrupt("truncated".into()))?;
                 let len = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes")) as usize;
                 at += 8;
                 if len != expected {
@@ -81,7 +87,9 @@ impl Cnn {
                         "layer {l}: tensor of {len} values, the network expects {expected} (different architecture)"
                     )));
                 }
-                let data = bytes.get(at..at + 4 * len).ok_or_else(|| corrupt("truncated".into()))?;
+                let data = bytes
+                    .get(at..at + 4 * len)
+                    .ok_or_else(|| corrupt("truncated".into()))?;
                 at += 4 * len;
                 let t: Vec<f32> = data
                     .chunks_exact(4)

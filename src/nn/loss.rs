@@ -14,10 +14,20 @@ use crate::error::{Error, Result};
 /// # Errors
 /// [`Error::ShapeMismatch`] if lengths disagree, [`Error::InvalidParameter`] for a
 /// label `>= classes`.
-pub fn cross_entropy(logits: &[f32], labels: &[u8], classes: usize, scale: f32, grad: &mut [f32]) -> Result<(f32, usize)> {
+pub fn cross_entropy(
+    logits: &[f32],
+    labels: &[u8],
+    classes: usize,
+    scale: f32,
+    grad: &mut [f32],
+) -> Result<(f32, usize)> {
     let batch = labels.len();
     if classes == 0 || logits.len() != batch * classes {
-        return Err(Error::shape("logits (batch * classes)", batch * classes, logits.len()));
+        return Err(Error::shape(
+            "logits (batch * classes)",
+            batch * classes,
+            logits.len(),
+        ));
     }
     if grad.len() != logits.len() {
         return Err(Error::shape("loss gradient", logits.len(), grad.len()));
@@ -28,13 +38,19 @@ pub fn cross_entropy(logits: &[f32], labels: &[u8], classes: usize, scale: f32, 
     for (b, &y) in labels.iter().enumerate() {
         let y = y as usize;
         if y >= classes {
-            return Err(Error::param("label", y, format!("labels must be < {classes}")));
+            return Err(Error::param(
+                "label",
+                y,
+                format!("labels must be < {classes}"),
+            ));
         }
         let z = &logits[b * classes..(b + 1) * classes];
         let (arg, max) = z
             .iter()
             .enumerate()
-            .fold((0, f32::NEG_INFINITY), |(ai, am), (i, &v)| if v > am { (i, v) } else { (ai, am) });
+            .fold((0, f32::NEG_INFINITY), |(ai, am), (i, &v)| {
+                if v > am { (i, v) } else { (ai, am) }
+            });
         if arg == y {
             correct += 1;
         }
@@ -54,9 +70,18 @@ pub fn cross_entropy(logits: &[f32], labels: &[u8], classes: usize, scale: f32, 
 ///
 /// # Errors
 /// [`Error::ShapeMismatch`] if lengths disagree.
-pub fn mse_distillation(logits: &[f32], teacher: &[f32], scale: f32, grad: &mut [f32]) -> Result<f32> {
+pub fn mse_distillation(
+    logits: &[f32],
+    teacher: &[f32],
+    scale: f32,
+    grad: &mut [f32],
+) -> Result<f32> {
     if teacher.len() != logits.len() || grad.len() != logits.len() {
-        return Err(Error::shape("teacher logits / gradient", logits.len(), teacher.len().min(grad.len())));
+        return Err(Error::shape(
+            "teacher logits / gradient",
+            logits.len(),
+            teacher.len().min(grad.len()),
+        ));
     }
     if logits.is_empty() {
         return Ok(0.0);
@@ -76,7 +101,9 @@ pub fn argmax_rows(logits: &[f32], classes: usize) -> impl Iterator<Item = usize
     logits.chunks_exact(classes.max(1)).map(|z| {
         z.iter()
             .enumerate()
-            .fold((0, f32::NEG_INFINITY), |(ai, am), (i, &v)| if v > am { (i, v) } else { (ai, am) })
+            .fold((0, f32::NEG_INFINITY), |(ai, am), (i, &v)| {
+                if v > am { (i, v) } else { (ai, am) }
+            })
             .0
     })
 }
@@ -120,7 +147,9 @@ mod tests {
             let mut zm = z.clone();
             zm[i] -= eps;
             let mut d = vec![0.0; 4];
-            let fd = 0.5 * (mse_distillation(&zp, &t, 1.0, &mut d).unwrap() - mse_distillation(&zm, &t, 1.0, &mut d).unwrap())
+            let fd = 0.5
+                * (mse_distillation(&zp, &t, 1.0, &mut d).unwrap()
+                    - mse_distillation(&zm, &t, 1.0, &mut d).unwrap())
                 / (2.0 * eps);
             assert!((fd - g[i]).abs() < 1e-3, "{fd} vs {}", g[i]);
         }

@@ -78,7 +78,10 @@ pub struct MnistOptions {
 
 impl Default for MnistOptions {
     fn default() -> Self {
-        Self { pad: 2, normalize: true }
+        Self {
+            pad: 2,
+            normalize: true,
+        }
     }
 }
 
@@ -139,21 +142,42 @@ fn be_u32(bytes: &[u8], at: usize) -> u32 {
 /// [`Error::CorruptData`] on a bad magic number, zero sizes, or a length mismatch.
 pub fn parse_idx_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>)> {
     if bytes.len() < 16 {
-        return Err(corrupt(path, format!("{} bytes is shorter than the 16-byte IDX3 header", bytes.len())));
+        return Err(corrupt(
+            path,
+            format!(
+                "{} bytes is shorter than the 16-byte IDX3 header",
+                bytes.len()
+            ),
+        ));
     }
     let magic = be_u32(bytes, 0);
     if magic != 2051 {
-        return Err(corrupt(path, format!("magic number {magic}, expected 2051 for an image file")));
+        return Err(corrupt(
+            path,
+            format!("magic number {magic}, expected 2051 for an image file"),
+        ));
     }
-    let (n, r, c) = (be_u32(bytes, 4) as usize, be_u32(bytes, 8) as usize, be_u32(bytes, 12) as usize);
+    let (n, r, c) = (
+        be_u32(bytes, 4) as usize,
+        be_u32(bytes, 8) as usize,
+        be_u32(bytes, 12) as usize,
+    );
     if r == 0 || c == 0 {
-        return Err(corrupt(path, format!("image size {r}x{c} has a zero dimension")));
+        return Err(corrupt(
+            path,
+            format!("image size {r}x{c} has a zero dimension"),
+        ));
     }
-    let want = n.checked_mul(r * c).ok_or_else(|| corrupt(path, "image count overflows"))?;
+    let want = n
+        .checked_mul(r * c)
+        .ok_or_else(|| corrupt(path, "image count overflows"))?;
     if bytes.len() - 16 != want {
         return Err(corrupt(
             path,
-            format!("{n} images of {r}x{c} need {want} bytes, the file holds {} (truncated?)", bytes.len() - 16),
+            format!(
+                "{n} images of {r}x{c} need {want} bytes, the file holds {} (truncated?)",
+                bytes.len() - 16
+            ),
         ));
     }
     Ok((n, r, c, bytes[16..].to_vec()))
@@ -165,22 +189,37 @@ pub fn parse_idx_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, usiz
 /// [`Error::CorruptData`] on a bad magic number, a length mismatch, or an out-of-range label.
 pub fn parse_idx_labels(path: &Path, bytes: &[u8], classes: u8) -> Result<Vec<u8>> {
     if bytes.len() < 8 {
-        return Err(corrupt(path, format!("{} bytes is shorter than the 8-byte IDX1 header", bytes.len())));
+        return Err(corrupt(
+            path,
+            format!(
+                "{} bytes is shorter than the 8-byte IDX1 header",
+                bytes.len()
+            ),
+        ));
     }
     let magic = be_u32(bytes, 0);
     if magic != 2049 {
-        return Err(corrupt(path, format!("magic number {magic}, expected 2049 for a label file")));
+        return Err(corrupt(
+            path,
+            format!("magic number {magic}, expected 2049 for a label file"),
+        ));
     }
     let n = be_u32(bytes, 4) as usize;
     if bytes.len() - 8 != n {
         return Err(corrupt(
             path,
-            format!("header announces {n} labels, the file holds {} (truncated?)", bytes.len() - 8),
+            format!(
+                "header announces {n} labels, the file holds {} (truncated?)",
+                bytes.len() - 8
+            ),
         ));
     }
     let labels = bytes[8..].to_vec();
     if let Some((i, l)) = labels.iter().enumerate().find(|(_, l)| **l >= classes) {
-        return Err(corrupt(path, format!("label {l} at index {i} is not below {classes}")));
+        return Err(corrupt(
+            path,
+            format!("label {l} at index {i} is not below {classes}"),
+        ));
     }
     Ok(labels)
 }
@@ -189,7 +228,14 @@ fn load_pair(images: &Path, labels: &Path, opts: MnistOptions) -> Result<Dataset
     let (n, r, c, pixels) = parse_idx_images(images, &read_gz(images)?)?;
     let lab = parse_idx_labels(labels, &read_gz(labels)?, 10)?;
     if lab.len() != n {
-        return Err(corrupt(labels, format!("{} labels for {n} images in {}", lab.len(), images.display())));
+        return Err(corrupt(
+            labels,
+            format!(
+                "{} labels for {n} images in {}",
+                lab.len(),
+                images.display()
+            ),
+        ));
     }
     let (h, w) = (r + 2 * opts.pad, c + 2 * opts.pad);
     let (scale, shift) = if opts.normalize {
@@ -245,7 +291,10 @@ mod tests {
         let p = Path::new("x");
         let mut img = header(2051, &[2, 2, 3]);
         img.extend_from_slice(&[0; 11]); // one byte short
-        assert!(matches!(parse_idx_images(p, &img), Err(Error::CorruptData { .. })));
+        assert!(matches!(
+            parse_idx_images(p, &img),
+            Err(Error::CorruptData { .. })
+        ));
         let img = header(2049, &[2, 2, 3]);
         let msg = parse_idx_images(p, &img).unwrap_err().to_string();
         assert!(msg.contains("expected 2051"), "{msg}");
@@ -263,7 +312,10 @@ mod tests {
     fn missing_and_non_gzip_files_are_errors() {
         let dir = std::env::temp_dir().join(format!("ep-mnist-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        assert!(matches!(Mnist::load(&dir, MnistOptions::default()), Err(Error::Io { .. })));
+        assert!(matches!(
+            Mnist::load(&dir, MnistOptions::default()),
+            Err(Error::Io { .. })
+        ));
         for f in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"] {
             std::fs::write(dir.join(f), b"not gzip at all").unwrap();
         }

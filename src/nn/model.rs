@@ -174,7 +174,8 @@ impl Cnn {
                     groups,
                 } => {
                     let in_fm = fm.clone();
-                    let depthwise = *groups > 1 && *groups == in_fm.channels && *out_channels == in_fm.channels;
+                    let depthwise =
+                        *groups > 1 && *groups == in_fm.channels && *out_channels == in_fm.channels;
                     let conv = if depthwise {
                         Conv::depthwise(*kernel)
                     } else {
@@ -195,7 +196,10 @@ impl Cnn {
                         groups: *groups,
                     };
                     layer += 1;
-                    Op::Conv { geom, layer: layer - 1 }
+                    Op::Conv {
+                        geom,
+                        layer: layer - 1,
+                    }
                 }
                 LayerSpec::Linear { name, out_features } => {
                     fm = b.linear(name, &fm, *out_features, true)?;
@@ -232,11 +236,21 @@ impl Cnn {
             return Err(Error::arch("a Cnn needs at least one Conv or Linear layer"));
         }
         if fm.widths.len() != 1 || shapes.last().is_some_and(|s| s.h * s.w != 1) {
-            return Err(Error::arch("the last prunable layer must be Linear (or produce a 1x1 map)"));
+            return Err(Error::arch(
+                "the last prunable layer must be Linear (or produce a 1x1 map)",
+            ));
         }
         let arch = b.finish(&fm)?;
-        let weights: Vec<Vec<f32>> = arch.layers().iter().map(|l| vec![0.0; l.weight_count()]).collect();
-        let biases: Vec<Vec<f32>> = arch.layers().iter().map(|l| vec![0.0; l.out_channels()]).collect();
+        let weights: Vec<Vec<f32>> = arch
+            .layers()
+            .iter()
+            .map(|l| vec![0.0; l.weight_count()])
+            .collect();
+        let biases: Vec<Vec<f32>> = arch
+            .layers()
+            .iter()
+            .map(|l| vec![0.0; l.out_channels()])
+            .collect();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut net = Self {
             wgrad: weights.clone(),
@@ -264,10 +278,16 @@ impl Cnn {
         let specs = [
             L::conv("conv1", 6, 5),
             L::Relu,
-            L::MaxPool { kernel: 2, stride: 2 },
+            L::MaxPool {
+                kernel: 2,
+                stride: 2,
+            },
             L::conv("conv2", 16, 5),
             L::Relu,
-            L::MaxPool { kernel: 2, stride: 2 },
+            L::MaxPool {
+                kernel: 2,
+                stride: 2,
+            },
             L::linear("fc1", 120),
             L::Relu,
             L::linear("fc2", 84),
@@ -324,7 +344,11 @@ impl Cnn {
     pub fn set_bias(&mut self, layer: usize, src: &[f32]) -> Result<()> {
         let l = self.arch.layer(layer)?;
         if src.len() != self.biases[layer].len() {
-            return Err(Error::shape(format!("bias of layer {}", l.name), self.biases[layer].len(), src.len()));
+            return Err(Error::shape(
+                format!("bias of layer {}", l.name),
+                self.biases[layer].len(),
+                src.len(),
+            ));
         }
         check_finite("bias", src)?;
         self.biases[layer].copy_from_slice(src);
@@ -357,7 +381,13 @@ impl Cnn {
         self.workers.resize_with(shards, Worker::default);
         for (i, wk) in self.workers.iter_mut().enumerate() {
             let (lo, hi) = shard_range(batch, shards, i);
-            wk.prepare(&self.ops, &self.shapes, &self.weights, &self.biases, hi - lo);
+            wk.prepare(
+                &self.ops,
+                &self.shapes,
+                &self.weights,
+                &self.biases,
+                hi - lo,
+            );
         }
     }
 }
@@ -374,7 +404,14 @@ pub(crate) fn standard_normal(rng: &mut StdRng) -> f64 {
 }
 
 impl Worker {
-    fn prepare(&mut self, ops: &[Op], shapes: &[Shape], weights: &[Vec<f32>], biases: &[Vec<f32>], batch: usize) {
+    fn prepare(
+        &mut self,
+        ops: &[Op],
+        shapes: &[Shape],
+        weights: &[Vec<f32>],
+        biases: &[Vec<f32>],
+        batch: usize,
+    ) {
         self.batch = batch;
         self.acts.resize_with(shapes.len(), Vec::new);
         self.cols.resize_with(ops.len(), Vec::new);
@@ -418,7 +455,14 @@ impl Worker {
     }
 
     /// Load `input` (`[B][C][H][W]`) into `acts[0]` (`[C][B][H][W]`) and run all ops.
-    fn forward(&mut self, ops: &[Op], shapes: &[Shape], weights: &[Vec<f32>], biases: &[Vec<f32>], input: &[f32]) {
+    fn forward(
+        &mut self,
+        ops: &[Op],
+        shapes: &[Shape],
+        weights: &[Vec<f32>],
+        biases: &[Vec<f32>],
+        input: &[f32],
+    ) {
         let b = self.batch;
         let s0 = shapes[0];
         let hw = s0.h * s0.w;
@@ -438,7 +482,15 @@ impl Worker {
             let (si, so) = (shapes[i], shapes[i + 1]);
             match op {
                 Op::Conv { geom, layer } => {
-                    ops::conv2d_forward(geom, b, x, &weights[*layer], Some(&biases[*layer]), &mut self.cols[i], y);
+                    ops::conv2d_forward(
+                        geom,
+                        b,
+                        x,
+                        &weights[*layer],
+                        Some(&biases[*layer]),
+                        &mut self.cols[i],
+                        y,
+                    );
                 }
                 Op::Linear { out, layer } => {
                     let f = si.len();
@@ -448,7 +500,15 @@ impl Worker {
                     } else {
                         x
                     };
-                    ops::linear_forward(*out, f, b, xin, &weights[*layer], Some(&biases[*layer]), y);
+                    ops::linear_forward(
+                        *out,
+                        f,
+                        b,
+                        xin,
+                        &weights[*layer],
+                        Some(&biases[*layer]),
+                        y,
+                    );
                 }
                 Op::Relu => {
                     for (o, v) in y.iter_mut().zip(x.iter()) {
@@ -501,11 +561,31 @@ impl Worker {
                         // dx of the flattened input goes to dcol, then unflattens.
                         let dflat = &mut self.dcol[..nin];
                         let db = Some(&mut self.bgrad[*layer][..]);
-                        ops::linear_backward(*out, f, b, xin, &weights[*layer], dy, &mut self.wgrad[*layer], db, Some(dflat));
+                        ops::linear_backward(
+                            *out,
+                            f,
+                            b,
+                            xin,
+                            &weights[*layer],
+                            dy,
+                            &mut self.wgrad[*layer],
+                            db,
+                            Some(dflat),
+                        );
                         ops::unflatten(si.c, b, si.h * si.w, &self.dcol[..nin], dx);
                     } else {
                         let db = Some(&mut self.bgrad[*layer][..]);
-                        ops::linear_backward(*out, f, b, xin, &weights[*layer], dy, &mut self.wgrad[*layer], db, need_dx.then_some(dx));
+                        ops::linear_backward(
+                            *out,
+                            f,
+                            b,
+                            xin,
+                            &weights[*layer],
+                            dy,
+                            &mut self.wgrad[*layer],
+                            db,
+                            need_dx.then_some(dx),
+                        );
                     }
                 }
                 Op::Relu => {
@@ -547,7 +627,11 @@ impl Network for Cnn {
         let l = self.arch.layer(layer)?;
         let w = &self.weights[layer];
         if dst.len() != w.len() {
-            return Err(Error::shape(format!("weights of layer {}", l.name), w.len(), dst.len()));
+            return Err(Error::shape(
+                format!("weights of layer {}", l.name),
+                w.len(),
+                dst.len(),
+            ));
         }
         dst.copy_from_slice(w);
         Ok(())
@@ -558,7 +642,11 @@ impl NetworkMut for Cnn {
     fn write_weights(&mut self, layer: usize, src: &[f32]) -> Result<()> {
         let l = self.arch.layer(layer)?;
         if src.len() != self.weights[layer].len() {
-            return Err(Error::shape(format!("weights of layer {}", l.name), self.weights[layer].len(), src.len()));
+            return Err(Error::shape(
+                format!("weights of layer {}", l.name),
+                self.weights[layer].len(),
+                src.len(),
+            ));
         }
         check_finite(&format!("weights of layer {}", l.name), src)?;
         self.weights[layer].copy_from_slice(src);
@@ -578,7 +666,11 @@ impl Trainable for Cnn {
     fn forward(&mut self, input: &[f32], batch: usize, logits: &mut Vec<f32>) -> Result<()> {
         let per = self.input_len();
         if batch == 0 || input.len() != batch * per {
-            return Err(Error::shape("forward input (batch * input_len)", batch.max(1) * per, input.len()));
+            return Err(Error::shape(
+                "forward input (batch * input_len)",
+                batch.max(1) * per,
+                input.len(),
+            ));
         }
         self.prepare_workers(batch);
         let k = self.num_classes();
@@ -608,10 +700,18 @@ impl Trainable for Cnn {
         let batch = self.workers.iter().map(|w| w.batch).sum::<usize>();
         let k = self.num_classes();
         if !self.pending_backward {
-            return Err(Error::param("backward", "called", "call forward() on a batch first"));
+            return Err(Error::param(
+                "backward",
+                "called",
+                "call forward() on a batch first",
+            ));
         }
         if grad_logits.len() != batch * k {
-            return Err(Error::shape("grad_logits (batch * classes)", batch * k, grad_logits.len()));
+            return Err(Error::shape(
+                "grad_logits (batch * classes)",
+                batch * k,
+                grad_logits.len(),
+            ));
         }
         check_finite("grad_logits", grad_logits)?;
         let shards = self.workers.len();
@@ -627,10 +727,21 @@ impl Trainable for Cnn {
             wk.backward(ops, shapes, weights);
         };
         parallel_for_each(&mut self.workers, run);
-        let (first, rest) = self.workers.split_first().expect("forward prepared a worker");
+        let (first, rest) = self
+            .workers
+            .split_first()
+            .expect("forward prepared a worker");
         for l in 0..self.weights.len() {
-            sum_into(&mut self.wgrad[l], &first.wgrad[l], rest.iter().map(|w| &w.wgrad[l][..]));
-            sum_into(&mut self.bgrad[l], &first.bgrad[l], rest.iter().map(|w| &w.bgrad[l][..]));
+            sum_into(
+                &mut self.wgrad[l],
+                &first.wgrad[l],
+                rest.iter().map(|w| &w.wgrad[l][..]),
+            );
+            sum_into(
+                &mut self.bgrad[l],
+                &first.bgrad[l],
+                rest.iter().map(|w| &w.bgrad[l][..]),
+            );
         }
         self.pending_backward = false;
         Ok(())

@@ -69,15 +69,7 @@ pub fn is_pointwise(g: &Conv2dGeometry) -> bool {
     g.kernel_h == 1 && g.kernel_w == 1 && g.stride == 1 && g.padding == 0 && g.groups == 1
 }
 
-/// For kernel offset `k` along an axis, the output range `[lo, hi)` whose input
-/// coordinate `o * stride + k - pad` falls inside `[0, n)`.
-#[inline]
-fn valid_range(k: usize, pad: usize, stride: usize, n: usize, out: usize) -> (usize, usize) {
-    // o * stride + k >= pad  and  o * stride + k < n + pad
-    let lo = if k >= pad { 0 } else { (pad - k).div_ceil(stride) };
-    let hi = if n + pad > k { ((n + pad - k - 1) / stride + 1).min(out) } else { 0 };
-    (lo.min(hi), hi)
-}
+use crate::arch::valid_range;
 
 /// Unfold the input `x` (`[C][B][H][W]`) of group `group` into `col`
 /// (`[(C/G) * R_h * R_w][B * H' * W']`).
@@ -145,7 +137,10 @@ pub fn col2im(g: &Conv2dGeometry, batch: usize, group: usize, col: &[f32], dx: &
                         let drow = &mut dst[iy * w..(iy + 1) * w];
                         if s == 1 {
                             let start = xlo + kj - p;
-                            for (d, v) in drow[start..start + (xhi - xlo)].iter_mut().zip(&srow[xlo..xhi]) {
+                            for (d, v) in drow[start..start + (xhi - xlo)]
+                                .iter_mut()
+                                .zip(&srow[xlo..xhi])
+                            {
                                 *d += v;
                             }
                         } else {
@@ -227,7 +222,11 @@ pub fn conv2d_backward(
     let (k, dg) = (col_rows(g), g.out_per_group());
     let pointwise = is_pointwise(g);
     for grp in 0..g.groups {
-        let cols = if pointwise { x } else { &col[grp * k * n..(grp + 1) * k * n] };
+        let cols = if pointwise {
+            x
+        } else {
+            &col[grp * k * n..(grp + 1) * k * n]
+        };
         // dW_g (dg x k) = dY_g (dg x n) * col_g^T (n x k)
         gemm(
             dg,
@@ -277,7 +276,14 @@ pub fn conv2d_backward(
 
 /// Direct (naive loop) convolution on the same layouts as [`conv2d_forward`];
 /// the baseline of the benches and the reference of the tests.
-pub fn conv2d_direct(g: &Conv2dGeometry, batch: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+pub fn conv2d_direct(
+    g: &Conv2dGeometry,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     let (h, wd, oh, ow) = (g.in_h as isize, g.in_w as isize, g.out_h(), g.out_w());
     let (cg, dg) = (g.in_per_group(), g.out_per_group());
     for d in 0..g.out_channels {
@@ -298,7 +304,8 @@ pub fn conv2d_direct(g: &Conv2dGeometry, batch: usize, x: &[f32], w: &[f32], bia
                                 if ix < 0 || ix >= wd {
                                     continue;
                                 }
-                                let xv = x[((c * batch + b) as isize * h * wd + iy * wd + ix) as usize];
+                                let xv =
+                                    x[((c * batch + b) as isize * h * wd + iy * wd + ix) as usize];
                                 let wv = w[((d * cg + ci) * g.kernel_h + ki) * g.kernel_w + kj];
                                 acc += xv * wv;
                             }
@@ -312,8 +319,28 @@ pub fn conv2d_direct(g: &Conv2dGeometry, batch: usize, x: &[f32], w: &[f32], bia
 }
 
 /// Linear forward on `[F][B]` activations: `y (D x B) = W (D x F) x (F x B) + bias`.
-pub fn linear_forward(d: usize, f: usize, batch: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
-    gemm(d, f, batch, 1.0, w, (f, 1), x, (batch, 1), 0.0, y, (batch, 1));
+pub fn linear_forward(
+    d: usize,
+    f: usize,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    gemm(
+        d,
+        f,
+        batch,
+        1.0,
+        w,
+        (f, 1),
+        x,
+        (batch, 1),
+        0.0,
+        y,
+        (batch, 1),
+    );
     if let Some(b) = bias {
         for (row, bd) in y[..d * batch].chunks_exact_mut(batch).zip(b) {
             row.iter_mut().for_each(|v| *v += bd);
@@ -334,14 +361,38 @@ pub fn linear_backward(
     db: Option<&mut [f32]>,
     dx: Option<&mut [f32]>,
 ) {
-    gemm(d, batch, f, 1.0, dy, (batch, 1), x, (1, batch), 0.0, dw, (f, 1));
+    gemm(
+        d,
+        batch,
+        f,
+        1.0,
+        dy,
+        (batch, 1),
+        x,
+        (1, batch),
+        0.0,
+        dw,
+        (f, 1),
+    );
     if let Some(db) = db {
         for (row, g) in dy[..d * batch].chunks_exact(batch).zip(db.iter_mut()) {
             *g = row.iter().sum();
         }
     }
     if let Some(dx) = dx {
-        gemm(f, d, batch, 1.0, w, (1, f), dy, (batch, 1), 0.0, dx, (batch, 1));
+        gemm(
+            f,
+            d,
+            batch,
+            1.0,
+            w,
+            (1, f),
+            dy,
+            (batch, 1),
+            0.0,
+            dx,
+            (batch, 1),
+        );
     }
 }
 
@@ -476,7 +527,15 @@ mod tests {
     use super::*;
     use rand::{RngExt, SeedableRng, rngs::StdRng};
 
-    fn geom(c: usize, h: usize, d: usize, k: usize, s: usize, p: usize, g: usize) -> Conv2dGeometry {
+    fn geom(
+        c: usize,
+        h: usize,
+        d: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+        g: usize,
+    ) -> Conv2dGeometry {
         Conv2dGeometry {
             in_channels: c,
             in_h: h,
@@ -524,7 +583,11 @@ mod tests {
     fn col2im_is_the_adjoint_of_im2col() {
         // <im2col(x), c> == <x, col2im(c)> for random x, c.
         let mut rng = StdRng::seed_from_u64(2);
-        for g in [geom(2, 7, 2, 3, 2, 1, 1), geom(4, 6, 4, 3, 1, 1, 2), geom(1, 10, 1, 4, 3, 2, 1)] {
+        for g in [
+            geom(2, 7, 2, 3, 2, 1, 1),
+            geom(4, 6, 4, 3, 1, 1, 2),
+            geom(1, 10, 1, 4, 3, 2, 1),
+        ] {
             let batch = 2;
             let x = rand_vec(&mut rng, g.in_channels * batch * g.in_h * g.in_w);
             let n = batch * g.out_positions();
@@ -534,8 +597,16 @@ mod tests {
                 im2col(&g, batch, grp, &x, &mut col);
                 let mut dx = vec![0.0; x.len()];
                 col2im(&g, batch, grp, &c, &mut dx);
-                let lhs: f64 = col.iter().zip(&c).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
-                let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+                let lhs: f64 = col
+                    .iter()
+                    .zip(&c)
+                    .map(|(a, b)| (*a as f64) * (*b as f64))
+                    .sum();
+                let rhs: f64 = x
+                    .iter()
+                    .zip(&dx)
+                    .map(|(a, b)| (*a as f64) * (*b as f64))
+                    .sum();
                 assert!((lhs - rhs).abs() < 1e-3, "{lhs} vs {rhs}");
             }
         }
@@ -543,7 +614,13 @@ mod tests {
 
     #[test]
     fn pool_output_sizes() {
-        let p = PoolGeometry { planes: 1, h: 28, w: 28, kernel: 2, stride: 2 };
+        let p = PoolGeometry {
+            planes: 1,
+            h: 28,
+            w: 28,
+            kernel: 2,
+            stride: 2,
+        };
         assert_eq!((p.out_h(), p.out_w()), (14, 14));
     }
 }

@@ -51,7 +51,11 @@ impl Sgd {
         check_rate("lr", lr)?;
         check_unit("momentum", momentum)?;
         if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-            return Err(Error::param("weight_decay", weight_decay, "must be finite and >= 0"));
+            return Err(Error::param(
+                "weight_decay",
+                weight_decay,
+                "must be finite and >= 0",
+            ));
         }
         Ok(Self {
             lr,
@@ -71,7 +75,11 @@ impl Sgd {
                 vel.push(vec![0.0; w.len()]);
             }
             let v = &mut vel[i];
-            let decay = if matches!(kind, ParamKind::Weight(_)) { wd } else { 0.0 };
+            let decay = if matches!(kind, ParamKind::Weight(_)) {
+                wd
+            } else {
+                0.0
+            };
             for ((wi, gi), vi) in w.iter_mut().zip(g).zip(v.iter_mut()) {
                 *vi = mu * *vi + gi + decay * *wi;
                 *wi -= lr * *vi;
@@ -140,7 +148,11 @@ impl Adam {
 
     /// Apply one update to the parameters accepted by `filter`, in the order of
     /// [`Trainable::visit_params`].
-    pub fn step_filtered<N: Trainable + ?Sized>(&mut self, net: &mut N, filter: impl Fn(ParamKind) -> bool) {
+    pub fn step_filtered<N: Trainable + ?Sized>(
+        &mut self,
+        net: &mut N,
+        filter: impl Fn(ParamKind) -> bool,
+    ) {
         self.t += 1;
         let (b1, b2, eps, lr) = (self.beta1, self.beta2, self.eps, self.lr);
         let c1 = 1.0 - b1.powi(self.t);
@@ -153,7 +165,12 @@ impl Adam {
                 vs.push(vec![0.0; w.len()]);
             }
             if filter(kind) {
-                for (((wi, gi), mi), vi) in w.iter_mut().zip(g).zip(ms[i].iter_mut()).zip(vs[i].iter_mut()) {
+                for (((wi, gi), mi), vi) in w
+                    .iter_mut()
+                    .zip(g)
+                    .zip(ms[i].iter_mut())
+                    .zip(vs[i].iter_mut())
+                {
                     *mi = b1 * *mi + (1.0 - b1) * gi;
                     *vi = b2 * *vi + (1.0 - b2) * gi * gi;
                     *wi -= lr * (*mi / c1) / ((*vi / c2).sqrt() + eps);

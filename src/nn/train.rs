@@ -1,7 +1,7 @@
 //! A plain mini-batch training loop and evaluation, for any [`Trainable`] network.
 
-use rand::seq::SliceRandom;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 
 use super::loss::{argmax_rows, cross_entropy, mse_distillation};
 use super::mnist::Dataset;
@@ -60,7 +60,11 @@ pub fn train_epoch<N: Trainable + ?Sized>(
         return Err(Error::param("batch_size", 0, "must be >= 1"));
     }
     if data.image_len() != net.input_len() {
-        return Err(Error::shape("image size", net.input_len(), data.image_len()));
+        return Err(Error::shape(
+            "image size",
+            net.input_len(),
+            data.image_len(),
+        ));
     }
     let k = net.num_classes();
     if let Some((t, w)) = cfg.distill {
@@ -74,7 +78,8 @@ pub fn train_epoch<N: Trainable + ?Sized>(
     let start = std::time::Instant::now();
     let mut order: Vec<usize> = (0..data.len()).collect();
     order.shuffle(rng);
-    let (mut images, mut labels, mut logits, mut grad, mut teacher) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut images, mut labels, mut logits, mut grad, mut teacher) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
     for (step, idx) in order.chunks(cfg.batch_size).enumerate() {
         data.gather(idx, &mut images, &mut labels);
@@ -116,11 +121,19 @@ pub fn train_epoch<N: Trainable + ?Sized>(
 ///
 /// # Errors
 /// Shape errors from the network.
-pub fn predict_all<N: Trainable + ?Sized>(net: &mut N, data: &Dataset, batch_size: usize) -> Result<Vec<f32>> {
+pub fn predict_all<N: Trainable + ?Sized>(
+    net: &mut N,
+    data: &Dataset,
+    batch_size: usize,
+) -> Result<Vec<f32>> {
     let il = data.image_len();
     let mut out = Vec::with_capacity(data.len() * net.num_classes());
     let mut logits = Vec::new();
-    for (imgs, _) in data.images.chunks(batch_size.max(1) * il).zip(data.labels.chunks(batch_size.max(1))) {
+    for (imgs, _) in data
+        .images
+        .chunks(batch_size.max(1) * il)
+        .zip(data.labels.chunks(batch_size.max(1)))
+    {
         net.predict(imgs, imgs.len() / il, &mut logits)?;
         out.extend_from_slice(&logits);
     }
@@ -131,10 +144,17 @@ pub fn predict_all<N: Trainable + ?Sized>(net: &mut N, data: &Dataset, batch_siz
 ///
 /// # Errors
 /// Shape errors from the network.
-pub fn evaluate<N: Trainable + ?Sized>(net: &mut N, data: &Dataset, batch_size: usize) -> Result<f64> {
+pub fn evaluate<N: Trainable + ?Sized>(
+    net: &mut N,
+    data: &Dataset,
+    batch_size: usize,
+) -> Result<f64> {
     let logits = predict_all(net, data, batch_size)?;
     let k = net.num_classes();
-    let correct = argmax_rows(&logits, k).zip(&data.labels).filter(|(p, l)| *p == **l as usize).count();
+    let correct = argmax_rows(&logits, k)
+        .zip(&data.labels)
+        .filter(|(p, l)| *p == **l as usize)
+        .count();
     Ok(correct as f64 / data.len().max(1) as f64)
 }
 
