@@ -832,3 +832,313 @@ impl WidthEnergyModel for SystolicArray {
         Ok(total)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::{ArchBuilder, Conv, zoo};
+    use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+    fn one_conv(c: usize, h: usize, conv: Conv) -> Architecture {
+        let mut b = ArchBuilder::new("one");
+        let x = b.input(c, h, h).unwrap();
+        let y = b.conv2d("conv", &x, conv).unwrap();
+        b.finish(&y).unwrap()
+    }
+
+    /// Brute-force (N_mac, U, N_x) by walking every output position and tap.
+    fn brute(g: &Conv2dGeometry, w: &[f32], mask: &[f32]) -> (u64, u64, u64) {
+        let (h, wd) = (g.in_h as isize, g.in_w as isize);
+        let (cg, dg, kh, kw) = (g.in_per_group(), g.out_per_group(), g.kernel_h, g.kernel_w);
+        let present = |c: usize, y: isize, x: isize| {
+            y >= 0
+                && x >= 0
+                && y < h
+                && x < wd
+                && mask[(c * g.in_h + y as usize) * g.in_w + x as usize] != 0.0
+        };
+        let (mut macs, mut u) = (0u64, 0u64);
+        for oy in 0..g.out_h() {
+            for ox in 0..g.out_w() {
+                for c in 0..g.in_channels {
+                    for i in 0..kh {
+                        for j in 0..kw {
+                            let (y, x) = (
+                                (oy * g.stride + i) as isize - g.padding as isize,
+                                (ox * g.stride + j) as isize - g.padding as isize,
+                            );
+                            if present(c, y, x) {
+                                u += 1;
+                            }
+                        }
+                    }
+                }
+                for d in 0..g.out_channels {
+                    let grp = d / dg;
+                    for ci in 0..cg {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let (y, x) = (
+                                    (oy * g.stride + i) as isize - g.padding as isize,
+                                    (ox * g.stride + j) as isize - g.padding as isize,
+                                );
+                                if w[((d * cg + ci) * kh + i) * kw + j] != 0.0
+                                    && present(grp * cg + ci, y, x)
+                                {
+                                    macs += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (macs, u, mask.iter().filter(|v| **v != 0.0).count() as u64)
+    }
+
+    #[test]
+    fn exact_counts_match_brute_force_with_masks_padding_stride_groups() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let cases = [
+            (3, 9, Conv::new(4, 3).padding(1)),
+            (4, 11, Conv::new(6, 3).stride(2).padding(1).groups(2)),
+            (5, 8, Conv::depthwise(3).stride(2).padding(2)),
+            (2, 10, Conv::new(3, 5).stride(3).padding(2)),
+            (6, 7, Conv::new(4, 1)),
+        ];
+        // Only e_mac (for N_mac) or only e_buf with n >= D (for U) or only e_dram (N_x + D A).
+        for (c, h, conv) in cases {
+            let arch = one_conv(c, h, conv);
+            let LayerKind::Conv2d(g) = arch.layers()[0].kind else {
+                unreachable!()
+            };
+            let w: Vec<f32> = (0..g.out_channels * g.filter_len())
+                .map(|_| if rng.random_bool(0.6) { 1.0 } else { 0.0 })
+                .collect();
+            let mask: Vec<f32> = (0..c * h * h)
+                .map(|_| if rng.random_bool(0.7) { 0.5 } else { 0.0 })
+                .collect();
+            let (macs, u, nx) = brute(&g, &w, &mask);
+            let state = NetworkState {
+                weights: vec![w.clone()],
+                input_masks: vec![Some(mask.clone())],
+            };
+            let only = |e_mac, e_dram, e_buf, e_rf| SystolicConfig {
+                cols: 1000,
+                e_mac,
+                e_dram,
+                e_buf,
+                e_rf,
+                ..SystolicConfig::default()
+            };
+            let m = SystolicArray::new(&arch, only(1.0, 0.0, 0.0, 0.0)).unwrap();
+            let r = m.energy(&state).unwrap();
+            assert_eq!(r.layers[0].macs, macs, "{g:?}");
+            assert_eq!(r.total, macs as f64);
+            let m = SystolicArray::new(&arch, only(0.0, 0.0, 1.0, 0.0)).unwrap();
+            let r = m.energy(&state).unwrap();
+            let nw = w.iter().filter(|v| **v != 0.0).count() as f64;
+            let q = (g.out_positions() as f64 / 12.0).ceil();
+            assert_eq!(r.layers[0].input_access, u as f64, "{g:?}");
+            assert_eq!(r.layers[0].weight_access, q * nw);
+            let m = SystolicArray::new(&arch, only(0.0, 1.0, 0.0, 0.0)).unwrap();
+            let r = m.energy(&state).unwrap();
+            assert_eq!(
+                r.layers[0].input_access,
+                (nx + (g.out_channels * g.out_positions()) as u64) as f64
+            );
+            // Dense mask gives the same as no mask.
+            let dense_mask = NetworkState {
+                weights: vec![w.clone()],
+                input_masks: vec![Some(vec![1.0; c * h * h])],
+            };
+            let no_mask = NetworkState {
+                weights: vec![w],
+                input_masks: vec![None],
+            };
+            let m = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+            assert_eq!(m.energy(&dense_mask).unwrap(), m.energy(&no_mask).unwrap());
+            // Relaxed is never below exact.
+            let exact = m.energy(&state).unwrap().total;
+            let ie = m.input_energy(&state.input_masks).unwrap();
+            assert!(m.relaxed_total(&state.nonzeros(), &ie).unwrap() >= exact);
+        }
+    }
+
+    fn reload_config(input_buffer: u64) -> SystolicConfig {
+        SystolicConfig {
+            input_buffer,
+            e_mac: 0.0,
+            e_dram: 1.0,
+            e_buf: 0.0,
+            e_rf: 0.0,
+            ..SystolicConfig::default()
+        }
+    }
+
+    #[test]
+    fn reload_term_matches_hand_computation() {
+        // 1 x 10 x 10 input, 3x3 kernel, one filter, rows of 10 elements, buffer of 4 rows:
+        // bands [0,4) [2,6) [4,8) [6,10) reload 3 x 2 rows = 60 elements.
+        let arch = one_conv(1, 10, Conv::new(1, 3));
+        let m = SystolicArray::new(&arch, reload_config(40)).unwrap();
+        assert_eq!(m.dense_input_energy()[0], (100 + 60 + 64) as f64);
+        // Stride 2, padding 1 (padded rows hold nothing): bands [0,5) [4,8) [6,10) [8,12)
+        // reload rows {4}, {6,7}, {8,9} (padded coordinates) = 50 elements.
+        let arch = one_conv(1, 10, Conv::new(1, 3).stride(2).padding(1));
+        let m = SystolicArray::new(&arch, reload_config(40)).unwrap();
+        assert_eq!(m.dense_input_energy()[0], (100 + 50 + 25) as f64);
+        // Everything fits: no reload.
+        let m = SystolicArray::new(&arch, reload_config(100)).unwrap();
+        assert_eq!(m.dense_input_energy()[0], (100 + 25) as f64);
+    }
+
+    #[test]
+    fn too_small_input_buffer_names_layer_and_size() {
+        let arch = one_conv(1, 10, Conv::new(1, 3));
+        let err = SystolicArray::new(&arch, reload_config(25)).unwrap_err();
+        match err {
+            Error::BufferTooSmall {
+                layer,
+                buffer,
+                needed,
+            } => assert_eq!((layer.as_str(), buffer, needed), ("conv", 25, 30)),
+            e => panic!("unexpected {e}"),
+        }
+        // AlexNet's first conv reloads with the default buffer, and fits.
+        let alex = zoo::alexnet().unwrap();
+        let m = SystolicArray::new(&alex, SystolicConfig::default()).unwrap();
+        let no_reload = SystolicArray::new(
+            &alex,
+            SystolicConfig {
+                input_buffer: 1 << 40,
+                ..SystolicConfig::default()
+            },
+        )
+        .unwrap();
+        assert!(m.dense_input_energy()[0] > no_reload.dense_input_energy()[0]);
+    }
+
+    #[test]
+    fn config_and_shape_errors() {
+        let arch = zoo::lenet5().unwrap();
+        assert!(
+            SystolicArray::new(
+                &arch,
+                SystolicConfig {
+                    rows: 0,
+                    ..Default::default()
+                }
+            )
+            .is_err()
+        );
+        assert!(
+            SystolicArray::new(
+                &arch,
+                SystolicConfig {
+                    e_dram: f64::NAN,
+                    ..Default::default()
+                }
+            )
+            .is_err()
+        );
+        let m = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+        let mut s = NetworkState::dense(&arch);
+        s.input_masks[0] = Some(vec![1.0; 5]);
+        assert!(matches!(m.energy(&s), Err(Error::ShapeMismatch { .. })));
+        s.input_masks[0] = None;
+        s.weights[1].pop();
+        assert!(m.energy(&s).is_err());
+        assert!(m.relaxed_total(&[1, 2], &[0.0; 5]).is_err());
+        let mut g = vec![0.0; 3];
+        assert!(m.energy_and_gradient(&[1.0; 3], &mut g).is_err());
+    }
+
+    #[test]
+    fn width_gradient_matches_finite_differences() {
+        let mut rng = StdRng::seed_from_u64(9);
+        for arch in [
+            zoo::lenet5().unwrap(),
+            zoo::mobilenet_v1().unwrap(),
+            zoo::squeezenet1_0().unwrap(),
+            zoo::resnet18().unwrap(),
+        ] {
+            let m = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+            let s: Vec<f64> = arch
+                .widths()
+                .iter()
+                .map(|w| {
+                    if w.fixed {
+                        w.channels as f64
+                    } else {
+                        w.channels as f64 * rng.random_range(0.3..0.95)
+                    }
+                })
+                .collect();
+            let mut g = vec![0.0; s.len()];
+            let f0 = m.energy_and_gradient(&s, &mut g).unwrap();
+            assert!(f0 > 0.0);
+            let mut dummy = vec![0.0; s.len()];
+            for i in 0..s.len() {
+                let h = 1e-4 * s[i].max(1.0);
+                let mut sp = s.clone();
+                sp[i] += h;
+                let mut sm = s.clone();
+                sm[i] -= h;
+                let fd = (m.energy_and_gradient(&sp, &mut dummy).unwrap()
+                    - m.energy_and_gradient(&sm, &mut dummy).unwrap())
+                    / (2.0 * h);
+                let tol = 1e-6 * fd.abs().max(g[i].abs()) + 1e-3;
+                assert!(
+                    (fd - g[i]).abs() <= tol,
+                    "{} width {i}: fd {fd} vs analytic {}",
+                    arch.name(),
+                    g[i]
+                );
+            }
+        }
+    }
+
+    fn tiny(c1: usize, c3: usize, f: usize) -> Architecture {
+        let mut b = ArchBuilder::new("tiny");
+        let x = b.input(3, 16, 16).unwrap();
+        let x = b.conv2d("a", &x, Conv::new(c1, 3).padding(1)).unwrap();
+        let x = b
+            .conv2d("dw", &x, Conv::depthwise(3).stride(2).padding(1))
+            .unwrap();
+        let x = b.conv2d("b", &x, Conv::new(c3, 1)).unwrap();
+        let x = b.pool(&x, 2, 2, 0, false).unwrap();
+        let x = b.linear("fc1", &x, f, true).unwrap();
+        let x = b.linear("fc2", &x, 14, true).unwrap();
+        b.finish(&x).unwrap()
+    }
+
+    #[test]
+    fn width_form_equals_exact_dense_energy_at_multiples_of_the_array_width() {
+        let full = tiny(56, 42, 28);
+        let m = SystolicArray::new(&full, SystolicConfig::default()).unwrap();
+        for (c1, c3, f) in [(56, 42, 28), (14, 28, 14), (28, 14, 42)] {
+            let narrow = tiny(c1, c3, f);
+            let exact = SystolicArray::new(&narrow, SystolicConfig::default())
+                .unwrap()
+                .energy(&NetworkState::dense(&narrow))
+                .unwrap()
+                .total;
+            let s: Vec<f64> = narrow.widths().iter().map(|w| w.channels as f64).collect();
+            let wf = m.width_energy(&s).unwrap();
+            assert!(
+                ((wf - exact) / exact).abs() < 1e-12,
+                "{c1},{c3},{f}: width form {wf} vs exact {exact}"
+            );
+        }
+        // Between multiples the relaxed ceilings make the width form a lower bound.
+        let narrow = tiny(20, 30, 17);
+        let exact = SystolicArray::new(&narrow, SystolicConfig::default())
+            .unwrap()
+            .energy(&NetworkState::dense(&narrow))
+            .unwrap()
+            .total;
+        let s: Vec<f64> = narrow.widths().iter().map(|w| w.channels as f64).collect();
+        assert!(m.width_energy(&s).unwrap() < exact);
+    }
+}
