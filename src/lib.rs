@@ -5,4 +5,5 @@ pub mod energy;
 pub mod error;
 pub mod network;
 pub mod nn;
+pub mod prune;
 pub use error::{Error, Result};

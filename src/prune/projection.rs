@@ -1,0 +1,675 @@
+//! Weighted sparse projection onto an energy budget (ICLR 2019, section 3).
+//!
+//! Given weights `w` and a weight-level energy model whose relaxed energy is
+//! `E(w) = E_const + sum over nonzero i of c_i`, the projection
+//! ```text
+//! maximise  sum_{kept i} w_i^2    subject to    sum_{kept i} c_i <= B - E_const
+//! ```
+//! is a 0/1 knapsack. It is solved greedily: order the weights by `w_i^2 / c_i`
+//! (largest first, ties by index; weights whose own cost exceeds the capacity are
+//! left out), keep the longest prefix whose cost fits, zero the rest; if the single most valuable weight that fits is worth more than that
+//! prefix, keep it alone instead (which guarantees at least half the optimum).
+//!
+//! The cut is found by a weighted quickselect on the ratio with running cost
+//! sums, in expected `O(n)` time instead of the `O(n log n)` of sorting; items are
+//! 8 bytes (`f32` ratio and a cost class), and a reusable [`ProjectionWorkspace`]
+//! makes repeated projections allocation-free. [`project_sorted`] is the
+//! straightforward sort-based implementation, kept as the reference and as the
+//! baseline of the benches.
+//!
+//! Per-weight costs depend on the weight's rank in its layer: the `buffered`
+//! largest magnitudes cost `base`, the others `base + surcharge` (see
+//! [`LayerCost`]). Because the kept set's cost is never below its relaxed energy,
+//! the result always meets the budget.
+
+use crate::energy::{LayerCost, NetworkState, WeightEnergyModel};
+use crate::error::{Error, Result};
+
+/// What a projection did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProjectionOutcome {
+    /// The budget projected onto.
+    pub budget: f64,
+    /// The weight-independent energy (`E_const`).
+    pub constant: f64,
+    /// Relaxed energy of the projected weights, evaluated by the model (`<= budget`).
+    pub relaxed_energy: f64,
+    /// Nonzero weights kept.
+    pub kept: u64,
+    /// Nonzero weights before the projection.
+    pub nonzero_before: u64,
+    /// Sum of `w^2` kept.
+    pub kept_value: f64,
+    /// Sum of `w^2` before the projection.
+    pub total_value: f64,
+    /// True when the single-best-weight fallback beat the greedy prefix.
+    pub single_item: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Item {
+    key: f32,
+    class: u32,
+}
+
+/// Reusable buffers for [`project_with_workspace`] and [`greedy_knapsack`].
+#[derive(Debug, Clone, Default)]
+pub struct ProjectionWorkspace {
+    items: Vec<Item>,
+    mags: Vec<f32>,
+    class_cost: Vec<f64>,
+}
+
+impl ProjectionWorkspace {
+    /// An empty workspace (buffers grow on first use).
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// Assigns `base` or `base + surcharge` to the weights of one layer, in index
+/// order: the `buffered` largest magnitudes (ties by index) get `base`.
+#[derive(Debug, Clone, Copy)]
+struct Classifier {
+    thr: f32,
+    ties_left: usize,
+    all_base: bool,
+}
+
+impl Classifier {
+    fn new(w: &[f32], cost: &LayerCost, mags: &mut Vec<f32>) -> Self {
+        if cost.surcharge == 0.0 || cost.buffered >= w.len() {
+            return Self {
+                thr: 0.0,
+                ties_left: 0,
+                all_base: true,
+            };
+        }
+        if cost.buffered == 0 {
+            return Self {
+                thr: f32::INFINITY,
+                ties_left: 0,
+                all_base: false,
+            };
+        }
+        mags.clear();
+        mags.extend(w.iter().map(|v| v.abs()));
+        let k = cost.buffered - 1;
+        let (_, thr, _) = mags.select_nth_unstable_by(k, |a, b| b.total_cmp(a));
+        let thr = *thr;
+        let greater = w.iter().filter(|v| v.abs() > thr).count();
+        Self {
+            thr,
+            ties_left: cost.buffered - greater,
+            all_base: false,
+        }
+    }
+
+    /// Whether the next weight (in index order) is charged the surcharge.
+    #[inline]
+    fn surcharged(&mut self, v: f32) -> bool {
+        if self.all_base {
+            return false;
+        }
+        let m = v.abs();
+        if m > self.thr {
+            false
+        } else if m == self.thr && self.ties_left > 0 {
+            self.ties_left -= 1;
+            false
+        } else {
+            true
+        }
+    }
+}
+
+#[inline]
+fn key(w: f32, cost: f64) -> f32 {
+    ((w as f64) * (w as f64) / cost) as f32
+}
+
+fn check_inputs<W: AsRef<[f32]>>(weights: &[W], costs: &[LayerCost], capacity: f64) -> Result<()> {
+    if weights.len() != costs.len() {
+        return Err(Error::shape(
+            "layer costs (one per layer)",
+            weights.len(),
+            costs.len(),
+        ));
+    }
+    if capacity.is_nan() {
+        return Err(Error::param("budget", capacity, "must not be NaN"));
+    }
+    for (l, (w, c)) in weights.iter().zip(costs).enumerate() {
+        crate::error::check_finite(&format!("weights of layer {l}"), w.as_ref())?;
+        if !(c.base.is_finite() && c.base > 0.0 && c.surcharge.is_finite() && c.surcharge >= 0.0) {
+            return Err(Error::param(
+                "layer cost",
+                format!("{c:?}"),
+                format!("layer {l}: base must be finite and > 0, surcharge finite and >= 0"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Summary of a knapsack selection: `(kept, charged cost, kept value, total value, single_item)`.
+type Selection = (u64, f64, f64, f64, bool);
+
+/// Greedy 0/1 knapsack on the weights in place: keep the weights of the longest
+/// prefix by `w^2 / c` whose total cost is at most `capacity` (or the best single
+/// weight if worth more), zero the others.
+///
+/// Returns `(kept, charged cost, kept value, total value, single_item)`.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] if `costs` has not one entry per layer,
+/// [`Error::NonFinite`] for a NaN or infinite weight, [`Error::InvalidParameter`]
+/// for a non-positive cost or NaN capacity. Weights are unchanged on error.
+pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]>>(
+    weights: &mut [W],
+    costs: &[LayerCost],
+    capacity: f64,
+    ws: &mut ProjectionWorkspace,
+) -> Result<Selection> {
+    check_inputs(weights, costs, capacity)?;
+    let ProjectionWorkspace {
+        items,
+        mags,
+        class_cost,
+    } = ws;
+    class_cost.clear();
+    for c in costs {
+        class_cost.push(c.base);
+        class_cost.push(c.base + c.surcharge);
+    }
+    // Build the items (nonzero weights only).
+    items.clear();
+    let mut classifiers = Vec::with_capacity(costs.len());
+    let (mut total_value, mut best, mut best_cost) =
+        (0.0f64, None::<(f64, usize, usize, f32)>, 0.0f64);
+    for (l, (w, c)) in weights.iter().zip(costs).enumerate() {
+        let w = w.as_ref();
+        let cls = Classifier::new(w, c, mags);
+        classifiers.push(cls);
+        let mut cls = cls;
+        for (i, &v) in w.iter().enumerate() {
+            let class = 2 * l + cls.surcharged(v) as usize;
+            if v == 0.0 {
+                continue;
+            }
+            let cost = class_cost[class];
+            let value = (v as f64) * (v as f64);
+            total_value += value;
+            if cost > capacity {
+                continue; // can never be kept; would only cut the prefix short
+            }
+            if best.is_none_or(|(bv, ..)| value > bv) {
+                best = Some((value, l, i, v));
+                best_cost = cost;
+            }
+            items.push(Item {
+                key: key(v, cost),
+                class: class as u32,
+            });
+        }
+    }
+    let (threshold, mut tie_capacity) = weighted_select(items, class_cost, capacity);
+    // Keep pass, in index order (ties kept while they fit, as in a stable sort).
+    let (mut kept, mut charged, mut kept_value) = (0u64, 0.0f64, 0.0f64);
+    let mut tie_open = true;
+    for (l, w) in weights.iter_mut().enumerate() {
+        let mut cls = classifiers[l];
+        for v in w.as_mut().iter_mut() {
+            let class = 2 * l + cls.surcharged(*v) as usize;
+            if *v == 0.0 {
+                continue;
+            }
+            let cost = class_cost[class];
+            let k = key(*v, cost);
+            let keep = if cost > capacity {
+                false
+            } else if k > threshold {
+                true
+            } else if k == threshold && tie_open && cost <= tie_capacity {
+                tie_capacity -= cost;
+                true
+            } else {
+                if k == threshold {
+                    tie_open = false;
+                }
+                false
+            };
+            if keep {
+                kept += 1;
+                charged += cost;
+                kept_value += (*v as f64) * (*v as f64);
+            } else {
+                *v = 0.0;
+            }
+        }
+    }
+    if let Some((bv, bl, bi, orig)) = best {
+        if bv > kept_value {
+            // One weight alone is worth more than the greedy prefix: keep just it.
+            for w in weights.iter_mut() {
+                w.as_mut().fill(0.0);
+            }
+            weights[bl].as_mut()[bi] = orig;
+            return Ok((1, best_cost, bv, total_value, true));
+        }
+    }
+    Ok((kept, charged, kept_value, total_value, false))
+}
+
+/// Weighted quickselect: the ratio `tau` of the first item (in descending ratio
+/// order) whose cost no longer fits, and the capacity left for the items whose
+/// ratio equals `tau`. Items with a larger ratio all fit. Returns
+/// `(f32::NEG_INFINITY, _)` when everything fits.
+fn weighted_select(items: &mut [Item], class_cost: &[f64], mut capacity: f64) -> (f32, f64) {
+    let (mut lo, mut hi) = (0usize, items.len());
+    let mut rng_state = 0x9E37_79B9_7F4A_7C15u64;
+    while lo < hi {
+        let part = &mut items[lo..hi];
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        let n = part.len();
+        let pivot = median3(
+            part[(rng_state % n as u64) as usize].key,
+            part[((rng_state >> 21) % n as u64) as usize].key,
+            part[((rng_state >> 42) % n as u64) as usize].key,
+        );
+        let (gt_end, eq_end) = partition3(part, pivot);
+        let cost_gt: f64 = part[..gt_end]
+            .iter()
+            .map(|it| class_cost[it.class as usize])
+            .sum();
+        if cost_gt > capacity {
+            hi = lo + gt_end;
+            continue;
+        }
+        capacity -= cost_gt;
+        let cost_eq: f64 = part[gt_end..eq_end]
+            .iter()
+            .map(|it| class_cost[it.class as usize])
+            .sum();
+        if cost_eq > capacity {
+            return (pivot, capacity);
+        }
+        capacity -= cost_eq;
+        lo += eq_end;
+    }
+    (f32::NEG_INFINITY, capacity)
+}
+
+fn median3(a: f32, b: f32, c: f32) -> f32 {
+    if (a >= b) == (a <= c) {
+        a
+    } else if (b >= a) == (b <= c) {
+        b
+    } else {
+        c
+    }
+}
+
+/// Three-way partition: `[> p | == p | < p]`; returns the ends of the first two parts.
+fn partition3(items: &mut [Item], p: f32) -> (usize, usize) {
+    let (mut gt, mut i, mut lt) = (0usize, 0usize, items.len());
+    while i < lt {
+        let k = items[i].key;
+        if k > p {
+            items.swap(i, gt);
+            gt += 1;
+            i += 1;
+        } else if k < p {
+            lt -= 1;
+            items.swap(i, lt);
+        } else {
+            i += 1;
+        }
+    }
+    (gt, lt)
+}
+
+/// The straightforward sort-based greedy knapsack (reference implementation and
+/// bench baseline): same result as [`greedy_knapsack`], in `O(n log n)`.
+///
+/// # Errors
+/// As [`greedy_knapsack`].
+pub fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]>>(
+    weights: &mut [W],
+    costs: &[LayerCost],
+    capacity: f64,
+) -> Result<Selection> {
+    check_inputs(weights, costs, capacity)?;
+    let mut mags = Vec::new();
+    // (key, layer, index, cost, value)
+    let mut all: Vec<(f32, usize, usize, f64, f64)> = Vec::new();
+    for (l, (w, c)) in weights.iter().zip(costs).enumerate() {
+        let mut cls = Classifier::new(w.as_ref(), c, &mut mags);
+        for (i, &v) in w.as_ref().iter().enumerate() {
+            let cost = if cls.surcharged(v) {
+                c.base + c.surcharge
+            } else {
+                c.base
+            };
+            if v != 0.0 && cost <= capacity {
+                all.push((key(v, cost), l, i, cost, (v as f64) * (v as f64)));
+            }
+        }
+    }
+    let total_value: f64 = weights
+        .iter()
+        .flat_map(|w| w.as_ref().iter())
+        .map(|v| (*v as f64) * (*v as f64))
+        .sum();
+    let best = all
+        .iter()
+        .fold(None::<&(f32, usize, usize, f64, f64)>, |b, a| {
+            if b.is_none_or(|b| a.4 > b.4) {
+                Some(a)
+            } else {
+                b
+            }
+        })
+        .copied();
+    all.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    let (mut used, mut prefix) = (0.0f64, 0usize);
+    for a in &all {
+        if used + a.3 > capacity {
+            break;
+        }
+        used += a.3;
+        prefix += 1;
+    }
+    let kept_value: f64 = all[..prefix].iter().map(|a| a.4).sum();
+    let mut keep: Vec<Vec<bool>> = weights
+        .iter()
+        .map(|w| vec![false; w.as_ref().len()])
+        .collect();
+    let (kept, charged, kept_value, single) = match best {
+        Some(b) if b.4 > kept_value => {
+            keep[b.1][b.2] = true;
+            (1, b.3, b.4, true)
+        }
+        _ => {
+            for a in &all[..prefix] {
+                keep[a.1][a.2] = true;
+            }
+            (prefix as u64, used, kept_value, false)
+        }
+    };
+    for (w, k) in weights.iter_mut().zip(&keep) {
+        for (v, k) in w.as_mut().iter_mut().zip(k) {
+            if !k {
+                *v = 0.0;
+            }
+        }
+    }
+    Ok((kept, charged, kept_value, total_value, single))
+}
+
+/// Project the weights of `state` onto `{relaxed energy <= budget}` under `model`,
+/// in place. See the [module docs](self).
+///
+/// # Examples
+/// ```
+/// use energy_prune::arch::zoo;
+/// use energy_prune::energy::{NetworkState, SystolicArray, SystolicConfig};
+/// use energy_prune::prune::project;
+/// # fn main() -> energy_prune::Result<()> {
+/// let arch = zoo::lenet5()?;
+/// let model = SystolicArray::new(&arch, SystolicConfig::default())?;
+/// let mut state = NetworkState::dense(&arch);
+/// let budget = 0.3 * 17_107_544.0;
+/// let out = project(&model, &mut state, budget)?;
+/// assert!(out.relaxed_energy <= budget);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`Error::InfeasibleBudget`] if `budget` is below the all-zero energy;
+/// [`Error::NonFinite`] for NaN or infinite weights; shape errors if the state
+/// does not fit the model. The state is unchanged on error.
+pub fn project<M: WeightEnergyModel + ?Sized>(
+    model: &M,
+    state: &mut NetworkState,
+    budget: f64,
+) -> Result<ProjectionOutcome> {
+    project_with_workspace(model, state, budget, &mut ProjectionWorkspace::new())
+}
+
+/// [`project`] with a reusable workspace: no allocation after the first call of a
+/// given size (besides the model's own per-layer vectors).
+///
+/// # Errors
+/// As [`project`].
+pub fn project_with_workspace<M: WeightEnergyModel + ?Sized>(
+    model: &M,
+    state: &mut NetworkState,
+    budget: f64,
+    ws: &mut ProjectionWorkspace,
+) -> Result<ProjectionOutcome> {
+    state.check(model.architecture())?;
+    if !budget.is_finite() {
+        return Err(Error::param("budget", budget, "must be finite"));
+    }
+    let input = model.input_energy(&state.input_masks)?;
+    let constant: f64 = input.iter().sum();
+    if budget < constant {
+        return Err(Error::InfeasibleBudget {
+            budget,
+            min_achievable: constant,
+        });
+    }
+    let nonzero_before = state.nonzeros().iter().sum();
+    let costs = model.knapsack_costs();
+    let (kept, _charged, kept_value, total_value, single_item) =
+        greedy_knapsack(&mut state.weights, &costs, budget - constant, ws)?;
+    let relaxed_energy = model.relaxed_energy(&state.nonzeros(), &input)?.total;
+    Ok(ProjectionOutcome {
+        budget,
+        constant,
+        relaxed_energy,
+        kept,
+        nonzero_before,
+        kept_value,
+        total_value,
+        single_item,
+    })
+}
+
+/// Keep the `k` entries of largest magnitude (ties by index), zero the others:
+/// the plain top-k projection used for input masks.
+///
+/// # Errors
+/// [`Error::NonFinite`] for a NaN or infinite value.
+pub fn project_top_k(values: &mut [f32], k: usize) -> Result<()> {
+    crate::error::check_finite("values", values)?;
+    if k >= values.len() {
+        return Ok(());
+    }
+    let mut mags = Vec::new();
+    let cost = LayerCost {
+        base: 1.0,
+        surcharge: 1.0,
+        buffered: k,
+    };
+    let mut cls = Classifier::new(values, &cost, &mut mags);
+    for v in values.iter_mut() {
+        if cls.surcharged(*v) {
+            *v = 0.0;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::zoo;
+    use crate::energy::{SystolicArray, SystolicConfig};
+    use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+    fn random_instance(rng: &mut StdRng, integer_costs: bool) -> (Vec<Vec<f32>>, Vec<LayerCost>) {
+        let layers = rng.random_range(1..4);
+        let mut w = Vec::new();
+        let mut c = Vec::new();
+        for _ in 0..layers {
+            let n = rng.random_range(1..12);
+            // A few exact ties and zeros on purpose.
+            w.push(
+                (0..n)
+                    .map(|_| match rng.random_range(0..10) {
+                        0 => 0.0,
+                        1 => 0.5,
+                        _ => rng.random_range(-2.0f32..2.0),
+                    })
+                    .collect(),
+            );
+            let base = if integer_costs {
+                rng.random_range(1..8) as f64
+            } else {
+                rng.random_range(0.5..5.0)
+            };
+            let surcharge = if integer_costs {
+                0.0
+            } else if rng.random_bool(0.5) {
+                rng.random_range(0.0..5.0)
+            } else {
+                0.0
+            };
+            c.push(LayerCost {
+                base,
+                surcharge,
+                buffered: rng.random_range(0..n + 1),
+            });
+        }
+        (w, c)
+    }
+
+    /// Exact 0/1 knapsack value by dynamic programming over integer costs.
+    fn dp_optimum(w: &[Vec<f32>], c: &[LayerCost], cap: usize) -> f64 {
+        let mut best = vec![0.0f64; cap + 1];
+        for (wl, cl) in w.iter().zip(c) {
+            for &v in wl {
+                let cost = cl.base as usize;
+                let val = (v as f64) * (v as f64);
+                for b in (cost..=cap).rev() {
+                    best[b] = best[b].max(best[b - cost] + val);
+                }
+            }
+        }
+        best[cap]
+    }
+
+    #[test]
+    fn selection_equals_sort_based_and_respects_capacity() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut ws = ProjectionWorkspace::new();
+        let instances = if cfg!(debug_assertions) {
+            20_000
+        } else {
+            100_000
+        };
+        for _ in 0..instances {
+            let (w, c) = random_instance(&mut rng, false);
+            let cap = rng.random_range(0.0..30.0);
+            let mut a = w.clone();
+            let mut b = w.clone();
+            let ra = greedy_knapsack(&mut a, &c, cap, &mut ws).unwrap();
+            let rb = project_sorted(&mut b, &c, cap).unwrap();
+            assert_eq!(a, b, "weights differ for {w:?} {c:?} cap {cap}");
+            assert_eq!(ra.0, rb.0);
+            assert!(ra.1 <= cap + 1e-9, "charged {} > capacity {cap}", ra.1);
+            assert!((ra.2 - rb.2).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn greedy_with_best_single_item_is_at_least_half_the_optimum() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut ws = ProjectionWorkspace::new();
+        let (mut sum_ratio, mut count, mut worst) = (0.0, 0, f64::INFINITY);
+        for _ in 0..20_000 {
+            let (mut w, c) = random_instance(&mut rng, true);
+            let cap = rng.random_range(0..25usize);
+            let opt = dp_optimum(&w, &c, cap);
+            let (_, charged, value, _, _) =
+                greedy_knapsack(&mut w, &c, cap as f64, &mut ws).unwrap();
+            assert!(charged <= cap as f64);
+            if opt > 0.0 {
+                let r = value / opt;
+                assert!(r >= 0.5 - 1e-12, "greedy {value} < half of optimum {opt}");
+                sum_ratio += r;
+                worst = f64::min(worst, r);
+                count += 1;
+            }
+        }
+        let mean = sum_ratio / count as f64;
+        eprintln!("greedy / optimum over {count} instances: mean {mean:.4}, worst {worst:.4}");
+        assert!(mean > 0.9, "mean ratio {mean}");
+    }
+
+    #[test]
+    fn projection_is_feasible_idempotent_and_monotone() {
+        let arch = zoo::lenet5().unwrap();
+        let model = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut dense = NetworkState::dense(&arch);
+        for w in &mut dense.weights {
+            w.iter_mut()
+                .for_each(|v| *v = rng.random_range(-1.0f32..1.0));
+        }
+        let floor = model.floor();
+        let full = 17_107_544.0;
+        let mut last_value = 0.0;
+        for frac in [0.16, 0.2, 0.3, 0.5, 0.9, 1.0] {
+            let budget = full * frac;
+            let mut s = dense.clone();
+            let out = project(&model, &mut s, budget).unwrap();
+            assert!(
+                out.relaxed_energy <= budget,
+                "{frac}: {} > {budget}",
+                out.relaxed_energy
+            );
+            assert!(out.relaxed_energy >= floor);
+            assert!(
+                out.kept_value >= last_value,
+                "value must not fall as the budget grows"
+            );
+            last_value = out.kept_value;
+            let exact = crate::energy::WeightEnergyModel::energy(&model, &s)
+                .unwrap()
+                .total;
+            assert!(exact <= out.relaxed_energy + 1e-6);
+            let mut again = s.clone();
+            project(&model, &mut again, budget).unwrap();
+            assert_eq!(again, s, "projection must be idempotent");
+        }
+        let mut s = dense.clone();
+        match project(&model, &mut s, floor * 0.99) {
+            Err(Error::InfeasibleBudget { min_achievable, .. }) => {
+                assert_eq!(min_achievable, floor)
+            }
+            other => panic!("expected InfeasibleBudget, got {other:?}"),
+        }
+        assert_eq!(s, dense, "state unchanged on error");
+        s.weights[2][5] = f32::NAN;
+        assert!(matches!(
+            project(&model, &mut s, full),
+            Err(Error::NonFinite { .. })
+        ));
+    }
+
+    #[test]
+    fn top_k_keeps_largest_magnitudes() {
+        let mut v = vec![0.1, -3.0, 2.0, 0.5, -2.0];
+        project_top_k(&mut v, 2).unwrap();
+        assert_eq!(v, vec![0.0, -3.0, 2.0, 0.0, 0.0]);
+        let mut v = vec![1.0, 1.0, 1.0];
+        project_top_k(&mut v, 2).unwrap();
+        assert_eq!(v, vec![1.0, 1.0, 0.0]);
+        assert!(project_top_k(&mut [f32::NAN], 0).is_err());
+    }
+}
