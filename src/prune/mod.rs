@@ -1,9 +1,20 @@
 //! Constrained optimizers: projection onto an energy budget and the training
 //! drivers around it.
+//!
+//! * [`project`]: one weighted sparse projection (a pure step, usable from any
+//!   training loop);
+//! * [`train_projected`]: the ICLR 2019 driver (projected SGD, budget schedule,
+//!   distillation, fixed-support fine-tuning);
+//! * [`train_magnitude`]: the magnitude-pruning baseline at the same energy.
 
+mod observer;
+mod projected;
 mod projection;
+mod schedule;
 
+pub use observer::{EpochEvent, NoObserver, Observer, OnEpoch};
+pub use projected::{ProjectedTraining, PruneReport, Termination, magnitude_prune, train_magnitude, train_projected};
 pub use projection::{
-    ProjectionOutcome, ProjectionWorkspace, greedy_knapsack, project, project_sorted,
-    project_top_k, project_with_workspace,
+    ProjectionOutcome, ProjectionWorkspace, greedy_knapsack, project, project_sorted, project_top_k, project_with_workspace,
 };
+pub use schedule::BudgetSchedule;

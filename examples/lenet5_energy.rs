@@ -1,0 +1,247 @@
+//! The main job: compress LeNet-5 on MNIST to an energy budget on the analytic
+//! systolic-array model, and compare with magnitude pruning at the same energy.
+//!
+//! ```text
+//! cargo run --release --example lenet5_energy -- [--budget 0.2] [--epochs N]
+//!     [--finetune-epochs N] [--dense FILE] [--save-dense FILE] [--dense-epochs N]
+//!     [--project-every N] [--lr X] [--seed N] [--data DIR] [--json]
+//! ```
+//! `--budget` is a fraction of the dense network's exact energy. With `--json` the
+//! last line of stdout is one JSON object with the results.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use energy_prune::energy::{EnergyReport, NetworkState, SystolicArray, SystolicConfig, WeightEnergyModel};
+use energy_prune::network::Network;
+use energy_prune::nn::mnist::{Mnist, MnistOptions};
+use energy_prune::nn::optim::Sgd;
+use energy_prune::nn::{Cnn, TrainConfig, cosine_lr, evaluate, train_epoch};
+use energy_prune::prune::{EpochEvent, Observer, ProjectedTraining, PruneReport, train_magnitude, train_projected};
+use rand::{SeedableRng, rngs::StdRng};
+
+struct Args {
+    budget: f64,
+    epochs: usize,
+    finetune_epochs: usize,
+    dense: Option<PathBuf>,
+    save_dense: Option<PathBuf>,
+    dense_epochs: usize,
+    project_every: usize,
+    lr: f32,
+    seed: u64,
+    data: PathBuf,
+    json: bool,
+    regrow: bool,
+    distill: f32,
+    skip_baseline: bool,
+}
+
+fn parse_args() -> Result<Args, lexopt::Error> {
+    use lexopt::prelude::*;
+    let d = ProjectedTraining::default();
+    let mut a = Args {
+        budget: 0.2,
+        epochs: d.epochs,
+        finetune_epochs: d.finetune_epochs,
+        dense: None,
+        save_dense: None,
+        dense_epochs: 12,
+        project_every: d.project_every,
+        lr: d.lr,
+        seed: 1,
+        data: PathBuf::from("data/mnist"),
+        json: false,
+        regrow: false,
+        distill: 0.5,
+        skip_baseline: false,
+    };
+    let mut p = lexopt::Parser::from_env();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("budget") => a.budget = p.value()?.parse()?,
+            Long("epochs") => a.epochs = p.value()?.parse()?,
+            Long("finetune-epochs") => a.finetune_epochs = p.value()?.parse()?,
+            Long("dense") => a.dense = Some(p.value()?.into()),
+            Long("save-dense") => a.save_dense = Some(p.value()?.into()),
+            Long("dense-epochs") => a.dense_epochs = p.value()?.parse()?,
+            Long("project-every") => a.project_every = p.value()?.parse()?,
+            Long("lr") => a.lr = p.value()?.parse()?,
+            Long("seed") => a.seed = p.value()?.parse()?,
+            Long("data") => a.data = p.value()?.into(),
+            Long("json") => a.json = true,
+            Long("regrow") => a.regrow = true,
+            Long("distill") => a.distill = p.value()?.parse()?,
+            Long("skip-baseline") => a.skip_baseline = true,
+            Long("help") | Short('h') => {
+                println!(
+                    "lenet5_energy [--budget FRACTION] [--epochs N] [--finetune-epochs N] [--dense FILE] [--save-dense FILE]\n              [--dense-epochs N] [--project-every N] [--lr X] [--seed N] [--data DIR] [--json]"
+                );
+                std::process::exit(0);
+            }
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(a)
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e} (see --help)");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&args) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Prints one progress line per epoch.
+struct Progress {
+    dense_energy: f64,
+}
+
+impl Observer for Progress {
+    fn on_epoch(&mut self, e: &EpochEvent) {
+        println!(
+            "{:<10} {:>3}/{:<3} loss {:.4}  train {:6.2} %  test {:6.2} %  energy {:.4} (relaxed {:.4}) vs budget {:.4} of dense  nonzero {:>6}  {:>6.0} img/s",
+            e.phase,
+            e.epoch,
+            e.epochs,
+            e.loss,
+            100.0 * e.train_accuracy,
+            100.0 * e.test_accuracy.unwrap_or(f64::NAN),
+            e.energy / self.dense_energy,
+            e.relaxed_energy / self.dense_energy,
+            e.budget / self.dense_energy,
+            e.nonzero,
+            e.images_per_second
+        );
+    }
+}
+
+fn train_dense(net: &mut Cnn, data: &Mnist, epochs: usize, seed: u64) -> energy_prune::Result<()> {
+    let mut opt = Sgd::new(0.02, 0.9, 5e-4)?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let cfg = TrainConfig::default();
+    for epoch in 0..epochs {
+        opt.lr = cosine_lr(0.02, epoch, epochs);
+        let st = train_epoch(net, &mut opt, &data.train, &cfg, &mut rng, &mut |_, _| Ok(()))?;
+        let acc = evaluate(net, &data.test, 1000)?;
+        println!(
+            "dense      {:>3}/{:<3} loss {:.4}  train {:6.2} %  test {:6.2} %  {:>6.0} img/s",
+            epoch + 1,
+            epochs,
+            st.loss,
+            100.0 * st.train_accuracy,
+            100.0 * acc,
+            st.images as f64 / st.seconds
+        );
+    }
+    Ok(())
+}
+
+fn layers_json(r: &EnergyReport) -> serde_json::Value {
+    r.layers
+        .iter()
+        .map(|l| serde_json::json!({"name": l.name, "nonzero": l.nonzero, "total": l.total}))
+        .collect()
+}
+
+fn run(args: &Args) -> energy_prune::Result<()> {
+    let start = Instant::now();
+    let data = Mnist::load(&args.data, MnistOptions::default())?;
+    let mut dense = Cnn::lenet5(args.seed)?;
+    match &args.dense {
+        Some(path) => {
+            dense.load(path)?;
+            println!("loaded dense LeNet-5 from {}", path.display());
+        }
+        None => train_dense(&mut dense, &data, args.dense_epochs, args.seed)?,
+    }
+    if let Some(path) = &args.save_dense {
+        dense.save(path)?;
+        println!("saved dense LeNet-5 to {}", path.display());
+    }
+    let dense_acc = evaluate(&mut dense, &data.test, 1000)?;
+    let model = SystolicArray::new(dense.architecture(), SystolicConfig::default())?;
+    let dense_report = model.energy(&NetworkState::from_network(&dense)?)?;
+    let e_dense = dense_report.total;
+    let budget = args.budget * e_dense;
+    println!(
+        "\ndense: test accuracy {:.2} %, energy {:.6e}; budget {:.3} of dense = {:.6e} (all-zero floor {:.4} of dense)\n",
+        100.0 * dense_acc,
+        e_dense,
+        args.budget,
+        budget,
+        model.floor() / e_dense
+    );
+    let cfg = ProjectedTraining {
+        epochs: args.epochs,
+        finetune_epochs: args.finetune_epochs,
+        project_every: args.project_every,
+        lr: args.lr,
+        seed: args.seed,
+        regrow: args.regrow,
+        distill_weight: (args.distill > 0.0).then_some(args.distill),
+        ..ProjectedTraining::default()
+    };
+    let mut progress = Progress { dense_energy: e_dense };
+    let mut constrained = dense.clone();
+    let ec = train_projected(&mut constrained, &model, budget, &data.train, Some(&data.test), &cfg, &mut progress)?;
+    println!();
+    if args.skip_baseline {
+        println!("constrained: {:.2} % at {:.4} of dense", 100.0 * ec.test_accuracy.unwrap_or(0.0), ec.energy.total / e_dense);
+        return Ok(());
+    }
+    let mut magnitude = dense.clone();
+    let em = train_magnitude(&mut magnitude, &model, budget, &data.train, Some(&data.test), &cfg, &mut progress)?;
+
+    print_table(dense_acc, &dense_report, &ec, &em, e_dense, args.budget);
+    println!("\nwhole run: {:.1} s", start.elapsed().as_secs_f64());
+    if args.json {
+        let r = |p: &PruneReport| {
+            serde_json::json!({
+                "test_accuracy": p.test_accuracy.unwrap_or(f64::NAN),
+                "energy": p.energy.total,
+                "energy_ratio": p.energy.total / e_dense,
+                "budget_met": p.budget_met,
+                "layers": layers_json(&p.energy),
+            })
+        };
+        let out = serde_json::json!({
+            "budget": args.budget,
+            "dense": {"test_accuracy": dense_acc, "energy": e_dense, "layers": layers_json(&dense_report)},
+            "constrained": r(&ec),
+            "magnitude": r(&em),
+            "seconds": start.elapsed().as_secs_f64(),
+        });
+        println!("{out}");
+    }
+    Ok(())
+}
+
+fn print_table(dense_acc: f64, dense: &EnergyReport, ec: &PruneReport, em: &PruneReport, e_dense: f64, budget: f64) {
+    println!("\nResults at budget {budget} of the dense energy (exact energy, systolic model):\n");
+    let names: Vec<&str> = dense.layers.iter().map(|l| l.name.as_str()).collect();
+    print!("| network | test accuracy | energy | ratio to dense | budget met |");
+    for n in &names {
+        print!(" nonzero {n} |");
+    }
+    println!();
+    println!("|---|---|---|---|---|{}", "---|".repeat(names.len()));
+    let row = |name: &str, acc: f64, r: &EnergyReport, met: &str| {
+        print!("| {name} | {:.2} % | {:.4e} | {:.4} | {met} |", 100.0 * acc, r.total, r.total / e_dense);
+        for l in &r.layers {
+            print!(" {} |", l.nonzero);
+        }
+        println!();
+    };
+    row("dense", dense_acc, dense, "-");
+    let yes = |b: bool| if b { "yes" } else { "NO" };
+    row("energy-constrained", ec.test_accuracy.unwrap_or(f64::NAN), &ec.energy, yes(ec.budget_met));
+    row("magnitude baseline", em.test_accuracy.unwrap_or(f64::NAN), &em.energy, yes(em.budget_met));
+}
