@@ -12,12 +12,16 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use energy_prune::energy::{EnergyReport, NetworkState, SystolicArray, SystolicConfig, WeightEnergyModel};
+use energy_prune::energy::{
+    EnergyReport, NetworkState, SystolicArray, SystolicConfig, WeightEnergyModel,
+};
 use energy_prune::network::Network;
 use energy_prune::nn::mnist::{Mnist, MnistOptions};
 use energy_prune::nn::optim::Sgd;
 use energy_prune::nn::{Cnn, TrainConfig, cosine_lr, evaluate, train_epoch};
-use energy_prune::prune::{EpochEvent, Observer, ProjectedTraining, PruneReport, train_magnitude, train_projected};
+use energy_prune::prune::{
+    EpochEvent, Observer, ProjectedTraining, PruneReport, train_magnitude, train_projected,
+};
 use rand::{SeedableRng, rngs::StdRng};
 
 struct Args {
@@ -129,7 +133,9 @@ fn train_dense(net: &mut Cnn, data: &Mnist, epochs: usize, seed: u64) -> energy_
     let cfg = TrainConfig::default();
     for epoch in 0..epochs {
         opt.lr = cosine_lr(0.02, epoch, epochs);
-        let st = train_epoch(net, &mut opt, &data.train, &cfg, &mut rng, &mut |_, _| Ok(()))?;
+        let st = train_epoch(net, &mut opt, &data.train, &cfg, &mut rng, &mut |_, _| {
+            Ok(())
+        })?;
         let acc = evaluate(net, &data.test, 1000)?;
         println!(
             "dense      {:>3}/{:<3} loss {:.4}  train {:6.2} %  test {:6.2} %  {:>6.0} img/s",
@@ -189,16 +195,38 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         distill_weight: (args.distill > 0.0).then_some(args.distill),
         ..ProjectedTraining::default()
     };
-    let mut progress = Progress { dense_energy: e_dense };
+    let mut progress = Progress {
+        dense_energy: e_dense,
+    };
     let mut constrained = dense.clone();
-    let ec = train_projected(&mut constrained, &model, budget, &data.train, Some(&data.test), &cfg, &mut progress)?;
+    let ec = train_projected(
+        &mut constrained,
+        &model,
+        budget,
+        &data.train,
+        Some(&data.test),
+        &cfg,
+        &mut progress,
+    )?;
     println!();
     if args.skip_baseline {
-        println!("constrained: {:.2} % at {:.4} of dense", 100.0 * ec.test_accuracy.unwrap_or(0.0), ec.energy.total / e_dense);
+        println!(
+            "constrained: {:.2} % at {:.4} of dense",
+            100.0 * ec.test_accuracy.unwrap_or(0.0),
+            ec.energy.total / e_dense
+        );
         return Ok(());
     }
     let mut magnitude = dense.clone();
-    let em = train_magnitude(&mut magnitude, &model, budget, &data.train, Some(&data.test), &cfg, &mut progress)?;
+    let em = train_magnitude(
+        &mut magnitude,
+        &model,
+        budget,
+        &data.train,
+        Some(&data.test),
+        &cfg,
+        &mut progress,
+    )?;
 
     print_table(dense_acc, &dense_report, &ec, &em, e_dense, args.budget);
     println!("\nwhole run: {:.1} s", start.elapsed().as_secs_f64());
@@ -224,7 +252,14 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     Ok(())
 }
 
-fn print_table(dense_acc: f64, dense: &EnergyReport, ec: &PruneReport, em: &PruneReport, e_dense: f64, budget: f64) {
+fn print_table(
+    dense_acc: f64,
+    dense: &EnergyReport,
+    ec: &PruneReport,
+    em: &PruneReport,
+    e_dense: f64,
+    budget: f64,
+) {
     println!("\nResults at budget {budget} of the dense energy (exact energy, systolic model):\n");
     let names: Vec<&str> = dense.layers.iter().map(|l| l.name.as_str()).collect();
     print!("| network | test accuracy | energy | ratio to dense | budget met |");
@@ -234,7 +269,12 @@ fn print_table(dense_acc: f64, dense: &EnergyReport, ec: &PruneReport, em: &Prun
     println!();
     println!("|---|---|---|---|---|{}", "---|".repeat(names.len()));
     let row = |name: &str, acc: f64, r: &EnergyReport, met: &str| {
-        print!("| {name} | {:.2} % | {:.4e} | {:.4} | {met} |", 100.0 * acc, r.total, r.total / e_dense);
+        print!(
+            "| {name} | {:.2} % | {:.4e} | {:.4} | {met} |",
+            100.0 * acc,
+            r.total,
+            r.total / e_dense
+        );
         for l in &r.layers {
             print!(" {} |", l.nonzero);
         }
@@ -242,6 +282,16 @@ fn print_table(dense_acc: f64, dense: &EnergyReport, ec: &PruneReport, em: &Prun
     };
     row("dense", dense_acc, dense, "-");
     let yes = |b: bool| if b { "yes" } else { "NO" };
-    row("energy-constrained", ec.test_accuracy.unwrap_or(f64::NAN), &ec.energy, yes(ec.budget_met));
-    row("magnitude baseline", em.test_accuracy.unwrap_or(f64::NAN), &em.energy, yes(em.budget_met));
+    row(
+        "energy-constrained",
+        ec.test_accuracy.unwrap_or(f64::NAN),
+        &ec.energy,
+        yes(ec.budget_met),
+    );
+    row(
+        "magnitude baseline",
+        em.test_accuracy.unwrap_or(f64::NAN),
+        &em.energy,
+        yes(em.budget_met),
+    );
 }

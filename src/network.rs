@@ -128,6 +128,10 @@ pub enum ParamKind {
     Other,
 }
 
+/// The visitor of [`Trainable::visit_params`]: receives each parameter tensor's
+/// kind, values (mutable) and gradient.
+pub type ParamVisitor<'a> = dyn FnMut(ParamKind, &mut [f32], &[f32]) + 'a;
+
 /// Training capability: one forward/backward pass on a batch and all parameters
 /// with their gradients.
 pub trait Trainable: NetworkMut {
@@ -154,7 +158,7 @@ pub trait Trainable: NetworkMut {
     fn backward(&mut self, grad_logits: &[f32]) -> Result<()>;
 
     /// Visit every trainable parameter with its gradient, always in the same order.
-    fn visit_params(&mut self, f: &mut dyn FnMut(ParamKind, &mut [f32], &[f32]));
+    fn visit_params(&mut self, f: &mut ParamVisitor<'_>);
 
     /// Inference-only forward pass (no state kept for backward). Defaults to
     /// [`Trainable::forward`].

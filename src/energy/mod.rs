@@ -14,7 +14,7 @@
 //! Units are the model's own (for the systolic model: multiples of one
 //! register-file access).
 
-mod systolic;
+pub mod systolic;
 
 pub use systolic::{SystolicArray, SystolicConfig};
 
@@ -112,14 +112,14 @@ impl NetworkState {
                     w.len(),
                 ));
             }
-            if let Some(m) = m {
-                if m.len() != layer.in_features() {
-                    return Err(Error::shape(
-                        format!("input mask of layer {}", layer.name),
-                        layer.in_features(),
-                        m.len(),
-                    ));
-                }
+            if let Some(m) = m
+                && m.len() != layer.in_features()
+            {
+                return Err(Error::shape(
+                    format!("input mask of layer {}", layer.name),
+                    layer.in_features(),
+                    m.len(),
+                ));
             }
         }
         Ok(())

@@ -176,7 +176,7 @@ struct ConvPre {
 
 #[derive(Debug, Clone)]
 enum Pre {
-    Conv(ConvPre),
+    Conv(Box<ConvPre>),
     Linear { c: u64, d: u64 },
 }
 
@@ -250,7 +250,7 @@ impl SystolicArray {
                         .flat_map(|ty| tap_x.iter().map(move |tx| ty * tx))
                         .collect();
                     let (qf, af) = (q as f64, a as f64);
-                    Pre::Conv(ConvPre {
+                    Pre::Conv(Box::new(ConvPre {
                         g: *g,
                         a,
                         q,
@@ -261,7 +261,7 @@ impl SystolicArray {
                         dense_taps,
                         beta_in: e.e_dram + qf * e.e_buf + af * e.e_rf,
                         beta_out: qf * e.e_dram + qf * e.e_buf + af * e.e_rf,
-                    })
+                    }))
                 }
                 LayerKind::Linear(g) => Pre::Linear {
                     c: g.in_features as u64,
@@ -718,14 +718,14 @@ impl WeightEnergyModel for SystolicArray {
             .zip(&self.pre)
             .zip(input_masks)
             .map(|((layer, p), m)| {
-                if let Some(m) = m {
-                    if m.len() != layer.in_features() {
-                        return Err(Error::shape(
-                            format!("input mask of layer {}", layer.name),
-                            layer.in_features(),
-                            m.len(),
-                        ));
-                    }
+                if let Some(m) = m
+                    && m.len() != layer.in_features()
+                {
+                    return Err(Error::shape(
+                        format!("input mask of layer {}", layer.name),
+                        layer.in_features(),
+                        m.len(),
+                    ));
                 }
                 match p {
                     Pre::Conv(pc) => self.conv_input_energy(layer, pc, m.as_deref()),

@@ -5,7 +5,7 @@ use rand::{RngExt, SeedableRng, rngs::StdRng};
 use super::ops::{self, PoolGeometry};
 use crate::arch::{ArchBuilder, Architecture, Conv, Conv2dGeometry, FeatureMap};
 use crate::error::{Error, Result, check_finite};
-use crate::network::{Network, NetworkMut, ParamKind, Trainable};
+use crate::network::{Network, NetworkMut, ParamKind, ParamVisitor, Trainable};
 
 /// One layer of a [`Cnn`], as given to [`Cnn::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -432,10 +432,8 @@ impl Worker {
                     }
                     max_dcol = max_dcol.max(per_group);
                 }
-                Op::Linear { .. } => {
-                    if shapes[i].h * shapes[i].w > 1 {
-                        self.cols[i].resize(shapes[i].len() * batch, 0.0);
-                    }
+                Op::Linear { .. } if shapes[i].h * shapes[i].w > 1 => {
+                    self.cols[i].resize(shapes[i].len() * batch, 0.0);
                 }
                 Op::MaxPool { .. } => self.argmax[i].resize(out, 0),
                 _ => {}
@@ -747,7 +745,7 @@ impl Trainable for Cnn {
         Ok(())
     }
 
-    fn visit_params(&mut self, f: &mut dyn FnMut(ParamKind, &mut [f32], &[f32])) {
+    fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
         for l in 0..self.weights.len() {
             f(ParamKind::Weight(l), &mut self.weights[l], &self.wgrad[l]);
             f(ParamKind::Bias(l), &mut self.biases[l], &self.bgrad[l]);

@@ -7,14 +7,17 @@
 //!   distillation, fixed-support fine-tuning);
 //! * [`train_magnitude`]: the magnitude-pruning baseline at the same energy.
 
-mod observer;
-mod projected;
-mod projection;
-mod schedule;
+pub mod observer;
+pub mod projected;
+pub mod projection;
+pub mod schedule;
 
 pub use observer::{EpochEvent, NoObserver, Observer, OnEpoch};
-pub use projected::{ProjectedTraining, PruneReport, Termination, magnitude_prune, train_magnitude, train_projected};
+pub use projected::{
+    ProjectedTraining, PruneReport, Termination, magnitude_prune, train_magnitude, train_projected,
+};
 pub use projection::{
-    ProjectionOutcome, ProjectionWorkspace, greedy_knapsack, project, project_sorted, project_top_k, project_with_workspace,
+    ProjectionOutcome, ProjectionWorkspace, greedy_knapsack, project, project_sorted,
+    project_top_k, project_with_workspace,
 };
 pub use schedule::BudgetSchedule;

@@ -112,15 +112,23 @@ impl ProjectedTraining {
             return Err(Error::param("batch_size", self.batch_size, "must be >= 1"));
         }
         if self.project_every == 0 {
-            return Err(Error::param("project_every", self.project_every, "must be >= 1"));
+            return Err(Error::param(
+                "project_every",
+                self.project_every,
+                "must be >= 1",
+            ));
         }
         if !(self.reach_fraction > 0.0 && self.reach_fraction <= 1.0) {
-            return Err(Error::param("reach_fraction", self.reach_fraction, "must be in (0, 1]"));
+            return Err(Error::param(
+                "reach_fraction",
+                self.reach_fraction,
+                "must be in (0, 1]",
+            ));
         }
-        if let Some(w) = self.distill_weight {
-            if !(0.0..=1.0).contains(&w) {
-                return Err(Error::param("distill_weight", w, "must be in [0, 1]"));
-            }
+        if let Some(w) = self.distill_weight
+            && !(0.0..=1.0).contains(&w)
+        {
+            return Err(Error::param("distill_weight", w, "must be in [0, 1]"));
         }
         Sgd::new(self.lr, self.momentum, self.weight_decay).map(|_| ())
     }
@@ -158,7 +166,11 @@ fn read_into<N: Trainable + ?Sized>(net: &N, state: &mut NetworkState) -> Result
 }
 
 /// Zero the weights of `net` wherever `support` is zero (`buf` is scratch).
-fn apply_support<N: Trainable + ?Sized>(net: &mut N, support: &NetworkState, buf: &mut NetworkState) -> Result<()> {
+fn apply_support<N: Trainable + ?Sized>(
+    net: &mut N,
+    support: &NetworkState,
+    buf: &mut NetworkState,
+) -> Result<()> {
     for (l, (w, s)) in buf.weights.iter_mut().zip(&support.weights).enumerate() {
         net.read_weights(l, w)?;
         for (wi, si) in w.iter_mut().zip(s) {
@@ -186,7 +198,13 @@ struct Runner<'a, N: ?Sized, M: ?Sized> {
 }
 
 impl<N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized> Runner<'_, N, M> {
-    fn epoch_event(&mut self, phase: &'static str, epoch: usize, st: crate::nn::EpochStats, budget: f64) -> Result<EpochEvent> {
+    fn epoch_event(
+        &mut self,
+        phase: &'static str,
+        epoch: usize,
+        st: crate::nn::EpochStats,
+        budget: f64,
+    ) -> Result<EpochEvent> {
         let state = NetworkState::from_network(&*self.net)?;
         let exact = self.model.energy(&state)?;
         let nz = state.nonzeros();
@@ -223,11 +241,25 @@ impl<N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized> Runner<'_, N, M> {
             batch_size: self.cfg.batch_size,
             distill: self.teacher.as_deref().zip(self.cfg.distill_weight),
         };
-        train_epoch(self.net, &mut self.opt, self.train, &tc, &mut self.rng, hook)
+        train_epoch(
+            self.net,
+            &mut self.opt,
+            self.train,
+            &tc,
+            &mut self.rng,
+            hook,
+        )
     }
 
     /// Fine-tune with the current support fixed for `epochs` epochs, starting at `first_epoch`.
-    fn finetune(&mut self, phase: &'static str, first_epoch: usize, epochs: usize, budget: f64, obs: &mut dyn Observer) -> Result<()> {
+    fn finetune(
+        &mut self,
+        phase: &'static str,
+        first_epoch: usize,
+        epochs: usize,
+        budget: f64,
+        obs: &mut dyn Observer,
+    ) -> Result<()> {
         let support = NetworkState::from_network(&*self.net)?;
         let mut buf = support.clone();
         self.opt.reset();
@@ -245,7 +277,10 @@ impl<N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized> Runner<'_, N, M> {
     fn report(self, budget: f64, start: Instant) -> Result<PruneReport> {
         let state = NetworkState::from_network(&*self.net)?;
         let energy = self.model.energy(&state)?;
-        let relaxed_energy = self.model.relaxed_energy(&state.nonzeros(), &self.input_energy)?.total;
+        let relaxed_energy = self
+            .model
+            .relaxed_energy(&state.nonzeros(), &self.input_energy)?
+            .total;
         let test_accuracy = self.history.last().and_then(|e| e.test_accuracy);
         Ok(PruneReport {
             termination: Termination::EpochLimit,
@@ -323,10 +358,13 @@ pub fn train_projected<N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized>(
     let total = cfg.epochs + cfg.finetune_epochs;
     let mut r = runner(net, model, budget, train, test, cfg, total)?;
     let mut state = NetworkState::from_network(&*r.net)?;
-    let e0 = model.relaxed_energy(&state.nonzeros(), &r.input_energy)?.total;
+    let e0 = model
+        .relaxed_energy(&state.nonzeros(), &r.input_energy)?
+        .total;
     let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
     let phase_steps = cfg.epochs * steps_per_epoch;
-    let reach = ((phase_steps as f64 * cfg.reach_fraction) as usize).min(phase_steps.saturating_sub(1));
+    let reach =
+        ((phase_steps as f64 * cfg.reach_fraction) as usize).min(phase_steps.saturating_sub(1));
     let schedule = BudgetSchedule::new(e0, budget, reach)?;
     let mut ws = ProjectionWorkspace::new();
     let mut current_budget = schedule.at(0);
@@ -336,7 +374,7 @@ pub fn train_projected<N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized>(
         let mut hook = |net: &mut N, step: usize| -> Result<()> {
             let global = epoch * steps_per_epoch + step + 1;
             let last = global == phase_steps;
-            if global % cfg.project_every != 0 && !last {
+            if !global.is_multiple_of(cfg.project_every) && !last {
                 return match &support {
                     Some(s) if !cfg.regrow => apply_support(net, s, &mut buf),
                     _ => Ok(()),
@@ -370,7 +408,11 @@ pub fn train_projected<N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized>(
 /// # Errors
 /// [`Error::InfeasibleBudget`] if even the all-zero state exceeds the budget;
 /// [`Error::NonFinite`] for NaN weights; model errors.
-pub fn magnitude_prune<M: WeightEnergyModel + ?Sized>(model: &M, state: &mut NetworkState, budget: f64) -> Result<EnergyReport> {
+pub fn magnitude_prune<M: WeightEnergyModel + ?Sized>(
+    model: &M,
+    state: &mut NetworkState,
+    budget: f64,
+) -> Result<EnergyReport> {
     state.check(model.architecture())?;
     for (l, w) in state.weights.iter().enumerate() {
         crate::error::check_finite(&format!("weights of layer {l}"), w)?;
@@ -379,7 +421,12 @@ pub fn magnitude_prune<M: WeightEnergyModel + ?Sized>(model: &M, state: &mut Net
         .weights
         .iter()
         .enumerate()
-        .flat_map(|(l, w)| w.iter().enumerate().filter(|(_, v)| **v != 0.0).map(move |(i, v)| (v.abs(), l as u32, i as u32)))
+        .flat_map(|(l, w)| {
+            w.iter()
+                .enumerate()
+                .filter(|(_, v)| **v != 0.0)
+                .map(move |(i, v)| (v.abs(), l as u32, i as u32))
+        })
         .collect();
     order.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
     let original = state.weights.clone();

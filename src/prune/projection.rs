@@ -58,6 +58,7 @@ pub struct ProjectionWorkspace {
     items: Vec<Item>,
     mags: Vec<f32>,
     class_cost: Vec<f64>,
+    inv_cost: Vec<f32>,
 }
 
 impl ProjectionWorkspace {
@@ -123,9 +124,103 @@ impl Classifier {
     }
 }
 
+/// The greedy's ordering key `w^2 / c`, computed as `w * w * (1 / c)` in `f32`
+/// (every implementation uses this same function, so orders agree exactly).
 #[inline]
-fn key(w: f32, cost: f64) -> f32 {
-    ((w as f64) * (w as f64) / cost) as f32
+fn key(w: f32, inv_cost: f32) -> f32 {
+    w * w * inv_cost
+}
+
+/// Items sampled to bracket the cut before the full pass.
+const SAMPLE: usize = 16_384;
+
+/// Iterates the knapsack items (nonzero weights) of a set of layers.
+struct Scan<'a> {
+    classifiers: &'a [Classifier],
+    class_cost: &'a [f64],
+    inv_cost: &'a [f32],
+    capacity: f64,
+}
+
+impl Scan<'_> {
+    /// Call `f(layer, index, value, key, class)` for every nonzero weight in index
+    /// order; `key` is `None` for weights whose own cost exceeds the capacity.
+    #[inline]
+    fn for_each<W: AsRef<[f32]>>(
+        &self,
+        weights: &[W],
+        mut f: impl FnMut(usize, usize, f32, Option<f32>, u32),
+    ) {
+        for (l, w) in weights.iter().enumerate() {
+            let mut cls = self.classifiers[l];
+            for (i, &v) in w.as_ref().iter().enumerate() {
+                let class = 2 * l + cls.surcharged(v) as usize;
+                if v == 0.0 {
+                    continue;
+                }
+                let k =
+                    (self.class_cost[class] <= self.capacity).then(|| key(v, self.inv_cost[class]));
+                f(l, i, v, k, class as u32);
+            }
+        }
+    }
+
+    /// The cut `(tau, capacity left for ties)`: bracket it from the sample, select
+    /// inside the bracket, and fall back to a quickselect over all items if the
+    /// bracket missed.
+    fn find_cut<W: AsRef<[f32]>>(
+        &self,
+        weights: &[W],
+        sample: &mut [(f32, f64)],
+        n_items: usize,
+        items: &mut Vec<Item>,
+    ) -> (f32, f64) {
+        let cap = self.capacity;
+        sample.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let scale = n_items as f64 / sample.len().max(1) as f64;
+        let mut cum = 0.0;
+        let pos = sample
+            .iter()
+            .position(|(_, c)| {
+                cum += c * scale;
+                cum > cap
+            })
+            .unwrap_or(sample.len());
+        let margin = 4 * (sample.len() as f64).sqrt() as usize + 8;
+        let hi = if pos >= margin {
+            sample[pos - margin].0
+        } else {
+            f32::INFINITY
+        };
+        let lo = if pos + margin < sample.len() {
+            sample[pos + margin].0
+        } else {
+            f32::NEG_INFINITY
+        };
+        items.clear();
+        let (mut cost_above, mut cost_band) = (0.0f64, 0.0f64);
+        self.for_each(weights, |_, _, _, k, class| {
+            let Some(k) = k else { return };
+            if k > hi {
+                cost_above += self.class_cost[class as usize];
+            } else if k >= lo {
+                cost_band += self.class_cost[class as usize];
+                items.push(Item { key: k, class });
+            }
+        });
+        let bracket_holds_cut =
+            cost_above <= cap && (lo == f32::NEG_INFINITY || cost_above + cost_band > cap);
+        if bracket_holds_cut {
+            return weighted_select(items, self.class_cost, cap - cost_above);
+        }
+        items.clear();
+        self.for_each(weights, |_, _, _, k, class| {
+            if let Some(k) = k {
+                items.push(Item { key: k, class });
+            }
+        });
+        weighted_select(items, self.class_cost, cap)
+    }
 }
 
 fn check_inputs<W: AsRef<[f32]>>(weights: &[W], costs: &[LayerCost], capacity: f64) -> Result<()> {
@@ -176,44 +271,47 @@ pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]>>(
         items,
         mags,
         class_cost,
+        inv_cost,
     } = ws;
     class_cost.clear();
+    inv_cost.clear();
     for c in costs {
         class_cost.push(c.base);
         class_cost.push(c.base + c.surcharge);
     }
-    // Build the items (nonzero weights only).
-    items.clear();
-    let mut classifiers = Vec::with_capacity(costs.len());
-    let (mut total_value, mut best, mut best_cost) =
-        (0.0f64, None::<(f64, usize, usize, f32)>, 0.0f64);
-    for (l, (w, c)) in weights.iter().zip(costs).enumerate() {
-        let w = w.as_ref();
-        let cls = Classifier::new(w, c, mags);
-        classifiers.push(cls);
-        let mut cls = cls;
-        for (i, &v) in w.iter().enumerate() {
-            let class = 2 * l + cls.surcharged(v) as usize;
-            if v == 0.0 {
-                continue;
-            }
-            let cost = class_cost[class];
-            let value = (v as f64) * (v as f64);
-            total_value += value;
-            if cost > capacity {
-                continue; // can never be kept; would only cut the prefix short
-            }
-            if best.is_none_or(|(bv, ..)| value > bv) {
-                best = Some((value, l, i, v));
-                best_cost = cost;
-            }
-            items.push(Item {
-                key: key(v, cost),
-                class: class as u32,
-            });
+    inv_cost.extend(class_cost.iter().map(|c| (1.0 / c) as f32));
+    let classifiers: Vec<Classifier> = weights
+        .iter()
+        .zip(costs)
+        .map(|(w, c)| Classifier::new(w.as_ref(), c, mags))
+        .collect();
+    let scan = Scan {
+        classifiers: &classifiers,
+        class_cost,
+        inv_cost,
+        capacity,
+    };
+    // Pass 1: values, the best single item, and a strided sample of the items.
+    let total_len: usize = weights.iter().map(|w| w.as_ref().len()).sum();
+    let stride = (total_len / SAMPLE).max(1);
+    let (mut total_value, mut best, mut best_cost, mut n_items) =
+        (0.0f64, None::<(f64, usize, usize, f32)>, 0.0f64, 0usize);
+    let mut sample: Vec<(f32, f64)> = Vec::with_capacity(SAMPLE + 1);
+    scan.for_each(weights, |l, i, v, k, class| {
+        let value = (v as f64) * (v as f64);
+        total_value += value;
+        let Some(k) = k else { return };
+        let cost = class_cost[class as usize];
+        if best.is_none_or(|(bv, ..)| value > bv) {
+            best = Some((value, l, i, v));
+            best_cost = cost;
         }
-    }
-    let (threshold, mut tie_capacity) = weighted_select(items, class_cost, capacity);
+        if n_items % stride == 0 {
+            sample.push((k, cost));
+        }
+        n_items += 1;
+    });
+    let (threshold, mut tie_capacity) = scan.find_cut(weights, &mut sample, n_items, items);
     // Keep pass, in index order (ties kept while they fit, as in a stable sort).
     let (mut kept, mut charged, mut kept_value) = (0u64, 0.0f64, 0.0f64);
     let mut tie_open = true;
@@ -225,7 +323,7 @@ pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]>>(
                 continue;
             }
             let cost = class_cost[class];
-            let k = key(*v, cost);
+            let k = key(*v, inv_cost[class]);
             let keep = if cost > capacity {
                 false
             } else if k > threshold {
@@ -248,15 +346,15 @@ pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]>>(
             }
         }
     }
-    if let Some((bv, bl, bi, orig)) = best {
-        if bv > kept_value {
-            // One weight alone is worth more than the greedy prefix: keep just it.
-            for w in weights.iter_mut() {
-                w.as_mut().fill(0.0);
-            }
-            weights[bl].as_mut()[bi] = orig;
-            return Ok((1, best_cost, bv, total_value, true));
+    if let Some((bv, bl, bi, orig)) = best
+        && bv > kept_value
+    {
+        // One weight alone is worth more than the greedy prefix: keep just it.
+        for w in weights.iter_mut() {
+            w.as_mut().fill(0.0);
         }
+        weights[bl].as_mut()[bi] = orig;
+        return Ok((1, best_cost, bv, total_value, true));
     }
     Ok((kept, charged, kept_value, total_value, false))
 }
@@ -343,60 +441,84 @@ pub fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]>>(
 ) -> Result<Selection> {
     check_inputs(weights, costs, capacity)?;
     let mut mags = Vec::new();
-    // (key, layer, index, cost, value)
-    let mut all: Vec<(f32, usize, usize, f64, f64)> = Vec::new();
-    for (l, (w, c)) in weights.iter().zip(costs).enumerate() {
-        let mut cls = Classifier::new(w.as_ref(), c, &mut mags);
-        for (i, &v) in w.as_ref().iter().enumerate() {
-            let cost = if cls.surcharged(v) {
-                c.base + c.surcharge
-            } else {
-                c.base
-            };
+    // Per weight: its cost (or NaN when zero / unaffordable); then (key, flat index) pairs.
+    let mut cost_of: Vec<Vec<f64>> = Vec::with_capacity(weights.len());
+    let mut order: Vec<(f32, u64)> = Vec::new();
+    let mut offsets = Vec::with_capacity(weights.len());
+    let mut flat = 0u64;
+    for (w, c) in weights.iter().zip(costs) {
+        let w = w.as_ref();
+        let mut cls = Classifier::new(w, c, &mut mags);
+        let costs_l: Vec<f64> = w
+            .iter()
+            .map(|&v| {
+                if cls.surcharged(v) {
+                    c.base + c.surcharge
+                } else {
+                    c.base
+                }
+            })
+            .collect();
+        for (i, (&v, &cost)) in w.iter().zip(&costs_l).enumerate() {
             if v != 0.0 && cost <= capacity {
-                all.push((key(v, cost), l, i, cost, (v as f64) * (v as f64)));
+                order.push((key(v, (1.0 / cost) as f32), flat + i as u64));
             }
         }
+        offsets.push(flat);
+        flat += w.len() as u64;
+        cost_of.push(costs_l);
     }
+    let locate = |g: u64| -> (usize, usize) {
+        let l = offsets.partition_point(|&o| o <= g) - 1;
+        (l, (g - offsets[l]) as usize)
+    };
+    let value = |l: usize, i: usize| -> f64 {
+        let v = weights[l].as_ref()[i] as f64;
+        v * v
+    };
     let total_value: f64 = weights
         .iter()
         .flat_map(|w| w.as_ref().iter())
         .map(|v| (*v as f64) * (*v as f64))
         .sum();
-    let best = all
-        .iter()
-        .fold(None::<&(f32, usize, usize, f64, f64)>, |b, a| {
-            if b.is_none_or(|b| a.4 > b.4) {
-                Some(a)
-            } else {
-                b
-            }
-        })
-        .copied();
-    all.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
-    let (mut used, mut prefix) = (0.0f64, 0usize);
-    for a in &all {
-        if used + a.3 > capacity {
+    // The best single affordable item (first in index order among equals).
+    let best = order.iter().fold(None::<(f64, u64)>, |b, &(_, g)| {
+        let (l, i) = locate(g);
+        let v = value(l, i);
+        if b.is_none_or(|(bv, bg)| v > bv || (v == bv && g < bg)) {
+            Some((v, g))
+        } else {
+            b
+        }
+    });
+    order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let (mut used, mut prefix_value, mut prefix) = (0.0f64, 0.0f64, 0usize);
+    for &(_, g) in &order {
+        let (l, i) = locate(g);
+        let c = cost_of[l][i];
+        if used + c > capacity {
             break;
         }
-        used += a.3;
+        used += c;
+        prefix_value += value(l, i);
         prefix += 1;
     }
-    let kept_value: f64 = all[..prefix].iter().map(|a| a.4).sum();
     let mut keep: Vec<Vec<bool>> = weights
         .iter()
         .map(|w| vec![false; w.as_ref().len()])
         .collect();
     let (kept, charged, kept_value, single) = match best {
-        Some(b) if b.4 > kept_value => {
-            keep[b.1][b.2] = true;
-            (1, b.3, b.4, true)
+        Some((bv, g)) if bv > prefix_value => {
+            let (l, i) = locate(g);
+            keep[l][i] = true;
+            (1, cost_of[l][i], bv, true)
         }
         _ => {
-            for a in &all[..prefix] {
-                keep[a.1][a.2] = true;
+            for &(_, g) in &order[..prefix] {
+                let (l, i) = locate(g);
+                keep[l][i] = true;
             }
-            (prefix as u64, used, kept_value, false)
+            (prefix as u64, used, prefix_value, false)
         }
     };
     for (w, k) in weights.iter_mut().zip(&keep) {
@@ -583,6 +705,54 @@ mod tests {
             assert_eq!(ra.0, rb.0);
             assert!(ra.1 <= cap + 1e-9, "charged {} > capacity {cap}", ra.1);
             assert!((ra.2 - rb.2).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn large_instances_match_sort_based_including_bracket_misses() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let mut ws = ProjectionWorkspace::new();
+        let n = 4 * SAMPLE * 3;
+        let stride = n / SAMPLE;
+        // Layer 0: random; layer 1: adversarial for the strided sample (every
+        // sampled position tiny, the others large), so the bracket misses.
+        let l0: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let l1: Vec<f32> = (0..n)
+            .map(|i| {
+                if i % stride == 0 {
+                    1e-4
+                } else {
+                    rng.random_range(1.0f32..2.0)
+                }
+            })
+            .collect();
+        let costs = [
+            LayerCost {
+                base: 2.0,
+                surcharge: 3.0,
+                buffered: n / 3,
+            },
+            LayerCost {
+                base: 1.0,
+                surcharge: 0.0,
+                buffered: n,
+            },
+        ];
+        for cap in [10.0, 1e3, 2e4, 6e4, 1e5, 1e9] {
+            let cases = [
+                (vec![l0.clone()], &costs[..1]),
+                (vec![l1.clone()], &costs[1..]),
+                (vec![l0.clone(), l1.clone()], &costs[..]),
+            ];
+            for (layers, c) in cases {
+                let mut a = layers.clone();
+                let mut b = layers.clone();
+                let ra = greedy_knapsack(&mut a, c, cap, &mut ws).unwrap();
+                let rb = project_sorted(&mut b, c, cap).unwrap();
+                assert!(a == b, "cap {cap}: selection and sort differ");
+                assert_eq!(ra.0, rb.0);
+                assert!(ra.1 <= cap);
+            }
         }
     }
 
