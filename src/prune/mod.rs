@@ -18,6 +18,6 @@ pub use projected::{
 };
 pub use projection::{
     ProjectionOutcome, ProjectionWorkspace, greedy_knapsack, project, project_sorted,
-    project_top_k, project_with_workspace,
+    project_top_k, project_with_workspace, weight_costs,
 };
 pub use schedule::BudgetSchedule;

@@ -175,6 +175,28 @@ impl Scan<'_> {
         n_items: usize,
         items: &mut Vec<Item>,
     ) -> (f32, f64) {
+        if let Some(cut) = self.bracket_cut(weights, sample, n_items, items) {
+            return cut;
+        }
+        items.clear();
+        self.for_each(weights, |_, _, _, k, class| {
+            if let Some(k) = k {
+                items.push(Item { key: k, class });
+            }
+        });
+        weighted_select(items, self.class_cost, self.capacity)
+    }
+
+    /// Estimate the cut from the sample, bracket it by `4 sqrt(sample)` sample
+    /// positions either side, and select within the bracket in one pass. `None`
+    /// when the cut is outside the bracket.
+    fn bracket_cut<W: AsRef<[f32]>>(
+        &self,
+        weights: &[W],
+        sample: &mut [(f32, f64)],
+        n_items: usize,
+        items: &mut Vec<Item>,
+    ) -> Option<(f32, f64)> {
         let cap = self.capacity;
         sample.sort_by(|a, b| b.0.total_cmp(&a.0));
         let scale = n_items as f64 / sample.len().max(1) as f64;
@@ -208,18 +230,8 @@ impl Scan<'_> {
                 items.push(Item { key: k, class });
             }
         });
-        let bracket_holds_cut =
-            cost_above <= cap && (lo == f32::NEG_INFINITY || cost_above + cost_band > cap);
-        if bracket_holds_cut {
-            return weighted_select(items, self.class_cost, cap - cost_above);
-        }
-        items.clear();
-        self.for_each(weights, |_, _, _, k, class| {
-            if let Some(k) = k {
-                items.push(Item { key: k, class });
-            }
-        });
-        weighted_select(items, self.class_cost, cap)
+        let holds = cost_above <= cap && (lo == f32::NEG_INFINITY || cost_above + cost_band > cap);
+        holds.then(|| weighted_select(items, self.class_cost, cap - cost_above))
     }
 }
 
@@ -601,6 +613,33 @@ pub fn project_with_workspace<M: WeightEnergyModel + ?Sized>(
     })
 }
 
+/// The knapsack cost of every weight (canonical order, all layers concatenated
+/// into `out`): `base` for the `buffered` largest magnitudes of a layer (ties by
+/// index), `base + surcharge` for the others.
+///
+/// # Errors
+/// As [`greedy_knapsack`] (shapes, non-finite weights, invalid costs).
+pub fn weight_costs<W: AsRef<[f32]>>(
+    weights: &[W],
+    costs: &[LayerCost],
+    out: &mut Vec<f64>,
+) -> Result<()> {
+    check_inputs(weights, costs, 0.0)?;
+    out.clear();
+    let mut mags = Vec::new();
+    for (w, c) in weights.iter().zip(costs) {
+        let mut cls = Classifier::new(w.as_ref(), c, &mut mags);
+        out.extend(w.as_ref().iter().map(|&v| {
+            if cls.surcharged(v) {
+                c.base + c.surcharge
+            } else {
+                c.base
+            }
+        }));
+    }
+    Ok(())
+}
+
 /// Keep the `k` entries of largest magnitude (ties by index), zero the others:
 /// the plain top-k projection used for input masks.
 ///
@@ -754,6 +793,46 @@ mod tests {
                 assert!(ra.1 <= cap);
             }
         }
+    }
+
+    #[test]
+    fn bracket_hits_on_random_weights_and_misses_on_adversarial_ones() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let n = 8 * SAMPLE;
+        let stride = n / SAMPLE;
+        let random: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let adversarial: Vec<f32> = (0..n)
+            .map(|i| {
+                if i % stride == 0 {
+                    1e-4
+                } else {
+                    1.0 + (i % 7) as f32
+                }
+            })
+            .collect();
+        let cost = [LayerCost {
+            base: 1.0,
+            surcharge: 0.0,
+            buffered: n,
+        }];
+        let bracket = |w: &Vec<f32>, cap: f64| {
+            let classifiers = [Classifier::new(w, &cost[0], &mut Vec::new())];
+            let scan = Scan {
+                classifiers: &classifiers,
+                class_cost: &[1.0, 1.0],
+                inv_cost: &[1.0, 1.0],
+                capacity: cap,
+            };
+            let mut sample: Vec<(f32, f64)> = w
+                .iter()
+                .step_by(stride)
+                .map(|v| (key(*v, 1.0), 1.0))
+                .collect();
+            scan.bracket_cut(std::slice::from_ref(w), &mut sample, n, &mut Vec::new())
+                .is_some()
+        };
+        assert!(bracket(&random, n as f64 / 3.0));
+        assert!(!bracket(&adversarial, n as f64 / 3.0));
     }
 
     #[test]

@@ -1,0 +1,93 @@
+//! Weighted sparse projection: the selection-based greedy against the sort-based
+//! reference, on 1 M and 10 M weights and on AlexNet (61 M, systolic costs).
+//!
+//! `cargo bench --bench projection`
+
+use std::time::Duration;
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use energy_prune::arch::zoo;
+use energy_prune::energy::{LayerCost, SystolicArray, SystolicConfig, WeightEnergyModel};
+use energy_prune::prune::{ProjectionWorkspace, greedy_knapsack, project_sorted};
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+fn normal_weights(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let (u1, u2): (f32, f32) = (rng.random_range(1e-7f32..1.0), rng.random());
+            (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+        })
+        .collect()
+}
+
+fn bench_case(
+    c: &mut Criterion,
+    name: &str,
+    weights: Vec<Vec<f32>>,
+    costs: Vec<LayerCost>,
+    keep_fraction: f64,
+) {
+    let n: usize = weights.iter().map(Vec::len).sum();
+    // Capacity: about `keep_fraction` of the weights at their base cost.
+    let capacity: f64 = weights
+        .iter()
+        .zip(&costs)
+        .map(|(w, c)| w.len() as f64 * c.base)
+        .sum::<f64>()
+        * keep_fraction;
+    let mut ws = ProjectionWorkspace::new();
+    let mut group = c.benchmark_group(format!("projection/{name}"));
+    group.throughput(Throughput::Elements(n as u64));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(500));
+    group.bench_function(BenchmarkId::new("selection", n), |b| {
+        b.iter_batched(
+            || weights.clone(),
+            |mut w| greedy_knapsack(&mut w, &costs, capacity, &mut ws).unwrap(),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function(BenchmarkId::new("sort", n), |b| {
+        b.iter_batched(
+            || weights.clone(),
+            |mut w| project_sorted(&mut w, &costs, capacity).unwrap(),
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+fn projection(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(0);
+    for n in [1_000_000usize, 10_000_000] {
+        // A conv-like layer that spills the weight buffer and a linear-like layer.
+        let weights = vec![
+            normal_weights(&mut rng, n / 10),
+            normal_weights(&mut rng, n - n / 10),
+        ];
+        let costs = vec![
+            LayerCost {
+                base: 654.0,
+                surcharge: 1600.0,
+                buffered: 4096,
+            },
+            LayerCost {
+                base: 210.0,
+                surcharge: 0.0,
+                buffered: n,
+            },
+        ];
+        bench_case(c, &format!("{}M", n / 1_000_000), weights, costs, 0.3);
+    }
+    let arch = zoo::alexnet().unwrap();
+    let model = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+    let weights: Vec<Vec<f32>> = arch
+        .layers()
+        .iter()
+        .map(|l| normal_weights(&mut rng, l.weight_count()))
+        .collect();
+    bench_case(c, "alexnet_61M", weights, model.knapsack_costs(), 0.3);
+}
+
+criterion_group!(benches, projection);
+criterion_main!(benches);
