@@ -59,6 +59,7 @@ pub struct ProjectionWorkspace {
     mags: Vec<f32>,
     class_cost: Vec<f64>,
     inv_cost: Vec<f32>,
+    sample: Vec<(f32, f64)>,
 }
 
 impl ProjectionWorkspace {
@@ -132,7 +133,33 @@ fn key(w: f32, inv_cost: f32) -> f32 {
 }
 
 /// Items sampled to bracket the cut before the full pass.
-const SAMPLE: usize = 16_384;
+const SAMPLE: usize = 32_768;
+
+/// Sum of squares in `f64` with 8 independent lanes (vectorises; no serial add chain).
+fn sum_sq(w: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut chunks = w.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += (*v as f64) * (*v as f64);
+        }
+    }
+    acc.iter().sum::<f64>()
+        + chunks
+            .remainder()
+            .iter()
+            .map(|v| (*v as f64) * (*v as f64))
+            .sum::<f64>()
+}
+
+/// The most valuable affordable single weight (first in index order among equals).
+#[derive(Debug, Clone, Copy)]
+struct Best {
+    layer: usize,
+    index: usize,
+    weight: f32,
+    class: usize,
+}
 
 /// Iterates the knapsack items (nonzero weights) of a set of layers.
 struct Scan<'a> {
@@ -143,63 +170,101 @@ struct Scan<'a> {
 }
 
 impl Scan<'_> {
-    /// Call `f(layer, index, value, key, class)` for every nonzero weight in index
-    /// order; `key` is `None` for weights whose own cost exceeds the capacity.
-    #[inline]
-    fn for_each<W: AsRef<[f32]>>(
-        &self,
-        weights: &[W],
-        mut f: impl FnMut(usize, usize, f32, Option<f32>, u32),
-    ) {
-        for (l, w) in weights.iter().enumerate() {
-            let mut cls = self.classifiers[l];
-            for (i, &v) in w.as_ref().iter().enumerate() {
-                let class = 2 * l + cls.surcharged(v) as usize;
-                if v == 0.0 {
-                    continue;
+    /// Call `f(index, value, key, class)` for every affordable item of layer `l`
+    /// (nonzero weights whose cost fits the capacity), in index order.
+    #[inline(always)]
+    fn layer_items(&self, l: usize, w: &[f32], mut f: impl FnMut(usize, f32, f32, usize)) {
+        let (c0, c1) = (2 * l, 2 * l + 1);
+        let (aff0, aff1) = (
+            self.class_cost[c0] <= self.capacity,
+            self.class_cost[c1] <= self.capacity,
+        );
+        let mut cls = self.classifiers[l];
+        if cls.all_base {
+            if !aff0 {
+                return;
+            }
+            let inv = self.inv_cost[c0];
+            for (i, &v) in w.iter().enumerate() {
+                if v != 0.0 {
+                    f(i, v, key(v, inv), c0);
                 }
-                let k =
-                    (self.class_cost[class] <= self.capacity).then(|| key(v, self.inv_cost[class]));
-                f(l, i, v, k, class as u32);
+            }
+            return;
+        }
+        for (i, &v) in w.iter().enumerate() {
+            let surcharged = cls.surcharged(v);
+            let c = if surcharged { c1 } else { c0 };
+            if v != 0.0 && (if surcharged { aff1 } else { aff0 }) {
+                f(i, v, key(v, self.inv_cost[c]), c);
             }
         }
     }
 
-    /// The cut `(tau, capacity left for ties)`: bracket it from the sample, select
-    /// inside the bracket, and fall back to a quickselect over all items if the
-    /// bracket missed.
+    /// A strided sample of `(key, cost)` of about [`SAMPLE`] positions, and the number
+    /// of weight positions each sampled position stands for.
+    fn sample<W: AsRef<[f32]>>(&self, weights: &[W], out: &mut Vec<(f32, f64)>) -> f64 {
+        out.clear();
+        let total: usize = weights.iter().map(|w| w.as_ref().len()).sum();
+        let stride = (total / SAMPLE).max(1);
+        let (mut offset, mut positions) = (0usize, 0usize);
+        for (l, w) in weights.iter().enumerate() {
+            let w = w.as_ref();
+            let cls = self.classifiers[l];
+            let mut i = (stride - offset % stride) % stride;
+            while i < w.len() {
+                positions += 1;
+                let v = w[i];
+                // Approximate class (ties ignored): this only steers the bracket.
+                let c = 2 * l + (!cls.all_base && v.abs() < cls.thr) as usize;
+                if v != 0.0 && self.class_cost[c] <= self.capacity {
+                    out.push((key(v, self.inv_cost[c]), self.class_cost[c]));
+                }
+                i += stride;
+            }
+            offset += w.len();
+        }
+        total as f64 / positions.max(1) as f64
+    }
+
+    /// The cut `(tau, capacity left for ties)` and the best single affordable item:
+    /// bracket the cut from a sample, select inside the bracket, and fall back to a
+    /// quickselect over all items if it missed.
     fn find_cut<W: AsRef<[f32]>>(
         &self,
         weights: &[W],
-        sample: &mut [(f32, f64)],
-        n_items: usize,
-        items: &mut Vec<Item>,
-    ) -> (f32, f64) {
-        if let Some(cut) = self.bracket_cut(weights, sample, n_items, items) {
-            return cut;
+        ws: &mut Vec<Item>,
+        sample: &mut Vec<(f32, f64)>,
+    ) -> (f32, f64, Option<Best>) {
+        let (cut, best) = self.bracket_cut(weights, ws, sample);
+        if let Some((t, tc)) = cut {
+            return (t, tc, best);
         }
-        items.clear();
-        self.for_each(weights, |_, _, _, k, class| {
-            if let Some(k) = k {
-                items.push(Item { key: k, class });
-            }
-        });
-        weighted_select(items, self.class_cost, self.capacity)
+        ws.clear();
+        for (l, w) in weights.iter().enumerate() {
+            self.layer_items(l, w.as_ref(), |_, _, k, c| {
+                ws.push(Item {
+                    key: k,
+                    class: c as u32,
+                })
+            });
+        }
+        let (t, tc) = weighted_select(ws, self.class_cost, self.capacity);
+        (t, tc, best)
     }
 
-    /// Estimate the cut from the sample, bracket it by `4 sqrt(sample)` sample
-    /// positions either side, and select within the bracket in one pass. `None`
-    /// when the cut is outside the bracket.
+    /// One pass: estimate the cut from a strided sample, bracket it by
+    /// `2 sqrt(sample)` sample positions either side and select inside the bracket
+    /// (`None` if the cut lies outside); also finds the best single item.
     fn bracket_cut<W: AsRef<[f32]>>(
         &self,
         weights: &[W],
-        sample: &mut [(f32, f64)],
-        n_items: usize,
-        items: &mut Vec<Item>,
-    ) -> Option<(f32, f64)> {
+        ws: &mut Vec<Item>,
+        sample: &mut Vec<(f32, f64)>,
+    ) -> (Option<(f32, f64)>, Option<Best>) {
         let cap = self.capacity;
+        let scale = self.sample(weights, sample);
         sample.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let scale = n_items as f64 / sample.len().max(1) as f64;
         let mut cum = 0.0;
         let pos = sample
             .iter()
@@ -208,7 +273,7 @@ impl Scan<'_> {
                 cum > cap
             })
             .unwrap_or(sample.len());
-        let margin = 4 * (sample.len() as f64).sqrt() as usize + 8;
+        let margin = 2 * (sample.len() as f64).sqrt() as usize + 16;
         let hi = if pos >= margin {
             sample[pos - margin].0
         } else {
@@ -219,23 +284,100 @@ impl Scan<'_> {
         } else {
             f32::NEG_INFINITY
         };
-        items.clear();
-        let (mut cost_above, mut cost_band) = (0.0f64, 0.0f64);
-        self.for_each(weights, |_, _, _, k, class| {
-            let Some(k) = k else { return };
-            if k > hi {
-                cost_above += self.class_cost[class as usize];
-            } else if k >= lo {
-                cost_band += self.class_cost[class as usize];
-                items.push(Item { key: k, class });
+        ws.clear();
+        let mut above = vec![0u64; self.class_cost.len()];
+        let mut band = vec![0u64; self.class_cost.len()];
+        let mut best: Option<Best> = None;
+        for (l, w) in weights.iter().enumerate() {
+            let w = w.as_ref();
+            let c0 = 2 * l;
+            if self.classifiers[l].all_base {
+                // Fast path (no rank-dependent cost): branch-free counting; only the
+                // rare band members and new maxima take a branch.
+                if self.class_cost[c0] > cap {
+                    continue;
+                }
+                let inv = self.inv_cost[c0];
+                let (mut n_above, mut best_abs, mut best_i) =
+                    (0u64, best.map_or(0.0, |b| b.weight.abs()), usize::MAX);
+                // Band members are written unconditionally to a small buffer and
+                // kept by advancing its length: no unpredictable branch per weight.
+                let mut buf = [Item {
+                    key: 0.0,
+                    class: c0 as u32,
+                }; 1024];
+                for (ci, chunk) in w.chunks(buf.len()).enumerate() {
+                    let (mut m, mut na) = (0usize, 0u32);
+                    for &v in chunk {
+                        let k = key(v, inv);
+                        na += (k > hi) as u32;
+                        buf[m].key = k;
+                        m += ((k <= hi) & (k >= lo) & (v != 0.0)) as usize;
+                    }
+                    n_above += na as u64;
+                    band[c0] += m as u64;
+                    ws.extend_from_slice(&buf[..m]);
+                    // The chunk is in cache: a max of |w|, then (rarely) its position.
+                    let mx = chunk.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                    if mx > best_abs {
+                        best_abs = mx;
+                        best_i =
+                            ci * buf.len() + chunk.iter().position(|v| v.abs() == mx).unwrap_or(0);
+                    }
+                }
+                above[c0] += n_above;
+                if best_i != usize::MAX {
+                    best = Some(Best {
+                        layer: l,
+                        index: best_i,
+                        weight: w[best_i],
+                        class: c0,
+                    });
+                }
+                continue;
             }
-        });
+            self.layer_items(l, w, |i, v, k, c| {
+                if best.is_none_or(|b| v.abs() > b.weight.abs()) {
+                    best = Some(Best {
+                        layer: l,
+                        index: i,
+                        weight: v,
+                        class: c,
+                    });
+                }
+                if k > hi {
+                    above[c] += 1;
+                } else if k >= lo {
+                    band[c] += 1;
+                    ws.push(Item {
+                        key: k,
+                        class: c as u32,
+                    });
+                }
+            });
+        }
+        let cost = |counts: &[u64]| -> f64 {
+            counts
+                .iter()
+                .zip(self.class_cost)
+                .map(|(n, c)| *n as f64 * c)
+                .sum()
+        };
+        let (cost_above, cost_band) = (cost(&above), cost(&band));
         let holds = cost_above <= cap && (lo == f32::NEG_INFINITY || cost_above + cost_band > cap);
-        holds.then(|| weighted_select(items, self.class_cost, cap - cost_above))
+        (
+            holds.then(|| weighted_select(ws, self.class_cost, cap - cost_above)),
+            best,
+        )
     }
 }
 
-fn check_inputs<W: AsRef<[f32]>>(weights: &[W], costs: &[LayerCost], capacity: f64) -> Result<()> {
+fn check_inputs<W: AsRef<[f32]>>(
+    weights: &[W],
+    costs: &[LayerCost],
+    capacity: f64,
+    check_weights: bool,
+) -> Result<()> {
     if weights.len() != costs.len() {
         return Err(Error::shape(
             "layer costs (one per layer)",
@@ -247,7 +389,9 @@ fn check_inputs<W: AsRef<[f32]>>(weights: &[W], costs: &[LayerCost], capacity: f
         return Err(Error::param("budget", capacity, "must not be NaN"));
     }
     for (l, (w, c)) in weights.iter().zip(costs).enumerate() {
-        crate::error::check_finite(&format!("weights of layer {l}"), w.as_ref())?;
+        if check_weights {
+            crate::error::check_finite(&format!("weights of layer {l}"), w.as_ref())?;
+        }
         if !(c.base.is_finite() && c.base > 0.0 && c.surcharge.is_finite() && c.surcharge >= 0.0) {
             return Err(Error::param(
                 "layer cost",
@@ -278,19 +422,30 @@ pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]>>(
     capacity: f64,
     ws: &mut ProjectionWorkspace,
 ) -> Result<Selection> {
-    check_inputs(weights, costs, capacity)?;
+    check_inputs(weights, costs, capacity, false)?;
+    // The sum of squares doubles as the finiteness check (f32 squares cannot
+    // overflow f64, so a non-finite sum means a non-finite weight).
+    let mut total_value = 0.0;
+    for (l, w) in weights.iter().enumerate() {
+        let v = sum_sq(w.as_ref());
+        if !v.is_finite() {
+            crate::error::check_finite(&format!("weights of layer {l}"), w.as_ref())?;
+        }
+        total_value += v;
+    }
     let ProjectionWorkspace {
         items,
         mags,
         class_cost,
         inv_cost,
+        sample,
     } = ws;
     class_cost.clear();
-    inv_cost.clear();
     for c in costs {
         class_cost.push(c.base);
         class_cost.push(c.base + c.surcharge);
     }
+    inv_cost.clear();
     inv_cost.extend(class_cost.iter().map(|c| (1.0 / c) as f32));
     let classifiers: Vec<Classifier> = weights
         .iter()
@@ -303,72 +458,122 @@ pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]>>(
         inv_cost,
         capacity,
     };
-    // Pass 1: values, the best single item, and a strided sample of the items.
-    let total_len: usize = weights.iter().map(|w| w.as_ref().len()).sum();
-    let stride = (total_len / SAMPLE).max(1);
-    let (mut total_value, mut best, mut best_cost, mut n_items) =
-        (0.0f64, None::<(f64, usize, usize, f32)>, 0.0f64, 0usize);
-    let mut sample: Vec<(f32, f64)> = Vec::with_capacity(SAMPLE + 1);
-    scan.for_each(weights, |l, i, v, k, class| {
-        let value = (v as f64) * (v as f64);
-        total_value += value;
-        let Some(k) = k else { return };
-        let cost = class_cost[class as usize];
-        if best.is_none_or(|(bv, ..)| value > bv) {
-            best = Some((value, l, i, v));
-            best_cost = cost;
+    let (threshold, mut tie_capacity, best) = scan.find_cut(weights, items, sample);
+    // Items exactly at the cut are all in `items`. If none of them fits the capacity
+    // left for ties, none is kept and every weight is decided by `key > threshold`;
+    // otherwise the classes holding ties take the index-ordered path.
+    let mut tie_class = vec![false; class_cost.len()];
+    let tie_cost_min = items
+        .iter()
+        .filter(|it| it.key == threshold)
+        .map(|it| class_cost[it.class as usize])
+        .fold(f64::INFINITY, f64::min);
+    if tie_cost_min <= tie_capacity {
+        for it in items.iter().filter(|it| it.key == threshold) {
+            tie_class[it.class as usize] = true;
         }
-        if n_items % stride == 0 {
-            sample.push((k, cost));
-        }
-        n_items += 1;
-    });
-    let (threshold, mut tie_capacity) = scan.find_cut(weights, &mut sample, n_items, items);
+    }
     // Keep pass, in index order (ties kept while they fit, as in a stable sort).
-    let (mut kept, mut charged, mut kept_value) = (0u64, 0.0f64, 0.0f64);
+    let mut kept = vec![0u64; class_cost.len()];
     let mut tie_open = true;
     for (l, w) in weights.iter_mut().enumerate() {
+        let (c0, c1) = (2 * l, 2 * l + 1);
         let mut cls = classifiers[l];
-        for v in w.as_mut().iter_mut() {
-            let class = 2 * l + cls.surcharged(*v) as usize;
+        let w = w.as_mut();
+        if cls.all_base {
+            // Fast path: a branch-free keep/zero select; only exact ties branch.
+            let cost = class_cost[c0];
+            if cost > capacity {
+                w.fill(0.0);
+                continue;
+            }
+            let inv = inv_cost[c0];
+            let mut n = 0u64;
+            if threshold == f32::NEG_INFINITY {
+                // Everything affordable fits: keep all.
+                kept[c0] += w.iter().filter(|v| **v != 0.0).count() as u64;
+                continue;
+            }
+            if !tie_class[c0] {
+                // No item of this class sits exactly at the cut: a branch-free select
+                // (keys are >= 0 and the cut is >= 0, so zeros are never counted).
+                for chunk in w.chunks_mut(4096) {
+                    let mut m = 0u32;
+                    for v in chunk.iter_mut() {
+                        let x = *v;
+                        let keep = key(x, inv) > threshold;
+                        m += keep as u32;
+                        *v = if keep { x } else { 0.0 };
+                    }
+                    n += m as u64;
+                }
+                kept[c0] += n;
+                continue;
+            }
+            for v in w.iter_mut() {
+                let x = *v;
+                let k = key(x, inv);
+                if (k == threshold) & (x != 0.0) {
+                    // An exact tie with the cut, kept in index order while it fits.
+                    let keep = tie_open && cost <= tie_capacity;
+                    if keep {
+                        tie_capacity -= cost;
+                        n += 1;
+                    } else {
+                        tie_open = false;
+                        *v = 0.0;
+                    }
+                    continue;
+                }
+                let keep = (k > threshold) & (x != 0.0);
+                n += keep as u64;
+                *v = if keep { x } else { 0.0 };
+            }
+            kept[c0] += n;
+            continue;
+        }
+        for v in w.iter_mut() {
+            let c = if cls.surcharged(*v) { c1 } else { c0 };
             if *v == 0.0 {
                 continue;
             }
-            let cost = class_cost[class];
-            let k = key(*v, inv_cost[class]);
-            let keep = if cost > capacity {
-                false
-            } else if k > threshold {
-                true
-            } else if k == threshold && tie_open && cost <= tie_capacity {
-                tie_capacity -= cost;
-                true
-            } else {
-                if k == threshold {
-                    tie_open = false;
-                }
-                false
-            };
+            let cost = class_cost[c];
+            let k = key(*v, inv_cost[c]);
+            let keep = cost <= capacity
+                && (k > threshold || {
+                    let tie = k == threshold && tie_open && cost <= tie_capacity;
+                    if tie {
+                        tie_capacity -= cost;
+                    } else if k == threshold {
+                        tie_open = false;
+                    }
+                    tie
+                });
             if keep {
-                kept += 1;
-                charged += cost;
-                kept_value += (*v as f64) * (*v as f64);
+                kept[c] += 1;
             } else {
                 *v = 0.0;
             }
         }
     }
-    if let Some((bv, bl, bi, orig)) = best
-        && bv > kept_value
-    {
-        // One weight alone is worth more than the greedy prefix: keep just it.
-        for w in weights.iter_mut() {
-            w.as_mut().fill(0.0);
+    let kept_value: f64 = weights.iter().map(|w| sum_sq(w.as_ref())).sum();
+    if let Some(b) = best {
+        let value = (b.weight as f64) * (b.weight as f64);
+        if value > kept_value {
+            // One weight alone is worth more than the greedy prefix: keep just it.
+            for w in weights.iter_mut() {
+                w.as_mut().fill(0.0);
+            }
+            weights[b.layer].as_mut()[b.index] = b.weight;
+            return Ok((1, class_cost[b.class], value, total_value, true));
         }
-        weights[bl].as_mut()[bi] = orig;
-        return Ok((1, best_cost, bv, total_value, true));
     }
-    Ok((kept, charged, kept_value, total_value, false))
+    let charged = kept
+        .iter()
+        .zip(class_cost.iter())
+        .map(|(n, c)| *n as f64 * c)
+        .sum();
+    Ok((kept.iter().sum(), charged, kept_value, total_value, false))
 }
 
 /// Weighted quickselect: the ratio `tau` of the first item (in descending ratio
@@ -451,7 +656,7 @@ pub fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]>>(
     costs: &[LayerCost],
     capacity: f64,
 ) -> Result<Selection> {
-    check_inputs(weights, costs, capacity)?;
+    check_inputs(weights, costs, capacity, true)?;
     let mut mags = Vec::new();
     // Per weight: its cost (or NaN when zero / unaffordable); then (key, flat index) pairs.
     let mut cost_of: Vec<Vec<f64>> = Vec::with_capacity(weights.len());
@@ -493,12 +698,12 @@ pub fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]>>(
         .flat_map(|w| w.as_ref().iter())
         .map(|v| (*v as f64) * (*v as f64))
         .sum();
-    // The best single affordable item (first in index order among equals).
-    let best = order.iter().fold(None::<(f64, u64)>, |b, &(_, g)| {
+    // The best single affordable item: largest |w|, first in index order among equals.
+    let best = order.iter().fold(None::<(f32, u64)>, |b, &(_, g)| {
         let (l, i) = locate(g);
-        let v = value(l, i);
-        if b.is_none_or(|(bv, bg)| v > bv || (v == bv && g < bg)) {
-            Some((v, g))
+        let m = weights[l].as_ref()[i].abs();
+        if b.is_none_or(|(bm, bg)| m > bm || (m == bm && g < bg)) {
+            Some((m, g))
         } else {
             b
         }
@@ -520,10 +725,10 @@ pub fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]>>(
         .map(|w| vec![false; w.as_ref().len()])
         .collect();
     let (kept, charged, kept_value, single) = match best {
-        Some((bv, g)) if bv > prefix_value => {
+        Some((_, g)) if value(locate(g).0, locate(g).1) > prefix_value => {
             let (l, i) = locate(g);
             keep[l][i] = true;
-            (1, cost_of[l][i], bv, true)
+            (1, cost_of[l][i], value(l, i), true)
         }
         _ => {
             for &(_, g) in &order[..prefix] {
@@ -624,7 +829,7 @@ pub fn weight_costs<W: AsRef<[f32]>>(
     costs: &[LayerCost],
     out: &mut Vec<f64>,
 ) -> Result<()> {
-    check_inputs(weights, costs, 0.0)?;
+    check_inputs(weights, costs, 0.0, true)?;
     out.clear();
     let mut mags = Vec::new();
     for (w, c) in weights.iter().zip(costs) {
@@ -823,12 +1028,8 @@ mod tests {
                 inv_cost: &[1.0, 1.0],
                 capacity: cap,
             };
-            let mut sample: Vec<(f32, f64)> = w
-                .iter()
-                .step_by(stride)
-                .map(|v| (key(*v, 1.0), 1.0))
-                .collect();
-            scan.bracket_cut(std::slice::from_ref(w), &mut sample, n, &mut Vec::new())
+            scan.bracket_cut(std::slice::from_ref(w), &mut Vec::new(), &mut Vec::new())
+                .0
                 .is_some()
         };
         assert!(bracket(&random, n as f64 / 3.0));
