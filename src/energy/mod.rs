@@ -126,14 +126,44 @@ impl NetworkState {
     }
 }
 
+/// Whether a layer is a convolution or a linear layer (serialised as `"conv"` / `"linear"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
+pub enum LayerType {
+    /// A 2-D convolution.
+    Conv,
+    /// A fully-connected layer.
+    Linear,
+}
+
+impl LayerType {
+    /// `"conv"` or `"linear"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LayerType::Conv => "conv",
+            LayerType::Linear => "linear",
+        }
+    }
+}
+
+impl fmt::Display for LayerType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// Energy of one layer, split as in the ICLR 2019 model.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LayerEnergy {
     /// Layer name.
     pub name: String,
-    /// `"conv"` or `"linear"`.
-    pub kind: &'static str,
+    /// Conv or linear.
+    pub kind: LayerType,
     /// Weights of the layer.
     pub weights: u64,
     /// Nonzero weights `N_w`.
@@ -321,9 +351,30 @@ macro_rules! forward_models {
 }
 forward_models!(&T, Box<T>, Arc<T>);
 
-pub(crate) fn kind_name(kind: &LayerKind) -> &'static str {
+pub(crate) fn kind_name(kind: &LayerKind) -> LayerType {
     match kind {
-        LayerKind::Conv2d(_) => "conv",
-        LayerKind::Linear(_) => "linear",
+        LayerKind::Conv2d(_) => LayerType::Conv,
+        LayerKind::Linear(_) => LayerType::Linear,
+    }
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod serde_tests {
+    use super::*;
+    use crate::arch::zoo;
+
+    #[test]
+    fn energy_report_round_trips_through_json() {
+        let arch = zoo::lenet5().unwrap();
+        let model = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+        let report = model.energy(&NetworkState::dense(&arch)).unwrap();
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(json.contains("\"kind\":\"conv\""), "{json}");
+        let back: EnergyReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, report);
+        let cfg: SystolicConfig =
+            serde_json::from_str(&serde_json::to_string(&SystolicConfig::default()).unwrap())
+                .unwrap();
+        assert_eq!(cfg, SystolicConfig::default());
     }
 }
