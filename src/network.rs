@@ -116,7 +116,7 @@ pub trait NetworkMut: Network {
 }
 
 /// What a parameter tensor is, as seen by optimizers and pruning drivers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ParamKind {
     /// The weights of prunable layer `.0` (canonical layout).
     Weight(usize),
@@ -124,8 +124,8 @@ pub enum ParamKind {
     Bias(usize),
     /// The learnable input mask of prunable layer `.0`.
     InputMask(usize),
-    /// Any other parameter (normalisation, embeddings ...).
-    Other,
+    /// Any other parameter (normalisation, embeddings ...), numbered by the network.
+    Other(usize),
 }
 
 /// The visitor of [`Trainable::visit_params`]: receives each parameter tensor's
@@ -158,6 +158,7 @@ pub trait Trainable: NetworkMut {
     fn backward(&mut self, grad_logits: &[f32]) -> Result<()>;
 
     /// Visit every trainable parameter with its gradient, always in the same order.
+    /// Each [`ParamKind`] must appear at most once (optimizers key their state by it).
     fn visit_params(&mut self, f: &mut ParamVisitor<'_>);
 
     /// Inference-only forward pass (no state kept for backward). Defaults to

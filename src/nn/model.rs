@@ -107,6 +107,59 @@ struct Worker {
     dcol: Vec<f32>,
     wgrad: Vec<Vec<f32>>,
     bgrad: Vec<Vec<f32>>,
+    /// Masked copies of masked layers' inputs, per op.
+    masked: Vec<Vec<f32>>,
+    /// Input-mask gradients, per prunable layer (empty when unmasked).
+    mgrad: Vec<Vec<f32>>,
+}
+
+/// Parameters shared read-only by the workers.
+#[derive(Clone, Copy)]
+struct Params<'a> {
+    weights: &'a [Vec<f32>],
+    biases: &'a [Vec<f32>],
+    masks: &'a [Option<Vec<f32>>],
+}
+
+/// `out = x * m` for activations `[C][B][P]` and a mask `[C][P]`.
+fn apply_mask(c: usize, b: usize, p: usize, x: &[f32], m: &[f32], out: &mut [f32]) {
+    for ci in 0..c {
+        let mrow = &m[ci * p..(ci + 1) * p];
+        for n in 0..b {
+            let o = (ci * b + n) * p;
+            for ((dst, src), mv) in out[o..o + p].iter_mut().zip(&x[o..o + p]).zip(mrow) {
+                *dst = src * mv;
+            }
+        }
+    }
+}
+
+/// Backward of [`apply_mask`]: `dm += sum_b d * x`, then `d *= m` in place.
+fn mask_backward(
+    c: usize,
+    b: usize,
+    p: usize,
+    x: &[f32],
+    m: &[f32],
+    d: &mut [f32],
+    dm: &mut [f32],
+) {
+    dm.fill(0.0);
+    for ci in 0..c {
+        let (mrow, dmrow) = (&m[ci * p..(ci + 1) * p], &mut dm[ci * p..(ci + 1) * p]);
+        for n in 0..b {
+            let o = (ci * b + n) * p;
+            for (((g, xv), mv), dmv) in d[o..o + p]
+                .iter_mut()
+                .zip(&x[o..o + p])
+                .zip(mrow)
+                .zip(dmrow.iter_mut())
+            {
+                *dmv += *g * xv;
+                *g *= mv;
+            }
+        }
+    }
 }
 
 /// A small, fast, pure-Rust sequential CNN that implements [`Trainable`].
@@ -138,6 +191,9 @@ pub struct Cnn {
     biases: Vec<Vec<f32>>,
     wgrad: Vec<Vec<f32>>,
     bgrad: Vec<Vec<f32>>,
+    /// Optional input mask per prunable layer, and its gradient.
+    masks: Vec<Option<Vec<f32>>>,
+    mgrad: Vec<Vec<f32>>,
     workers: Vec<Worker>,
     threads: usize,
     pending_backward: bool,
@@ -255,6 +311,8 @@ impl Cnn {
         let mut net = Self {
             wgrad: weights.clone(),
             bgrad: biases.clone(),
+            masks: vec![None; weights.len()],
+            mgrad: vec![Vec::new(); weights.len()],
             arch,
             specs: specs.to_vec(),
             ops,
@@ -328,6 +386,39 @@ impl Cnn {
         self.threads = threads.max(1);
     }
 
+    /// Give prunable layer `layer` a learnable input mask (`C x H x W` for a
+    /// convolution, its input features for a linear layer), initialised to ones.
+    /// The mask multiplies the layer's input elementwise; its nonzeros are the input
+    /// support priced by the energy model. [`Sgd`](super::optim::Sgd) leaves masks
+    /// unchanged; train them with [`Adam::step_filtered`](super::optim::Adam::step_filtered).
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] for a bad index.
+    pub fn enable_input_mask(&mut self, layer: usize) -> Result<()> {
+        let n = self.arch.layer(layer)?.in_features();
+        if self.masks[layer].is_none() {
+            self.masks[layer] = Some(vec![1.0; n]);
+            self.mgrad[layer] = vec![0.0; n];
+        }
+        Ok(())
+    }
+
+    /// Remove the input mask of `layer` (the layer sees its whole input again).
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] for a bad index.
+    pub fn disable_input_mask(&mut self, layer: usize) -> Result<()> {
+        self.arch.layer(layer)?;
+        self.masks[layer] = None;
+        self.mgrad[layer].clear();
+        Ok(())
+    }
+
+    /// The input mask of `layer`, if enabled.
+    pub fn input_mask(&self, layer: usize) -> Option<&[f32]> {
+        self.masks.get(layer).and_then(|m| m.as_deref())
+    }
+
     /// The bias of prunable layer `layer`.
     ///
     /// # Errors
@@ -381,13 +472,12 @@ impl Cnn {
         self.workers.resize_with(shards, Worker::default);
         for (i, wk) in self.workers.iter_mut().enumerate() {
             let (lo, hi) = shard_range(batch, shards, i);
-            wk.prepare(
-                &self.ops,
-                &self.shapes,
-                &self.weights,
-                &self.biases,
-                hi - lo,
-            );
+            let prm = Params {
+                weights: &self.weights,
+                biases: &self.biases,
+                masks: &self.masks,
+            };
+            wk.prepare(&self.ops, &self.shapes, prm, hi - lo);
         }
     }
 }
@@ -404,15 +494,22 @@ pub(crate) fn standard_normal(rng: &mut StdRng) -> f64 {
 }
 
 impl Worker {
-    fn prepare(
-        &mut self,
-        ops: &[Op],
-        shapes: &[Shape],
-        weights: &[Vec<f32>],
-        biases: &[Vec<f32>],
-        batch: usize,
-    ) {
+    fn prepare(&mut self, ops: &[Op], shapes: &[Shape], prm: Params<'_>, batch: usize) {
+        let (weights, biases) = (prm.weights, prm.biases);
         self.batch = batch;
+        self.masked.resize_with(ops.len(), Vec::new);
+        self.mgrad.resize_with(prm.masks.len(), Vec::new);
+        for (i, op) in ops.iter().enumerate() {
+            if let Op::Conv { layer, .. } | Op::Linear { layer, .. } = op {
+                match &prm.masks[*layer] {
+                    Some(m) => {
+                        self.masked[i].resize(shapes[i].len() * batch, 0.0);
+                        self.mgrad[*layer].resize(m.len(), 0.0);
+                    }
+                    None => self.mgrad[*layer].clear(),
+                }
+            }
+        }
         self.acts.resize_with(shapes.len(), Vec::new);
         self.cols.resize_with(ops.len(), Vec::new);
         self.argmax.resize_with(ops.len(), Vec::new);
@@ -434,6 +531,7 @@ impl Worker {
                 }
                 Op::Linear { .. } if shapes[i].h * shapes[i].w > 1 => {
                     self.cols[i].resize(shapes[i].len() * batch, 0.0);
+                    max_dcol = max_dcol.max(shapes[i].len() * batch);
                 }
                 Op::MaxPool { .. } => self.argmax[i].resize(out, 0),
                 _ => {}
@@ -453,14 +551,8 @@ impl Worker {
     }
 
     /// Load `input` (`[B][C][H][W]`) into `acts[0]` (`[C][B][H][W]`) and run all ops.
-    fn forward(
-        &mut self,
-        ops: &[Op],
-        shapes: &[Shape],
-        weights: &[Vec<f32>],
-        biases: &[Vec<f32>],
-        input: &[f32],
-    ) {
+    fn forward(&mut self, ops: &[Op], shapes: &[Shape], prm: Params<'_>, input: &[f32]) {
+        let (weights, biases) = (prm.weights, prm.biases);
         let b = self.batch;
         let s0 = shapes[0];
         let hw = s0.h * s0.w;
@@ -480,33 +572,30 @@ impl Worker {
             let (si, so) = (shapes[i], shapes[i + 1]);
             match op {
                 Op::Conv { geom, layer } => {
-                    ops::conv2d_forward(
-                        geom,
-                        b,
-                        x,
-                        &weights[*layer],
-                        Some(&biases[*layer]),
-                        &mut self.cols[i],
-                        y,
-                    );
+                    let xin: &[f32] = match &prm.masks[*layer] {
+                        Some(m) => {
+                            apply_mask(si.c, b, si.h * si.w, x, m, &mut self.masked[i]);
+                            &self.masked[i]
+                        }
+                        None => x,
+                    };
+                    let (w, bias) = (&weights[*layer], Some(&biases[*layer][..]));
+                    ops::conv2d_forward(geom, b, xin, w, bias, &mut self.cols[i], y);
                 }
                 Op::Linear { out, layer } => {
                     let f = si.len();
-                    let xin: &[f32] = if si.h * si.w > 1 {
+                    let mut xin: &[f32] = if si.h * si.w > 1 {
                         ops::flatten(si.c, b, si.h * si.w, x, &mut self.cols[i]);
                         &self.cols[i]
                     } else {
                         x
                     };
-                    ops::linear_forward(
-                        *out,
-                        f,
-                        b,
-                        xin,
-                        &weights[*layer],
-                        Some(&biases[*layer]),
-                        y,
-                    );
+                    if let Some(m) = &prm.masks[*layer] {
+                        apply_mask(f, b, 1, xin, m, &mut self.masked[i]);
+                        xin = &self.masked[i];
+                    }
+                    let (w, bias) = (&weights[*layer], Some(&biases[*layer][..]));
+                    ops::linear_forward(*out, f, b, xin, w, bias, y);
                 }
                 Op::Relu => {
                     for (o, v) in y.iter_mut().zip(x.iter()) {
@@ -526,64 +615,72 @@ impl Worker {
         }
     }
 
-    /// Back-propagate `grad` (`[K][B]` layout, in `dcur`) through all ops.
-    fn backward(&mut self, ops: &[Op], shapes: &[Shape], weights: &[Vec<f32>]) {
+    /// Back-propagate the gradient in `dcur` (`[K][B]` layout) through all ops.
+    fn backward(&mut self, ops: &[Op], shapes: &[Shape], prm: Params<'_>) {
+        let weights = prm.weights;
         let b = self.batch;
         for (i, op) in ops.iter().enumerate().rev() {
             let si = shapes[i];
-            let need_dx = i > 0;
             let nin = si.len() * b;
             let x = &self.acts[i];
             let dy = &self.dcur[..shapes[i + 1].len() * b];
             let dx = &mut self.dprev[..nin];
             match op {
                 Op::Conv { geom, layer } => {
+                    let mask = prm.masks[*layer].as_deref();
+                    let xin: &[f32] = if mask.is_some() { &self.masked[i] } else { x };
+                    // The input gradient is needed below, or for the mask gradient.
+                    let want_dx = i > 0 || mask.is_some();
                     ops::conv2d_backward(
                         geom,
                         b,
-                        x,
+                        xin,
                         &weights[*layer],
                         &self.cols[i],
                         dy,
                         &mut self.wgrad[*layer],
                         Some(&mut self.bgrad[*layer]),
-                        need_dx.then_some(dx),
+                        want_dx.then_some(&mut *dx),
                         &mut self.dcol,
                     );
+                    if let Some(m) = mask {
+                        mask_backward(si.c, b, si.h * si.w, x, m, dx, &mut self.mgrad[*layer]);
+                    }
                 }
                 Op::Linear { out, layer } => {
                     let f = si.len();
                     let flat = si.h * si.w > 1;
-                    let xin: &[f32] = if flat { &self.cols[i] } else { x };
-                    if flat && need_dx {
-                        // dx of the flattened input goes to dcol, then unflattens.
-                        let dflat = &mut self.dcol[..nin];
-                        let db = Some(&mut self.bgrad[*layer][..]);
-                        ops::linear_backward(
-                            *out,
-                            f,
-                            b,
-                            xin,
-                            &weights[*layer],
-                            dy,
-                            &mut self.wgrad[*layer],
-                            db,
-                            Some(dflat),
-                        );
-                        ops::unflatten(si.c, b, si.h * si.w, &self.dcol[..nin], dx);
+                    let mask = prm.masks[*layer].as_deref();
+                    let unmasked: &[f32] = if flat { &self.cols[i] } else { x };
+                    let xin: &[f32] = if mask.is_some() {
+                        &self.masked[i]
                     } else {
-                        let db = Some(&mut self.bgrad[*layer][..]);
-                        ops::linear_backward(
-                            *out,
-                            f,
-                            b,
-                            xin,
-                            &weights[*layer],
-                            dy,
-                            &mut self.wgrad[*layer],
-                            db,
-                            need_dx.then_some(dx),
-                        );
+                        unmasked
+                    };
+                    let want_dx = i > 0 || mask.is_some();
+                    // The gradient of the (flattened) input goes to dcol when it must be
+                    // unflattened afterwards, else straight to dx.
+                    let dbuf: &mut [f32] = if flat {
+                        &mut self.dcol[..nin]
+                    } else {
+                        &mut *dx
+                    };
+                    ops::linear_backward(
+                        *out,
+                        f,
+                        b,
+                        xin,
+                        &weights[*layer],
+                        dy,
+                        &mut self.wgrad[*layer],
+                        Some(&mut self.bgrad[*layer][..]),
+                        want_dx.then_some(&mut *dbuf),
+                    );
+                    if let Some(m) = mask {
+                        mask_backward(f, b, 1, unmasked, m, dbuf, &mut self.mgrad[*layer]);
+                    }
+                    if flat && i > 0 {
+                        ops::unflatten(si.c, b, si.h * si.w, &self.dcol[..nin], dx);
                     }
                 }
                 Op::Relu => {
@@ -634,9 +731,43 @@ impl Network for Cnn {
         dst.copy_from_slice(w);
         Ok(())
     }
+
+    fn read_input_mask(&self, layer: usize, dst: &mut [f32]) -> Result<bool> {
+        let l = self.arch.layer(layer)?;
+        match &self.masks[layer] {
+            None => Ok(false),
+            Some(m) if m.len() != dst.len() => Err(Error::shape(
+                format!("input mask of layer {}", l.name),
+                m.len(),
+                dst.len(),
+            )),
+            Some(m) => {
+                dst.copy_from_slice(m);
+                Ok(true)
+            }
+        }
+    }
 }
 
 impl NetworkMut for Cnn {
+    fn write_input_mask(&mut self, layer: usize, src: &[f32]) -> Result<()> {
+        let l = self.arch.layer(layer)?;
+        let name = format!("input mask of layer {}", l.name);
+        match &mut self.masks[layer] {
+            None => Err(Error::param(
+                "input_mask",
+                layer,
+                "this layer has no input mask; call Cnn::enable_input_mask first",
+            )),
+            Some(m) if m.len() != src.len() => Err(Error::shape(name, m.len(), src.len())),
+            Some(m) => {
+                check_finite(&name, src)?;
+                m.copy_from_slice(src);
+                Ok(())
+            }
+        }
+    }
+
     fn write_weights(&mut self, layer: usize, src: &[f32]) -> Result<()> {
         let l = self.arch.layer(layer)?;
         if src.len() != self.weights[layer].len() {
@@ -673,10 +804,15 @@ impl Trainable for Cnn {
         self.prepare_workers(batch);
         let k = self.num_classes();
         let shards = self.workers.len();
-        let (ops, shapes, weights, biases) = (&self.ops, &self.shapes, &self.weights, &self.biases);
+        let (ops, shapes) = (&self.ops, &self.shapes);
+        let prm = Params {
+            weights: &self.weights,
+            biases: &self.biases,
+            masks: &self.masks,
+        };
         let run = |(i, wk): (usize, &mut Worker)| {
             let (lo, hi) = shard_range(batch, shards, i);
-            wk.forward(ops, shapes, weights, biases, &input[lo * per..hi * per]);
+            wk.forward(ops, shapes, prm, &input[lo * per..hi * per]);
         };
         parallel_for_each(&mut self.workers, run);
         logits.resize(batch * k, 0.0);
@@ -713,7 +849,12 @@ impl Trainable for Cnn {
         }
         check_finite("grad_logits", grad_logits)?;
         let shards = self.workers.len();
-        let (ops, shapes, weights) = (&self.ops, &self.shapes, &self.weights);
+        let (ops, shapes) = (&self.ops, &self.shapes);
+        let prm = Params {
+            weights: &self.weights,
+            biases: &self.biases,
+            masks: &self.masks,
+        };
         let run = |(i, wk): (usize, &mut Worker)| {
             let (lo, hi) = shard_range(batch, shards, i);
             let nb = hi - lo;
@@ -722,7 +863,7 @@ impl Trainable for Cnn {
                     wk.dcur[c * nb + j] = grad_logits[(lo + j) * k + c];
                 }
             }
-            wk.backward(ops, shapes, weights);
+            wk.backward(ops, shapes, prm);
         };
         parallel_for_each(&mut self.workers, run);
         let (first, rest) = self
@@ -735,6 +876,13 @@ impl Trainable for Cnn {
                 &first.wgrad[l],
                 rest.iter().map(|w| &w.wgrad[l][..]),
             );
+            if self.masks[l].is_some() {
+                sum_into(
+                    &mut self.mgrad[l],
+                    &first.mgrad[l],
+                    rest.iter().map(|w| &w.mgrad[l][..]),
+                );
+            }
             sum_into(
                 &mut self.bgrad[l],
                 &first.bgrad[l],
@@ -749,6 +897,9 @@ impl Trainable for Cnn {
         for l in 0..self.weights.len() {
             f(ParamKind::Weight(l), &mut self.weights[l], &self.wgrad[l]);
             f(ParamKind::Bias(l), &mut self.biases[l], &self.bgrad[l]);
+            if let Some(m) = &mut self.masks[l] {
+                f(ParamKind::InputMask(l), m, &self.mgrad[l]);
+            }
         }
     }
 }

@@ -7,6 +7,8 @@
 //! ```
 //! Weight decay is applied to weights and not to biases or input masks.
 
+use std::collections::HashMap;
+
 use crate::error::{Error, Result};
 use crate::network::{ParamKind, Trainable};
 
@@ -39,7 +41,7 @@ pub struct Sgd {
     pub momentum: f32,
     /// L2 weight decay on weights.
     pub weight_decay: f32,
-    velocity: Vec<Vec<f32>>,
+    velocity: HashMap<ParamKind, Vec<f32>>,
 }
 
 impl Sgd {
@@ -61,20 +63,21 @@ impl Sgd {
             lr,
             momentum,
             weight_decay,
-            velocity: Vec::new(),
+            velocity: HashMap::new(),
         })
     }
 
-    /// Apply one update from the gradients of the last backward pass.
+    /// Apply one update from the gradients of the last backward pass to weights,
+    /// biases and other parameters (input masks are left unchanged: they are trained
+    /// in their own rounds).
     pub fn step<N: Trainable + ?Sized>(&mut self, net: &mut N) {
         let (lr, mu, wd) = (self.lr, self.momentum, self.weight_decay);
-        let mut i = 0;
         let vel = &mut self.velocity;
         net.visit_params(&mut |kind, w, g| {
-            if vel.len() <= i {
-                vel.push(vec![0.0; w.len()]);
+            if matches!(kind, ParamKind::InputMask(_)) {
+                return;
             }
-            let v = &mut vel[i];
+            let v = state_for(vel, kind, w.len());
             let decay = if matches!(kind, ParamKind::Weight(_)) {
                 wd
             } else {
@@ -84,7 +87,6 @@ impl Sgd {
                 *vi = mu * *vi + gi + decay * *wi;
                 *wi -= lr * *vi;
             }
-            i += 1;
         });
     }
 
@@ -113,8 +115,8 @@ pub struct Adam {
     /// Denominator stabiliser.
     pub eps: f32,
     t: i32,
-    m: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    m: HashMap<ParamKind, Vec<f32>>,
+    v: HashMap<ParamKind, Vec<f32>>,
 }
 
 impl Adam {
@@ -141,8 +143,8 @@ impl Adam {
             beta2,
             eps,
             t: 0,
-            m: Vec::new(),
-            v: Vec::new(),
+            m: HashMap::new(),
+            v: HashMap::new(),
         })
     }
 
@@ -158,25 +160,17 @@ impl Adam {
         let c1 = 1.0 - b1.powi(self.t);
         let c2 = 1.0 - b2.powi(self.t);
         let (ms, vs) = (&mut self.m, &mut self.v);
-        let mut i = 0;
         net.visit_params(&mut |kind, w, g| {
-            if ms.len() <= i {
-                ms.push(vec![0.0; w.len()]);
-                vs.push(vec![0.0; w.len()]);
+            if !filter(kind) {
+                return;
             }
-            if filter(kind) {
-                for (((wi, gi), mi), vi) in w
-                    .iter_mut()
-                    .zip(g)
-                    .zip(ms[i].iter_mut())
-                    .zip(vs[i].iter_mut())
-                {
-                    *mi = b1 * *mi + (1.0 - b1) * gi;
-                    *vi = b2 * *vi + (1.0 - b2) * gi * gi;
-                    *wi -= lr * (*mi / c1) / ((*vi / c2).sqrt() + eps);
-                }
+            let m = state_for(ms, kind, w.len());
+            let v = state_for(vs, kind, w.len());
+            for (((wi, gi), mi), vi) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                *mi = b1 * *mi + (1.0 - b1) * gi;
+                *vi = b2 * *vi + (1.0 - b2) * gi * gi;
+                *wi -= lr * (*mi / c1) / ((*vi / c2).sqrt() + eps);
             }
-            i += 1;
         });
     }
 
@@ -185,10 +179,21 @@ impl Adam {
         self.step_filtered(net, |_| true);
     }
 
-    /// Second-moment estimate of the `index`-th parameter tensor (visit order), if any.
-    pub fn second_moment(&self, index: usize) -> Option<&[f32]> {
-        self.v.get(index).map(Vec::as_slice)
+    /// Second-moment estimate of parameter `kind`, if it has been updated.
+    pub fn second_moment(&self, kind: ParamKind) -> Option<&[f32]> {
+        self.v.get(&kind).map(Vec::as_slice)
     }
+}
+
+/// The optimizer state of parameter `kind`, (re)created as zeros when missing or
+/// when the parameter changed size.
+fn state_for(map: &mut HashMap<ParamKind, Vec<f32>>, kind: ParamKind, len: usize) -> &mut Vec<f32> {
+    let s = map.entry(kind).or_default();
+    if s.len() != len {
+        s.clear();
+        s.resize(len, 0.0);
+    }
+    s
 }
 
 #[cfg(test)]
