@@ -20,7 +20,8 @@ use energy_prune::nn::mnist::{Mnist, MnistOptions};
 use energy_prune::nn::optim::Sgd;
 use energy_prune::nn::{Cnn, TrainConfig, cosine_lr, evaluate, train_epoch};
 use energy_prune::prune::{
-    EpochEvent, Observer, ProjectedTraining, PruneReport, train_magnitude, train_projected,
+    Data, EpochEvent, MaskRounds, Observer, ProjectedTraining, PruneReport, train_magnitude,
+    train_projected,
 };
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -39,6 +40,7 @@ struct Args {
     regrow: bool,
     distill: f32,
     skip_baseline: bool,
+    input_mask: bool,
 }
 
 fn parse_args() -> Result<Args, lexopt::Error> {
@@ -59,6 +61,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         regrow: false,
         distill: 0.5,
         skip_baseline: false,
+        input_mask: false,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -77,9 +80,10 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("regrow") => a.regrow = true,
             Long("distill") => a.distill = p.value()?.parse()?,
             Long("skip-baseline") => a.skip_baseline = true,
+            Long("input-mask") => a.input_mask = true,
             Long("help") | Short('h') => {
                 println!(
-                    "lenet5_energy [--budget FRACTION] [--epochs N] [--finetune-epochs N] [--dense FILE] [--save-dense FILE]\n              [--dense-epochs N] [--project-every N] [--lr X] [--seed N] [--data DIR] [--json]"
+                    "lenet5_energy [--budget FRACTION] [--epochs N] [--finetune-epochs N] [--dense FILE] [--save-dense FILE]\n              [--dense-epochs N] [--project-every N] [--lr X] [--seed N] [--data DIR] [--input-mask] [--json]"
                 );
                 std::process::exit(0);
             }
@@ -192,19 +196,37 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         lr: args.lr,
         seed: args.seed,
         regrow: args.regrow,
+        input_masks: args.input_mask.then(MaskRounds::default),
         distill_weight: (args.distill > 0.0).then_some(args.distill),
         ..ProjectedTraining::default()
     };
     let mut progress = Progress {
         dense_energy: e_dense,
     };
+    // Input-mask rounds decide on a validation hold-out (the last 5 000 training images).
+    let (train_part, validation) = data.train.split(data.train.len() - 5_000);
     let mut constrained = dense.clone();
+    let data_c = if args.input_mask {
+        for l in 0..3 {
+            constrained.enable_input_mask(l)?; // conv1, conv2, fc1: the costly inputs
+        }
+        Data {
+            train: &train_part,
+            validation: Some(&validation),
+            test: Some(&data.test),
+        }
+    } else {
+        Data {
+            train: &data.train,
+            validation: None,
+            test: Some(&data.test),
+        }
+    };
     let ec = train_projected(
         &mut constrained,
         &model,
         budget,
-        &data.train,
-        Some(&data.test),
+        data_c,
         &cfg,
         &mut progress,
     )?;
@@ -218,15 +240,12 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         return Ok(());
     }
     let mut magnitude = dense.clone();
-    let em = train_magnitude(
-        &mut magnitude,
-        &model,
-        budget,
-        &data.train,
-        Some(&data.test),
-        &cfg,
-        &mut progress,
-    )?;
+    let data_m = Data {
+        train: &data.train,
+        validation: None,
+        test: Some(&data.test),
+    };
+    let em = train_magnitude(&mut magnitude, &model, budget, data_m, &cfg, &mut progress)?;
 
     print_table(dense_acc, &dense_report, &ec, &em, e_dense, args.budget);
     println!("\nwhole run: {:.1} s", start.elapsed().as_secs_f64());

@@ -124,7 +124,7 @@ fn every_parameter_gradient_matches_finite_differences() {
                 }
                 _ => unreachable!(),
             };
-            let mut fd_at = |net: &mut Cnn, h: f32| {
+            let fd_at = |net: &mut Cnn, h: f32| {
                 perturb(net, h);
                 let fp = loss_of(net, &x, batch, &labels, &teacher, false);
                 perturb(net, -2.0 * h);

@@ -220,7 +220,7 @@ impl fmt::Display for EnergyReport {
             .max(5);
         writeln!(
             f,
-            "{:<name_w$}  {:<6}  {:>11}  {:>11}  {:>14}  {:>12}  {:>14}  {:>14}  {:>14}",
+            "{:<name_w$}  {:<6}  {:>11}  {:>11}  {:>14}  {:>14}  {:>14}  {:>14}  {:>14}",
             "layer",
             "kind",
             "weights",
@@ -234,7 +234,7 @@ impl fmt::Display for EnergyReport {
         for l in &self.layers {
             writeln!(
                 f,
-                "{:<name_w$}  {:<6}  {:>11}  {:>11}  {:>14}  {:>12.4e}  {:>14.6e}  {:>14.6e}  {:>14.6e}",
+                "{:<name_w$}  {:<6}  {:>11}  {:>11}  {:>14}  {:>14.6e}  {:>14.6e}  {:>14.6e}  {:>14.6e}",
                 l.name,
                 l.kind,
                 l.weights,
@@ -251,7 +251,7 @@ impl fmt::Display for EnergyReport {
         });
         write!(
             f,
-            "{:<name_w$}  {:<6}  {:>11}  {:>11}  {:>14}  {:>12.4e}  {:>14.6e}  {:>14.6e}  {:>14.6e}",
+            "{:<name_w$}  {:<6}  {:>11}  {:>11}  {:>14}  {:>14.6e}  {:>14.6e}  {:>14.6e}  {:>14.6e}",
             "total",
             "",
             w,

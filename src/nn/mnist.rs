@@ -54,6 +54,18 @@ impl Dataset {
             ..*self
         }
     }
+    /// Split into the first `n` samples and the rest (e.g. a validation hold-out).
+    pub fn split(&self, n: usize) -> (Dataset, Dataset) {
+        let n = n.min(self.len());
+        let il = self.image_len();
+        let part = |lo: usize, hi: usize| Dataset {
+            images: self.images[lo * il..hi * il].to_vec(),
+            labels: self.labels[lo..hi].to_vec(),
+            ..*self
+        };
+        (part(0, n), part(n, self.len()))
+    }
+
     /// Copy the samples at `indices` into `images` / `labels` (a mini-batch).
     pub fn gather(&self, indices: &[usize], images: &mut Vec<f32>, labels: &mut Vec<u8>) {
         let il = self.image_len();

@@ -12,6 +12,42 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 use crate::network::{ParamKind, Trainable};
 
+/// One optimizer update from the gradients of the last backward pass.
+pub trait Optimizer {
+    /// Update the parameters of `net`.
+    fn step<N: Trainable + ?Sized>(&mut self, net: &mut N);
+}
+
+impl Optimizer for Sgd {
+    fn step<N: Trainable + ?Sized>(&mut self, net: &mut N) {
+        Sgd::step(self, net);
+    }
+}
+
+impl Optimizer for Adam {
+    fn step<N: Trainable + ?Sized>(&mut self, net: &mut N) {
+        Adam::step(self, net);
+    }
+}
+
+/// Adam on the layer input masks only, each mask clamped to `[0, 1]` after the
+/// step (the mask phase of ICLR 2019's input-mask rounds). Weights and biases are
+/// left unchanged.
+#[derive(Debug, Clone)]
+pub struct InputMaskAdam(pub Adam);
+
+impl Optimizer for InputMaskAdam {
+    fn step<N: Trainable + ?Sized>(&mut self, net: &mut N) {
+        self.0
+            .step_filtered(net, |k| matches!(k, ParamKind::InputMask(_)));
+        net.visit_params(&mut |kind, m, _| {
+            if matches!(kind, ParamKind::InputMask(_)) {
+                m.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
+            }
+        });
+    }
+}
+
 fn check_rate(name: &'static str, v: f32) -> Result<()> {
     if !(v.is_finite() && v > 0.0) {
         return Err(Error::param(name, v, "must be finite and > 0"));

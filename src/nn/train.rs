@@ -5,7 +5,7 @@ use rand::seq::SliceRandom;
 
 use super::loss::{argmax_rows, cross_entropy, mse_distillation};
 use super::mnist::Dataset;
-use super::optim::Sgd;
+use super::optim::Optimizer;
 use crate::error::{Error, Result};
 use crate::network::Trainable;
 
@@ -48,9 +48,9 @@ pub struct EpochStats {
 /// # Errors
 /// Shape errors from the network, [`Error::NonFinite`] if the loss diverges, and any
 /// error returned by `after_step`.
-pub fn train_epoch<N: Trainable + ?Sized>(
+pub fn train_epoch<N: Trainable + ?Sized, O: Optimizer>(
     net: &mut N,
-    opt: &mut Sgd,
+    opt: &mut O,
     data: &Dataset,
     cfg: &TrainConfig<'_>,
     rng: &mut StdRng,

@@ -14,7 +14,8 @@ pub mod schedule;
 
 pub use observer::{EpochEvent, NoObserver, Observer, OnEpoch};
 pub use projected::{
-    ProjectedTraining, PruneReport, Termination, magnitude_prune, train_magnitude, train_projected,
+    Data, MaskRounds, ProjectedTraining, PruneReport, Termination, magnitude_prune,
+    train_magnitude, train_projected,
 };
 pub use projection::{
     ProjectionOutcome, ProjectionWorkspace, greedy_knapsack, project, project_sorted,

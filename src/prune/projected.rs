@@ -8,7 +8,14 @@
 //!    energy at the start to the target ([`BudgetSchedule`]), reaching it after
 //!    `reach_fraction` of the phase, and a last projection onto the target ends the
 //!    phase.
-//! 2. **Fine-tuning** for `finetune_epochs` epochs with the support fixed (pruned
+//! 2. Optionally, **input-mask rounds** ([`MaskRounds`]): layers that carry a
+//!    learnable input mask alternate a mask phase (Adam on the masks only, clamped
+//!    to `[0, 1]`, keeping the top fraction `q` of each mask every `k` steps; `q`
+//!    starts at 0.9 and falls by 0.1 per round; masks rounded to `{0, 1}` at the end)
+//!    with a weight phase (projected SGD at the target budget; the masked inputs
+//!    lower the weight-independent energy, so weights may regrow). Rounds continue
+//!    while validation accuracy improves; a round that lowers it is undone.
+//! 3. **Fine-tuning** for `finetune_epochs` epochs with the support fixed (pruned
 //!    weights stay zero), which cannot change the energy.
 //!
 //! Optionally the loss is `w * MSE(logits, dense teacher logits) + (1 - w) * CE`
@@ -24,14 +31,103 @@ use std::time::Instant;
 use rand::{SeedableRng, rngs::StdRng};
 
 use super::observer::{EpochEvent, Observer};
-use super::projection::{ProjectionWorkspace, project_with_workspace};
+use super::projection::{ProjectionWorkspace, project_top_k, project_with_workspace};
 use super::schedule::BudgetSchedule;
 use crate::energy::{EnergyReport, NetworkState, WeightEnergyModel};
 use crate::error::{Error, Result};
 use crate::network::Trainable;
 use crate::nn::mnist::Dataset;
-use crate::nn::optim::Sgd;
+use crate::nn::optim::{Adam, InputMaskAdam, Sgd};
 use crate::nn::{TrainConfig, cosine_lr, evaluate, predict_all, train_epoch};
+
+/// The data of a training run.
+#[derive(Debug, Clone, Copy)]
+pub struct Data<'a> {
+    /// Training set.
+    pub train: &'a Dataset,
+    /// Validation set: decides whether input-mask rounds continue.
+    pub validation: Option<&'a Dataset>,
+    /// Test set: reported after every epoch.
+    pub test: Option<&'a Dataset>,
+}
+
+/// Input-mask rounds of [`train_projected`] (ICLR 2019, section 4).
+///
+/// | field | default | range | purpose |
+/// |---|---|---|---|
+/// | `rounds` | 4 | >= 1 | maximum number of mask/weight rounds |
+/// | `mask_epochs` | 1 | >= 1 | epochs of the mask phase per round |
+/// | `weight_epochs` | 1 | >= 1 | epochs of projected SGD per round |
+/// | `lr` | 0.01 | > 0 | Adam learning rate of the masks |
+/// | `keep_start` | 0.9 | (0, 1] | fraction of each mask kept in round 1 |
+/// | `keep_step` | 0.1 | [0, 1) | decrease of that fraction per round |
+/// | `project_every` | 50 | >= 1 | mask-phase steps between top-fraction projections |
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaskRounds {
+    /// Maximum rounds.
+    pub rounds: usize,
+    /// Mask-phase epochs per round.
+    pub mask_epochs: usize,
+    /// Weight-phase epochs per round.
+    pub weight_epochs: usize,
+    /// Adam learning rate on the masks.
+    pub lr: f32,
+    /// Fraction of mask entries kept in the first round.
+    pub keep_start: f64,
+    /// Decrease of the kept fraction per round.
+    pub keep_step: f64,
+    /// Steps between top-fraction projections of the masks.
+    pub project_every: usize,
+}
+
+impl Default for MaskRounds {
+    fn default() -> Self {
+        Self {
+            rounds: 4,
+            mask_epochs: 1,
+            weight_epochs: 1,
+            lr: 0.01,
+            keep_start: 0.9,
+            keep_step: 0.1,
+            project_every: 50,
+        }
+    }
+}
+
+impl MaskRounds {
+    /// Check every field against its range.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming the first field out of range.
+    pub fn validate(&self) -> Result<()> {
+        if self.rounds == 0
+            || self.mask_epochs == 0
+            || self.weight_epochs == 0
+            || self.project_every == 0
+        {
+            return Err(Error::param(
+                "mask rounds",
+                format!("{self:?}"),
+                "rounds, epochs and project_every must be >= 1",
+            ));
+        }
+        if !(self.keep_start > 0.0 && self.keep_start <= 1.0) {
+            return Err(Error::param(
+                "keep_start",
+                self.keep_start,
+                "must be in (0, 1]",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.keep_step) {
+            return Err(Error::param(
+                "keep_step",
+                self.keep_step,
+                "must be in [0, 1)",
+            ));
+        }
+        Adam::new(self.lr).map(|_| ())
+    }
+}
 
 /// Why a training driver stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +150,7 @@ pub enum Termination {
 /// | `reach_fraction` | 0.6 | (0, 1] | part of the projected phase after which the budget is at target |
 /// | `distill_weight` | Some(0.5) | [0, 1] | weight of distillation from the dense teacher |
 /// | `regrow` | false | bool | let pruned weights regrow between projections (else they stay zero) |
+/// | `input_masks` | None | [`MaskRounds`] | input-mask rounds for layers that carry masks |
 /// | `seed` | 0 | any | data-order seed |
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProjectedTraining {
@@ -77,6 +174,8 @@ pub struct ProjectedTraining {
     pub distill_weight: Option<f32>,
     /// Let weights zeroed by a projection regrow before the next projection.
     pub regrow: bool,
+    /// Input-mask rounds (None: masks, if any, stay as they are).
+    pub input_masks: Option<MaskRounds>,
     /// Seed of the data order.
     pub seed: u64,
 }
@@ -94,6 +193,7 @@ impl Default for ProjectedTraining {
             reach_fraction: 0.6,
             distill_weight: Some(0.5),
             regrow: false,
+            input_masks: None,
             seed: 0,
         }
     }
@@ -129,6 +229,9 @@ impl ProjectedTraining {
             && !(0.0..=1.0).contains(&w)
         {
             return Err(Error::param("distill_weight", w, "must be in [0, 1]"));
+        }
+        if let Some(m) = &self.input_masks {
+            m.validate()?;
         }
         Sgd::new(self.lr, self.momentum, self.weight_decay).map(|_| ())
     }
@@ -186,36 +289,54 @@ fn apply_support<N: Trainable + ?Sized>(
 struct Runner<'a, N: ?Sized, M: ?Sized> {
     net: &'a mut N,
     model: &'a M,
-    train: &'a Dataset,
-    test: Option<&'a Dataset>,
+    data: Data<'a>,
     cfg: &'a ProjectedTraining,
+    budget: f64,
     teacher: Option<Vec<f32>>,
-    input_energy: Vec<f64>,
     rng: StdRng,
     opt: Sgd,
     history: Vec<EpochEvent>,
     total_epochs: usize,
+    epoch: usize,
+    ws: ProjectionWorkspace,
+}
+
+/// Copies of every parameter tensor (weights, biases, masks), in visit order.
+fn snapshot<N: Trainable + ?Sized>(net: &mut N) -> Vec<Vec<f32>> {
+    let mut out = Vec::new();
+    net.visit_params(&mut |_, p, _| out.push(p.to_vec()));
+    out
+}
+
+fn restore<N: Trainable + ?Sized>(net: &mut N, snap: &[Vec<f32>]) {
+    let mut i = 0;
+    net.visit_params(&mut |_, p, _| {
+        p.copy_from_slice(&snap[i]);
+        i += 1;
+    });
 }
 
 impl<N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized> Runner<'_, N, M> {
-    fn epoch_event(
+    fn emit(
         &mut self,
         phase: &'static str,
-        epoch: usize,
         st: crate::nn::EpochStats,
         budget: f64,
-    ) -> Result<EpochEvent> {
+        obs: &mut dyn Observer,
+    ) -> Result<()> {
         let state = NetworkState::from_network(&*self.net)?;
         let exact = self.model.energy(&state)?;
         let nz = state.nonzeros();
-        let relaxed = self.model.relaxed_energy(&nz, &self.input_energy)?.total;
-        let test_accuracy = match self.test {
+        let input = self.model.input_energy(&state.input_masks)?;
+        let relaxed = self.model.relaxed_energy(&nz, &input)?.total;
+        let test_accuracy = match self.data.test {
             Some(t) => Some(evaluate(self.net, t, 1000)?),
             None => None,
         };
-        Ok(EpochEvent {
+        self.epoch += 1;
+        let ev = EpochEvent {
             phase,
-            epoch,
+            epoch: self.epoch,
             epochs: self.total_epochs,
             loss: st.loss,
             train_accuracy: st.train_accuracy,
@@ -225,12 +346,15 @@ impl<N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized> Runner<'_, N, M> {
             budget,
             nonzero: nz.iter().sum(),
             images_per_second: st.images as f64 / st.seconds.max(1e-9),
-        })
+        };
+        obs.on_epoch(&ev);
+        self.history.push(ev);
+        Ok(())
     }
 
-    /// One epoch; the learning rate follows a cosine over the current phase
+    /// One SGD epoch; the learning rate follows a cosine over the current phase
     /// (`phase_epoch` of `phase_epochs`).
-    fn run_epoch(
+    fn sgd_epoch(
         &mut self,
         phase_epoch: usize,
         phase_epochs: usize,
@@ -244,64 +368,193 @@ impl<N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized> Runner<'_, N, M> {
         train_epoch(
             self.net,
             &mut self.opt,
-            self.train,
+            self.data.train,
             &tc,
             &mut self.rng,
             hook,
         )
     }
 
-    /// Fine-tune with the current support fixed for `epochs` epochs, starting at `first_epoch`.
+    /// Projected SGD for `epochs` epochs: a projection onto `schedule` every
+    /// `project_every` steps and onto the target at the last step.
+    fn projected(
+        &mut self,
+        phase: &'static str,
+        epochs: usize,
+        schedule: &BudgetSchedule,
+        regrow: bool,
+        obs: &mut dyn Observer,
+    ) -> Result<()> {
+        let (model, budget, every) = (self.model, self.budget, self.cfg.project_every);
+        let steps_per_epoch = self.data.train.len().div_ceil(self.cfg.batch_size);
+        let phase_steps = epochs * steps_per_epoch;
+        let mut state = NetworkState::from_network(&*self.net)?;
+        let mut buf = state.clone();
+        let mut support: Option<NetworkState> = None;
+        let mut current = schedule.at(0);
+        let mut ws = std::mem::take(&mut self.ws);
+        for epoch in 0..epochs {
+            let mut hook = |net: &mut N, step: usize| -> Result<()> {
+                let global = epoch * steps_per_epoch + step + 1;
+                let last = global == phase_steps;
+                if !global.is_multiple_of(every) && !last {
+                    return match &support {
+                        Some(s) if !regrow => apply_support(net, s, &mut buf),
+                        _ => Ok(()),
+                    };
+                }
+                let b = if last { budget } else { schedule.at(global) };
+                read_into(net, &mut state)?;
+                let out = project_with_workspace(model, &mut state, b, &mut ws)?;
+                state.write_weights_to(net)?;
+                current = b;
+                obs.on_projection(global, b, out.relaxed_energy);
+                match &mut support {
+                    Some(s) => s.weights.clone_from(&state.weights),
+                    None => support = Some(state.clone()),
+                }
+                Ok(())
+            };
+            let st = self.sgd_epoch(epoch, epochs, &mut hook)?;
+            self.emit(phase, st, current, obs)?;
+        }
+        self.ws = ws;
+        Ok(())
+    }
+
+    /// Input-mask rounds; see the module docs. Returns the rounds kept.
+    fn mask_rounds(&mut self, mr: &MaskRounds, obs: &mut dyn Observer) -> Result<usize> {
+        let val = self.data.validation.ok_or_else(|| {
+            Error::param(
+                "validation",
+                "None",
+                "input-mask rounds need a validation set (Data::validation)",
+            )
+        })?;
+        let mut best = evaluate(self.net, val, 1000)?;
+        let mut snap = snapshot(self.net);
+        let fixed = BudgetSchedule::new(self.budget, self.budget, 0)?;
+        let mut kept_rounds = 0;
+        for round in 0..mr.rounds {
+            let q = mr.keep_start - round as f64 * mr.keep_step;
+            if q <= 0.0 {
+                break;
+            }
+            // Mask phase: Adam on the masks only, top-q projection every k steps.
+            let mut adam = InputMaskAdam(Adam::new(mr.lr)?);
+            let mut buf = Vec::new();
+            let every = mr.project_every;
+            for _ in 0..mr.mask_epochs {
+                let tc = TrainConfig {
+                    batch_size: self.cfg.batch_size,
+                    distill: self.teacher.as_deref().zip(self.cfg.distill_weight),
+                };
+                let mut hook = |net: &mut N, step: usize| -> Result<()> {
+                    if (step + 1).is_multiple_of(every) {
+                        for_each_mask(net, &mut buf, |m| {
+                            project_top_k(m, (q * m.len() as f64).ceil() as usize)
+                        })?;
+                    }
+                    Ok(())
+                };
+                let mut rng = StdRng::seed_from_u64(self.cfg.seed ^ (round as u64 + 1) << 32);
+                let st = train_epoch(
+                    self.net,
+                    &mut adam,
+                    self.data.train,
+                    &tc,
+                    &mut rng,
+                    &mut hook,
+                )?;
+                for_each_mask(self.net, &mut buf, |m| {
+                    project_top_k(m, (q * m.len() as f64).ceil() as usize)?;
+                    m.iter_mut()
+                        .for_each(|v| *v = if *v >= 0.5 { 1.0 } else { 0.0 });
+                    Ok(())
+                })?;
+                self.emit("mask", st, self.budget, obs)?;
+            }
+            // Weight phase: projected SGD at the target; weights may regrow into the
+            // energy the masks freed.
+            self.opt.reset();
+            self.projected("mask-sgd", mr.weight_epochs, &fixed, true, obs)?;
+            let acc = evaluate(self.net, val, 1000)?;
+            if acc < best {
+                restore(self.net, &snap);
+                break;
+            }
+            best = acc;
+            snap = snapshot(self.net);
+            kept_rounds += 1;
+        }
+        Ok(kept_rounds)
+    }
+
+    /// Fine-tune with the current support (and masks) fixed for `epochs` epochs.
     fn finetune(
         &mut self,
         phase: &'static str,
-        first_epoch: usize,
         epochs: usize,
-        budget: f64,
         obs: &mut dyn Observer,
     ) -> Result<()> {
         let support = NetworkState::from_network(&*self.net)?;
         let mut buf = support.clone();
         self.opt.reset();
         for e in 0..epochs {
-            let epoch = first_epoch + e;
             let mut hook = |net: &mut N, _step: usize| apply_support(net, &support, &mut buf);
-            let st = self.run_epoch(e, epochs, &mut hook)?;
-            let ev = self.epoch_event(phase, epoch + 1, st, budget)?;
-            obs.on_epoch(&ev);
-            self.history.push(ev);
+            let st = self.sgd_epoch(e, epochs, &mut hook)?;
+            self.emit(phase, st, self.budget, obs)?;
         }
         Ok(())
     }
 
-    fn report(self, budget: f64, start: Instant) -> Result<PruneReport> {
+    fn report(self, start: Instant) -> Result<PruneReport> {
         let state = NetworkState::from_network(&*self.net)?;
         let energy = self.model.energy(&state)?;
-        let relaxed_energy = self
-            .model
-            .relaxed_energy(&state.nonzeros(), &self.input_energy)?
-            .total;
+        let input = self.model.input_energy(&state.input_masks)?;
+        let relaxed_energy = self.model.relaxed_energy(&state.nonzeros(), &input)?.total;
         let test_accuracy = self.history.last().and_then(|e| e.test_accuracy);
         Ok(PruneReport {
             termination: Termination::EpochLimit,
-            budget,
-            budget_met: energy.total <= budget,
+            budget: self.budget,
+            budget_met: energy.total <= self.budget,
             energy,
             relaxed_energy,
             test_accuracy,
-            epochs: self.total_epochs,
+            epochs: self.epoch,
             seconds: start.elapsed().as_secs_f64(),
             history: self.history,
         })
     }
 }
 
+/// Apply `f` to every input mask of the network (read, modify, write back).
+fn for_each_mask<N: Trainable + ?Sized>(
+    net: &mut N,
+    buf: &mut Vec<f32>,
+    mut f: impl FnMut(&mut [f32]) -> Result<()>,
+) -> Result<()> {
+    let layers: Vec<usize> = net
+        .architecture()
+        .layers()
+        .iter()
+        .map(|l| l.in_features())
+        .collect();
+    for (l, n) in layers.into_iter().enumerate() {
+        buf.resize(n, 0.0);
+        if net.read_input_mask(l, buf)? {
+            f(buf)?;
+            net.write_input_mask(l, buf)?;
+        }
+    }
+    Ok(())
+}
+
 fn runner<'a, N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized>(
     net: &'a mut N,
     model: &'a M,
     budget: f64,
-    train: &'a Dataset,
-    test: Option<&'a Dataset>,
+    data: Data<'a>,
     cfg: &'a ProjectedTraining,
     total_epochs: usize,
 ) -> Result<Runner<'a, N, M>> {
@@ -311,8 +564,7 @@ fn runner<'a, N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized>(
     }
     let state = NetworkState::from_network(&*net)?;
     state.check(model.architecture())?;
-    let input_energy = model.input_energy(&state.input_masks)?;
-    let floor: f64 = input_energy.iter().sum();
+    let floor: f64 = model.input_energy(&state.input_masks)?.iter().sum();
     if budget < floor {
         return Err(Error::InfeasibleBudget {
             budget,
@@ -320,85 +572,61 @@ fn runner<'a, N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized>(
         });
     }
     let teacher = match cfg.distill_weight {
-        Some(w) if w > 0.0 => Some(predict_all(net, train, 1000)?),
+        Some(w) if w > 0.0 => Some(predict_all(net, data.train, 1000)?),
         _ => None,
     };
     Ok(Runner {
         net,
         model,
-        train,
-        test,
+        data,
         cfg,
+        budget,
         teacher,
-        input_energy,
         rng: StdRng::seed_from_u64(cfg.seed),
         opt: Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay)?,
         history: Vec::new(),
         total_epochs,
+        epoch: 0,
+        ws: ProjectionWorkspace::new(),
     })
 }
 
 /// Train `net` so that its energy under `model` ends at most `budget` (absolute, in
-/// the model's units), by projected SGD then fixed-support fine-tuning. See the
-/// [module docs](self).
+/// the model's units): projected SGD, optional input-mask rounds, then
+/// fixed-support fine-tuning. See the [module docs](self).
 ///
 /// # Errors
-/// [`Error::InvalidParameter`] for a bad configuration, [`Error::InfeasibleBudget`]
-/// if the budget is below the all-zero energy, and errors of the network, model or data.
+/// [`Error::InvalidParameter`] for a bad configuration (or input-mask rounds
+/// without a validation set), [`Error::InfeasibleBudget`] if the budget is below
+/// the all-zero energy, and errors of the network, model or data.
 pub fn train_projected<N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized>(
     net: &mut N,
     model: &M,
     budget: f64,
-    train: &Dataset,
-    test: Option<&Dataset>,
+    data: Data<'_>,
     cfg: &ProjectedTraining,
     obs: &mut dyn Observer,
 ) -> Result<PruneReport> {
     let start = Instant::now();
-    let total = cfg.epochs + cfg.finetune_epochs;
-    let mut r = runner(net, model, budget, train, test, cfg, total)?;
-    let mut state = NetworkState::from_network(&*r.net)?;
-    let e0 = model
-        .relaxed_energy(&state.nonzeros(), &r.input_energy)?
-        .total;
-    let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
-    let phase_steps = cfg.epochs * steps_per_epoch;
-    let reach =
-        ((phase_steps as f64 * cfg.reach_fraction) as usize).min(phase_steps.saturating_sub(1));
+    let mask_epochs = cfg
+        .input_masks
+        .as_ref()
+        .map_or(0, |m| m.rounds * (m.mask_epochs + m.weight_epochs));
+    let total = cfg.epochs + mask_epochs + cfg.finetune_epochs;
+    let mut r = runner(net, model, budget, data, cfg, total)?;
+    let state = NetworkState::from_network(&*r.net)?;
+    let input = model.input_energy(&state.input_masks)?;
+    let e0 = model.relaxed_energy(&state.nonzeros(), &input)?.total;
+    let steps = cfg.epochs * data.train.len().div_ceil(cfg.batch_size);
+    let reach = ((steps as f64 * cfg.reach_fraction) as usize).min(steps.saturating_sub(1));
     let schedule = BudgetSchedule::new(e0, budget, reach)?;
-    let mut ws = ProjectionWorkspace::new();
-    let mut current_budget = schedule.at(0);
-    let mut support: Option<NetworkState> = None;
-    let mut buf = state.clone();
-    for epoch in 0..cfg.epochs {
-        let mut hook = |net: &mut N, step: usize| -> Result<()> {
-            let global = epoch * steps_per_epoch + step + 1;
-            let last = global == phase_steps;
-            if !global.is_multiple_of(cfg.project_every) && !last {
-                return match &support {
-                    Some(s) if !cfg.regrow => apply_support(net, s, &mut buf),
-                    _ => Ok(()),
-                };
-            }
-            let b = if last { budget } else { schedule.at(global) };
-            read_into(net, &mut state)?;
-            let out = project_with_workspace(model, &mut state, b, &mut ws)?;
-            state.write_weights_to(net)?;
-            current_budget = b;
-            obs.on_projection(global, b, out.relaxed_energy);
-            match &mut support {
-                Some(s) => s.weights.clone_from(&state.weights),
-                None => support = Some(state.clone()),
-            }
-            Ok(())
-        };
-        let st = r.run_epoch(epoch, cfg.epochs, &mut hook)?;
-        let ev = r.epoch_event("projected", epoch + 1, st, current_budget)?;
-        obs.on_epoch(&ev);
-        r.history.push(ev);
+    r.projected("projected", cfg.epochs, &schedule, cfg.regrow, obs)?;
+    if let Some(mr) = &cfg.input_masks {
+        r.mask_rounds(mr, obs)?;
     }
-    r.finetune("finetune", cfg.epochs, cfg.finetune_epochs, budget, obs)?;
-    r.report(budget, start)
+    r.total_epochs = r.epoch + cfg.finetune_epochs;
+    r.finetune("finetune", cfg.finetune_epochs, obs)?;
+    r.report(start)
 }
 
 /// Global magnitude pruning of `state` to exact energy `<= budget`: keep the `k`
@@ -471,17 +699,16 @@ pub fn train_magnitude<N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized>(
     net: &mut N,
     model: &M,
     budget: f64,
-    train: &Dataset,
-    test: Option<&Dataset>,
+    data: Data<'_>,
     cfg: &ProjectedTraining,
     obs: &mut dyn Observer,
 ) -> Result<PruneReport> {
     let start = Instant::now();
     let total = cfg.epochs + cfg.finetune_epochs;
-    let mut r = runner(net, model, budget, train, test, cfg, total)?;
+    let mut r = runner(net, model, budget, data, cfg, total)?;
     let mut state = NetworkState::from_network(&*r.net)?;
     magnitude_prune(model, &mut state, budget)?;
     state.write_weights_to(r.net)?;
-    r.finetune("magnitude", 0, total, budget, obs)?;
-    r.report(budget, start)
+    r.finetune("magnitude", total, obs)?;
+    r.report(start)
 }

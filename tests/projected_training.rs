@@ -1,0 +1,230 @@
+//! The training drivers on a tiny synthetic task: budgets are met (verified on the
+//! exact model), bad inputs are errors, input-mask rounds leave 0/1 masks.
+
+use energy_prune::Error;
+use energy_prune::energy::{NetworkState, SystolicArray, SystolicConfig, WeightEnergyModel};
+use energy_prune::network::Network;
+use energy_prune::nn::mnist::Dataset;
+use energy_prune::nn::{Cnn, LayerSpec};
+use energy_prune::prune::{
+    Data, MaskRounds, NoObserver, OnEpoch, ProjectedTraining, magnitude_prune, train_magnitude,
+    train_projected,
+};
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+/// 1x8x8 images whose class is the quadrant holding the brightest pixel.
+fn synthetic(n: usize, seed: u64) -> Dataset {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut images = Vec::with_capacity(n * 64);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let img: Vec<f32> = (0..64).map(|_| rng.random_range(0.0f32..0.5)).collect();
+        let q = rng.random_range(0..4u8);
+        let (y, x) = (
+            rng.random_range(0..4) + 4 * (q as usize / 2),
+            rng.random_range(0..4) + 4 * (q as usize % 2),
+        );
+        let mut img = img;
+        img[y * 8 + x] = 3.0;
+        images.extend_from_slice(&img);
+        labels.push(q);
+    }
+    Dataset {
+        images,
+        labels,
+        channels: 1,
+        h: 8,
+        w: 8,
+    }
+}
+
+fn net() -> Cnn {
+    let specs = [
+        LayerSpec::conv("conv", 4, 3),
+        LayerSpec::Relu,
+        LayerSpec::MaxPool {
+            kernel: 2,
+            stride: 2,
+        },
+        LayerSpec::linear("fc1", 16),
+        LayerSpec::Relu,
+        LayerSpec::linear("fc2", 4),
+    ];
+    Cnn::new((1, 8, 8), &specs, 3).unwrap()
+}
+
+fn cfg() -> ProjectedTraining {
+    ProjectedTraining {
+        epochs: 3,
+        finetune_epochs: 1,
+        batch_size: 16,
+        lr: 0.05,
+        project_every: 5,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn projected_training_meets_the_budget_and_learns() {
+    let (train, test) = (synthetic(512, 1), synthetic(256, 2));
+    let mut n = net();
+    let model = SystolicArray::new(n.architecture(), SystolicConfig::default()).unwrap();
+    let dense = model
+        .energy(&NetworkState::from_network(&n).unwrap())
+        .unwrap()
+        .total;
+    let budget = model.floor() + 0.3 * (dense - model.floor());
+    let mut epochs_seen = 0;
+    let mut obs = OnEpoch(|_: &energy_prune::prune::EpochEvent| epochs_seen += 1);
+    let data = Data {
+        train: &train,
+        validation: None,
+        test: Some(&test),
+    };
+    let r = train_projected(&mut n, &model, budget, data, &cfg(), &mut obs).unwrap();
+    assert!(
+        r.budget_met && r.energy.total <= budget,
+        "{} > {budget}",
+        r.energy.total
+    );
+    assert!(r.relaxed_energy >= r.energy.total);
+    assert_eq!(r.history.len(), 4);
+    assert_eq!(epochs_seen, 4);
+    // Energy measured independently from the network's weights.
+    let again = model
+        .energy(&NetworkState::from_network(&n).unwrap())
+        .unwrap()
+        .total;
+    assert_eq!(again, r.energy.total);
+    assert!(
+        r.test_accuracy.unwrap() > 0.5,
+        "accuracy {:?}",
+        r.test_accuracy
+    );
+
+    let mut m = net();
+    let data = Data {
+        train: &train,
+        validation: None,
+        test: Some(&test),
+    };
+    let rm = train_magnitude(&mut m, &model, budget, data, &cfg(), &mut NoObserver).unwrap();
+    assert!(rm.budget_met && rm.energy.total <= budget);
+}
+
+#[test]
+fn magnitude_prune_keeps_the_most_weights_that_fit() {
+    let n = net();
+    let model = SystolicArray::new(n.architecture(), SystolicConfig::default()).unwrap();
+    let dense = NetworkState::from_network(&n).unwrap();
+    let full = model.energy(&dense).unwrap().total;
+    let budget = model.floor() + 0.4 * (full - model.floor());
+    let mut s = dense.clone();
+    let r = magnitude_prune(&model, &mut s, budget).unwrap();
+    assert!(r.total <= budget);
+    // Restoring the largest pruned weight would exceed the budget.
+    let (mut best, mut at) = (0.0f32, (0, 0));
+    for (l, (w, d)) in s.weights.iter().zip(&dense.weights).enumerate() {
+        for (i, (a, b)) in w.iter().zip(d).enumerate() {
+            if *a == 0.0 && b.abs() > best {
+                best = b.abs();
+                at = (l, i);
+            }
+        }
+    }
+    s.weights[at.0][at.1] = dense.weights[at.0][at.1];
+    assert!(model.energy(&s).unwrap().total > budget);
+    let mut s = dense.clone();
+    assert!(matches!(
+        magnitude_prune(&model, &mut s, 0.5 * model.floor()),
+        Err(Error::InfeasibleBudget { .. })
+    ));
+}
+
+#[test]
+fn bad_budgets_and_configs_are_errors() {
+    let train = synthetic(64, 1);
+    let mut n = net();
+    let model = SystolicArray::new(n.architecture(), SystolicConfig::default()).unwrap();
+    let data = Data {
+        train: &train,
+        validation: None,
+        test: None,
+    };
+    let err = train_projected(
+        &mut n,
+        &model,
+        0.5 * model.floor(),
+        data,
+        &cfg(),
+        &mut NoObserver,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::InfeasibleBudget { .. }), "{err}");
+    let bad = ProjectedTraining {
+        project_every: 0,
+        ..cfg()
+    };
+    assert!(
+        train_projected(
+            &mut n,
+            &model,
+            2.0 * model.floor(),
+            data,
+            &bad,
+            &mut NoObserver
+        )
+        .is_err()
+    );
+    let masks = ProjectedTraining {
+        input_masks: Some(MaskRounds::default()),
+        ..cfg()
+    };
+    let err = train_projected(
+        &mut n,
+        &model,
+        2.0 * model.floor(),
+        data,
+        &masks,
+        &mut NoObserver,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("validation"), "{err}");
+    assert!(train_projected(&mut n, &model, f64::NAN, data, &cfg(), &mut NoObserver).is_err());
+}
+
+#[test]
+fn input_mask_rounds_leave_binary_masks_within_budget() {
+    let (train, val) = (synthetic(256, 3), synthetic(128, 4));
+    let mut n = net();
+    n.enable_input_mask(0).unwrap();
+    n.enable_input_mask(1).unwrap();
+    let model = SystolicArray::new(n.architecture(), SystolicConfig::default()).unwrap();
+    let dense = model
+        .energy(&NetworkState::from_network(&n).unwrap())
+        .unwrap()
+        .total;
+    let budget = model.floor() + 0.5 * (dense - model.floor());
+    let c = ProjectedTraining {
+        input_masks: Some(MaskRounds {
+            rounds: 2,
+            project_every: 4,
+            ..Default::default()
+        }),
+        ..cfg()
+    };
+    let data = Data {
+        train: &train,
+        validation: Some(&val),
+        test: Some(&val),
+    };
+    let r = train_projected(&mut n, &model, budget, data, &c, &mut NoObserver).unwrap();
+    assert!(r.budget_met && r.energy.total <= budget);
+    for l in 0..2 {
+        let m = n.input_mask(l).unwrap();
+        assert!(
+            m.iter().all(|v| *v == 0.0 || *v == 1.0),
+            "mask of layer {l} is not binary"
+        );
+    }
+}
