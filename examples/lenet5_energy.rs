@@ -41,6 +41,7 @@ struct Args {
     distill: f32,
     skip_baseline: bool,
     input_mask: bool,
+    mask_rounds: usize,
 }
 
 fn parse_args() -> Result<Args, lexopt::Error> {
@@ -62,6 +63,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         distill: 0.5,
         skip_baseline: false,
         input_mask: false,
+        mask_rounds: MaskRounds::default().rounds,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -81,9 +83,10 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("distill") => a.distill = p.value()?.parse()?,
             Long("skip-baseline") => a.skip_baseline = true,
             Long("input-mask") => a.input_mask = true,
+            Long("mask-rounds") => a.mask_rounds = p.value()?.parse()?,
             Long("help") | Short('h') => {
                 println!(
-                    "lenet5_energy [--budget FRACTION] [--epochs N] [--finetune-epochs N] [--dense FILE] [--save-dense FILE]\n              [--dense-epochs N] [--project-every N] [--lr X] [--seed N] [--data DIR] [--input-mask] [--json]"
+                    "lenet5_energy [--budget FRACTION] [--epochs N] [--finetune-epochs N] [--dense FILE] [--save-dense FILE]\n              [--dense-epochs N] [--project-every N] [--lr X] [--seed N] [--data DIR] [--input-mask] [--mask-rounds N] [--json]"
                 );
                 std::process::exit(0);
             }
@@ -196,7 +199,10 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         lr: args.lr,
         seed: args.seed,
         regrow: args.regrow,
-        input_masks: args.input_mask.then(MaskRounds::default),
+        input_masks: args.input_mask.then(|| MaskRounds {
+            rounds: args.mask_rounds,
+            ..MaskRounds::default()
+        }),
         distill_weight: (args.distill > 0.0).then_some(args.distill),
         ..ProjectedTraining::default()
     };

@@ -228,3 +228,51 @@ fn input_mask_rounds_leave_binary_masks_within_budget() {
         );
     }
 }
+
+#[test]
+fn input_masks_reach_budgets_below_the_unmasked_floor() {
+    let (train, val) = (synthetic(256, 5), synthetic(128, 6));
+    let mut n = net();
+    n.enable_input_mask(0).unwrap();
+    n.enable_input_mask(1).unwrap();
+    let model = SystolicArray::new(n.architecture(), SystolicConfig::default()).unwrap();
+    let state = NetworkState::from_network(&n).unwrap();
+    let floor: f64 = model.input_energy(&state.input_masks).unwrap().iter().sum();
+    let mut zero = state.clone();
+    zero.input_masks
+        .iter_mut()
+        .flatten()
+        .for_each(|m| m.fill(0.0));
+    let min_floor: f64 = model.input_energy(&zero.input_masks).unwrap().iter().sum();
+    assert!(min_floor < floor);
+    let budget = floor - 0.02 * (floor - min_floor);
+    let c = ProjectedTraining {
+        input_masks: Some(MaskRounds {
+            rounds: 3,
+            project_every: 4,
+            ..Default::default()
+        }),
+        ..cfg()
+    };
+    let data = Data {
+        train: &train,
+        validation: Some(&val),
+        test: None,
+    };
+    let r = train_projected(&mut n, &model, budget, data, &c, &mut NoObserver).unwrap();
+    assert!(
+        r.budget_met && r.energy.total <= budget,
+        "{} > {budget}",
+        r.energy.total
+    );
+    // Without masks the same budget is infeasible.
+    let mut plain = net();
+    let data = Data {
+        train: &train,
+        validation: None,
+        test: None,
+    };
+    let err =
+        train_projected(&mut plain, &model, budget, data, &cfg(), &mut NoObserver).unwrap_err();
+    assert!(matches!(err, Error::InfeasibleBudget { .. }));
+}

@@ -14,7 +14,11 @@
 //!    starts at 0.9 and falls by 0.1 per round; masks rounded to `{0, 1}` at the end)
 //!    with a weight phase (projected SGD at the target budget; the masked inputs
 //!    lower the weight-independent energy, so weights may regrow). Rounds continue
-//!    while validation accuracy improves; a round that lowers it is undone.
+//!    while validation accuracy improves; a round that lowers it is undone. A
+//!    budget below the unmasked all-zero energy is reachable this way: until the
+//!    masks bring that energy under the budget, weights are projected onto it plus
+//!    30 % of the room the budget leaves above the all-zero-mask floor, and rounds
+//!    go on regardless of accuracy (an error if the rounds run out first).
 //! 3. **Fine-tuning** for `finetune_epochs` epochs with the support fixed (pruned
 //!    weights stay zero), which cannot change the energy.
 //!
@@ -299,6 +303,8 @@ struct Runner<'a, N: ?Sized, M: ?Sized> {
     total_epochs: usize,
     epoch: usize,
     ws: ProjectionWorkspace,
+    /// The lowest weight-independent energy reachable (all-zero input masks).
+    min_floor: f64,
 }
 
 /// Copies of every parameter tensor (weights, biases, masks), in visit order.
@@ -375,8 +381,21 @@ impl<N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized> Runner<'_, N, M> {
         )
     }
 
+    /// The energy the weights are projected onto now: the budget, or, while the
+    /// input masks still keep the weight-independent energy above it, that energy
+    /// plus 30 % of the room the budget leaves above the all-zero-mask floor.
+    fn weight_target(&self) -> Result<f64> {
+        let state = NetworkState::from_network(&*self.net)?;
+        let floor: f64 = self.model.input_energy(&state.input_masks)?.iter().sum();
+        Ok(if floor <= self.budget {
+            self.budget
+        } else {
+            floor + 0.3 * (self.budget - self.min_floor)
+        })
+    }
+
     /// Projected SGD for `epochs` epochs: a projection onto `schedule` every
-    /// `project_every` steps and onto the target at the last step.
+    /// `project_every` steps and onto its target at the last step.
     fn projected(
         &mut self,
         phase: &'static str,
@@ -385,7 +404,7 @@ impl<N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized> Runner<'_, N, M> {
         regrow: bool,
         obs: &mut dyn Observer,
     ) -> Result<()> {
-        let (model, budget, every) = (self.model, self.budget, self.cfg.project_every);
+        let (model, budget, every) = (self.model, schedule.target(), self.cfg.project_every);
         let steps_per_epoch = self.data.train.len().div_ceil(self.cfg.batch_size);
         let phase_steps = epochs * steps_per_epoch;
         let mut state = NetworkState::from_network(&*self.net)?;
@@ -433,9 +452,9 @@ impl<N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized> Runner<'_, N, M> {
         })?;
         let mut best = evaluate(self.net, val, 1000)?;
         let mut snap = snapshot(self.net);
-        let fixed = BudgetSchedule::new(self.budget, self.budget, 0)?;
         let mut kept_rounds = 0;
         for round in 0..mr.rounds {
+            let feasible_before = self.weight_target()? == self.budget;
             let q = mr.keep_start - round as f64 * mr.keep_step;
             if q <= 0.0 {
                 break;
@@ -477,15 +496,27 @@ impl<N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized> Runner<'_, N, M> {
             // Weight phase: projected SGD at the target; weights may regrow into the
             // energy the masks freed.
             self.opt.reset();
+            let target = self.weight_target()?;
+            let fixed = BudgetSchedule::new(target, target, 0)?;
             self.projected("mask-sgd", mr.weight_epochs, &fixed, true, obs)?;
             let acc = evaluate(self.net, val, 1000)?;
-            if acc < best {
+            // Rounds go on while the budget is not yet reachable, then while
+            // validation accuracy improves; a round that lowers it is undone.
+            if feasible_before && acc < best {
                 restore(self.net, &snap);
                 break;
             }
             best = acc;
             snap = snapshot(self.net);
             kept_rounds += 1;
+        }
+        let target = self.weight_target()?;
+        if target > self.budget {
+            let state = NetworkState::from_network(&*self.net)?;
+            return Err(Error::InfeasibleBudget {
+                budget: self.budget,
+                min_achievable: self.model.input_energy(&state.input_masks)?.iter().sum(),
+            });
         }
         Ok(kept_rounds)
     }
@@ -564,7 +595,14 @@ fn runner<'a, N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized>(
     }
     let state = NetworkState::from_network(&*net)?;
     state.check(model.architecture())?;
-    let floor: f64 = model.input_energy(&state.input_masks)?.iter().sum();
+    // With input-mask rounds the reachable floor is that of all-zero masks.
+    let mut floor_state = state.clone();
+    if cfg.input_masks.is_some() {
+        for m in floor_state.input_masks.iter_mut().flatten() {
+            m.fill(0.0);
+        }
+    }
+    let floor: f64 = model.input_energy(&floor_state.input_masks)?.iter().sum();
     if budget < floor {
         return Err(Error::InfeasibleBudget {
             budget,
@@ -588,6 +626,7 @@ fn runner<'a, N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized>(
         total_epochs,
         epoch: 0,
         ws: ProjectionWorkspace::new(),
+        min_floor: floor,
     })
 }
 
@@ -619,7 +658,7 @@ pub fn train_projected<N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized>(
     let e0 = model.relaxed_energy(&state.nonzeros(), &input)?.total;
     let steps = cfg.epochs * data.train.len().div_ceil(cfg.batch_size);
     let reach = ((steps as f64 * cfg.reach_fraction) as usize).min(steps.saturating_sub(1));
-    let schedule = BudgetSchedule::new(e0, budget, reach)?;
+    let schedule = BudgetSchedule::new(e0, r.weight_target()?, reach)?;
     r.projected("projected", cfg.epochs, &schedule, cfg.regrow, obs)?;
     if let Some(mr) = &cfg.input_masks {
         r.mask_rounds(mr, obs)?;
