@@ -42,6 +42,7 @@ struct Args {
     skip_baseline: bool,
     input_mask: bool,
     mask_rounds: usize,
+    mask_lr: f32,
 }
 
 fn parse_args() -> Result<Args, lexopt::Error> {
@@ -60,10 +61,11 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         data: PathBuf::from("data/mnist"),
         json: false,
         regrow: false,
-        distill: 0.5,
+        distill: 0.2,
         skip_baseline: false,
         input_mask: false,
         mask_rounds: MaskRounds::default().rounds,
+        mask_lr: MaskRounds::default().lr,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -84,9 +86,10 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("skip-baseline") => a.skip_baseline = true,
             Long("input-mask") => a.input_mask = true,
             Long("mask-rounds") => a.mask_rounds = p.value()?.parse()?,
+            Long("mask-lr") => a.mask_lr = p.value()?.parse()?,
             Long("help") | Short('h') => {
                 println!(
-                    "lenet5_energy [--budget FRACTION] [--epochs N] [--finetune-epochs N] [--dense FILE] [--save-dense FILE]\n              [--dense-epochs N] [--project-every N] [--lr X] [--seed N] [--data DIR] [--input-mask] [--mask-rounds N] [--json]"
+                    "lenet5_energy [--budget FRACTION] [--epochs N] [--finetune-epochs N] [--dense FILE] [--save-dense FILE]\n              [--dense-epochs N] [--project-every N] [--lr X] [--seed N] [--data DIR] [--input-mask] [--mask-rounds N] [--mask-lr X] [--json]"
                 );
                 std::process::exit(0);
             }
@@ -201,6 +204,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         regrow: args.regrow,
         input_masks: args.input_mask.then(|| MaskRounds {
             rounds: args.mask_rounds,
+            lr: args.mask_lr,
             ..MaskRounds::default()
         }),
         distill_weight: (args.distill > 0.0).then_some(args.distill),

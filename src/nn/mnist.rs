@@ -78,21 +78,33 @@ impl Dataset {
     }
 }
 
+/// How pixel bytes `p` become inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalization {
+    /// `p / 255`, in `[0, 1]`.
+    Unit,
+    /// `p / (255 * MNIST_STD)`: unit variance, black stays exactly 0, so masking an
+    /// input element (multiplying it by 0) leaves background pixels unchanged.
+    Scale,
+    /// `(p / 255 - MNIST_MEAN) / MNIST_STD`: zero mean, unit variance.
+    Standardize,
+}
+
 /// Loading options.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MnistOptions {
     /// Zero-pad each 28x28 image by this many pixels per side (2 gives LeNet-5's 32x32).
-    pub pad: usize,
-    /// Normalise pixels to `(p / 255 - MNIST_MEAN) / MNIST_STD` (else `p / 255`).
     /// Padding pixels get the value of a black pixel.
-    pub normalize: bool,
+    pub pad: usize,
+    /// Pixel normalisation (default [`Normalization::Standardize`]).
+    pub normalization: Normalization,
 }
 
 impl Default for MnistOptions {
     fn default() -> Self {
         Self {
             pad: 2,
-            normalize: true,
+            normalization: Normalization::Standardize,
         }
     }
 }
@@ -250,10 +262,10 @@ fn load_pair(images: &Path, labels: &Path, opts: MnistOptions) -> Result<Dataset
         ));
     }
     let (h, w) = (r + 2 * opts.pad, c + 2 * opts.pad);
-    let (scale, shift) = if opts.normalize {
-        (1.0 / (255.0 * MNIST_STD), -MNIST_MEAN / MNIST_STD)
-    } else {
-        (1.0 / 255.0, 0.0)
+    let (scale, shift) = match opts.normalization {
+        Normalization::Unit => (1.0 / 255.0, 0.0),
+        Normalization::Scale => (1.0 / (255.0 * MNIST_STD), 0.0),
+        Normalization::Standardize => (1.0 / (255.0 * MNIST_STD), -MNIST_MEAN / MNIST_STD),
     };
     let mut data = vec![shift; n * h * w];
     for i in 0..n {

@@ -30,19 +30,56 @@ impl Optimizer for Adam {
     }
 }
 
-/// Adam on the layer input masks only, each mask clamped to `[0, 1]` after the
-/// step (the mask phase of ICLR 2019's input-mask rounds). Weights and biases are
-/// left unchanged.
+/// Adam on the layer input masks only, with an optional L1 pull towards zero
+/// (`l1 * sign(m)` added to the gradient, so entries the loss does not need fade
+/// out), each mask clamped to `[0, 1]` after the step: the mask phase of ICLR
+/// 2019's input-mask rounds. Weights and biases are left unchanged.
 #[derive(Debug, Clone)]
-pub struct InputMaskAdam(pub Adam);
+pub struct InputMaskAdam {
+    /// The Adam settings and state.
+    pub adam: Adam,
+    /// L1 coefficient on the masks (>= 0).
+    pub l1: f32,
+    grad: Vec<f32>,
+}
+
+impl InputMaskAdam {
+    /// Adam with learning rate `lr` on the masks, L1 coefficient `l1`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a bad rate or a negative / non-finite `l1`.
+    pub fn new(lr: f32, l1: f32) -> Result<Self> {
+        if !(l1.is_finite() && l1 >= 0.0) {
+            return Err(Error::param("l1", l1, "must be finite and >= 0"));
+        }
+        Ok(Self {
+            adam: Adam::new(lr)?,
+            l1,
+            grad: Vec::new(),
+        })
+    }
+}
 
 impl Optimizer for InputMaskAdam {
     fn step<N: Trainable + ?Sized>(&mut self, net: &mut N) {
-        self.0
-            .step_filtered(net, |k| matches!(k, ParamKind::InputMask(_)));
-        net.visit_params(&mut |kind, m, _| {
-            if matches!(kind, ParamKind::InputMask(_)) {
-                m.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
+        let a = &mut self.adam;
+        a.t += 1;
+        let (b1, b2, eps, lr) = (a.beta1, a.beta2, a.eps, a.lr);
+        let c1 = 1.0 - b1.powi(a.t);
+        let c2 = 1.0 - b2.powi(a.t);
+        let (ms, vs, l1, grad) = (&mut a.m, &mut a.v, self.l1, &mut self.grad);
+        net.visit_params(&mut |kind, w, g| {
+            if !matches!(kind, ParamKind::InputMask(_)) {
+                return;
+            }
+            grad.clear();
+            grad.extend(g.iter().zip(w.iter()).map(|(gi, wi)| gi + if *wi > 0.0 { l1 } else { 0.0 }));
+            let m = state_for(ms, kind, w.len());
+            let v = state_for(vs, kind, w.len());
+            for (((wi, gi), mi), vi) in w.iter_mut().zip(grad.iter()).zip(m.iter_mut()).zip(v.iter_mut()) {
+                *mi = b1 * *mi + (1.0 - b1) * gi;
+                *vi = b2 * *vi + (1.0 - b2) * gi * gi;
+                *wi = (*wi - lr * (*mi / c1) / ((*vi / c2).sqrt() + eps)).clamp(0.0, 1.0);
             }
         });
     }

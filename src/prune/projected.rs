@@ -10,8 +10,9 @@
 //!    phase.
 //! 2. Optionally, **input-mask rounds** ([`MaskRounds`]): layers that carry a
 //!    learnable input mask alternate a mask phase (Adam on the masks only, clamped
-//!    to `[0, 1]`, keeping the top fraction `q` of each mask every `k` steps; `q`
-//!    starts at 0.9 and falls by 0.1 per round; masks rounded to `{0, 1}` at the end)
+//!    to `[0, 1]`, with a small L1 pull towards zero, keeping the top fraction `q` of
+//!    each mask every `k` steps; `q` starts at 0.9 and falls by 0.1 per round; at the
+//!    end the kept entries become 1 and the others 0)
 //!    with a weight phase (projected SGD at the target budget; the masked inputs
 //!    lower the weight-independent energy, so weights may regrow). Rounds continue
 //!    while validation accuracy improves; a round that lowers it is undone. A
@@ -41,7 +42,7 @@ use crate::energy::{EnergyReport, NetworkState, WeightEnergyModel};
 use crate::error::{Error, Result};
 use crate::network::Trainable;
 use crate::nn::mnist::Dataset;
-use crate::nn::optim::{Adam, InputMaskAdam, Sgd};
+use crate::nn::optim::{InputMaskAdam, Sgd};
 use crate::nn::{TrainConfig, cosine_lr, evaluate, predict_all, train_epoch};
 
 /// The data of a training run.
@@ -66,6 +67,7 @@ pub struct Data<'a> {
 /// | `keep_start` | 0.9 | (0, 1] | fraction of each mask kept in round 1 |
 /// | `keep_step` | 0.1 | [0, 1) | decrease of that fraction per round |
 /// | `project_every` | 50 | >= 1 | mask-phase steps between top-fraction projections |
+/// | `l1` | 1e-4 | >= 0 | L1 pull of the masks towards zero during the mask phase |
 #[derive(Debug, Clone, PartialEq)]
 pub struct MaskRounds {
     /// Maximum rounds.
@@ -82,6 +84,8 @@ pub struct MaskRounds {
     pub keep_step: f64,
     /// Steps between top-fraction projections of the masks.
     pub project_every: usize,
+    /// L1 coefficient on the masks in the mask phase.
+    pub l1: f32,
 }
 
 impl Default for MaskRounds {
@@ -94,6 +98,7 @@ impl Default for MaskRounds {
             keep_start: 0.9,
             keep_step: 0.1,
             project_every: 50,
+            l1: 1e-4,
         }
     }
 }
@@ -129,7 +134,7 @@ impl MaskRounds {
                 "must be in [0, 1)",
             ));
         }
-        Adam::new(self.lr).map(|_| ())
+        InputMaskAdam::new(self.lr, self.l1).map(|_| ())
     }
 }
 
@@ -460,7 +465,7 @@ impl<N: Trainable + ?Sized, M: WeightEnergyModel + ?Sized> Runner<'_, N, M> {
                 break;
             }
             // Mask phase: Adam on the masks only, top-q projection every k steps.
-            let mut adam = InputMaskAdam(Adam::new(mr.lr)?);
+            let mut adam = InputMaskAdam::new(mr.lr, mr.l1)?;
             let mut buf = Vec::new();
             let every = mr.project_every;
             for _ in 0..mr.mask_epochs {
