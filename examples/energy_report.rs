@@ -8,6 +8,8 @@
 //! Without `--net` every zoo network is reported. With `--json` the last line of
 //! stdout is one JSON object (for `--net all`: `{"networks": [...]}`).
 
+mod common;
+
 use energy_prune::arch::{Architecture, zoo};
 use energy_prune::energy::{NetworkState, SystolicArray, SystolicConfig, WeightEnergyModel};
 
@@ -60,17 +62,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e} (see --help)");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = run(&args) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    common::run_main(parse_args, run);
 }
 
 fn report(arch: &Architecture, cfg: SystolicConfig) -> energy_prune::Result<serde_json::Value> {

@@ -9,6 +9,8 @@
 //! `--budget` is a fraction of the dense network's exact energy. With `--json` the
 //! last line of stdout is one JSON object with the results.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -100,17 +102,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e} (see --help)");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = run(&args) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    common::run_main(parse_args, run);
 }
 
 /// Prints one progress line per epoch.

@@ -112,15 +112,7 @@ impl NetworkState {
                     w.len(),
                 ));
             }
-            if let Some(m) = m
-                && m.len() != layer.in_features()
-            {
-                return Err(Error::shape(
-                    format!("input mask of layer {}", layer.name),
-                    layer.in_features(),
-                    m.len(),
-                ));
-            }
+            check_mask_len(layer, m.as_deref())?;
         }
         Ok(())
     }
@@ -351,6 +343,18 @@ macro_rules! forward_models {
 }
 forward_models!(&T, Box<T>, Arc<T>);
 
+/// An input mask, if present, must have one entry per input element of `layer`.
+pub(crate) fn check_mask_len(layer: &crate::arch::Layer, mask: Option<&[f32]>) -> Result<()> {
+    match mask {
+        Some(m) if m.len() != layer.in_features() => Err(Error::shape(
+            format!("input mask of layer {}", layer.name),
+            layer.in_features(),
+            m.len(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn kind_name(kind: &LayerKind) -> LayerType {
     match kind {
         LayerKind::Conv2d(_) => LayerType::Conv,
@@ -376,5 +380,33 @@ mod serde_tests {
             serde_json::from_str(&serde_json::to_string(&SystolicConfig::default()).unwrap())
                 .unwrap();
         assert_eq!(cfg, SystolicConfig::default());
+    }
+}
+
+#[cfg(test)]
+mod trait_object_tests {
+    use super::*;
+    use crate::arch::zoo;
+
+    #[test]
+    fn models_work_behind_box_arc_and_references() {
+        let arch = zoo::lenet5().unwrap();
+        let model = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+        let dense = NetworkState::dense(&arch);
+        let want = model.energy(&dense).unwrap().total;
+        let boxed: Box<dyn WeightEnergyModel> = Box::new(model.clone());
+        assert_eq!(boxed.energy(&dense).unwrap().total, want);
+        let shared: Arc<dyn WeightEnergyModel> = Arc::new(model.clone());
+        assert_eq!(shared.knapsack_costs(), model.knapsack_costs());
+        let by_ref: &dyn WidthEnergyModel = &model;
+        let widths: Vec<f64> = arch.widths().iter().map(|w| w.channels as f64).collect();
+        let boxed_w: Box<dyn WidthEnergyModel> = Box::new(&model);
+        assert_eq!(
+            by_ref.width_energy(&widths).unwrap(),
+            boxed_w.width_energy(&widths).unwrap()
+        );
+        fn bounds<T: Send + Sync + std::fmt::Debug>() {}
+        bounds::<SystolicArray>();
+        bounds::<Box<dyn WeightEnergyModel>>();
     }
 }

@@ -55,7 +55,7 @@
 use crate::arch::{Architecture, Conv2dGeometry, Layer, LayerKind, valid_range};
 use crate::energy::{
     EnergyReport, LayerCost, LayerEnergy, NetworkState, WeightEnergyModel, WidthEnergyModel,
-    kind_name,
+    check_mask_len, kind_name,
 };
 use crate::error::{Error, Result};
 
@@ -718,15 +718,7 @@ impl WeightEnergyModel for SystolicArray {
             .zip(&self.pre)
             .zip(input_masks)
             .map(|((layer, p), m)| {
-                if let Some(m) = m
-                    && m.len() != layer.in_features()
-                {
-                    return Err(Error::shape(
-                        format!("input mask of layer {}", layer.name),
-                        layer.in_features(),
-                        m.len(),
-                    ));
-                }
+                check_mask_len(layer, m.as_deref())?;
                 match p {
                     Pre::Conv(pc) => self.conv_input_energy(layer, pc, m.as_deref()),
                     Pre::Linear { c, d } => {

@@ -73,10 +73,19 @@ impl Optimizer for InputMaskAdam {
                 return;
             }
             grad.clear();
-            grad.extend(g.iter().zip(w.iter()).map(|(gi, wi)| gi + if *wi > 0.0 { l1 } else { 0.0 }));
+            grad.extend(
+                g.iter()
+                    .zip(w.iter())
+                    .map(|(gi, wi)| gi + if *wi > 0.0 { l1 } else { 0.0 }),
+            );
             let m = state_for(ms, kind, w.len());
             let v = state_for(vs, kind, w.len());
-            for (((wi, gi), mi), vi) in w.iter_mut().zip(grad.iter()).zip(m.iter_mut()).zip(v.iter_mut()) {
+            for (((wi, gi), mi), vi) in w
+                .iter_mut()
+                .zip(grad.iter())
+                .zip(m.iter_mut())
+                .zip(v.iter_mut())
+            {
                 *mi = b1 * *mi + (1.0 - b1) * gi;
                 *vi = b2 * *vi + (1.0 - b2) * gi * gi;
                 *wi = (*wi - lr * (*mi / c1) / ((*vi / c2).sqrt() + eps)).clamp(0.0, 1.0);
