@@ -14,6 +14,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use energy_prune::Error;
 use energy_prune::energy::{
     EnergyReport, NetworkState, SystolicArray, SystolicConfig, WeightEnergyModel,
 };
@@ -247,9 +248,27 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         validation: None,
         test: Some(&data.test),
     };
-    let em = train_magnitude(&mut magnitude, &model, budget, data_m, &cfg, &mut progress)?;
+    // Magnitude pruning cannot mask inputs: below the all-zero energy it has no answer.
+    let em = match train_magnitude(&mut magnitude, &model, budget, data_m, &cfg, &mut progress) {
+        Ok(r) => Some(r),
+        Err(Error::InfeasibleBudget { min_achievable, .. }) => {
+            println!(
+                "magnitude baseline: infeasible, its smallest energy is {:.4} of dense",
+                min_achievable / e_dense
+            );
+            None
+        }
+        Err(e) => return Err(e),
+    };
 
-    print_table(dense_acc, &dense_report, &ec, &em, e_dense, args.budget);
+    print_table(
+        dense_acc,
+        &dense_report,
+        &ec,
+        em.as_ref(),
+        e_dense,
+        args.budget,
+    );
     println!("\nwhole run: {:.1} s", start.elapsed().as_secs_f64());
     if args.json {
         let r = |p: &PruneReport| {
@@ -265,7 +284,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
             "budget": args.budget,
             "dense": {"test_accuracy": dense_acc, "energy": e_dense, "layers": layers_json(&dense_report)},
             "constrained": r(&ec),
-            "magnitude": r(&em),
+            "magnitude": em.as_ref().map_or(serde_json::json!({"infeasible": true}), r),
             "seconds": start.elapsed().as_secs_f64(),
         });
         println!("{out}");
@@ -277,7 +296,7 @@ fn print_table(
     dense_acc: f64,
     dense: &EnergyReport,
     ec: &PruneReport,
-    em: &PruneReport,
+    em: Option<&PruneReport>,
     e_dense: f64,
     budget: f64,
 ) {
@@ -309,10 +328,13 @@ fn print_table(
         &ec.energy,
         yes(ec.budget_met),
     );
-    row(
-        "magnitude baseline",
-        em.test_accuracy.unwrap_or(f64::NAN),
-        &em.energy,
-        yes(em.budget_met),
-    );
+    match em {
+        Some(em) => row(
+            "magnitude baseline",
+            em.test_accuracy.unwrap_or(f64::NAN),
+            &em.energy,
+            yes(em.budget_met),
+        ),
+        None => println!("| magnitude baseline | infeasible (below its all-zero energy) | | | |"),
+    }
 }
