@@ -28,7 +28,9 @@
 //! * [`prune::project`]: weighted sparse projection onto `{energy <= budget}`, a
 //!   0/1 knapsack solved greedily in expected `O(n)`;
 //! * [`prune::train_projected`]: projected SGD with a decaying budget schedule,
-//!   optional distillation from the dense teacher, then fixed-support fine-tuning;
+//!   optional distillation from the dense teacher, optional rounds of learnable
+//!   layer input masks (which lower the weight-independent energy), then
+//!   fixed-support fine-tuning;
 //! * [`prune::train_magnitude`]: the magnitude-pruning baseline at the same energy.
 //!
 //! [`nn`] is a small, fast, pure-Rust CNN (im2col + GEMM convolutions, data-parallel
