@@ -9,13 +9,19 @@
 //!   breakdown, plus the per-layer knapsack costs that weighted sparse projection
 //!   needs. Implemented by the analytic [`SystolicArray`] model.
 //! * [`WidthEnergyModel`]: energy `f(s)` and its gradient for continuous layer
-//!   widths `s` (channel counts). Implemented by [`SystolicArray`] in width form.
+//!   widths `s` (channel counts). Implemented by [`SystolicArray`] in width form and
+//!   by the learned [`Bilinear`] model, fitted to measurements of any black-box
+//!   [`CostOracle`] (see [`profile`] for the calibration workflow).
 //!
 //! Units are the model's own (for the systolic model: multiples of one
 //! register-file access).
 
+pub mod bilinear;
+pub mod profile;
 pub mod systolic;
 
+pub use bilinear::{Bilinear, FitError, FitOptions, FitReport, Term};
+pub use profile::{CostOracle, ModelOracle, ProfileSet, WidthSampler};
 pub use systolic::{SystolicArray, SystolicConfig};
 
 use std::fmt;
