@@ -52,6 +52,7 @@ struct LayerWidths {
 /// | `lambda` | None | ridge coefficient; None: chosen on the validation split |
 /// | `validation` | 0.2 | fraction of samples held out |
 /// | `seed` | 0 | seed of the split |
+/// | `relative` | false | minimise relative instead of absolute squared errors (rows weighted by `1 / e`) |
 #[derive(Debug, Clone, PartialEq)]
 pub struct FitOptions {
     /// Add one linear term per free width.
@@ -62,6 +63,9 @@ pub struct FitOptions {
     pub validation: f64,
     /// Seed of the train/validation split.
     pub seed: u64,
+    /// Minimise `sum ((f - e) / e)^2` instead of `sum (f - e)^2`: better when costs
+    /// span orders of magnitude and relative error is what matters.
+    pub relative: bool,
 }
 
 impl Default for FitOptions {
@@ -71,6 +75,7 @@ impl Default for FitOptions {
             lambda: None,
             validation: 0.2,
             seed: 0,
+            relative: false,
         }
     }
 }
@@ -270,21 +275,18 @@ impl Bilinear {
                 ),
             ));
         }
-        let design = |set: &ProfileSet| -> (DMatrix<f64>, DVector<f64>) {
-            let mut x = DMatrix::zeros(set.len(), p);
-            let mut y = DVector::zeros(set.len());
-            let mut f = Vec::with_capacity(p);
-            for (i, (w, c)) in set.iter().enumerate() {
-                let s: Vec<f64> = w.iter().map(|v| *v as f64).collect();
-                model.features(&s, &mut f);
-                for (j, v) in f.iter().enumerate() {
-                    x[(i, j)] = *v;
-                }
-                y[i] = c;
+        // Design matrix of the training samples, then the checks on the raw features.
+        let mut xt = DMatrix::zeros(train.len(), p);
+        let mut yt = DVector::zeros(train.len());
+        let mut f = Vec::with_capacity(p);
+        for (i, (w, c)) in train.iter().enumerate() {
+            let s: Vec<f64> = w.iter().map(|v| *v as f64).collect();
+            model.features(&s, &mut f);
+            for (j, v) in f.iter().enumerate() {
+                xt[(i, j)] = *v;
             }
-            (x, y)
-        };
-        let (xt, yt) = design(&train);
+            yt[i] = c;
+        }
         for j in 1..p {
             let col = xt.column(j);
             let (lo, hi) = col
@@ -298,6 +300,14 @@ impl Bilinear {
                     format!("{:?}", model.terms[j - 1]),
                     "this term never varies in the training data: sample its widths over their range",
                 ));
+            }
+        }
+        if opts.relative {
+            // Weight each row by 1 / e: the residuals become relative errors.
+            for i in 0..train.len() {
+                let w = 1.0 / yt[i];
+                xt.row_mut(i).scale_mut(w);
+                yt[i] = 1.0;
             }
         }
         let gram = xt.transpose() * &xt;
@@ -510,6 +520,13 @@ mod tests {
         assert!(rep.validation.max_rel_error < 1e-5);
         assert_eq!(rep.validation.within_10pct, 1.0);
         assert!(rep.validation.r2 > 0.999_999);
+        // Relative weighting recovers it as well.
+        let rel = FitOptions {
+            linear_terms: true,
+            relative: true,
+            ..FitOptions::default()
+        };
+        assert!(Bilinear::fit(&arch, &data, &rel).unwrap().1.validation.mrae < 1e-6);
         // Without linear terms the fit is only approximate.
         let (_, rep2) = Bilinear::fit(&arch, &data, &FitOptions::default()).unwrap();
         assert!(rep2.validation.mrae > 1e-4);
@@ -587,5 +604,31 @@ mod tests {
             )
             .is_err()
         );
+    }
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod serde_tests {
+    use super::*;
+    use crate::arch::zoo;
+
+    #[test]
+    fn json_round_trip_and_corrupt_file() {
+        let arch = zoo::lenet5().unwrap();
+        let n = Bilinear::terms_for(&arch, true).len();
+        let m = Bilinear::with_coefficients(&arch, true, (0..=n).map(|i| i as f64 * 0.5).collect())
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("ep-bilinear-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("model.json");
+        m.save_json(&path).unwrap();
+        let back = Bilinear::load_json(&path).unwrap();
+        assert_eq!(back, m);
+        std::fs::write(&path, r#"{"max": [1.0]"#).unwrap();
+        assert!(matches!(
+            Bilinear::load_json(&path),
+            Err(Error::CorruptData { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,6 +8,7 @@
 //! momentum and weight decay, Adam. Initialisation: seeded He-normal.
 
 mod io;
+pub mod latency;
 pub mod loss;
 pub mod mnist;
 mod model;
@@ -15,5 +16,6 @@ pub mod ops;
 pub mod optim;
 mod train;
 
+pub use latency::{LatencyOracle, LatencyStats};
 pub use model::{Cnn, LayerSpec};
 pub use train::{EpochStats, TrainConfig, cosine_lr, evaluate, predict_all, train_epoch};

@@ -332,29 +332,84 @@ impl Cnn {
     /// # Errors
     /// Never in practice.
     pub fn lenet5(seed: u64) -> Result<Self> {
+        let mut net = Self::new((1, 32, 32), &Self::lenet5_specs(), seed)?;
+        net.arch = net.arch.with_name("lenet5");
+        Ok(net)
+    }
+
+    /// The layer stack of [`Cnn::lenet5`] (input 1x32x32).
+    pub fn lenet5_specs() -> Vec<LayerSpec> {
         use LayerSpec as L;
-        let specs = [
+        let pool = L::MaxPool {
+            kernel: 2,
+            stride: 2,
+        };
+        vec![
             L::conv("conv1", 6, 5),
             L::Relu,
-            L::MaxPool {
-                kernel: 2,
-                stride: 2,
-            },
+            pool.clone(),
             L::conv("conv2", 16, 5),
             L::Relu,
-            L::MaxPool {
-                kernel: 2,
-                stride: 2,
-            },
+            pool,
             L::linear("fc1", 120),
             L::Relu,
             L::linear("fc2", 84),
             L::Relu,
             L::linear("fc3", 10),
-        ];
-        let mut net = Self::new((1, 32, 32), &specs, seed)?;
-        net.arch = net.arch.with_name("lenet5");
+        ]
+    }
+
+    /// A VGG-style MNIST network (input 1x28x28), wide enough that its latency is
+    /// dominated by convolutions: conv 32-32, pool, conv 64-64, pool, conv 128,
+    /// pool, FC 256, FC 10 (3x3 kernels, padding 1, ReLU).
+    ///
+    /// # Errors
+    /// Never in practice.
+    pub fn vgg_mnist(seed: u64) -> Result<Self> {
+        let mut net = Self::new((1, 28, 28), &Self::vgg_mnist_specs(), seed)?;
+        net.arch = net.arch.with_name("vgg-mnist");
         Ok(net)
+    }
+
+    /// The layer stack of [`Cnn::vgg_mnist`].
+    pub fn vgg_mnist_specs() -> Vec<LayerSpec> {
+        use LayerSpec as L;
+        let conv = |name: &str, out| L::Conv {
+            name: name.into(),
+            out_channels: out,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            groups: 1,
+        };
+        let pool = L::MaxPool {
+            kernel: 2,
+            stride: 2,
+        };
+        vec![
+            conv("conv1", 32),
+            L::Relu,
+            conv("conv2", 32),
+            L::Relu,
+            pool.clone(),
+            conv("conv3", 64),
+            L::Relu,
+            conv("conv4", 64),
+            L::Relu,
+            pool.clone(),
+            conv("conv5", 128),
+            L::Relu,
+            pool,
+            L::linear("fc1", 256),
+            L::Relu,
+            L::linear("fc2", 10),
+        ]
+    }
+
+    /// The input shape `(channels, height, width)` of one sample.
+    pub fn input_shape(&self) -> (usize, usize, usize) {
+        let s = self.shapes[0];
+        (s.c, s.h, s.w)
     }
 
     /// The layer stack this network was built from.

@@ -1,0 +1,192 @@
+//! Build a cost model of YOUR hardware: profile random layer widths of a network on
+//! this machine's CPU, fit the bilinear model of ECC (CVPR 2019), validate it on
+//! held-out configurations, and save it as JSON.
+//!
+//! ```text
+//! cargo run --release --features serde --example calibrate -- [--net vgg-mnist|lenet5]
+//!     [--samples N] [--batch N] [--repeats N] [--seed N] [--out FILE] [--csv FILE] [--json]
+//! ```
+//! The cost is the median forward latency (ms) of one batch at the machine's
+//! thread count. With `--json` the last stdout line is one JSON object.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use energy_prune::energy::{
+    Bilinear, CostOracle, FitOptions, ProfileSet, WidthEnergyModel, WidthSampler,
+};
+use energy_prune::network::Network;
+use energy_prune::nn::{Cnn, LatencyOracle};
+
+struct Args {
+    net: String,
+    samples: usize,
+    batch: usize,
+    repeats: usize,
+    seed: u64,
+    out: Option<PathBuf>,
+    csv: Option<PathBuf>,
+    json: bool,
+}
+
+fn parse_args() -> Result<Args, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut a = Args {
+        net: "vgg-mnist".into(),
+        samples: 300,
+        batch: 64,
+        repeats: 7,
+        seed: 1,
+        out: None,
+        csv: None,
+        json: false,
+    };
+    let mut p = lexopt::Parser::from_env();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("net") => a.net = p.value()?.parse()?,
+            Long("samples") => a.samples = p.value()?.parse()?,
+            Long("batch") => a.batch = p.value()?.parse()?,
+            Long("repeats") => a.repeats = p.value()?.parse()?,
+            Long("seed") => a.seed = p.value()?.parse()?,
+            Long("out") => a.out = Some(p.value()?.into()),
+            Long("csv") => a.csv = Some(p.value()?.into()),
+            Long("json") => a.json = true,
+            Long("help") | Short('h') => {
+                println!(
+                    "calibrate [--net vgg-mnist|lenet5] [--samples N] [--batch N] [--repeats N] [--seed N] [--out FILE] [--csv FILE] [--json]"
+                );
+                std::process::exit(0);
+            }
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(a)
+}
+
+fn main() {
+    common::run_main(parse_args, run);
+}
+
+fn run(args: &Args) -> energy_prune::Result<()> {
+    let start = Instant::now();
+    let (net, input, specs) = match args.net.as_str() {
+        "vgg-mnist" => (Cnn::vgg_mnist(0)?, (1, 28, 28), Cnn::vgg_mnist_specs()),
+        "lenet5" => (Cnn::lenet5(0)?, (1, 32, 32), Cnn::lenet5_specs()),
+        other => {
+            return Err(energy_prune::Error::InvalidParameter {
+                name: "net",
+                value: other.into(),
+                reason: "choose vgg-mnist or lenet5".into(),
+            });
+        }
+    };
+    let arch = net.architecture().clone();
+    let mut oracle = LatencyOracle::new(input, &specs)?;
+    oracle.batch = args.batch;
+    oracle.repeats = args.repeats;
+    let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
+    let dense = oracle.measure_stats(&full)?;
+    println!(
+        "{}: dense forward of a batch of {} on {} threads: median {:.3} ms (min {:.3}, max {:.3})",
+        args.net, args.batch, oracle.threads, dense.median_ms, dense.min_ms, dense.max_ms
+    );
+    let mut sampler = WidthSampler::new(&arch, args.seed);
+    let mut data = ProfileSet::new(arch.widths().len());
+    for i in 0..args.samples {
+        let s = sampler.sample();
+        let c = oracle.measure(&s)?;
+        data.push(s, c)?;
+        if (i + 1) % 50 == 0 || i + 1 == args.samples {
+            let el = start.elapsed().as_secs_f64();
+            println!(
+                "profiled {:>4}/{} configurations  {:>6.1} s elapsed, about {:.0} s left",
+                i + 1,
+                args.samples,
+                el,
+                el / (i + 1) as f64 * (args.samples - i - 1) as f64
+            );
+        }
+    }
+    if let Some(p) = &args.csv {
+        data.save_csv(p)?;
+        println!("measurements written to {}", p.display());
+    }
+    let opts = FitOptions {
+        linear_terms: true,
+        relative: true,
+        seed: args.seed,
+        ..FitOptions::default()
+    };
+    let (model, report) = Bilinear::fit(&arch, &data, &opts)?;
+    let (_, plain) = Bilinear::fit(
+        &arch,
+        &data,
+        &FitOptions {
+            linear_terms: false,
+            ..opts.clone()
+        },
+    )?;
+    println!(
+        "\nvalidation on {} held-out configurations:\n",
+        report.validation.samples
+    );
+    println!("| model | MRAE | max rel. error | within +-10 % | R^2 |");
+    println!("|---|---|---|---|---|");
+    for (name, e) in [
+        ("bilinear + linear terms", report.validation),
+        ("bilinear only", plain.validation),
+    ] {
+        println!(
+            "| {name} | {:.2} % | {:.2} % | {:.1} % | {:.4} |",
+            100.0 * e.mrae,
+            100.0 * e.max_rel_error,
+            100.0 * e.within_10pct,
+            e.r2
+        );
+    }
+    println!(
+        "(training MRAE {:.2} %, ridge lambda {:e})",
+        100.0 * report.train.mrae,
+        report.lambda
+    );
+    // The worst held-out cases.
+    let (_, val) = data.split(opts.validation, opts.seed)?;
+    let mut worst: Vec<(f64, Vec<usize>, f64, f64)> = val
+        .iter()
+        .map(|(w, c)| {
+            let s: Vec<f64> = w.iter().map(|v| *v as f64).collect();
+            let f = model.width_energy(&s).unwrap_or(f64::NAN);
+            ((f - c).abs() / c, w.to_vec(), c, f)
+        })
+        .collect();
+    worst.sort_by(|a, b| b.0.total_cmp(&a.0));
+    println!("\nworst held-out predictions (widths, measured ms, predicted ms, error):");
+    for (e, w, c, f) in worst.iter().take(5) {
+        println!("  {w:?}  {c:.3}  {f:.3}  {:.1} %", 100.0 * e);
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("calibrate-{}.json", args.net)));
+    model.save_json(&out)?;
+    println!(
+        "\nmodel written to {}  (whole run {:.1} s)",
+        out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    if args.json {
+        let v = report.validation;
+        let line = serde_json::json!({
+            "net": args.net,
+            "samples": args.samples,
+            "validation": {"mrae": v.mrae, "max_rel_error": v.max_rel_error, "within_10pct": v.within_10pct, "r2": v.r2},
+            "model": serde_json::to_value(&model).map_err(energy_prune::Error::external)?,
+            "dense_latency_ms": dense.median_ms,
+        });
+        println!("{line}");
+    }
+    Ok(())
+}
