@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo run --release --features serde --example calibrate -- [--net vgg-mnist|lenet5]
-//!     [--samples N] [--batch N] [--repeats N] [--seed N] [--out FILE] [--csv FILE] [--json]
+//!     [--samples N] [--batch N] [--repeats N] [--seed N] [--out FILE] [--csv FILE]
+//!     [--min-fraction F] [--json]
 //! ```
 //! The cost is the median forward latency (ms) of one batch at the machine's
 //! thread count. With `--json` the last stdout line is one JSON object.
@@ -29,6 +30,7 @@ struct Args {
     out: Option<PathBuf>,
     csv: Option<PathBuf>,
     json: bool,
+    min_fraction: f64,
 }
 
 fn parse_args() -> Result<Args, lexopt::Error> {
@@ -42,6 +44,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         out: None,
         csv: None,
         json: false,
+        min_fraction: 0.0,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -54,6 +57,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("out") => a.out = Some(p.value()?.into()),
             Long("csv") => a.csv = Some(p.value()?.into()),
             Long("json") => a.json = true,
+            Long("min-fraction") => a.min_fraction = p.value()?.parse()?,
             Long("help") | Short('h') => {
                 println!(
                     "calibrate [--net vgg-mnist|lenet5] [--samples N] [--batch N] [--repeats N] [--seed N] [--out FILE] [--csv FILE] [--json]"
@@ -93,7 +97,14 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         "{}: dense forward of a batch of {} on {} threads: median {:.3} ms (min {:.3}, max {:.3})",
         args.net, args.batch, oracle.threads, dense.median_ms, dense.min_ms, dense.max_ms
     );
+    // Free widths are drawn uniformly in [max(1, F * max), max] (F = --min-fraction, default 0).
     let mut sampler = WidthSampler::new(&arch, args.seed);
+    for (u, w) in arch.widths().iter().enumerate() {
+        if !w.fixed {
+            let lo = ((args.min_fraction * w.channels as f64).ceil() as usize).clamp(1, w.channels);
+            sampler = sampler.with_bounds(u, lo, w.channels)?;
+        }
+    }
     let mut data = ProfileSet::new(arch.widths().len());
     for i in 0..args.samples {
         let s = sampler.sample();
@@ -182,6 +193,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         let line = serde_json::json!({
             "net": args.net,
             "samples": args.samples,
+            "min_fraction": args.min_fraction,
             "validation": {"mrae": v.mrae, "max_rel_error": v.max_rel_error, "within_10pct": v.within_10pct, "r2": v.r2},
             "model": serde_json::to_value(&model).map_err(energy_prune::Error::external)?,
             "dense_latency_ms": dense.median_ms,
