@@ -23,6 +23,13 @@
 //!    state, per-weight knapsack costs) and at width level (energy and gradient for
 //!    continuous channel counts).
 //!
+//! For hardware that is a black box, [`energy::profile`] holds the calibration
+//! workflow of ECC (Yang, Zhu, Liu, CVPR 2019): sample layer widths
+//! ([`WidthSampler`](energy::WidthSampler)), measure each configuration with a
+//! [`CostOracle`](energy::CostOracle) (energy, latency; [`nn::LatencyOracle`] times
+//! the reference CNN on this CPU), fit the bilinear model
+//! [`Bilinear`](energy::Bilinear), check its validation error, save it as JSON.
+//!
 //! The optimizers of [`prune`] return a network that provably meets the budget
 //! under that model:
 //! * [`prune::project`]: weighted sparse projection onto `{energy <= budget}`, a

@@ -315,6 +315,44 @@ impl ProfileSet {
     }
 }
 
+#[cfg(feature = "serde")]
+impl ProfileSet {
+    /// Save as JSON (feature `serde`).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn save_json(&self, path: impl AsRef<Path>) -> Result<()> {
+        let text = serde_json::to_string(self).map_err(Error::external)?;
+        write_atomic(path.as_ref(), text.as_bytes())
+    }
+
+    /// Load JSON written by [`ProfileSet::save_json`], re-validating every sample.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::CorruptData`].
+    pub fn load_json(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let corrupt = |reason: String| Error::CorruptData {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let raw: ProfileSet = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+        if raw.widths.len() != raw.costs.len() {
+            return Err(corrupt(format!(
+                "{} width rows for {} costs",
+                raw.widths.len(),
+                raw.costs.len()
+            )));
+        }
+        let mut set = ProfileSet::new(raw.num_widths);
+        for (w, c) in raw.widths.into_iter().zip(raw.costs) {
+            set.push(w, c).map_err(|e| corrupt(e.to_string()))?;
+        }
+        Ok(set)
+    }
+}
+
 /// Write `bytes` to `path` through a temporary file, so that an error never
 /// leaves a half-written file.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -375,5 +413,23 @@ mod tests {
             big.split(0.2, 3).unwrap()
         };
         assert_eq!((a.len(), b.len()), (8, 2));
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn json_round_trip_revalidates() {
+        let mut p = ProfileSet::new(2);
+        p.push(vec![1, 2], 3.0).unwrap();
+        let dir = std::env::temp_dir().join(format!("ep-profile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.json");
+        p.save_json(&path).unwrap();
+        assert_eq!(ProfileSet::load_json(&path).unwrap(), p);
+        std::fs::write(&path, r#"{"num_widths":2,"widths":[[1]],"costs":[1.0]}"#).unwrap();
+        assert!(matches!(
+            ProfileSet::load_json(&path),
+            Err(Error::CorruptData { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
