@@ -7,6 +7,7 @@
 //! layer. Losses: softmax cross-entropy and MSE distillation. Optimizers: SGD with
 //! momentum and weight decay, Adam. Initialisation: seeded He-normal.
 
+mod compact;
 mod io;
 pub mod latency;
 pub mod loss;

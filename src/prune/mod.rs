@@ -8,11 +8,13 @@
 //! * [`train_magnitude`]: the magnitude-pruning baseline at the same energy.
 
 pub mod observer;
+pub mod plan;
 pub mod projected;
 pub mod projection;
 pub mod schedule;
 
 pub use observer::{EpochEvent, NoObserver, Observer, OnEpoch};
+pub use plan::PruningPlan;
 pub use projected::{
     Data, MaskRounds, ProjectedTraining, PruneReport, Termination, magnitude_prune,
     train_magnitude, train_projected,
