@@ -7,12 +7,14 @@
 //!   distillation, fixed-support fine-tuning);
 //! * [`train_magnitude`]: the magnitude-pruning baseline at the same energy.
 
+pub mod admm;
 pub mod observer;
 pub mod plan;
 pub mod projected;
 pub mod projection;
 pub mod schedule;
 
+pub use admm::{Admm, AdmmConfig, AdmmStep, prox_keep};
 pub use observer::{EpochEvent, NoObserver, Observer, OnEpoch};
 pub use plan::PruningPlan;
 pub use projected::{

@@ -1,0 +1,685 @@
+//! ADMM channel pruning under a width-level cost model (ECC, Yang, Zhu, Liu,
+//! CVPR 2019, section 4).
+//!
+//! ```text
+//! min_{W, s} loss(W)   s.t.   ||W^(u)||_(2,0) <= s_u  (live slots of width u),   f(s) <= B
+//! L1(W, s, y) = sum_u (rho_y / 2) [n_u - s_u]_+^2 + y_u (n_u - s_u)
+//! L2(s, z)    = (rho_z / 2) [f(s) - B]_+^2 + z (f(s) - B)
+//! ```
+//! One iteration per training batch, after the Adam step on the weights (rate
+//! `alpha`, second moment `v`, `d = sqrt(v) + eps`):
+//! 1. **proximal step** per width: slot importance `a_k = sum w^2 d` over the slot;
+//!    the slot of rank `r` (1 = most important) is kept iff
+//!    `a_k >= rho_y alpha ([r - s]_+^2 - [r - s - 1]_+^2) + 2 alpha y`, with `y`
+//!    first capped so that the `floor(s)` best slots survive; at least
+//!    `min_channels` slots always survive, and the kept count may be rounded up to a
+//!    multiple of `round_to`;
+//! 2. the live widths `n` and the model's cost `f(n)`;
+//! 3. **s step**: `g1 = dL1/ds + rho_z [f(s) - B]_+ grad f(s)`, `g2 = grad f(s)`;
+//!    `z` is raised to `min_u (-min(g1_u, 0) + 1e-3) / g2_u` over widths with
+//!    `g2_u > 0` if below it; `s <- s - eta (g1 + z g2)` with the gradient clipped
+//!    (only decreases, norm at most `grad_clip`) and `s` kept in `[lower_u, S_u]`;
+//! 4. **dual ascent**: `z <- max(0, z + rho_z (f(s) - B))`,
+//!    `y_u <- max(0, y_u + rho_y (n_u - floor(s_u)))`.
+//!
+//! The solver stops when the model's cost of the live widths meets the budget.
+
+use crate::arch::{Architecture, LayerKind};
+use crate::energy::WidthEnergyModel;
+use crate::error::{Error, Result};
+
+/// Hyper-parameters of [`Admm`] (defaults for small networks; the paper's ImageNet
+/// values are `rho = 10`, Adam rate `1e-5`, `eta_s = 3`).
+///
+/// | field | default | range | purpose |
+/// |---|---|---|---|
+/// | `rho_y` | 10 | > 0 | penalty on widths above `s` |
+/// | `rho_z` | 1 / B | > 0 | penalty on cost above the budget (None: `1 / B`) |
+/// | `eta_s` | 0.5 | > 0 | step on the continuous widths |
+/// | `grad_clip` | Some(1.0) | > 0 | bound on the norm of the `s` gradient step direction |
+/// | `only_decrease` | true | | widths never grow |
+/// | `min_channels` | 1 | >= 1 | slots every width keeps |
+/// | `round_to` | None | >= 1 | kept counts rounded up to a multiple |
+/// | `frozen` | [] | | widths never pruned |
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdmmConfig {
+    /// Penalty coefficient of the width constraints.
+    pub rho_y: f64,
+    /// Penalty coefficient of the cost constraint (None: `1 / budget`).
+    pub rho_z: Option<f64>,
+    /// Step size on `s`.
+    pub eta_s: f64,
+    /// Clip of the `s` direction's norm.
+    pub grad_clip: Option<f64>,
+    /// Let `s` only decrease.
+    pub only_decrease: bool,
+    /// Minimum channels per width.
+    pub min_channels: usize,
+    /// Round kept channel counts up to a multiple of this.
+    pub round_to: Option<usize>,
+    /// Widths that are never pruned.
+    pub frozen: Vec<usize>,
+}
+
+impl Default for AdmmConfig {
+    fn default() -> Self {
+        Self {
+            rho_y: 10.0,
+            rho_z: None,
+            eta_s: 0.5,
+            grad_clip: Some(1.0),
+            only_decrease: true,
+            min_channels: 1,
+            round_to: None,
+            frozen: Vec::new(),
+        }
+    }
+}
+
+impl AdmmConfig {
+    /// Check every field against its range.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming the first field out of range.
+    pub fn validate(&self) -> Result<()> {
+        let pos = |name: &'static str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::param(name, v, "must be finite and > 0"))
+            }
+        };
+        pos("rho_y", self.rho_y)?;
+        if let Some(r) = self.rho_z {
+            pos("rho_z", r)?;
+        }
+        pos("eta_s", self.eta_s)?;
+        if let Some(c) = self.grad_clip {
+            pos("grad_clip", c)?;
+        }
+        if self.min_channels == 0 {
+            return Err(Error::param(
+                "min_channels",
+                0,
+                "every width keeps at least one channel",
+            ));
+        }
+        if self.round_to == Some(0) {
+            return Err(Error::param("round_to", 0, "must be >= 1"));
+        }
+        Ok(())
+    }
+}
+
+/// What one ADMM step saw and did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdmmStep {
+    /// Live channels per width after the proximal step.
+    pub live: Vec<usize>,
+    /// Model cost of the live widths.
+    pub cost: f64,
+    /// Whether `cost <= budget`.
+    pub budget_met: bool,
+    /// The continuous widths after the step.
+    pub s: Vec<f64>,
+    /// The cost dual after the step.
+    pub z: f64,
+}
+
+/// The ADMM state `(s, y, z)` for one architecture, model and budget.
+#[derive(Debug, Clone)]
+pub struct Admm {
+    arch: Architecture,
+    cfg: AdmmConfig,
+    budget: f64,
+    rho_z: f64,
+    /// Continuous widths.
+    s: Vec<f64>,
+    /// Width duals.
+    y: Vec<f64>,
+    /// Cost dual.
+    z: f64,
+    lower: Vec<f64>,
+    free: Vec<bool>,
+}
+
+/// Per-slot importance and its index.
+fn rank_slots(a: &[f64]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..a.len()).collect();
+    idx.sort_by(|&i, &j| a[j].total_cmp(&a[i]).then(i.cmp(&j)));
+    idx
+}
+
+/// Marginal penalty of keeping the slot of rank `r` (from 1) when the target is `s`.
+fn marginal(rho_y: f64, alpha: f64, r: usize, s: f64) -> f64 {
+    let pos = |v: f64| v.max(0.0);
+    let r = r as f64;
+    rho_y * alpha * (pos(r - s).powi(2) - pos(r - s - 1.0).powi(2))
+}
+
+/// The proximal step for one width: which slots to keep given their importances
+/// `a` (Adam-preconditioned squared norms), target `s`, dual `y` (capped in place)
+/// and Adam rate `alpha`. Returns a keep flag per slot.
+pub fn prox_keep(
+    a: &[f64],
+    s: f64,
+    y: &mut f64,
+    rho_y: f64,
+    alpha: f64,
+    min_keep: usize,
+    round_to: Option<usize>,
+) -> Vec<bool> {
+    let order = rank_slots(a);
+    let floor_s = (s.floor() as usize).clamp(1, a.len().max(1));
+    if *y > 0.0 && floor_s <= order.len() {
+        let k = order[floor_s - 1];
+        let cap = (a[k] - marginal(rho_y, alpha, floor_s, s)) / (2.0 * alpha);
+        *y = y.min(cap.max(0.0));
+    }
+    let mut keep = vec![false; a.len()];
+    let mut n = 0;
+    for (rank0, &k) in order.iter().enumerate() {
+        if a[k] >= marginal(rho_y, alpha, rank0 + 1, s) + 2.0 * alpha * *y {
+            keep[k] = true;
+            n += 1;
+        }
+    }
+    let mut target = n.max(min_keep.min(a.len()));
+    if let Some(m) = round_to {
+        target = (target.div_ceil(m) * m).min(a.len());
+    }
+    for &k in order.iter().take(target) {
+        keep[k] = true;
+    }
+    keep
+}
+
+impl Admm {
+    /// A solver for `arch` priced by `model`, with cost budget `budget` (model units).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a bad configuration or budget;
+    /// [`Error::InfeasibleBudget`] if even the minimum widths cost more than the budget.
+    pub fn new<M: WidthEnergyModel + ?Sized>(
+        arch: &Architecture,
+        model: &M,
+        budget: f64,
+        cfg: AdmmConfig,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        if !(budget.is_finite() && budget > 0.0) {
+            return Err(Error::param("budget", budget, "must be finite and > 0"));
+        }
+        let n = arch.widths().len();
+        if model.num_widths() != n {
+            return Err(Error::shape("model widths", n, model.num_widths()));
+        }
+        let free: Vec<bool> = arch
+            .widths()
+            .iter()
+            .enumerate()
+            .map(|(u, w)| !w.fixed && !cfg.frozen.contains(&u))
+            .collect();
+        let s: Vec<f64> = arch.widths().iter().map(|w| w.channels as f64).collect();
+        let lower: Vec<f64> = arch
+            .widths()
+            .iter()
+            .zip(&free)
+            .map(|(w, f)| {
+                if *f {
+                    cfg.min_channels.min(w.channels) as f64
+                } else {
+                    w.channels as f64
+                }
+            })
+            .collect();
+        let min_cost = model.width_energy(&lower)?;
+        if min_cost > budget {
+            return Err(Error::InfeasibleBudget {
+                budget,
+                min_achievable: min_cost,
+            });
+        }
+        Ok(Self {
+            arch: arch.clone(),
+            rho_z: cfg.rho_z.unwrap_or(1.0 / budget),
+            cfg,
+            budget,
+            s,
+            y: vec![0.0; n],
+            z: 0.0,
+            lower,
+            free,
+        })
+    }
+
+    /// The continuous widths `s`.
+    pub fn s(&self) -> &[f64] {
+        &self.s
+    }
+    /// The width duals `y`.
+    pub fn y(&self) -> &[f64] {
+        &self.y
+    }
+    /// The cost dual `z`.
+    pub fn z(&self) -> f64 {
+        self.z
+    }
+
+    /// Slot importances `a_k = sum w^2 d` of every width from the weights and the
+    /// preconditioner `d` of each prunable layer (same layout as the weights).
+    fn importances(&self, weights: &[Vec<f32>], precond: &[Vec<f32>]) -> Result<Vec<Vec<f64>>> {
+        let mut a: Vec<Vec<f64>> = self
+            .arch
+            .widths()
+            .iter()
+            .map(|w| vec![0.0; w.channels])
+            .collect();
+        for (l, layer) in self.arch.layers().iter().enumerate() {
+            let (w, d) = (&weights[l], &precond[l]);
+            if w.len() != layer.weight_count() || d.len() != w.len() {
+                return Err(Error::shape(
+                    format!("weights / preconditioner of layer {}", layer.name),
+                    layer.weight_count(),
+                    w.len().min(d.len()),
+                ));
+            }
+            let u = layer.input[0].width.0;
+            if layer.input.len() != 1 {
+                return Err(Error::param(
+                    "input",
+                    layer.name.clone(),
+                    "ADMM channel pruning supports layers reading one width",
+                ));
+            }
+            let wd = |i: usize| (w[i] as f64).powi(2) * d[i] as f64;
+            match layer.kind {
+                LayerKind::Conv2d(g) if g.is_depthwise() => {
+                    let taps = g.kernel_h * g.kernel_w;
+                    for (k, ak) in a[u].iter_mut().enumerate() {
+                        *ak += (k * taps..(k + 1) * taps).map(wd).sum::<f64>();
+                    }
+                }
+                LayerKind::Conv2d(g) if g.groups == 1 => {
+                    let taps = g.kernel_h * g.kernel_w;
+                    for o in 0..g.out_channels {
+                        for (c, ac) in a[u].iter_mut().enumerate() {
+                            let base = (o * g.in_channels + c) * taps;
+                            *ac += (base..base + taps).map(wd).sum::<f64>();
+                        }
+                    }
+                }
+                LayerKind::Conv2d(g) => {
+                    return Err(Error::param(
+                        "groups",
+                        g.groups,
+                        "ADMM supports ungrouped and depthwise convolutions",
+                    ));
+                }
+                LayerKind::Linear(g) => {
+                    let sp = layer.input[0].spatial;
+                    for o in 0..g.out_features {
+                        for (c, ac) in a[u].iter_mut().enumerate() {
+                            let base = o * g.in_features + c * sp;
+                            *ac += (base..base + sp).map(wd).sum::<f64>();
+                        }
+                    }
+                }
+            }
+        }
+        Ok(a)
+    }
+
+    /// One ADMM iteration on the weights of every prunable layer (canonical
+    /// layout), after an Adam step with rate `alpha` whose preconditioner is
+    /// `precond` (`sqrt(v) + eps` per weight). Zeroes pruned slots in place.
+    ///
+    /// # Errors
+    /// Shape errors, model errors, [`Error::InvalidParameter`] for a bad `alpha`.
+    pub fn step<M: WidthEnergyModel + ?Sized>(
+        &mut self,
+        weights: &mut [Vec<f32>],
+        precond: &[Vec<f32>],
+        alpha: f64,
+        model: &M,
+    ) -> Result<AdmmStep> {
+        if !(alpha.is_finite() && alpha > 0.0) {
+            return Err(Error::param(
+                "alpha",
+                alpha,
+                "the Adam rate must be finite and > 0",
+            ));
+        }
+        if weights.len() != self.arch.layers().len() || precond.len() != weights.len() {
+            return Err(Error::shape(
+                "layers",
+                self.arch.layers().len(),
+                weights.len().min(precond.len()),
+            ));
+        }
+        // 1. Proximal step.
+        let a = self.importances(weights, precond)?;
+        let mut keep: Vec<Vec<bool>> = Vec::with_capacity(a.len());
+        for (u, au) in a.iter().enumerate() {
+            if !self.free[u] {
+                keep.push(vec![true; au.len()]);
+                continue;
+            }
+            keep.push(prox_keep(
+                au,
+                self.s[u],
+                &mut self.y[u],
+                self.cfg.rho_y,
+                alpha,
+                self.cfg.min_channels,
+                self.cfg.round_to,
+            ));
+        }
+        self.zero_slots(weights, &keep);
+        // 2. Live widths and their cost.
+        let live: Vec<usize> = keep
+            .iter()
+            .map(|k| k.iter().filter(|v| **v).count())
+            .collect();
+        let live_f: Vec<f64> = live.iter().map(|v| *v as f64).collect();
+        let cost = model.width_energy(&live_f)?;
+        // 3. s step.
+        let (_, mut g1, g2) = self.s_lagrangian(&live_f, &self.s, model)?;
+        let z_min = (0..self.s.len())
+            .filter(|&u| self.free[u] && g2[u] > 0.0)
+            .map(|u| (-g1[u].min(0.0) + 1e-3) / g2[u])
+            .fold(f64::INFINITY, f64::min);
+        if z_min.is_finite() && self.z < z_min {
+            self.z = z_min;
+        }
+        for u in 0..self.s.len() {
+            if self.free[u] {
+                g1[u] += self.z * g2[u];
+                if self.cfg.only_decrease {
+                    g1[u] = g1[u].max(0.0);
+                }
+            }
+        }
+        let norm = g1.iter().map(|g| g * g).sum::<f64>().sqrt();
+        let scale = match self.cfg.grad_clip {
+            Some(c) if norm > c => c / norm,
+            _ => 1.0,
+        };
+        for u in 0..self.s.len() {
+            if self.free[u] {
+                self.s[u] = (self.s[u] - self.cfg.eta_s * scale * g1[u])
+                    .clamp(self.lower[u], self.arch.widths()[u].channels as f64);
+            }
+        }
+        // 4. Dual ascent.
+        let fs = model.width_energy(&self.s)?;
+        self.z = (self.z + self.rho_z * (fs - self.budget)).max(0.0);
+        for u in 0..self.s.len() {
+            if self.free[u] {
+                self.y[u] = (self.y[u] + self.cfg.rho_y * (live_f[u] - self.s[u].floor())).max(0.0);
+            }
+        }
+        Ok(AdmmStep {
+            live,
+            cost,
+            budget_met: cost <= self.budget,
+            s: self.s.clone(),
+            z: self.z,
+        })
+    }
+
+    /// The part of the augmented Lagrangian that depends on `s`, for live widths
+    /// `live`: returns its value at the current duals, `g1` (its gradient without
+    /// the `z` term) and `g2 = grad f(s)`, so that the full gradient is `g1 + z g2`.
+    /// Fixed and frozen widths get zero gradient.
+    ///
+    /// # Errors
+    /// Model errors and shape errors.
+    pub fn s_lagrangian<M: WidthEnergyModel + ?Sized>(
+        &self,
+        live: &[f64],
+        s: &[f64],
+        model: &M,
+    ) -> Result<(f64, Vec<f64>, Vec<f64>)> {
+        if live.len() != self.s.len() || s.len() != self.s.len() {
+            return Err(Error::shape(
+                "widths",
+                self.s.len(),
+                live.len().min(s.len()),
+            ));
+        }
+        let mut g2 = vec![0.0; s.len()];
+        let fs = model.energy_and_gradient(s, &mut g2)?;
+        let over = (fs - self.budget).max(0.0);
+        let mut value = self.rho_z / 2.0 * over * over + self.z * (fs - self.budget);
+        let mut g1 = vec![0.0; s.len()];
+        for u in 0..s.len() {
+            if self.free[u] {
+                let excess = (live[u] - s[u]).max(0.0);
+                value += self.cfg.rho_y / 2.0 * excess * excess + self.y[u] * (live[u] - s[u]);
+                g1[u] = -self.cfg.rho_y * excess - self.y[u] + self.rho_z * over * g2[u];
+            } else {
+                g2[u] = 0.0;
+            }
+        }
+        Ok((value, g1, g2))
+    }
+
+    fn zero_slots(&self, weights: &mut [Vec<f32>], keep: &[Vec<bool>]) {
+        for (l, layer) in self.arch.layers().iter().enumerate() {
+            let u = layer.input[0].width.0;
+            let w = &mut weights[l];
+            match layer.kind {
+                LayerKind::Conv2d(g) if g.is_depthwise() => {
+                    let taps = g.kernel_h * g.kernel_w;
+                    for (k, kept) in keep[u].iter().enumerate() {
+                        if !kept {
+                            w[k * taps..(k + 1) * taps].fill(0.0);
+                        }
+                    }
+                }
+                LayerKind::Conv2d(g) => {
+                    let taps = g.kernel_h * g.kernel_w;
+                    for o in 0..g.out_channels {
+                        for (c, kept) in keep[u].iter().enumerate() {
+                            if !kept {
+                                let base = (o * g.in_channels + c) * taps;
+                                w[base..base + taps].fill(0.0);
+                            }
+                        }
+                    }
+                }
+                LayerKind::Linear(g) => {
+                    let sp = layer.input[0].spatial;
+                    for o in 0..g.out_features {
+                        for (c, kept) in keep[u].iter().enumerate() {
+                            if !kept {
+                                let base = o * g.in_features + c * sp;
+                                w[base..base + sp].fill(0.0);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::zoo;
+    use crate::energy::{SystolicArray, SystolicConfig, WidthEnergyModel};
+    use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+    /// The prox subproblem's objective for a kept set.
+    fn objective(a: &[f64], keep: &[bool], s: f64, y: f64, rho_y: f64, alpha: f64) -> f64 {
+        let n = keep.iter().filter(|k| **k).count() as f64;
+        let dropped: f64 = a
+            .iter()
+            .zip(keep)
+            .filter(|(_, k)| !**k)
+            .map(|(v, _)| v / (2.0 * alpha))
+            .sum();
+        dropped + rho_y / 2.0 * (n - s).max(0.0).powi(2) + y * (n - s)
+    }
+
+    #[test]
+    fn prox_matches_brute_force_minimisation() {
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..2_000 {
+            let c = rng.random_range(1..8usize);
+            let a: Vec<f64> = (0..c).map(|_| rng.random_range(0.0..2.0)).collect();
+            let s = rng.random_range(1.0..c as f64 + 0.99);
+            let (rho_y, alpha) = (rng.random_range(0.1..5.0), rng.random_range(0.01..1.0));
+            let mut y = if rng.random_bool(0.5) {
+                0.0
+            } else {
+                rng.random_range(0.0..3.0)
+            };
+            let keep = prox_keep(&a, s, &mut y, rho_y, alpha, 0, None);
+            let got = objective(&a, &keep, s, y, rho_y, alpha);
+            let best = (0..1u32 << c)
+                .map(|m| {
+                    let k: Vec<bool> = (0..c).map(|i| m >> i & 1 == 1).collect();
+                    objective(&a, &k, s, y, rho_y, alpha)
+                })
+                .fold(f64::INFINITY, f64::min);
+            assert!(
+                got <= best + 1e-9,
+                "prox {got} vs optimum {best} (a {a:?}, s {s}, y {y})"
+            );
+        }
+    }
+
+    #[test]
+    fn s_gradient_matches_finite_differences() {
+        let arch = zoo::lenet5().unwrap();
+        let model = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+        let full: Vec<f64> = arch.widths().iter().map(|w| w.channels as f64).collect();
+        let budget = 0.3 * model.width_energy(&full).unwrap();
+        let mut admm = Admm::new(&arch, &model, budget, AdmmConfig::default()).unwrap();
+        admm.y = vec![0.3, 1.5, 0.0, 2.0, 0.7, 0.0];
+        admm.z = 0.25 / budget;
+        let live = vec![1.0, 6.0, 12.0, 100.0, 50.0, 10.0];
+        let s = vec![1.0, 4.3, 9.7, 80.2, 60.1, 10.0];
+        let (_, g1, g2) = admm.s_lagrangian(&live, &s, &model).unwrap();
+        for u in 1..5 {
+            let h = 1e-4;
+            let (mut sp, mut sm) = (s.clone(), s.clone());
+            sp[u] += h;
+            sm[u] -= h;
+            let fd = (admm.s_lagrangian(&live, &sp, &model).unwrap().0
+                - admm.s_lagrangian(&live, &sm, &model).unwrap().0)
+                / (2.0 * h);
+            let an = g1[u] + admm.z * g2[u];
+            assert!(
+                (fd - an).abs() <= 1e-6 * fd.abs().max(1.0),
+                "width {u}: fd {fd} vs {an}"
+            );
+        }
+        assert_eq!(g1[0], 0.0, "fixed widths get no gradient");
+    }
+
+    #[test]
+    fn prox_respects_min_channels_and_rounding() {
+        let a = [0.0, 0.0, 5.0, 0.0, 0.0, 0.0];
+        let mut y = 0.0;
+        let keep = prox_keep(&a, 1.0, &mut y, 1.0, 0.1, 2, Some(4));
+        assert_eq!(keep.iter().filter(|k| **k).count(), 4);
+        assert!(keep[2]);
+    }
+
+    #[test]
+    fn admm_on_random_weights_reaches_the_budget_and_errors_when_infeasible() {
+        let arch = zoo::lenet5().unwrap();
+        let model = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+        let full: Vec<f64> = arch.widths().iter().map(|w| w.channels as f64).collect();
+        let dense = model.width_energy(&full).unwrap();
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut weights: Vec<Vec<f32>> = arch
+            .layers()
+            .iter()
+            .map(|l| {
+                (0..l.weight_count())
+                    .map(|_| rng.random_range(-1.0f32..1.0))
+                    .collect()
+            })
+            .collect();
+        // Adam-sized preconditioner (sqrt(v) ~ gradient magnitudes).
+        let precond: Vec<Vec<f32>> = weights.iter().map(|w| vec![1e-3; w.len()]).collect();
+        let budget = 0.5 * dense;
+        let mut admm = Admm::new(
+            &arch,
+            &model,
+            budget,
+            AdmmConfig {
+                eta_s: 2.0,
+                ..AdmmConfig::default()
+            },
+        )
+        .unwrap();
+        let mut met = None;
+        for it in 0..500 {
+            let st = admm.step(&mut weights, &precond, 1e-3, &model).unwrap();
+            assert!(
+                st.live
+                    .iter()
+                    .zip(arch.widths())
+                    .all(|(n, w)| *n >= 1 && *n <= w.channels)
+            );
+            if st.budget_met {
+                met = Some((it, st));
+                break;
+            }
+        }
+        let (_, st) = met.expect("ADMM reaches the budget");
+        assert!(st.cost <= budget);
+        let live: Vec<f64> = st.live.iter().map(|v| *v as f64).collect();
+        assert!(
+            model.width_energy(&live).unwrap() <= budget,
+            "reported success means the live widths meet the budget"
+        );
+        // The live widths are what the weights say.
+        let net_plan: Vec<usize> = {
+            let conv2 = &weights[1];
+            vec![
+                (0..6)
+                    .filter(|c| {
+                        (0..16).any(|o| {
+                            conv2[(o * 6 + c) * 25..(o * 6 + c + 1) * 25]
+                                .iter()
+                                .any(|v| *v != 0.0)
+                        })
+                    })
+                    .count(),
+            ]
+        };
+        assert_eq!(net_plan[0], st.live[1]);
+        let floor = model
+            .width_energy(
+                &arch
+                    .widths()
+                    .iter()
+                    .map(|w| if w.fixed { w.channels as f64 } else { 1.0 })
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+        assert!(matches!(
+            Admm::new(&arch, &model, 0.5 * floor, AdmmConfig::default()),
+            Err(Error::InfeasibleBudget { .. })
+        ));
+        assert!(
+            Admm::new(
+                &arch,
+                &model,
+                budget,
+                AdmmConfig {
+                    min_channels: 0,
+                    ..AdmmConfig::default()
+                }
+            )
+            .is_err()
+        );
+    }
+}
