@@ -405,18 +405,18 @@ impl Admm {
             Some(c) if norm > c => c / norm,
             _ => 1.0,
         };
-        for u in 0..self.s.len() {
+        let step = self.cfg.eta_s * scale;
+        for (u, (su, g)) in self.s.iter_mut().zip(&g1).enumerate() {
             if self.free[u] {
-                self.s[u] = (self.s[u] - self.cfg.eta_s * scale * g1[u])
-                    .clamp(self.lower[u], self.arch.widths()[u].channels as f64);
+                *su = (*su - step * g).clamp(self.lower[u], self.arch.widths()[u].channels as f64);
             }
         }
         // 4. Dual ascent.
         let fs = model.width_energy(&self.s)?;
         self.z = (self.z + self.rho_z * (fs - self.budget)).max(0.0);
-        for u in 0..self.s.len() {
+        for (u, (yu, n)) in self.y.iter_mut().zip(&live_f).enumerate() {
             if self.free[u] {
-                self.y[u] = (self.y[u] + self.cfg.rho_y * (live_f[u] - self.s[u].floor())).max(0.0);
+                *yu = (*yu + self.cfg.rho_y * (n - self.s[u].floor())).max(0.0);
             }
         }
         Ok(AdmmStep {
