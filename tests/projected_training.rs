@@ -2,41 +2,17 @@
 //! exact model), bad inputs are errors, input-mask rounds leave 0/1 masks.
 
 use energy_prune::Error;
+
+mod common;
+use common::synthetic;
 use energy_prune::energy::{NetworkState, SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::Network;
-use energy_prune::nn::mnist::Dataset;
 use energy_prune::nn::{Cnn, LayerSpec};
 use energy_prune::prune::{
     Data, MaskRounds, NoObserver, OnEpoch, ProjectedTraining, magnitude_prune, train_magnitude,
     train_projected,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
-
-/// 1x8x8 images whose class is the quadrant holding the brightest pixel.
-fn synthetic(n: usize, seed: u64) -> Dataset {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut images = Vec::with_capacity(n * 64);
-    let mut labels = Vec::with_capacity(n);
-    for _ in 0..n {
-        let img: Vec<f32> = (0..64).map(|_| rng.random_range(0.0f32..0.5)).collect();
-        let q = rng.random_range(0..4u8);
-        let (y, x) = (
-            rng.random_range(0..4) + 4 * (q as usize / 2),
-            rng.random_range(0..4) + 4 * (q as usize % 2),
-        );
-        let mut img = img;
-        img[y * 8 + x] = 3.0;
-        images.extend_from_slice(&img);
-        labels.push(q);
-    }
-    Dataset {
-        images,
-        labels,
-        channels: 1,
-        h: 8,
-        w: 8,
-    }
-}
 
 fn net() -> Cnn {
     let specs = [

@@ -8,6 +8,7 @@
 //! * [`train_magnitude`]: the magnitude-pruning baseline at the same energy.
 
 pub mod admm;
+pub mod admm_train;
 pub mod observer;
 pub mod plan;
 pub mod projected;
@@ -15,6 +16,7 @@ pub mod projection;
 pub mod schedule;
 
 pub use admm::{Admm, AdmmConfig, AdmmStep, prox_keep};
+pub use admm_train::{AdmmReport, AdmmTraining, train_admm, uniform_widths};
 pub use observer::{EpochEvent, NoObserver, Observer, OnEpoch};
 pub use plan::PruningPlan;
 pub use projected::{

@@ -143,6 +143,11 @@ impl MaskRounds {
 pub enum Termination {
     /// All configured epochs ran.
     EpochLimit,
+    /// The cost constraint was met (ADMM) during this epoch (from 1).
+    BudgetMet {
+        /// The epoch in which the live widths first met the budget.
+        epoch: usize,
+    },
 }
 
 /// Hyper-parameters of [`train_projected`] and [`train_magnitude`].

@@ -1,0 +1,30 @@
+//! Helpers shared by the integration tests.
+
+use energy_prune::nn::mnist::Dataset;
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+/// 1x8x8 images whose class is the quadrant holding the brightest pixel.
+pub fn synthetic(n: usize, seed: u64) -> Dataset {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut images = Vec::with_capacity(n * 64);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let img: Vec<f32> = (0..64).map(|_| rng.random_range(0.0f32..0.5)).collect();
+        let q = rng.random_range(0..4u8);
+        let (y, x) = (
+            rng.random_range(0..4) + 4 * (q as usize / 2),
+            rng.random_range(0..4) + 4 * (q as usize % 2),
+        );
+        let mut img = img;
+        img[y * 8 + x] = 3.0;
+        images.extend_from_slice(&img);
+        labels.push(q);
+    }
+    Dataset {
+        images,
+        labels,
+        channels: 1,
+        h: 8,
+        w: 8,
+    }
+}
