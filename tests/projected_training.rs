@@ -12,7 +12,6 @@ use energy_prune::prune::{
     Data, MaskRounds, NoObserver, OnEpoch, ProjectedTraining, magnitude_prune, train_magnitude,
     train_projected,
 };
-use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 fn net() -> Cnn {
     let specs = [

@@ -139,27 +139,7 @@ impl LatencyOracle {
         let specs = self.narrow_specs(widths)?;
         let mut net = Cnn::new(self.input, &specs, 1)?;
         net.set_threads(self.threads);
-        let x: Vec<f32> = (0..self.batch * net.input_len())
-            .map(|i| ((i * 7919) % 255) as f32 / 255.0)
-            .collect();
-        let mut logits = Vec::new();
-        for _ in 0..self.warmup {
-            net.predict(&x, self.batch, &mut logits)?;
-        }
-        let mut times: Vec<f64> = (0..self.repeats.max(1))
-            .map(|_| {
-                let t = Instant::now();
-                let r = net.predict(&x, self.batch, &mut logits);
-                (r, t.elapsed().as_secs_f64() * 1e3)
-            })
-            .map(|(r, t)| r.map(|_| t))
-            .collect::<Result<_>>()?;
-        times.sort_by(f64::total_cmp);
-        let stats = LatencyStats {
-            median_ms: times[times.len() / 2],
-            min_ms: times[0],
-            max_ms: times[times.len() - 1],
-        };
+        let stats = measure_latency(&mut net, self.batch, self.warmup, self.repeats)?;
         self.last = Some(stats);
         Ok(stats)
     }
@@ -168,6 +148,34 @@ impl LatencyOracle {
     pub fn last(&self) -> Option<LatencyStats> {
         self.last
     }
+}
+
+/// Time the forward pass of `net` on one batch of `batch` samples: `warmup`
+/// untimed runs, then the median, minimum and maximum of `repeats` timed runs.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for a zero batch; errors of the forward pass.
+pub fn measure_latency(net: &mut Cnn, batch: usize, warmup: usize, repeats: usize) -> Result<LatencyStats> {
+    if batch == 0 {
+        return Err(Error::param("batch", 0, "must be >= 1"));
+    }
+    let x: Vec<f32> = (0..batch * net.input_len()).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect();
+    let mut logits = Vec::new();
+    for _ in 0..warmup {
+        net.predict(&x, batch, &mut logits)?;
+    }
+    let mut times = Vec::with_capacity(repeats.max(1));
+    for _ in 0..repeats.max(1) {
+        let t = Instant::now();
+        net.predict(&x, batch, &mut logits)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(LatencyStats {
+        median_ms: times[times.len() / 2],
+        min_ms: times[0],
+        max_ms: times[times.len() - 1],
+    })
 }
 
 impl CostOracle for LatencyOracle {

@@ -17,6 +17,6 @@ pub mod ops;
 pub mod optim;
 mod train;
 
-pub use latency::{LatencyOracle, LatencyStats};
+pub use latency::{LatencyOracle, LatencyStats, measure_latency};
 pub use model::{Cnn, LayerSpec};
 pub use train::{EpochStats, TrainConfig, cosine_lr, evaluate, predict_all, train_epoch};
