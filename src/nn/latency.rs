@@ -155,11 +155,18 @@ impl LatencyOracle {
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] for a zero batch; errors of the forward pass.
-pub fn measure_latency(net: &mut Cnn, batch: usize, warmup: usize, repeats: usize) -> Result<LatencyStats> {
+pub fn measure_latency(
+    net: &mut Cnn,
+    batch: usize,
+    warmup: usize,
+    repeats: usize,
+) -> Result<LatencyStats> {
     if batch == 0 {
         return Err(Error::param("batch", 0, "must be >= 1"));
     }
-    let x: Vec<f32> = (0..batch * net.input_len()).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect();
+    let x: Vec<f32> = (0..batch * net.input_len())
+        .map(|i| ((i * 7919) % 255) as f32 / 255.0)
+        .collect();
     let mut logits = Vec::new();
     for _ in 0..warmup {
         net.predict(&x, batch, &mut logits)?;

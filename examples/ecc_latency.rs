@@ -1,0 +1,330 @@
+//! ECC end to end: prune the channels of a VGG-style MNIST network so that its
+//! predicted CPU latency meets a budget, remove the pruned channels physically, and
+//! measure the compact network; the same for uniform width scaling.
+//!
+//! ```text
+//! cargo run --release --features serde --example ecc_latency -- [--budget 0.5]
+//!     [--model latency|systolic] [--cost-model FILE] [--samples N] [--train-size N]
+//!     [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--seed N] [--data DIR] [--json]
+//! ```
+//! `--budget` is a fraction of the dense network's predicted cost. The latency model
+//! is calibrated on this machine first (about 30 s) unless `--cost-model` names a
+//! JSON file written by the `calibrate` example.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use energy_prune::energy::{
+    Bilinear, CostOracle, FitOptions, ProfileSet, SystolicArray, SystolicConfig, WidthEnergyModel,
+    WidthSampler,
+};
+use energy_prune::network::Network;
+use energy_prune::nn::mnist::{Mnist, MnistOptions};
+use energy_prune::nn::optim::{Adam, Sgd};
+use energy_prune::nn::{
+    Cnn, LatencyOracle, LatencyStats, TrainConfig, cosine_lr, evaluate, measure_latency,
+    predict_all, train_epoch,
+};
+use energy_prune::prune::{
+    AdmmConfig, AdmmTraining, Data, EpochEvent, OnEpoch, PruningPlan, train_admm, uniform_widths,
+};
+use rand::{SeedableRng, rngs::StdRng};
+
+struct Args {
+    budget: f64,
+    model: String,
+    cost_model: Option<PathBuf>,
+    samples: usize,
+    train_size: usize,
+    dense_epochs: usize,
+    epochs: usize,
+    finetune_epochs: usize,
+    seed: u64,
+    data: PathBuf,
+    json: bool,
+}
+
+fn parse_args() -> Result<Args, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut a = Args {
+        budget: 0.5,
+        model: "latency".into(),
+        cost_model: None,
+        samples: 150,
+        train_size: 12_000,
+        dense_epochs: 3,
+        epochs: 4,
+        finetune_epochs: 2,
+        seed: 1,
+        data: PathBuf::from("data/mnist"),
+        json: false,
+    };
+    let mut p = lexopt::Parser::from_env();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("budget") => a.budget = p.value()?.parse()?,
+            Long("model") => a.model = p.value()?.parse()?,
+            Long("cost-model") => a.cost_model = Some(p.value()?.into()),
+            Long("samples") => a.samples = p.value()?.parse()?,
+            Long("train-size") => a.train_size = p.value()?.parse()?,
+            Long("dense-epochs") => a.dense_epochs = p.value()?.parse()?,
+            Long("epochs") => a.epochs = p.value()?.parse()?,
+            Long("finetune-epochs") => a.finetune_epochs = p.value()?.parse()?,
+            Long("seed") => a.seed = p.value()?.parse()?,
+            Long("data") => a.data = p.value()?.into(),
+            Long("json") => a.json = true,
+            Long("help") | Short('h') => {
+                println!(
+                    "ecc_latency [--budget F] [--model latency|systolic] [--cost-model FILE] [--samples N] [--train-size N] [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--seed N] [--data DIR] [--json]"
+                );
+                std::process::exit(0);
+            }
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(a)
+}
+
+fn main() {
+    common::run_main(parse_args, run);
+}
+
+/// What the final table reports for one network.
+struct Row {
+    accuracy: f64,
+    predicted: f64,
+    latency: LatencyStats,
+    widths: Vec<usize>,
+}
+
+fn predicted(model: &dyn WidthEnergyModel, widths: &[usize]) -> energy_prune::Result<f64> {
+    model.width_energy(&widths.iter().map(|v| *v as f64).collect::<Vec<_>>())
+}
+
+fn run(args: &Args) -> energy_prune::Result<()> {
+    let start = Instant::now();
+    let mnist = Mnist::load(
+        &args.data,
+        MnistOptions {
+            pad: 0,
+            ..MnistOptions::default()
+        },
+    )?;
+    let train = mnist.train.take(args.train_size);
+    let test = &mnist.test;
+    println!(
+        "vgg-mnist on {} training / {} test images",
+        train.len(),
+        test.len()
+    );
+
+    // 1. Dense network.
+    let mut dense = Cnn::vgg_mnist(args.seed)?;
+    let arch = dense.architecture().clone();
+    let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
+    let mut sgd = Sgd::new(0.02, 0.9, 5e-4)?;
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    for e in 0..args.dense_epochs {
+        sgd.lr = cosine_lr(0.02, e, args.dense_epochs);
+        let st = train_epoch(
+            &mut dense,
+            &mut sgd,
+            &train,
+            &TrainConfig::default(),
+            &mut rng,
+            &mut |_, _| Ok(()),
+        )?;
+        println!(
+            "dense       {}/{}  loss {:.4}  train {:.2} %  test {:.2} %  {:.0} img/s",
+            e + 1,
+            args.dense_epochs,
+            st.loss,
+            100.0 * st.train_accuracy,
+            100.0 * evaluate(&mut dense, test, 1000)?,
+            st.images as f64 / st.seconds
+        );
+    }
+
+    // 2. Cost model.
+    let model: Box<dyn WidthEnergyModel> = match (args.model.as_str(), &args.cost_model) {
+        ("latency", Some(path)) => {
+            println!("cost model: {} (loaded)", path.display());
+            Box::new(Bilinear::load_json(path)?)
+        }
+        ("latency", None) => {
+            let mut oracle = LatencyOracle::new((1, 28, 28), &Cnn::vgg_mnist_specs())?;
+            let mut sampler = WidthSampler::new(&arch, args.seed);
+            for (u, w) in arch.widths().iter().enumerate() {
+                if !w.fixed {
+                    sampler = sampler.with_bounds(u, w.channels.div_ceil(4), w.channels)?;
+                }
+            }
+            let mut data = ProfileSet::new(full.len());
+            for _ in 0..args.samples {
+                let s = sampler.sample();
+                let c = oracle.measure(&s)?;
+                data.push(s, c)?;
+            }
+            let opts = FitOptions {
+                linear_terms: true,
+                relative: true,
+                seed: args.seed,
+                ..FitOptions::default()
+            };
+            let (m, rep) = Bilinear::fit(&arch, &data, &opts)?;
+            println!(
+                "cost model: bilinear latency model calibrated on {} configurations, validation MRAE {:.2} %, {:.0} % within +-10 %",
+                args.samples,
+                100.0 * rep.validation.mrae,
+                100.0 * rep.validation.within_10pct
+            );
+            Box::new(m)
+        }
+        ("systolic", _) => {
+            println!("cost model: systolic-array energy, width form");
+            Box::new(SystolicArray::new(&arch, SystolicConfig::default())?)
+        }
+        (other, _) => {
+            return Err(energy_prune::Error::InvalidParameter {
+                name: "model",
+                value: other.into(),
+                reason: "choose latency or systolic".into(),
+            });
+        }
+    };
+    let unit = if args.model == "latency" {
+        "ms"
+    } else {
+        "energy units"
+    };
+    let dense_pred = predicted(model.as_ref(), &full)?;
+    let budget = args.budget * dense_pred;
+    let dense_row = Row {
+        accuracy: evaluate(&mut dense, test, 1000)?,
+        predicted: dense_pred,
+        latency: measure_latency(&mut dense.clone(), 64, 2, 9)?,
+        widths: full.clone(),
+    };
+    println!(
+        "dense: predicted {:.4} {unit}, measured {:.3} ms per batch of 64; budget {:.2} of dense = {:.4} {unit}\n",
+        dense_pred, dense_row.latency.median_ms, args.budget, budget
+    );
+
+    // 3. ECC: ADMM channel pruning, fine-tuning, compaction.
+    let cfg = AdmmTraining {
+        epochs: args.epochs,
+        finetune_epochs: args.finetune_epochs,
+        seed: args.seed,
+        admm: AdmmConfig {
+            eta_s: 2.0,
+            ..AdmmConfig::default()
+        },
+        ..AdmmTraining::default()
+    };
+    let mut print = OnEpoch(|e: &EpochEvent| {
+        println!(
+            "{:<13} {}/{}  loss {:.4}  train {:.2} %  test {:.2} %  predicted {:.4} vs budget {:.4} {unit}  live channels {}",
+            e.phase,
+            e.epoch,
+            e.epochs,
+            e.loss,
+            100.0 * e.train_accuracy,
+            100.0 * e.test_accuracy.unwrap_or(f64::NAN),
+            e.energy,
+            e.budget,
+            e.nonzero
+        )
+    });
+    let mut ecc = dense.clone();
+    let data = Data {
+        train: &train,
+        validation: None,
+        test: Some(test),
+    };
+    let report = train_admm(&mut ecc, model.as_ref(), budget, data, &cfg, &mut print)?;
+    let mut ecc_compact = ecc.compact(&report.plan)?;
+    let ecc_row = Row {
+        accuracy: evaluate(&mut ecc_compact, test, 1000)?,
+        predicted: report.cost,
+        latency: measure_latency(&mut ecc_compact, 64, 2, 9)?,
+        widths: report.widths.clone(),
+    };
+    println!(
+        "ECC: {:?}, widths {:?}\n",
+        report.termination, report.widths
+    );
+
+    // 4. Uniform width scaling to the same predicted cost, same epochs and loss.
+    let widths = uniform_widths(&arch, model.as_ref(), budget)?;
+    let plan = PruningPlan {
+        kept: widths.iter().map(|&w| (0..w).collect()).collect(),
+    };
+    let mut uniform = dense.compact(&plan)?;
+    let teacher = predict_all(&mut dense, &train, 1000)?;
+    let tc = TrainConfig {
+        batch_size: cfg.batch_size,
+        distill: cfg.distill_weight.map(|w| (&teacher[..], w)),
+    };
+    let mut adam = Adam::new(cfg.lr)?;
+    let epochs_run = report.history.len();
+    for e in 0..epochs_run {
+        let st = train_epoch(
+            &mut uniform,
+            &mut adam,
+            &train,
+            &tc,
+            &mut rng,
+            &mut |_, _| Ok(()),
+        )?;
+        println!(
+            "uniform       {}/{}  loss {:.4}  train {:.2} %  test {:.2} %",
+            e + 1,
+            epochs_run,
+            st.loss,
+            100.0 * st.train_accuracy,
+            100.0 * evaluate(&mut uniform, test, 1000)?
+        );
+    }
+    let uniform_row = Row {
+        accuracy: evaluate(&mut uniform, test, 1000)?,
+        predicted: predicted(model.as_ref(), &widths)?,
+        latency: measure_latency(&mut uniform, 64, 2, 9)?,
+        widths,
+    };
+
+    println!(
+        "\nResults at budget {} of the dense predicted cost ({} model):\n",
+        args.budget, args.model
+    );
+    println!(
+        "| network | test accuracy | predicted ({unit}) | measured latency, batch 64 (median [min, max]) | ratio to dense | widths |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, r) in [
+        ("dense", &dense_row),
+        ("ECC", &ecc_row),
+        ("uniform", &uniform_row),
+    ] {
+        println!(
+            "| {name} | {:.2} % | {:.4} | {:.3} ms [{:.3}, {:.3}] | {:.3} | {:?} |",
+            100.0 * r.accuracy,
+            r.predicted,
+            r.latency.median_ms,
+            r.latency.min_ms,
+            r.latency.max_ms,
+            r.latency.median_ms / dense_row.latency.median_ms,
+            r.widths
+        );
+    }
+    println!("\nwhole run: {:.1} s", start.elapsed().as_secs_f64());
+    if args.json {
+        let r = |r: &Row| serde_json::json!({"test_accuracy": r.accuracy, "predicted": r.predicted, "latency_ms": r.latency.median_ms, "widths": r.widths});
+        println!(
+            "{}",
+            serde_json::json!({"budget": args.budget, "model": args.model, "dense": r(&dense_row), "ecc": r(&ecc_row), "uniform": r(&uniform_row)})
+        );
+    }
+    Ok(())
+}
