@@ -22,7 +22,7 @@ use energy_prune::energy::{
 };
 use energy_prune::network::Network;
 use energy_prune::nn::mnist::{Mnist, MnistOptions};
-use energy_prune::nn::optim::{Adam, Sgd};
+use energy_prune::nn::optim::Adam;
 use energy_prune::nn::{
     Cnn, LatencyOracle, LatencyStats, TrainConfig, cosine_lr, evaluate, measure_latency,
     predict_all, train_epoch,
@@ -124,13 +124,15 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     let mut dense = Cnn::vgg_mnist(args.seed)?;
     let arch = dense.architecture().clone();
     let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
-    let mut sgd = Sgd::new(0.02, 0.9, 5e-4)?;
+    // Adam: this deeper network without normalisation diverges under plain SGD at
+    // LeNet-5's learning rate.
+    let mut dense_opt = Adam::new(1e-3)?;
     let mut rng = StdRng::seed_from_u64(args.seed);
     for e in 0..args.dense_epochs {
-        sgd.lr = cosine_lr(0.02, e, args.dense_epochs);
+        dense_opt.lr = cosine_lr(1e-3, e, args.dense_epochs + 1);
         let st = train_epoch(
             &mut dense,
-            &mut sgd,
+            &mut dense_opt,
             &train,
             &TrainConfig::default(),
             &mut rng,
