@@ -245,6 +245,8 @@ pub fn train_admm<N: Trainable + ?Sized, M: WidthEnergyModel + ?Sized>(
             images_per_second: st.images as f64 / st.seconds.max(1e-9),
         };
         obs.on_epoch(&ev);
+        let live_n: Vec<usize> = live.iter().map(|v| *v as usize).collect();
+        obs.on_admm(epoch, &live_n, opt.admm.s(), opt.admm.y(), opt.admm.z());
         history.push(ev);
     }
     let plan = PruningPlan::from_network(&*net)?;

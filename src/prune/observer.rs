@@ -37,6 +37,11 @@ pub trait Observer {
     fn on_projection(&mut self, step: usize, budget: f64, relaxed_energy: f64) {
         let _ = (step, budget, relaxed_energy);
     }
+    /// Called after every ADMM epoch with the live channels per width, the
+    /// continuous widths `s`, the width duals `y` and the cost dual `z`.
+    fn on_admm(&mut self, epoch: usize, live: &[usize], s: &[f64], y: &[f64], z: f64) {
+        let _ = (epoch, live, s, y, z);
+    }
 }
 
 /// An observer that ignores everything.
