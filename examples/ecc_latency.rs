@@ -5,7 +5,8 @@
 //! ```text
 //! cargo run --release --features serde --example ecc_latency -- [--budget 0.5]
 //!     [--model latency|systolic] [--cost-model FILE] [--samples N] [--train-size N]
-//!     [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--seed N] [--data DIR] [--json]
+//!     [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--seed N] [--data DIR]
+//!     [--dense FILE] [--save-dense FILE] [--json]
 //! ```
 //! `--budget` is a fraction of the dense network's predicted cost. The latency model
 //! is calibrated on this machine first (about 30 s) unless `--cost-model` names a
@@ -44,6 +45,8 @@ struct Args {
     seed: u64,
     data: PathBuf,
     json: bool,
+    dense: Option<PathBuf>,
+    save_dense: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, lexopt::Error> {
@@ -60,6 +63,8 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         seed: 1,
         data: PathBuf::from("data/mnist"),
         json: false,
+        dense: None,
+        save_dense: None,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -75,6 +80,8 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("seed") => a.seed = p.value()?.parse()?,
             Long("data") => a.data = p.value()?.into(),
             Long("json") => a.json = true,
+            Long("dense") => a.dense = Some(p.value()?.into()),
+            Long("save-dense") => a.save_dense = Some(p.value()?.into()),
             Long("help") | Short('h') => {
                 println!(
                     "ecc_latency [--budget F] [--model latency|systolic] [--cost-model FILE] [--samples N] [--train-size N] [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--seed N] [--data DIR] [--json]"
@@ -124,29 +131,38 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     let mut dense = Cnn::vgg_mnist(args.seed)?;
     let arch = dense.architecture().clone();
     let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
-    // Adam: this deeper network without normalisation diverges under plain SGD at
-    // LeNet-5's learning rate.
-    let mut dense_opt = Adam::new(1e-3)?;
     let mut rng = StdRng::seed_from_u64(args.seed);
-    for e in 0..args.dense_epochs {
-        dense_opt.lr = cosine_lr(1e-3, e, args.dense_epochs + 1);
-        let st = train_epoch(
-            &mut dense,
-            &mut dense_opt,
-            &train,
-            &TrainConfig::default(),
-            &mut rng,
-            &mut |_, _| Ok(()),
-        )?;
-        println!(
-            "dense       {}/{}  loss {:.4}  train {:.2} %  test {:.2} %  {:.0} img/s",
-            e + 1,
-            args.dense_epochs,
-            st.loss,
-            100.0 * st.train_accuracy,
-            100.0 * evaluate(&mut dense, test, 1000)?,
-            st.images as f64 / st.seconds
-        );
+    if let Some(path) = &args.dense {
+        dense.load(path)?;
+        println!("loaded dense vgg-mnist from {}", path.display());
+    } else {
+        // Adam: this deeper network without normalisation diverges under plain SGD
+        // at LeNet-5's learning rate.
+        let mut dense_opt = Adam::new(1e-3)?;
+        for e in 0..args.dense_epochs {
+            dense_opt.lr = cosine_lr(1e-3, e, args.dense_epochs + 1);
+            let st = train_epoch(
+                &mut dense,
+                &mut dense_opt,
+                &train,
+                &TrainConfig::default(),
+                &mut rng,
+                &mut |_, _| Ok(()),
+            )?;
+            println!(
+                "dense       {}/{}  loss {:.4}  train {:.2} %  test {:.2} %  {:.0} img/s",
+                e + 1,
+                args.dense_epochs,
+                st.loss,
+                100.0 * st.train_accuracy,
+                100.0 * evaluate(&mut dense, test, 1000)?,
+                st.images as f64 / st.seconds
+            );
+        }
+    }
+    if let Some(path) = &args.save_dense {
+        dense.save(path)?;
+        println!("saved dense vgg-mnist to {}", path.display());
     }
 
     // 2. Cost model.
