@@ -5,23 +5,8 @@ use energy_prune::nn::{Cnn, LayerSpec};
 use energy_prune::prune::PruningPlan;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
-fn conv(
-    name: &str,
-    out: usize,
-    k: usize,
-    stride: usize,
-    padding: usize,
-    groups: usize,
-) -> LayerSpec {
-    LayerSpec::Conv {
-        name: name.into(),
-        out_channels: out,
-        kernel: k,
-        stride,
-        padding,
-        groups,
-    }
-}
+mod common;
+use common::conv;
 
 fn net() -> Cnn {
     let specs = [

@@ -6,23 +6,8 @@ use energy_prune::nn::loss::{cross_entropy, mse_distillation};
 use energy_prune::nn::{Cnn, LayerSpec};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
-fn conv(
-    name: &str,
-    out: usize,
-    k: usize,
-    stride: usize,
-    padding: usize,
-    groups: usize,
-) -> LayerSpec {
-    LayerSpec::Conv {
-        name: name.into(),
-        out_channels: out,
-        kernel: k,
-        stride,
-        padding,
-        groups,
-    }
-}
+mod common;
+use common::conv;
 
 /// A small net exercising strided, padded, grouped and pointwise convolutions,
 /// both pools, ReLU and a flattening linear layer.

@@ -1,9 +1,11 @@
 //! Helpers shared by the integration tests.
 
+use energy_prune::nn::LayerSpec;
 use energy_prune::nn::mnist::Dataset;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 /// 1x8x8 images whose class is the quadrant holding the brightest pixel.
+#[allow(dead_code)] // not every test crate uses every helper
 pub fn synthetic(n: usize, seed: u64) -> Dataset {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut images = Vec::with_capacity(n * 64);
@@ -26,5 +28,25 @@ pub fn synthetic(n: usize, seed: u64) -> Dataset {
         channels: 1,
         h: 8,
         w: 8,
+    }
+}
+
+/// A convolution spec with every knob.
+#[allow(dead_code)]
+pub fn conv(
+    name: &str,
+    out: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+) -> LayerSpec {
+    LayerSpec::Conv {
+        name: name.into(),
+        out_channels: out,
+        kernel: k,
+        stride,
+        padding,
+        groups,
     }
 }
