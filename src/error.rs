@@ -157,6 +157,21 @@ impl Error {
     }
 }
 
+/// `Ok(())` if `ok`, else [`Error::InvalidParameter`] for `name = value` with `reason`:
+/// the one-line form of a range check in `validate` methods.
+pub(crate) fn ensure(
+    ok: bool,
+    name: &'static str,
+    value: impl std::fmt::Display,
+    reason: &str,
+) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::param(name, value, reason))
+    }
+}
+
 /// Return an error if `values` holds a NaN or infinity.
 pub(crate) fn check_finite(what: &str, values: &[f32]) -> Result<()> {
     match values.iter().position(|v| !v.is_finite()) {

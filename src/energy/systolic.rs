@@ -57,7 +57,7 @@ use crate::energy::{
     EnergyReport, LayerCost, LayerEnergy, NetworkState, WeightEnergyModel, WidthEnergyModel,
     check_mask_len, kind_name,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ensure};
 
 /// Hardware parameters of the systolic array (energies relative to one
 /// register-file access).
@@ -114,34 +114,30 @@ impl SystolicConfig {
     /// # Errors
     /// [`Error::InvalidParameter`] naming the first field out of range.
     pub fn validate(&self) -> Result<()> {
-        if self.rows == 0 {
-            return Err(Error::param(
-                "rows",
-                self.rows,
-                "the array needs at least one row",
-            ));
-        }
-        if self.cols == 0 {
-            return Err(Error::param(
-                "cols",
-                self.cols,
-                "the array needs at least one column",
-            ));
-        }
-        if self.input_buffer == 0 {
-            return Err(Error::param(
-                "input_buffer",
-                self.input_buffer,
-                "must be >= 1 element",
-            ));
-        }
-        if self.weight_buffer == 0 {
-            return Err(Error::param(
-                "weight_buffer",
-                self.weight_buffer,
-                "must be >= 1 element",
-            ));
-        }
+        ensure(
+            self.rows > 0,
+            "rows",
+            self.rows,
+            "the array needs at least one row",
+        )?;
+        ensure(
+            self.cols > 0,
+            "cols",
+            self.cols,
+            "the array needs at least one column",
+        )?;
+        ensure(
+            self.input_buffer > 0,
+            "input_buffer",
+            self.input_buffer,
+            "must be >= 1 element",
+        )?;
+        ensure(
+            self.weight_buffer > 0,
+            "weight_buffer",
+            self.weight_buffer,
+            "must be >= 1 element",
+        )?;
         for (name, v) in [
             ("e_mac", self.e_mac),
             ("e_dram", self.e_dram),

@@ -39,7 +39,7 @@ use super::observer::{EpochEvent, Observer};
 use super::projection::{ProjectionWorkspace, project_top_k, project_with_workspace};
 use super::schedule::BudgetSchedule;
 use crate::energy::{EnergyReport, NetworkState, WeightEnergyModel};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ensure};
 use crate::network::Trainable;
 use crate::nn::mnist::Dataset;
 use crate::nn::optim::{InputMaskAdam, Sgd};
@@ -109,31 +109,28 @@ impl MaskRounds {
     /// # Errors
     /// [`Error::InvalidParameter`] naming the first field out of range.
     pub fn validate(&self) -> Result<()> {
-        if self.rounds == 0
-            || self.mask_epochs == 0
-            || self.weight_epochs == 0
-            || self.project_every == 0
-        {
-            return Err(Error::param(
-                "mask rounds",
-                format!("{self:?}"),
-                "rounds, epochs and project_every must be >= 1",
-            ));
-        }
-        if !(self.keep_start > 0.0 && self.keep_start <= 1.0) {
-            return Err(Error::param(
-                "keep_start",
-                self.keep_start,
-                "must be in (0, 1]",
-            ));
-        }
-        if !(0.0..1.0).contains(&self.keep_step) {
-            return Err(Error::param(
-                "keep_step",
-                self.keep_step,
-                "must be in [0, 1)",
-            ));
-        }
+        let counts_ok = self.rounds > 0
+            && self.mask_epochs > 0
+            && self.weight_epochs > 0
+            && self.project_every > 0;
+        ensure(
+            counts_ok,
+            "mask rounds",
+            format!("{self:?}"),
+            "rounds, epochs and project_every must be >= 1",
+        )?;
+        ensure(
+            self.keep_start > 0.0 && self.keep_start <= 1.0,
+            "keep_start",
+            self.keep_start,
+            "must be in (0, 1]",
+        )?;
+        ensure(
+            (0.0..1.0).contains(&self.keep_step),
+            "keep_step",
+            self.keep_step,
+            "must be in [0, 1)",
+        )?;
         InputMaskAdam::new(self.lr, self.l1).map(|_| ())
     }
 }
@@ -219,30 +216,33 @@ impl ProjectedTraining {
     /// # Errors
     /// [`Error::InvalidParameter`] naming the first field out of range.
     pub fn validate(&self) -> Result<()> {
-        if self.epochs == 0 {
-            return Err(Error::param("epochs", self.epochs, "must be >= 1"));
-        }
-        if self.batch_size == 0 {
-            return Err(Error::param("batch_size", self.batch_size, "must be >= 1"));
-        }
-        if self.project_every == 0 {
-            return Err(Error::param(
-                "project_every",
-                self.project_every,
-                "must be >= 1",
-            ));
-        }
-        if !(self.reach_fraction > 0.0 && self.reach_fraction <= 1.0) {
-            return Err(Error::param(
-                "reach_fraction",
-                self.reach_fraction,
-                "must be in (0, 1]",
-            ));
-        }
-        if let Some(w) = self.distill_weight
-            && !(0.0..=1.0).contains(&w)
-        {
-            return Err(Error::param("distill_weight", w, "must be in [0, 1]"));
+        ensure(self.epochs > 0, "epochs", self.epochs, "must be >= 1")?;
+        ensure(
+            self.batch_size > 0,
+            "batch_size",
+            self.batch_size,
+            "must be >= 1",
+        )?;
+        ensure(
+            self.project_every > 0,
+            "project_every",
+            self.project_every,
+            "must be >= 1",
+        )?;
+        let reach = self.reach_fraction;
+        ensure(
+            reach > 0.0 && reach <= 1.0,
+            "reach_fraction",
+            reach,
+            "must be in (0, 1]",
+        )?;
+        if let Some(w) = self.distill_weight {
+            ensure(
+                (0.0..=1.0).contains(&w),
+                "distill_weight",
+                w,
+                "must be in [0, 1]",
+            )?;
         }
         if let Some(m) = &self.input_masks {
             m.validate()?;
