@@ -24,7 +24,8 @@
 //!
 //! The solver stops when the model's cost of the live widths meets the budget.
 
-use crate::arch::{Architecture, LayerKind};
+use super::plan::SlotLayout;
+use crate::arch::Architecture;
 use crate::energy::WidthEnergyModel;
 use crate::error::{Error, Result};
 
@@ -284,47 +285,11 @@ impl Admm {
                     w.len().min(d.len()),
                 ));
             }
-            let u = layer.input[0].width.0;
-            if layer.input.len() != 1 {
-                return Err(Error::param(
-                    "input",
-                    layer.name.clone(),
-                    "ADMM channel pruning supports layers reading one width",
-                ));
-            }
-            let wd = |i: usize| (w[i] as f64).powi(2) * d[i] as f64;
-            match layer.kind {
-                LayerKind::Conv2d(g) if g.is_depthwise() => {
-                    let taps = g.kernel_h * g.kernel_w;
-                    for (k, ak) in a[u].iter_mut().enumerate() {
-                        *ak += (k * taps..(k + 1) * taps).map(wd).sum::<f64>();
-                    }
-                }
-                LayerKind::Conv2d(g) if g.groups == 1 => {
-                    let taps = g.kernel_h * g.kernel_w;
-                    for o in 0..g.out_channels {
-                        for (c, ac) in a[u].iter_mut().enumerate() {
-                            let base = (o * g.in_channels + c) * taps;
-                            *ac += (base..base + taps).map(wd).sum::<f64>();
-                        }
-                    }
-                }
-                LayerKind::Conv2d(g) => {
-                    return Err(Error::param(
-                        "groups",
-                        g.groups,
-                        "ADMM supports ungrouped and depthwise convolutions",
-                    ));
-                }
-                LayerKind::Linear(g) => {
-                    let sp = layer.input[0].spatial;
-                    for o in 0..g.out_features {
-                        for (c, ac) in a[u].iter_mut().enumerate() {
-                            let base = o * g.in_features + c * sp;
-                            *ac += (base..base + sp).map(wd).sum::<f64>();
-                        }
-                    }
-                }
+            for slots in SlotLayout::of_layer(&self.arch, l)? {
+                let au = &mut a[slots.width];
+                slots.for_each_run(|k, r| {
+                    au[k] += r.map(|i| (w[i] as f64).powi(2) * d[i] as f64).sum::<f64>();
+                });
             }
         }
         Ok(a)
@@ -375,7 +340,7 @@ impl Admm {
                 self.cfg.round_to,
             ));
         }
-        self.zero_slots(weights, &keep);
+        self.zero_slots(weights, &keep)?;
         // 2. Live widths and their cost.
         let live: Vec<usize> = keep
             .iter()
@@ -465,43 +430,18 @@ impl Admm {
         Ok((value, g1, g2))
     }
 
-    fn zero_slots(&self, weights: &mut [Vec<f32>], keep: &[Vec<bool>]) {
-        for (l, layer) in self.arch.layers().iter().enumerate() {
-            let u = layer.input[0].width.0;
-            let w = &mut weights[l];
-            match layer.kind {
-                LayerKind::Conv2d(g) if g.is_depthwise() => {
-                    let taps = g.kernel_h * g.kernel_w;
-                    for (k, kept) in keep[u].iter().enumerate() {
-                        if !kept {
-                            w[k * taps..(k + 1) * taps].fill(0.0);
-                        }
+    fn zero_slots(&self, weights: &mut [Vec<f32>], keep: &[Vec<bool>]) -> Result<()> {
+        for (l, w) in weights.iter_mut().enumerate() {
+            for slots in SlotLayout::of_layer(&self.arch, l)? {
+                let kept = &keep[slots.width];
+                slots.for_each_run(|k, r| {
+                    if !kept[k] {
+                        w[r].fill(0.0);
                     }
-                }
-                LayerKind::Conv2d(g) => {
-                    let taps = g.kernel_h * g.kernel_w;
-                    for o in 0..g.out_channels {
-                        for (c, kept) in keep[u].iter().enumerate() {
-                            if !kept {
-                                let base = (o * g.in_channels + c) * taps;
-                                w[base..base + taps].fill(0.0);
-                            }
-                        }
-                    }
-                }
-                LayerKind::Linear(g) => {
-                    let sp = layer.input[0].spatial;
-                    for o in 0..g.out_features {
-                        for (c, kept) in keep[u].iter().enumerate() {
-                            if !kept {
-                                let base = o * g.in_features + c * sp;
-                                w[base..base + sp].fill(0.0);
-                            }
-                        }
-                    }
-                }
+                });
             }
         }
+        Ok(())
     }
 }
 

@@ -20,54 +20,118 @@ pub struct PruningPlan {
     pub kept: Vec<Vec<usize>>,
 }
 
-/// Where width `u`'s slot `k` sits in a layer's canonical weights: visits every
-/// weight index of the slot.
-fn for_each_slot_index(
-    arch: &Architecture,
-    layer: usize,
-    width: usize,
-    k: usize,
-    f: &mut dyn FnMut(usize),
-) -> Result<()> {
-    let l = &arch.layers()[layer];
-    let mut offset = 0;
-    for seg in &l.input {
-        let channels = arch.widths()[seg.width.0].channels;
-        if seg.width.0 == width {
-            match l.kind {
+/// How the channel slots of one input width sit in a layer's canonical weights.
+#[derive(Debug, Clone, Copy)]
+enum SlotKind {
+    /// Filter `k` (`taps` weights) of a depthwise convolution.
+    Depthwise { taps: usize },
+    /// Input channel `offset + k` of every filter of an ungrouped convolution.
+    Conv {
+        in_channels: usize,
+        out: usize,
+        taps: usize,
+    },
+    /// Features `offset + k * spatial ..` of every output of a linear layer.
+    Linear {
+        in_features: usize,
+        out: usize,
+        spatial: usize,
+    },
+}
+
+/// The slots of one width inside one layer's weights; see [`SlotLayout::for_each_run`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlotLayout {
+    /// The width whose channels the slots are.
+    pub(crate) width: usize,
+    channels: usize,
+    offset: usize,
+    kind: SlotKind,
+}
+
+impl SlotLayout {
+    /// One layout per input segment of `layer`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for grouped (non-depthwise) convolutions.
+    pub(crate) fn of_layer(arch: &Architecture, layer: usize) -> Result<Vec<SlotLayout>> {
+        let l = &arch.layers()[layer];
+        let mut offset = 0;
+        let mut out = Vec::with_capacity(l.input.len());
+        for seg in &l.input {
+            let channels = arch.widths()[seg.width.0].channels;
+            let kind = match l.kind {
+                LayerKind::Conv2d(g) if g.is_depthwise() => SlotKind::Depthwise {
+                    taps: g.kernel_h * g.kernel_w,
+                },
+                LayerKind::Conv2d(g) if g.groups == 1 => SlotKind::Conv {
+                    in_channels: g.in_channels,
+                    out: g.out_channels,
+                    taps: g.kernel_h * g.kernel_w,
+                },
                 LayerKind::Conv2d(g) => {
-                    let taps = g.kernel_h * g.kernel_w;
-                    if g.is_depthwise() {
-                        (k * taps..(k + 1) * taps).for_each(&mut *f);
-                    } else if g.groups == 1 {
-                        let c = offset + k;
-                        for o in 0..g.out_channels {
-                            let base = (o * g.in_channels + c) * taps;
-                            (base..base + taps).for_each(&mut *f);
-                        }
-                    } else {
-                        return Err(Error::param(
-                            "groups",
-                            g.groups,
-                            format!(
-                                "channel plans support ungrouped and depthwise convolutions (layer {})",
-                                l.name
-                            ),
-                        ));
+                    return Err(Error::param(
+                        "groups",
+                        g.groups,
+                        format!(
+                            "channel pruning supports ungrouped and depthwise convolutions (layer {})",
+                            l.name
+                        ),
+                    ));
+                }
+                LayerKind::Linear(g) => SlotKind::Linear {
+                    in_features: g.in_features,
+                    out: g.out_features,
+                    spatial: seg.spatial,
+                },
+            };
+            out.push(SlotLayout {
+                width: seg.width.0,
+                channels,
+                offset,
+                kind,
+            });
+            offset += channels * if l.is_conv() { 1 } else { seg.spatial };
+        }
+        Ok(out)
+    }
+
+    /// Call `f(k, range)` for every contiguous run of weight indices belonging to
+    /// slot `k`, in memory order (so a pass over all slots streams the weights once).
+    #[inline]
+    pub(crate) fn for_each_run(&self, mut f: impl FnMut(usize, std::ops::Range<usize>)) {
+        match self.kind {
+            SlotKind::Depthwise { taps } => {
+                for k in 0..self.channels {
+                    f(k, k * taps..(k + 1) * taps);
+                }
+            }
+            SlotKind::Conv {
+                in_channels,
+                out,
+                taps,
+            } => {
+                for o in 0..out {
+                    for k in 0..self.channels {
+                        let base = (o * in_channels + self.offset + k) * taps;
+                        f(k, base..base + taps);
                     }
                 }
-                LayerKind::Linear(g) => {
-                    let start = offset + k * seg.spatial;
-                    for o in 0..g.out_features {
-                        let base = o * g.in_features + start;
-                        (base..base + seg.spatial).for_each(&mut *f);
+            }
+            SlotKind::Linear {
+                in_features,
+                out,
+                spatial,
+            } => {
+                for o in 0..out {
+                    for k in 0..self.channels {
+                        let base = o * in_features + self.offset + k * spatial;
+                        f(k, base..base + spatial);
                     }
                 }
             }
         }
-        offset += channels * if l.is_conv() { 1 } else { seg.spatial };
     }
-    Ok(())
 }
 
 impl PruningPlan {
@@ -92,27 +156,26 @@ impl PruningPlan {
         let weights: Vec<Vec<f32>> = (0..arch.layers().len())
             .map(|l| net.weights(l))
             .collect::<Result<_>>()?;
-        let mut kept = Vec::with_capacity(arch.widths().len());
-        for (u, w) in arch.widths().iter().enumerate() {
-            if w.fixed {
-                kept.push((0..w.channels).collect());
-                continue;
+        // A slot is live if any weight reading it is nonzero; a width nobody reads
+        // keeps all its channels.
+        let mut read = vec![false; arch.widths().len()];
+        let mut live: Vec<Vec<bool>> = arch
+            .widths()
+            .iter()
+            .map(|w| vec![w.fixed; w.channels])
+            .collect();
+        for (l, w) in weights.iter().enumerate() {
+            for slots in SlotLayout::of_layer(arch, l)? {
+                read[slots.width] = true;
+                let lv = &mut live[slots.width];
+                slots.for_each_run(|k, r| lv[k] |= w[r].iter().any(|v| *v != 0.0));
             }
-            let readers: Vec<usize> = (0..arch.layers().len())
-                .filter(|&l| arch.layers()[l].input.iter().any(|s| s.width.0 == u))
-                .collect();
-            let mut live = Vec::new();
-            for k in 0..w.channels {
-                let mut nonzero = readers.is_empty();
-                for &l in &readers {
-                    for_each_slot_index(arch, l, u, k, &mut |i| nonzero |= weights[l][i] != 0.0)?;
-                }
-                if nonzero {
-                    live.push(k);
-                }
-            }
-            kept.push(live);
         }
+        let kept = live
+            .iter()
+            .zip(&read)
+            .map(|(lv, r)| (0..lv.len()).filter(|&k| lv[k] || !r).collect())
+            .collect();
         Ok(Self { kept })
     }
 
@@ -161,15 +224,14 @@ impl PruningPlan {
         self.check(&arch)?;
         for l in 0..arch.layers().len() {
             let mut w = net.weights(l)?;
-            for seg in &arch.layers()[l].input {
-                let u = seg.width.0;
-                let mut keep = vec![false; arch.widths()[u].channels];
-                self.kept[u].iter().for_each(|&k| keep[k] = true);
-                for (k, kept) in keep.iter().enumerate() {
-                    if !kept {
-                        for_each_slot_index(&arch, l, u, k, &mut |i| w[i] = 0.0)?;
+            for slots in SlotLayout::of_layer(&arch, l)? {
+                let mut keep = vec![false; arch.widths()[slots.width].channels];
+                self.kept[slots.width].iter().for_each(|&k| keep[k] = true);
+                slots.for_each_run(|k, r| {
+                    if !keep[k] {
+                        w[r].fill(0.0);
                     }
-                }
+                });
             }
             net.write_weights(l, &w)?;
         }
