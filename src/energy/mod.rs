@@ -178,6 +178,30 @@ pub struct LayerEnergy {
     pub total: f64,
 }
 
+impl LayerEnergy {
+    /// The breakdown of `layer`, its total being the sum of the three parts.
+    pub(crate) fn of(
+        layer: &crate::arch::Layer,
+        nonzero: u64,
+        macs: u64,
+        compute: f64,
+        weight_access: f64,
+        input_access: f64,
+    ) -> Self {
+        Self {
+            name: layer.name.clone(),
+            kind: kind_name(&layer.kind),
+            weights: layer.weight_count() as u64,
+            nonzero,
+            macs,
+            compute,
+            weight_access,
+            input_access,
+            total: compute + weight_access + input_access,
+        }
+    }
+}
+
 /// A per-layer energy breakdown and its total.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]

@@ -55,7 +55,7 @@
 use crate::arch::{Architecture, Conv2dGeometry, Layer, LayerKind, valid_range};
 use crate::energy::{
     EnergyReport, LayerCost, LayerEnergy, NetworkState, WeightEnergyModel, WidthEnergyModel,
-    check_mask_len, kind_name,
+    check_mask_len,
 };
 use crate::error::{Error, Result, ensure};
 
@@ -684,17 +684,14 @@ impl WeightEnergyModel for SystolicArray {
                     (nw, compute, wa, self.linear_input_energy(nx, *d))
                 }
             };
-            out.push(LayerEnergy {
-                name: layer.name.clone(),
-                kind: kind_name(&layer.kind),
-                weights: w.len() as u64,
-                nonzero: nw,
+            out.push(LayerEnergy::of(
+                layer,
+                nw,
                 macs,
                 compute,
                 weight_access,
                 input_access,
-                total: compute + weight_access + input_access,
-            });
+            ));
         }
         Ok(EnergyReport::from_layers(out))
     }
@@ -742,17 +739,7 @@ impl WeightEnergyModel for SystolicArray {
                     Pre::Conv(pc) => pc.a * nw,
                     Pre::Linear { .. } => nw,
                 };
-                LayerEnergy {
-                    name: layer.name.clone(),
-                    kind: kind_name(&layer.kind),
-                    weights: layer.weight_count() as u64,
-                    nonzero: nw,
-                    macs,
-                    compute,
-                    weight_access,
-                    input_access: ie,
-                    total: compute + weight_access + ie,
-                }
+                LayerEnergy::of(layer, nw, macs, compute, weight_access, ie)
             })
             .collect();
         Ok(EnergyReport::from_layers(layers))
