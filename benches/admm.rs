@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use energy_prune::arch::zoo;
-use energy_prune::energy::{SystolicArray, SystolicConfig, WidthEnergyModel};
+use energy_prune::energy::{SystolicArray, SystolicConfig, WidthCostModel};
 use energy_prune::prune::{Admm, AdmmConfig};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -15,7 +15,7 @@ fn admm(c: &mut Criterion) {
     let arch = zoo::alexnet().unwrap();
     let model = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
     let full: Vec<f64> = arch.widths().iter().map(|w| w.channels as f64).collect();
-    let budget = 0.5 * model.width_energy(&full).unwrap();
+    let budget = 0.5 * model.cost(&full).unwrap();
     let mut rng = StdRng::seed_from_u64(0);
     let mut weights: Vec<Vec<f32>> = arch
         .layers()

@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use energy_prune::arch::{ArchBuilder, Architecture, Conv};
-use energy_prune::energy::{Bilinear, FitOptions, ProfileSet, WidthEnergyModel, WidthSampler};
+use energy_prune::energy::{Bilinear, FitOptions, ProfileSet, WidthCostModel, WidthSampler};
 
 /// A sequential network with 16 widths (input, 14 hidden, classes).
 fn sixteen_widths() -> Architecture {
@@ -31,7 +31,7 @@ fn fit(c: &mut Criterion) {
     for _ in 0..10_000 {
         let s = sampler.sample();
         let f: Vec<f64> = s.iter().map(|v| *v as f64).collect();
-        data.push(s, truth.width_energy(&f).unwrap()).unwrap();
+        data.push(s, truth.cost(&f).unwrap()).unwrap();
     }
     let opts = FitOptions {
         linear_terms: true,
@@ -53,7 +53,7 @@ fn fit(c: &mut Criterion) {
         .collect();
     let mut g = vec![0.0; s.len()];
     c.bench_function("bilinear_value_and_gradient_16_widths", |b| {
-        b.iter(|| truth.energy_and_gradient(black_box(&s), &mut g).unwrap())
+        b.iter(|| truth.cost_and_gradient(black_box(&s), &mut g).unwrap())
     });
 }
 

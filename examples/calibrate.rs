@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use energy_prune::energy::{
-    Bilinear, CostOracle, FitOptions, ProfileSet, WidthEnergyModel, WidthSampler,
+    Bilinear, CostOracle, FitOptions, ProfileSet, WidthCostModel, WidthSampler,
 };
 use energy_prune::network::Network;
 use energy_prune::nn::{Cnn, LatencyOracle};
@@ -173,7 +173,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         .iter()
         .map(|(w, c)| {
             let s: Vec<f64> = w.iter().map(|v| *v as f64).collect();
-            let f = model.width_energy(&s).unwrap_or(f64::NAN);
+            let f = model.cost(&s).unwrap_or(f64::NAN);
             ((f - c).abs() / c, w.to_vec(), c, f)
         })
         .collect();

@@ -17,20 +17,18 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use common::{DenseTraining, Progress, print_dense, train_dense};
 use energy_prune::energy::{
-    Bilinear, CostOracle, FitOptions, ProfileSet, SystolicArray, SystolicConfig, WidthEnergyModel,
+    Bilinear, CostOracle, FitOptions, ProfileSet, SystolicArray, SystolicConfig, WidthCostModel,
     WidthSampler,
 };
-use energy_prune::network::Network;
+use energy_prune::network::{Network, PruningPlan};
 use energy_prune::nn::mnist::{Mnist, MnistOptions};
-use energy_prune::nn::optim::Adam;
-use energy_prune::nn::{
-    Cnn, LatencyOracle, LatencyStats, TrainConfig, cosine_lr, evaluate, measure_latency,
-    predict_all, train_epoch,
-};
+use energy_prune::nn::{Cnn, LatencyOracle, LatencyStats, measure_latency};
 use energy_prune::prune::{
-    AdmmConfig, AdmmTraining, Data, EpochEvent, OnEpoch, PruningPlan, train_admm, uniform_widths,
+    AdmmConfig, AdmmTraining, Data, train_admm, train_uniform, uniform_widths,
 };
+use energy_prune::train::{Adam, evaluate};
 use rand::{SeedableRng, rngs::StdRng};
 
 struct Args {
@@ -106,8 +104,8 @@ struct Row {
     widths: Vec<usize>,
 }
 
-fn predicted(model: &dyn WidthEnergyModel, widths: &[usize]) -> energy_prune::Result<f64> {
-    model.width_energy(&widths.iter().map(|v| *v as f64).collect::<Vec<_>>())
+fn predicted(model: &dyn WidthCostModel, widths: &[usize]) -> energy_prune::Result<f64> {
+    model.cost(&widths.iter().map(|v| *v as f64).collect::<Vec<_>>())
 }
 
 fn run(args: &Args) -> energy_prune::Result<()> {
@@ -139,26 +137,16 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         // Adam: this deeper network without normalisation diverges under plain SGD
         // at LeNet-5's learning rate.
         let mut dense_opt = Adam::new(1e-3)?;
-        for e in 0..args.dense_epochs {
-            dense_opt.lr = cosine_lr(1e-3, e, args.dense_epochs + 1);
-            let st = train_epoch(
-                &mut dense,
-                &mut dense_opt,
-                &train,
-                &TrainConfig::default(),
-                &mut rng,
-                &mut |_, _| Ok(()),
-            )?;
-            println!(
-                "dense       {}/{}  loss {:.4}  train {:.2} %  test {:.2} %  {:.0} img/s",
-                e + 1,
-                args.dense_epochs,
-                st.loss,
-                100.0 * st.train_accuracy,
-                100.0 * evaluate(&mut dense, test, 1000)?,
-                st.images as f64 / st.seconds
-            );
-        }
+        let cfg = DenseTraining {
+            epochs: args.dense_epochs,
+            lr: 1e-3,
+            schedule_epochs: args.dense_epochs + 1,
+            batch_size: 64,
+        };
+        let epochs = args.dense_epochs;
+        train_dense(&mut dense, &mut dense_opt, &train, test, &cfg, &mut rng, &mut |e| {
+            print_dense("dense", epochs, e)
+        })?;
     }
     if let Some(path) = &args.save_dense {
         dense.save(path)?;
@@ -166,7 +154,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     }
 
     // 2. Cost model.
-    let model: Box<dyn WidthEnergyModel> = match (args.model.as_str(), &args.cost_model) {
+    let model: Box<dyn WidthCostModel> = match (args.model.as_str(), &args.cost_model) {
         ("latency", Some(path)) => {
             println!("cost model: {} (loaded)", path.display());
             Box::new(Bilinear::load_json(path)?)
@@ -241,20 +229,10 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         },
         ..AdmmTraining::default()
     };
-    let mut print = OnEpoch(|e: &EpochEvent| {
-        println!(
-            "{:<13} {}/{}  loss {:.4}  train {:.2} %  test {:.2} %  predicted {:.4} vs budget {:.4} {unit}  live channels {}",
-            e.phase,
-            e.epoch,
-            e.epochs,
-            e.loss,
-            100.0 * e.train_accuracy,
-            100.0 * e.test_accuracy.unwrap_or(f64::NAN),
-            e.energy,
-            e.budget,
-            e.nonzero
-        )
-    });
+    let mut print = Progress {
+        reference: 1.0,
+        unit,
+    };
     let mut ecc = dense.clone();
     let data = Data {
         train: &train,
@@ -262,49 +240,35 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         test: Some(test),
     };
     let report = train_admm(&mut ecc, model.as_ref(), budget, data, &cfg, &mut print)?;
-    let mut ecc_compact = ecc.compact(&report.plan)?;
+    let ecc_plan = PruningPlan::from_network(&ecc)?;
+    let ecc_widths = ecc_plan.widths();
+    let mut ecc_compact = ecc.compact(&ecc_plan)?;
     let ecc_row = Row {
         accuracy: evaluate(&mut ecc_compact, test, 1000)?,
-        predicted: report.cost,
+        predicted: predicted(model.as_ref(), &ecc_widths)?,
         latency: measure_latency(&mut ecc_compact, 64, 2, 9)?,
-        widths: report.widths.clone(),
+        widths: ecc_widths.clone(),
     };
-    println!(
-        "ECC: {:?}, widths {:?}\n",
-        report.termination, report.widths
-    );
+    println!("ECC: {}, widths {:?}\n", report.termination, ecc_widths);
 
-    // 4. Uniform width scaling to the same predicted cost, same epochs and loss.
-    let widths = uniform_widths(&arch, model.as_ref(), budget)?;
-    let plan = PruningPlan {
-        kept: widths.iter().map(|&w| (0..w).collect()).collect(),
-    };
-    let mut uniform = dense.compact(&plan)?;
-    let teacher = predict_all(&mut dense, &train, 1000)?;
-    let tc = TrainConfig {
-        batch_size: cfg.batch_size,
-        distill: cfg.distill_weight.map(|w| (&teacher[..], w)),
-    };
-    let mut adam = Adam::new(cfg.lr)?;
+    // 4. Uniform width scaling to the same predicted cost, trained through the same
+    // driver for the same epochs with the same loss and data order, then compacted.
+    let mut uniform = dense.clone();
     let epochs_run = report.history.len();
-    for e in 0..epochs_run {
-        let st = train_epoch(
-            &mut uniform,
-            &mut adam,
-            &train,
-            &tc,
-            &mut rng,
-            &mut |_, _| Ok(()),
-        )?;
-        println!(
-            "uniform       {}/{}  loss {:.4}  train {:.2} %  test {:.2} %",
-            e + 1,
-            epochs_run,
-            st.loss,
-            100.0 * st.train_accuracy,
-            100.0 * evaluate(&mut uniform, test, 1000)?
-        );
-    }
+    let uniform_report = train_uniform(
+        &mut uniform,
+        model.as_ref(),
+        budget,
+        data,
+        epochs_run,
+        &cfg,
+        &mut print,
+    )?;
+    println!("uniform: {}\n", uniform_report.termination);
+    let widths = uniform_widths(&arch, model.as_ref(), budget)?;
+    let mut uniform = uniform.compact(&PruningPlan {
+        kept: widths.iter().map(|&w| (0..w).collect()).collect(),
+    })?;
     let uniform_row = Row {
         accuracy: evaluate(&mut uniform, test, 1000)?,
         predicted: predicted(model.as_ref(), &widths)?,

@@ -82,8 +82,8 @@ fn report(arch: &Architecture, cfg: SystolicConfig) -> energy_prune::Result<serd
         "\nexact total {:.6e}   relaxed total {:.6e}   all-zero floor {:.6e} = {:.2} % of dense",
         exact.total,
         relaxed.total,
-        model.floor(),
-        100.0 * model.floor() / exact.total
+        model.dense_floor(),
+        100.0 * model.dense_floor() / exact.total
     );
     let layers: Vec<serde_json::Value> = exact
         .layers
@@ -102,7 +102,7 @@ fn report(arch: &Architecture, cfg: SystolicConfig) -> energy_prune::Result<serd
         "layers": layers,
         "total": exact.total,
         "relaxed_total": relaxed.total,
-        "floor": model.floor(),
+        "floor": model.dense_floor(),
     }))
 }
 

@@ -41,6 +41,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A feature the crate does not (yet) support was asked for, e.g. channel
+    /// pruning of a grouped (non-depthwise) convolution.
+    #[error("unsupported: {feature}: {hint}")]
+    Unsupported {
+        /// What was asked for.
+        feature: String,
+        /// What to do instead.
+        hint: String,
+    },
+
     /// A weight, gradient, input or cost is NaN or infinite.
     #[error(
         "non-finite value in {what} at index {index}: training diverged or the input is corrupt; lower the learning rate or check the data"
@@ -144,6 +154,14 @@ impl Error {
     }
 
     #[cold]
+    pub(crate) fn unsupported(feature: impl Into<String>, hint: impl Into<String>) -> Self {
+        Error::Unsupported {
+            feature: feature.into(),
+            hint: hint.into(),
+        }
+    }
+
+    #[cold]
     pub(crate) fn arch(msg: impl Into<String>) -> Self {
         Error::InvalidArchitecture(msg.into())
     }
@@ -173,7 +191,7 @@ pub(crate) fn ensure(
 }
 
 /// Return an error if `values` holds a NaN or infinity.
-pub(crate) fn check_finite(what: &str, values: &[f32]) -> Result<()> {
+pub(crate) fn check_finite<F: num_traits::Float>(what: &str, values: &[F]) -> Result<()> {
     match values.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
         Some(index) => Err(Error::NonFinite {

@@ -82,5 +82,8 @@ pub mod error;
 pub mod network;
 pub mod nn;
 pub mod prune;
+#[doc(hidden)]
+pub mod testing;
+pub mod train;
 
 pub use error::{Error, Result};

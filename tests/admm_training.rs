@@ -1,7 +1,7 @@
 //! ADMM channel pruning end to end on a tiny synthetic task, and the uniform baseline.
 
 use energy_prune::Error;
-use energy_prune::energy::{SystolicArray, SystolicConfig, WidthEnergyModel};
+use energy_prune::energy::{SystolicArray, SystolicConfig, WidthCostModel};
 use energy_prune::network::{Network, Trainable};
 use energy_prune::nn::{Cnn, LayerSpec};
 use energy_prune::prune::{
@@ -39,7 +39,7 @@ fn admm_meets_the_budget_and_the_plan_compacts() {
     let (train, test) = (synthetic(512, 1), synthetic(256, 2));
     let mut n = net();
     let model = SystolicArray::new(n.architecture(), SystolicConfig::default()).unwrap();
-    let budget = 0.6 * model.width_energy(&full(&n)).unwrap();
+    let budget = 0.6 * model.cost(&full(&n)).unwrap();
     let cfg = AdmmTraining {
         epochs: 6,
         finetune_epochs: 1,
@@ -64,7 +64,7 @@ fn admm_meets_the_budget_and_the_plan_compacts() {
     );
     assert!(r.budget_met && r.cost <= budget, "{} > {budget}", r.cost);
     let live: Vec<f64> = r.widths.iter().map(|v| *v as f64).collect();
-    assert!(model.width_energy(&live).unwrap() <= budget);
+    assert!(model.cost(&live).unwrap() <= budget);
     assert!(r.widths.iter().all(|w| *w >= 1));
     // The compact network computes what the pruned one does.
     let mut compact = n.compact(&r.plan).unwrap();
@@ -89,7 +89,7 @@ fn infeasible_budgets_are_errors_and_uniform_widths_are_maximal() {
         .iter()
         .map(|w| if w.fixed { w.channels as f64 } else { 1.0 })
         .collect();
-    let floor = model.width_energy(&ones).unwrap();
+    let floor = model.cost(&ones).unwrap();
     let data = Data {
         train: &train,
         validation: None,
@@ -106,11 +106,11 @@ fn infeasible_budgets_are_errors_and_uniform_widths_are_maximal() {
     .unwrap_err();
     assert!(matches!(err, Error::InfeasibleBudget { .. }), "{err}");
     assert!(uniform_widths(&arch, &model, 0.9 * floor).is_err());
-    let budget = 0.5 * model.width_energy(&full(&n)).unwrap();
+    let budget = 0.5 * model.cost(&full(&n)).unwrap();
     let w = uniform_widths(&arch, &model, budget).unwrap();
     let cost = |w: &[usize]| {
         model
-            .width_energy(&w.iter().map(|v| *v as f64).collect::<Vec<_>>())
+            .cost(&w.iter().map(|v| *v as f64).collect::<Vec<_>>())
             .unwrap()
     };
     assert!(cost(&w) <= budget);

@@ -77,9 +77,10 @@ fn hand_check_of_conv1() {
 #[test]
 fn knapsack_costs_and_coefficients() {
     let (_, m) = model();
-    assert_eq!(m.conv_betas(0).unwrap(), Some((1_380.0, 14_380.0)));
-    assert_eq!(m.conv_betas(1).unwrap(), Some((354.0, 1_954.0)));
-    assert_eq!(m.conv_betas(2).unwrap(), None);
+    let b = |l| m.conv_access_energy(l).unwrap().map(|b| (b.beta_in, b.beta_out));
+    assert_eq!(b(0), Some((1_380.0, 14_380.0)));
+    assert_eq!(b(1), Some((354.0, 1_954.0)));
+    assert_eq!(b(2), None);
     let c = m.knapsack_costs();
     close(c[0].base, 3_732.0);
     close(c[0].base + c[0].surcharge, 16_732.0);

@@ -36,9 +36,11 @@
 //! ```
 
 mod builder;
+mod slots;
 pub mod zoo;
 
 pub use builder::{ArchBuilder, Conv, FeatureMap};
+pub use slots::SlotLayout;
 
 use crate::error::{Error, Result};
 

@@ -20,7 +20,7 @@
 
 use nalgebra::{Cholesky, DMatrix, DVector};
 
-use super::WidthEnergyModel;
+use super::WidthCostModel;
 use super::profile::ProfileSet;
 use crate::arch::Architecture;
 use crate::error::{Error, Result};
@@ -428,12 +428,12 @@ impl Bilinear {
     }
 }
 
-impl WidthEnergyModel for Bilinear {
+impl WidthCostModel for Bilinear {
     fn num_widths(&self) -> usize {
         self.max.len()
     }
 
-    fn energy_and_gradient(&self, widths: &[f64], grad: &mut [f64]) -> Result<f64> {
+    fn cost_and_gradient(&self, widths: &[f64], grad: &mut [f64]) -> Result<f64> {
         let n = self.max.len();
         if widths.len() != n || grad.len() != n {
             return Err(Error::shape(
@@ -560,14 +560,14 @@ mod tests {
                 })
                 .collect();
             let mut g = vec![0.0; s.len()];
-            m.energy_and_gradient(&s, &mut g).unwrap();
+            m.cost_and_gradient(&s, &mut g).unwrap();
             for i in 0..s.len() {
                 let h = 1e-3;
                 let mut sp = s.clone();
                 sp[i] += h;
                 let mut sm = s.clone();
                 sm[i] -= h;
-                let fd = (m.width_energy(&sp).unwrap() - m.width_energy(&sm).unwrap()) / (2.0 * h);
+                let fd = (m.cost(&sp).unwrap() - m.cost(&sm).unwrap()) / (2.0 * h);
                 assert!(
                     (fd - g[i]).abs() <= 1e-6 * fd.abs().max(1.0),
                     "{} width {i}: {fd} vs {}",

@@ -8,7 +8,7 @@
 //!   weights are nonzero, which input elements are masked), with a per-layer
 //!   breakdown, plus the per-layer knapsack costs that weighted sparse projection
 //!   needs. Implemented by the analytic [`SystolicArray`] model.
-//! * [`WidthEnergyModel`]: energy `f(s)` and its gradient for continuous layer
+//! * [`WidthCostModel`]: energy `f(s)` and its gradient for continuous layer
 //!   widths `s` (channel counts). Implemented by [`SystolicArray`] in width form and
 //!   by the learned [`Bilinear`] model, fitted to measurements of any black-box
 //!   [`CostOracle`] (see [`profile`] for the calibration workflow).
@@ -22,107 +22,14 @@ pub mod systolic;
 
 pub use bilinear::{Bilinear, FitError, FitOptions, FitReport, Term};
 pub use profile::{CostOracle, ModelOracle, ProfileSet, WidthSampler};
-pub use systolic::{SystolicArray, SystolicConfig};
+pub use systolic::{SystolicArray, SystolicConfig, WeightAccessEnergy};
 
 use std::fmt;
 use std::sync::Arc;
 
 use crate::arch::{Architecture, LayerKind};
-use crate::error::{Error, Result};
-use crate::network::{Network, NetworkMut};
-
-/// The weights and input masks of every prunable layer: the *sparsity state* that a
-/// weight-level model prices. A weight is "in the support" when it is nonzero; an
-/// input element is present when its mask entry is nonzero (no mask: all present).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct NetworkState {
-    /// Weights per prunable layer, canonical layout.
-    pub weights: Vec<Vec<f32>>,
-    /// Optional input mask per prunable layer (`C x H x W` for conv, `C` for linear).
-    pub input_masks: Vec<Option<Vec<f32>>>,
-}
-
-impl NetworkState {
-    /// Copy the weights and input masks out of a network.
-    ///
-    /// # Errors
-    /// Errors of the network's `read_weights` / `read_input_mask`.
-    pub fn from_network<N: Network + ?Sized>(net: &N) -> Result<Self> {
-        let arch = net.architecture();
-        let mut weights = Vec::with_capacity(arch.layers().len());
-        let mut input_masks = Vec::with_capacity(arch.layers().len());
-        for (l, layer) in arch.layers().iter().enumerate() {
-            weights.push(net.weights(l)?);
-            let mut m = vec![0.0; layer.in_features()];
-            input_masks.push(net.read_input_mask(l, &mut m)?.then_some(m));
-        }
-        Ok(Self {
-            weights,
-            input_masks,
-        })
-    }
-
-    /// All weights equal to one, no input masks: the dense network.
-    pub fn dense(arch: &Architecture) -> Self {
-        Self {
-            weights: arch
-                .layers()
-                .iter()
-                .map(|l| vec![1.0; l.weight_count()])
-                .collect(),
-            input_masks: vec![None; arch.layers().len()],
-        }
-    }
-
-    /// Write the weights back into a network (masks are not written).
-    ///
-    /// # Errors
-    /// Errors of the network's `write_weights`.
-    pub fn write_weights_to<N: NetworkMut + ?Sized>(&self, net: &mut N) -> Result<()> {
-        for (l, w) in self.weights.iter().enumerate() {
-            net.write_weights(l, w)?;
-        }
-        Ok(())
-    }
-
-    /// Number of nonzero weights per layer.
-    pub fn nonzeros(&self) -> Vec<u64> {
-        self.weights
-            .iter()
-            .map(|w| w.iter().filter(|v| **v != 0.0).count() as u64)
-            .collect()
-    }
-
-    /// Check that the state fits `arch` (one entry per layer, right lengths).
-    ///
-    /// # Errors
-    /// [`Error::ShapeMismatch`] naming the first layer that does not fit.
-    pub fn check(&self, arch: &Architecture) -> Result<()> {
-        let n = arch.layers().len();
-        if self.weights.len() != n || self.input_masks.len() != n {
-            return Err(Error::shape(
-                "layers in the network state",
-                n,
-                self.weights.len().min(self.input_masks.len()),
-            ));
-        }
-        for (layer, (w, m)) in arch
-            .layers()
-            .iter()
-            .zip(self.weights.iter().zip(&self.input_masks))
-        {
-            if w.len() != layer.weight_count() {
-                return Err(Error::shape(
-                    format!("weights of layer {}", layer.name),
-                    layer.weight_count(),
-                    w.len(),
-                ));
-            }
-            check_mask_len(layer, m.as_deref())?;
-        }
-        Ok(())
-    }
-}
+use crate::error::Result;
+use crate::network::NetworkState;
 
 /// Whether a layer is a convolution or a linear layer (serialised as `"conv"` / `"linear"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,27 +239,62 @@ pub trait WeightEnergyModel: Send + Sync + fmt::Debug {
     /// Per-layer knapsack costs: the relaxed energy of a state equals
     /// `sum(input_energy) + sum over kept weights of their cost`.
     fn knapsack_costs(&self) -> Vec<LayerCost>;
+
+    /// Total of [`WeightEnergyModel::relaxed_energy`]; models override it with an
+    /// allocation-free version (the systolic model does).
+    ///
+    /// # Errors
+    /// As [`WeightEnergyModel::relaxed_energy`].
+    fn relaxed_total(&self, nonzeros: &[u64], input_energy: &[f64]) -> Result<f64> {
+        Ok(self.relaxed_energy(nonzeros, input_energy)?.total)
+    }
+
+    /// Relaxed energy of a state: `floor + sum over nonzero weights of their cost`.
+    ///
+    /// # Errors
+    /// As [`WeightEnergyModel::relaxed_energy`] and [`WeightEnergyModel::input_energy`].
+    fn relaxed_energy_of(&self, state: &NetworkState) -> Result<f64> {
+        let input = self.input_energy(&state.input_masks)?;
+        Ok(self.relaxed_energy(&state.nonzeros(), &input)?.total)
+    }
+
+    /// The energy of the all-zero weights with the given input masks: the floor no
+    /// weight pruning can go below (`sum(input_energy)`).
+    ///
+    /// # Errors
+    /// As [`WeightEnergyModel::input_energy`].
+    fn floor(&self, input_masks: &[Option<Vec<f32>>]) -> Result<f64> {
+        Ok(self.input_energy(input_masks)?.iter().sum())
+    }
+
+    /// Total exact energy of a state (the total of [`WeightEnergyModel::energy`]).
+    ///
+    /// # Errors
+    /// As [`WeightEnergyModel::energy`].
+    fn energy_total(&self, state: &NetworkState) -> Result<f64> {
+        Ok(self.energy(state)?.total)
+    }
 }
 
-/// A model of energy (or latency) as a differentiable function of continuous
-/// widths `s`, one per [`Width`](crate::arch::Width) of the architecture.
-pub trait WidthEnergyModel: Send + Sync + fmt::Debug {
+/// A model of a cost (energy, latency, ...) as a differentiable function of
+/// continuous widths `s`, one per [`Width`](crate::arch::Width) of the architecture.
+pub trait WidthCostModel: Send + Sync + fmt::Debug {
     /// Number of widths the model expects.
     fn num_widths(&self) -> usize;
 
-    /// Energy at widths `s`, writing `df/ds` into `grad` (same length).
+    /// Cost at widths `s`, writing `df/ds` into `grad` (same length).
     ///
     /// # Errors
     /// [`Error::ShapeMismatch`] on wrong lengths, [`Error::NonFinite`] for NaN widths.
-    fn energy_and_gradient(&self, widths: &[f64], grad: &mut [f64]) -> Result<f64>;
+    fn cost_and_gradient(&self, widths: &[f64], grad: &mut [f64]) -> Result<f64>;
 
-    /// Energy at widths `s`.
+    /// Cost at widths `s`.
     ///
     /// # Errors
-    /// As [`WidthEnergyModel::energy_and_gradient`].
-    fn width_energy(&self, widths: &[f64]) -> Result<f64> {
+    /// As [`WidthCostModel::cost_and_gradient`].
+    fn cost(&self, widths: &[f64]) -> Result<f64> {
         let mut g = vec![0.0; widths.len()];
-        self.energy_and_gradient(widths, &mut g)
+        self.cost_and_gradient(widths, &mut g)
     }
 }
 
@@ -364,26 +306,19 @@ macro_rules! forward_models {
             fn input_energy(&self, m: &[Option<Vec<f32>>]) -> Result<Vec<f64>> { (**self).input_energy(m) }
             fn relaxed_energy(&self, nz: &[u64], ie: &[f64]) -> Result<EnergyReport> { (**self).relaxed_energy(nz, ie) }
             fn knapsack_costs(&self) -> Vec<LayerCost> { (**self).knapsack_costs() }
+            fn relaxed_total(&self, nz: &[u64], ie: &[f64]) -> Result<f64> { (**self).relaxed_total(nz, ie) }
+            fn relaxed_energy_of(&self, st: &NetworkState) -> Result<f64> { (**self).relaxed_energy_of(st) }
+            fn floor(&self, m: &[Option<Vec<f32>>]) -> Result<f64> { (**self).floor(m) }
+            fn energy_total(&self, st: &NetworkState) -> Result<f64> { (**self).energy_total(st) }
         }
-        impl<T: WidthEnergyModel + ?Sized> WidthEnergyModel for $ptr {
+        impl<T: WidthCostModel + ?Sized> WidthCostModel for $ptr {
             fn num_widths(&self) -> usize { (**self).num_widths() }
-            fn energy_and_gradient(&self, s: &[f64], g: &mut [f64]) -> Result<f64> { (**self).energy_and_gradient(s, g) }
+            fn cost_and_gradient(&self, s: &[f64], g: &mut [f64]) -> Result<f64> { (**self).cost_and_gradient(s, g) }
+            fn cost(&self, s: &[f64]) -> Result<f64> { (**self).cost(s) }
         }
     )*};
 }
 forward_models!(&T, Box<T>, Arc<T>);
-
-/// An input mask, if present, must have one entry per input element of `layer`.
-pub(crate) fn check_mask_len(layer: &crate::arch::Layer, mask: Option<&[f32]>) -> Result<()> {
-    match mask {
-        Some(m) if m.len() != layer.in_features() => Err(Error::shape(
-            format!("input mask of layer {}", layer.name),
-            layer.in_features(),
-            m.len(),
-        )),
-        _ => Ok(()),
-    }
-}
 
 pub(crate) fn kind_name(kind: &LayerKind) -> LayerType {
     match kind {
@@ -428,12 +363,12 @@ mod trait_object_tests {
         assert_eq!(boxed.energy(&dense).unwrap().total, want);
         let shared: Arc<dyn WeightEnergyModel> = Arc::new(model.clone());
         assert_eq!(shared.knapsack_costs(), model.knapsack_costs());
-        let by_ref: &dyn WidthEnergyModel = &model;
+        let by_ref: &dyn WidthCostModel = &model;
         let widths: Vec<f64> = arch.widths().iter().map(|w| w.channels as f64).collect();
-        let boxed_w: Box<dyn WidthEnergyModel> = Box::new(&model);
+        let boxed_w: Box<dyn WidthCostModel> = Box::new(&model);
         assert_eq!(
-            by_ref.width_energy(&widths).unwrap(),
-            boxed_w.width_energy(&widths).unwrap()
+            by_ref.cost(&widths).unwrap(),
+            boxed_w.cost(&widths).unwrap()
         );
         fn bounds<T: Send + Sync + std::fmt::Debug>() {}
         bounds::<SystolicArray>();

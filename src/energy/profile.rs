@@ -32,7 +32,7 @@ use std::path::Path;
 
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
-use super::WidthEnergyModel;
+use super::WidthCostModel;
 use crate::arch::Architecture;
 use crate::error::{Error, Result};
 
@@ -65,10 +65,10 @@ impl<T: CostOracle + ?Sized> CostOracle for Box<T> {
 #[derive(Debug, Clone)]
 pub struct ModelOracle<M>(pub M);
 
-impl<M: WidthEnergyModel> CostOracle for ModelOracle<M> {
+impl<M: WidthCostModel> CostOracle for ModelOracle<M> {
     fn measure(&mut self, widths: &[usize]) -> Result<f64> {
         let s: Vec<f64> = widths.iter().map(|w| *w as f64).collect();
-        self.0.width_energy(&s)
+        self.0.cost(&s)
     }
 }
 

@@ -53,11 +53,19 @@
 //! overlap of computation with data movement.
 
 use crate::arch::{Architecture, Conv2dGeometry, Layer, LayerKind, valid_range};
-use crate::energy::{
-    EnergyReport, LayerCost, LayerEnergy, NetworkState, WeightEnergyModel, WidthEnergyModel,
-    check_mask_len,
-};
+use crate::energy::{EnergyReport, LayerCost, LayerEnergy, WeightEnergyModel, WidthCostModel};
+use crate::network::{NetworkState, check_mask_len};
 use crate::error::{Error, Result, ensure};
+
+/// Access energy of one conv weight: `beta_in` while it fits the weight buffer,
+/// `beta_out` when it spills (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WeightAccessEnergy {
+    /// `e_dram + Q e_buf + A e_rf`.
+    pub beta_in: f64,
+    /// The access energy of a weight beyond the buffer.
+    pub beta_out: f64,
+}
 
 /// Hardware parameters of the systolic array (energies relative to one
 /// register-file access).
@@ -280,14 +288,18 @@ impl SystolicArray {
         &self.cfg
     }
 
-    /// `(beta_in, beta_out)` of conv layer `layer` (None for linear layers).
+    /// The per-weight access energies `beta_in` / `beta_out` of conv layer `layer`
+    /// (see the module docs; None for linear layers).
     ///
     /// # Errors
     /// [`Error::IndexOutOfRange`] for a bad index.
-    pub fn conv_betas(&self, layer: usize) -> Result<Option<(f64, f64)>> {
+    pub fn conv_access_energy(&self, layer: usize) -> Result<Option<WeightAccessEnergy>> {
         self.arch.layer(layer)?;
         Ok(match &self.pre[layer] {
-            Pre::Conv(p) => Some((p.beta_in, p.beta_out)),
+            Pre::Conv(p) => Some(WeightAccessEnergy {
+                beta_in: p.beta_in,
+                beta_out: p.beta_out,
+            }),
             Pre::Linear { .. } => None,
         })
     }
@@ -299,26 +311,8 @@ impl SystolicArray {
 
     /// Energy of the network with every weight zero and dense inputs: the floor that
     /// no weight pruning can go below.
-    pub fn floor(&self) -> f64 {
+    pub fn dense_floor(&self) -> f64 {
         self.dense_input.iter().sum()
-    }
-
-    /// Relaxed total energy from per-layer nonzero counts, without allocating.
-    ///
-    /// # Errors
-    /// [`Error::ShapeMismatch`] if the slices do not have one entry per layer.
-    pub fn relaxed_total(&self, nonzeros: &[u64], input_energy: &[f64]) -> Result<f64> {
-        self.check_lens(nonzeros.len(), input_energy.len())?;
-        Ok(self
-            .pre
-            .iter()
-            .zip(nonzeros)
-            .zip(input_energy)
-            .map(|((p, &nw), ie)| {
-                let (c, w) = self.relaxed_weight_terms(p, nw);
-                c + w + ie
-            })
-            .sum())
     }
 
     fn check_lens(&self, a: usize, b: usize) -> Result<()> {
@@ -656,6 +650,22 @@ impl WeightEnergyModel for SystolicArray {
         &self.arch
     }
 
+    /// Allocation-free.
+    fn relaxed_total(&self, nonzeros: &[u64], input_energy: &[f64]) -> Result<f64> {
+        self.check_lens(nonzeros.len(), input_energy.len())?;
+        Ok(self
+            .pre
+            .iter()
+            .zip(nonzeros)
+            .zip(input_energy)
+            .map(|((p, &nw), ie)| {
+                let (c, w) = self.relaxed_weight_terms(p, nw);
+                c + w + ie
+            })
+            .sum())
+    }
+
+
     fn energy(&self, state: &NetworkState) -> Result<EnergyReport> {
         state.check(&self.arch)?;
         let e = &self.cfg;
@@ -767,12 +777,12 @@ impl WeightEnergyModel for SystolicArray {
     }
 }
 
-impl WidthEnergyModel for SystolicArray {
+impl WidthCostModel for SystolicArray {
     fn num_widths(&self) -> usize {
         self.arch.widths().len()
     }
 
-    fn energy_and_gradient(&self, widths: &[f64], grad: &mut [f64]) -> Result<f64> {
+    fn cost_and_gradient(&self, widths: &[f64], grad: &mut [f64]) -> Result<f64> {
         let nw = self.arch.widths().len();
         if widths.len() != nw || grad.len() != nw {
             return Err(Error::shape(
@@ -1026,7 +1036,7 @@ mod tests {
         assert!(m.energy(&s).is_err());
         assert!(m.relaxed_total(&[1, 2], &[0.0; 5]).is_err());
         let mut g = vec![0.0; 3];
-        assert!(m.energy_and_gradient(&[1.0; 3], &mut g).is_err());
+        assert!(m.cost_and_gradient(&[1.0; 3], &mut g).is_err());
     }
 
     #[test]
@@ -1051,7 +1061,7 @@ mod tests {
                 })
                 .collect();
             let mut g = vec![0.0; s.len()];
-            let f0 = m.energy_and_gradient(&s, &mut g).unwrap();
+            let f0 = m.cost_and_gradient(&s, &mut g).unwrap();
             assert!(f0 > 0.0);
             let mut dummy = vec![0.0; s.len()];
             for i in 0..s.len() {
@@ -1060,8 +1070,8 @@ mod tests {
                 sp[i] += h;
                 let mut sm = s.clone();
                 sm[i] -= h;
-                let fd = (m.energy_and_gradient(&sp, &mut dummy).unwrap()
-                    - m.energy_and_gradient(&sm, &mut dummy).unwrap())
+                let fd = (m.cost_and_gradient(&sp, &mut dummy).unwrap()
+                    - m.cost_and_gradient(&sm, &mut dummy).unwrap())
                     / (2.0 * h);
                 let tol = 1e-6 * fd.abs().max(g[i].abs()) + 1e-3;
                 assert!(
@@ -1100,7 +1110,7 @@ mod tests {
                 .unwrap()
                 .total;
             let s: Vec<f64> = narrow.widths().iter().map(|w| w.channels as f64).collect();
-            let wf = m.width_energy(&s).unwrap();
+            let wf = m.cost(&s).unwrap();
             assert!(
                 ((wf - exact) / exact).abs() < 1e-12,
                 "{c1},{c3},{f}: width form {wf} vs exact {exact}"
@@ -1114,6 +1124,6 @@ mod tests {
             .unwrap()
             .total;
         let s: Vec<f64> = narrow.widths().iter().map(|w| w.channels as f64).collect();
-        assert!(m.width_energy(&s).unwrap() < exact);
+        assert!(m.cost(&s).unwrap() < exact);
     }
 }

@@ -1,10 +1,9 @@
 //! Compaction: a physically smaller [`Cnn`] without the pruned channels.
 
 use super::{Cnn, LayerSpec};
-use crate::arch::LayerKind;
-use crate::error::Result;
-use crate::network::{Network, NetworkMut};
-use crate::prune::PruningPlan;
+use crate::arch::{LayerKind, SlotLayout};
+use crate::error::{Error, Result};
+use crate::network::{Network, NetworkMut, PruningPlan};
 
 impl Cnn {
     /// Build a network holding only the channels `plan` keeps: every layer loses the
@@ -15,7 +14,7 @@ impl Cnn {
     ///
     /// # Errors
     /// [`PruningPlan::check`] errors (wrong width count, bad indices, a fixed width
-    /// pruned) and, for grouped (non-depthwise) convolutions, [`crate::Error::InvalidParameter`].
+    /// pruned) and, for grouped (non-depthwise) convolutions, [`Error::Unsupported`].
     pub fn compact(&self, plan: &PruningPlan) -> Result<Cnn> {
         let arch = self.architecture();
         plan.check(arch)?;
@@ -34,10 +33,9 @@ impl Cnn {
                             unreachable!("conv spec")
                         };
                         if !g.is_depthwise() {
-                            return Err(crate::Error::param(
-                                "groups",
-                                g.groups,
-                                "compaction supports ungrouped and depthwise convolutions",
+                            return Err(Error::unsupported(
+                                format!("compaction of the grouped convolution `{}`", arch.layers()[layer].name),
+                                "compaction handles ungrouped and depthwise convolutions",
                             ));
                         }
                         *groups = kept;
@@ -54,34 +52,31 @@ impl Cnn {
         }
         let mut net = Cnn::new(self.input_shape(), &specs, 0)?;
         net.set_threads(self.threads());
+        let mut keep: Vec<Vec<bool>> = arch
+            .widths()
+            .iter()
+            .map(|w| vec![false; w.channels])
+            .collect();
+        for (k, kept) in keep.iter_mut().zip(&plan.kept) {
+            kept.iter().for_each(|&c| k[c] = true);
+        }
         for (l, lay) in arch.layers().iter().enumerate() {
             let outs = &plan.kept[lay.output.0];
+            let keep_out = &keep[lay.output.0];
             let old = self.weights_ref(l)?;
-            let old_bias = self.bias(l)?;
-            let (ins, taps, in_len): (Vec<usize>, usize, usize) = match lay.kind {
-                LayerKind::Conv2d(g) if g.is_depthwise() => (vec![0], g.kernel_h * g.kernel_w, 1),
-                LayerKind::Conv2d(g) => (
-                    plan.kept[lay.input[0].width.0].clone(),
-                    g.kernel_h * g.kernel_w,
-                    g.in_channels,
-                ),
-                LayerKind::Linear(g) => {
-                    let sp = lay.input[0].spatial;
-                    let feats = plan.kept[lay.input[0].width.0]
-                        .iter()
-                        .flat_map(|&c| c * sp..(c + 1) * sp)
-                        .collect();
-                    (feats, 1, g.in_features)
-                }
-            };
-            let mut w = Vec::with_capacity(outs.len() * ins.len() * taps);
-            for &o in outs {
-                for &i in &ins {
-                    let base = (o * in_len + i) * taps;
-                    w.extend_from_slice(&old[base..base + taps]);
-                }
+            // Runs of kept (output, input slot) pairs, in memory order, are the
+            // canonical layout of the narrowed layer.
+            let mut w = Vec::new();
+            for slots in SlotLayout::of_layer(arch, l)? {
+                let keep_in = &keep[slots.width];
+                slots.for_each_run_with_output(|o, k, r| {
+                    if keep_out[o] && keep_in[k] {
+                        w.extend_from_slice(&old[r]);
+                    }
+                });
             }
             net.write_weights(l, &w)?;
+            let old_bias = self.bias(l)?;
             let b: Vec<f32> = outs.iter().map(|&o| old_bias[o]).collect();
             net.set_bias(l, &b)?;
             if let Some(m) = self.input_mask(l) {

@@ -11,72 +11,13 @@ use std::path::{Path, PathBuf};
 use flate2::read::GzDecoder;
 
 use crate::error::{Error, Result};
+use crate::train::Dataset;
 
 /// Mean of the MNIST training pixels (in [0, 1]).
 pub const MNIST_MEAN: f32 = 0.1307;
 /// Standard deviation of the MNIST training pixels.
 pub const MNIST_STD: f32 = 0.3081;
 
-/// Images and labels, images stored `[n][channels][h][w]` as f32.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Dataset {
-    /// Pixel data, `len() * channels * h * w` values.
-    pub images: Vec<f32>,
-    /// One label per image.
-    pub labels: Vec<u8>,
-    /// Channels per image.
-    pub channels: usize,
-    /// Image height.
-    pub h: usize,
-    /// Image width.
-    pub w: usize,
-}
-
-impl Dataset {
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-    /// Whether the set is empty.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-    /// Elements per image.
-    pub fn image_len(&self) -> usize {
-        self.channels * self.h * self.w
-    }
-    /// The first `n` samples (all if fewer).
-    pub fn take(&self, n: usize) -> Dataset {
-        let n = n.min(self.len());
-        Dataset {
-            images: self.images[..n * self.image_len()].to_vec(),
-            labels: self.labels[..n].to_vec(),
-            ..*self
-        }
-    }
-    /// Split into the first `n` samples and the rest (e.g. a validation hold-out).
-    pub fn split(&self, n: usize) -> (Dataset, Dataset) {
-        let n = n.min(self.len());
-        let il = self.image_len();
-        let part = |lo: usize, hi: usize| Dataset {
-            images: self.images[lo * il..hi * il].to_vec(),
-            labels: self.labels[lo..hi].to_vec(),
-            ..*self
-        };
-        (part(0, n), part(n, self.len()))
-    }
-
-    /// Copy the samples at `indices` into `images` / `labels` (a mini-batch).
-    pub fn gather(&self, indices: &[usize], images: &mut Vec<f32>, labels: &mut Vec<u8>) {
-        let il = self.image_len();
-        images.clear();
-        labels.clear();
-        for &i in indices {
-            images.extend_from_slice(&self.images[i * il..(i + 1) * il]);
-            labels.push(self.labels[i]);
-        }
-    }
-}
 
 /// How pixel bytes `p` become inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +105,7 @@ fn be_u32(bytes: &[u8], at: usize) -> u32 {
 ///
 /// # Errors
 /// [`Error::CorruptData`] on a bad magic number, zero sizes, or a length mismatch.
-pub fn parse_idx_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>)> {
+fn parse_idx_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>)> {
     if bytes.len() < 16 {
         return Err(corrupt(
             path,
@@ -211,7 +152,7 @@ pub fn parse_idx_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, usiz
 ///
 /// # Errors
 /// [`Error::CorruptData`] on a bad magic number, a length mismatch, or an out-of-range label.
-pub fn parse_idx_labels(path: &Path, bytes: &[u8], classes: u8) -> Result<Vec<u8>> {
+fn parse_idx_labels(path: &Path, bytes: &[u8], classes: u8) -> Result<Vec<u8>> {
     if bytes.len() < 8 {
         return Err(corrupt(
             path,
@@ -279,7 +220,7 @@ fn load_pair(images: &Path, labels: &Path, opts: MnistOptions) -> Result<Dataset
     }
     Ok(Dataset {
         images: data,
-        labels: lab,
+        labels: lab.into_iter().map(u32::from).collect(),
         channels: 1,
         h,
         w,

@@ -1,22 +1,25 @@
-//! The reference network: a small, fast, pure-Rust CNN that implements
-//! [`Trainable`](crate::network::Trainable), with its optimizers, losses, MNIST
-//! loading and a simple training loop.
+//! The reference network: a small, fast, pure-Rust CNN that implements the
+//! [`network`](crate::network) traits, plus MNIST loading, compaction and CPU
+//! latency measurement. One implementation of the traits among others: nothing
+//! outside this module depends on it.
 //!
 //! Layers: 2-D convolution (stride, padding, groups) via im2col + GEMM over the whole
 //! batch, linear, ReLU, max-pool, average-pool; flatten is implicit before a linear
-//! layer. Losses: softmax cross-entropy and MSE distillation. Optimizers: SGD with
-//! momentum and weight decay, Adam. Initialisation: seeded He-normal.
+//! layer. Training is data-parallel over threads (each thread one shard of the
+//! batch). Initialisation: seeded He-normal. Loss and optimizers come from
+//! [`train`](crate::train).
 
 mod compact;
+mod executor;
 mod io;
 pub mod latency;
-pub mod loss;
 pub mod mnist;
 mod model;
+#[doc(hidden)]
 pub mod ops;
-pub mod optim;
-mod train;
+mod spec;
+mod threads;
 
 pub use latency::{LatencyOracle, LatencyStats, measure_latency};
-pub use model::{Cnn, LayerSpec};
-pub use train::{EpochStats, TrainConfig, cosine_lr, evaluate, predict_all, train_epoch};
+pub use model::Cnn;
+pub use spec::LayerSpec;

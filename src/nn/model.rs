@@ -2,165 +2,12 @@
 
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
-use super::ops::{self, PoolGeometry};
-use crate::arch::{ArchBuilder, Architecture, Conv, Conv2dGeometry, FeatureMap};
+use super::executor::{Op, Params, Shape, Worker};
+use super::spec::LayerSpec;
+use super::threads::{parallel_for_each, shard_range, sum_into};
+use crate::arch::{ArchBuilder, Architecture, Conv, FeatureMap, LayerKind};
 use crate::error::{Error, Result, check_finite};
 use crate::network::{Network, NetworkMut, ParamKind, ParamVisitor, Trainable};
-
-/// One layer of a [`Cnn`], as given to [`Cnn::new`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LayerSpec {
-    /// 2-D convolution with bias (square kernel, zero padding, groups).
-    Conv {
-        /// Unique layer name.
-        name: String,
-        /// Output channels.
-        out_channels: usize,
-        /// Kernel size R.
-        kernel: usize,
-        /// Stride.
-        stride: usize,
-        /// Zero padding.
-        padding: usize,
-        /// Groups (input and output channels must be divisible by it).
-        groups: usize,
-    },
-    /// Fully-connected layer with bias; flattens a `C x H x W` input.
-    Linear {
-        /// Unique layer name.
-        name: String,
-        /// Output features.
-        out_features: usize,
-    },
-    /// Rectified linear unit.
-    Relu,
-    /// Max-pool (square window, no padding).
-    MaxPool {
-        /// Window size.
-        kernel: usize,
-        /// Stride.
-        stride: usize,
-    },
-    /// Average-pool (square window, no padding).
-    AvgPool {
-        /// Window size.
-        kernel: usize,
-        /// Stride.
-        stride: usize,
-    },
-}
-
-impl LayerSpec {
-    /// A convolution with stride 1, no padding, one group.
-    pub fn conv(name: &str, out_channels: usize, kernel: usize) -> Self {
-        LayerSpec::Conv {
-            name: name.into(),
-            out_channels,
-            kernel,
-            stride: 1,
-            padding: 0,
-            groups: 1,
-        }
-    }
-    /// A fully-connected layer.
-    pub fn linear(name: &str, out_features: usize) -> Self {
-        LayerSpec::Linear {
-            name: name.into(),
-            out_features,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Shape {
-    c: usize,
-    h: usize,
-    w: usize,
-}
-
-impl Shape {
-    fn len(&self) -> usize {
-        self.c * self.h * self.w
-    }
-}
-
-#[derive(Debug, Clone)]
-enum Op {
-    Conv { geom: Conv2dGeometry, layer: usize },
-    Linear { out: usize, layer: usize },
-    Relu,
-    MaxPool { kernel: usize, stride: usize },
-    AvgPool { kernel: usize, stride: usize },
-}
-
-/// Per-thread activations and gradients for one shard of a batch.
-#[derive(Debug, Clone, Default)]
-struct Worker {
-    batch: usize,
-    /// `acts[i]` is the input of op `i` (`[C][B][H][W]`); the last is the logits.
-    acts: Vec<Vec<f32>>,
-    /// im2col matrices (conv) or flattened inputs (linear), per op.
-    cols: Vec<Vec<f32>>,
-    argmax: Vec<Vec<u32>>,
-    dcur: Vec<f32>,
-    dprev: Vec<f32>,
-    dcol: Vec<f32>,
-    wgrad: Vec<Vec<f32>>,
-    bgrad: Vec<Vec<f32>>,
-    /// Masked copies of masked layers' inputs, per op.
-    masked: Vec<Vec<f32>>,
-    /// Input-mask gradients, per prunable layer (empty when unmasked).
-    mgrad: Vec<Vec<f32>>,
-}
-
-/// Parameters shared read-only by the workers.
-#[derive(Clone, Copy)]
-struct Params<'a> {
-    weights: &'a [Vec<f32>],
-    biases: &'a [Vec<f32>],
-    masks: &'a [Option<Vec<f32>>],
-}
-
-/// `out = x * m` for activations `[C][B][P]` and a mask `[C][P]`.
-fn apply_mask(c: usize, b: usize, p: usize, x: &[f32], m: &[f32], out: &mut [f32]) {
-    for ci in 0..c {
-        let mrow = &m[ci * p..(ci + 1) * p];
-        for n in 0..b {
-            let o = (ci * b + n) * p;
-            for ((dst, src), mv) in out[o..o + p].iter_mut().zip(&x[o..o + p]).zip(mrow) {
-                *dst = src * mv;
-            }
-        }
-    }
-}
-
-/// Backward of [`apply_mask`]: `dm += sum_b d * x`, then `d *= m` in place.
-fn mask_backward(
-    c: usize,
-    b: usize,
-    p: usize,
-    x: &[f32],
-    m: &[f32],
-    d: &mut [f32],
-    dm: &mut [f32],
-) {
-    dm.fill(0.0);
-    for ci in 0..c {
-        let (mrow, dmrow) = (&m[ci * p..(ci + 1) * p], &mut dm[ci * p..(ci + 1) * p]);
-        for n in 0..b {
-            let o = (ci * b + n) * p;
-            for (((g, xv), mv), dmv) in d[o..o + p]
-                .iter_mut()
-                .zip(&x[o..o + p])
-                .zip(mrow)
-                .zip(dmrow.iter_mut())
-            {
-                *dmv += *g * xv;
-                *g *= mv;
-            }
-        }
-    }
-}
 
 /// A small, fast, pure-Rust sequential CNN that implements [`Trainable`].
 ///
@@ -212,7 +59,6 @@ impl Cnn {
     pub fn new(input: (usize, usize, usize), specs: &[LayerSpec], seed: u64) -> Result<Self> {
         let mut b = ArchBuilder::new("cnn");
         let mut fm: FeatureMap = b.input(input.0, input.1, input.2)?;
-        let mut ops = Vec::with_capacity(specs.len());
         let mut shapes = vec![Shape {
             c: input.0,
             h: input.1,
@@ -220,7 +66,7 @@ impl Cnn {
         }];
         let mut layer = 0;
         for spec in specs {
-            let op = match spec {
+            match spec {
                 LayerSpec::Conv {
                     name,
                     out_channels,
@@ -229,9 +75,8 @@ impl Cnn {
                     padding,
                     groups,
                 } => {
-                    let in_fm = fm.clone();
                     let depthwise =
-                        *groups > 1 && *groups == in_fm.channels && *out_channels == in_fm.channels;
+                        *groups > 1 && *groups == fm.channels && *out_channels == fm.channels;
                     let conv = if depthwise {
                         Conv::depthwise(*kernel)
                     } else {
@@ -239,49 +84,18 @@ impl Cnn {
                     }
                     .stride(*stride)
                     .padding(*padding);
-                    fm = b.conv2d(name, &in_fm, conv)?;
-                    let geom = Conv2dGeometry {
-                        in_channels: in_fm.channels,
-                        in_h: in_fm.h,
-                        in_w: in_fm.w,
-                        out_channels: *out_channels,
-                        kernel_h: *kernel,
-                        kernel_w: *kernel,
-                        stride: *stride,
-                        padding: *padding,
-                        groups: *groups,
-                    };
+                    fm = b.conv2d(name, &fm, conv)?;
                     layer += 1;
-                    Op::Conv {
-                        geom,
-                        layer: layer - 1,
-                    }
                 }
                 LayerSpec::Linear { name, out_features } => {
                     fm = b.linear(name, &fm, *out_features, true)?;
                     layer += 1;
-                    Op::Linear {
-                        out: *out_features,
-                        layer: layer - 1,
-                    }
                 }
-                LayerSpec::Relu => Op::Relu,
-                LayerSpec::MaxPool { kernel, stride } => {
+                LayerSpec::Relu => {}
+                LayerSpec::MaxPool { kernel, stride } | LayerSpec::AvgPool { kernel, stride } => {
                     fm = b.pool(&fm, *kernel, *stride, 0, false)?;
-                    Op::MaxPool {
-                        kernel: *kernel,
-                        stride: *stride,
-                    }
                 }
-                LayerSpec::AvgPool { kernel, stride } => {
-                    fm = b.pool(&fm, *kernel, *stride, 0, false)?;
-                    Op::AvgPool {
-                        kernel: *kernel,
-                        stride: *stride,
-                    }
-                }
-            };
-            ops.push(op);
+            }
             shapes.push(Shape {
                 c: fm.channels,
                 h: fm.h,
@@ -297,6 +111,26 @@ impl Cnn {
             ));
         }
         let arch = b.finish(&fm)?;
+        // The executor's ops, with each layer's geometry read from the architecture.
+        let mut layers = arch.layers().iter().enumerate();
+        let ops: Vec<Op> = specs
+            .iter()
+            .map(|spec| match spec {
+                LayerSpec::Conv { .. } | LayerSpec::Linear { .. } => {
+                    let (l, lay) = layers.next().expect("one layer per prunable spec");
+                    match lay.kind {
+                        LayerKind::Conv2d(geom) => Op::Conv { geom, layer: l },
+                        LayerKind::Linear(g) => Op::Linear {
+                            out: g.out_features,
+                            layer: l,
+                        },
+                    }
+                }
+                LayerSpec::Relu => Op::Relu,
+                &LayerSpec::MaxPool { kernel, stride } => Op::MaxPool { kernel, stride },
+                &LayerSpec::AvgPool { kernel, stride } => Op::AvgPool { kernel, stride },
+            })
+            .collect();
         let weights: Vec<Vec<f32>> = arch
             .layers()
             .iter()
@@ -444,8 +278,8 @@ impl Cnn {
     /// Give prunable layer `layer` a learnable input mask (`C x H x W` for a
     /// convolution, its input features for a linear layer), initialised to ones.
     /// The mask multiplies the layer's input elementwise; its nonzeros are the input
-    /// support priced by the energy model. [`Sgd`](super::optim::Sgd) leaves masks
-    /// unchanged; train them with [`Adam::step_filtered`](super::optim::Adam::step_filtered).
+    /// support priced by the energy model. [`Sgd`](crate::train::Sgd) leaves masks
+    /// unchanged; train them with [`InputMaskAdam`](crate::train::InputMaskAdam).
     ///
     /// # Errors
     /// [`Error::IndexOutOfRange`] for a bad index.
@@ -537,235 +371,11 @@ impl Cnn {
     }
 }
 
-fn shard_range(batch: usize, shards: usize, i: usize) -> (usize, usize) {
-    (batch * i / shards, batch * (i + 1) / shards)
-}
-
 /// A standard normal draw (Box-Muller).
 pub(crate) fn standard_normal(rng: &mut StdRng) -> f64 {
     let u1: f64 = rng.random_range(f64::EPSILON..1.0);
     let u2: f64 = rng.random();
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
-
-impl Worker {
-    fn prepare(&mut self, ops: &[Op], shapes: &[Shape], prm: Params<'_>, batch: usize) {
-        let (weights, biases) = (prm.weights, prm.biases);
-        self.batch = batch;
-        self.masked.resize_with(ops.len(), Vec::new);
-        self.mgrad.resize_with(prm.masks.len(), Vec::new);
-        for (i, op) in ops.iter().enumerate() {
-            if let Op::Conv { layer, .. } | Op::Linear { layer, .. } = op {
-                match &prm.masks[*layer] {
-                    Some(m) => {
-                        self.masked[i].resize(shapes[i].len() * batch, 0.0);
-                        self.mgrad[*layer].resize(m.len(), 0.0);
-                    }
-                    None => self.mgrad[*layer].clear(),
-                }
-            }
-        }
-        self.acts.resize_with(shapes.len(), Vec::new);
-        self.cols.resize_with(ops.len(), Vec::new);
-        self.argmax.resize_with(ops.len(), Vec::new);
-        let mut max_act = 0;
-        let mut max_dcol = 0;
-        for (i, s) in shapes.iter().enumerate() {
-            self.acts[i].resize(s.len() * batch, 0.0);
-            max_act = max_act.max(s.len() * batch);
-        }
-        for (i, op) in ops.iter().enumerate() {
-            let out = shapes[i + 1].len() * batch;
-            match op {
-                Op::Conv { geom, .. } => {
-                    let per_group = geom.filter_len() * batch * geom.out_positions();
-                    if !ops::is_pointwise(geom) {
-                        self.cols[i].resize(geom.groups * per_group, 0.0);
-                    }
-                    max_dcol = max_dcol.max(per_group);
-                }
-                Op::Linear { .. } if shapes[i].h * shapes[i].w > 1 => {
-                    self.cols[i].resize(shapes[i].len() * batch, 0.0);
-                    max_dcol = max_dcol.max(shapes[i].len() * batch);
-                }
-                Op::MaxPool { .. } => self.argmax[i].resize(out, 0),
-                _ => {}
-            }
-        }
-        self.dcur.resize(max_act, 0.0);
-        self.dprev.resize(max_act, 0.0);
-        self.dcol.resize(max_dcol, 0.0);
-        self.wgrad.resize_with(weights.len(), Vec::new);
-        self.bgrad.resize_with(biases.len(), Vec::new);
-        for (g, w) in self.wgrad.iter_mut().zip(weights) {
-            g.resize(w.len(), 0.0);
-        }
-        for (g, b) in self.bgrad.iter_mut().zip(biases) {
-            g.resize(b.len(), 0.0);
-        }
-    }
-
-    /// Load `input` (`[B][C][H][W]`) into `acts[0]` (`[C][B][H][W]`) and run all ops.
-    fn forward(&mut self, ops: &[Op], shapes: &[Shape], prm: Params<'_>, input: &[f32]) {
-        let (weights, biases) = (prm.weights, prm.biases);
-        let b = self.batch;
-        let s0 = shapes[0];
-        let hw = s0.h * s0.w;
-        if s0.c == 1 {
-            self.acts[0].copy_from_slice(input);
-        } else {
-            for n in 0..b {
-                for c in 0..s0.c {
-                    let src = &input[(n * s0.c + c) * hw..(n * s0.c + c + 1) * hw];
-                    self.acts[0][(c * b + n) * hw..(c * b + n + 1) * hw].copy_from_slice(src);
-                }
-            }
-        }
-        for (i, op) in ops.iter().enumerate() {
-            let (head, tail) = self.acts.split_at_mut(i + 1);
-            let (x, y) = (&head[i], &mut tail[0]);
-            let (si, so) = (shapes[i], shapes[i + 1]);
-            match op {
-                Op::Conv { geom, layer } => {
-                    let xin: &[f32] = match &prm.masks[*layer] {
-                        Some(m) => {
-                            apply_mask(si.c, b, si.h * si.w, x, m, &mut self.masked[i]);
-                            &self.masked[i]
-                        }
-                        None => x,
-                    };
-                    let (w, bias) = (&weights[*layer], Some(&biases[*layer][..]));
-                    ops::conv2d_forward(geom, b, xin, w, bias, &mut self.cols[i], y);
-                }
-                Op::Linear { out, layer } => {
-                    let f = si.len();
-                    let mut xin: &[f32] = if si.h * si.w > 1 {
-                        ops::flatten(si.c, b, si.h * si.w, x, &mut self.cols[i]);
-                        &self.cols[i]
-                    } else {
-                        x
-                    };
-                    if let Some(m) = &prm.masks[*layer] {
-                        apply_mask(f, b, 1, xin, m, &mut self.masked[i]);
-                        xin = &self.masked[i];
-                    }
-                    let (w, bias) = (&weights[*layer], Some(&biases[*layer][..]));
-                    ops::linear_forward(*out, f, b, xin, w, bias, y);
-                }
-                Op::Relu => {
-                    for (o, v) in y.iter_mut().zip(x.iter()) {
-                        *o = v.max(0.0);
-                    }
-                }
-                Op::MaxPool { kernel, stride } => {
-                    let p = pool_geom(si, b, *kernel, *stride);
-                    ops::maxpool_forward(&p, x, y, &mut self.argmax[i]);
-                }
-                Op::AvgPool { kernel, stride } => {
-                    let p = pool_geom(si, b, *kernel, *stride);
-                    ops::avgpool_forward(&p, x, y);
-                }
-            }
-            debug_assert_eq!(y.len(), so.len() * b);
-        }
-    }
-
-    /// Back-propagate the gradient in `dcur` (`[K][B]` layout) through all ops.
-    fn backward(&mut self, ops: &[Op], shapes: &[Shape], prm: Params<'_>) {
-        let weights = prm.weights;
-        let b = self.batch;
-        for (i, op) in ops.iter().enumerate().rev() {
-            let si = shapes[i];
-            let nin = si.len() * b;
-            let x = &self.acts[i];
-            let dy = &self.dcur[..shapes[i + 1].len() * b];
-            let dx = &mut self.dprev[..nin];
-            match op {
-                Op::Conv { geom, layer } => {
-                    let mask = prm.masks[*layer].as_deref();
-                    let xin: &[f32] = if mask.is_some() { &self.masked[i] } else { x };
-                    // The input gradient is needed below, or for the mask gradient.
-                    let want_dx = i > 0 || mask.is_some();
-                    ops::conv2d_backward(
-                        geom,
-                        b,
-                        xin,
-                        &weights[*layer],
-                        &self.cols[i],
-                        dy,
-                        &mut self.wgrad[*layer],
-                        Some(&mut self.bgrad[*layer]),
-                        want_dx.then_some(&mut *dx),
-                        &mut self.dcol,
-                    );
-                    if let Some(m) = mask {
-                        mask_backward(si.c, b, si.h * si.w, x, m, dx, &mut self.mgrad[*layer]);
-                    }
-                }
-                Op::Linear { out, layer } => {
-                    let f = si.len();
-                    let flat = si.h * si.w > 1;
-                    let mask = prm.masks[*layer].as_deref();
-                    let unmasked: &[f32] = if flat { &self.cols[i] } else { x };
-                    let xin: &[f32] = if mask.is_some() {
-                        &self.masked[i]
-                    } else {
-                        unmasked
-                    };
-                    let want_dx = i > 0 || mask.is_some();
-                    // The gradient of the (flattened) input goes to dcol when it must be
-                    // unflattened afterwards, else straight to dx.
-                    let dbuf: &mut [f32] = if flat {
-                        &mut self.dcol[..nin]
-                    } else {
-                        &mut *dx
-                    };
-                    ops::linear_backward(
-                        *out,
-                        f,
-                        b,
-                        xin,
-                        &weights[*layer],
-                        dy,
-                        &mut self.wgrad[*layer],
-                        Some(&mut self.bgrad[*layer][..]),
-                        want_dx.then_some(&mut *dbuf),
-                    );
-                    if let Some(m) = mask {
-                        mask_backward(f, b, 1, unmasked, m, dbuf, &mut self.mgrad[*layer]);
-                    }
-                    if flat && i > 0 {
-                        ops::unflatten(si.c, b, si.h * si.w, &self.dcol[..nin], dx);
-                    }
-                }
-                Op::Relu => {
-                    let y = &self.acts[i + 1];
-                    for ((d, g), o) in dx.iter_mut().zip(dy).zip(y) {
-                        *d = if *o > 0.0 { *g } else { 0.0 };
-                    }
-                }
-                Op::MaxPool { kernel, stride } => {
-                    let p = pool_geom(si, b, *kernel, *stride);
-                    ops::maxpool_backward(&p, dy, &self.argmax[i], dx);
-                }
-                Op::AvgPool { kernel, stride } => {
-                    let p = pool_geom(si, b, *kernel, *stride);
-                    ops::avgpool_backward(&p, dy, dx);
-                }
-            }
-            std::mem::swap(&mut self.dcur, &mut self.dprev);
-        }
-    }
-}
-
-fn pool_geom(s: Shape, batch: usize, kernel: usize, stride: usize) -> PoolGeometry {
-    PoolGeometry {
-        planes: s.c * batch,
-        h: s.h,
-        w: s.w,
-        kernel,
-        stride,
-    }
 }
 
 impl Network for Cnn {
@@ -809,9 +419,8 @@ impl NetworkMut for Cnn {
         let l = self.arch.layer(layer)?;
         let name = format!("input mask of layer {}", l.name);
         match &mut self.masks[layer] {
-            None => Err(Error::param(
-                "input_mask",
-                layer,
+            None => Err(Error::unsupported(
+                format!("an input mask on layer {}", l.name),
                 "this layer has no input mask; call Cnn::enable_input_mask first",
             )),
             Some(m) if m.len() != src.len() => Err(Error::shape(name, m.len(), src.len())),
@@ -957,30 +566,4 @@ impl Trainable for Cnn {
             }
         }
     }
-}
-
-fn sum_into<'a>(dst: &mut [f32], first: &[f32], rest: impl Iterator<Item = &'a [f32]>) {
-    dst.copy_from_slice(first);
-    for src in rest {
-        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-    }
-}
-
-/// Run `f` on every worker, one thread each (the first on the calling thread).
-fn parallel_for_each<F>(workers: &mut [Worker], f: F)
-where
-    F: Fn((usize, &mut Worker)) + Sync,
-{
-    if workers.len() == 1 {
-        f((0, &mut workers[0]));
-        return;
-    }
-    std::thread::scope(|s| {
-        let (first, rest) = workers.split_at_mut(1);
-        let f = &f;
-        for (i, wk) in rest.iter_mut().enumerate() {
-            s.spawn(move || f((i + 1, wk)));
-        }
-        f((0, &mut first[0]));
-    });
 }

@@ -24,10 +24,14 @@
 //!
 //! The solver stops when the model's cost of the live widths meets the budget.
 
-use super::plan::SlotLayout;
-use crate::arch::Architecture;
-use crate::energy::WidthEnergyModel;
+use crate::arch::{Architecture, SlotLayout};
+use super::constraint::{
+    AdmmEvent, ConstrainedOptimizer, ConstraintStatus, Kept, Phase, RunInfo, SolverEvent,
+    StepContext, StepReport,
+};
+use crate::energy::WidthCostModel;
 use crate::error::{Error, Result};
+use crate::network::{Network, NetworkMut, ParamKind, PruningPlan};
 
 /// Hyper-parameters of [`Admm`] (defaults for small networks; the paper's ImageNet
 /// values are `rho = 10`, Adam rate `1e-5`, `eta_s = 3`).
@@ -144,6 +148,15 @@ pub struct Admm {
     free: Vec<bool>,
 }
 
+/// The `s`-dependent part of the augmented Lagrangian: its value, `g1` (gradient
+/// without the `z` term) and `g2 = grad f(s)`.
+pub(crate) struct SLagrangian {
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) value: f64,
+    pub(crate) g1: Vec<f64>,
+    pub(crate) g2: Vec<f64>,
+}
+
 /// Per-slot importance and its index.
 fn rank_slots(a: &[f64]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..a.len()).collect();
@@ -161,7 +174,7 @@ fn marginal(rho_y: f64, alpha: f64, r: usize, s: f64) -> f64 {
 /// The proximal step for one width: which slots to keep given their importances
 /// `a` (Adam-preconditioned squared norms), target `s`, dual `y` (capped in place)
 /// and Adam rate `alpha`. Returns a keep flag per slot.
-pub fn prox_keep(
+pub(crate) fn prox_keep(
     a: &[f64],
     s: f64,
     y: &mut f64,
@@ -201,7 +214,7 @@ impl Admm {
     /// # Errors
     /// [`Error::InvalidParameter`] for a bad configuration or budget;
     /// [`Error::InfeasibleBudget`] if even the minimum widths cost more than the budget.
-    pub fn new<M: WidthEnergyModel + ?Sized>(
+    pub fn new<M: WidthCostModel + ?Sized>(
         arch: &Architecture,
         model: &M,
         budget: f64,
@@ -234,7 +247,7 @@ impl Admm {
                 }
             })
             .collect();
-        let min_cost = model.width_energy(&lower)?;
+        let min_cost = model.cost(&lower)?;
         if min_cost > budget {
             return Err(Error::InfeasibleBudget {
                 budget,
@@ -301,7 +314,7 @@ impl Admm {
     ///
     /// # Errors
     /// Shape errors, model errors, [`Error::InvalidParameter`] for a bad `alpha`.
-    pub fn step<M: WidthEnergyModel + ?Sized>(
+    pub fn step<M: WidthCostModel + ?Sized>(
         &mut self,
         weights: &mut [Vec<f32>],
         precond: &[Vec<f32>],
@@ -347,9 +360,9 @@ impl Admm {
             .map(|k| k.iter().filter(|v| **v).count())
             .collect();
         let live_f: Vec<f64> = live.iter().map(|v| *v as f64).collect();
-        let cost = model.width_energy(&live_f)?;
+        let cost = model.cost(&live_f)?;
         // 3. s step.
-        let (_, mut g1, g2) = self.s_lagrangian(&live_f, &self.s, model)?;
+        let SLagrangian { mut g1, g2, .. } = self.s_lagrangian(&live_f, &self.s, model)?;
         let z_min = (0..self.s.len())
             .filter(|&u| self.free[u] && g2[u] > 0.0)
             .map(|u| (-g1[u].min(0.0) + 1e-3) / g2[u])
@@ -377,7 +390,7 @@ impl Admm {
             }
         }
         // 4. Dual ascent.
-        let fs = model.width_energy(&self.s)?;
+        let fs = model.cost(&self.s)?;
         self.z = (self.z + self.rho_z * (fs - self.budget)).max(0.0);
         for (u, (yu, n)) in self.y.iter_mut().zip(&live_f).enumerate() {
             if self.free[u] {
@@ -400,12 +413,12 @@ impl Admm {
     ///
     /// # Errors
     /// Model errors and shape errors.
-    pub fn s_lagrangian<M: WidthEnergyModel + ?Sized>(
+    pub(crate) fn s_lagrangian<M: WidthCostModel + ?Sized>(
         &self,
         live: &[f64],
         s: &[f64],
         model: &M,
-    ) -> Result<(f64, Vec<f64>, Vec<f64>)> {
+    ) -> Result<SLagrangian> {
         if live.len() != self.s.len() || s.len() != self.s.len() {
             return Err(Error::shape(
                 "widths",
@@ -414,7 +427,7 @@ impl Admm {
             ));
         }
         let mut g2 = vec![0.0; s.len()];
-        let fs = model.energy_and_gradient(s, &mut g2)?;
+        let fs = model.cost_and_gradient(s, &mut g2)?;
         let over = (fs - self.budget).max(0.0);
         let mut value = self.rho_z / 2.0 * over * over + self.z * (fs - self.budget);
         let mut g1 = vec![0.0; s.len()];
@@ -427,7 +440,7 @@ impl Admm {
                 g2[u] = 0.0;
             }
         }
-        Ok((value, g1, g2))
+        Ok(SLagrangian { value, g1, g2 })
     }
 
     fn zero_slots(&self, weights: &mut [Vec<f32>], keep: &[Vec<bool>]) -> Result<()> {
@@ -445,11 +458,177 @@ impl Admm {
     }
 }
 
+/// ADMM channel pruning as a constrained optimizer: after each update of an
+/// adaptive optimizer (Adam: its preconditioner and rate enter the proximal step),
+/// one [`Admm::step`] on the weights, until the model's cost of the live widths
+/// meets the budget; from then on the support is frozen (a [`PruningPlan`] applied
+/// after every update) and the driver moves on to fine-tuning.
+#[derive(Debug)]
+pub struct AdmmPruning<M> {
+    admm: Admm,
+    model: M,
+    weights: Vec<Vec<f32>>,
+    precond: Vec<Vec<f32>>,
+    last: Option<AdmmStep>,
+    frozen: Option<PruningPlan>,
+}
+
+impl<M: WidthCostModel> AdmmPruning<M> {
+    /// ADMM on `arch` priced by `model` with budget `budget` (model units).
+    ///
+    /// # Errors
+    /// As [`Admm::new`].
+    pub fn new(arch: &Architecture, model: M, budget: f64, cfg: AdmmConfig) -> Result<Self> {
+        let admm = Admm::new(arch, &model, budget, cfg)?;
+        let weights: Vec<Vec<f32>> = arch
+            .layers()
+            .iter()
+            .map(|l| vec![0.0; l.weight_count()])
+            .collect();
+        Ok(Self {
+            admm,
+            model,
+            precond: weights.clone(),
+            weights,
+            last: None,
+            frozen: None,
+        })
+    }
+
+    /// The solver state `(s, y, z)`.
+    pub fn admm(&self) -> &Admm {
+        &self.admm
+    }
+
+    /// The frozen plan, once the budget is met.
+    pub fn plan(&self) -> Option<&PruningPlan> {
+        self.frozen.as_ref()
+    }
+
+    fn live(&self) -> Vec<usize> {
+        match &self.last {
+            Some(l) => l.live.clone(),
+            None => self.admm.arch.widths().iter().map(|w| w.channels).collect(),
+        }
+    }
+}
+
+impl<M: WidthCostModel> ConstrainedOptimizer for AdmmPruning<M> {
+    fn name(&self) -> &'static str {
+        "admm"
+    }
+
+    fn target(&self) -> f64 {
+        self.admm.budget
+    }
+
+    fn begin<N: NetworkMut + ?Sized>(&mut self, net: &mut N, _run: &RunInfo) -> Result<()> {
+        check_same_architecture(net.architecture(), &self.admm.arch)
+    }
+
+    fn begin_phase<N: Network + ?Sized>(&mut self, net: &N, phase: Phase, _: usize) -> Result<()> {
+        if phase == Phase::FineTune && self.frozen.is_none() {
+            self.frozen = Some(PruningPlan::from_network(net)?);
+        }
+        Ok(())
+    }
+
+    fn step<N: NetworkMut + ?Sized>(
+        &mut self,
+        net: &mut N,
+        ctx: &StepContext<'_>,
+    ) -> Result<StepReport> {
+        if let Some(plan) = &self.frozen {
+            plan.apply(net)?;
+            return Ok(StepReport::held(true));
+        }
+        for l in 0..self.weights.len() {
+            net.read_weights(l, &mut self.weights[l])?;
+            let p = &mut self.precond[l];
+            let found = ctx
+                .preconditioner
+                .is_some_and(|d| d.diagonal(ParamKind::Weight(l), p));
+            if !found {
+                p.fill(1.0);
+            }
+        }
+        let st = self
+            .admm
+            .step(&mut self.weights, &self.precond, ctx.learning_rate, &self.model)?;
+        for (l, w) in self.weights.iter().enumerate() {
+            net.write_weights(l, w)?;
+        }
+        if st.budget_met {
+            self.frozen = Some(PruningPlan::from_network(&*net)?);
+        }
+        let event = AdmmEvent {
+            step: ctx.step,
+            live: st.live.clone(),
+            cost: st.cost,
+            s: st.s.clone(),
+            y: self.admm.y.clone(),
+            z: st.z,
+            budget_met: st.budget_met,
+        };
+        let frozen = st.budget_met;
+        self.last = Some(st);
+        Ok(StepReport {
+            acted: true,
+            frozen,
+            event: Some(SolverEvent::Admm(event)),
+        })
+    }
+
+    fn hold<N: NetworkMut + ?Sized>(&mut self, net: &mut N) -> Result<()> {
+        match &self.frozen {
+            Some(plan) => plan.apply(net),
+            None => Ok(()),
+        }
+    }
+
+    fn status<N: Network + ?Sized>(&self, _net: &N) -> Result<ConstraintStatus> {
+        let live = self.live();
+        let cost = self
+            .model
+            .cost(&live.iter().map(|v| *v as f64).collect::<Vec<_>>())?;
+        Ok(ConstraintStatus {
+            cost,
+            relaxed_cost: self.model.cost(self.admm.s())?,
+            budget: self.admm.budget,
+            target: self.admm.budget,
+            met: cost <= self.admm.budget,
+            kept: Kept::Channels { live },
+        })
+    }
+}
+
+/// An error unless `net` and `expected` have the same layers and widths.
+pub(crate) fn check_same_architecture(net: &Architecture, expected: &Architecture) -> Result<()> {
+    if net.layers().len() != expected.layers().len() || net.widths().len() != expected.widths().len()
+    {
+        return Err(Error::shape(
+            "layers of the network (the solver was built for another architecture)",
+            expected.layers().len(),
+            net.layers().len(),
+        ));
+    }
+    for (a, b) in net.layers().iter().zip(expected.layers()) {
+        if a.weight_count() != b.weight_count() {
+            return Err(Error::shape(
+                format!("weights of layer {} (the solver was built for another architecture)", a.name),
+                b.weight_count(),
+                a.weight_count(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::arch::zoo;
-    use crate::energy::{SystolicArray, SystolicConfig, WidthEnergyModel};
+    use crate::energy::{SystolicArray, SystolicConfig, WidthCostModel};
     use rand::{RngExt, SeedableRng, rngs::StdRng};
 
     /// The prox subproblem's objective for a kept set.
@@ -497,20 +676,20 @@ mod tests {
         let arch = zoo::lenet5().unwrap();
         let model = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
         let full: Vec<f64> = arch.widths().iter().map(|w| w.channels as f64).collect();
-        let budget = 0.3 * model.width_energy(&full).unwrap();
+        let budget = 0.3 * model.cost(&full).unwrap();
         let mut admm = Admm::new(&arch, &model, budget, AdmmConfig::default()).unwrap();
         admm.y = vec![0.3, 1.5, 0.0, 2.0, 0.7, 0.0];
         admm.z = 0.25 / budget;
         let live = vec![1.0, 6.0, 12.0, 100.0, 50.0, 10.0];
         let s = vec![1.0, 4.3, 9.7, 80.2, 60.1, 10.0];
-        let (_, g1, g2) = admm.s_lagrangian(&live, &s, &model).unwrap();
+        let SLagrangian { g1, g2, .. } = admm.s_lagrangian(&live, &s, &model).unwrap();
         for u in 1..5 {
             let h = 1e-4;
             let (mut sp, mut sm) = (s.clone(), s.clone());
             sp[u] += h;
             sm[u] -= h;
-            let fd = (admm.s_lagrangian(&live, &sp, &model).unwrap().0
-                - admm.s_lagrangian(&live, &sm, &model).unwrap().0)
+            let fd = (admm.s_lagrangian(&live, &sp, &model).unwrap().value
+                - admm.s_lagrangian(&live, &sm, &model).unwrap().value)
                 / (2.0 * h);
             let an = g1[u] + admm.z * g2[u];
             assert!(
@@ -535,7 +714,7 @@ mod tests {
         let arch = zoo::lenet5().unwrap();
         let model = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
         let full: Vec<f64> = arch.widths().iter().map(|w| w.channels as f64).collect();
-        let dense = model.width_energy(&full).unwrap();
+        let dense = model.cost(&full).unwrap();
         let mut rng = StdRng::seed_from_u64(2);
         let mut weights: Vec<Vec<f32>> = arch
             .layers()
@@ -577,7 +756,7 @@ mod tests {
         assert!(st.cost <= budget);
         let live: Vec<f64> = st.live.iter().map(|v| *v as f64).collect();
         assert!(
-            model.width_energy(&live).unwrap() <= budget,
+            model.cost(&live).unwrap() <= budget,
             "reported success means the live widths meet the budget"
         );
         // The live widths are what the weights say.
@@ -597,7 +776,7 @@ mod tests {
         };
         assert_eq!(net_plan[0], st.live[1]);
         let floor = model
-            .width_energy(
+            .cost(
                 &arch
                     .widths()
                     .iter()

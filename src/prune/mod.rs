@@ -1,30 +1,45 @@
-//! Constrained optimizers: projection onto an energy budget and the training
-//! drivers around it.
+//! Constrained optimizers: training that keeps a network within a cost budget.
 //!
-//! * [`project`]: one weighted sparse projection (a pure step, usable from any
-//!   training loop);
-//! * [`train_projected`]: the ICLR 2019 driver (projected SGD, budget schedule,
-//!   distillation, fixed-support fine-tuning);
-//! * [`train_magnitude`]: the magnitude-pruning baseline at the same energy.
+//! | piece | what it is |
+//! |---|---|
+//! | [`ConstrainedOptimizer`] | the trait: a step after each weight update that keeps (or brings) the network within budget, its status, its frozen support |
+//! | [`WeightProjection`] | weighted sparse projection onto `{energy <= budget}` on a budget schedule (ICLR 2019); [`project`] is one projection |
+//! | [`AdmmPruning`] | ADMM channel pruning under a width-level cost model (ECC, CVPR 2019); [`Admm`] is one iteration |
+//! | [`MagnitudePruning`], [`UniformScaling`] | the baselines, as solvers |
+//! | [`train_constrained`] | the one driver: phases, teacher, schedule, observers, termination |
+//! | [`train_projected`], [`train_magnitude`], [`train_admm`], [`train_uniform`] | the papers' settings in one call |
+//!
+//! Everything here knows networks only through the [`network`](crate::network)
+//! traits and trains through [`train`](crate::train); nothing depends on the
+//! reference CNN.
 
-pub mod admm;
-pub mod admm_train;
-pub mod observer;
-pub mod plan;
-pub mod projected;
-pub mod projection;
-pub mod schedule;
+mod admm;
+mod baselines;
+mod constraint;
+mod driver;
+mod observer;
+mod projection;
+mod recipes;
+mod schedule;
 
-pub use admm::{Admm, AdmmConfig, AdmmStep, prox_keep};
-pub use admm_train::{AdmmReport, AdmmTraining, train_admm, uniform_widths};
-pub use observer::{EpochEvent, NoObserver, Observer, OnEpoch};
-pub use plan::PruningPlan;
-pub use projected::{
-    Data, MaskRounds, ProjectedTraining, PruneReport, Termination, magnitude_prune,
-    train_magnitude, train_projected,
+pub use admm::{Admm, AdmmConfig, AdmmPruning, AdmmStep};
+pub use baselines::{MagnitudePruning, UniformScaling, magnitude_prune, uniform_widths};
+pub use constraint::{
+    AdmmEvent, ConstrainedOptimizer, ConstraintStatus, Kept, Phase, ProjectionEvent, RunInfo,
+    SolverEvent, StepContext, StepReport,
 };
+pub use driver::{
+    Data, LrSchedule, MaskRounds, Termination, TrainingConfig, TrainingReport, train_constrained,
+    train_constrained_with_loss,
+};
+pub use observer::{EpochEvent, NoObserver, Observer, OnEpoch};
 pub use projection::{
-    ProjectionOutcome, ProjectionWorkspace, greedy_knapsack, project, project_sorted,
-    project_top_k, project_with_workspace, weight_costs,
+    ProjectionOutcome, ProjectionWorkspace, Selection, WeightProjection, WeightProjectionConfig,
+    greedy_knapsack, project, project_top_k, project_with_workspace, weight_costs,
+};
+pub use recipes::{
+    AdmmTraining, ProjectedTraining, train_admm, train_magnitude, train_projected, train_uniform,
 };
 pub use schedule::BudgetSchedule;
+
+pub(crate) use projection::project_sorted;

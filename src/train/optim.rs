@@ -5,7 +5,9 @@
 //! Adam (beta1, beta2, eps):                m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2
 //!                                          w <- w - lr * m_hat / (sqrt(v_hat) + eps)
 //! ```
-//! Weight decay is applied to weights and not to biases or input masks.
+//! Weight decay is applied to weights and not to biases or input masks. Every step
+//! checks the updated parameters: a NaN or infinite value is reported as
+//! [`Error::NonFinite`] naming the parameter, instead of training on garbage.
 
 use std::collections::HashMap;
 
@@ -15,18 +17,107 @@ use crate::network::{ParamKind, Trainable};
 /// One optimizer update from the gradients of the last backward pass.
 pub trait Optimizer {
     /// Update the parameters of `net`.
-    fn step<N: Trainable + ?Sized>(&mut self, net: &mut N);
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] if an updated parameter is NaN or infinite (training
+    /// diverged), and the optimizer's own errors.
+    fn step<N: Trainable + ?Sized>(&mut self, net: &mut N) -> Result<()>;
+
+    /// The current learning rate.
+    fn learning_rate(&self) -> f32;
+
+    /// Set the learning rate (schedules call this between epochs).
+    fn set_learning_rate(&mut self, lr: f32);
+
+    /// Forget the optimizer's state (momentum, moments), e.g. after pruning.
+    fn reset(&mut self) {}
+
+    /// The diagonal preconditioner of the last update, if the optimizer has one
+    /// (ADMM's proximal step weighs channels by it).
+    fn preconditioner(&self) -> Option<&dyn Preconditioner> {
+        None
+    }
+}
+
+/// A diagonal preconditioner `d` per parameter: the update of an adaptive method is
+/// `w <- w - lr * m / d`.
+pub trait Preconditioner {
+    /// Write `d` of parameter `kind` into `dst` and return `true`, or return `false`
+    /// if the optimizer holds no state of that size for it.
+    fn diagonal(&self, kind: ParamKind, dst: &mut [f32]) -> bool;
 }
 
 impl Optimizer for Sgd {
-    fn step<N: Trainable + ?Sized>(&mut self, net: &mut N) {
-        Sgd::step(self, net);
+    fn step<N: Trainable + ?Sized>(&mut self, net: &mut N) -> Result<()> {
+        Sgd::step(self, net)
+    }
+    fn learning_rate(&self) -> f32 {
+        self.lr
+    }
+    fn set_learning_rate(&mut self, lr: f32) {
+        self.lr = lr;
+    }
+    fn reset(&mut self) {
+        Sgd::reset(self);
     }
 }
 
 impl Optimizer for Adam {
-    fn step<N: Trainable + ?Sized>(&mut self, net: &mut N) {
-        Adam::step(self, net);
+    fn step<N: Trainable + ?Sized>(&mut self, net: &mut N) -> Result<()> {
+        Adam::step(self, net)
+    }
+    fn learning_rate(&self) -> f32 {
+        self.lr
+    }
+    fn set_learning_rate(&mut self, lr: f32) {
+        self.lr = lr;
+    }
+    fn reset(&mut self) {
+        self.t = 0;
+        self.m.clear();
+        self.v.clear();
+    }
+    fn preconditioner(&self) -> Option<&dyn Preconditioner> {
+        Some(self)
+    }
+}
+
+/// Adam's preconditioner `sqrt(v) + eps` (second moment without bias correction).
+impl Preconditioner for Adam {
+    fn diagonal(&self, kind: ParamKind, dst: &mut [f32]) -> bool {
+        match self.v.get(&kind) {
+            Some(v) if v.len() == dst.len() => {
+                dst.iter_mut()
+                    .zip(v)
+                    .for_each(|(d, v)| *d = v.sqrt() + self.eps);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Track the first non-finite value written by an update.
+#[derive(Default)]
+struct FiniteGuard(Option<(ParamKind, usize)>);
+
+impl FiniteGuard {
+    #[inline]
+    fn check(&mut self, kind: ParamKind, w: &[f32]) {
+        if self.0.is_none()
+            && let Some(i) = w.iter().position(|v| !v.is_finite())
+        {
+            self.0 = Some((kind, i));
+        }
+    }
+    fn into_result(self) -> Result<()> {
+        match self.0 {
+            None => Ok(()),
+            Some((kind, index)) => Err(Error::NonFinite {
+                what: format!("{kind:?} after the optimizer step"),
+                index,
+            }),
+        }
     }
 }
 
@@ -61,7 +152,18 @@ impl InputMaskAdam {
 }
 
 impl Optimizer for InputMaskAdam {
-    fn step<N: Trainable + ?Sized>(&mut self, net: &mut N) {
+    fn learning_rate(&self) -> f32 {
+        self.adam.lr
+    }
+    fn set_learning_rate(&mut self, lr: f32) {
+        self.adam.lr = lr;
+    }
+    fn reset(&mut self) {
+        Optimizer::reset(&mut self.adam);
+    }
+
+    fn step<N: Trainable + ?Sized>(&mut self, net: &mut N) -> Result<()> {
+        let mut guard = FiniteGuard::default();
         let a = &mut self.adam;
         a.t += 1;
         let (b1, b2, eps, lr) = (a.beta1, a.beta2, a.eps, a.lr);
@@ -90,7 +192,9 @@ impl Optimizer for InputMaskAdam {
                 *vi = b2 * *vi + (1.0 - b2) * gi * gi;
                 *wi = (*wi - lr * (*mi / c1) / ((*vi / c2).sqrt() + eps)).clamp(0.0, 1.0);
             }
+            guard.check(kind, w);
         });
+        guard.into_result()
     }
 }
 
@@ -152,9 +256,13 @@ impl Sgd {
     /// Apply one update from the gradients of the last backward pass to weights,
     /// biases and other parameters (input masks are left unchanged: they are trained
     /// in their own rounds).
-    pub fn step<N: Trainable + ?Sized>(&mut self, net: &mut N) {
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] if an updated parameter is NaN or infinite.
+    pub fn step<N: Trainable + ?Sized>(&mut self, net: &mut N) -> Result<()> {
         let (lr, mu, wd) = (self.lr, self.momentum, self.weight_decay);
         let vel = &mut self.velocity;
+        let mut guard = FiniteGuard::default();
         net.visit_params(&mut |kind, w, g| {
             if matches!(kind, ParamKind::InputMask(_)) {
                 return;
@@ -169,7 +277,9 @@ impl Sgd {
                 *vi = mu * *vi + gi + decay * *wi;
                 *wi -= lr * *vi;
             }
+            guard.check(kind, w);
         });
+        guard.into_result()
     }
 
     /// Forget the momentum (e.g. after pruning).
@@ -232,11 +342,15 @@ impl Adam {
 
     /// Apply one update to the parameters accepted by `filter`, in the order of
     /// [`Trainable::visit_params`].
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] if an updated parameter is NaN or infinite.
     pub fn step_filtered<N: Trainable + ?Sized>(
         &mut self,
         net: &mut N,
         filter: impl Fn(ParamKind) -> bool,
-    ) {
+    ) -> Result<()> {
+        let mut guard = FiniteGuard::default();
         self.t += 1;
         let (b1, b2, eps, lr) = (self.beta1, self.beta2, self.eps, self.lr);
         let c1 = 1.0 - b1.powi(self.t);
@@ -253,12 +367,17 @@ impl Adam {
                 *vi = b2 * *vi + (1.0 - b2) * gi * gi;
                 *wi -= lr * (*mi / c1) / ((*vi / c2).sqrt() + eps);
             }
+            guard.check(kind, w);
         });
+        guard.into_result()
     }
 
     /// Apply one update to all parameters.
-    pub fn step<N: Trainable + ?Sized>(&mut self, net: &mut N) {
-        self.step_filtered(net, |_| true);
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] if an updated parameter is NaN or infinite.
+    pub fn step<N: Trainable + ?Sized>(&mut self, net: &mut N) -> Result<()> {
+        self.step_filtered(net, |_| true)
     }
 
     /// Second-moment estimate of parameter `kind`, if it has been updated.

@@ -53,6 +53,13 @@
 //! # Ok(()) }
 //! ```
 
+mod plan;
+mod state;
+
+pub use plan::PruningPlan;
+pub(crate) use state::check_mask_len;
+pub use state::NetworkState;
+
 use crate::arch::Architecture;
 use crate::error::{Error, Result};
 
@@ -104,13 +111,12 @@ pub trait NetworkMut: Network {
     /// has no input masks.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] when input masks are unsupported.
+    /// [`Error::Unsupported`] when the network has no input masks.
     fn write_input_mask(&mut self, layer: usize, src: &[f32]) -> Result<()> {
         let _ = src;
-        Err(Error::param(
-            "input_mask",
-            layer,
-            "this network does not support layer input masks",
+        Err(Error::unsupported(
+            format!("an input mask on layer {layer}"),
+            "this network does not implement layer input masks; train without them",
         ))
     }
 }

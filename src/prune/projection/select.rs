@@ -1,50 +1,13 @@
-//! Weighted sparse projection onto an energy budget (ICLR 2019, section 3).
+//! The selection algorithm of the weighted sparse projection: a greedy 0/1
+//! knapsack whose cut is found by a weighted quickselect in expected `O(n)`.
 //!
-//! Given weights `w` and a weight-level energy model whose relaxed energy is
-//! `E(w) = E_const + sum over nonzero i of c_i`, the projection
-//! ```text
-//! maximise  sum_{kept i} w_i^2    subject to    sum_{kept i} c_i <= B - E_const
-//! ```
-//! is a 0/1 knapsack. It is solved greedily: order the weights by `w_i^2 / c_i`
-//! (largest first, ties by index; weights whose own cost exceeds the capacity are
-//! left out), keep the longest prefix whose cost fits, zero the rest; if the single most valuable weight that fits is worth more than that
-//! prefix, keep it alone instead (which guarantees at least half the optimum).
-//!
-//! The cut is found by a weighted quickselect on the ratio with running cost
-//! sums, in expected `O(n)` time instead of the `O(n log n)` of sorting; items are
-//! 8 bytes (`f32` ratio and a cost class), and a reusable [`ProjectionWorkspace`]
-//! makes repeated projections allocation-free. [`project_sorted`] is the
-//! straightforward sort-based implementation, kept as the reference and as the
-//! baseline of the benches.
-//!
-//! Per-weight costs depend on the weight's rank in its layer: the `buffered`
-//! largest magnitudes cost `base`, the others `base + surcharge` (see
-//! [`LayerCost`]). Because the kept set's cost is never below its relaxed energy,
-//! the result always meets the budget.
+//! Items are 8 bytes (`f32` ratio `w^2 / c` and a cost class); a reusable
+//! [`ProjectionWorkspace`] makes repeated selections allocation-free. Per-weight
+//! costs depend on the weight's rank in its layer: the `buffered` largest
+//! magnitudes cost `base`, the others `base + surcharge` ([`LayerCost`]).
 
-use crate::energy::{LayerCost, NetworkState, WeightEnergyModel};
+use crate::energy::LayerCost;
 use crate::error::{Error, Result};
-
-/// What a projection did.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ProjectionOutcome {
-    /// The budget projected onto.
-    pub budget: f64,
-    /// The weight-independent energy (`E_const`).
-    pub constant: f64,
-    /// Relaxed energy of the projected weights, evaluated by the model (`<= budget`).
-    pub relaxed_energy: f64,
-    /// Nonzero weights kept.
-    pub kept: u64,
-    /// Nonzero weights before the projection.
-    pub nonzero_before: u64,
-    /// Sum of `w^2` kept.
-    pub kept_value: f64,
-    /// Sum of `w^2` before the projection.
-    pub total_value: f64,
-    /// True when the single-best-weight fallback beat the greedy prefix.
-    pub single_item: bool,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Item {
@@ -72,14 +35,14 @@ impl ProjectionWorkspace {
 /// Assigns `base` or `base + surcharge` to the weights of one layer, in index
 /// order: the `buffered` largest magnitudes (ties by index) get `base`.
 #[derive(Debug, Clone, Copy)]
-struct Classifier {
+pub(super) struct Classifier {
     thr: f32,
     ties_left: usize,
     all_base: bool,
 }
 
 impl Classifier {
-    fn new(w: &[f32], cost: &LayerCost, mags: &mut Vec<f32>) -> Self {
+    pub(super) fn new(w: &[f32], cost: &LayerCost, mags: &mut Vec<f32>) -> Self {
         if cost.surcharge == 0.0 || cost.buffered >= w.len() {
             return Self {
                 thr: 0.0,
@@ -109,7 +72,7 @@ impl Classifier {
 
     /// Whether the next weight (in index order) is charged the surcharge.
     #[inline]
-    fn surcharged(&mut self, v: f32) -> bool {
+    pub(super) fn surcharged(&mut self, v: f32) -> bool {
         if self.all_base {
             return false;
         }
@@ -128,7 +91,7 @@ impl Classifier {
 /// The greedy's ordering key `w^2 / c`, computed as `w * w * (1 / c)` in `f32`
 /// (every implementation uses this same function, so orders agree exactly).
 #[inline]
-fn key(w: f32, inv_cost: f32) -> f32 {
+pub(super) fn key(w: f32, inv_cost: f32) -> f32 {
     w * w * inv_cost
 }
 
@@ -372,7 +335,7 @@ impl Scan<'_> {
     }
 }
 
-fn check_inputs<W: AsRef<[f32]>>(
+pub(super) fn check_inputs<W: AsRef<[f32]>>(
     weights: &[W],
     costs: &[LayerCost],
     capacity: f64,
@@ -403,14 +366,26 @@ fn check_inputs<W: AsRef<[f32]>>(
     Ok(())
 }
 
-/// Summary of a knapsack selection: `(kept, charged cost, kept value, total value, single_item)`.
-type Selection = (u64, f64, f64, f64, bool);
+/// What one knapsack selection kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Selection {
+    /// Weights kept (nonzero after the selection).
+    pub kept: u64,
+    /// Total cost charged for the kept weights.
+    pub charged: f64,
+    /// Sum of `w^2` kept.
+    pub kept_value: f64,
+    /// Sum of `w^2` before the selection.
+    pub total_value: f64,
+    /// True when the single-best-weight fallback beat the greedy prefix.
+    pub single_item: bool,
+}
 
 /// Greedy 0/1 knapsack on the weights in place: keep the weights of the longest
 /// prefix by `w^2 / c` whose total cost is at most `capacity` (or the best single
 /// weight if worth more), zero the others.
 ///
-/// Returns `(kept, charged cost, kept value, total value, single_item)`.
+/// Returns what was kept as a [`Selection`].
 ///
 /// # Errors
 /// [`Error::ShapeMismatch`] if `costs` has not one entry per layer,
@@ -565,7 +540,13 @@ pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]>>(
                 w.as_mut().fill(0.0);
             }
             weights[b.layer].as_mut()[b.index] = b.weight;
-            return Ok((1, class_cost[b.class], value, total_value, true));
+            return Ok(Selection {
+                kept: 1,
+                charged: class_cost[b.class],
+                kept_value: value,
+                total_value,
+                single_item: true,
+            });
         }
     }
     let charged = kept
@@ -573,7 +554,13 @@ pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]>>(
         .zip(class_cost.iter())
         .map(|(n, c)| *n as f64 * c)
         .sum();
-    Ok((kept.iter().sum(), charged, kept_value, total_value, false))
+    Ok(Selection {
+        kept: kept.iter().sum(),
+        charged,
+        kept_value,
+        total_value,
+        single_item: false,
+    })
 }
 
 /// Weighted quickselect: the ratio `tau` of the first item (in descending ratio
@@ -646,233 +633,11 @@ fn partition3(items: &mut [Item], p: f32) -> (usize, usize) {
     (gt, lt)
 }
 
-/// The straightforward sort-based greedy knapsack (reference implementation and
-/// bench baseline): same result as [`greedy_knapsack`], in `O(n log n)`.
-///
-/// # Errors
-/// As [`greedy_knapsack`].
-pub fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]>>(
-    weights: &mut [W],
-    costs: &[LayerCost],
-    capacity: f64,
-) -> Result<Selection> {
-    check_inputs(weights, costs, capacity, true)?;
-    let mut mags = Vec::new();
-    // Per weight: its cost (or NaN when zero / unaffordable); then (key, flat index) pairs.
-    let mut cost_of: Vec<Vec<f64>> = Vec::with_capacity(weights.len());
-    let mut order: Vec<(f32, u64)> = Vec::new();
-    let mut offsets = Vec::with_capacity(weights.len());
-    let mut flat = 0u64;
-    for (w, c) in weights.iter().zip(costs) {
-        let w = w.as_ref();
-        let mut cls = Classifier::new(w, c, &mut mags);
-        let costs_l: Vec<f64> = w
-            .iter()
-            .map(|&v| {
-                if cls.surcharged(v) {
-                    c.base + c.surcharge
-                } else {
-                    c.base
-                }
-            })
-            .collect();
-        for (i, (&v, &cost)) in w.iter().zip(&costs_l).enumerate() {
-            if v != 0.0 && cost <= capacity {
-                order.push((key(v, (1.0 / cost) as f32), flat + i as u64));
-            }
-        }
-        offsets.push(flat);
-        flat += w.len() as u64;
-        cost_of.push(costs_l);
-    }
-    let locate = |g: u64| -> (usize, usize) {
-        let l = offsets.partition_point(|&o| o <= g) - 1;
-        (l, (g - offsets[l]) as usize)
-    };
-    let value = |l: usize, i: usize| -> f64 {
-        let v = weights[l].as_ref()[i] as f64;
-        v * v
-    };
-    let total_value: f64 = weights
-        .iter()
-        .flat_map(|w| w.as_ref().iter())
-        .map(|v| (*v as f64) * (*v as f64))
-        .sum();
-    // The best single affordable item: largest |w|, first in index order among equals.
-    let best = order.iter().fold(None::<(f32, u64)>, |b, &(_, g)| {
-        let (l, i) = locate(g);
-        let m = weights[l].as_ref()[i].abs();
-        if b.is_none_or(|(bm, bg)| m > bm || (m == bm && g < bg)) {
-            Some((m, g))
-        } else {
-            b
-        }
-    });
-    order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    let (mut used, mut prefix_value, mut prefix) = (0.0f64, 0.0f64, 0usize);
-    for &(_, g) in &order {
-        let (l, i) = locate(g);
-        let c = cost_of[l][i];
-        if used + c > capacity {
-            break;
-        }
-        used += c;
-        prefix_value += value(l, i);
-        prefix += 1;
-    }
-    let mut keep: Vec<Vec<bool>> = weights
-        .iter()
-        .map(|w| vec![false; w.as_ref().len()])
-        .collect();
-    let (kept, charged, kept_value, single) = match best {
-        Some((_, g)) if value(locate(g).0, locate(g).1) > prefix_value => {
-            let (l, i) = locate(g);
-            keep[l][i] = true;
-            (1, cost_of[l][i], value(l, i), true)
-        }
-        _ => {
-            for &(_, g) in &order[..prefix] {
-                let (l, i) = locate(g);
-                keep[l][i] = true;
-            }
-            (prefix as u64, used, prefix_value, false)
-        }
-    };
-    for (w, k) in weights.iter_mut().zip(&keep) {
-        for (v, k) in w.as_mut().iter_mut().zip(k) {
-            if !k {
-                *v = 0.0;
-            }
-        }
-    }
-    Ok((kept, charged, kept_value, total_value, single))
-}
-
-/// Project the weights of `state` onto `{relaxed energy <= budget}` under `model`,
-/// in place. See the [module docs](self).
-///
-/// # Examples
-/// ```
-/// use energy_prune::arch::zoo;
-/// use energy_prune::energy::{NetworkState, SystolicArray, SystolicConfig};
-/// use energy_prune::prune::project;
-/// # fn main() -> energy_prune::Result<()> {
-/// let arch = zoo::lenet5()?;
-/// let model = SystolicArray::new(&arch, SystolicConfig::default())?;
-/// let mut state = NetworkState::dense(&arch);
-/// let budget = 0.3 * 17_107_544.0;
-/// let out = project(&model, &mut state, budget)?;
-/// assert!(out.relaxed_energy <= budget);
-/// # Ok(()) }
-/// ```
-///
-/// # Errors
-/// [`Error::InfeasibleBudget`] if `budget` is below the all-zero energy;
-/// [`Error::NonFinite`] for NaN or infinite weights; shape errors if the state
-/// does not fit the model. The state is unchanged on error.
-pub fn project<M: WeightEnergyModel + ?Sized>(
-    model: &M,
-    state: &mut NetworkState,
-    budget: f64,
-) -> Result<ProjectionOutcome> {
-    project_with_workspace(model, state, budget, &mut ProjectionWorkspace::new())
-}
-
-/// [`project`] with a reusable workspace: no allocation after the first call of a
-/// given size (besides the model's own per-layer vectors).
-///
-/// # Errors
-/// As [`project`].
-pub fn project_with_workspace<M: WeightEnergyModel + ?Sized>(
-    model: &M,
-    state: &mut NetworkState,
-    budget: f64,
-    ws: &mut ProjectionWorkspace,
-) -> Result<ProjectionOutcome> {
-    state.check(model.architecture())?;
-    if !budget.is_finite() {
-        return Err(Error::param("budget", budget, "must be finite"));
-    }
-    let input = model.input_energy(&state.input_masks)?;
-    let constant: f64 = input.iter().sum();
-    if budget < constant {
-        return Err(Error::InfeasibleBudget {
-            budget,
-            min_achievable: constant,
-        });
-    }
-    let nonzero_before = state.nonzeros().iter().sum();
-    let costs = model.knapsack_costs();
-    let (kept, _charged, kept_value, total_value, single_item) =
-        greedy_knapsack(&mut state.weights, &costs, budget - constant, ws)?;
-    let relaxed_energy = model.relaxed_energy(&state.nonzeros(), &input)?.total;
-    Ok(ProjectionOutcome {
-        budget,
-        constant,
-        relaxed_energy,
-        kept,
-        nonzero_before,
-        kept_value,
-        total_value,
-        single_item,
-    })
-}
-
-/// The knapsack cost of every weight (canonical order, all layers concatenated
-/// into `out`): `base` for the `buffered` largest magnitudes of a layer (ties by
-/// index), `base + surcharge` for the others.
-///
-/// # Errors
-/// As [`greedy_knapsack`] (shapes, non-finite weights, invalid costs).
-pub fn weight_costs<W: AsRef<[f32]>>(
-    weights: &[W],
-    costs: &[LayerCost],
-    out: &mut Vec<f64>,
-) -> Result<()> {
-    check_inputs(weights, costs, 0.0, true)?;
-    out.clear();
-    let mut mags = Vec::new();
-    for (w, c) in weights.iter().zip(costs) {
-        let mut cls = Classifier::new(w.as_ref(), c, &mut mags);
-        out.extend(w.as_ref().iter().map(|&v| {
-            if cls.surcharged(v) {
-                c.base + c.surcharge
-            } else {
-                c.base
-            }
-        }));
-    }
-    Ok(())
-}
-
-/// Keep the `k` entries of largest magnitude (ties by index), zero the others:
-/// the plain top-k projection used for input masks.
-///
-/// # Errors
-/// [`Error::NonFinite`] for a NaN or infinite value.
-pub fn project_top_k(values: &mut [f32], k: usize) -> Result<()> {
-    crate::error::check_finite("values", values)?;
-    if k >= values.len() {
-        return Ok(());
-    }
-    let mut mags = Vec::new();
-    let cost = LayerCost {
-        base: 1.0,
-        surcharge: 1.0,
-        buffered: k,
-    };
-    let mut cls = Classifier::new(values, &cost, &mut mags);
-    for v in values.iter_mut() {
-        if cls.surcharged(*v) {
-            *v = 0.0;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::network::NetworkState;
+    use crate::prune::projection::{project, project_sorted, project_top_k, project_with_workspace};
     use crate::arch::zoo;
     use crate::energy::{SystolicArray, SystolicConfig};
     use rand::{RngExt, SeedableRng, rngs::StdRng};
@@ -946,9 +711,9 @@ mod tests {
             let ra = greedy_knapsack(&mut a, &c, cap, &mut ws).unwrap();
             let rb = project_sorted(&mut b, &c, cap).unwrap();
             assert_eq!(a, b, "weights differ for {w:?} {c:?} cap {cap}");
-            assert_eq!(ra.0, rb.0);
-            assert!(ra.1 <= cap + 1e-9, "charged {} > capacity {cap}", ra.1);
-            assert!((ra.2 - rb.2).abs() < 1e-9);
+            assert_eq!(ra.kept, rb.kept);
+            assert!(ra.charged <= cap + 1e-9, "charged {} > capacity {cap}", ra.charged);
+            assert!((ra.kept_value - rb.kept_value).abs() < 1e-9);
         }
     }
 
@@ -994,8 +759,8 @@ mod tests {
                 let ra = greedy_knapsack(&mut a, c, cap, &mut ws).unwrap();
                 let rb = project_sorted(&mut b, c, cap).unwrap();
                 assert!(a == b, "cap {cap}: selection and sort differ");
-                assert_eq!(ra.0, rb.0);
-                assert!(ra.1 <= cap);
+                assert_eq!(ra.kept, rb.kept);
+                assert!(ra.charged <= cap);
             }
         }
     }
@@ -1071,7 +836,7 @@ mod tests {
             w.iter_mut()
                 .for_each(|v| *v = rng.random_range(-1.0f32..1.0));
         }
-        let floor = model.floor();
+        let floor = model.dense_floor();
         let full = 17_107_544.0;
         let mut last_value = 0.0;
         for frac in [0.16, 0.2, 0.3, 0.5, 0.9, 1.0] {

@@ -6,11 +6,12 @@
 //! filter `k` of a depthwise convolution). A [`PruningPlan`] lists the live slots of
 //! every width; it can be read off a pruned network, applied to a fresh copy (zeroing
 //! the dead slots), and used to build a physically smaller network
-//! ([`Cnn::compact`](crate::nn::Cnn::compact)).
+//! (for the reference CNN, [`Cnn::compact`](crate::nn::Cnn::compact)); the slot
+//! geometry is [`SlotLayout`]'s.
 
-use crate::arch::{Architecture, LayerKind};
+use super::{Network, NetworkMut};
+use crate::arch::{Architecture, SlotLayout};
 use crate::error::{Error, Result};
-use crate::network::{Network, NetworkMut};
 
 /// Kept channel indices per width (fixed widths keep all their channels).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,120 +19,6 @@ use crate::network::{Network, NetworkMut};
 pub struct PruningPlan {
     /// For each width, the kept channel indices in increasing order.
     pub kept: Vec<Vec<usize>>,
-}
-
-/// How the channel slots of one input width sit in a layer's canonical weights.
-#[derive(Debug, Clone, Copy)]
-enum SlotKind {
-    /// Filter `k` (`taps` weights) of a depthwise convolution.
-    Depthwise { taps: usize },
-    /// Input channel `offset + k` of every filter of an ungrouped convolution.
-    Conv {
-        in_channels: usize,
-        out: usize,
-        taps: usize,
-    },
-    /// Features `offset + k * spatial ..` of every output of a linear layer.
-    Linear {
-        in_features: usize,
-        out: usize,
-        spatial: usize,
-    },
-}
-
-/// The slots of one width inside one layer's weights; see [`SlotLayout::for_each_run`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct SlotLayout {
-    /// The width whose channels the slots are.
-    pub(crate) width: usize,
-    channels: usize,
-    offset: usize,
-    kind: SlotKind,
-}
-
-impl SlotLayout {
-    /// One layout per input segment of `layer`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidParameter`] for grouped (non-depthwise) convolutions.
-    pub(crate) fn of_layer(arch: &Architecture, layer: usize) -> Result<Vec<SlotLayout>> {
-        let l = &arch.layers()[layer];
-        let mut offset = 0;
-        let mut out = Vec::with_capacity(l.input.len());
-        for seg in &l.input {
-            let channels = arch.widths()[seg.width.0].channels;
-            let kind = match l.kind {
-                LayerKind::Conv2d(g) if g.is_depthwise() => SlotKind::Depthwise {
-                    taps: g.kernel_h * g.kernel_w,
-                },
-                LayerKind::Conv2d(g) if g.groups == 1 => SlotKind::Conv {
-                    in_channels: g.in_channels,
-                    out: g.out_channels,
-                    taps: g.kernel_h * g.kernel_w,
-                },
-                LayerKind::Conv2d(g) => {
-                    return Err(Error::param(
-                        "groups",
-                        g.groups,
-                        format!(
-                            "channel pruning supports ungrouped and depthwise convolutions (layer {})",
-                            l.name
-                        ),
-                    ));
-                }
-                LayerKind::Linear(g) => SlotKind::Linear {
-                    in_features: g.in_features,
-                    out: g.out_features,
-                    spatial: seg.spatial,
-                },
-            };
-            out.push(SlotLayout {
-                width: seg.width.0,
-                channels,
-                offset,
-                kind,
-            });
-            offset += channels * if l.is_conv() { 1 } else { seg.spatial };
-        }
-        Ok(out)
-    }
-
-    /// Call `f(k, range)` for every contiguous run of weight indices belonging to
-    /// slot `k`, in memory order (so a pass over all slots streams the weights once).
-    #[inline]
-    pub(crate) fn for_each_run(&self, mut f: impl FnMut(usize, std::ops::Range<usize>)) {
-        match self.kind {
-            SlotKind::Depthwise { taps } => {
-                for k in 0..self.channels {
-                    f(k, k * taps..(k + 1) * taps);
-                }
-            }
-            SlotKind::Conv {
-                in_channels,
-                out,
-                taps,
-            } => {
-                for o in 0..out {
-                    for k in 0..self.channels {
-                        let base = (o * in_channels + self.offset + k) * taps;
-                        f(k, base..base + taps);
-                    }
-                }
-            }
-            SlotKind::Linear {
-                in_features,
-                out,
-                spatial,
-            } => {
-                for o in 0..out {
-                    for k in 0..self.channels {
-                        let base = o * in_features + self.offset + k * spatial;
-                        f(k, base..base + spatial);
-                    }
-                }
-            }
-        }
-    }
 }
 
 impl PruningPlan {

@@ -1,0 +1,290 @@
+//! The baselines the constrained optimizers are compared with, as constrained
+//! optimizers of their own so that they run through the same driver, loss and
+//! epochs:
+//!
+//! * [`MagnitudePruning`]: global magnitude pruning to the same exact energy
+//!   ([`magnitude_prune`]: the largest `k` weights by magnitude, `k` found by
+//!   bisection on the exact energy), then fine-tuning with the support fixed;
+//! * [`UniformScaling`]: every free width scaled by one multiplier, the largest whose
+//!   model cost meets the budget ([`uniform_widths`]), the first channels of each
+//!   width kept, then fine-tuning.
+
+use super::admm::check_same_architecture;
+use super::constraint::{
+    ConstrainedOptimizer, ConstraintStatus, Kept, Phase, RunInfo, StepContext, StepReport,
+};
+use super::projection::{apply_support, weight_status};
+use crate::arch::Architecture;
+use crate::energy::{EnergyReport, WeightEnergyModel, WidthCostModel};
+use crate::error::{Error, Result, ensure};
+use crate::network::{Network, NetworkMut, NetworkState, PruningPlan};
+
+/// Global magnitude pruning of `state` to exact energy `<= budget`: keep the `k`
+/// largest-magnitude weights (ties by position) for the largest `k` whose exact
+/// energy fits, found by bisection (exact energy grows with the support).
+///
+/// # Errors
+/// [`Error::InfeasibleBudget`] if even the all-zero state exceeds the budget;
+/// [`Error::NonFinite`] for NaN weights; model errors.
+pub fn magnitude_prune<M: WeightEnergyModel + ?Sized>(
+    model: &M,
+    state: &mut NetworkState,
+    budget: f64,
+) -> Result<EnergyReport> {
+    state.check(model.architecture())?;
+    for (l, w) in state.weights.iter().enumerate() {
+        crate::error::check_finite(&format!("weights of layer {l}"), w)?;
+    }
+    let mut order: Vec<(f32, u32, u32)> = state
+        .weights
+        .iter()
+        .enumerate()
+        .flat_map(|(l, w)| {
+            w.iter()
+                .enumerate()
+                .filter(|(_, v)| **v != 0.0)
+                .map(move |(i, v)| (v.abs(), l as u32, i as u32))
+        })
+        .collect();
+    order.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    let original = state.weights.clone();
+    let keep_top = |k: usize, st: &mut NetworkState| {
+        for w in &mut st.weights {
+            w.fill(0.0);
+        }
+        for &(_, l, i) in &order[..k] {
+            st.weights[l as usize][i as usize] = original[l as usize][i as usize];
+        }
+    };
+    keep_top(0, state);
+    let floor = model.energy(state)?;
+    if floor.total > budget {
+        state.weights = original;
+        return Err(Error::InfeasibleBudget {
+            budget,
+            min_achievable: floor.total,
+        });
+    }
+    let (mut lo, mut hi) = (0usize, order.len()); // energy(lo) <= budget
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        keep_top(mid, state);
+        if model.energy(state)?.total <= budget {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    keep_top(lo, state);
+    model.energy(state)
+}
+
+/// Magnitude pruning as a one-shot constrained optimizer: [`magnitude_prune`] when
+/// the run begins, then the support held fixed.
+#[derive(Debug)]
+pub struct MagnitudePruning<M> {
+    model: M,
+    budget: f64,
+    support: Option<NetworkState>,
+    buf: NetworkState,
+}
+
+impl<M: WeightEnergyModel> MagnitudePruning<M> {
+    /// Magnitude pruning to exact energy `<= budget` under `model`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a budget that is not finite and positive.
+    pub fn new(model: M, budget: f64) -> Result<Self> {
+        ensure(
+            budget.is_finite() && budget > 0.0,
+            "budget",
+            budget,
+            "must be finite and > 0",
+        )?;
+        Ok(Self {
+            model,
+            budget,
+            support: None,
+            buf: NetworkState::default(),
+        })
+    }
+}
+
+impl<M: WeightEnergyModel> ConstrainedOptimizer for MagnitudePruning<M> {
+    fn name(&self) -> &'static str {
+        "magnitude"
+    }
+
+    fn target(&self) -> f64 {
+        self.budget
+    }
+
+    fn begin<N: NetworkMut + ?Sized>(&mut self, net: &mut N, _run: &RunInfo) -> Result<()> {
+        let mut state = NetworkState::from_network(&*net)?;
+        magnitude_prune(&self.model, &mut state, self.budget)?;
+        state.write_weights_to(net)?;
+        self.buf = state.clone();
+        self.support = Some(state);
+        Ok(())
+    }
+
+    fn begin_phase<N: Network + ?Sized>(&mut self, net: &N, _: Phase, _: usize) -> Result<()> {
+        let state = NetworkState::from_network(net)?;
+        self.buf = state.clone();
+        self.support = Some(state);
+        Ok(())
+    }
+
+    fn step<N: NetworkMut + ?Sized>(&mut self, net: &mut N, _: &StepContext<'_>) -> Result<StepReport> {
+        self.hold(net)?;
+        Ok(StepReport::held(true))
+    }
+
+    fn hold<N: NetworkMut + ?Sized>(&mut self, net: &mut N) -> Result<()> {
+        match &self.support {
+            Some(s) => apply_support(net, s, &mut self.buf),
+            None => Ok(()),
+        }
+    }
+
+    fn status<N: Network + ?Sized>(&self, net: &N) -> Result<ConstraintStatus> {
+        weight_status(&self.model, net, self.budget, self.budget)
+    }
+}
+
+/// The uniform baseline: every free width scaled by the largest multiplier `m`
+/// (widths `max(1, floor(m S_u))`) whose model cost is at most `budget`.
+///
+/// # Errors
+/// [`Error::InfeasibleBudget`] if widths of 1 already cost more; model errors.
+pub fn uniform_widths<M: WidthCostModel + ?Sized>(
+    arch: &Architecture,
+    model: &M,
+    budget: f64,
+) -> Result<Vec<usize>> {
+    let at = |m: f64| -> Vec<usize> {
+        arch.widths()
+            .iter()
+            .map(|w| {
+                if w.fixed {
+                    w.channels
+                } else {
+                    ((m * w.channels as f64).floor() as usize).clamp(1, w.channels)
+                }
+            })
+            .collect()
+    };
+    let cost = |w: &[usize]| model.cost(&w.iter().map(|v| *v as f64).collect::<Vec<_>>());
+    let lowest = cost(&at(0.0))?;
+    if lowest > budget {
+        return Err(Error::InfeasibleBudget {
+            budget,
+            min_achievable: lowest,
+        });
+    }
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    if cost(&at(1.0))? <= budget {
+        return Ok(at(1.0));
+    }
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if cost(&at(mid))? <= budget {
+            lo = mid
+        } else {
+            hi = mid
+        }
+    }
+    Ok(at(lo))
+}
+
+/// Uniform width scaling as a one-shot constrained optimizer: the widths of
+/// [`uniform_widths`], keeping the first channels of every width, applied when the
+/// run begins and after every update.
+#[derive(Debug)]
+pub struct UniformScaling<M> {
+    model: M,
+    arch: Architecture,
+    budget: f64,
+    widths: Vec<usize>,
+    plan: PruningPlan,
+}
+
+impl<M: WidthCostModel> UniformScaling<M> {
+    /// Uniform widths for `arch` under `model` with budget `budget` (model units).
+    ///
+    /// # Errors
+    /// As [`uniform_widths`].
+    pub fn new(arch: &Architecture, model: M, budget: f64) -> Result<Self> {
+        ensure(
+            budget.is_finite() && budget > 0.0,
+            "budget",
+            budget,
+            "must be finite and > 0",
+        )?;
+        let widths = uniform_widths(arch, &model, budget)?;
+        let plan = PruningPlan {
+            kept: widths.iter().map(|&w| (0..w).collect()).collect(),
+        };
+        Ok(Self {
+            model,
+            arch: arch.clone(),
+            budget,
+            widths,
+            plan,
+        })
+    }
+
+    /// The widths kept.
+    pub fn widths(&self) -> &[usize] {
+        &self.widths
+    }
+
+    /// The channels kept (the first of every width), for compaction.
+    pub fn plan(&self) -> &PruningPlan {
+        &self.plan
+    }
+}
+
+impl<M: WidthCostModel> ConstrainedOptimizer for UniformScaling<M> {
+    fn name(&self) -> &'static str {
+        "uniform"
+    }
+
+    fn target(&self) -> f64 {
+        self.budget
+    }
+
+    fn begin<N: NetworkMut + ?Sized>(&mut self, net: &mut N, _run: &RunInfo) -> Result<()> {
+        check_same_architecture(net.architecture(), &self.arch)?;
+        self.plan.apply(net)
+    }
+
+    fn begin_phase<N: Network + ?Sized>(&mut self, _: &N, _: Phase, _: usize) -> Result<()> {
+        Ok(())
+    }
+
+    fn step<N: NetworkMut + ?Sized>(&mut self, net: &mut N, _: &StepContext<'_>) -> Result<StepReport> {
+        self.plan.apply(net)?;
+        Ok(StepReport::held(true))
+    }
+
+    fn hold<N: NetworkMut + ?Sized>(&mut self, net: &mut N) -> Result<()> {
+        self.plan.apply(net)
+    }
+
+    fn status<N: Network + ?Sized>(&self, _net: &N) -> Result<ConstraintStatus> {
+        let cost = self
+            .model
+            .cost(&self.widths.iter().map(|v| *v as f64).collect::<Vec<_>>())?;
+        Ok(ConstraintStatus {
+            cost,
+            relaxed_cost: cost,
+            budget: self.budget,
+            target: self.budget,
+            met: cost <= self.budget,
+            kept: Kept::Channels {
+                live: self.widths.clone(),
+            },
+        })
+    }
+}

@@ -1,0 +1,179 @@
+//! Weighted sparse projection onto an energy budget (ICLR 2019, section 3).
+//!
+//! Given weights `w` and a weight-level energy model whose relaxed energy is
+//! `E(w) = E_const + sum over nonzero i of c_i`, the projection
+//! ```text
+//! maximise  sum_{kept i} w_i^2    subject to    sum_{kept i} c_i <= B - E_const
+//! ```
+//! is a 0/1 knapsack. It is solved greedily: order the weights by `w_i^2 / c_i`
+//! (largest first, ties by index; weights whose own cost exceeds the capacity are
+//! left out), keep the longest prefix whose cost fits, zero the rest; if the single most valuable weight that fits is worth more than that
+//! prefix, keep it alone instead (which guarantees at least half the optimum).
+//!
+//! The cut is found by a weighted quickselect on the ratio with running cost
+//! sums, in expected `O(n)` time instead of the `O(n log n)` of sorting; items are
+//! 8 bytes (`f32` ratio and a cost class), and a reusable [`ProjectionWorkspace`]
+//! makes repeated projections allocation-free. A sort-based
+//! reference implementation (private) checks it in the tests and is the baseline of
+//! the benches.
+//!
+//! Per-weight costs depend on the weight's rank in its layer: the `buffered`
+//! largest magnitudes cost `base`, the others `base + surcharge` (see
+//! [`LayerCost`]). Because the kept set's cost is never below its relaxed energy,
+//! the result always meets the budget.
+
+mod reference;
+mod select;
+mod solver;
+
+pub(crate) use reference::project_sorted;
+pub use select::{ProjectionWorkspace, Selection, greedy_knapsack};
+pub(crate) use solver::{apply_support, weight_status};
+pub use solver::{WeightProjection, WeightProjectionConfig};
+
+use crate::energy::{LayerCost, WeightEnergyModel};
+use crate::error::{Error, Result};
+use crate::network::NetworkState;
+use select::{Classifier, check_inputs};
+
+/// What a projection did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProjectionOutcome {
+    /// The budget projected onto.
+    pub budget: f64,
+    /// The weight-independent energy (`E_const`).
+    pub constant: f64,
+    /// Relaxed energy of the projected weights, evaluated by the model (`<= budget`).
+    pub relaxed_energy: f64,
+    /// Nonzero weights kept.
+    pub kept: u64,
+    /// Nonzero weights before the projection.
+    pub nonzero_before: u64,
+    /// Sum of `w^2` kept.
+    pub kept_value: f64,
+    /// Sum of `w^2` before the projection.
+    pub total_value: f64,
+    /// True when the single-best-weight fallback beat the greedy prefix.
+    pub single_item: bool,
+}
+
+/// Project the weights of `state` onto `{relaxed energy <= budget}` under `model`,
+/// in place. See the [module docs](self).
+///
+/// # Examples
+/// ```
+/// use energy_prune::arch::zoo;
+/// use energy_prune::energy::{NetworkState, SystolicArray, SystolicConfig};
+/// use energy_prune::prune::project;
+/// # fn main() -> energy_prune::Result<()> {
+/// let arch = zoo::lenet5()?;
+/// let model = SystolicArray::new(&arch, SystolicConfig::default())?;
+/// let mut state = NetworkState::dense(&arch);
+/// let budget = 0.3 * 17_107_544.0;
+/// let out = project(&model, &mut state, budget)?;
+/// assert!(out.relaxed_energy <= budget);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`Error::InfeasibleBudget`] if `budget` is below the all-zero energy;
+/// [`Error::NonFinite`] for NaN or infinite weights; shape errors if the state
+/// does not fit the model. The state is unchanged on error.
+pub fn project<M: WeightEnergyModel + ?Sized>(
+    model: &M,
+    state: &mut NetworkState,
+    budget: f64,
+) -> Result<ProjectionOutcome> {
+    project_with_workspace(model, state, budget, &mut ProjectionWorkspace::new())
+}
+
+/// [`project`] with a reusable workspace: no allocation after the first call of a
+/// given size (besides the model's own per-layer vectors).
+///
+/// # Errors
+/// As [`project`].
+pub fn project_with_workspace<M: WeightEnergyModel + ?Sized>(
+    model: &M,
+    state: &mut NetworkState,
+    budget: f64,
+    ws: &mut ProjectionWorkspace,
+) -> Result<ProjectionOutcome> {
+    state.check(model.architecture())?;
+    if !budget.is_finite() {
+        return Err(Error::param("budget", budget, "must be finite"));
+    }
+    let input = model.input_energy(&state.input_masks)?;
+    let constant: f64 = input.iter().sum();
+    if budget < constant {
+        return Err(Error::InfeasibleBudget {
+            budget,
+            min_achievable: constant,
+        });
+    }
+    let nonzero_before = state.nonzeros().iter().sum();
+    let costs = model.knapsack_costs();
+    let sel = greedy_knapsack(&mut state.weights, &costs, budget - constant, ws)?;
+    let relaxed_energy = model.relaxed_energy(&state.nonzeros(), &input)?.total;
+    Ok(ProjectionOutcome {
+        budget,
+        constant,
+        relaxed_energy,
+        kept: sel.kept,
+        nonzero_before,
+        kept_value: sel.kept_value,
+        total_value: sel.total_value,
+        single_item: sel.single_item,
+    })
+}
+
+/// The knapsack cost of every weight (canonical order, all layers concatenated
+/// into `out`): `base` for the `buffered` largest magnitudes of a layer (ties by
+/// index), `base + surcharge` for the others.
+///
+/// # Errors
+/// As [`greedy_knapsack`] (shapes, non-finite weights, invalid costs).
+pub fn weight_costs<W: AsRef<[f32]>>(
+    weights: &[W],
+    costs: &[LayerCost],
+    out: &mut Vec<f64>,
+) -> Result<()> {
+    check_inputs(weights, costs, 0.0, true)?;
+    out.clear();
+    let mut mags = Vec::new();
+    for (w, c) in weights.iter().zip(costs) {
+        let mut cls = Classifier::new(w.as_ref(), c, &mut mags);
+        out.extend(w.as_ref().iter().map(|&v| {
+            if cls.surcharged(v) {
+                c.base + c.surcharge
+            } else {
+                c.base
+            }
+        }));
+    }
+    Ok(())
+}
+
+/// Keep the `k` entries of largest magnitude (ties by index), zero the others:
+/// the plain top-k projection used for input masks.
+///
+/// # Errors
+/// [`Error::NonFinite`] for a NaN or infinite value.
+pub fn project_top_k(values: &mut [f32], k: usize) -> Result<()> {
+    crate::error::check_finite("values", values)?;
+    if k >= values.len() {
+        return Ok(());
+    }
+    let mut mags = Vec::new();
+    let cost = LayerCost {
+        base: 1.0,
+        surcharge: 1.0,
+        buffered: k,
+    };
+    let mut cls = Classifier::new(values, &cost, &mut mags);
+    for v in values.iter_mut() {
+        if cls.surcharged(*v) {
+            *v = 0.0;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! [`WeightProjection`]: the weighted sparse projection as a constrained optimizer
+//! (ICLR 2019, projected SGD).
+//!
+//! In a constrained phase of `T` updates, every `project_every` updates (and at the
+//! last one) the weights are projected onto the budget in force,
+//! ```text
+//! B(t) = E0 * (B_target / E0)^min(1, t / (reach_fraction * T))
+//! ```
+//! decaying exponentially from the network's relaxed energy `E0` at the start of the
+//! phase to the target; the last update of the phase projects onto the target itself.
+//! Between projections the pruned weights are held at zero unless `regrow` is set.
+//! While layer input masks still keep the weight-independent energy above the budget
+//! (input-mask rounds), the weights are projected onto that energy plus 30 % of the
+//! room the budget leaves above the all-zero-mask floor.
+
+use super::{ProjectionWorkspace, project_with_workspace};
+use crate::energy::{EnergyReport, WeightEnergyModel};
+use crate::error::{Error, Result, ensure};
+use crate::network::{Network, NetworkMut, NetworkState};
+use crate::prune::constraint::{
+    ConstrainedOptimizer, ConstraintStatus, Kept, Phase, ProjectionEvent, RunInfo, SolverEvent,
+    StepContext, StepReport,
+};
+use crate::prune::schedule::BudgetSchedule;
+
+/// Settings of [`WeightProjection`].
+///
+/// | field | default | range | purpose |
+/// |---|---|---|---|
+/// | `project_every` | 50 | >= 1 | updates between projections |
+/// | `reach_fraction` | 0.6 | (0, 1] | part of the constrained phase after which the budget is at target |
+/// | `regrow` | false | | let pruned weights regrow between projections (else they stay zero) |
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WeightProjectionConfig {
+    /// Updates between projections.
+    pub project_every: usize,
+    /// Fraction of the constrained phase after which the budget is at its target.
+    pub reach_fraction: f64,
+    /// Let weights zeroed by a projection regrow before the next projection.
+    pub regrow: bool,
+}
+
+impl Default for WeightProjectionConfig {
+    fn default() -> Self {
+        Self {
+            project_every: 50,
+            reach_fraction: 0.6,
+            regrow: false,
+        }
+    }
+}
+
+impl WeightProjectionConfig {
+    /// Check every field against its range.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming the first field out of range.
+    pub fn validate(&self) -> Result<()> {
+        ensure(
+            self.project_every > 0,
+            "project_every",
+            self.project_every,
+            "must be >= 1",
+        )?;
+        let reach = self.reach_fraction;
+        ensure(
+            reach > 0.0 && reach <= 1.0,
+            "reach_fraction",
+            reach,
+            "must be in (0, 1]",
+        )
+    }
+}
+
+/// Projected training onto `{energy <= budget}` under a weight-level model; see the
+/// [module docs](self).
+#[derive(Debug)]
+pub struct WeightProjection<M> {
+    model: M,
+    budget: f64,
+    cfg: WeightProjectionConfig,
+    schedule: BudgetSchedule,
+    regrow: bool,
+    /// The budget of the last projection (the one in force).
+    current: f64,
+    /// The lowest weight-independent energy reachable (all-zero input masks when
+    /// input-mask rounds run).
+    min_floor: f64,
+    support: Option<NetworkState>,
+    state: NetworkState,
+    buf: NetworkState,
+    ws: ProjectionWorkspace,
+}
+
+impl<M: WeightEnergyModel> WeightProjection<M> {
+    /// Projection onto `budget` (absolute, model units) under `model`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a budget that is not finite and positive or a
+    /// bad configuration.
+    pub fn new(model: M, budget: f64, cfg: WeightProjectionConfig) -> Result<Self> {
+        cfg.validate()?;
+        ensure(
+            budget.is_finite() && budget > 0.0,
+            "budget",
+            budget,
+            "must be finite and > 0",
+        )?;
+        Ok(Self {
+            model,
+            budget,
+            cfg,
+            schedule: BudgetSchedule::new(budget, budget, 0)?,
+            regrow: cfg.regrow,
+            current: budget,
+            min_floor: 0.0,
+            support: None,
+            state: NetworkState::default(),
+            buf: NetworkState::default(),
+            ws: ProjectionWorkspace::new(),
+        })
+    }
+
+    /// The energy model.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The exact per-layer energy of `net`.
+    ///
+    /// # Errors
+    /// Errors of the network and the model.
+    pub fn energy_report<N: Network + ?Sized>(&self, net: &N) -> Result<EnergyReport> {
+        self.model.energy(&NetworkState::from_network(net)?)
+    }
+
+    fn input_floor(&self, state: &NetworkState) -> Result<f64> {
+        self.model.floor(&state.input_masks)
+    }
+
+    /// The energy the weights are projected onto now: the budget, or, while the
+    /// input masks keep the weight-independent energy above it, that energy plus
+    /// 30 % of the room the budget leaves above the all-zero-mask floor.
+    fn weight_target(&self, state: &NetworkState) -> Result<f64> {
+        let floor = self.input_floor(state)?;
+        Ok(if floor <= self.budget {
+            self.budget
+        } else {
+            floor + 0.3 * (self.budget - self.min_floor)
+        })
+    }
+}
+
+/// Zero the weights of `net` wherever `support` is zero (`buf` is scratch).
+pub(crate) fn apply_support<N: NetworkMut + ?Sized>(
+    net: &mut N,
+    support: &NetworkState,
+    buf: &mut NetworkState,
+) -> Result<()> {
+    if buf.weights.len() != support.weights.len() {
+        *buf = support.clone();
+    }
+    for (l, (w, s)) in buf.weights.iter_mut().zip(&support.weights).enumerate() {
+        net.read_weights(l, w)?;
+        for (wi, si) in w.iter_mut().zip(s) {
+            if *si == 0.0 {
+                *wi = 0.0;
+            }
+        }
+        net.write_weights(l, w)?;
+    }
+    Ok(())
+}
+
+/// The exact and relaxed energy of `net` as a status against `budget` / `target`.
+pub(crate) fn weight_status<M: WeightEnergyModel + ?Sized, N: Network + ?Sized>(
+    model: &M,
+    net: &N,
+    budget: f64,
+    target: f64,
+) -> Result<ConstraintStatus> {
+    let state = NetworkState::from_network(net)?;
+    let exact = model.energy(&state)?;
+    let relaxed = model.relaxed_energy_of(&state)?;
+    Ok(ConstraintStatus {
+        cost: exact.total,
+        relaxed_cost: relaxed,
+        budget,
+        target,
+        met: exact.total <= target,
+        kept: Kept::Weights {
+            nonzero: state.nonzeros().iter().sum(),
+        },
+    })
+}
+
+impl<M: WeightEnergyModel> ConstrainedOptimizer for WeightProjection<M> {
+    fn name(&self) -> &'static str {
+        "projection"
+    }
+
+    fn target(&self) -> f64 {
+        self.budget
+    }
+
+    fn begin<N: NetworkMut + ?Sized>(&mut self, net: &mut N, run: &RunInfo) -> Result<()> {
+        let state = NetworkState::from_network(&*net)?;
+        state.check(self.model.architecture())?;
+        // With input-mask rounds the reachable floor is that of all-zero masks.
+        let mut masks = state.input_masks.clone();
+        if run.input_mask_rounds {
+            for m in masks.iter_mut().flatten() {
+                m.fill(0.0);
+            }
+        }
+        let floor = self.model.floor(&masks)?;
+        if self.budget < floor {
+            return Err(Error::InfeasibleBudget {
+                budget: self.budget,
+                min_achievable: floor,
+            });
+        }
+        self.min_floor = floor;
+        self.buf = state.clone();
+        self.state = state;
+        self.support = None;
+        Ok(())
+    }
+
+    fn begin_phase<N: Network + ?Sized>(
+        &mut self,
+        net: &N,
+        phase: Phase,
+        steps: usize,
+    ) -> Result<()> {
+        let state = NetworkState::from_network(net)?;
+        match phase {
+            Phase::Constrained => {
+                let e0 = self.model.relaxed_energy_of(&state)?;
+                let reach = ((steps as f64 * self.cfg.reach_fraction) as usize)
+                    .min(steps.saturating_sub(1));
+                self.schedule = BudgetSchedule::new(e0, self.weight_target(&state)?, reach)?;
+                self.regrow = self.cfg.regrow;
+                self.support = None;
+                self.current = self.schedule.at(0);
+            }
+            Phase::MaskWeights => {
+                let target = self.weight_target(&state)?;
+                self.schedule = BudgetSchedule::new(target, target, 0)?;
+                self.regrow = true;
+                self.support = None;
+                self.current = target;
+            }
+            Phase::InputMasks => self.current = self.budget,
+            Phase::FineTune => {
+                self.current = self.budget;
+                self.buf = state.clone();
+                self.support = Some(state);
+                return Ok(());
+            }
+        }
+        self.buf = state.clone();
+        self.state = state;
+        Ok(())
+    }
+
+    fn step<N: NetworkMut + ?Sized>(
+        &mut self,
+        net: &mut N,
+        ctx: &StepContext<'_>,
+    ) -> Result<StepReport> {
+        let last = ctx.is_last();
+        if !ctx.step.is_multiple_of(self.cfg.project_every) && !last {
+            if let (Some(s), false) = (&self.support, self.regrow) {
+                apply_support(net, s, &mut self.buf)?;
+            }
+            return Ok(StepReport::held(false));
+        }
+        let b = if last {
+            self.schedule.target()
+        } else {
+            self.schedule.at(ctx.step)
+        };
+        if self.state.weights.len() != net.architecture().layers().len() {
+            self.state = NetworkState::from_network(&*net)?;
+        }
+        for (l, w) in self.state.weights.iter_mut().enumerate() {
+            net.read_weights(l, w)?;
+        }
+        let out = project_with_workspace(&self.model, &mut self.state, b, &mut self.ws)?;
+        self.state.write_weights_to(net)?;
+        self.current = b;
+        match &mut self.support {
+            Some(s) => s.weights.clone_from(&self.state.weights),
+            None => self.support = Some(self.state.clone()),
+        }
+        Ok(StepReport {
+            acted: true,
+            frozen: false,
+            event: Some(SolverEvent::Projection(ProjectionEvent {
+                step: ctx.step,
+                budget: b,
+                relaxed_energy: out.relaxed_energy,
+                kept: out.kept,
+            })),
+        })
+    }
+
+    fn hold<N: NetworkMut + ?Sized>(&mut self, net: &mut N) -> Result<()> {
+        match &self.support {
+            Some(s) => apply_support(net, s, &mut self.buf),
+            None => Ok(()),
+        }
+    }
+
+    fn status<N: Network + ?Sized>(&self, net: &N) -> Result<ConstraintStatus> {
+        weight_status(&self.model, net, self.current, self.budget)
+    }
+
+    fn unreachable_floor<N: Network + ?Sized>(&self, net: &N) -> Result<Option<f64>> {
+        let mut masks = Vec::with_capacity(net.architecture().layers().len());
+        for (l, layer) in net.architecture().layers().iter().enumerate() {
+            let mut m = vec![0.0; layer.in_features()];
+            masks.push(net.read_input_mask(l, &mut m)?.then_some(m));
+        }
+        let floor = self.model.floor(&masks)?;
+        Ok((floor > self.budget).then_some(floor))
+    }
+}

@@ -1,0 +1,295 @@
+//! Ready-made runs of the driver: the settings the papers use, in one call.
+//!
+//! | function | optimizer | solver | schedule |
+//! |---|---|---|---|
+//! | [`train_projected`] | SGD with momentum | [`WeightProjection`] | cosine per phase, optional input-mask rounds |
+//! | [`train_magnitude`] | SGD with momentum | [`MagnitudePruning`] | the same epochs and loss as `train_projected`, all fine-tuning |
+//! | [`train_admm`] | Adam | [`AdmmPruning`] | constant rate, until the budget is met, then fine-tuning |
+//! | [`train_uniform`] | Adam | [`UniformScaling`] | the same loss, all fine-tuning |
+//!
+//! Each builds its optimizer and solver and calls
+//! [`train_constrained`](super::train_constrained); use that directly for any
+//! other combination.
+
+use super::admm::{AdmmConfig, AdmmPruning};
+use super::baselines::{MagnitudePruning, UniformScaling};
+use super::driver::{
+    Data, LrSchedule, MaskRounds, TrainingConfig, TrainingReport, train_constrained,
+};
+use super::observer::Observer;
+use super::projection::{WeightProjection, WeightProjectionConfig};
+use crate::energy::{WeightEnergyModel, WidthCostModel};
+use crate::error::{Result, ensure};
+use crate::network::Trainable;
+use crate::train::{Adam, Sgd};
+
+/// Hyper-parameters of [`train_projected`] and [`train_magnitude`].
+///
+/// | field | default | range | purpose |
+/// |---|---|---|---|
+/// | `epochs` | 10 | >= 1 | projected-SGD epochs |
+/// | `finetune_epochs` | 4 | >= 0 | fixed-support epochs after the last projection |
+/// | `batch_size` | 64 | >= 1 | mini-batch size |
+/// | `lr` | 0.01 | > 0 | SGD learning rate (cosine-decayed over each phase) |
+/// | `momentum` | 0.9 | [0, 1) | SGD momentum |
+/// | `weight_decay` | 0 | >= 0 | L2 on weights |
+/// | `project_every` | 50 | >= 1 | batches between projections |
+/// | `reach_fraction` | 0.6 | (0, 1] | part of the projected phase after which the budget is at target |
+/// | `distill_weight` | Some(0.5) | [0, 1] | weight of distillation from the dense teacher |
+/// | `regrow` | false | bool | let pruned weights regrow between projections (else they stay zero) |
+/// | `input_masks` | None | [`MaskRounds`] | input-mask rounds for layers that carry masks |
+/// | `seed` | 0 | any | data-order seed |
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectedTraining {
+    /// Projected-SGD epochs.
+    pub epochs: usize,
+    /// Fixed-support fine-tuning epochs.
+    pub finetune_epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f32,
+    /// SGD momentum.
+    pub momentum: f32,
+    /// L2 weight decay.
+    pub weight_decay: f32,
+    /// Batches between projections.
+    pub project_every: usize,
+    /// Fraction of the projected phase after which the budget is at its target.
+    pub reach_fraction: f64,
+    /// Distillation weight (None: plain cross-entropy).
+    pub distill_weight: Option<f32>,
+    /// Let weights zeroed by a projection regrow before the next projection.
+    pub regrow: bool,
+    /// Input-mask rounds (None: masks, if any, stay as they are).
+    pub input_masks: Option<MaskRounds>,
+    /// Seed of the data order.
+    pub seed: u64,
+}
+
+impl Default for ProjectedTraining {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            finetune_epochs: 4,
+            batch_size: 64,
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            project_every: 50,
+            reach_fraction: 0.6,
+            distill_weight: Some(0.5),
+            regrow: false,
+            input_masks: None,
+            seed: 0,
+        }
+    }
+}
+
+impl ProjectedTraining {
+    /// Check every field against its range.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidParameter`] naming the first field out of range.
+    pub fn validate(&self) -> Result<()> {
+        ensure(self.epochs > 0, "epochs", self.epochs, "must be >= 1")?;
+        self.projection().validate()?;
+        self.training().validate()?;
+        Sgd::new(self.lr, self.momentum, self.weight_decay).map(|_| ())
+    }
+
+    /// The solver settings.
+    pub fn projection(&self) -> WeightProjectionConfig {
+        WeightProjectionConfig {
+            project_every: self.project_every,
+            reach_fraction: self.reach_fraction,
+            regrow: self.regrow,
+        }
+    }
+
+    /// The driver settings.
+    pub fn training(&self) -> TrainingConfig {
+        TrainingConfig {
+            epochs: self.epochs,
+            finetune_epochs: self.finetune_epochs,
+            batch_size: self.batch_size,
+            lr: LrSchedule::Cosine { base: self.lr },
+            reset_between_phases: true,
+            distill_weight: self.distill_weight,
+            input_masks: self.input_masks.clone(),
+            seed: self.seed,
+        }
+    }
+}
+
+/// Train `net` so that its energy under `model` ends at most `budget` (absolute, in
+/// the model's units): projected SGD, optional input-mask rounds, then
+/// fixed-support fine-tuning (ICLR 2019).
+///
+/// # Errors
+/// As [`train_constrained`](super::train_constrained).
+pub fn train_projected<N, M>(
+    net: &mut N,
+    model: &M,
+    budget: f64,
+    data: Data<'_>,
+    cfg: &ProjectedTraining,
+    obs: &mut dyn Observer,
+) -> Result<TrainingReport>
+where
+    N: Trainable + ?Sized,
+    M: WeightEnergyModel + ?Sized,
+{
+    cfg.validate()?;
+    let mut opt = Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay)?;
+    let mut solver = WeightProjection::new(model, budget, cfg.projection())?;
+    train_constrained(net, &mut opt, &mut solver, data, &cfg.training(), obs)
+}
+
+/// The baseline of [`train_projected`]: magnitude pruning to the same exact energy,
+/// then fine-tuning with the support fixed for `epochs + finetune_epochs` epochs (the
+/// same number of epochs, optimizer and loss).
+///
+/// # Errors
+/// As [`train_projected`].
+pub fn train_magnitude<N, M>(
+    net: &mut N,
+    model: &M,
+    budget: f64,
+    data: Data<'_>,
+    cfg: &ProjectedTraining,
+    obs: &mut dyn Observer,
+) -> Result<TrainingReport>
+where
+    N: Trainable + ?Sized,
+    M: WeightEnergyModel + ?Sized,
+{
+    cfg.validate()?;
+    let mut opt = Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay)?;
+    let mut solver = MagnitudePruning::new(model, budget)?;
+    let training = TrainingConfig {
+        epochs: 0,
+        finetune_epochs: cfg.epochs + cfg.finetune_epochs,
+        input_masks: None,
+        ..cfg.training()
+    };
+    train_constrained(net, &mut opt, &mut solver, data, &training, obs)
+}
+
+/// Hyper-parameters of [`train_admm`] and [`train_uniform`].
+///
+/// | field | default | range | purpose |
+/// |---|---|---|---|
+/// | `epochs` | 5 | >= 1 | most epochs of ADMM before giving up |
+/// | `finetune_epochs` | 2 | >= 0 | epochs with the support fixed after the budget is met |
+/// | `batch_size` | 64 | >= 1 | mini-batch size |
+/// | `lr` | 1e-3 | > 0 | Adam rate `alpha` (also used by the proximal step) |
+/// | `distill_weight` | Some(0.5) | [0, 1] | distillation from the network before pruning |
+/// | `seed` | 0 | any | data order |
+/// | `admm` | [`AdmmConfig::default`] | | the solver's hyper-parameters |
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdmmTraining {
+    /// Most ADMM epochs.
+    pub epochs: usize,
+    /// Fixed-support epochs after the budget is met.
+    pub finetune_epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub lr: f32,
+    /// Distillation weight.
+    pub distill_weight: Option<f32>,
+    /// Data-order seed.
+    pub seed: u64,
+    /// ADMM hyper-parameters.
+    pub admm: AdmmConfig,
+}
+
+impl Default for AdmmTraining {
+    fn default() -> Self {
+        Self {
+            epochs: 5,
+            finetune_epochs: 2,
+            batch_size: 64,
+            lr: 1e-3,
+            distill_weight: Some(0.5),
+            seed: 0,
+            admm: AdmmConfig::default(),
+        }
+    }
+}
+
+impl AdmmTraining {
+    /// The driver settings (constant Adam rate, no optimizer reset between phases).
+    pub fn training(&self) -> TrainingConfig {
+        TrainingConfig {
+            epochs: self.epochs,
+            finetune_epochs: self.finetune_epochs,
+            batch_size: self.batch_size,
+            lr: LrSchedule::Constant,
+            reset_between_phases: false,
+            distill_weight: self.distill_weight,
+            input_masks: None,
+            seed: self.seed,
+        }
+    }
+}
+
+/// Prune the channels of `net` until `model`'s cost of its live widths is at most
+/// `budget` (model units), training all the while with Adam, then fine-tune with the
+/// channel support fixed (ECC, CVPR 2019). The kept channels are
+/// [`PruningPlan::from_network`](crate::network::PruningPlan::from_network) of the
+/// result.
+///
+/// # Errors
+/// [`crate::Error::InfeasibleBudget`] if the minimum widths cost more than the
+/// budget, [`crate::Error::InvalidParameter`] for a bad configuration, and errors of
+/// the network, the model or the data.
+pub fn train_admm<N, M>(
+    net: &mut N,
+    model: &M,
+    budget: f64,
+    data: Data<'_>,
+    cfg: &AdmmTraining,
+    obs: &mut dyn Observer,
+) -> Result<TrainingReport>
+where
+    N: Trainable + ?Sized,
+    M: WidthCostModel + ?Sized,
+{
+    ensure(cfg.epochs > 0, "epochs", cfg.epochs, "must be >= 1")?;
+    let arch = net.architecture().clone();
+    let mut solver = AdmmPruning::new(&arch, model, budget, cfg.admm.clone())?;
+    let mut opt = Adam::new(cfg.lr)?;
+    train_constrained(net, &mut opt, &mut solver, data, &cfg.training(), obs)
+}
+
+/// The baseline of [`train_admm`]: uniform width scaling to the same model cost,
+/// then `epochs` epochs of Adam with the same loss. The kept channels are the first
+/// of every width ([`UniformScaling::plan`]).
+///
+/// # Errors
+/// As [`train_admm`].
+pub fn train_uniform<N, M>(
+    net: &mut N,
+    model: &M,
+    budget: f64,
+    data: Data<'_>,
+    epochs: usize,
+    cfg: &AdmmTraining,
+    obs: &mut dyn Observer,
+) -> Result<TrainingReport>
+where
+    N: Trainable + ?Sized,
+    M: WidthCostModel + ?Sized,
+{
+    let arch = net.architecture().clone();
+    let mut solver = UniformScaling::new(&arch, model, budget)?;
+    let mut opt = Adam::new(cfg.lr)?;
+    let training = TrainingConfig {
+        epochs: 0,
+        finetune_epochs: epochs,
+        ..cfg.training()
+    };
+    train_constrained(net, &mut opt, &mut solver, data, &training, obs)
+}

@@ -1,0 +1,56 @@
+//! Helpers for this crate's tests and benches: not part of the public API, may
+//! change without notice.
+
+use crate::energy::LayerCost;
+use crate::error::Result;
+use crate::prune::Selection;
+
+/// The sort-based reference of the greedy knapsack (`O(n log n)`), the baseline of
+/// the projection benches.
+///
+/// # Errors
+/// As [`greedy_knapsack`](crate::prune::greedy_knapsack).
+pub fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]>>(
+    weights: &mut [W],
+    costs: &[LayerCost],
+    capacity: f64,
+) -> Result<Selection> {
+    crate::prune::project_sorted(weights, costs, capacity)
+}
+
+/// Central finite-difference check of a gradient: for every coordinate `i` of `x`,
+/// `(f(x + h e_i) - f(x - h e_i)) / 2h` against `grad[i]`, with tolerance
+/// `abs_tol + rel_tol * max(|fd|, |grad|)`. Returns the worst violation as
+/// `Err(message)`, naming the coordinate.
+///
+/// # Errors
+/// A message naming the first coordinate whose difference is out of tolerance.
+pub fn check_gradient(
+    x: &[f64],
+    grad: &[f64],
+    h: f64,
+    abs_tol: f64,
+    rel_tol: f64,
+    mut f: impl FnMut(&[f64]) -> f64,
+) -> std::result::Result<(), String> {
+    if grad.len() != x.len() {
+        return Err(format!("gradient has {} entries, x has {}", grad.len(), x.len()));
+    }
+    let mut xp = x.to_vec();
+    for i in 0..x.len() {
+        xp[i] = x[i] + h;
+        let fp = f(&xp);
+        xp[i] = x[i] - h;
+        let fm = f(&xp);
+        xp[i] = x[i];
+        let fd = (fp - fm) / (2.0 * h);
+        let tol = abs_tol + rel_tol * fd.abs().max(grad[i].abs());
+        if (fd - grad[i]).abs() > tol || !fd.is_finite() {
+            return Err(format!(
+                "coordinate {i}: finite difference {fd:.6e} vs gradient {:.6e} (tolerance {tol:.2e})",
+                grad[i]
+            ));
+        }
+    }
+    Ok(())
+}
