@@ -9,9 +9,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use energy_prune::arch::Conv2dGeometry;
 use energy_prune::network::Trainable;
 use energy_prune::nn::Cnn;
-use energy_prune::nn::loss::cross_entropy;
 use energy_prune::nn::ops::{conv2d_backward, conv2d_direct, conv2d_forward};
-use energy_prune::nn::optim::Sgd;
+use energy_prune::train::Sgd;
+use energy_prune::train::cross_entropy;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 fn geom(c: usize, h: usize, d: usize, k: usize, p: usize) -> Conv2dGeometry {
@@ -95,7 +95,7 @@ fn train_step(c: &mut Criterion) {
         net.set_threads(threads);
         let mut opt = Sgd::new(0.01, 0.9, 5e-4).unwrap();
         let x = rand_vec(&mut rng, batch * net.input_len());
-        let labels: Vec<u8> = (0..batch).map(|i| (i % 10) as u8).collect();
+        let labels: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();
         let (mut logits, mut grad) = (Vec::new(), vec![0.0; batch * 10]);
         group.bench_function(BenchmarkId::new("threads", threads), |bn| {
             bn.iter(|| {
@@ -103,7 +103,7 @@ fn train_step(c: &mut Criterion) {
                 grad.fill(0.0);
                 cross_entropy(&logits, &labels, 10, 1.0, &mut grad).unwrap();
                 net.backward(&grad).unwrap();
-                opt.step(&mut net);
+                opt.step(&mut net).unwrap();
             })
         });
     }

@@ -6,7 +6,8 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use energy_prune::arch::zoo;
-use energy_prune::energy::{NetworkState, SystolicArray, SystolicConfig, WeightEnergyModel};
+use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
+use energy_prune::network::NetworkState;
 use energy_prune::prune::weight_costs;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use energy_prune::arch::zoo;
 use energy_prune::energy::{LayerCost, SystolicArray, SystolicConfig, WeightEnergyModel};
-use energy_prune::prune::{ProjectionWorkspace, greedy_knapsack, project_sorted};
+use energy_prune::prune::{ProjectionWorkspace, greedy_knapsack};
+use energy_prune::testing::project_sorted;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 fn normal_weights(rng: &mut StdRng, n: usize) -> Vec<f32> {

@@ -11,7 +11,8 @@
 //! ```
 
 use energy_prune::arch::{ArchBuilder, Architecture, Conv, LayerKind};
-use energy_prune::energy::{NetworkState, SystolicArray, SystolicConfig, WeightEnergyModel};
+use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
+use energy_prune::network::NetworkState;
 use energy_prune::network::{Network, NetworkMut};
 use energy_prune::prune::{project, weight_costs};
 use energy_prune::{Error, Result};

@@ -144,9 +144,15 @@ fn run(args: &Args) -> energy_prune::Result<()> {
             batch_size: 64,
         };
         let epochs = args.dense_epochs;
-        train_dense(&mut dense, &mut dense_opt, &train, test, &cfg, &mut rng, &mut |e| {
-            print_dense("dense", epochs, e)
-        })?;
+        train_dense(
+            &mut dense,
+            &mut dense_opt,
+            &train,
+            test,
+            &cfg,
+            &mut rng,
+            &mut |e| print_dense("dense", epochs, e),
+        )?;
     }
     if let Some(path) = &args.save_dense {
         dense.save(path)?;

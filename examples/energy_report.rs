@@ -11,7 +11,8 @@
 mod common;
 
 use energy_prune::arch::{Architecture, zoo};
-use energy_prune::energy::{NetworkState, SystolicArray, SystolicConfig, WeightEnergyModel};
+use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
+use energy_prune::network::NetworkState;
 
 struct Args {
     net: String,

@@ -114,9 +114,15 @@ fn dense_lenet5(net: &mut Cnn, data: &Mnist, epochs: usize, seed: u64) -> energy
         batch_size: 64,
     };
     let mut rng = StdRng::seed_from_u64(seed);
-    train_dense(net, &mut opt, &data.train, &data.test, &cfg, &mut rng, &mut |e| {
-        print_dense("dense", epochs, e)
-    })
+    train_dense(
+        net,
+        &mut opt,
+        &data.train,
+        &data.test,
+        &cfg,
+        &mut rng,
+        &mut |e| print_dense("dense", epochs, e),
+    )
 }
 
 fn layers_json(r: &EnergyReport) -> serde_json::Value {

@@ -11,9 +11,10 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use common::{DenseTraining, train_dense};
+use energy_prune::nn::Cnn;
 use energy_prune::nn::mnist::{Mnist, MnistOptions};
-use energy_prune::nn::optim::Sgd;
-use energy_prune::nn::{Cnn, TrainConfig, cosine_lr, evaluate, train_epoch};
+use energy_prune::train::Sgd;
 use rand::{SeedableRng, rngs::StdRng};
 
 struct Args {
@@ -83,35 +84,36 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     }
     let mut opt = Sgd::new(args.lr, 0.9, 5e-4)?;
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let cfg = TrainConfig {
+    let cfg = DenseTraining {
+        epochs: args.epochs as usize,
+        lr: args.lr,
+        schedule_epochs: args.epochs as usize,
         batch_size: args.batch_size,
-        distill: None,
     };
     println!("epoch   lr       loss     train acc  test acc   images/s");
-    let (mut train_secs, mut images, mut test_acc) = (0.0, 0usize, 0.0);
-    for epoch in 0..args.epochs {
-        opt.lr = cosine_lr(args.lr, epoch as usize, args.epochs as usize);
-        let st = train_epoch(
-            &mut net,
-            &mut opt,
-            &data.train,
-            &cfg,
-            &mut rng,
-            &mut |_, _| Ok(()),
-        )?;
-        train_secs += st.seconds;
-        images += st.images;
-        test_acc = evaluate(&mut net, &data.test, 1000)?;
-        println!(
-            "{:>5}   {:<7.4}  {:<7.4}  {:>8.2} %  {:>7.2} %  {:>8.0}",
-            epoch + 1,
-            opt.lr,
-            st.loss,
-            100.0 * st.train_accuracy,
-            100.0 * test_acc,
-            st.images as f64 / st.seconds
-        );
-    }
+    let (mut train_secs, mut images, mut test_acc) = (0.0f64, 0usize, 0.0);
+    train_dense(
+        &mut net,
+        &mut opt,
+        &data.train,
+        &data.test,
+        &cfg,
+        &mut rng,
+        &mut |e| {
+            train_secs += e.seconds;
+            images += e.images;
+            test_acc = e.test_accuracy;
+            println!(
+                "{:>5}   {:<7.4}  {:<7.4}  {:>8.2} %  {:>7.2} %  {:>8.0}",
+                e.epoch,
+                e.lr,
+                e.loss,
+                100.0 * e.train_accuracy,
+                100.0 * e.test_accuracy,
+                e.images_per_second
+            );
+        },
+    )?;
     if let Some(path) = &args.save {
         net.save(path)?;
         println!("saved weights to {}", path.display());

@@ -47,7 +47,8 @@
 //! ## Quick start
 //! ```
 //! use energy_prune::arch::zoo;
-//! use energy_prune::energy::{NetworkState, SystolicArray, SystolicConfig, WeightEnergyModel};
+//! use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
+//! use energy_prune::network::NetworkState;
 //! use energy_prune::prune::project;
 //!
 //! # fn main() -> energy_prune::Result<()> {

@@ -34,7 +34,11 @@ pub fn check_gradient(
     mut f: impl FnMut(&[f64]) -> f64,
 ) -> std::result::Result<(), String> {
     if grad.len() != x.len() {
-        return Err(format!("gradient has {} entries, x has {}", grad.len(), x.len()));
+        return Err(format!(
+            "gradient has {} entries, x has {}",
+            grad.len(),
+            x.len()
+        ));
     }
     let mut xp = x.to_vec();
     for i in 0..x.len() {

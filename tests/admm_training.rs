@@ -2,7 +2,7 @@
 
 use energy_prune::Error;
 use energy_prune::energy::{SystolicArray, SystolicConfig, WidthCostModel};
-use energy_prune::network::{Network, Trainable};
+use energy_prune::network::{Network, PruningPlan, Trainable};
 use energy_prune::nn::{Cnn, LayerSpec};
 use energy_prune::prune::{
     AdmmConfig, AdmmTraining, Data, NoObserver, Termination, train_admm, uniform_widths,
@@ -62,12 +62,18 @@ fn admm_meets_the_budget_and_the_plan_compacts() {
         "{:?}",
         r.termination
     );
-    assert!(r.budget_met && r.cost <= budget, "{} > {budget}", r.cost);
-    let live: Vec<f64> = r.widths.iter().map(|v| *v as f64).collect();
+    assert!(
+        r.budget_met() && r.status.cost <= budget,
+        "{} > {budget}",
+        r.status.cost
+    );
+    let plan = PruningPlan::from_network(&n).unwrap();
+    let widths = plan.widths();
+    let live: Vec<f64> = widths.iter().map(|v| *v as f64).collect();
     assert!(model.cost(&live).unwrap() <= budget);
-    assert!(r.widths.iter().all(|w| *w >= 1));
+    assert!(widths.iter().all(|w| *w >= 1));
     // The compact network computes what the pruned one does.
-    let mut compact = n.compact(&r.plan).unwrap();
+    let mut compact = n.compact(&plan).unwrap();
     let x: Vec<f32> = train.images[..8 * 64].to_vec();
     let (mut a, mut b) = (Vec::new(), Vec::new());
     n.forward(&x, 8, &mut a).unwrap();

@@ -1,8 +1,8 @@
 //! Pruning plans and compaction: the compact network computes what the masked one does.
 
+use energy_prune::network::PruningPlan;
 use energy_prune::network::{Network, Trainable};
 use energy_prune::nn::{Cnn, LayerSpec};
-use energy_prune::prune::PruningPlan;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 mod common;

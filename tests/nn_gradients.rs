@@ -2,8 +2,8 @@
 //! determinism under a fixed seed.
 
 use energy_prune::network::{Network, NetworkMut, ParamKind, Trainable};
-use energy_prune::nn::loss::{cross_entropy, mse_distillation};
 use energy_prune::nn::{Cnn, LayerSpec};
+use energy_prune::train::{cross_entropy, mse_distillation};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 mod common;
@@ -55,14 +55,14 @@ fn loss_of(
     net: &mut Cnn,
     x: &[f32],
     batch: usize,
-    labels: &[u8],
+    labels: &[u32],
     teacher: &[f32],
     grad: bool,
 ) -> f64 {
     let mut logits = Vec::new();
     net.forward(x, batch, &mut logits).unwrap();
     let mut g = vec![0.0; logits.len()];
-    let ce = cross_entropy(&logits, labels, 3, 0.5, &mut g).unwrap().0 as f64;
+    let ce = cross_entropy(&logits, labels, 3, 0.5, &mut g).unwrap() as f64;
     let mse = mse_distillation(&logits, teacher, 0.5, &mut g).unwrap() as f64;
     if grad {
         net.backward(&g).unwrap();
@@ -78,7 +78,7 @@ fn every_parameter_gradient_matches_finite_differences() {
     let x: Vec<f32> = (0..batch * net.input_len())
         .map(|_| rng.random_range(-1.0f32..1.0))
         .collect();
-    let labels = [0u8, 2, 1, 2];
+    let labels = [0u32, 2, 1, 2];
     let teacher: Vec<f32> = (0..batch * 3)
         .map(|_| rng.random_range(-1.0f32..1.0))
         .collect();
@@ -142,7 +142,7 @@ fn training_is_deterministic_and_thread_count_only_reorders_sums() {
     let run = |threads: usize| {
         let mut net = small_net(11);
         net.set_threads(threads);
-        let mut opt = energy_prune::nn::optim::Sgd::new(0.05, 0.9, 1e-4).unwrap();
+        let mut opt = energy_prune::train::Sgd::new(0.05, 0.9, 1e-4).unwrap();
         let mut rng = StdRng::seed_from_u64(5);
         let batch = 32;
         let mut logits = Vec::new();
@@ -150,12 +150,12 @@ fn training_is_deterministic_and_thread_count_only_reorders_sums() {
             let x: Vec<f32> = (0..batch * net.input_len())
                 .map(|_| rng.random_range(-1.0f32..1.0))
                 .collect();
-            let labels: Vec<u8> = (0..batch).map(|_| rng.random_range(0..3u8)).collect();
+            let labels: Vec<u32> = (0..batch).map(|_| rng.random_range(0..3u32)).collect();
             net.forward(&x, batch, &mut logits).unwrap();
             let mut g = vec![0.0; logits.len()];
             cross_entropy(&logits, &labels, 3, 1.0, &mut g).unwrap();
             net.backward(&g).unwrap();
-            opt.step(&mut net);
+            opt.step(&mut net).unwrap();
         }
         net.weights(0).unwrap()
     };

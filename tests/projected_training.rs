@@ -5,8 +5,9 @@ use energy_prune::Error;
 
 mod common;
 use common::synthetic;
-use energy_prune::energy::{NetworkState, SystolicArray, SystolicConfig, WeightEnergyModel};
+use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::Network;
+use energy_prune::network::NetworkState;
 use energy_prune::nn::{Cnn, LayerSpec};
 use energy_prune::prune::{
     Data, MaskRounds, NoObserver, OnEpoch, ProjectedTraining, magnitude_prune, train_magnitude,
@@ -48,7 +49,7 @@ fn projected_training_meets_the_budget_and_learns() {
         .energy(&NetworkState::from_network(&n).unwrap())
         .unwrap()
         .total;
-    let budget = model.floor() + 0.3 * (dense - model.floor());
+    let budget = model.dense_floor() + 0.3 * (dense - model.dense_floor());
     let mut epochs_seen = 0;
     let mut obs = OnEpoch(|_: &energy_prune::prune::EpochEvent| epochs_seen += 1);
     let data = Data {
@@ -58,11 +59,11 @@ fn projected_training_meets_the_budget_and_learns() {
     };
     let r = train_projected(&mut n, &model, budget, data, &cfg(), &mut obs).unwrap();
     assert!(
-        r.budget_met && r.energy.total <= budget,
+        r.budget_met() && r.status.cost <= budget,
         "{} > {budget}",
-        r.energy.total
+        r.status.cost
     );
-    assert!(r.relaxed_energy >= r.energy.total);
+    assert!(r.status.relaxed_cost >= r.status.cost);
     assert_eq!(r.history.len(), 4);
     assert_eq!(epochs_seen, 4);
     // Energy measured independently from the network's weights.
@@ -70,7 +71,7 @@ fn projected_training_meets_the_budget_and_learns() {
         .energy(&NetworkState::from_network(&n).unwrap())
         .unwrap()
         .total;
-    assert_eq!(again, r.energy.total);
+    assert_eq!(again, r.status.cost);
     assert!(
         r.test_accuracy.unwrap() > 0.5,
         "accuracy {:?}",
@@ -84,7 +85,7 @@ fn projected_training_meets_the_budget_and_learns() {
         test: Some(&test),
     };
     let rm = train_magnitude(&mut m, &model, budget, data, &cfg(), &mut NoObserver).unwrap();
-    assert!(rm.budget_met && rm.energy.total <= budget);
+    assert!(rm.budget_met() && rm.status.cost <= budget);
 }
 
 #[test]
@@ -93,7 +94,7 @@ fn magnitude_prune_keeps_the_most_weights_that_fit() {
     let model = SystolicArray::new(n.architecture(), SystolicConfig::default()).unwrap();
     let dense = NetworkState::from_network(&n).unwrap();
     let full = model.energy(&dense).unwrap().total;
-    let budget = model.floor() + 0.4 * (full - model.floor());
+    let budget = model.dense_floor() + 0.4 * (full - model.dense_floor());
     let mut s = dense.clone();
     let r = magnitude_prune(&model, &mut s, budget).unwrap();
     assert!(r.total <= budget);
@@ -111,7 +112,7 @@ fn magnitude_prune_keeps_the_most_weights_that_fit() {
     assert!(model.energy(&s).unwrap().total > budget);
     let mut s = dense.clone();
     assert!(matches!(
-        magnitude_prune(&model, &mut s, 0.5 * model.floor()),
+        magnitude_prune(&model, &mut s, 0.5 * model.dense_floor()),
         Err(Error::InfeasibleBudget { .. })
     ));
 }
@@ -129,7 +130,7 @@ fn bad_budgets_and_configs_are_errors() {
     let err = train_projected(
         &mut n,
         &model,
-        0.5 * model.floor(),
+        0.5 * model.dense_floor(),
         data,
         &cfg(),
         &mut NoObserver,
@@ -144,7 +145,7 @@ fn bad_budgets_and_configs_are_errors() {
         train_projected(
             &mut n,
             &model,
-            2.0 * model.floor(),
+            2.0 * model.dense_floor(),
             data,
             &bad,
             &mut NoObserver
@@ -158,7 +159,7 @@ fn bad_budgets_and_configs_are_errors() {
     let err = train_projected(
         &mut n,
         &model,
-        2.0 * model.floor(),
+        2.0 * model.dense_floor(),
         data,
         &masks,
         &mut NoObserver,
@@ -179,7 +180,7 @@ fn input_mask_rounds_leave_binary_masks_within_budget() {
         .energy(&NetworkState::from_network(&n).unwrap())
         .unwrap()
         .total;
-    let budget = model.floor() + 0.5 * (dense - model.floor());
+    let budget = model.dense_floor() + 0.5 * (dense - model.dense_floor());
     let c = ProjectedTraining {
         input_masks: Some(MaskRounds {
             rounds: 2,
@@ -194,7 +195,7 @@ fn input_mask_rounds_leave_binary_masks_within_budget() {
         test: Some(&val),
     };
     let r = train_projected(&mut n, &model, budget, data, &c, &mut NoObserver).unwrap();
-    assert!(r.budget_met && r.energy.total <= budget);
+    assert!(r.budget_met() && r.status.cost <= budget);
     for l in 0..2 {
         let m = n.input_mask(l).unwrap();
         assert!(
@@ -236,9 +237,9 @@ fn input_masks_reach_budgets_below_the_unmasked_floor() {
     };
     let r = train_projected(&mut n, &model, budget, data, &c, &mut NoObserver).unwrap();
     assert!(
-        r.budget_met && r.energy.total <= budget,
+        r.budget_met() && r.status.cost <= budget,
         "{} > {budget}",
-        r.energy.total
+        r.status.cost
     );
     // Without masks the same budget is infeasible.
     let mut plain = net();

@@ -55,6 +55,8 @@ pub struct DenseEpoch {
     pub images_per_second: f64,
     /// Seconds of training.
     pub seconds: f64,
+    /// Samples trained on.
+    pub images: usize,
 }
 
 /// Train a dense network with cross-entropy and a cosine learning rate, calling
@@ -92,6 +94,7 @@ where
             test_accuracy: evaluate(net, test, 1000)?,
             images_per_second: st.throughput(),
             seconds: st.seconds,
+            images: st.images,
         });
     }
     Ok(())

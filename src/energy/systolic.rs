@@ -54,8 +54,8 @@
 
 use crate::arch::{Architecture, Conv2dGeometry, Layer, LayerKind, valid_range};
 use crate::energy::{EnergyReport, LayerCost, LayerEnergy, WeightEnergyModel, WidthCostModel};
-use crate::network::{NetworkState, check_mask_len};
 use crate::error::{Error, Result, ensure};
+use crate::network::{NetworkState, check_mask_len};
 
 /// Access energy of one conv weight: `beta_in` while it fits the weight buffer,
 /// `beta_out` when it spills (see the module docs).
@@ -189,7 +189,8 @@ enum Pre {
 /// # Examples
 /// ```
 /// use energy_prune::arch::zoo;
-/// use energy_prune::energy::{NetworkState, SystolicArray, SystolicConfig, WeightEnergyModel};
+/// use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
+/// use energy_prune::network::NetworkState;
 /// # fn main() -> energy_prune::Result<()> {
 /// let arch = zoo::lenet5()?;
 /// let model = SystolicArray::new(&arch, SystolicConfig::default())?;
@@ -664,7 +665,6 @@ impl WeightEnergyModel for SystolicArray {
             })
             .sum())
     }
-
 
     fn energy(&self, state: &NetworkState) -> Result<EnergyReport> {
         state.check(&self.arch)?;

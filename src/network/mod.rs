@@ -57,8 +57,8 @@ mod plan;
 mod state;
 
 pub use plan::PruningPlan;
-pub(crate) use state::check_mask_len;
 pub use state::NetworkState;
+pub(crate) use state::check_mask_len;
 
 use crate::arch::Architecture;
 use crate::error::{Error, Result};

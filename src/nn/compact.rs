@@ -34,7 +34,10 @@ impl Cnn {
                         };
                         if !g.is_depthwise() {
                             return Err(Error::unsupported(
-                                format!("compaction of the grouped convolution `{}`", arch.layers()[layer].name),
+                                format!(
+                                    "compaction of the grouped convolution `{}`",
+                                    arch.layers()[layer].name
+                                ),
                                 "compaction handles ungrouped and depthwise convolutions",
                             ));
                         }

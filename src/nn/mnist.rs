@@ -18,7 +18,6 @@ pub const MNIST_MEAN: f32 = 0.1307;
 /// Standard deviation of the MNIST training pixels.
 pub const MNIST_STD: f32 = 0.3081;
 
-
 /// How pixel bytes `p` become inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Normalization {

@@ -24,11 +24,11 @@
 //!
 //! The solver stops when the model's cost of the live widths meets the budget.
 
-use crate::arch::{Architecture, SlotLayout};
 use super::constraint::{
     AdmmEvent, ConstrainedOptimizer, ConstraintStatus, Kept, Phase, RunInfo, SolverEvent,
     StepContext, StepReport,
 };
+use crate::arch::{Architecture, SlotLayout};
 use crate::energy::WidthCostModel;
 use crate::error::{Error, Result};
 use crate::network::{Network, NetworkMut, ParamKind, PruningPlan};
@@ -552,9 +552,12 @@ impl<M: WidthCostModel> ConstrainedOptimizer for AdmmPruning<M> {
                 p.fill(1.0);
             }
         }
-        let st = self
-            .admm
-            .step(&mut self.weights, &self.precond, ctx.learning_rate, &self.model)?;
+        let st = self.admm.step(
+            &mut self.weights,
+            &self.precond,
+            ctx.learning_rate,
+            &self.model,
+        )?;
         for (l, w) in self.weights.iter().enumerate() {
             net.write_weights(l, w)?;
         }
@@ -604,7 +607,8 @@ impl<M: WidthCostModel> ConstrainedOptimizer for AdmmPruning<M> {
 
 /// An error unless `net` and `expected` have the same layers and widths.
 pub(crate) fn check_same_architecture(net: &Architecture, expected: &Architecture) -> Result<()> {
-    if net.layers().len() != expected.layers().len() || net.widths().len() != expected.widths().len()
+    if net.layers().len() != expected.layers().len()
+        || net.widths().len() != expected.widths().len()
     {
         return Err(Error::shape(
             "layers of the network (the solver was built for another architecture)",
@@ -615,7 +619,10 @@ pub(crate) fn check_same_architecture(net: &Architecture, expected: &Architectur
     for (a, b) in net.layers().iter().zip(expected.layers()) {
         if a.weight_count() != b.weight_count() {
             return Err(Error::shape(
-                format!("weights of layer {} (the solver was built for another architecture)", a.name),
+                format!(
+                    "weights of layer {} (the solver was built for another architecture)",
+                    a.name
+                ),
                 b.weight_count(),
                 a.weight_count(),
             ));

@@ -135,7 +135,11 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for MagnitudePruning<M> {
         Ok(())
     }
 
-    fn step<N: NetworkMut + ?Sized>(&mut self, net: &mut N, _: &StepContext<'_>) -> Result<StepReport> {
+    fn step<N: NetworkMut + ?Sized>(
+        &mut self,
+        net: &mut N,
+        _: &StepContext<'_>,
+    ) -> Result<StepReport> {
         self.hold(net)?;
         Ok(StepReport::held(true))
     }
@@ -263,7 +267,11 @@ impl<M: WidthCostModel> ConstrainedOptimizer for UniformScaling<M> {
         Ok(())
     }
 
-    fn step<N: NetworkMut + ?Sized>(&mut self, net: &mut N, _: &StepContext<'_>) -> Result<StepReport> {
+    fn step<N: NetworkMut + ?Sized>(
+        &mut self,
+        net: &mut N,
+        _: &StepContext<'_>,
+    ) -> Result<StepReport> {
         self.plan.apply(net)?;
         Ok(StepReport::held(true))
     }

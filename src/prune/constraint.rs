@@ -240,8 +240,12 @@ pub trait ConstrainedOptimizer {
     ///
     /// # Errors
     /// Errors of the network and the model.
-    fn begin_phase<N: Network + ?Sized>(&mut self, net: &N, phase: Phase, steps: usize)
-    -> Result<()>;
+    fn begin_phase<N: Network + ?Sized>(
+        &mut self,
+        net: &N,
+        phase: Phase,
+        steps: usize,
+    ) -> Result<()>;
 
     /// The constrained step after one update of the constrained phases.
     ///

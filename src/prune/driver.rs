@@ -32,9 +32,7 @@ use std::time::Instant;
 
 use rand::{SeedableRng, rngs::StdRng};
 
-use super::constraint::{
-    ConstrainedOptimizer, ConstraintStatus, Phase, RunInfo, StepContext,
-};
+use super::constraint::{ConstrainedOptimizer, ConstraintStatus, Phase, RunInfo, StepContext};
 use super::observer::{EpochEvent, Observer};
 use super::projection::project_top_k;
 use crate::error::{Error, Result, ensure};
@@ -675,7 +673,8 @@ where
             self.opt.reset();
         }
         let steps = epochs * self.steps_per_epoch();
-        self.solver.begin_phase(&*self.net, Phase::FineTune, steps)?;
+        self.solver
+            .begin_phase(&*self.net, Phase::FineTune, steps)?;
         for e in 0..epochs {
             self.set_lr(e, epochs);
             let solver = &mut *self.solver;

@@ -135,7 +135,12 @@ impl DataSource for Dataset {
         self.image_len()
     }
 
-    fn gather(&self, indices: &[usize], inputs: &mut Vec<f32>, labels: &mut Vec<u32>) -> Result<()> {
+    fn gather(
+        &self,
+        indices: &[usize],
+        inputs: &mut Vec<f32>,
+        labels: &mut Vec<u32>,
+    ) -> Result<()> {
         let il = self.image_len();
         inputs.clear();
         labels.clear();

@@ -121,11 +121,17 @@ impl<L: Loss> Loss for Distillation<L> {
         grad: &mut [f32],
     ) -> Result<f64> {
         let (w, k) = (self.weight, batch.classes);
-        let base = self.base.accumulate(logits, batch, scale * (1.0 - w), grad)?;
+        let base = self
+            .base
+            .accumulate(logits, batch, scale * (1.0 - w), grad)?;
         self.gathered.clear();
         for &i in batch.indices {
             let row = self.teacher.get(i * k..(i + 1) * k).ok_or_else(|| {
-                Error::shape("teacher logits (samples * classes)", (i + 1) * k, self.teacher.len())
+                Error::shape(
+                    "teacher logits (samples * classes)",
+                    (i + 1) * k,
+                    self.teacher.len(),
+                )
             })?;
             self.gathered.extend_from_slice(row);
         }
@@ -170,7 +176,9 @@ pub fn cross_entropy(
             ));
         }
         let z = &logits[b * classes..(b + 1) * classes];
-        let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+        let max = z
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
         let sum: f32 = z.iter().map(|v| (v - max).exp()).sum();
         loss += (sum.ln() - (z[y] - max)) as f64;
         let g = &mut grad[b * classes..(b + 1) * classes];

@@ -15,7 +15,6 @@ mod optim;
 pub use data::{DataSource, Dataset};
 pub use epoch::{Control, EpochStats, cosine_lr, evaluate, predict_all, train_epoch};
 pub use loss::{
-    Batch, CrossEntropy, Distillation, Loss, LossFn, argmax_rows, cross_entropy,
-    mse_distillation,
+    Batch, CrossEntropy, Distillation, Loss, LossFn, argmax_rows, cross_entropy, mse_distillation,
 };
 pub use optim::{Adam, InputMaskAdam, Optimizer, Preconditioner, Sgd};

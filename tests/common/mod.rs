@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 
 use energy_prune::nn::LayerSpec;
-use energy_prune::nn::mnist::Dataset;
+use energy_prune::train::Dataset;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 /// 1x8x8 images whose class is the quadrant holding the brightest pixel.
@@ -20,7 +20,7 @@ pub fn synthetic(n: usize, seed: u64) -> Dataset {
         let mut img = img;
         img[y * 8 + x] = 3.0;
         images.extend_from_slice(&img);
-        labels.push(q);
+        labels.push(u32::from(q));
     }
     Dataset {
         images,

@@ -28,8 +28,8 @@ mod solver;
 
 pub(crate) use reference::project_sorted;
 pub use select::{ProjectionWorkspace, Selection, greedy_knapsack};
-pub(crate) use solver::{apply_support, weight_status};
 pub use solver::{WeightProjection, WeightProjectionConfig};
+pub(crate) use solver::{apply_support, weight_status};
 
 use crate::energy::{LayerCost, WeightEnergyModel};
 use crate::error::{Error, Result};
@@ -63,7 +63,8 @@ pub struct ProjectionOutcome {
 /// # Examples
 /// ```
 /// use energy_prune::arch::zoo;
-/// use energy_prune::energy::{NetworkState, SystolicArray, SystolicConfig};
+/// use energy_prune::energy::{SystolicArray, SystolicConfig};
+/// use energy_prune::network::NetworkState;
 /// use energy_prune::prune::project;
 /// # fn main() -> energy_prune::Result<()> {
 /// let arch = zoo::lenet5()?;

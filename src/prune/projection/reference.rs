@@ -6,7 +6,6 @@ use super::select::{Classifier, Selection, check_inputs, key};
 use crate::energy::LayerCost;
 use crate::error::Result;
 
-
 /// The straightforward sort-based greedy knapsack (reference implementation and
 /// bench baseline): same result as [`greedy_knapsack`](super::greedy_knapsack), in `O(n log n)`.
 ///
@@ -114,4 +113,3 @@ pub(crate) fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]>>(
         single_item: single,
     })
 }
-

@@ -636,10 +636,10 @@ fn partition3(items: &mut [Item], p: f32) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::NetworkState;
-    use crate::prune::projection::{project, project_sorted, project_top_k, project_with_workspace};
     use crate::arch::zoo;
     use crate::energy::{SystolicArray, SystolicConfig};
+    use crate::network::NetworkState;
+    use crate::prune::projection::{project, project_sorted, project_top_k};
     use rand::{RngExt, SeedableRng, rngs::StdRng};
 
     fn random_instance(rng: &mut StdRng, integer_costs: bool) -> (Vec<Vec<f32>>, Vec<LayerCost>) {
@@ -712,7 +712,11 @@ mod tests {
             let rb = project_sorted(&mut b, &c, cap).unwrap();
             assert_eq!(a, b, "weights differ for {w:?} {c:?} cap {cap}");
             assert_eq!(ra.kept, rb.kept);
-            assert!(ra.charged <= cap + 1e-9, "charged {} > capacity {cap}", ra.charged);
+            assert!(
+                ra.charged <= cap + 1e-9,
+                "charged {} > capacity {cap}",
+                ra.charged
+            );
             assert!((ra.kept_value - rb.kept_value).abs() < 1e-9);
         }
     }
@@ -810,8 +814,11 @@ mod tests {
             let (mut w, c) = random_instance(&mut rng, true);
             let cap = rng.random_range(0..25usize);
             let opt = dp_optimum(&w, &c, cap);
-            let (_, charged, value, _, _) =
-                greedy_knapsack(&mut w, &c, cap as f64, &mut ws).unwrap();
+            let Selection {
+                charged,
+                kept_value: value,
+                ..
+            } = greedy_knapsack(&mut w, &c, cap as f64, &mut ws).unwrap();
             assert!(charged <= cap as f64);
             if opt > 0.0 {
                 let r = value / opt;
