@@ -236,55 +236,88 @@ pub fn argmax_rows(logits: &[f32], classes: usize) -> impl Iterator<Item = usize
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::check_gradient;
+
+    fn f32s(x: &[f64]) -> Vec<f32> {
+        x.iter().map(|v| *v as f32).collect()
+    }
 
     #[test]
     fn cross_entropy_gradient_matches_finite_differences() {
-        let logits = vec![0.3f32, -1.2, 2.0, 0.1, 0.5, 0.5, -0.7, 1.1];
+        let logits = [0.3, -1.2, 2.0, 0.1, 0.5, 0.5, -0.7, 1.1];
         let labels = [2u32, 3];
         let mut g = vec![0.0; 8];
-        let l0 = cross_entropy(&logits, &labels, 4, 1.0, &mut g).unwrap();
-        assert_eq!(argmax_rows(&logits, 4).collect::<Vec<_>>(), vec![2, 0]);
-        for i in 0..8 {
-            let eps = 1e-3;
-            let mut lp = logits.clone();
-            lp[i] += eps;
-            let mut lm = logits.clone();
-            lm[i] -= eps;
-            let mut dummy = vec![0.0; 8];
-            let fp = cross_entropy(&lp, &labels, 4, 1.0, &mut dummy).unwrap();
-            let fm = cross_entropy(&lm, &labels, 4, 1.0, &mut dummy).unwrap();
-            let fd = (fp - fm) / (2.0 * eps);
-            assert!((fd - g[i]).abs() < 1e-3, "{i}: {fd} vs {}", g[i]);
-        }
+        let l0 = cross_entropy(&f32s(&logits), &labels, 4, 1.0, &mut g).unwrap();
         assert!(l0 > 0.0);
+        assert_eq!(
+            argmax_rows(&f32s(&logits), 4).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        let g: Vec<f64> = g.iter().map(|v| *v as f64).collect();
+        check_gradient(&logits, &g, 1e-3, 1e-3, 1e-2, |z| {
+            cross_entropy(&f32s(z), &labels, 4, 1.0, &mut [0.0; 8]).unwrap() as f64
+        })
+        .unwrap();
     }
 
     #[test]
     fn distillation_gradient_matches_finite_differences() {
-        let z = vec![0.3f32, -1.2, 2.0, 0.1];
-        let t = vec![0.0f32, 1.0, 1.5, -0.5];
-        let mut g = vec![0.0; 4];
-        mse_distillation(&z, &t, 0.5, &mut g).unwrap();
-        for i in 0..4 {
-            let eps = 1e-3;
-            let mut zp = z.clone();
-            zp[i] += eps;
-            let mut zm = z.clone();
-            zm[i] -= eps;
-            let mut d = vec![0.0; 4];
-            let fd = 0.5
-                * (mse_distillation(&zp, &t, 1.0, &mut d).unwrap()
-                    - mse_distillation(&zm, &t, 1.0, &mut d).unwrap())
-                / (2.0 * eps);
-            assert!((fd - g[i]).abs() < 1e-3, "{fd} vs {}", g[i]);
-        }
+        let z = [0.3, -1.2, 2.0, 0.1, 0.4, -0.1, 0.0, 1.0];
+        let t = vec![0.0f32, 1.0, 1.5, -0.5, 0.2, 0.2, 0.3, -1.0];
+        let labels = [1u32, 3];
+        let (w, scale) = (0.25f32, 0.5f32);
+        let mut loss = Distillation::new(CrossEntropy, t, w).unwrap();
+        let batch = Batch {
+            indices: &[0, 1],
+            labels: &labels,
+            classes: 4,
+        };
+        let mut g = vec![0.0; 8];
+        loss.accumulate(&f32s(&z), &batch, scale, &mut g).unwrap();
+        let g: Vec<f64> = g.iter().map(|v| *v as f64).collect();
+        check_gradient(&z, &g, 1e-3, 1e-3, 1e-2, |z| {
+            scale as f64
+                * loss
+                    .accumulate(&f32s(z), &batch, 1.0, &mut [0.0; 8])
+                    .unwrap()
+        })
+        .unwrap();
     }
 
     #[test]
-    fn bad_labels_and_shapes_are_errors() {
+    fn a_closure_is_a_loss() {
+        let mut half_ce = LossFn(|z: &[f32], b: &Batch<'_>, s: f32, g: &mut [f32]| {
+            Ok(0.5 * cross_entropy(z, b.labels, b.classes, 0.5 * s, g)? as f64)
+        });
+        let batch = Batch {
+            indices: &[0],
+            labels: &[1],
+            classes: 2,
+        };
+        let (mut g1, mut g2) = (vec![0.0; 2], vec![0.0; 2]);
+        let a = half_ce
+            .accumulate(&[0.2, 0.7], &batch, 1.0, &mut g1)
+            .unwrap();
+        let b = CrossEntropy
+            .accumulate(&[0.2, 0.7], &batch, 1.0, &mut g2)
+            .unwrap();
+        assert!((a - 0.5 * b).abs() < 1e-12);
+        assert!((g1[0] - 0.5 * g2[0]).abs() < 1e-7);
+    }
+
+    #[test]
+    fn bad_labels_shapes_and_teachers_are_errors() {
         let mut g = vec![0.0; 4];
         assert!(cross_entropy(&[0.0; 4], &[7, 0], 2, 1.0, &mut g).is_err());
         assert!(cross_entropy(&[0.0; 3], &[0, 0], 2, 1.0, &mut g).is_err());
         assert!(mse_distillation(&[0.0; 4], &[0.0; 3], 1.0, &mut g).is_err());
+        assert!(Distillation::new(CrossEntropy, vec![], 1.5).is_err());
+        let mut short = Distillation::new(CrossEntropy, vec![0.0; 2], 0.5).unwrap();
+        let batch = Batch {
+            indices: &[0, 1],
+            labels: &[0, 1],
+            classes: 2,
+        };
+        assert!(short.accumulate(&[0.0; 4], &batch, 1.0, &mut g).is_err());
     }
 }
