@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use energy_prune::energy::{
-    Bilinear, CostOracle, FitOptions, ProfileSet, WidthCostModel, WidthSampler,
+    Bilinear, CostOracle, FitOptions, Fitted, ProfileSet, WidthCostModel, WidthSampler,
 };
 use energy_prune::network::Network;
 use energy_prune::nn::{Cnn, LatencyOracle};
@@ -135,8 +135,8 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         seed: args.seed,
         ..FitOptions::default()
     };
-    let (model, report) = Bilinear::fit(&arch, &data, &opts)?;
-    let (_, plain) = Bilinear::fit(
+    let Fitted { model, report } = Bilinear::fit(&arch, &data, &opts)?;
+    let plain = Bilinear::fit(
         &arch,
         &data,
         &FitOptions {
@@ -152,7 +152,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     println!("|---|---|---|---|---|");
     for (name, e) in [
         ("bilinear + linear terms", report.validation),
-        ("bilinear only", plain.validation),
+        ("bilinear only", plain.report.validation),
     ] {
         println!(
             "| {name} | {:.2} % | {:.2} % | {:.1} % | {:.4} |",

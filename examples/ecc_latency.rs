@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use common::{DenseTraining, Progress, print_dense, train_dense};
 use energy_prune::energy::{
-    Bilinear, CostOracle, FitOptions, ProfileSet, SystolicArray, SystolicConfig, WidthCostModel,
-    WidthSampler,
+    Bilinear, CostOracle, FitOptions, Fitted, ProfileSet, SystolicArray, SystolicConfig,
+    WidthCostModel, WidthSampler,
 };
 use energy_prune::network::{Network, PruningPlan};
 use energy_prune::nn::mnist::{Mnist, MnistOptions};
@@ -185,7 +185,10 @@ fn run(args: &Args) -> energy_prune::Result<()> {
                 seed: args.seed,
                 ..FitOptions::default()
             };
-            let (m, rep) = Bilinear::fit(&arch, &data, &opts)?;
+            let Fitted {
+                model: m,
+                report: rep,
+            } = Bilinear::fit(&arch, &data, &opts)?;
             println!(
                 "cost model: bilinear latency model calibrated on {} configurations, validation MRAE {:.2} %, {:.0} % within +-10 %",
                 args.samples,

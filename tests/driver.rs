@@ -4,7 +4,9 @@
 
 use energy_prune::arch::{ArchBuilder, Architecture};
 use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
-use energy_prune::network::{Network, NetworkMut, NetworkState, ParamKind, ParamVisitor, Trainable};
+use energy_prune::network::{
+    Network, NetworkMut, NetworkState, ParamKind, ParamVisitor, Trainable,
+};
 use energy_prune::prune::{
     EpochEvent, NoObserver, Observer, Phase, SolverEvent, Termination, TrainingConfig,
     WeightProjection, WeightProjectionConfig, train_constrained,
@@ -32,7 +34,9 @@ impl Linear {
         let y = b.linear("fc", &x, 4, true).unwrap();
         Self {
             arch: b.finish(&y).unwrap(),
-            w: (0..256).map(|i| ((i * 7919) % 13) as f32 / 100.0 - 0.06).collect(),
+            w: (0..256)
+                .map(|i| ((i * 7919) % 13) as f32 / 100.0 - 0.06)
+                .collect(),
             b: vec![0.0; 4],
             gw: vec![0.0; 256],
             gb: vec![0.0; 4],
@@ -99,7 +103,10 @@ impl Trainable for Linear {
 fn setup() -> (Linear, SystolicArray, f64) {
     let net = Linear::new();
     let model = SystolicArray::new(net.architecture(), SystolicConfig::default()).unwrap();
-    let dense = model.energy(&NetworkState::dense(net.architecture())).unwrap().total;
+    let dense = model
+        .energy(&NetworkState::dense(net.architecture()))
+        .unwrap()
+        .total;
     let floor = model.dense_floor();
     (net, model, floor + 0.25 * (dense - floor))
 }
@@ -154,10 +161,18 @@ fn a_foreign_network_trains_within_budget_through_the_driver() {
     assert_eq!(r.termination, Termination::Completed { epochs: 4 });
     assert_eq!(
         rec.phases,
-        vec![Phase::Constrained, Phase::Constrained, Phase::Constrained, Phase::FineTune]
+        vec![
+            Phase::Constrained,
+            Phase::Constrained,
+            Phase::Constrained,
+            Phase::FineTune
+        ]
     );
     assert_eq!(rec.projections, 3 * 16 / 4);
-    let exact = model.energy(&NetworkState::from_network(&net).unwrap()).unwrap().total;
+    let exact = model
+        .energy(&NetworkState::from_network(&net).unwrap())
+        .unwrap()
+        .total;
     assert!(r.budget_met() && exact <= budget, "{exact} > {budget}");
     assert_eq!(r.status.cost, exact);
     // Chance is 0.25; the pruned linear model keeps well above it.

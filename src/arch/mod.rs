@@ -248,13 +248,37 @@ impl Layer {
 
 /// An ordered list of prunable layers and the widths that connect them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(try_from = "ArchitectureParts")
+)]
 pub struct Architecture {
     name: String,
     widths: Vec<Width>,
     layers: Vec<Layer>,
     input: WidthId,
     output: WidthId,
+}
+
+/// The serialised form of an [`Architecture`]: deserialising goes through
+/// [`Architecture::new`], so no invalid architecture can be read from a file.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct ArchitectureParts {
+    name: String,
+    widths: Vec<Width>,
+    layers: Vec<Layer>,
+    input: WidthId,
+    output: WidthId,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<ArchitectureParts> for Architecture {
+    type Error = Error;
+    fn try_from(p: ArchitectureParts) -> Result<Self> {
+        Architecture::new(p.name, p.widths, p.layers, p.input, p.output)
+    }
 }
 
 impl Architecture {

@@ -83,7 +83,7 @@ impl Default for FitOptions {
 /// Accuracy of a model on a set of samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct FitError {
+pub struct FitMetrics {
     /// Mean relative absolute error `mean |f - e| / e`.
     pub mrae: f64,
     /// Largest relative error.
@@ -101,16 +101,33 @@ pub struct FitError {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct FitReport {
     /// Error on the training samples.
-    pub train: FitError,
+    pub train: FitMetrics,
     /// Error on the held-out samples.
-    pub validation: FitError,
+    pub validation: FitMetrics,
     /// The ridge coefficient used.
     pub lambda: f64,
 }
 
-/// A fitted bilinear cost model; see the [module docs](self).
+/// What [`Bilinear::fit`] returns: the model and how well it fits.
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Fitted {
+    /// The fitted model.
+    pub model: Bilinear,
+    /// Its accuracy on the training and held-out samples.
+    pub report: FitReport,
+}
+
+/// A fitted bilinear cost model; see the [module docs](self).
+///
+/// A model read from JSON is validated on the way in (term, layer and width
+/// indices in range, counts consistent, finite coefficients), so a corrupt file is
+/// an error when loaded, never a panic when evaluated.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(try_from = "BilinearFields")
+)]
 pub struct Bilinear {
     max: Vec<f64>,
     fixed: Vec<bool>,
@@ -118,6 +135,67 @@ pub struct Bilinear {
     terms: Vec<Term>,
     /// `[a_0, one coefficient per term]`.
     coefficients: Vec<f64>,
+}
+
+/// The serialised form of a [`Bilinear`] model.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct BilinearFields {
+    max: Vec<f64>,
+    fixed: Vec<bool>,
+    layers: Vec<LayerWidths>,
+    terms: Vec<Term>,
+    coefficients: Vec<f64>,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<BilinearFields> for Bilinear {
+    type Error = Error;
+    fn try_from(f: BilinearFields) -> Result<Self> {
+        let bad = |reason: String| Error::param("bilinear model", "(deserialised)", reason);
+        let n = f.max.len();
+        if f.fixed.len() != n {
+            return Err(bad(format!("{} fixed flags for {n} widths", f.fixed.len())));
+        }
+        if f.coefficients.len() != f.terms.len() + 1 {
+            return Err(bad(format!(
+                "{} coefficients for {} terms (expected terms + 1)",
+                f.coefficients.len(),
+                f.terms.len()
+            )));
+        }
+        if let Some(i) = f.coefficients.iter().position(|c| !c.is_finite()) {
+            return Err(bad(format!("coefficient {i} is not finite")));
+        }
+        if let Some(u) = f.max.iter().position(|m| !(m.is_finite() && *m >= 1.0)) {
+            return Err(bad(format!("width {u} has a maximum below 1")));
+        }
+        for (l, lw) in f.layers.iter().enumerate() {
+            let widths_ok =
+                lw.output < n && lw.input.iter().all(|(u, sp)| *u < n && sp.is_finite());
+            if !widths_ok || !lw.in_norm.is_finite() {
+                return Err(bad(format!(
+                    "layer {l} names a width out of range (there are {n})"
+                )));
+            }
+        }
+        for t in &f.terms {
+            let ok = match *t {
+                Term::Product(l) => l < f.layers.len(),
+                Term::Linear(u) => u < n,
+            };
+            if !ok {
+                return Err(bad(format!("term {t:?} is out of range")));
+            }
+        }
+        Ok(Bilinear {
+            max: f.max,
+            fixed: f.fixed,
+            layers: f.layers,
+            terms: f.terms,
+            coefficients: f.coefficients,
+        })
+    }
 }
 
 impl Bilinear {
@@ -245,11 +323,7 @@ impl Bilinear {
     /// bad option, or a singular system (collinear samples: add a ridge `lambda` or
     /// more varied samples); [`Error::ShapeMismatch`] if the data has another number
     /// of widths than `arch`.
-    pub fn fit(
-        arch: &Architecture,
-        data: &ProfileSet,
-        opts: &FitOptions,
-    ) -> Result<(Self, FitReport)> {
+    pub fn fit(arch: &Architecture, data: &ProfileSet, opts: &FitOptions) -> Result<Fitted> {
         if data.num_widths() != arch.widths().len() {
             return Err(Error::shape(
                 "widths per profile sample",
@@ -324,7 +398,7 @@ impl Bilinear {
             Some(l) => vec![l],
             None => vec![0.0, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2],
         };
-        let mut best: Option<(f64, Vec<f64>, FitError)> = None;
+        let mut best: Option<(f64, Vec<f64>, FitMetrics)> = None;
         for &lambda in &candidates {
             let Some(coef) = solve(lambda) else { continue };
             if coef.iter().any(|c| !c.is_finite()) {
@@ -341,21 +415,21 @@ impl Bilinear {
         })?;
         model.coefficients = coef;
         let train_err = model.error_on(&train)?;
-        Ok((
+        Ok(Fitted {
             model,
-            FitReport {
+            report: FitReport {
                 train: train_err,
                 validation,
                 lambda,
             },
-        ))
+        })
     }
 
     /// Prediction error of the model on `data`.
     ///
     /// # Errors
     /// [`Error::ShapeMismatch`] for samples of another number of widths.
-    pub fn error_on(&self, data: &ProfileSet) -> Result<FitError> {
+    pub fn error_on(&self, data: &ProfileSet) -> Result<FitMetrics> {
         if data.num_widths() != self.max.len() {
             return Err(Error::shape(
                 "widths per profile sample",
@@ -377,7 +451,7 @@ impl Bilinear {
             ss_res += (f - c) * (f - c);
             ss_tot += (c - mean) * (c - mean);
         }
-        Ok(FitError {
+        Ok(FitMetrics {
             mrae: sum_rel / n,
             max_rel_error: max_rel,
             within_10pct: within as f64 / n,
@@ -414,17 +488,10 @@ impl Bilinear {
     pub fn load_json(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let m: Self = serde_json::from_str(&text).map_err(|e| Error::CorruptData {
+        serde_json::from_str(&text).map_err(|e| Error::CorruptData {
             path: path.to_path_buf(),
             reason: e.to_string(),
-        })?;
-        if m.coefficients.len() != m.terms.len() + 1 || m.max.len() != m.fixed.len() {
-            return Err(Error::CorruptData {
-                path: path.to_path_buf(),
-                reason: "coefficient or width counts do not match".into(),
-            });
-        }
-        Ok(m)
+        })
     }
 }
 
@@ -503,7 +570,7 @@ mod tests {
     fn recovers_the_systolic_width_form_of_lenet5_exactly() {
         let arch = zoo::lenet5().unwrap();
         let data = profile(&arch, 300, 1);
-        let (model, rep) = Bilinear::fit(
+        let Fitted { model, report: rep } = Bilinear::fit(
             &arch,
             &data,
             &FitOptions {
@@ -526,9 +593,18 @@ mod tests {
             relative: true,
             ..FitOptions::default()
         };
-        assert!(Bilinear::fit(&arch, &data, &rel).unwrap().1.validation.mrae < 1e-6);
+        assert!(
+            Bilinear::fit(&arch, &data, &rel)
+                .unwrap()
+                .report
+                .validation
+                .mrae
+                < 1e-6
+        );
         // Without linear terms the fit is only approximate.
-        let (_, rep2) = Bilinear::fit(&arch, &data, &FitOptions::default()).unwrap();
+        let rep2 = Bilinear::fit(&arch, &data, &FitOptions::default())
+            .unwrap()
+            .report;
         assert!(rep2.validation.mrae > 1e-4);
         // On fresh configurations too.
         let fresh = profile(&arch, 50, 99);

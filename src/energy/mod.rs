@@ -20,7 +20,7 @@ pub mod bilinear;
 pub mod profile;
 pub mod systolic;
 
-pub use bilinear::{Bilinear, FitError, FitOptions, FitReport, Term};
+pub use bilinear::{Bilinear, FitMetrics, FitOptions, FitReport, Fitted, Term};
 pub use profile::{CostOracle, ModelOracle, ProfileSet, WidthSampler};
 pub use systolic::{SystolicArray, SystolicConfig, WeightAccessEnergy};
 

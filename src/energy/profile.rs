@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use energy_prune::arch::zoo;
-//! use energy_prune::energy::{Bilinear, CostOracle, FitOptions, ModelOracle, ProfileSet,
+//! use energy_prune::energy::{Bilinear, CostOracle, FitOptions, Fitted, ModelOracle, ProfileSet,
 //!     SystolicArray, SystolicConfig, WidthSampler};
 //! # fn main() -> energy_prune::Result<()> {
 //! let arch = zoo::lenet5()?;
@@ -21,7 +21,7 @@
 //!     let s = sampler.sample();
 //!     data.push(s.clone(), oracle.measure(&s)?)?;
 //! }
-//! let (model, report) = Bilinear::fit(&arch, &data, &FitOptions { linear_terms: true, ..FitOptions::default() })?;
+//! let Fitted { model, report } = Bilinear::fit(&arch, &data, &FitOptions { linear_terms: true, ..FitOptions::default() })?;
 //! assert!(report.validation.mrae < 1e-6);
 //! # let _ = model;
 //! # Ok(()) }
@@ -140,11 +140,44 @@ impl WidthSampler {
 
 /// Measured `(widths, cost)` pairs.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(try_from = "ProfileSetFields")
+)]
 pub struct ProfileSet {
     num_widths: usize,
     widths: Vec<Vec<usize>>,
     costs: Vec<f64>,
+}
+
+/// The serialised form of a [`ProfileSet`]: every sample goes through
+/// [`ProfileSet::push`] on the way in.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct ProfileSetFields {
+    num_widths: usize,
+    widths: Vec<Vec<usize>>,
+    costs: Vec<f64>,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<ProfileSetFields> for ProfileSet {
+    type Error = Error;
+    fn try_from(f: ProfileSetFields) -> Result<Self> {
+        if f.widths.len() != f.costs.len() {
+            return Err(Error::shape(
+                "costs (one per sample)",
+                f.widths.len(),
+                f.costs.len(),
+            ));
+        }
+        let mut set = ProfileSet::new(f.num_widths);
+        for (w, c) in f.widths.into_iter().zip(f.costs) {
+            set.push(w, c)?;
+        }
+        Ok(set)
+    }
 }
 
 impl ProfileSet {

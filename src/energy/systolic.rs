@@ -81,7 +81,11 @@ pub struct WeightAccessEnergy {
 /// | `e_buf` | 6 | >= 0 | one buffer access |
 /// | `e_rf` | 1 | >= 0 | one register-file access |
 #[derive(Debug, Clone, Copy, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(try_from = "SystolicConfigFields")
+)]
 pub struct SystolicConfig {
     /// Array rows m.
     pub rows: usize,
@@ -99,6 +103,39 @@ pub struct SystolicConfig {
     pub e_buf: f64,
     /// Energy of one register-file access.
     pub e_rf: f64,
+}
+
+/// The serialised form of a [`SystolicConfig`], validated on the way in.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct SystolicConfigFields {
+    rows: usize,
+    cols: usize,
+    input_buffer: u64,
+    weight_buffer: u64,
+    e_mac: f64,
+    e_dram: f64,
+    e_buf: f64,
+    e_rf: f64,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<SystolicConfigFields> for SystolicConfig {
+    type Error = Error;
+    fn try_from(f: SystolicConfigFields) -> Result<Self> {
+        let cfg = SystolicConfig {
+            rows: f.rows,
+            cols: f.cols,
+            input_buffer: f.input_buffer,
+            weight_buffer: f.weight_buffer,
+            e_mac: f.e_mac,
+            e_dram: f.e_dram,
+            e_buf: f.e_buf,
+            e_rf: f.e_rf,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
 }
 
 impl Default for SystolicConfig {

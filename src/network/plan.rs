@@ -14,11 +14,43 @@ use crate::arch::{Architecture, SlotLayout};
 use crate::error::{Error, Result};
 
 /// Kept channel indices per width (fixed widths keep all their channels).
+///
+/// A deserialised plan is checked for what can be checked without an
+/// architecture (every width keeps at least one channel, indices increase);
+/// [`PruningPlan::check`] against the architecture runs before every use.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(try_from = "PlanFields")
+)]
 pub struct PruningPlan {
     /// For each width, the kept channel indices in increasing order.
     pub kept: Vec<Vec<usize>>,
+}
+
+/// The serialised form of a [`PruningPlan`].
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct PlanFields {
+    kept: Vec<Vec<usize>>,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<PlanFields> for PruningPlan {
+    type Error = Error;
+    fn try_from(f: PlanFields) -> Result<Self> {
+        for (u, k) in f.kept.iter().enumerate() {
+            if k.is_empty() || !k.windows(2).all(|p| p[0] < p[1]) {
+                return Err(Error::param(
+                    "plan",
+                    format!("width {u}"),
+                    "kept indices must be non-empty and increasing",
+                ));
+            }
+        }
+        Ok(PruningPlan { kept: f.kept })
+    }
 }
 
 impl PruningPlan {

@@ -1,0 +1,80 @@
+//! Every deserialised type is validated on the way in: no invalid value can be
+//! constructed through serde.
+#![cfg(feature = "serde")]
+
+use energy_prune::arch::{Architecture, zoo};
+use energy_prune::energy::{
+    Bilinear, CostOracle, FitOptions, ModelOracle, ProfileSet, SystolicArray, SystolicConfig,
+    WidthSampler,
+};
+use energy_prune::network::PruningPlan;
+use serde_json::{Value, json};
+
+fn arch_json() -> Value {
+    serde_json::to_value(zoo::lenet5().unwrap()).unwrap()
+}
+
+#[test]
+fn architectures_are_validated_when_read() {
+    let ok: Architecture = serde_json::from_value(arch_json()).unwrap();
+    assert_eq!(ok, zoo::lenet5().unwrap());
+    let mut stride0 = arch_json();
+    stride0["layers"][0]["kind"]["Conv2d"]["stride"] = json!(0);
+    assert!(serde_json::from_value::<Architecture>(stride0).is_err());
+    let mut groups0 = arch_json();
+    groups0["layers"][0]["kind"]["Conv2d"]["groups"] = json!(0);
+    assert!(serde_json::from_value::<Architecture>(groups0).is_err());
+    let mut empty = arch_json();
+    empty["layers"] = json!([]);
+    let err = serde_json::from_value::<Architecture>(empty).unwrap_err();
+    assert!(
+        err.to_string().contains("at least one prunable layer"),
+        "{err}"
+    );
+}
+
+#[test]
+fn configs_plans_profiles_and_models_are_validated_when_read() {
+    let mut cfg = serde_json::to_value(SystolicConfig::default()).unwrap();
+    cfg["rows"] = json!(0);
+    assert!(serde_json::from_value::<SystolicConfig>(cfg).is_err());
+
+    assert!(serde_json::from_value::<PruningPlan>(json!({"kept": [[0, 1], []]})).is_err());
+    assert!(serde_json::from_value::<PruningPlan>(json!({"kept": [[1, 0]]})).is_err());
+    assert!(serde_json::from_value::<PruningPlan>(json!({"kept": [[0, 2]]})).is_ok());
+
+    let bad_profile = json!({"num_widths": 2, "widths": [[1, 2]], "costs": [-1.0]});
+    assert!(serde_json::from_value::<ProfileSet>(bad_profile).is_err());
+    let short = json!({"num_widths": 2, "widths": [[1, 2], [3]], "costs": [1.0, 2.0]});
+    assert!(serde_json::from_value::<ProfileSet>(short).is_err());
+
+    // A fitted model round-trips; one with an index out of range is rejected.
+    let arch = zoo::lenet5().unwrap();
+    let truth = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+    let mut oracle = ModelOracle(&truth);
+    let mut sampler = WidthSampler::new(&arch, 1);
+    let mut data = ProfileSet::new(arch.widths().len());
+    for _ in 0..60 {
+        let w = sampler.sample();
+        let c = oracle.measure(&w).unwrap();
+        data.push(w, c).unwrap();
+    }
+    let model = Bilinear::fit(&arch, &data, &FitOptions::default())
+        .unwrap()
+        .model;
+    let v = serde_json::to_value(&model).unwrap();
+    assert_eq!(
+        serde_json::from_value::<Bilinear>(v.clone()).unwrap(),
+        model
+    );
+    let mut bad_term = v.clone();
+    bad_term["terms"][0] = json!({"Product": 99});
+    let err = serde_json::from_value::<Bilinear>(bad_term).unwrap_err();
+    assert!(err.to_string().contains("out of range"), "{err}");
+    let mut bad_layer = v.clone();
+    bad_layer["layers"][0]["output"] = json!(1000);
+    assert!(serde_json::from_value::<Bilinear>(bad_layer).is_err());
+    let mut bad_coef = v;
+    bad_coef["coefficients"] = json!([1.0]);
+    assert!(serde_json::from_value::<Bilinear>(bad_coef).is_err());
+}
