@@ -19,9 +19,9 @@ pub fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]>>(
 }
 
 /// Central finite-difference check of a gradient: for every coordinate `i` of `x`,
-/// `(f(x + h e_i) - f(x - h e_i)) / 2h` against `grad[i]`, with tolerance
-/// `abs_tol + rel_tol * max(|fd|, |grad|)`. Returns the worst violation as
-/// `Err(message)`, naming the coordinate.
+/// `(f(x + h_i e_i) - f(x - h_i e_i)) / 2 h_i` with the relative step
+/// `h_i = h * max(|x_i|, 1)`, against `grad[i]`, with tolerance
+/// `abs_tol + rel_tol * max(|fd|, |grad|)`.
 ///
 /// # Errors
 /// A message naming the first coordinate whose difference is out of tolerance.
@@ -42,12 +42,13 @@ pub fn check_gradient(
     }
     let mut xp = x.to_vec();
     for i in 0..x.len() {
-        xp[i] = x[i] + h;
+        let hi = h * x[i].abs().max(1.0);
+        xp[i] = x[i] + hi;
         let fp = f(&xp);
-        xp[i] = x[i] - h;
+        xp[i] = x[i] - hi;
         let fm = f(&xp);
         xp[i] = x[i];
-        let fd = (fp - fm) / (2.0 * h);
+        let fd = (fp - fm) / (2.0 * hi);
         let tol = abs_tol + rel_tol * fd.abs().max(grad[i].abs());
         if (fd - grad[i]).abs() > tol || !fd.is_finite() {
             return Err(format!(

@@ -6,11 +6,7 @@ use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::NetworkState;
 
 fn close(got: f64, want: f64) {
-    let rel = ((got - want) / want).abs();
-    assert!(
-        rel < 1e-9,
-        "got {got}, want {want} (relative error {rel:e})"
-    );
+    approx::assert_relative_eq!(got, want, epsilon = 0.0, max_relative = 1e-9);
 }
 
 fn model() -> (energy_prune::arch::Architecture, SystolicArray) {

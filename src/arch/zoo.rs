@@ -243,9 +243,10 @@ pub fn resnet18() -> Result<Architecture> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use approx::relative_eq;
 
     fn close(got: f64, want: f64, rel: f64) -> bool {
-        ((got - want) / want).abs() <= rel
+        relative_eq!(got, want, epsilon = 0.0, max_relative = rel)
     }
 
     #[test]

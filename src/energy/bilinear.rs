@@ -637,20 +637,8 @@ mod tests {
                 .collect();
             let mut g = vec![0.0; s.len()];
             m.cost_and_gradient(&s, &mut g).unwrap();
-            for i in 0..s.len() {
-                let h = 1e-3;
-                let mut sp = s.clone();
-                sp[i] += h;
-                let mut sm = s.clone();
-                sm[i] -= h;
-                let fd = (m.cost(&sp).unwrap() - m.cost(&sm).unwrap()) / (2.0 * h);
-                assert!(
-                    (fd - g[i]).abs() <= 1e-6 * fd.abs().max(1.0),
-                    "{} width {i}: {fd} vs {}",
-                    arch.name(),
-                    g[i]
-                );
-            }
+            crate::testing::check_gradient(&s, &g, 1e-6, 1e-6, 1e-6, |x| m.cost(x).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", arch.name()));
         }
     }
 

@@ -1100,24 +1100,8 @@ mod tests {
             let mut g = vec![0.0; s.len()];
             let f0 = m.cost_and_gradient(&s, &mut g).unwrap();
             assert!(f0 > 0.0);
-            let mut dummy = vec![0.0; s.len()];
-            for i in 0..s.len() {
-                let h = 1e-4 * s[i].max(1.0);
-                let mut sp = s.clone();
-                sp[i] += h;
-                let mut sm = s.clone();
-                sm[i] -= h;
-                let fd = (m.cost_and_gradient(&sp, &mut dummy).unwrap()
-                    - m.cost_and_gradient(&sm, &mut dummy).unwrap())
-                    / (2.0 * h);
-                let tol = 1e-6 * fd.abs().max(g[i].abs()) + 1e-3;
-                assert!(
-                    (fd - g[i]).abs() <= tol,
-                    "{} width {i}: fd {fd} vs analytic {}",
-                    arch.name(),
-                    g[i]
-                );
-            }
+            crate::testing::check_gradient(&s, &g, 1e-4, 1e-3, 1e-6, |x| m.cost(x).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", arch.name()));
         }
     }
 
