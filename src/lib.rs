@@ -7,6 +7,19 @@
 //! energy-prune makes the budget a hard constraint of training, priced by a model
 //! of the hardware.
 //!
+//! ## The layers
+//! Dependencies point down only; each module knows nothing of the ones above it.
+//!
+//! | layer | module | what it holds |
+//! |---|---|---|
+//! | adapters | [`nn`] | the reference CNN (im2col + GEMM, data-parallel), MNIST loader, compaction, CPU latency oracle: one implementation of the traits below |
+//! | constrained optimizers | [`prune`] | the [`ConstrainedOptimizer`](prune::ConstrainedOptimizer) trait and its solvers ([`WeightProjection`](prune::WeightProjection), [`AdmmPruning`](prune::AdmmPruning), the baselines), the one driver [`train_constrained`](prune::train_constrained) with typed observer events and a termination reason |
+//! | training | [`train`] | [`DataSource`](train::DataSource), [`Loss`](train::Loss) (cross-entropy, distillation, your own), fallible [`Optimizer`](train::Optimizer) (SGD, Adam, the mask optimizer), the epoch loop and evaluation |
+//! | cost models | [`energy`] | [`WeightEnergyModel`](energy::WeightEnergyModel) and [`WidthCostModel`](energy::WidthCostModel); the analytic [`SystolicArray`](energy::SystolicArray); the learned [`Bilinear`](energy::Bilinear) with its calibration workflow |
+//! | network | [`network`] | [`Network`](network::Network), [`NetworkMut`](network::NetworkMut), [`Trainable`](network::Trainable); [`NetworkState`](network::NetworkState) (a snapshot of weights and masks), [`PruningPlan`](network::PruningPlan) (kept channels) |
+//! | architecture | [`arch`] | [`Architecture`](arch::Architecture): prunable layers, widths, [`SlotLayout`](arch::SlotLayout) (where a channel's weights sit), the zoo |
+//! | errors | [`error`] | one [`Error`] enum |
+//!
 //! ## The picture
 //! A user brings three things:
 //! 1. a static description of the network's prunable layers, an
@@ -17,33 +30,30 @@
 //!    [`NetworkMut`](network::NetworkMut) (write), [`Trainable`](network::Trainable)
 //!    (forward/backward on a batch); weights are copied in and out in one canonical
 //!    layout, so they may live in any framework;
-//! 3. an energy model of the target hardware from [`energy`]: the analytic
+//! 3. a cost model of the target hardware from [`energy`]: the analytic
 //!    [`SystolicArray`](energy::SystolicArray) model of an Eyeriss-like chip (Yang,
 //!    Zhu, Liu, ICLR 2019), usable at weight level (exact energy of a sparsity
-//!    state, per-weight knapsack costs) and at width level (energy and gradient for
-//!    continuous channel counts).
+//!    state, per-weight knapsack costs) and at width level (cost and gradient for
+//!    continuous channel counts); or, for hardware that is a black box, the
+//!    bilinear model of ECC (Yang, Zhu, Liu, CVPR 2019) fitted to measurements of
+//!    any [`CostOracle`](energy::CostOracle) ([`energy::profile`]).
 //!
-//! For hardware that is a black box, [`energy::profile`] holds the calibration
-//! workflow of ECC (Yang, Zhu, Liu, CVPR 2019): sample layer widths
-//! ([`WidthSampler`](energy::WidthSampler)), measure each configuration with a
-//! [`CostOracle`](energy::CostOracle) (energy, latency; [`nn::LatencyOracle`] times
-//! the reference CNN on this CPU), fit the bilinear model
-//! [`Bilinear`](energy::Bilinear), check its validation error, save it as JSON.
+//! The constrained optimizers of [`prune`] then keep the network within the budget
+//! while it trains:
+//! * [`WeightProjection`](prune::WeightProjection): weighted sparse projection onto
+//!   `{energy <= budget}` (a 0/1 knapsack solved greedily in expected `O(n)`) every
+//!   k updates on a decaying budget schedule; optional rounds of learnable layer
+//!   input masks lower the weight-independent energy ([`prune::train_projected`]);
+//! * [`AdmmPruning`](prune::AdmmPruning): ECC's ADMM on channel groups (proximal
+//!   step, step on the continuous widths, dual ascent) until the model's cost of
+//!   the live widths meets the budget ([`prune::train_admm`]);
+//! * the baselines [`MagnitudePruning`](prune::MagnitudePruning) and
+//!   [`UniformScaling`](prune::UniformScaling), through the same driver.
 //!
-//! The optimizers of [`prune`] return a network that provably meets the budget
-//! under that model:
-//! * [`prune::project`]: weighted sparse projection onto `{energy <= budget}`, a
-//!   0/1 knapsack solved greedily in expected `O(n)`;
-//! * [`prune::train_projected`]: projected SGD with a decaying budget schedule,
-//!   optional distillation from the dense teacher, optional rounds of learnable
-//!   layer input masks (which lower the weight-independent energy), then
-//!   fixed-support fine-tuning;
-//! * [`prune::train_magnitude`]: the magnitude-pruning baseline at the same energy.
-//!
-//! [`nn`] is a small, fast, pure-Rust CNN (im2col + GEMM convolutions, data-parallel
-//! training, MNIST loading) that implements the traits, so that examples and tests
-//! train real networks on real data.
-//!
+//! Each is a step you can also call from your own training loop (see the example
+//! `custom_training_loop`): `begin`, `begin_phase`, `step` after each update,
+//! `hold` while fine-tuning, `status` for the cost against the budget.
+
 //! ## Quick start
 //! ```
 //! use energy_prune::arch::zoo;
