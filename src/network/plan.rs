@@ -65,7 +65,7 @@ impl PruningPlan {
         }
     }
 
-    /// The live slots of a network (see the [module docs](self)).
+    /// The live slots of a network (see the [module docs](crate::network)).
     ///
     /// # Errors
     /// Errors of the network's `read_weights`; [`Error::InvalidParameter`] for grouped

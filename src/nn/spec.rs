@@ -1,6 +1,6 @@
-//! [`LayerSpec`]: the layer stack a [`Cnn`](super::Cnn) is built from.
+//! `LayerSpec`: the layer stack a `Cnn` is built from.
 
-/// One layer of a [`Cnn`], as given to [`Cnn::new`].
+/// One layer of a [`Cnn`](super::Cnn), as given to [`Cnn::new`](super::Cnn::new).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LayerSpec {
     /// 2-D convolution with bias (square kernel, zero padding, groups).

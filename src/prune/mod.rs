@@ -13,14 +13,14 @@
 //! traits and trains through [`train`](crate::train); nothing depends on the
 //! reference CNN.
 
-mod admm;
-mod baselines;
-mod constraint;
-mod driver;
-mod observer;
-mod projection;
-mod recipes;
-mod schedule;
+pub mod admm;
+pub mod baselines;
+pub mod constraint;
+pub mod driver;
+pub mod observer;
+pub mod projection;
+pub mod recipes;
+pub mod schedule;
 
 pub use admm::{Admm, AdmmConfig, AdmmPruning, AdmmStep};
 pub use baselines::{MagnitudePruning, UniformScaling, magnitude_prune, uniform_widths};

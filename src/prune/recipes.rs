@@ -8,7 +8,7 @@
 //! | [`train_uniform`] | Adam | [`UniformScaling`] | the same loss, all fine-tuning |
 //!
 //! Each builds its optimizer and solver and calls
-//! [`train_constrained`](super::train_constrained); use that directly for any
+//! [`train_constrained`]; use that directly for any
 //! other combination.
 
 use super::admm::{AdmmConfig, AdmmPruning};
@@ -127,7 +127,7 @@ impl ProjectedTraining {
 /// fixed-support fine-tuning (ICLR 2019).
 ///
 /// # Errors
-/// As [`train_constrained`](super::train_constrained).
+/// As [`train_constrained`].
 pub fn train_projected<N, M>(
     net: &mut N,
     model: &M,

@@ -24,7 +24,7 @@
 
 mod reference;
 mod select;
-mod solver;
+pub mod solver;
 
 pub(crate) use reference::project_sorted;
 pub use select::{ProjectionWorkspace, Selection, greedy_knapsack};

@@ -15,7 +15,7 @@ struct Item {
     class: u32,
 }
 
-/// Reusable buffers for [`project_with_workspace`] and [`greedy_knapsack`].
+/// Reusable buffers for [`project_with_workspace`](super::project_with_workspace) and [`greedy_knapsack`].
 #[derive(Debug, Clone, Default)]
 pub struct ProjectionWorkspace {
     items: Vec<Item>,
