@@ -53,9 +53,11 @@
 //! # Ok(()) }
 //! ```
 
+mod convert;
 mod plan;
 mod state;
 
+pub use convert::{from_canonical, to_canonical};
 pub use plan::PruningPlan;
 pub use state::NetworkState;
 pub(crate) use state::check_mask_len;
