@@ -3,7 +3,7 @@
 //! held-out configurations, and save it as JSON.
 //!
 //! ```text
-//! cargo run --release --features serde --example calibrate -- [--net vgg-mnist|lenet5]
+//! cargo run --release --example calibrate -- [--net vgg-mnist|lenet5]
 //!     [--samples N] [--batch N] [--repeats N] [--seed N] [--out FILE] [--csv FILE]
 //!     [--min-fraction F] [--json]
 //! ```

@@ -3,7 +3,7 @@
 //! measure the compact network; the same for uniform width scaling.
 //!
 //! ```text
-//! cargo run --release --features serde --example ecc_latency -- [--budget 0.5]
+//! cargo run --release --example ecc_latency -- [--budget 0.5]
 //!     [--model latency|systolic] [--cost-model FILE] [--samples N] [--train-size N]
 //!     [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--seed N] [--data DIR]
 //!     [--dense FILE] [--save-dense FILE] [--json]
