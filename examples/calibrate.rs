@@ -172,8 +172,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     let mut worst: Vec<(f64, Vec<usize>, f64, f64)> = val
         .iter()
         .map(|(w, c)| {
-            let s: Vec<f64> = w.iter().map(|v| *v as f64).collect();
-            let f = model.cost(&s).unwrap_or(f64::NAN);
+            let f = model.cost_of_widths(w).unwrap_or(f64::NAN);
             ((f - c).abs() / c, w.to_vec(), c, f)
         })
         .collect();

@@ -104,10 +104,6 @@ struct Row {
     widths: Vec<usize>,
 }
 
-fn predicted(model: &dyn WidthCostModel, widths: &[usize]) -> energy_prune::Result<f64> {
-    model.cost(&widths.iter().map(|v| *v as f64).collect::<Vec<_>>())
-}
-
 fn run(args: &Args) -> energy_prune::Result<()> {
     let start = Instant::now();
     let mnist = Mnist::load(
@@ -214,7 +210,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     } else {
         "energy units"
     };
-    let dense_pred = predicted(model.as_ref(), &full)?;
+    let dense_pred = model.cost_of_widths(&full)?;
     let budget = args.budget * dense_pred;
     let dense_row = Row {
         accuracy: evaluate(&mut dense, test, 1000)?,
@@ -254,7 +250,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     let mut ecc_compact = ecc.compact(&ecc_plan)?;
     let ecc_row = Row {
         accuracy: evaluate(&mut ecc_compact, test, 1000)?,
-        predicted: predicted(model.as_ref(), &ecc_widths)?,
+        predicted: model.cost_of_widths(&ecc_widths)?,
         latency: measure_latency(&mut ecc_compact, 64, 2, 9)?,
         widths: ecc_widths.clone(),
     };
@@ -275,12 +271,10 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     )?;
     println!("uniform: {}\n", uniform_report.termination);
     let widths = uniform_widths(&arch, model.as_ref(), budget)?;
-    let mut uniform = uniform.compact(&PruningPlan {
-        kept: widths.iter().map(|&w| (0..w).collect()).collect(),
-    })?;
+    let mut uniform = uniform.compact(&PruningPlan::leading(&widths))?;
     let uniform_row = Row {
         accuracy: evaluate(&mut uniform, test, 1000)?,
-        predicted: predicted(model.as_ref(), &widths)?,
+        predicted: model.cost_of_widths(&widths)?,
         latency: measure_latency(&mut uniform, 64, 2, 9)?,
         widths,
     };

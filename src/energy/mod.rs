@@ -296,6 +296,15 @@ pub trait WidthCostModel: Send + Sync + fmt::Debug {
         let mut g = vec![0.0; widths.len()];
         self.cost_and_gradient(widths, &mut g)
     }
+
+    /// Cost at whole channel counts (e.g. the live widths of a pruned network).
+    ///
+    /// # Errors
+    /// As [`WidthCostModel::cost_and_gradient`].
+    fn cost_of_widths(&self, widths: &[usize]) -> Result<f64> {
+        let s: Vec<f64> = widths.iter().map(|v| *v as f64).collect();
+        self.cost(&s)
+    }
 }
 
 macro_rules! forward_models {
@@ -315,6 +324,7 @@ macro_rules! forward_models {
             fn num_widths(&self) -> usize { (**self).num_widths() }
             fn cost_and_gradient(&self, s: &[f64], g: &mut [f64]) -> Result<f64> { (**self).cost_and_gradient(s, g) }
             fn cost(&self, s: &[f64]) -> Result<f64> { (**self).cost(s) }
+            fn cost_of_widths(&self, w: &[usize]) -> Result<f64> { (**self).cost_of_widths(w) }
         }
     )*};
 }

@@ -65,6 +65,13 @@ impl PruningPlan {
         }
     }
 
+    /// Keep the first `widths[u]` channels of every width `u` (uniform scaling).
+    pub fn leading(widths: &[usize]) -> Self {
+        Self {
+            kept: widths.iter().map(|&w| (0..w).collect()).collect(),
+        }
+    }
+
     /// The live slots of a network (see the [module docs](crate::network)).
     ///
     /// # Errors

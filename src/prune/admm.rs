@@ -26,7 +26,7 @@
 
 use super::constraint::{
     AdmmEvent, ConstrainedOptimizer, ConstraintStatus, Kept, Phase, RunInfo, SolverEvent,
-    StepContext, StepReport,
+    StepContext, StepReport, check_budget,
 };
 use crate::arch::{Architecture, SlotLayout};
 use crate::energy::WidthCostModel;
@@ -221,9 +221,7 @@ impl Admm {
         cfg: AdmmConfig,
     ) -> Result<Self> {
         cfg.validate()?;
-        if !(budget.is_finite() && budget > 0.0) {
-            return Err(Error::param("budget", budget, "must be finite and > 0"));
-        }
+        check_budget(budget)?;
         let n = arch.widths().len();
         if model.num_widths() != n {
             return Err(Error::shape("model widths", n, model.num_widths()));
@@ -591,9 +589,7 @@ impl<M: WidthCostModel> ConstrainedOptimizer for AdmmPruning<M> {
 
     fn status<N: Network + ?Sized>(&self, _net: &N) -> Result<ConstraintStatus> {
         let live = self.live();
-        let cost = self
-            .model
-            .cost(&live.iter().map(|v| *v as f64).collect::<Vec<_>>())?;
+        let cost = self.model.cost_of_widths(&live)?;
         Ok(ConstraintStatus {
             cost,
             relaxed_cost: self.model.cost(self.admm.s())?,

@@ -12,11 +12,12 @@
 use super::admm::check_same_architecture;
 use super::constraint::{
     ConstrainedOptimizer, ConstraintStatus, Kept, Phase, RunInfo, StepContext, StepReport,
+    check_budget,
 };
-use super::projection::{apply_support, weight_status};
+use super::projection::{WeightSupport, weight_status};
 use crate::arch::Architecture;
 use crate::energy::{EnergyReport, WeightEnergyModel, WidthCostModel};
-use crate::error::{Error, Result, ensure};
+use crate::error::{Error, Result};
 use crate::network::{Network, NetworkMut, NetworkState, PruningPlan};
 
 /// Global magnitude pruning of `state` to exact energy `<= budget`: keep the `k`
@@ -85,8 +86,7 @@ pub fn magnitude_prune<M: WeightEnergyModel + ?Sized>(
 pub struct MagnitudePruning<M> {
     model: M,
     budget: f64,
-    support: Option<NetworkState>,
-    buf: NetworkState,
+    support: WeightSupport,
 }
 
 impl<M: WeightEnergyModel> MagnitudePruning<M> {
@@ -95,17 +95,11 @@ impl<M: WeightEnergyModel> MagnitudePruning<M> {
     /// # Errors
     /// [`Error::InvalidParameter`] for a budget that is not finite and positive.
     pub fn new(model: M, budget: f64) -> Result<Self> {
-        ensure(
-            budget.is_finite() && budget > 0.0,
-            "budget",
-            budget,
-            "must be finite and > 0",
-        )?;
+        check_budget(budget)?;
         Ok(Self {
             model,
             budget,
-            support: None,
-            buf: NetworkState::default(),
+            support: WeightSupport::default(),
         })
     }
 }
@@ -123,15 +117,12 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for MagnitudePruning<M> {
         let mut state = NetworkState::from_network(&*net)?;
         magnitude_prune(&self.model, &mut state, self.budget)?;
         state.write_weights_to(net)?;
-        self.buf = state.clone();
-        self.support = Some(state);
+        self.support.freeze(state);
         Ok(())
     }
 
     fn begin_phase<N: Network + ?Sized>(&mut self, net: &N, _: Phase, _: usize) -> Result<()> {
-        let state = NetworkState::from_network(net)?;
-        self.buf = state.clone();
-        self.support = Some(state);
+        self.support.freeze(NetworkState::from_network(net)?);
         Ok(())
     }
 
@@ -145,10 +136,7 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for MagnitudePruning<M> {
     }
 
     fn hold<N: NetworkMut + ?Sized>(&mut self, net: &mut N) -> Result<()> {
-        match &self.support {
-            Some(s) => apply_support(net, s, &mut self.buf),
-            None => Ok(()),
-        }
+        self.support.apply(net)
     }
 
     fn status<N: Network + ?Sized>(&self, net: &N) -> Result<ConstraintStatus> {
@@ -178,7 +166,7 @@ pub fn uniform_widths<M: WidthCostModel + ?Sized>(
             })
             .collect()
     };
-    let cost = |w: &[usize]| model.cost(&w.iter().map(|v| *v as f64).collect::<Vec<_>>());
+    let cost = |w: &[usize]| model.cost_of_widths(w);
     let lowest = cost(&at(0.0))?;
     if lowest > budget {
         return Err(Error::InfeasibleBudget {
@@ -219,16 +207,9 @@ impl<M: WidthCostModel> UniformScaling<M> {
     /// # Errors
     /// As [`uniform_widths`].
     pub fn new(arch: &Architecture, model: M, budget: f64) -> Result<Self> {
-        ensure(
-            budget.is_finite() && budget > 0.0,
-            "budget",
-            budget,
-            "must be finite and > 0",
-        )?;
+        check_budget(budget)?;
         let widths = uniform_widths(arch, &model, budget)?;
-        let plan = PruningPlan {
-            kept: widths.iter().map(|&w| (0..w).collect()).collect(),
-        };
+        let plan = PruningPlan::leading(&widths);
         Ok(Self {
             model,
             arch: arch.clone(),
@@ -281,9 +262,7 @@ impl<M: WidthCostModel> ConstrainedOptimizer for UniformScaling<M> {
     }
 
     fn status<N: Network + ?Sized>(&self, _net: &N) -> Result<ConstraintStatus> {
-        let cost = self
-            .model
-            .cost(&self.widths.iter().map(|v| *v as f64).collect::<Vec<_>>())?;
+        let cost = self.model.cost_of_widths(&self.widths)?;
         Ok(ConstraintStatus {
             cost,
             relaxed_cost: cost,

@@ -20,9 +20,19 @@
 
 use std::fmt;
 
-use crate::error::Result;
+use crate::error::{Result, ensure};
 use crate::network::{Network, NetworkMut};
 use crate::train::Preconditioner;
+
+/// The budget check every solver's constructor makes.
+pub(crate) fn check_budget(budget: f64) -> Result<()> {
+    ensure(
+        budget.is_finite() && budget > 0.0,
+        "budget",
+        budget,
+        "must be finite and > 0",
+    )
+}
 
 /// A phase of a constrained training run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -75,6 +75,17 @@ impl<'a> Data<'a> {
             test: None,
         }
     }
+
+    /// The validation set, which input-mask rounds need.
+    fn validation_set(&self) -> Result<&'a dyn DataSource> {
+        self.validation.ok_or_else(|| {
+            Error::param(
+                "validation",
+                "None",
+                "input-mask rounds need a validation set (Data::validation)",
+            )
+        })
+    }
 }
 
 /// Input-mask rounds of the driver (ICLR 2019, section 4).
@@ -374,12 +385,8 @@ where
 {
     let start = Instant::now();
     cfg.validate()?;
-    if cfg.input_masks.is_some() && data.validation.is_none() {
-        return Err(Error::param(
-            "validation",
-            "None",
-            "input-mask rounds need a validation set (Data::validation)",
-        ));
+    if cfg.input_masks.is_some() {
+        data.validation_set()?;
     }
     let mut loss: Box<dyn Loss + '_> = match cfg.distill_weight {
         Some(w) if w > 0.0 => Box::new(Distillation::new(
@@ -589,13 +596,7 @@ where
     /// Input-mask rounds; see the module docs. Returns the rounds kept, or `None`
     /// if an observer stopped the run.
     fn mask_rounds(&mut self, mr: &MaskRounds) -> Result<Option<usize>> {
-        let val = self.data.validation.ok_or_else(|| {
-            Error::param(
-                "validation",
-                "None",
-                "input-mask rounds need a validation set (Data::validation)",
-            )
-        })?;
+        let val = self.data.validation_set()?;
         let mut best = evaluate(self.net, val, EVAL_BATCH)?;
         let mut snap = snapshot(self.net);
         let mut kept_rounds = 0;

@@ -29,7 +29,7 @@ pub mod solver;
 pub(crate) use reference::project_sorted;
 pub use select::{ProjectionWorkspace, Selection, greedy_knapsack};
 pub use solver::{WeightProjection, WeightProjectionConfig};
-pub(crate) use solver::{apply_support, weight_status};
+pub(crate) use solver::{WeightSupport, weight_status};
 
 use crate::energy::{LayerCost, WeightEnergyModel};
 use crate::error::{Error, Result};

@@ -17,6 +17,7 @@ use super::{ProjectionWorkspace, project_with_workspace};
 use crate::energy::{EnergyReport, WeightEnergyModel};
 use crate::error::{Error, Result, ensure};
 use crate::network::{Network, NetworkMut, NetworkState};
+use crate::prune::constraint::check_budget;
 use crate::prune::constraint::{
     ConstrainedOptimizer, ConstraintStatus, Kept, Phase, ProjectionEvent, RunInfo, SolverEvent,
     StepContext, StepReport,
@@ -86,9 +87,8 @@ pub struct WeightProjection<M> {
     /// The lowest weight-independent energy reachable (all-zero input masks when
     /// input-mask rounds run).
     min_floor: f64,
-    support: Option<NetworkState>,
+    support: WeightSupport,
     state: NetworkState,
-    buf: NetworkState,
     ws: ProjectionWorkspace,
 }
 
@@ -100,12 +100,7 @@ impl<M: WeightEnergyModel> WeightProjection<M> {
     /// bad configuration.
     pub fn new(model: M, budget: f64, cfg: WeightProjectionConfig) -> Result<Self> {
         cfg.validate()?;
-        ensure(
-            budget.is_finite() && budget > 0.0,
-            "budget",
-            budget,
-            "must be finite and > 0",
-        )?;
+        check_budget(budget)?;
         Ok(Self {
             model,
             budget,
@@ -114,9 +109,8 @@ impl<M: WeightEnergyModel> WeightProjection<M> {
             regrow: cfg.regrow,
             current: budget,
             min_floor: 0.0,
-            support: None,
+            support: WeightSupport::default(),
             state: NetworkState::default(),
-            buf: NetworkState::default(),
             ws: ProjectionWorkspace::new(),
         })
     }
@@ -151,25 +145,59 @@ impl<M: WeightEnergyModel> WeightProjection<M> {
     }
 }
 
-/// Zero the weights of `net` wherever `support` is zero (`buf` is scratch).
-pub(crate) fn apply_support<N: NetworkMut + ?Sized>(
-    net: &mut N,
-    support: &NetworkState,
-    buf: &mut NetworkState,
-) -> Result<()> {
-    if buf.weights.len() != support.weights.len() {
-        *buf = support.clone();
+/// A frozen weight-level support: the zero pattern of a state, re-applied to the
+/// network after updates so that pruned weights stay zero.
+#[derive(Debug, Default)]
+pub(crate) struct WeightSupport {
+    support: Option<NetworkState>,
+    /// Scratch for reading the network's weights.
+    buf: NetworkState,
+}
+
+impl WeightSupport {
+    /// Nothing frozen: [`WeightSupport::apply`] does nothing.
+    pub(crate) fn clear(&mut self) {
+        self.support = None;
     }
-    for (l, (w, s)) in buf.weights.iter_mut().zip(&support.weights).enumerate() {
-        net.read_weights(l, w)?;
-        for (wi, si) in w.iter_mut().zip(s) {
-            if *si == 0.0 {
-                *wi = 0.0;
-            }
+
+    /// Freeze the zero pattern of `state`.
+    pub(crate) fn freeze(&mut self, state: NetworkState) {
+        self.support = Some(state);
+    }
+
+    /// Freeze the zero pattern of `state`'s weights, reusing the buffers.
+    pub(crate) fn update(&mut self, state: &NetworkState) {
+        match &mut self.support {
+            Some(s) => s.weights.clone_from(&state.weights),
+            None => self.support = Some(state.clone()),
         }
-        net.write_weights(l, w)?;
     }
-    Ok(())
+
+    /// Zero the weights of `net` wherever the frozen support is zero.
+    pub(crate) fn apply<N: NetworkMut + ?Sized>(&mut self, net: &mut N) -> Result<()> {
+        let Some(support) = &self.support else {
+            return Ok(());
+        };
+        if self.buf.weights.len() != support.weights.len() {
+            self.buf = support.clone();
+        }
+        for (l, (w, s)) in self
+            .buf
+            .weights
+            .iter_mut()
+            .zip(&support.weights)
+            .enumerate()
+        {
+            net.read_weights(l, w)?;
+            for (wi, si) in w.iter_mut().zip(s) {
+                if *si == 0.0 {
+                    *wi = 0.0;
+                }
+            }
+            net.write_weights(l, w)?;
+        }
+        Ok(())
+    }
 }
 
 /// The exact and relaxed energy of `net` as a status against `budget` / `target`.
@@ -221,9 +249,8 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for WeightProjection<M> {
             });
         }
         self.min_floor = floor;
-        self.buf = state.clone();
         self.state = state;
-        self.support = None;
+        self.support.clear();
         Ok(())
     }
 
@@ -241,25 +268,23 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for WeightProjection<M> {
                     .min(steps.saturating_sub(1));
                 self.schedule = BudgetSchedule::new(e0, self.weight_target(&state)?, reach)?;
                 self.regrow = self.cfg.regrow;
-                self.support = None;
+                self.support.clear();
                 self.current = self.schedule.at(0);
             }
             Phase::MaskWeights => {
                 let target = self.weight_target(&state)?;
                 self.schedule = BudgetSchedule::new(target, target, 0)?;
                 self.regrow = true;
-                self.support = None;
+                self.support.clear();
                 self.current = target;
             }
             Phase::InputMasks => self.current = self.budget,
             Phase::FineTune => {
                 self.current = self.budget;
-                self.buf = state.clone();
-                self.support = Some(state);
+                self.support.freeze(state);
                 return Ok(());
             }
         }
-        self.buf = state.clone();
         self.state = state;
         Ok(())
     }
@@ -271,8 +296,8 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for WeightProjection<M> {
     ) -> Result<StepReport> {
         let last = ctx.is_last();
         if !ctx.step.is_multiple_of(self.cfg.project_every) && !last {
-            if let (Some(s), false) = (&self.support, self.regrow) {
-                apply_support(net, s, &mut self.buf)?;
+            if !self.regrow {
+                self.support.apply(net)?;
             }
             return Ok(StepReport::held(false));
         }
@@ -290,10 +315,7 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for WeightProjection<M> {
         let out = project_with_workspace(&self.model, &mut self.state, b, &mut self.ws)?;
         self.state.write_weights_to(net)?;
         self.current = b;
-        match &mut self.support {
-            Some(s) => s.weights.clone_from(&self.state.weights),
-            None => self.support = Some(self.state.clone()),
-        }
+        self.support.update(&self.state);
         Ok(StepReport {
             acted: true,
             frozen: false,
@@ -307,10 +329,7 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for WeightProjection<M> {
     }
 
     fn hold<N: NetworkMut + ?Sized>(&mut self, net: &mut N) -> Result<()> {
-        match &self.support {
-            Some(s) => apply_support(net, s, &mut self.buf),
-            None => Ok(()),
-        }
+        self.support.apply(net)
     }
 
     fn status<N: Network + ?Sized>(&self, net: &N) -> Result<ConstraintStatus> {
