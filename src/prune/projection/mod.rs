@@ -105,26 +105,70 @@ pub fn project_with_workspace<M: WeightEnergyModel + ?Sized>(
     }
     let input = model.input_energy(&state.input_masks)?;
     let constant: f64 = input.iter().sum();
-    if budget < constant {
+    let zeros = vec![0u64; input.len()];
+    let floor = model.relaxed_energy(&zeros, &input)?.total.max(constant);
+    if budget < floor {
         return Err(Error::InfeasibleBudget {
             budget,
-            min_achievable: constant,
+            min_achievable: floor,
         });
     }
-    let nonzero_before = state.nonzeros().iter().sum();
+    let nonzeros = state.nonzeros();
+    let nonzero_before = nonzeros.iter().sum();
+    let relaxed_before = model.relaxed_energy(&nonzeros, &input)?.total;
+    if relaxed_before <= budget {
+        // Already within the budget (as the model itself sums it): the identity.
+        for (l, w) in state.weights.iter().enumerate() {
+            crate::error::check_finite(&format!("weights of layer {l}"), w)?;
+        }
+        let value = state
+            .weights
+            .iter()
+            .flatten()
+            .map(|v| f64::from(*v) * f64::from(*v))
+            .sum();
+        return Ok(ProjectionOutcome {
+            budget,
+            constant,
+            relaxed_energy: relaxed_before,
+            kept: nonzero_before,
+            nonzero_before,
+            kept_value: value,
+            total_value: value,
+            single_item: false,
+        });
+    }
     let costs = model.knapsack_costs();
-    let sel = greedy_knapsack(&mut state.weights, &costs, budget - constant, ws)?;
-    let relaxed_energy = model.relaxed_energy(&state.nonzeros(), &input)?.total;
-    Ok(ProjectionOutcome {
-        budget,
-        constant,
-        relaxed_energy,
-        kept: sel.kept,
-        nonzero_before,
-        kept_value: sel.kept_value,
-        total_value: sel.total_value,
-        single_item: sel.single_item,
-    })
+    // The knapsack's cost accounting and the model's own sum of the relaxed energy
+    // may round differently: if the model finds the result a few ulps over, select
+    // again from the result with the capacity tightened by the overshoot.
+    let mut capacity = budget - constant;
+    let mut total_value = None;
+    loop {
+        let sel = greedy_knapsack(&mut state.weights, &costs, capacity, ws)?;
+        let total = *total_value.get_or_insert(sel.total_value);
+        let relaxed_energy = model.relaxed_energy(&state.nonzeros(), &input)?.total;
+        if relaxed_energy <= budget {
+            return Ok(ProjectionOutcome {
+                budget,
+                constant,
+                relaxed_energy,
+                kept: sel.kept,
+                nonzero_before,
+                kept_value: sel.kept_value,
+                total_value: total,
+                single_item: sel.single_item,
+            });
+        }
+        // Terminates: the capacity falls by at least the overshoot each round, and at
+        // capacity 0 the all-zero state costs `floor <= budget`.
+        let over = 2.0 * (relaxed_energy - budget) + capacity * f64::EPSILON;
+        capacity = if capacity > over {
+            capacity - over
+        } else {
+            0.0
+        };
+    }
 }
 
 /// The knapsack cost of every weight (canonical order, all layers concatenated

@@ -2,7 +2,9 @@
 //! selection algorithm is tested against and the baseline of the benches. Not part
 //! of the public API (reachable through `energy_prune::testing` for benches).
 
-use super::select::{Classifier, Selection, check_inputs, key};
+use super::select::{
+    Classifier, KeyScale, Selection, WeightStats, charged_of_classes, select_with_guarantees,
+};
 use crate::energy::LayerCost;
 use crate::error::Result;
 
@@ -10,40 +12,52 @@ use crate::error::Result;
 /// bench baseline): same result as [`greedy_knapsack`](super::greedy_knapsack), in `O(n log n)`.
 ///
 /// # Errors
-/// As [`greedy_knapsack`].
+/// As [`greedy_knapsack`](super::greedy_knapsack).
 pub(crate) fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]>>(
     weights: &mut [W],
     costs: &[LayerCost],
     capacity: f64,
 ) -> Result<Selection> {
-    check_inputs(weights, costs, capacity, true)?;
+    select_with_guarantees(weights, costs, capacity, |w, cap, stats| {
+        sorted_once(w, costs, cap, stats)
+    })
+}
+
+/// One sort-based selection.
+fn sorted_once<W: AsMut<[f32]> + AsRef<[f32]>>(
+    weights: &mut [W],
+    costs: &[LayerCost],
+    capacity: f64,
+    stats: &WeightStats,
+) -> Selection {
+    let class_cost: Vec<f64> = costs
+        .iter()
+        .flat_map(|c| [c.base, c.base + c.surcharge])
+        .collect();
+    let scale = KeyScale::choose(stats, &class_cost, capacity);
     let mut mags = Vec::new();
-    // Per weight: its cost (or NaN when zero / unaffordable); then (key, flat index) pairs.
-    let mut cost_of: Vec<Vec<f64>> = Vec::with_capacity(weights.len());
+    // Per weight: its class; then (key, flat index) pairs of the affordable nonzeros.
+    let mut class_of: Vec<Vec<usize>> = Vec::with_capacity(weights.len());
     let mut order: Vec<(f32, u64)> = Vec::new();
     let mut offsets = Vec::with_capacity(weights.len());
     let mut flat = 0u64;
-    for (w, c) in weights.iter().zip(costs) {
+    for (l, (w, c)) in weights.iter().zip(costs).enumerate() {
         let w = w.as_ref();
         let mut cls = Classifier::new(w, c, &mut mags);
-        let costs_l: Vec<f64> = w
+        let classes: Vec<usize> = w
             .iter()
-            .map(|&v| {
-                if cls.surcharged(v) {
-                    c.base + c.surcharge
-                } else {
-                    c.base
-                }
-            })
+            .map(|&v| 2 * l + usize::from(cls.surcharged(v)))
             .collect();
-        for (i, (&v, &cost)) in w.iter().zip(&costs_l).enumerate() {
+        for (i, (&v, &k)) in w.iter().zip(&classes).enumerate() {
+            let cost = class_cost[k];
             if v != 0.0 && cost <= capacity {
-                order.push((key(v, (1.0 / cost) as f32), flat + i as u64));
+                let key = scale.key(v, scale.param(cost, capacity));
+                order.push((key, flat + i as u64));
             }
         }
         offsets.push(flat);
         flat += w.len() as u64;
-        cost_of.push(costs_l);
+        class_of.push(classes);
     }
     let locate = |g: u64| -> (usize, usize) {
         let l = offsets.partition_point(|&o| o <= g) - 1;
@@ -53,11 +67,6 @@ pub(crate) fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]>>(
         let v = weights[l].as_ref()[i] as f64;
         v * v
     };
-    let total_value: f64 = weights
-        .iter()
-        .flat_map(|w| w.as_ref().iter())
-        .map(|v| (*v as f64) * (*v as f64))
-        .sum();
     // The best single affordable item: largest |w|, first in index order among equals.
     let best = order.iter().fold(None::<(f32, u64)>, |b, &(_, g)| {
         let (l, i) = locate(g);
@@ -72,7 +81,7 @@ pub(crate) fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]>>(
     let (mut used, mut prefix_value, mut prefix) = (0.0f64, 0.0f64, 0usize);
     for &(_, g) in &order {
         let (l, i) = locate(g);
-        let c = cost_of[l][i];
+        let c = class_cost[class_of[l][i]];
         if used + c > capacity {
             break;
         }
@@ -84,18 +93,21 @@ pub(crate) fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]>>(
         .iter()
         .map(|w| vec![false; w.as_ref().len()])
         .collect();
-    let (kept, charged, kept_value, single) = match best {
+    let mut kept = vec![0u64; class_cost.len()];
+    let single = match best {
         Some((_, g)) if value(locate(g).0, locate(g).1) > prefix_value => {
             let (l, i) = locate(g);
             keep[l][i] = true;
-            (1, cost_of[l][i], value(l, i), true)
+            kept[class_of[l][i]] += 1;
+            true
         }
         _ => {
             for &(_, g) in &order[..prefix] {
                 let (l, i) = locate(g);
                 keep[l][i] = true;
+                kept[class_of[l][i]] += 1;
             }
-            (prefix as u64, used, prefix_value, false)
+            false
         }
     };
     for (w, k) in weights.iter_mut().zip(&keep) {
@@ -105,11 +117,16 @@ pub(crate) fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]>>(
             }
         }
     }
-    Ok(Selection {
-        kept,
-        charged,
+    let kept_value = weights
+        .iter()
+        .flat_map(|w| w.as_ref().iter())
+        .map(|v| f64::from(*v) * f64::from(*v))
+        .sum();
+    Selection {
+        kept: kept.iter().sum(),
+        charged: charged_of_classes(&kept, &class_cost),
         kept_value,
-        total_value,
+        total_value: 0.0,
         single_item: single,
-    })
+    }
 }

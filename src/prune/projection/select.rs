@@ -21,7 +21,7 @@ pub struct ProjectionWorkspace {
     items: Vec<Item>,
     mags: Vec<f32>,
     class_cost: Vec<f64>,
-    inv_cost: Vec<f32>,
+    params: Vec<f32>,
     sample: Vec<(f32, f64)>,
 }
 
@@ -88,15 +88,192 @@ impl Classifier {
     }
 }
 
-/// The greedy's ordering key `w^2 / c`, computed as `w * w * (1 / c)` in `f32`
-/// (every implementation uses this same function, so orders agree exactly).
-#[inline]
-pub(super) fn key(w: f32, inv_cost: f32) -> f32 {
-    w * w * inv_cost
+/// How the greedy's ordering key `w^2 / c` is represented in the 8-byte items.
+///
+/// Keys only need to order the weights, so any strictly increasing function of
+/// `w^2 / c` computed the same way everywhere will do. [`Linear`] computes
+/// `w * w * p` in `f32` with `p = 2^s / c` (`s = 0` unless the instance needs a
+/// shift): fast, and exact enough whenever every key of a nonzero weight is a
+/// normal `f32`. Instances whose keys span more than `f32` can hold (weights or
+/// costs near the ends of their types) use [`Logarithmic`] keys
+/// `2 ln|w| - ln c`, which are finite for every finite nonzero weight and positive
+/// finite cost. [`KeyScale::choose`] picks per instance.
+pub(super) trait KeyFn: Copy {
+    /// The key of weight `w` in a class with parameter `p`.
+    fn key(self, w: f32, p: f32) -> f32;
 }
 
-/// Items sampled to bracket the cut before the full pass.
-const SAMPLE: usize = 32_768;
+/// `w * w * p`, `p = 2^s / c`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Linear;
+
+impl KeyFn for Linear {
+    #[inline(always)]
+    fn key(self, w: f32, p: f32) -> f32 {
+        w * w * p
+    }
+}
+
+/// `2 ln|w| + p`, `p = -ln c` (`-inf` for a zero weight).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Logarithmic;
+
+impl KeyFn for Logarithmic {
+    #[inline(always)]
+    fn key(self, w: f32, p: f32) -> f32 {
+        (2.0 * f64::from(w.abs()).ln() + f64::from(p)) as f32
+    }
+}
+
+/// The key representation of one instance (see [`KeyFn`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum KeyScale {
+    /// `w * w * 2^shift / c` in `f32`.
+    Linear { shift: i32 },
+    /// `2 ln|w| - ln c`.
+    Logarithmic,
+}
+
+/// Keys of nonzero weights are kept inside `[2^-LIMIT, 2^LIMIT]` by the linear scale
+/// (normal `f32` with room for the two roundings).
+const KEY_LIMIT: i32 = 120;
+
+impl KeyScale {
+    /// The linear scale if every key of a nonzero, affordable weight is a normal
+    /// `f32` under it (trying no shift first, then a centring power of two), else
+    /// the logarithmic one.
+    pub(super) fn choose(stats: &WeightStats, class_cost: &[f64], capacity: f64) -> Self {
+        let affordable = class_cost.iter().filter(|c| **c <= capacity);
+        let (cmin, cmax) = affordable.fold((f64::INFINITY, 0.0f64), |(lo, hi), &c| {
+            (lo.min(c), hi.max(c))
+        });
+        if stats.max_abs == 0.0 || cmax == 0.0 {
+            return Self::Linear { shift: 0 };
+        }
+        let (wmax, wmin) = (f64::from(stats.max_abs), f64::from(stats.min_nonzero));
+        let lim = 2f64.powi(KEY_LIMIT);
+        // `w * w` itself must be a normal f32.
+        let squares_ok = wmax <= 2f64.powi(62) && wmin >= 2f64.powi(-62);
+        let fits = |shift: i32| {
+            let sc = 2f64.powi(shift);
+            let (inv_hi, inv_lo) = (sc / cmin, sc / cmax);
+            squares_ok
+                && inv_hi <= lim
+                && inv_lo >= 1.0 / lim
+                && wmax * wmax * inv_hi <= lim
+                && wmin * wmin * inv_lo >= 1.0 / lim
+        };
+        if fits(0) {
+            return Self::Linear { shift: 0 };
+        }
+        let centre = (wmax * wmax / cmin).log2() + (wmin * wmin / cmax).log2();
+        let shift = (-centre / 2.0).round();
+        if shift.is_finite() && shift.abs() < 1000.0 && fits(shift as i32) {
+            Self::Linear {
+                shift: shift as i32,
+            }
+        } else {
+            Self::Logarithmic
+        }
+    }
+
+    /// The key parameter of a class of cost `c` (0 for unaffordable classes, whose
+    /// keys are never used).
+    pub(super) fn param(self, c: f64, capacity: f64) -> f32 {
+        if c > capacity {
+            return 0.0;
+        }
+        match self {
+            Self::Linear { shift } => (2f64.powi(shift) / c) as f32,
+            Self::Logarithmic => (-c.ln()) as f32,
+        }
+    }
+
+    /// The key of weight `w` under class parameter `p` (dispatching; the hot loops
+    /// are monomorphised on [`KeyFn`] instead).
+    pub(super) fn key(self, w: f32, p: f32) -> f32 {
+        match self {
+            Self::Linear { .. } => Linear.key(w, p),
+            Self::Logarithmic => Logarithmic.key(w, p),
+        }
+    }
+}
+
+/// What one pass over the weights learns: value, extremes of `|w|`, nonzeros per layer.
+#[derive(Debug, Clone, Default)]
+pub(super) struct WeightStats {
+    /// Sum of `w^2` over all weights.
+    pub(super) total_value: f64,
+    /// Largest `|w|`.
+    pub(super) max_abs: f32,
+    /// Smallest nonzero `|w|` (`inf` if all are zero).
+    pub(super) min_nonzero: f32,
+    /// Nonzero weights of each layer.
+    pub(super) nonzeros: Vec<u64>,
+}
+
+impl WeightStats {
+    /// One pass over every layer: value, extremes and nonzeros, which doubles as
+    /// the finiteness check (f32 squares cannot overflow f64).
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] naming the layer and index of a NaN or infinite weight.
+    pub(super) fn of<W: AsRef<[f32]>>(weights: &[W]) -> Result<Self> {
+        let mut s = Self {
+            min_nonzero: f32::INFINITY,
+            ..Self::default()
+        };
+        for (l, w) in weights.iter().enumerate() {
+            let w = w.as_ref();
+            let (v, mx, mn, nz) = layer_stats(w);
+            if !v.is_finite() {
+                crate::error::check_finite(&format!("weights of layer {l}"), w)?;
+            }
+            s.total_value += v;
+            s.max_abs = s.max_abs.max(mx);
+            s.min_nonzero = s.min_nonzero.min(mn);
+            s.nonzeros.push(nz);
+        }
+        Ok(s)
+    }
+}
+
+/// Sum of squares (f64), max `|w|`, min nonzero `|w|` and nonzero count of one
+/// layer, with 8 independent lanes (vectorises; no serial dependency chain).
+fn layer_stats(w: &[f32]) -> (f64, f32, f32, u64) {
+    let mut sq = [0.0f64; 8];
+    let mut mx = [0.0f32; 8];
+    let mut mn = [f32::INFINITY; 8];
+    let mut nz = [0u64; 8];
+    let mut chunks = w.chunks_exact(8);
+    for c in &mut chunks {
+        for j in 0..8 {
+            let v = c[j];
+            let a = v.abs();
+            sq[j] += f64::from(v) * f64::from(v);
+            mx[j] = mx[j].max(a);
+            mn[j] = mn[j].min(if a > 0.0 { a } else { f32::INFINITY });
+            nz[j] += u64::from(v != 0.0);
+        }
+    }
+    let (mut s, mut hi, mut lo, mut n) = (
+        sq.iter().sum::<f64>(),
+        mx.iter().fold(0.0f32, |a, b| a.max(*b)),
+        mn.iter().fold(f32::INFINITY, |a, b| a.min(*b)),
+        nz.iter().sum::<u64>(),
+    );
+    for &v in chunks.remainder() {
+        let a = v.abs();
+        s += f64::from(v) * f64::from(v);
+        hi = hi.max(a);
+        if a > 0.0 {
+            lo = lo.min(a);
+        }
+        n += u64::from(v != 0.0);
+    }
+    // NaN poisons the sum (reported by the caller), not max/min: keep them honest.
+    (s, hi, lo, n)
+}
 
 /// Sum of squares in `f64` with 8 independent lanes (vectorises; no serial add chain).
 fn sum_sq(w: &[f32]) -> f64 {
@@ -115,6 +292,29 @@ fn sum_sq(w: &[f32]) -> f64 {
             .sum::<f64>()
 }
 
+/// The cost charged for the nonzero weights of each layer when they are ranked
+/// among themselves (the first `buffered` cost `base`, the others
+/// `base + surcharge`), as per-class counts and class costs (two classes a layer).
+/// Summed with [`charged_of_classes`] this is the relaxed energy above the
+/// constant: the definition of "fits" under which the projection is the identity.
+pub(super) fn classes_of_nonzeros(costs: &[LayerCost], nonzeros: &[u64]) -> (Vec<u64>, Vec<f64>) {
+    let mut counts = Vec::with_capacity(2 * costs.len());
+    let mut class_cost = Vec::with_capacity(2 * costs.len());
+    for (c, &n) in costs.iter().zip(nonzeros) {
+        let base = if c.surcharge == 0.0 {
+            n
+        } else {
+            n.min(c.buffered as u64)
+        };
+        counts.extend([base, n - base]);
+        class_cost.extend([c.base, c.base + c.surcharge]);
+    }
+    (counts, class_cost)
+}
+
+/// Items sampled to bracket the cut before the full pass.
+const SAMPLE: usize = 32_768;
+
 /// The most valuable affordable single weight (first in index order among equals).
 #[derive(Debug, Clone, Copy)]
 struct Best {
@@ -125,14 +325,20 @@ struct Best {
 }
 
 /// Iterates the knapsack items (nonzero weights) of a set of layers.
-struct Scan<'a> {
+struct Scan<'a, K> {
     classifiers: &'a [Classifier],
     class_cost: &'a [f64],
-    inv_cost: &'a [f32],
+    params: &'a [f32],
     capacity: f64,
+    keys: K,
 }
 
-impl Scan<'_> {
+impl<K: KeyFn> Scan<'_, K> {
+    #[inline(always)]
+    fn key(&self, v: f32, p: f32) -> f32 {
+        self.keys.key(v, p)
+    }
+
     /// Call `f(index, value, key, class)` for every affordable item of layer `l`
     /// (nonzero weights whose cost fits the capacity), in index order.
     #[inline(always)]
@@ -147,10 +353,10 @@ impl Scan<'_> {
             if !aff0 {
                 return;
             }
-            let inv = self.inv_cost[c0];
+            let p = self.params[c0];
             for (i, &v) in w.iter().enumerate() {
                 if v != 0.0 {
-                    f(i, v, key(v, inv), c0);
+                    f(i, v, self.key(v, p), c0);
                 }
             }
             return;
@@ -159,7 +365,7 @@ impl Scan<'_> {
             let surcharged = cls.surcharged(v);
             let c = if surcharged { c1 } else { c0 };
             if v != 0.0 && (if surcharged { aff1 } else { aff0 }) {
-                f(i, v, key(v, self.inv_cost[c]), c);
+                f(i, v, self.key(v, self.params[c]), c);
             }
         }
     }
@@ -181,7 +387,7 @@ impl Scan<'_> {
                 // Approximate class (ties ignored): this only steers the bracket.
                 let c = 2 * l + (!cls.all_base && v.abs() < cls.thr) as usize;
                 if v != 0.0 && self.class_cost[c] <= self.capacity {
-                    out.push((key(v, self.inv_cost[c]), self.class_cost[c]));
+                    out.push((self.key(v, self.params[c]), self.class_cost[c]));
                 }
                 i += stride;
             }
@@ -260,7 +466,7 @@ impl Scan<'_> {
                 if self.class_cost[c0] > cap {
                     continue;
                 }
-                let inv = self.inv_cost[c0];
+                let p = self.params[c0];
                 let (mut n_above, mut best_abs, mut best_i) =
                     (0u64, best.map_or(0.0, |b| b.weight.abs()), usize::MAX);
                 // Band members are written unconditionally to a small buffer and
@@ -272,7 +478,7 @@ impl Scan<'_> {
                 for (ci, chunk) in w.chunks(buf.len()).enumerate() {
                     let (mut m, mut na) = (0usize, 0u32);
                     for &v in chunk {
-                        let k = key(v, inv);
+                        let k = self.key(v, p);
                         na += (k > hi) as u32;
                         buf[m].key = k;
                         m += ((k <= hi) & (k >= lo) & (v != 0.0)) as usize;
@@ -348,18 +554,30 @@ pub(super) fn check_inputs<W: AsRef<[f32]>>(
             costs.len(),
         ));
     }
-    if capacity.is_nan() {
-        return Err(Error::param("budget", capacity, "must not be NaN"));
+    if capacity.is_nan() || capacity < 0.0 {
+        return Err(Error::param(
+            "capacity",
+            capacity,
+            "must be >= 0 (the cost of keeping nothing is 0)",
+        ));
     }
     for (l, (w, c)) in weights.iter().zip(costs).enumerate() {
         if check_weights {
             crate::error::check_finite(&format!("weights of layer {l}"), w.as_ref())?;
         }
-        if !(c.base.is_finite() && c.base > 0.0 && c.surcharge.is_finite() && c.surcharge >= 0.0) {
+        if !(c.base.is_finite()
+            && c.base > 0.0
+            && c.surcharge.is_finite()
+            && c.surcharge >= 0.0
+            && (c.base + c.surcharge).is_finite())
+        {
             return Err(Error::param(
                 "layer cost",
                 format!("{c:?}"),
-                format!("layer {l}: base must be finite and > 0, surcharge finite and >= 0"),
+                format!(
+                    "layer {l}: base must be finite and > 0, surcharge finite and >= 0, \
+                     their sum finite"
+                ),
             ));
         }
     }
@@ -371,7 +589,7 @@ pub(super) fn check_inputs<W: AsRef<[f32]>>(
 pub struct Selection {
     /// Weights kept (nonzero after the selection).
     pub kept: u64,
-    /// Total cost charged for the kept weights.
+    /// Total cost charged for the kept weights (`<= capacity`).
     pub charged: f64,
     /// Sum of `w^2` kept.
     pub kept_value: f64,
@@ -381,57 +599,136 @@ pub struct Selection {
     pub single_item: bool,
 }
 
+/// Rounds of re-selection allowed when rounding left a selection a few ulps over.
+const REPAIR_ROUNDS: u32 = 8;
+
+/// The guarantees shared by every selection algorithm: a state that already fits
+/// is returned unchanged; a selection is never returned above `capacity` (if the
+/// running sums of `select` and the canonical per-class sum disagree by rounding,
+/// the selection is repeated on its own result with a capacity tightened by the
+/// overshoot; after [`REPAIR_ROUNDS`] everything is zeroed, which always fits).
+pub(super) fn select_with_guarantees<W: AsMut<[f32]> + AsRef<[f32]>>(
+    weights: &mut [W],
+    costs: &[LayerCost],
+    capacity: f64,
+    mut select: impl FnMut(&mut [W], f64, &WeightStats) -> Selection,
+) -> Result<Selection> {
+    check_inputs(weights, costs, capacity, false)?;
+    let before = WeightStats::of(weights)?;
+    let (counts, class_cost) = classes_of_nonzeros(costs, &before.nonzeros);
+    let charged_now = charged_of_classes(&counts, &class_cost);
+    if charged_now <= capacity {
+        return Ok(Selection {
+            kept: before.nonzeros.iter().sum(),
+            charged: charged_now,
+            kept_value: before.total_value,
+            total_value: before.total_value,
+            single_item: false,
+        });
+    }
+    let (mut cap, mut stats) = (capacity, before.clone());
+    for round in 0..REPAIR_ROUNDS {
+        let sel = select(weights, cap, &stats);
+        if sel.charged <= capacity {
+            return Ok(Selection {
+                total_value: before.total_value,
+                ..sel
+            });
+        }
+        let over = (sel.charged - capacity) * f64::from(1u32 << round) + capacity * f64::EPSILON;
+        cap = (cap - over).max(0.0);
+        stats = WeightStats::of(weights)?;
+    }
+    for w in weights.iter_mut() {
+        w.as_mut().fill(0.0);
+    }
+    Ok(Selection {
+        kept: 0,
+        charged: 0.0,
+        kept_value: 0.0,
+        total_value: before.total_value,
+        single_item: false,
+    })
+}
+
 /// Greedy 0/1 knapsack on the weights in place: keep the weights of the longest
 /// prefix by `w^2 / c` whose total cost is at most `capacity` (or the best single
-/// weight if worth more), zero the others.
+/// weight if worth more), zero the others. A state whose own cost (its nonzeros
+/// ranked among themselves) already fits is returned unchanged, and the result
+/// never costs more than `capacity`, at every finite scale of weights and costs.
 ///
 /// Returns what was kept as a [`Selection`].
 ///
 /// # Errors
 /// [`Error::ShapeMismatch`] if `costs` has not one entry per layer,
 /// [`Error::NonFinite`] for a NaN or infinite weight, [`Error::InvalidParameter`]
-/// for a non-positive cost or NaN capacity. Weights are unchanged on error.
+/// for a non-positive cost or a negative or NaN capacity. Weights are unchanged on
+/// error.
 pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]>>(
     weights: &mut [W],
     costs: &[LayerCost],
     capacity: f64,
     ws: &mut ProjectionWorkspace,
 ) -> Result<Selection> {
-    check_inputs(weights, costs, capacity, false)?;
-    // The sum of squares doubles as the finiteness check (f32 squares cannot
-    // overflow f64, so a non-finite sum means a non-finite weight).
-    let mut total_value = 0.0;
-    for (l, w) in weights.iter().enumerate() {
-        let v = sum_sq(w.as_ref());
-        if !v.is_finite() {
-            crate::error::check_finite(&format!("weights of layer {l}"), w.as_ref())?;
-        }
-        total_value += v;
-    }
+    select_with_guarantees(weights, costs, capacity, |w, cap, stats| {
+        select_once(w, costs, cap, ws, stats)
+    })
+}
+
+/// One greedy selection (no guarantees beyond those of the algorithm itself).
+fn select_once<W: AsMut<[f32]> + AsRef<[f32]>>(
+    weights: &mut [W],
+    costs: &[LayerCost],
+    capacity: f64,
+    ws: &mut ProjectionWorkspace,
+    stats: &WeightStats,
+) -> Selection {
     let ProjectionWorkspace {
-        items,
         mags,
         class_cost,
-        inv_cost,
-        sample,
+        params,
+        ..
     } = ws;
     class_cost.clear();
     for c in costs {
         class_cost.push(c.base);
         class_cost.push(c.base + c.surcharge);
     }
-    inv_cost.clear();
-    inv_cost.extend(class_cost.iter().map(|c| (1.0 / c) as f32));
+    let scale = KeyScale::choose(stats, class_cost, capacity);
+    params.clear();
+    params.extend(class_cost.iter().map(|&c| scale.param(c, capacity)));
     let classifiers: Vec<Classifier> = weights
         .iter()
         .zip(costs)
         .map(|(w, c)| Classifier::new(w.as_ref(), c, mags))
         .collect();
-    let scan = Scan {
-        classifiers: &classifiers,
+    match scale {
+        KeyScale::Linear { .. } => select_keyed(weights, capacity, ws, &classifiers, Linear),
+        KeyScale::Logarithmic => select_keyed(weights, capacity, ws, &classifiers, Logarithmic),
+    }
+}
+
+/// The selection proper, monomorphised on the key representation.
+fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]>, K: KeyFn>(
+    weights: &mut [W],
+    capacity: f64,
+    ws: &mut ProjectionWorkspace,
+    classifiers: &[Classifier],
+    keys: K,
+) -> Selection {
+    let ProjectionWorkspace {
+        items,
         class_cost,
-        inv_cost,
+        params,
+        sample,
+        ..
+    } = ws;
+    let scan = Scan {
+        classifiers,
+        class_cost,
+        params,
         capacity,
+        keys,
     };
     let (threshold, mut tie_capacity, best) = scan.find_cut(weights, items, sample);
     // Items exactly at the cut are all in `items`. If none of them fits the capacity
@@ -462,7 +759,7 @@ pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]>>(
                 w.fill(0.0);
                 continue;
             }
-            let inv = inv_cost[c0];
+            let p = params[c0];
             let mut n = 0u64;
             if threshold == f32::NEG_INFINITY {
                 // Everything affordable fits: keep all.
@@ -471,12 +768,13 @@ pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]>>(
             }
             if !tie_class[c0] {
                 // No item of this class sits exactly at the cut: a branch-free select
-                // (keys are >= 0 and the cut is >= 0, so zeros are never counted).
+                // (a zero weight's key is the smallest possible and never above the
+                // cut, which is itself the key of a nonzero weight).
                 for chunk in w.chunks_mut(4096) {
                     let mut m = 0u32;
                     for v in chunk.iter_mut() {
                         let x = *v;
-                        let keep = key(x, inv) > threshold;
+                        let keep = keys.key(x, p) > threshold;
                         m += keep as u32;
                         *v = if keep { x } else { 0.0 };
                     }
@@ -487,7 +785,7 @@ pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]>>(
             }
             for v in w.iter_mut() {
                 let x = *v;
-                let k = key(x, inv);
+                let k = keys.key(x, p);
                 if (k == threshold) & (x != 0.0) {
                     // An exact tie with the cut, kept in index order while it fits.
                     let keep = tie_open && cost <= tie_capacity;
@@ -513,9 +811,9 @@ pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]>>(
                 continue;
             }
             let cost = class_cost[c];
-            let k = key(*v, inv_cost[c]);
-            let keep = cost <= capacity
-                && (k > threshold || {
+            let keep = cost <= capacity && {
+                let k = keys.key(*v, params[c]);
+                k > threshold || {
                     let tie = k == threshold && tie_open && cost <= tie_capacity;
                     if tie {
                         tie_capacity -= cost;
@@ -523,7 +821,8 @@ pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]>>(
                         tie_open = false;
                     }
                     tie
-                });
+                }
+            };
             if keep {
                 kept[c] += 1;
             } else {
@@ -540,27 +839,30 @@ pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]>>(
                 w.as_mut().fill(0.0);
             }
             weights[b.layer].as_mut()[b.index] = b.weight;
-            return Ok(Selection {
+            return Selection {
                 kept: 1,
                 charged: class_cost[b.class],
                 kept_value: value,
-                total_value,
+                total_value: 0.0,
                 single_item: true,
-            });
+            };
         }
     }
-    let charged = kept
-        .iter()
-        .zip(class_cost.iter())
-        .map(|(n, c)| *n as f64 * c)
-        .sum();
-    Ok(Selection {
+    Selection {
         kept: kept.iter().sum(),
-        charged,
+        charged: charged_of_classes(&kept, class_cost),
         kept_value,
-        total_value,
+        total_value: 0.0,
         single_item: false,
-    })
+    }
+}
+
+/// `sum_c kept_c * cost_c` in class order: the one way every selection sums its cost.
+pub(super) fn charged_of_classes(kept: &[u64], class_cost: &[f64]) -> f64 {
+    kept.iter()
+        .zip(class_cost)
+        .map(|(n, c)| *n as f64 * c)
+        .sum()
 }
 
 /// Weighted quickselect: the ratio `tau` of the first item (in descending ratio
@@ -794,8 +1096,9 @@ mod tests {
             let scan = Scan {
                 classifiers: &classifiers,
                 class_cost: &[1.0, 1.0],
-                inv_cost: &[1.0, 1.0],
+                params: &[1.0, 1.0],
                 capacity: cap,
+                keys: Linear,
             };
             scan.bracket_cut(std::slice::from_ref(w), &mut Vec::new(), &mut Vec::new())
                 .0
