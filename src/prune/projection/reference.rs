@@ -3,7 +3,8 @@
 //! of the public API (reachable through `energy_prune::testing` for benches).
 
 use super::select::{
-    Classifier, KeyScale, Selection, WeightStats, charged_of_classes, select_with_guarantees,
+    Classifier, IfFits, KeyScale, Selection, WeightStats, charged_of_classes, fits,
+    select_with_guarantees,
 };
 use crate::energy::LayerCost;
 use crate::error::Result;
@@ -18,8 +19,15 @@ pub(crate) fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]>>(
     costs: &[LayerCost],
     capacity: f64,
 ) -> Result<Selection> {
-    select_with_guarantees(weights, costs, capacity, |w, cap, stats| {
-        sorted_once(w, costs, cap, stats)
+    select_with_guarantees(weights, costs, capacity, |w, cap, stats, if_fits| {
+        let nonzeros: Vec<u64> = w
+            .iter()
+            .map(|l| l.as_ref().iter().filter(|v| **v != 0.0).count() as u64)
+            .collect();
+        match fits(costs, &nonzeros, cap, stats) {
+            Some(same) if if_fits == IfFits::Identity => same,
+            _ => sorted_once(w, costs, cap, stats),
+        }
     })
 }
 

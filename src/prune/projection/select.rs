@@ -134,14 +134,22 @@ pub(super) enum KeyScale {
     Logarithmic,
 }
 
-/// Keys of nonzero weights are kept inside `[2^-LIMIT, 2^LIMIT]` by the linear scale
-/// (normal `f32` with room for the two roundings).
-const KEY_LIMIT: i32 = 120;
+/// The linear scale puts the largest key at about `2^TOP`.
+const TOP: i32 = 100;
+/// ... and keeps the largest key of every affordable class above `2^-FLOOR`.
+const FLOOR: i32 = 60;
 
 impl KeyScale {
-    /// The linear scale if every key of a nonzero, affordable weight is a normal
-    /// `f32` under it (trying no shift first, then a centring power of two), else
-    /// the logarithmic one.
+    /// The linear scale (no shift if that serves, else a power of two putting the
+    /// largest key near `2^100`) when it represents every class well, else the
+    /// logarithmic one.
+    ///
+    /// "Well": `w * w` does not overflow, the largest key stays below `2^120`, and
+    /// in every affordable class the keys of weights within `2^30` of the largest
+    /// are normal `f32`. Smaller weights may get a subnormal or zero key and then
+    /// rank last, in index order; their value is below `2^-60` of the largest
+    /// weight's, so the kept value changes by less than that (the budget is never
+    /// affected: costs are summed in `f64` whatever the keys).
     pub(super) fn choose(stats: &WeightStats, class_cost: &[f64], capacity: f64) -> Self {
         let affordable = class_cost.iter().filter(|c| **c <= capacity);
         let (cmin, cmax) = affordable.fold((f64::INFINITY, 0.0f64), |(lo, hi), &c| {
@@ -150,24 +158,19 @@ impl KeyScale {
         if stats.max_abs == 0.0 || cmax == 0.0 {
             return Self::Linear { shift: 0 };
         }
-        let (wmax, wmin) = (f64::from(stats.max_abs), f64::from(stats.min_nonzero));
-        let lim = 2f64.powi(KEY_LIMIT);
-        // `w * w` itself must be a normal f32.
-        let squares_ok = wmax <= 2f64.powi(62) && wmin >= 2f64.powi(-62);
+        let wmax = f64::from(stats.max_abs);
         let fits = |shift: i32| {
             let sc = 2f64.powi(shift);
-            let (inv_hi, inv_lo) = (sc / cmin, sc / cmax);
-            squares_ok
-                && inv_hi <= lim
-                && inv_lo >= 1.0 / lim
-                && wmax * wmax * inv_hi <= lim
-                && wmin * wmin * inv_lo >= 1.0 / lim
+            wmax <= 2f64.powi(62)
+                && wmax >= 2f64.powi(-32)
+                && sc / cmin <= 2f64.powi(126)
+                && wmax * wmax * sc / cmin <= 2f64.powi(TOP + 20)
+                && wmax * wmax * sc / cmax >= 2f64.powi(-FLOOR)
         };
         if fits(0) {
             return Self::Linear { shift: 0 };
         }
-        let centre = (wmax * wmax / cmin).log2() + (wmin * wmin / cmax).log2();
-        let shift = (-centre / 2.0).round();
+        let shift = (f64::from(TOP) - (wmax * wmax / cmin).log2()).round();
         if shift.is_finite() && shift.abs() < 1000.0 && fits(shift as i32) {
             Self::Linear {
                 shift: shift as i32,
@@ -199,80 +202,57 @@ impl KeyScale {
     }
 }
 
-/// What one pass over the weights learns: value, extremes of `|w|`, nonzeros per layer.
+/// What one pass over the weights learns: their value and largest magnitude.
 #[derive(Debug, Clone, Default)]
 pub(super) struct WeightStats {
     /// Sum of `w^2` over all weights.
     pub(super) total_value: f64,
     /// Largest `|w|`.
     pub(super) max_abs: f32,
-    /// Smallest nonzero `|w|` (`inf` if all are zero).
-    pub(super) min_nonzero: f32,
-    /// Nonzero weights of each layer.
-    pub(super) nonzeros: Vec<u64>,
 }
 
 impl WeightStats {
-    /// One pass over every layer: value, extremes and nonzeros, which doubles as
+    /// One pass over every layer: value and largest magnitude, which doubles as
     /// the finiteness check (f32 squares cannot overflow f64).
     ///
     /// # Errors
     /// [`Error::NonFinite`] naming the layer and index of a NaN or infinite weight.
     pub(super) fn of<W: AsRef<[f32]>>(weights: &[W]) -> Result<Self> {
-        let mut s = Self {
-            min_nonzero: f32::INFINITY,
-            ..Self::default()
-        };
+        let mut s = Self::default();
         for (l, w) in weights.iter().enumerate() {
             let w = w.as_ref();
-            let (v, mx, mn, nz) = layer_stats(w);
+            let (v, mx) = layer_stats(w);
             if !v.is_finite() {
                 crate::error::check_finite(&format!("weights of layer {l}"), w)?;
             }
             s.total_value += v;
             s.max_abs = s.max_abs.max(mx);
-            s.min_nonzero = s.min_nonzero.min(mn);
-            s.nonzeros.push(nz);
         }
         Ok(s)
     }
 }
 
-/// Sum of squares (f64), max `|w|`, min nonzero `|w|` and nonzero count of one
-/// layer, with 8 independent lanes (vectorises; no serial dependency chain).
-fn layer_stats(w: &[f32]) -> (f64, f32, f32, u64) {
+/// Sum of squares (f64) and max `|w|` of one layer, with 8 independent lanes
+/// (vectorises; no serial dependency chain).
+fn layer_stats(w: &[f32]) -> (f64, f32) {
     let mut sq = [0.0f64; 8];
     let mut mx = [0.0f32; 8];
-    let mut mn = [f32::INFINITY; 8];
-    let mut nz = [0u64; 8];
     let mut chunks = w.chunks_exact(8);
     for c in &mut chunks {
         for j in 0..8 {
-            let v = c[j];
-            let a = v.abs();
+            let (v, a) = (c[j], c[j].abs());
             sq[j] += f64::from(v) * f64::from(v);
-            mx[j] = mx[j].max(a);
-            mn[j] = mn[j].min(if a > 0.0 { a } else { f32::INFINITY });
-            nz[j] += u64::from(v != 0.0);
+            // Not `f32::max` (NaN-aware, does not vectorise): NaN is caught by the sum.
+            mx[j] = if a > mx[j] { a } else { mx[j] };
         }
     }
-    let (mut s, mut hi, mut lo, mut n) = (
-        sq.iter().sum::<f64>(),
-        mx.iter().fold(0.0f32, |a, b| a.max(*b)),
-        mn.iter().fold(f32::INFINITY, |a, b| a.min(*b)),
-        nz.iter().sum::<u64>(),
-    );
     for &v in chunks.remainder() {
-        let a = v.abs();
-        s += f64::from(v) * f64::from(v);
-        hi = hi.max(a);
-        if a > 0.0 {
-            lo = lo.min(a);
-        }
-        n += u64::from(v != 0.0);
+        sq[0] += f64::from(v) * f64::from(v);
+        mx[0] = mx[0].max(v.abs());
     }
-    // NaN poisons the sum (reported by the caller), not max/min: keep them honest.
-    (s, hi, lo, n)
+    let hi = mx.iter().fold(0.0f32, |a, b| a.max(*b));
+    // A NaN poisons the sum (reported by the caller).
+    (sq.iter().sum(), hi)
 }
 
 /// Sum of squares in `f64` with 8 independent lanes (vectorises; no serial add chain).
@@ -404,10 +384,10 @@ impl<K: KeyFn> Scan<'_, K> {
         weights: &[W],
         ws: &mut Vec<Item>,
         sample: &mut Vec<(f32, f64)>,
-    ) -> (f32, f64, Option<Best>) {
-        let (cut, best) = self.bracket_cut(weights, ws, sample);
+    ) -> (f32, f64, Option<Best>, Vec<u64>) {
+        let (cut, best, nonzeros) = self.bracket_cut(weights, ws, sample);
         if let Some((t, tc)) = cut {
-            return (t, tc, best);
+            return (t, tc, best, nonzeros);
         }
         ws.clear();
         for (l, w) in weights.iter().enumerate() {
@@ -419,18 +399,19 @@ impl<K: KeyFn> Scan<'_, K> {
             });
         }
         let (t, tc) = weighted_select(ws, self.class_cost, self.capacity);
-        (t, tc, best)
+        (t, tc, best, nonzeros)
     }
 
     /// One pass: estimate the cut from a strided sample, bracket it by
     /// `2 sqrt(sample)` sample positions either side and select inside the bracket
-    /// (`None` if the cut lies outside); also finds the best single item.
+    /// (`None` if the cut lies outside); also finds the best single item and counts
+    /// the nonzero weights of every layer.
     fn bracket_cut<W: AsRef<[f32]>>(
         &self,
         weights: &[W],
         ws: &mut Vec<Item>,
         sample: &mut Vec<(f32, f64)>,
-    ) -> (Option<(f32, f64)>, Option<Best>) {
+    ) -> (Option<(f32, f64)>, Option<Best>, Vec<u64>) {
         let cap = self.capacity;
         let scale = self.sample(weights, sample);
         sample.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -457,6 +438,8 @@ impl<K: KeyFn> Scan<'_, K> {
         let mut above = vec![0u64; self.class_cost.len()];
         let mut band = vec![0u64; self.class_cost.len()];
         let mut best: Option<Best> = None;
+        let mut nonzeros = vec![0u64; weights.len()];
+        let count = |w: &[f32]| w.iter().filter(|v| **v != 0.0).count() as u64;
         for (l, w) in weights.iter().enumerate() {
             let w = w.as_ref();
             let c0 = 2 * l;
@@ -464,6 +447,7 @@ impl<K: KeyFn> Scan<'_, K> {
                 // Fast path (no rank-dependent cost): branch-free counting; only the
                 // rare band members and new maxima take a branch.
                 if self.class_cost[c0] > cap {
+                    nonzeros[l] = count(w);
                     continue;
                 }
                 let p = self.params[c0];
@@ -475,15 +459,18 @@ impl<K: KeyFn> Scan<'_, K> {
                     key: 0.0,
                     class: c0 as u32,
                 }; 1024];
+                let mut nz = 0u64;
                 for (ci, chunk) in w.chunks(buf.len()).enumerate() {
-                    let (mut m, mut na) = (0usize, 0u32);
+                    let (mut m, mut na, mut z) = (0usize, 0u32, 0u32);
                     for &v in chunk {
                         let k = self.key(v, p);
                         na += (k > hi) as u32;
+                        z += (v == 0.0) as u32;
                         buf[m].key = k;
                         m += ((k <= hi) & (k >= lo) & (v != 0.0)) as usize;
                     }
                     n_above += na as u64;
+                    nz += (chunk.len() - z as usize) as u64;
                     band[c0] += m as u64;
                     ws.extend_from_slice(&buf[..m]);
                     // The chunk is in cache: a max of |w|, then (rarely) its position.
@@ -495,6 +482,7 @@ impl<K: KeyFn> Scan<'_, K> {
                     }
                 }
                 above[c0] += n_above;
+                nonzeros[l] = nz;
                 if best_i != usize::MAX {
                     best = Some(Best {
                         layer: l,
@@ -505,6 +493,7 @@ impl<K: KeyFn> Scan<'_, K> {
                 }
                 continue;
             }
+            nonzeros[l] = count(w);
             self.layer_items(l, w, |i, v, k, c| {
                 if best.is_none_or(|b| v.abs() > b.weight.abs()) {
                     best = Some(Best {
@@ -537,6 +526,7 @@ impl<K: KeyFn> Scan<'_, K> {
         (
             holds.then(|| weighted_select(ws, self.class_cost, cap - cost_above)),
             best,
+            nonzeros,
         )
     }
 }
@@ -602,33 +592,32 @@ pub struct Selection {
 /// Rounds of re-selection allowed when rounding left a selection a few ulps over.
 const REPAIR_ROUNDS: u32 = 8;
 
+/// How a selection treats a state that already fits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum IfFits {
+    /// Return it unchanged (first round).
+    Identity,
+    /// Select anyway (repair rounds).
+    Select,
+}
+
 /// The guarantees shared by every selection algorithm: a state that already fits
-/// is returned unchanged; a selection is never returned above `capacity` (if the
-/// running sums of `select` and the canonical per-class sum disagree by rounding,
-/// the selection is repeated on its own result with a capacity tightened by the
-/// overshoot; after [`REPAIR_ROUNDS`] everything is zeroed, which always fits).
+/// is returned unchanged (the selection counts the nonzeros in its first pass and
+/// stops there, see [`fits`]); a selection is never returned above `capacity` (if
+/// the running sums of `select` and the canonical per-class sum disagree by
+/// rounding, the selection is repeated on its own result with a capacity tightened
+/// by the overshoot; after [`REPAIR_ROUNDS`] everything is zeroed, which always fits).
 pub(super) fn select_with_guarantees<W: AsMut<[f32]> + AsRef<[f32]>>(
     weights: &mut [W],
     costs: &[LayerCost],
     capacity: f64,
-    mut select: impl FnMut(&mut [W], f64, &WeightStats) -> Selection,
+    mut select: impl FnMut(&mut [W], f64, &WeightStats, IfFits) -> Selection,
 ) -> Result<Selection> {
     check_inputs(weights, costs, capacity, false)?;
     let before = WeightStats::of(weights)?;
-    let (counts, class_cost) = classes_of_nonzeros(costs, &before.nonzeros);
-    let charged_now = charged_of_classes(&counts, &class_cost);
-    if charged_now <= capacity {
-        return Ok(Selection {
-            kept: before.nonzeros.iter().sum(),
-            charged: charged_now,
-            kept_value: before.total_value,
-            total_value: before.total_value,
-            single_item: false,
-        });
-    }
-    let (mut cap, mut stats) = (capacity, before.clone());
+    let (mut cap, mut stats, mut if_fits) = (capacity, before.clone(), IfFits::Identity);
     for round in 0..REPAIR_ROUNDS {
-        let sel = select(weights, cap, &stats);
+        let sel = select(weights, cap, &stats, if_fits);
         if sel.charged <= capacity {
             return Ok(Selection {
                 total_value: before.total_value,
@@ -638,6 +627,7 @@ pub(super) fn select_with_guarantees<W: AsMut<[f32]> + AsRef<[f32]>>(
         let over = (sel.charged - capacity) * f64::from(1u32 << round) + capacity * f64::EPSILON;
         cap = (cap - over).max(0.0);
         stats = WeightStats::of(weights)?;
+        if_fits = IfFits::Select;
     }
     for w in weights.iter_mut() {
         w.as_mut().fill(0.0);
@@ -647,6 +637,25 @@ pub(super) fn select_with_guarantees<W: AsMut<[f32]> + AsRef<[f32]>>(
         charged: 0.0,
         kept_value: 0.0,
         total_value: before.total_value,
+        single_item: false,
+    })
+}
+
+/// The identity selection if the state with `nonzeros` per layer fits `capacity`
+/// under the canonical accounting ([`classes_of_nonzeros`], [`charged_of_classes`]).
+pub(super) fn fits(
+    costs: &[LayerCost],
+    nonzeros: &[u64],
+    capacity: f64,
+    stats: &WeightStats,
+) -> Option<Selection> {
+    let (counts, class_cost) = classes_of_nonzeros(costs, nonzeros);
+    let charged = charged_of_classes(&counts, &class_cost);
+    (charged <= capacity).then(|| Selection {
+        kept: nonzeros.iter().sum(),
+        charged,
+        kept_value: stats.total_value,
+        total_value: stats.total_value,
         single_item: false,
     })
 }
@@ -670,8 +679,8 @@ pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]>>(
     capacity: f64,
     ws: &mut ProjectionWorkspace,
 ) -> Result<Selection> {
-    select_with_guarantees(weights, costs, capacity, |w, cap, stats| {
-        select_once(w, costs, cap, ws, stats)
+    select_with_guarantees(weights, costs, capacity, |w, cap, stats, if_fits| {
+        select_once(w, costs, cap, ws, stats, if_fits)
     })
 }
 
@@ -682,6 +691,7 @@ fn select_once<W: AsMut<[f32]> + AsRef<[f32]>>(
     capacity: f64,
     ws: &mut ProjectionWorkspace,
     stats: &WeightStats,
+    if_fits: IfFits,
 ) -> Selection {
     let ProjectionWorkspace {
         mags,
@@ -703,17 +713,39 @@ fn select_once<W: AsMut<[f32]> + AsRef<[f32]>>(
         .map(|(w, c)| Classifier::new(w.as_ref(), c, mags))
         .collect();
     match scale {
-        KeyScale::Linear { .. } => select_keyed(weights, capacity, ws, &classifiers, Linear),
-        KeyScale::Logarithmic => select_keyed(weights, capacity, ws, &classifiers, Logarithmic),
+        KeyScale::Linear { .. } => select_keyed(
+            weights,
+            costs,
+            capacity,
+            ws,
+            &classifiers,
+            stats,
+            if_fits,
+            Linear,
+        ),
+        KeyScale::Logarithmic => select_keyed(
+            weights,
+            costs,
+            capacity,
+            ws,
+            &classifiers,
+            stats,
+            if_fits,
+            Logarithmic,
+        ),
     }
 }
 
 /// The selection proper, monomorphised on the key representation.
+#[allow(clippy::too_many_arguments)]
 fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]>, K: KeyFn>(
     weights: &mut [W],
+    costs: &[LayerCost],
     capacity: f64,
     ws: &mut ProjectionWorkspace,
     classifiers: &[Classifier],
+    stats: &WeightStats,
+    if_fits: IfFits,
     keys: K,
 ) -> Selection {
     let ProjectionWorkspace {
@@ -730,7 +762,12 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]>, K: KeyFn>(
         capacity,
         keys,
     };
-    let (threshold, mut tie_capacity, best) = scan.find_cut(weights, items, sample);
+    let (threshold, mut tie_capacity, best, nonzeros) = scan.find_cut(weights, items, sample);
+    if if_fits == IfFits::Identity {
+        if let Some(same) = fits(costs, &nonzeros, capacity, stats) {
+            return same;
+        }
+    }
     // Items exactly at the cut are all in `items`. If none of them fits the capacity
     // left for ties, none is kept and every weight is decided by `key > threshold`;
     // otherwise the classes holding ties take the index-ordered path.
@@ -747,6 +784,8 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]>, K: KeyFn>(
     }
     // Keep pass, in index order (ties kept while they fit, as in a stable sort).
     let mut kept = vec![0u64; class_cost.len()];
+    // Sum of w^2 kept, taken while each chunk is still in cache.
+    let mut kept_value = 0.0f64;
     let mut tie_open = true;
     for (l, w) in weights.iter_mut().enumerate() {
         let (c0, c1) = (2 * l, 2 * l + 1);
@@ -764,6 +803,7 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]>, K: KeyFn>(
             if threshold == f32::NEG_INFINITY {
                 // Everything affordable fits: keep all.
                 kept[c0] += w.iter().filter(|v| **v != 0.0).count() as u64;
+                kept_value += sum_sq(w);
                 continue;
             }
             if !tie_class[c0] {
@@ -779,6 +819,7 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]>, K: KeyFn>(
                         *v = if keep { x } else { 0.0 };
                     }
                     n += m as u64;
+                    kept_value += sum_sq(chunk);
                 }
                 kept[c0] += n;
                 continue;
@@ -803,6 +844,7 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]>, K: KeyFn>(
                 *v = if keep { x } else { 0.0 };
             }
             kept[c0] += n;
+            kept_value += sum_sq(w);
             continue;
         }
         for v in w.iter_mut() {
@@ -829,8 +871,8 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]>, K: KeyFn>(
                 *v = 0.0;
             }
         }
+        kept_value += sum_sq(w);
     }
-    let kept_value: f64 = weights.iter().map(|w| sum_sq(w.as_ref())).sum();
     if let Some(b) = best {
         let value = (b.weight as f64) * (b.weight as f64);
         if value > kept_value {
