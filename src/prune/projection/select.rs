@@ -763,10 +763,10 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]>, K: KeyFn>(
         keys,
     };
     let (threshold, mut tie_capacity, best, nonzeros) = scan.find_cut(weights, items, sample);
-    if if_fits == IfFits::Identity {
-        if let Some(same) = fits(costs, &nonzeros, capacity, stats) {
-            return same;
-        }
+    if if_fits == IfFits::Identity
+        && let Some(same) = fits(costs, &nonzeros, capacity, stats)
+    {
+        return same;
     }
     // Items exactly at the cut are all in `items`. If none of them fits the capacity
     // left for ties, none is kept and every weight is decided by `key > threshold`;
