@@ -9,7 +9,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use energy_prune::arch::Conv2dGeometry;
 use energy_prune::network::Trainable;
 use energy_prune::nn::Cnn;
-use energy_prune::nn::ops::{conv2d_backward, conv2d_direct, conv2d_forward};
+use energy_prune::testing::kernels::{conv2d_backward, conv2d_direct, conv2d_forward};
 use energy_prune::train::Sgd;
 use energy_prune::train::cross_entropy;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
@@ -51,14 +51,16 @@ fn conv(c: &mut Criterion) {
         group.throughput(Throughput::Elements(macs));
         group.sample_size(10);
         group.bench_function(BenchmarkId::new("im2col_gemm", batch), |bn| {
-            bn.iter(|| conv2d_forward(&g, batch, black_box(&x), &w, Some(&b), &mut col, &mut y))
+            bn.iter(|| {
+                conv2d_forward(&g, batch, black_box(&x), &w, Some(&b), &mut col, &mut y).unwrap()
+            })
         });
         group.bench_function(BenchmarkId::new("direct", batch), |bn| {
-            bn.iter(|| conv2d_direct(&g, batch, black_box(&x), &w, Some(&b), &mut y))
+            bn.iter(|| conv2d_direct(&g, batch, black_box(&x), &w, Some(&b), &mut y).unwrap())
         });
         group.finish();
 
-        conv2d_forward(&g, batch, &x, &w, Some(&b), &mut col, &mut y);
+        conv2d_forward(&g, batch, &x, &w, Some(&b), &mut col, &mut y).unwrap();
         let dy = rand_vec(&mut rng, n_out);
         let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; b.len()], vec![0.0; x.len()]);
         let mut dcol = vec![0.0; col.len()];
@@ -79,6 +81,7 @@ fn conv(c: &mut Criterion) {
                     Some(&mut dx),
                     &mut dcol,
                 )
+                .unwrap()
             })
         });
         group.finish();

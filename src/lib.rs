@@ -90,6 +90,7 @@
 pub mod arch;
 pub mod energy;
 pub mod error;
+mod files;
 pub mod network;
 pub mod nn;
 pub mod prune;

@@ -256,7 +256,8 @@ impl ArchBuilder {
     /// `ceil_mode` rounds the output size up as PyTorch's `ceil_mode=True`.
     ///
     /// # Errors
-    /// [`Error::InvalidArchitecture`] if the window does not fit.
+    /// [`Error::InvalidArchitecture`] if the kernel or stride is zero, the padding
+    /// exceeds half the kernel, or the window does not fit.
     pub fn pool(
         &self,
         x: &FeatureMap,
@@ -265,9 +266,19 @@ impl ArchBuilder {
         padding: usize,
         ceil_mode: bool,
     ) -> Result<FeatureMap> {
+        if kernel == 0 || stride == 0 {
+            return Err(Error::arch(format!(
+                "pool kernel {kernel} and stride {stride} must both be >= 1"
+            )));
+        }
+        if padding > kernel / 2 {
+            return Err(Error::arch(format!(
+                "pool padding {padding} exceeds half the kernel {kernel}"
+            )));
+        }
         let size = |n: usize| -> usize {
             if ceil_mode {
-                let padded = n + 2 * padding;
+                let padded = n.saturating_add(2 * padding);
                 if padded < kernel || stride == 0 {
                     return 0;
                 }

@@ -131,10 +131,83 @@ impl Conv2dGeometry {
     pub fn is_depthwise(&self) -> bool {
         self.groups > 1 && self.groups == self.in_channels && self.groups == self.out_channels
     }
+
+    /// Check that the geometry describes a computable convolution.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArchitecture`] if a size, the stride or the groups are zero,
+    /// the groups do not divide both channel counts, the kernel does not fit the
+    /// padded input, or a derived size exceeds [`MAX_ELEMENTS`].
+    pub fn validate(&self) -> Result<()> {
+        let g = self;
+        if [
+            g.in_channels,
+            g.in_h,
+            g.in_w,
+            g.out_channels,
+            g.kernel_h,
+            g.kernel_w,
+            g.stride,
+            g.groups,
+        ]
+        .contains(&0)
+        {
+            return Err(Error::arch(format!("zero size in {g:?}")));
+        }
+        if !g.in_channels.is_multiple_of(g.groups) || !g.out_channels.is_multiple_of(g.groups) {
+            return Err(Error::arch(format!(
+                "groups {} must divide in_channels {} and out_channels {}",
+                g.groups, g.in_channels, g.out_channels
+            )));
+        }
+        if g.out_h() == 0 || g.out_w() == 0 {
+            return Err(Error::arch(format!(
+                "kernel {}x{} does not fit the padded {}x{} input",
+                g.kernel_h, g.kernel_w, g.in_h, g.in_w
+            )));
+        }
+        conv_sizes_fit(g)
+            .then_some(())
+            .ok_or_else(|| Error::arch(format!("sizes exceed {MAX_ELEMENTS} elements: {g:?}")))
+    }
+}
+
+/// The largest number of elements a layer's weights, inputs or outputs (and the
+/// whole network's weights) may have: `f32` buffers of this length still fit a
+/// 64-bit address space with room to spare, and every derived size (MACs, flattened
+/// features) is computed without overflow.
+pub const MAX_ELEMENTS: usize = 1 << 40;
+
+/// `prod(xs)` if it fits [`MAX_ELEMENTS`] (checked arithmetic).
+fn product(xs: &[usize]) -> Option<usize> {
+    xs.iter()
+        .try_fold(1usize, |a, &x| a.checked_mul(x))
+        .filter(|v| *v <= MAX_ELEMENTS)
+}
+
+/// Every size derived from a convolution's geometry (weights, inputs, outputs,
+/// im2col buffers, MACs) fits [`MAX_ELEMENTS`], so the unchecked accessors cannot
+/// wrap afterwards.
+fn conv_sizes_fit(g: &Conv2dGeometry) -> bool {
+    let filter = product(&[g.in_channels / g.groups.max(1), g.kernel_h, g.kernel_w]);
+    let positions = product(&[g.out_h(), g.out_w()]);
+    let padded = |x: usize| x.checked_add(g.padding.saturating_mul(2));
+    match (filter, positions) {
+        (Some(f), Some(p)) => {
+            product(&[g.out_channels, f]).is_some()
+                && product(&[p, g.out_channels]).is_some()
+                && product(&[g.in_channels, f, p]).is_some()
+                && product(&[g.in_channels, g.in_h, g.in_w]).is_some()
+                && padded(g.in_h).is_some_and(|h| h <= MAX_ELEMENTS)
+                && padded(g.in_w).is_some_and(|w| w <= MAX_ELEMENTS)
+                && (f as u128) * (p as u128) * (g.out_channels as u128) < u128::from(u64::MAX)
+        }
+        _ => false,
+    }
 }
 
 pub(crate) fn out_size(input: usize, kernel: usize, stride: usize, padding: usize) -> usize {
-    let padded = input + 2 * padding;
+    let padded = input.saturating_add(padding.saturating_mul(2));
     if padded < kernel || stride == 0 {
         0
     } else {
@@ -338,34 +411,22 @@ impl Architecture {
             if layer.input.is_empty() {
                 return Err(Error::arch(format!("layer `{n}` has no input widths")));
             }
-            let in_elems: usize = layer
+            let in_elems = layer
                 .input
                 .iter()
-                .map(|s| widths[s.width.0].channels * s.spatial)
-                .sum();
+                .try_fold(0usize, |acc, s| {
+                    widths[s.width.0]
+                        .channels
+                        .checked_mul(s.spatial)
+                        .and_then(|e| acc.checked_add(e))
+                })
+                .ok_or_else(|| Error::arch(format!("layer `{n}`: input size overflows usize")))?;
+
             let out_ch = widths[layer.output.0].channels;
             match &layer.kind {
                 LayerKind::Conv2d(g) => {
-                    if [
-                        g.in_channels,
-                        g.in_h,
-                        g.in_w,
-                        g.out_channels,
-                        g.kernel_h,
-                        g.kernel_w,
-                        g.stride,
-                        g.groups,
-                    ]
-                    .contains(&0)
-                    {
-                        return Err(Error::arch(format!("conv `{n}` has a zero size: {g:?}")));
-                    }
-                    if g.in_channels % g.groups != 0 || g.out_channels % g.groups != 0 {
-                        return Err(Error::arch(format!(
-                            "conv `{n}`: groups {} must divide in_channels {} and out_channels {}",
-                            g.groups, g.in_channels, g.out_channels
-                        )));
-                    }
+                    g.validate()
+                        .map_err(|e| Error::arch(format!("conv `{n}`: {e}")))?;
                     if layer.input.iter().any(|s| s.spatial != 1) {
                         return Err(Error::arch(format!(
                             "conv `{n}` reads a flattened input (spatial != 1)"
@@ -395,6 +456,12 @@ impl Architecture {
                     if g.in_features == 0 || g.out_features == 0 {
                         return Err(Error::arch(format!("linear `{n}` has a zero size")));
                     }
+                    if product(&[g.in_features, g.out_features]).is_none() {
+                        return Err(Error::arch(format!(
+                            "linear `{n}`: {} x {} weights exceed {MAX_ELEMENTS}",
+                            g.in_features, g.out_features
+                        )));
+                    }
                     if in_elems != g.in_features {
                         return Err(Error::arch(format!(
                             "linear `{n}` expects {} inputs but its input widths provide {in_elems}",
@@ -410,6 +477,15 @@ impl Architecture {
                     widths[layer.output.0].name
                 )));
             }
+        }
+        let total = layers
+            .iter()
+            .try_fold(0usize, |acc, l| acc.checked_add(l.weight_count()));
+        if total.is_none_or(|t| t > MAX_ELEMENTS) {
+            return Err(Error::arch(format!(
+                "the layers hold more than {MAX_ELEMENTS} weights in all; \
+                 split the model or check the layer sizes"
+            )));
         }
         Ok(Self {
             name: name.into(),

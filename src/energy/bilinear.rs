@@ -477,7 +477,7 @@ impl Bilinear {
     #[cfg(feature = "serde")]
     pub fn save_json(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(Error::external)?;
-        super::profile::write_atomic(path.as_ref(), text.as_bytes())
+        crate::files::write_atomic(path.as_ref(), text.as_bytes())
     }
 
     /// Load from JSON written by [`Bilinear::save_json`] (feature `serde`).
@@ -487,7 +487,7 @@ impl Bilinear {
     #[cfg(feature = "serde")]
     pub fn load_json(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::files::read_text(path)?;
         serde_json::from_str(&text).map_err(|e| Error::CorruptData {
             path: path.to_path_buf(),
             reason: e.to_string(),

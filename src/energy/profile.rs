@@ -334,7 +334,7 @@ impl ProfileSet {
     /// # Errors
     /// [`Error::Io`].
     pub fn save_csv(&self, path: impl AsRef<Path>) -> Result<()> {
-        write_atomic(path.as_ref(), self.to_csv().as_bytes())
+        crate::files::write_atomic(path.as_ref(), self.to_csv().as_bytes())
     }
 
     /// Read a CSV file.
@@ -343,7 +343,7 @@ impl ProfileSet {
     /// [`Error::Io`] or [`Error::CorruptData`].
     pub fn load_csv(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::files::read_text(path)?;
         Self::from_csv(&text, path)
     }
 }
@@ -356,7 +356,7 @@ impl ProfileSet {
     /// [`Error::Io`].
     pub fn save_json(&self, path: impl AsRef<Path>) -> Result<()> {
         let text = serde_json::to_string(self).map_err(Error::external)?;
-        write_atomic(path.as_ref(), text.as_bytes())
+        crate::files::write_atomic(path.as_ref(), text.as_bytes())
     }
 
     /// Load JSON written by [`ProfileSet::save_json`], re-validating every sample.
@@ -365,7 +365,7 @@ impl ProfileSet {
     /// [`Error::Io`] or [`Error::CorruptData`].
     pub fn load_json(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::files::read_text(path)?;
         let corrupt = |reason: String| Error::CorruptData {
             path: path.to_path_buf(),
             reason,
@@ -384,23 +384,6 @@ impl ProfileSet {
         }
         Ok(set)
     }
-}
-
-/// Write `bytes` to `path` through a temporary file, so that an error never
-/// leaves a half-written file.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp-write");
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    res.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
 }
 
 #[cfg(test)]

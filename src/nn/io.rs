@@ -6,7 +6,7 @@
 //! interrupted save never leaves a half-written file; loading validates everything
 //! before touching the network.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use super::Cnn;
@@ -33,17 +33,7 @@ impl Cnn {
                     .for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
             }
         }
-        let tmp = path.with_extension("tmp-save");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&buf)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(path, e)
-        })
+        crate::files::write_atomic(path, &buf)
     }
 
     /// Load weights and biases saved by [`Cnn::save`] from a network of the same architecture.
@@ -54,14 +44,31 @@ impl Cnn {
     /// architecture. The network is unchanged on error.
     pub fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let mut bytes = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|e| Error::io(path, e))?;
         let corrupt = |reason: String| Error::CorruptData {
             path: path.to_path_buf(),
             reason,
         };
+        // The size is known from the architecture: check it before reading anything.
+        let expected: u64 = {
+            let (w, b) = self.params();
+            12 + w
+                .iter()
+                .chain(b)
+                .map(|t| 8 + 4 * t.len() as u64)
+                .sum::<u64>()
+        };
+        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if size != expected {
+            return Err(corrupt(format!(
+                "{size} bytes, a saved `{}` network has {expected} (different architecture, \
+                 truncated or not a saved network)",
+                self.architecture().name()
+            )));
+        }
+        let mut bytes = Vec::with_capacity(expected as usize);
+        file.read_to_end(&mut bytes)
+            .map_err(|e| Error::io(path, e))?;
         if bytes.len() < 12 || &bytes[..8] != MAGIC {
             return Err(corrupt("not an energy-prune Cnn file (bad magic)".into()));
         }

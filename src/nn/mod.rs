@@ -15,8 +15,7 @@ mod io;
 pub mod latency;
 pub mod mnist;
 mod model;
-#[doc(hidden)]
-pub mod ops;
+pub(crate) mod ops;
 mod spec;
 mod threads;
 
