@@ -271,7 +271,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     )?;
     println!("uniform: {}\n", uniform_report.termination);
     let widths = uniform_widths(&arch, model.as_ref(), budget)?;
-    let mut uniform = uniform.compact(&PruningPlan::leading(&widths))?;
+    let mut uniform = uniform.compact(&PruningPlan::leading(&arch, &widths)?)?;
     let uniform_row = Row {
         accuracy: evaluate(&mut uniform, test, 1000)?,
         predicted: model.cost_of_widths(&widths)?,

@@ -9,8 +9,13 @@ mod common;
 use common::conv;
 
 fn net() -> Cnn {
+    net_with(8)
+}
+
+/// The test network with `c1` filters in its first convolution.
+fn net_with(c1: usize) -> Cnn {
     let specs = [
-        conv("c1", 8, 3, 1, 1, 1),
+        conv("c1", c1, 3, 1, 1, 1),
         LayerSpec::Relu,
         LayerSpec::MaxPool {
             kernel: 2,
@@ -41,17 +46,18 @@ fn compact_network_equals_masked_network() {
     let dense = net();
     let arch = dense.architecture().clone();
     for trial in 0..5 {
-        let mut plan = PruningPlan::full(&arch);
+        let mut kept_all = PruningPlan::full(&arch).kept().to_vec();
         for (u, w) in arch.widths().iter().enumerate() {
             if !w.fixed {
                 let kept: Vec<usize> = (0..w.channels).filter(|_| rng.random_bool(0.6)).collect();
-                plan.kept[u] = if kept.is_empty() {
+                kept_all[u] = if kept.is_empty() {
                     vec![trial % w.channels]
                 } else {
                     kept
                 };
             }
         }
+        let plan = PruningPlan::new(&arch, kept_all).unwrap();
         let mut masked = dense.clone();
         plan.apply(&mut masked).unwrap();
         assert_eq!(
@@ -90,15 +96,37 @@ fn compact_network_equals_masked_network() {
 fn bad_plans_are_errors() {
     let dense = net();
     let arch = dense.architecture().clone();
-    let mut plan = PruningPlan::full(&arch);
-    plan.kept[1] = vec![];
-    assert!(dense.compact(&plan).is_err());
-    let mut plan = PruningPlan::full(&arch);
-    plan.kept[0] = vec![0]; // the input is fixed
-    assert!(dense.compact(&plan).is_err());
-    let mut plan = PruningPlan::full(&arch);
-    plan.kept[2] = vec![3, 1];
-    assert!(plan.check(&arch).is_err());
-    plan.kept.pop();
-    assert!(dense.compact(&plan).is_err());
+    let with = |u: usize, k: Vec<usize>| {
+        let mut kept = PruningPlan::full(&arch).kept().to_vec();
+        kept[u] = k;
+        PruningPlan::new(&arch, kept)
+    };
+    assert!(with(1, vec![]).is_err());
+    let e = with(0, vec![0]).unwrap_err(); // the input is fixed
+    assert!(e.to_string().contains("complete for fixed widths"), "{e}");
+    assert!(with(2, vec![3, 1]).is_err());
+    let mut fewer = PruningPlan::full(&arch).kept().to_vec();
+    fewer.pop();
+    assert!(PruningPlan::new(&arch, fewer).is_err());
+}
+
+/// A plan read off one network refuses a wider network with the same number of
+/// widths (it would otherwise zero half of it): applying and compacting both fail,
+/// and the network is unchanged.
+#[test]
+fn a_plan_refuses_another_architecture() {
+    let small = net();
+    let plan = PruningPlan::from_network(&small).unwrap();
+    let mut wide = net_with(16);
+    assert_eq!(plan.kept().len(), wide.architecture().widths().len());
+    let before = energy_prune::network::NetworkState::from_network(&wide).unwrap();
+    let e = plan.apply(&mut wide).unwrap_err();
+    assert!(e.to_string().contains("fingerprint"), "{e}");
+    assert!(wide.compact(&plan).is_err());
+    assert_eq!(
+        energy_prune::network::NetworkState::from_network(&wide).unwrap(),
+        before
+    );
+    assert_eq!(plan.fingerprint(), small.architecture().fingerprint());
+    assert_ne!(plan.fingerprint(), wide.architecture().fingerprint());
 }

@@ -39,9 +39,38 @@ fn configs_plans_profiles_and_models_are_validated_when_read() {
     cfg["rows"] = json!(0);
     assert!(serde_json::from_value::<SystolicConfig>(cfg).is_err());
 
-    assert!(serde_json::from_value::<PruningPlan>(json!({"kept": [[0, 1], []]})).is_err());
-    assert!(serde_json::from_value::<PruningPlan>(json!({"kept": [[1, 0]]})).is_err());
-    assert!(serde_json::from_value::<PruningPlan>(json!({"kept": [[0, 2]]})).is_ok());
+    // Plans: a round trip keeps the identity; bad indices, missing identity (an
+    // older format) and another schema are load errors.
+    let lenet = zoo::lenet5().unwrap();
+    let plan = PruningPlan::full(&lenet);
+    let v = serde_json::to_value(&plan).unwrap();
+    assert_eq!(
+        serde_json::from_value::<PruningPlan>(v.clone()).unwrap(),
+        plan
+    );
+    let with_kept = |kept: Value| {
+        let mut p = v.clone();
+        p["kept"] = kept;
+        serde_json::from_value::<PruningPlan>(p)
+    };
+    assert!(with_kept(json!([[0, 1], []])).is_err());
+    assert!(with_kept(json!([[1, 0]])).is_err());
+    let old = serde_json::from_value::<PruningPlan>(json!({"kept": [[0, 2]]})).unwrap_err();
+    assert!(old.to_string().contains("older format"), "{old}");
+    let mut future = v.clone();
+    future["schema"] = json!(99);
+    let e = serde_json::from_value::<PruningPlan>(future).unwrap_err();
+    assert!(e.to_string().contains("schema"), "{e}");
+    let mut foreign = v;
+    foreign["fingerprint"] = json!(12345);
+    let foreign: PruningPlan = serde_json::from_value(foreign).unwrap();
+    assert!(
+        foreign
+            .check(&lenet)
+            .unwrap_err()
+            .to_string()
+            .contains("fingerprint")
+    );
 
     let bad_profile = json!({"num_widths": 2, "widths": [[1, 2]], "costs": [-1.0]});
     assert!(serde_json::from_value::<ProfileSet>(bad_profile).is_err());

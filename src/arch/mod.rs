@@ -172,6 +172,29 @@ impl Conv2dGeometry {
     }
 }
 
+/// 64-bit FNV-1a (the fingerprint's hash: tiny, stable, no dependency).
+struct Fnv64(u64);
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv64 {
+    fn bytes(&mut self, b: &[u8]) {
+        self.u64(b.len() as u64);
+        for &x in b {
+            self.0 = (self.0 ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn u64(&mut self, v: u64) {
+        for x in v.to_le_bytes() {
+            self.0 = (self.0 ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
 /// The largest number of elements a layer's weights, inputs or outputs (and the
 /// whole network's weights) may have: `f32` buffers of this length still fit a
 /// 64-bit address space with room to spare, and every derived size (MACs, flattened
@@ -536,6 +559,57 @@ impl Architecture {
     pub fn layer_index(&self, name: &str) -> Option<usize> {
         self.layers.iter().position(|l| l.name == name)
     }
+    /// A stable 64-bit fingerprint of everything that shapes the weights and the
+    /// channel coupling: every width (channels, fixed) and every layer (name, kind,
+    /// geometry, input segments, output width, bias), in order. The network's own
+    /// name is left out. Computed with 64-bit FNV-1a over a fixed little-endian
+    /// encoding, so it is the same on every platform and in every release that
+    /// keeps this documented encoding.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = Fnv64::default();
+        h.u64(self.widths.len() as u64);
+        for w in &self.widths {
+            h.u64(w.channels as u64);
+            h.u64(u64::from(w.fixed));
+        }
+        h.u64(self.input.0 as u64);
+        h.u64(self.output.0 as u64);
+        for l in &self.layers {
+            h.bytes(l.name.as_bytes());
+            match &l.kind {
+                LayerKind::Conv2d(g) => {
+                    h.u64(1);
+                    for v in [
+                        g.in_channels,
+                        g.in_h,
+                        g.in_w,
+                        g.out_channels,
+                        g.kernel_h,
+                        g.kernel_w,
+                        g.stride,
+                        g.padding,
+                        g.groups,
+                    ] {
+                        h.u64(v as u64);
+                    }
+                }
+                LayerKind::Linear(g) => {
+                    h.u64(2);
+                    h.u64(g.in_features as u64);
+                    h.u64(g.out_features as u64);
+                }
+            }
+            h.u64(l.input.len() as u64);
+            for seg in &l.input {
+                h.u64(seg.width.0 as u64);
+                h.u64(seg.spatial as u64);
+            }
+            h.u64(l.output.0 as u64);
+            h.u64(u64::from(l.bias));
+        }
+        h.0
+    }
+
     /// Total number of prunable weights.
     pub fn weight_count(&self) -> usize {
         self.layers.iter().map(Layer::weight_count).sum()

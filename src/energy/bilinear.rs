@@ -376,6 +376,7 @@ impl Bilinear {
                 ));
             }
         }
+        check_rank(&xt, &train, p)?;
         if opts.relative {
             // Weight each row by 1 / e: the residuals become relative errors.
             for i in 0..train.len() {
@@ -427,6 +428,9 @@ impl Bilinear {
 
     /// Prediction error of the model on `data`.
     ///
+    /// R^2 is `1 - SS_res / SS_tot` (1 when every cost is equal); it is computed on
+    /// costs divided by the largest, so it stays finite at any magnitude.
+    ///
     /// # Errors
     /// [`Error::ShapeMismatch`] for samples of another number of widths.
     pub fn error_on(&self, data: &ProfileSet) -> Result<FitMetrics> {
@@ -438,7 +442,11 @@ impl Bilinear {
             ));
         }
         let n = data.len().max(1) as f64;
-        let mean = data.iter().map(|(_, c)| c).sum::<f64>() / n;
+        // Squares are taken of costs divided by the largest one, so that R^2 stays
+        // finite for costs of any finite magnitude.
+        let scale = data.iter().map(|(_, c)| c.abs()).fold(0.0f64, f64::max);
+        let scale = if scale > 0.0 { scale } else { 1.0 };
+        let mean = data.iter().map(|(_, c)| c / scale).sum::<f64>() / n;
         let (mut sum_rel, mut max_rel, mut within, mut ss_res, mut ss_tot) =
             (0.0, 0.0f64, 0usize, 0.0, 0.0);
         for (w, c) in data.iter() {
@@ -448,8 +456,9 @@ impl Bilinear {
             sum_rel += rel;
             max_rel = max_rel.max(rel);
             within += (rel <= 0.1) as usize;
-            ss_res += (f - c) * (f - c);
-            ss_tot += (c - mean) * (c - mean);
+            let (fs, cs) = (f / scale, c / scale);
+            ss_res += (fs - cs) * (fs - cs);
+            ss_tot += (cs - mean) * (cs - mean);
         }
         Ok(FitMetrics {
             mrae: sum_rel / n,
@@ -546,6 +555,45 @@ impl WidthCostModel for Bilinear {
         }
         Ok(f)
     }
+}
+
+/// Reject a design that cannot determine the `p` coefficients: fewer distinct
+/// width configurations than coefficients, or columns that are linearly dependent
+/// (numerical rank of the column-normalised design below `p`). Either way the
+/// least-squares fit would look perfect on repeated configurations and say
+/// nothing about new ones.
+fn check_rank(x: &DMatrix<f64>, train: &ProfileSet, p: usize) -> Result<()> {
+    let distinct: std::collections::HashSet<&[usize]> = train.iter().map(|(w, _)| w).collect();
+    if distinct.len() < p {
+        return Err(Error::param(
+            "samples",
+            format!("{} distinct of {}", distinct.len(), train.len()),
+            format!(
+                "the model has {p} coefficients but the training data holds only {} distinct \
+                 width configurations: sample more varied widths",
+                distinct.len()
+            ),
+        ));
+    }
+    let mut scaled = x.clone();
+    for mut col in scaled.column_iter_mut() {
+        let norm = col.norm();
+        if norm > 0.0 {
+            col /= norm;
+        }
+    }
+    let sv = scaled.singular_values();
+    let top = sv.iter().copied().fold(0.0f64, f64::max);
+    let rank = sv.iter().filter(|v| **v > top * 1e-9).count();
+    if rank < p {
+        return Err(Error::param(
+            "samples",
+            format!("design of rank {rank} for {p} coefficients"),
+            "the sampled widths make some terms linear combinations of others \
+             (rank-deficient design): sample every width independently over its range",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

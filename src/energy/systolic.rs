@@ -189,13 +189,26 @@ impl SystolicConfig {
             ("e_buf", self.e_buf),
             ("e_rf", self.e_rf),
         ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(Error::param(name, v, "energies must be finite and >= 0"));
+            if !(v >= 0.0 && v <= MAX_UNIT_ENERGY) {
+                return Err(Error::param(
+                    name,
+                    v,
+                    format!("unit energies must be in [0, {MAX_UNIT_ENERGY:e}]"),
+                ));
             }
         }
-        Ok(())
+        ensure(
+            self.e_mac + self.e_dram + self.e_buf + self.e_rf > 0.0,
+            "unit energies",
+            "all zero",
+            "at least one must be > 0 (else every network costs nothing)",
+        )
     }
 }
+
+/// Largest unit energy accepted (in units of the MAC energy): a layer's energy
+/// (at most about 2^80 accesses times this) then stays finite in `f64`.
+pub const MAX_UNIT_ENERGY: f64 = 1e12;
 
 /// Precomputed, weight-independent figures of a conv layer.
 #[derive(Debug, Clone)]
@@ -705,6 +718,7 @@ impl WeightEnergyModel for SystolicArray {
 
     fn energy(&self, state: &NetworkState) -> Result<EnergyReport> {
         state.check(&self.arch)?;
+        state.check_finite()?;
         let e = &self.cfg;
         let mut out = Vec::with_capacity(self.pre.len());
         for (l, (layer, p)) in self.arch.layers().iter().zip(&self.pre).enumerate() {
@@ -759,6 +773,9 @@ impl WeightEnergyModel for SystolicArray {
             .zip(input_masks)
             .map(|((layer, p), m)| {
                 check_mask_len(layer, m.as_deref())?;
+                if let Some(m) = m {
+                    crate::error::check_finite(&format!("input mask of layer {}", layer.name), m)?;
+                }
                 match p {
                     Pre::Conv(pc) => self.conv_input_energy(layer, pc, m.as_deref()),
                     Pre::Linear { c, d } => {

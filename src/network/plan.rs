@@ -13,11 +13,15 @@ use super::{Network, NetworkMut};
 use crate::arch::{Architecture, SlotLayout};
 use crate::error::{Error, Result};
 
-/// Kept channel indices per width (fixed widths keep all their channels).
+/// Kept channel indices per width (fixed widths keep all their channels), tied to
+/// the architecture it was made for.
 ///
+/// A plan records its architecture's name and [`Architecture::fingerprint`];
+/// [`PruningPlan::check`] (run before every use) refuses any other architecture,
+/// so a plan read off LeNet-5 cannot silently zero half of a wider LeNet-5.
 /// A deserialised plan is checked for what can be checked without an
-/// architecture (every width keeps at least one channel, indices increase);
-/// [`PruningPlan::check`] against the architecture runs before every use.
+/// architecture (schema version, every width keeps at least one channel, indices
+/// increase).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(
     feature = "serde",
@@ -25,14 +29,23 @@ use crate::error::{Error, Result};
     serde(try_from = "PlanFields")
 )]
 pub struct PruningPlan {
+    /// Version of the serialised form ([`PruningPlan::SCHEMA`]).
+    schema: u32,
+    /// Name of the architecture the plan was made for (for messages).
+    architecture: String,
+    /// [`Architecture::fingerprint`] of that architecture.
+    fingerprint: u64,
     /// For each width, the kept channel indices in increasing order.
-    pub kept: Vec<Vec<usize>>,
+    kept: Vec<Vec<usize>>,
 }
 
 /// The serialised form of a [`PruningPlan`].
 #[cfg(feature = "serde")]
 #[derive(serde::Deserialize)]
 struct PlanFields {
+    schema: Option<u32>,
+    architecture: Option<String>,
+    fingerprint: Option<u64>,
     kept: Vec<Vec<usize>>,
 }
 
@@ -40,23 +53,75 @@ struct PlanFields {
 impl TryFrom<PlanFields> for PruningPlan {
     type Error = Error;
     fn try_from(f: PlanFields) -> Result<Self> {
-        for (u, k) in f.kept.iter().enumerate() {
-            if k.is_empty() || !k.windows(2).all(|p| p[0] < p[1]) {
-                return Err(Error::param(
-                    "plan",
-                    format!("width {u}"),
-                    "kept indices must be non-empty and increasing",
-                ));
-            }
+        let (Some(schema), Some(architecture), Some(fingerprint)) =
+            (f.schema, f.architecture, f.fingerprint)
+        else {
+            return Err(Error::param(
+                "plan",
+                "no schema / architecture / fingerprint",
+                "this plan does not say which architecture it was made for (an older format?): \
+                 re-create it with PruningPlan::from_network",
+            ));
+        };
+        if schema != PruningPlan::SCHEMA {
+            return Err(Error::param(
+                "plan schema",
+                schema,
+                format!(
+                    "this version reads schema {}; re-create the plan with this version",
+                    PruningPlan::SCHEMA
+                ),
+            ));
         }
-        Ok(PruningPlan { kept: f.kept })
+        check_indices(&f.kept)?;
+        Ok(PruningPlan {
+            schema,
+            architecture,
+            fingerprint,
+            kept: f.kept,
+        })
     }
 }
 
+/// Every width keeps at least one channel, in increasing order.
+fn check_indices(kept: &[Vec<usize>]) -> Result<()> {
+    for (u, k) in kept.iter().enumerate() {
+        if k.is_empty() || !k.windows(2).all(|p| p[0] < p[1]) {
+            return Err(Error::param(
+                "plan",
+                format!("width {u}"),
+                "kept indices must be non-empty and increasing",
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl PruningPlan {
+    /// Version of the serialised form.
+    pub const SCHEMA: u32 = 1;
+
+    /// A plan for `arch` keeping the channels `kept[u]` of every width `u`.
+    ///
+    /// # Errors
+    /// As [`PruningPlan::check`].
+    pub fn new(arch: &Architecture, kept: Vec<Vec<usize>>) -> Result<Self> {
+        let plan = Self {
+            schema: Self::SCHEMA,
+            architecture: arch.name().to_string(),
+            fingerprint: arch.fingerprint(),
+            kept,
+        };
+        plan.check(arch)?;
+        Ok(plan)
+    }
+
     /// Every channel of every width kept.
     pub fn full(arch: &Architecture) -> Self {
         Self {
+            schema: Self::SCHEMA,
+            architecture: arch.name().to_string(),
+            fingerprint: arch.fingerprint(),
             kept: arch
                 .widths()
                 .iter()
@@ -66,10 +131,27 @@ impl PruningPlan {
     }
 
     /// Keep the first `widths[u]` channels of every width `u` (uniform scaling).
-    pub fn leading(widths: &[usize]) -> Self {
-        Self {
-            kept: widths.iter().map(|&w| (0..w).collect()).collect(),
-        }
+    ///
+    /// # Errors
+    /// As [`PruningPlan::check`] (one entry per width, each in `1..=channels`, fixed
+    /// widths complete).
+    pub fn leading(arch: &Architecture, widths: &[usize]) -> Result<Self> {
+        Self::new(arch, widths.iter().map(|&w| (0..w).collect()).collect())
+    }
+
+    /// The kept channel indices of every width.
+    pub fn kept(&self) -> &[Vec<usize>] {
+        &self.kept
+    }
+
+    /// Name of the architecture the plan was made for.
+    pub fn architecture_name(&self) -> &str {
+        &self.architecture
+    }
+
+    /// [`Architecture::fingerprint`] of the architecture the plan was made for.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     /// The live slots of a network (see the [module docs](crate::network)).
@@ -102,7 +184,7 @@ impl PruningPlan {
             .zip(&read)
             .map(|(lv, r)| (0..lv.len()).filter(|&k| lv[k] || !r).collect())
             .collect();
-        Ok(Self { kept })
+        Self::new(arch, kept)
     }
 
     /// Number of kept channels per width.
@@ -110,12 +192,28 @@ impl PruningPlan {
         self.kept.iter().map(Vec::len).collect()
     }
 
-    /// Check the plan against an architecture: one entry per width, indices in
-    /// range and increasing, fixed widths complete, at least one channel per width.
+    /// Check the plan against an architecture: made for it (same fingerprint), one
+    /// entry per width, indices in range and increasing, fixed widths complete, at
+    /// least one channel per width.
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] describing the first problem.
     pub fn check(&self, arch: &Architecture) -> Result<()> {
+        if self.fingerprint != arch.fingerprint() {
+            return Err(Error::param(
+                "plan",
+                format!(
+                    "made for `{}` (fingerprint {:016x})",
+                    self.architecture, self.fingerprint
+                ),
+                format!(
+                    "it does not fit `{}` (fingerprint {:016x}): a plan applies only to the \
+                     architecture it was read from",
+                    arch.name(),
+                    arch.fingerprint()
+                ),
+            ));
+        }
         if self.kept.len() != arch.widths().len() {
             return Err(Error::shape(
                 "widths in the plan",
@@ -148,6 +246,8 @@ impl PruningPlan {
     pub fn apply<N: NetworkMut + ?Sized>(&self, net: &mut N) -> Result<()> {
         let arch = net.architecture().clone();
         self.check(&arch)?;
+        // All layers are computed first, then written: nothing changes on error.
+        let mut pruned = Vec::with_capacity(arch.layers().len());
         for l in 0..arch.layers().len() {
             let mut w = net.weights(l)?;
             for slots in SlotLayout::of_layer(&arch, l)? {
@@ -159,8 +259,12 @@ impl PruningPlan {
                     }
                 });
             }
-            net.write_weights(l, &w)?;
+            pruned.push(w);
         }
-        Ok(())
+        super::NetworkState {
+            weights: pruned,
+            input_masks: vec![None; arch.layers().len()],
+        }
+        .write_weights_to(net)
     }
 }

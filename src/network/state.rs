@@ -50,11 +50,46 @@ impl NetworkState {
 
     /// Write the weights back into a network (masks are not written).
     ///
+    /// Everything is checked before the first write (shapes against the network's
+    /// architecture, finiteness); if the network itself then refuses a layer, the
+    /// layers already written are restored, so the network is unchanged on error.
+    ///
     /// # Errors
-    /// Errors of the network's `write_weights`.
+    /// [`Error::ShapeMismatch`] if the state does not fit the network,
+    /// [`Error::NonFinite`] for a NaN or infinite weight, and errors of the
+    /// network's `write_weights`.
     pub fn write_weights_to<N: NetworkMut + ?Sized>(&self, net: &mut N) -> Result<()> {
+        self.check(net.architecture())?;
         for (l, w) in self.weights.iter().enumerate() {
-            net.write_weights(l, w)?;
+            crate::error::check_finite(&format!("weights of layer {l}"), w)?;
+        }
+        let mut previous = Vec::with_capacity(self.weights.len());
+        for (l, w) in self.weights.iter().enumerate() {
+            previous.push(net.weights(l)?);
+            if let Err(e) = net.write_weights(l, w) {
+                for (k, old) in previous.iter().enumerate().take(l) {
+                    // Best effort: these layers accepted a write of this shape before.
+                    let _ = net.write_weights(k, old);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Check that every weight and every input-mask value is finite.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`](crate::Error::NonFinite) naming the layer and index of
+    /// the first NaN or infinity.
+    pub fn check_finite(&self) -> crate::Result<()> {
+        for (l, w) in self.weights.iter().enumerate() {
+            crate::error::check_finite(&format!("weights of layer {l}"), w)?;
+        }
+        for (l, m) in self.input_masks.iter().enumerate() {
+            if let Some(m) = m {
+                crate::error::check_finite(&format!("input mask of layer {l}"), m)?;
+            }
         }
         Ok(())
     }

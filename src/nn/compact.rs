@@ -27,7 +27,7 @@ impl Cnn {
                     groups,
                     ..
                 } => {
-                    let kept = plan.kept[arch.layers()[layer].output.0].len();
+                    let kept = plan.kept()[arch.layers()[layer].output.0].len();
                     if *groups > 1 {
                         let LayerKind::Conv2d(g) = arch.layers()[layer].kind else {
                             unreachable!("conv spec")
@@ -47,7 +47,7 @@ impl Cnn {
                     layer += 1;
                 }
                 LayerSpec::Linear { out_features, .. } => {
-                    *out_features = plan.kept[arch.layers()[layer].output.0].len();
+                    *out_features = plan.kept()[arch.layers()[layer].output.0].len();
                     layer += 1;
                 }
                 _ => {}
@@ -60,11 +60,11 @@ impl Cnn {
             .iter()
             .map(|w| vec![false; w.channels])
             .collect();
-        for (k, kept) in keep.iter_mut().zip(&plan.kept) {
+        for (k, kept) in keep.iter_mut().zip(plan.kept()) {
             kept.iter().for_each(|&c| k[c] = true);
         }
         for (l, lay) in arch.layers().iter().enumerate() {
-            let outs = &plan.kept[lay.output.0];
+            let outs = &plan.kept()[lay.output.0];
             let keep_out = &keep[lay.output.0];
             let old = self.weights_ref(l)?;
             // Runs of kept (output, input slot) pairs, in memory order, are the
@@ -84,7 +84,7 @@ impl Cnn {
             net.set_bias(l, &b)?;
             if let Some(m) = self.input_mask(l) {
                 let per = m.len() / arch.widths()[lay.input[0].width.0].channels;
-                let kept_in = &plan.kept[lay.input[0].width.0];
+                let kept_in = &plan.kept()[lay.input[0].width.0];
                 let nm: Vec<f32> = kept_in
                     .iter()
                     .flat_map(|&c| m[c * per..(c + 1) * per].iter().copied())

@@ -226,6 +226,13 @@ impl Admm {
         if model.num_widths() != n {
             return Err(Error::shape("model widths", n, model.num_widths()));
         }
+        if let Some(&u) = cfg.frozen.iter().find(|&&u| u >= n) {
+            return Err(Error::IndexOutOfRange {
+                what: "frozen width",
+                index: u,
+                len: n,
+            });
+        }
         let free: Vec<bool> = arch
             .widths()
             .iter()
@@ -296,6 +303,8 @@ impl Admm {
                     w.len().min(d.len()),
                 ));
             }
+            crate::error::check_finite(&format!("weights of layer {}", layer.name), w)?;
+            crate::error::check_finite(&format!("preconditioner of layer {}", layer.name), d)?;
             for slots in SlotLayout::of_layer(&self.arch, l)? {
                 let au = &mut a[slots.width];
                 slots.for_each_run(|k, r| {

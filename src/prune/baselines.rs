@@ -33,6 +33,9 @@ pub fn magnitude_prune<M: WeightEnergyModel + ?Sized>(
     budget: f64,
 ) -> Result<EnergyReport> {
     state.check(model.architecture())?;
+    if !budget.is_finite() {
+        return Err(Error::param("budget", budget, "must be finite"));
+    }
     for (l, w) in state.weights.iter().enumerate() {
         crate::error::check_finite(&format!("weights of layer {l}"), w)?;
     }
@@ -209,7 +212,7 @@ impl<M: WidthCostModel> UniformScaling<M> {
     pub fn new(arch: &Architecture, model: M, budget: f64) -> Result<Self> {
         check_budget(budget)?;
         let widths = uniform_widths(arch, &model, budget)?;
-        let plan = PruningPlan::leading(&widths);
+        let plan = PruningPlan::leading(arch, &widths)?;
         Ok(Self {
             model,
             arch: arch.clone(),
