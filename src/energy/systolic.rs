@@ -189,7 +189,7 @@ impl SystolicConfig {
             ("e_buf", self.e_buf),
             ("e_rf", self.e_rf),
         ] {
-            if !(v >= 0.0 && v <= MAX_UNIT_ENERGY) {
+            if !(0.0..=MAX_UNIT_ENERGY).contains(&v) {
                 return Err(Error::param(
                     name,
                     v,
