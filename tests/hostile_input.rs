@@ -47,7 +47,6 @@ fn magnitude_prune_rejects_a_nan_budget_and_keeps_the_state() {
 #[test]
 fn admm_rejects_non_finite_weights_and_unknown_frozen_widths() {
     let arch = zoo::lenet5().unwrap();
-    let m = lenet_model();
     let n = arch.widths().len();
     let cfg = AdmmConfig {
         frozen: vec![n + 90],
