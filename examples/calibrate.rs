@@ -13,6 +13,7 @@
 //! the full `[1, max]`). With `--json` the last stdout line is one JSON object.
 
 mod common;
+use common::check;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -67,6 +68,18 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                 std::process::exit(0);
             }
             _ => return Err(arg.unexpected()),
+        }
+    }
+    if !["vgg-mnist", "lenet5"].contains(&a.net.as_str()) {
+        return Err(format!("--net {}: expected vgg-mnist or lenet5", a.net).into());
+    }
+    check::at_least_one("--samples", a.samples)?;
+    check::at_least_one("--batch", a.batch)?;
+    check::at_least_one("--repeats", a.repeats)?;
+    check::fraction("--min-fraction", a.min_fraction)?;
+    for (flag, p) in [("--out", &a.out), ("--csv", &a.csv)] {
+        if let Some(p) = p {
+            check::writable(flag, p)?;
         }
     }
     Ok(a)

@@ -16,6 +16,7 @@
 //! energy as a fraction of the dense network's.
 
 mod common;
+use common::check;
 
 use std::path::PathBuf;
 
@@ -68,6 +69,8 @@ fn parse_args() -> std::result::Result<Args, lexopt::Error> {
             _ => return Err(arg.unexpected()),
         }
     }
+    check::fraction("--budget", a.budget)?;
+    check::mnist_dir("--data", &a.data)?;
     Ok(a)
 }
 
@@ -328,5 +331,5 @@ fn run(args: &Args) -> Result<()> {
             serde_json::json!({"budget": args.budget, "energy": st.cost / dense, "budget_met": st.met, "test_accuracy": acc})
         );
     }
-    Ok(())
+    common::require_budget_met("the pruned MLP", st.met, st.cost, st.budget)
 }

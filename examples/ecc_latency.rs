@@ -17,7 +17,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::{DenseTraining, Progress, print_dense, train_dense};
+use common::{DenseTraining, Progress, check, print_dense, train_dense};
 use energy_prune::energy::{
     Bilinear, CostOracle, FitOptions, Fitted, ProfileSet, SystolicArray, SystolicConfig,
     WidthCostModel, WidthSampler,
@@ -89,6 +89,20 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             _ => return Err(arg.unexpected()),
         }
     }
+    check::fraction("--budget", a.budget)?;
+    if !["latency", "systolic"].contains(&a.model.as_str()) {
+        return Err(format!("--model {}: expected latency or systolic", a.model).into());
+    }
+    check::at_least_one("--train-size", a.train_size)?;
+    check::mnist_dir("--data", &a.data)?;
+    for (flag, p) in [("--cost-model", &a.cost_model), ("--dense", &a.dense)] {
+        if let Some(p) = p {
+            check::readable(flag, p)?;
+        }
+    }
+    if let Some(p) = &a.save_dense {
+        check::writable("--save-dense", p)?;
+    }
     Ok(a)
 }
 
@@ -106,6 +120,22 @@ struct Row {
 
 fn run(args: &Args) -> energy_prune::Result<()> {
     let start = Instant::now();
+    // A given cost model is read and checked against the network before any training.
+    let loaded = match &args.cost_model {
+        Some(path) => {
+            let m = Bilinear::load_json(path)?;
+            let widths = Cnn::vgg_mnist(args.seed)?.architecture().widths().len();
+            if m.num_widths() != widths {
+                return Err(energy_prune::Error::ShapeMismatch {
+                    what: format!("widths of the cost model {}", path.display()),
+                    expected: widths,
+                    got: m.num_widths(),
+                });
+            }
+            Some(m)
+        }
+        None => None,
+    };
     let mnist = Mnist::load(
         &args.data,
         MnistOptions {
@@ -156,10 +186,11 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     }
 
     // 2. Cost model.
-    let model: Box<dyn WidthCostModel> = match (args.model.as_str(), &args.cost_model) {
-        ("latency", Some(path)) => {
+    let model: Box<dyn WidthCostModel> = match (args.model.as_str(), loaded) {
+        ("latency", Some(m)) => {
+            let path = args.cost_model.as_ref().expect("loaded from a path");
             println!("cost model: {} (loaded)", path.display());
-            Box::new(Bilinear::load_json(path)?)
+            Box::new(m)
         }
         ("latency", None) => {
             let mut oracle = LatencyOracle::new((1, 28, 28), &Cnn::vgg_mnist_specs())?;
@@ -311,5 +342,10 @@ fn run(args: &Args) -> energy_prune::Result<()> {
             serde_json::json!({"budget": args.budget, "model": args.model, "dense": r(&dense_row), "ecc": r(&ecc_row), "uniform": r(&uniform_row)})
         );
     }
-    Ok(())
+    common::require_budget_met(
+        "the ECC network (predicted cost)",
+        ecc_row.predicted <= budget,
+        ecc_row.predicted,
+        budget,
+    )
 }

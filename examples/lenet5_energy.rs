@@ -14,7 +14,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::{DenseTraining, Progress, print_dense, train_dense};
+use common::{DenseTraining, Progress, check, print_dense, train_dense};
 use energy_prune::Error;
 use energy_prune::energy::{EnergyReport, SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::{Network, NetworkState};
@@ -96,6 +96,18 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             }
             _ => return Err(arg.unexpected()),
         }
+    }
+    check::fraction("--budget", a.budget)?;
+    check::positive("--lr", f64::from(a.lr))?;
+    check::positive("--mask-lr", f64::from(a.mask_lr))?;
+    check::within("--distill", f64::from(a.distill), 0.0, 1.0)?;
+    check::at_least_one("--project-every", a.project_every)?;
+    check::mnist_dir("--data", &a.data)?;
+    if let Some(p) = &a.dense {
+        check::readable("--dense", p)?;
+    }
+    if let Some(p) = &a.save_dense {
+        check::writable("--save-dense", p)?;
     }
     Ok(a)
 }
@@ -214,7 +226,12 @@ fn run(args: &Args) -> energy_prune::Result<()> {
             100.0 * ec.test_accuracy.unwrap_or(0.0),
             ec_energy.total / e_dense
         );
-        return Ok(());
+        return common::require_budget_met(
+            "the energy-constrained network",
+            ec_energy.total <= budget,
+            ec_energy.total,
+            budget,
+        );
     }
     let mut magnitude = dense.clone();
     let data_m = Data {
@@ -264,7 +281,12 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         });
         println!("{out}");
     }
-    Ok(())
+    common::require_budget_met(
+        "the energy-constrained network",
+        ec.1.total <= budget,
+        ec.1.total,
+        budget,
+    )
 }
 
 fn print_table(

@@ -11,7 +11,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::{DenseTraining, train_dense};
+use common::{DenseTraining, check, train_dense};
 use energy_prune::nn::Cnn;
 use energy_prune::nn::mnist::{Mnist, MnistOptions};
 use energy_prune::train::Sgd;
@@ -59,6 +59,12 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             }
             _ => return Err(arg.unexpected()),
         }
+    }
+    check::at_least_one("--batch-size", a.batch_size)?;
+    check::positive("--lr", f64::from(a.lr))?;
+    check::mnist_dir("--data", &a.data)?;
+    if let Some(p) = &a.save {
+        check::writable("--save", p)?;
     }
     Ok(a)
 }

@@ -144,3 +144,119 @@ impl Observer for Progress {
         Ok(Control::Continue)
     }
 }
+
+/// Argument checks that run before any long work (so a bad flag fails in
+/// milliseconds, not after training); their errors exit with code 2.
+pub mod check {
+    use std::path::Path;
+
+    type R<T> = Result<T, lexopt::Error>;
+
+    fn fail(msg: String) -> lexopt::Error {
+        lexopt::Error::from(msg)
+    }
+
+    /// A budget as a fraction of the dense cost: finite, in (0, 1].
+    pub fn fraction(flag: &str, v: f64) -> R<f64> {
+        if v > 0.0 && v <= 1.0 {
+            Ok(v)
+        } else {
+            Err(fail(format!(
+                "{flag} {v}: must be a fraction of the dense cost in (0, 1]"
+            )))
+        }
+    }
+
+    /// Every value a fraction in (0, 1].
+    pub fn fractions(flag: &str, v: &[f64]) -> R<()> {
+        v.iter().try_for_each(|x| fraction(flag, *x).map(|_| ()))
+    }
+
+    /// A finite value > 0 (learning rates, weights of loss terms).
+    pub fn positive(flag: &str, v: f64) -> R<f64> {
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(fail(format!("{flag} {v}: must be finite and > 0")))
+        }
+    }
+
+    /// A finite value in `[lo, hi]`.
+    pub fn within(flag: &str, v: f64, lo: f64, hi: f64) -> R<f64> {
+        if v >= lo && v <= hi {
+            Ok(v)
+        } else {
+            Err(fail(format!("{flag} {v}: must be in [{lo}, {hi}]")))
+        }
+    }
+
+    /// An integer >= 1.
+    pub fn at_least_one(flag: &str, v: usize) -> R<usize> {
+        if v >= 1 {
+            Ok(v)
+        } else {
+            Err(fail(format!("{flag} {v}: must be >= 1")))
+        }
+    }
+
+    /// A file that exists and can be opened.
+    pub fn readable(flag: &str, path: &Path) -> R<()> {
+        std::fs::File::open(path)
+            .map(|_| ())
+            .map_err(|e| fail(format!("{flag} {}: cannot be read ({e})", path.display())))
+    }
+
+    /// A directory holding the four MNIST IDX files.
+    pub fn mnist_dir(flag: &str, dir: &Path) -> R<()> {
+        for f in [
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        ] {
+            if !dir.join(f).is_file() {
+                return Err(fail(format!(
+                    "{flag} {}: no {f} there (expects the four MNIST IDX .gz files)",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A path a file can be written to: its directory exists and accepts a file.
+    /// (A probe file next to it is created and removed; an existing file is untouched.)
+    pub fn writable(flag: &str, path: &Path) -> R<()> {
+        let probe = path.with_extension("write-probe");
+        std::fs::write(&probe, b"")
+            .and_then(|_| std::fs::remove_file(&probe))
+            .map_err(|e| {
+                fail(format!(
+                    "{flag} {}: cannot be written ({e})",
+                    path.display()
+                ))
+            })
+    }
+}
+
+/// The run's verdict on its own budget: an error (exit code 1) if the result misses
+/// it, so that no run ends with success and a result over budget.
+pub fn require_budget_met(
+    what: &str,
+    met: bool,
+    reached: f64,
+    budget: f64,
+) -> energy_prune::Result<()> {
+    if met {
+        Ok(())
+    } else {
+        Err(energy_prune::Error::InfeasibleBudget {
+            budget,
+            min_achievable: reached,
+        })
+        .map_err(|e| {
+            eprintln!("{what} missed its budget: reached {reached:.6e}, budget {budget:.6e}");
+            e
+        })
+    }
+}

@@ -1,0 +1,55 @@
+//! The examples check their arguments before any long work: a bad flag exits with
+//! code 2 and a message naming it, in well under a second of work.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The example binary built by `cargo test` next to this test's binary.
+fn example(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?.join("examples");
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    path.is_file().then_some(path)
+}
+
+fn rejects(name: &str, args: &[&str], says: &str) {
+    let Some(bin) = example(name) else {
+        panic!("example {name} not built (run through `cargo test`)");
+    };
+    let start = Instant::now();
+    let out = Command::new(&bin)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {stderr}");
+    assert!(stderr.contains(says), "{name} {args:?}: {stderr}");
+    assert!(
+        took < Duration::from_secs(5),
+        "{name} {args:?} took {took:?}"
+    );
+}
+
+#[test]
+fn bad_flags_fail_fast_with_code_2() {
+    let missing = "/nonexistent-dir/x.bin";
+    rejects("lenet5_energy", &["--budget", "-1"], "--budget -1");
+    rejects("lenet5_energy", &["--budget", "NaN"], "(0, 1]");
+    rejects("lenet5_energy", &["--budget", "1.5"], "(0, 1]");
+    rejects("lenet5_energy", &["--lr", "0"], "--lr");
+    rejects("lenet5_energy", &["--data", "/nonexistent-dir"], "--data");
+    rejects("lenet5_energy", &["--dense", missing], "--dense");
+    rejects("lenet5_energy", &["--save-dense", missing], "--save-dense");
+    rejects("ecc_latency", &["--budget", "NaN"], "--budget");
+    rejects("ecc_latency", &["--cost-model", missing], "--cost-model");
+    rejects("ecc_latency", &["--model", "flops"], "--model");
+    rejects("calibrate", &["--min-fraction", "NaN"], "--min-fraction");
+    rejects("calibrate", &["--out", missing], "--out");
+    rejects("calibrate", &["--samples", "0"], "--samples");
+    rejects("custom_training_loop", &["--budget", "0"], "--budget");
+    rejects("train_lenet5", &["--save", missing], "--save");
+    rejects("train_lenet5", &["--batch-size", "0"], "--batch-size");
+}
