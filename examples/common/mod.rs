@@ -248,15 +248,11 @@ pub fn require_budget_met(
     budget: f64,
 ) -> energy_prune::Result<()> {
     if met {
-        Ok(())
-    } else {
-        Err(energy_prune::Error::InfeasibleBudget {
-            budget,
-            min_achievable: reached,
-        })
-        .map_err(|e| {
-            eprintln!("{what} missed its budget: reached {reached:.6e}, budget {budget:.6e}");
-            e
-        })
+        return Ok(());
     }
+    eprintln!("{what} missed its budget: reached {reached:.6e}, budget {budget:.6e}");
+    Err(energy_prune::Error::InfeasibleBudget {
+        budget,
+        min_achievable: reached,
+    })
 }
