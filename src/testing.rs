@@ -162,3 +162,32 @@ pub mod kernels {
         Ok(())
     }
 }
+
+/// Decode a gzip-compressed IDX image file and label file from memory, as
+/// [`Mnist::load`](crate::nn::mnist::Mnist::load) does from disk (for the parser
+/// fuzz tests).
+///
+/// # Errors
+/// As [`Mnist::load`](crate::nn::mnist::Mnist::load).
+pub fn read_mnist_pair(
+    images_gz: &[u8],
+    labels_gz: &[u8],
+    opts: crate::nn::mnist::MnistOptions,
+) -> Result<crate::train::Dataset> {
+    crate::nn::mnist::read_pair(
+        std::path::Path::new("<images>"),
+        images_gz,
+        std::path::Path::new("<labels>"),
+        labels_gz,
+        opts,
+    )
+}
+
+/// [`Cnn::load`](crate::nn::Cnn::load) from the bytes of a saved file (for the
+/// parser fuzz tests).
+///
+/// # Errors
+/// As [`Cnn::load`](crate::nn::Cnn::load).
+pub fn load_cnn_bytes(net: &mut crate::nn::Cnn, bytes: &[u8]) -> Result<()> {
+    net.load_bytes(std::path::Path::new("<bytes>"), bytes)
+}

@@ -69,6 +69,15 @@ impl Cnn {
         let mut bytes = Vec::with_capacity(expected as usize);
         file.read_to_end(&mut bytes)
             .map_err(|e| Error::io(path, e))?;
+        self.load_bytes(path, &bytes)
+    }
+
+    /// [`Cnn::load`] from the bytes of a saved file (`path` names it in errors).
+    pub(crate) fn load_bytes(&mut self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let corrupt = |reason: String| Error::CorruptData {
+            path: path.to_path_buf(),
+            reason,
+        };
         if bytes.len() < 12 || &bytes[..8] != MAGIC {
             return Err(corrupt("not an energy-prune Cnn file (bad magic)".into()));
         }
