@@ -171,14 +171,14 @@ fn idx(n: usize) {
     // Mutations of the compressed files (mostly gzip errors) ...
     fuzz(
         "idx images (gzip bytes)",
-        &[img_gz.clone()],
+        std::slice::from_ref(&img_gz),
         false,
         n,
         |b| read_mnist_pair(b, &lab_gz, opts).is_ok(),
     );
     fuzz(
         "idx labels (gzip bytes)",
-        &[lab_gz.clone()],
+        std::slice::from_ref(&lab_gz),
         false,
         n,
         |b| read_mnist_pair(&img_gz, b, opts).is_ok(),
