@@ -74,9 +74,35 @@ impl Dataset {
     pub fn image_len(&self) -> usize {
         self.channels * self.h * self.w
     }
+    /// Samples whose image and label are both present (the fields are public, so a
+    /// hand-built set may disagree with itself; every method stays within this).
+    fn complete(&self) -> usize {
+        match self.image_len() {
+            0 => 0,
+            il => self.labels.len().min(self.images.len() / il),
+        }
+    }
+
+    /// Check that the fields agree: `images.len() == labels.len() * channels * h * w`,
+    /// no zero dimension.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] naming the two sizes.
+    pub fn check(&self) -> Result<()> {
+        let il = self.image_len();
+        if il == 0 || self.images.len() != self.labels.len() * il {
+            return Err(Error::shape(
+                "images (labels * channels * h * w)",
+                self.labels.len() * il,
+                self.images.len(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The first `n` samples (all if fewer).
     pub fn take(&self, n: usize) -> Dataset {
-        let n = n.min(self.len());
+        let n = n.min(self.complete());
         Dataset {
             images: self.images[..n * self.image_len()].to_vec(),
             labels: self.labels[..n].to_vec(),
@@ -85,14 +111,15 @@ impl Dataset {
     }
     /// Split into the first `n` samples and the rest (e.g. a validation hold-out).
     pub fn split(&self, n: usize) -> (Dataset, Dataset) {
-        let n = n.min(self.len());
+        let total = self.complete();
+        let n = n.min(total);
         let il = self.image_len();
         let part = |lo: usize, hi: usize| Dataset {
             images: self.images[lo * il..hi * il].to_vec(),
             labels: self.labels[lo..hi].to_vec(),
             ..*self
         };
-        (part(0, n), part(n, self.len()))
+        (part(0, n), part(n, total))
     }
 
     /// An in-memory dataset of `[n][channels][h][w]` images and one label each.
@@ -107,22 +134,16 @@ impl Dataset {
         h: usize,
         w: usize,
     ) -> Result<Self> {
-        let il = channels * h * w;
-        if il == 0 || images.len() != labels.len() * il {
-            return Err(Error::shape(
-                "images (labels * channels * h * w)",
-                labels.len() * il,
-                images.len(),
-            ));
-        }
-        check_finite("images", &images)?;
-        Ok(Self {
+        let set = Self {
             images,
             labels,
             channels,
             h,
             w,
-        })
+        };
+        set.check()?;
+        check_finite("images", &set.images)?;
+        Ok(set)
     }
 }
 
@@ -141,6 +162,7 @@ impl DataSource for Dataset {
         inputs: &mut Vec<f32>,
         labels: &mut Vec<u32>,
     ) -> Result<()> {
+        self.check()?;
         let il = self.image_len();
         inputs.clear();
         labels.clear();
@@ -173,6 +195,24 @@ mod tests {
         assert!(d.gather(&[3], &mut x, &mut y).is_err());
         assert!(Dataset::new(vec![0.0; 5], vec![0, 1, 2], 1, 1, 2).is_err());
         assert!(Dataset::new(vec![f32::NAN, 0.0], vec![0], 1, 1, 2).is_err());
+        // A hand-built set that disagrees with itself: errors, never a panic.
+        let bad = Dataset {
+            images: vec![0.0; 3],
+            ..d.clone()
+        };
+        let e = bad.gather(&[0], &mut x, &mut y).unwrap_err();
+        assert!(e.to_string().contains("labels * channels"), "{e}");
+        assert_eq!(bad.take(10).len(), 1);
+        let (a, b) = bad.split(5);
+        assert_eq!((a.len(), b.len()), (1, 0));
+        let (a, b) = d.split(1);
+        assert_eq!((a.labels, b.labels), (vec![0], vec![1, 2]));
+        assert_eq!(d.take(2).images, vec![0.0, 1.0, 2.0, 3.0]);
+        let by_ref: &dyn DataSource = &&d;
+        assert_eq!(
+            (by_ref.len(), by_ref.sample_len(), by_ref.is_empty()),
+            (3, 2, false)
+        );
         let (a, b) = d.split(1);
         assert_eq!((a.len(), b.len()), (1, 2));
     }
