@@ -86,11 +86,19 @@ fn sorted_once<W: AsMut<[f32]> + AsRef<[f32]>>(
         }
     });
     order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    // The longest prefix whose exact cost (per-class counts priced by
+    // `charged_of_classes`) fits. A running sum screens the items far from the
+    // capacity; near it, the exact price decides.
+    let margin = capacity * f64::EPSILON * (order.len() + 4 * class_cost.len() + 4) as f64;
+    let mut counts = vec![0u64; class_cost.len()];
     let (mut used, mut prefix_value, mut prefix) = (0.0f64, 0.0f64, 0usize);
     for &(_, g) in &order {
         let (l, i) = locate(g);
-        let c = class_cost[class_of[l][i]];
-        if used + c > capacity {
+        let k = class_of[l][i];
+        let c = class_cost[k];
+        counts[k] += 1;
+        if used + c > capacity - margin && charged_of_classes(&counts, &class_cost) > capacity {
+            counts[k] -= 1;
             break;
         }
         used += c;

@@ -376,7 +376,8 @@ impl<K: KeyFn> Scan<'_, K> {
         total as f64 / positions.max(1) as f64
     }
 
-    /// The cut `(tau, capacity left for ties)` and the best single affordable item:
+    /// The cut `tau` with the per-class counts of the items above it, the best
+    /// single affordable item and the nonzeros per layer:
     /// bracket the cut from a sample, select inside the bracket, and fall back to a
     /// quickselect over all items if it missed.
     fn find_cut<W: AsRef<[f32]>>(
@@ -384,10 +385,10 @@ impl<K: KeyFn> Scan<'_, K> {
         weights: &[W],
         ws: &mut Vec<Item>,
         sample: &mut Vec<(f32, f64)>,
-    ) -> (f32, f64, Option<Best>, Vec<u64>) {
+    ) -> (f32, Vec<u64>, Option<Best>, Vec<u64>) {
         let (cut, best, nonzeros) = self.bracket_cut(weights, ws, sample);
-        if let Some((t, tc)) = cut {
-            return (t, tc, best, nonzeros);
+        if let Some((t, above)) = cut {
+            return (t, above, best, nonzeros);
         }
         ws.clear();
         for (l, w) in weights.iter().enumerate() {
@@ -398,8 +399,9 @@ impl<K: KeyFn> Scan<'_, K> {
                 })
             });
         }
-        let (t, tc) = weighted_select(ws, self.class_cost, self.capacity);
-        (t, tc, best, nonzeros)
+        let mut above = vec![0u64; self.class_cost.len()];
+        let t = weighted_select(ws, self.class_cost, &mut above, self.capacity);
+        (t, above, best, nonzeros)
     }
 
     /// One pass: estimate the cut from a strided sample, bracket it by
@@ -411,7 +413,7 @@ impl<K: KeyFn> Scan<'_, K> {
         weights: &[W],
         ws: &mut Vec<Item>,
         sample: &mut Vec<(f32, f64)>,
-    ) -> (Option<(f32, f64)>, Option<Best>, Vec<u64>) {
+    ) -> (Option<(f32, Vec<u64>)>, Option<Best>, Vec<u64>) {
         let cap = self.capacity;
         let scale = self.sample(weights, sample);
         sample.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -514,20 +516,14 @@ impl<K: KeyFn> Scan<'_, K> {
                 }
             });
         }
-        let cost = |counts: &[u64]| -> f64 {
-            counts
-                .iter()
-                .zip(self.class_cost)
-                .map(|(n, c)| *n as f64 * c)
-                .sum()
-        };
-        let (cost_above, cost_band) = (cost(&above), cost(&band));
-        let holds = cost_above <= cap && (lo == f32::NEG_INFINITY || cost_above + cost_band > cap);
-        (
-            holds.then(|| weighted_select(ws, self.class_cost, cap - cost_above)),
-            best,
-            nonzeros,
-        )
+        let with_band: Vec<u64> = above.iter().zip(&band).map(|(a, b)| a + b).collect();
+        let holds = charged_of_classes(&above, self.class_cost) <= cap
+            && (lo == f32::NEG_INFINITY || charged_of_classes(&with_band, self.class_cost) > cap);
+        let cut = holds.then(|| {
+            let t = weighted_select(ws, self.class_cost, &mut above, cap);
+            (t, above)
+        });
+        (cut, best, nonzeros)
     }
 }
 
@@ -762,24 +758,32 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]>, K: KeyFn>(
         capacity,
         keys,
     };
-    let (threshold, mut tie_capacity, best, nonzeros) = scan.find_cut(weights, items, sample);
+    let (threshold, above, best, nonzeros) = scan.find_cut(weights, items, sample);
     if if_fits == IfFits::Identity
         && let Some(same) = fits(costs, &nonzeros, capacity, stats)
     {
         return same;
     }
-    // Items exactly at the cut are all in `items`. If none of them fits the capacity
-    // left for ties, none is kept and every weight is decided by `key > threshold`;
-    // otherwise the classes holding ties take the index-ordered path.
+    // Items exactly at the cut are all in `items`. Ties are kept in index order
+    // while the exact cost of everything kept so far fits (`ties`: the per-class
+    // counts kept so far). If no tie item fits on its own, none is kept and every
+    // weight is decided by `key > threshold`; otherwise the classes holding ties take
+    // the index-ordered path.
+    let mut ties = above;
+    let fits_one_more = |counts: &mut Vec<u64>, c: usize| {
+        counts[c] += 1;
+        let ok = charged_of_classes(counts, class_cost) <= capacity;
+        counts[c] -= 1;
+        ok
+    };
     let mut tie_class = vec![false; class_cost.len()];
-    let tie_cost_min = items
-        .iter()
-        .filter(|it| it.key == threshold)
-        .map(|it| class_cost[it.class as usize])
-        .fold(f64::INFINITY, f64::min);
-    if tie_cost_min <= tie_capacity {
+    if threshold != f32::NEG_INFINITY {
+        let mut seen = vec![false; class_cost.len()];
         for it in items.iter().filter(|it| it.key == threshold) {
-            tie_class[it.class as usize] = true;
+            seen[it.class as usize] = true;
+        }
+        if (0..seen.len()).any(|c| seen[c] && fits_one_more(&mut ties, c)) {
+            tie_class = seen;
         }
     }
     // Keep pass, in index order (ties kept while they fit, as in a stable sort).
@@ -829,9 +833,9 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]>, K: KeyFn>(
                 let k = keys.key(x, p);
                 if (k == threshold) & (x != 0.0) {
                     // An exact tie with the cut, kept in index order while it fits.
-                    let keep = tie_open && cost <= tie_capacity;
+                    let keep = tie_open && fits_one_more(&mut ties, c0);
                     if keep {
-                        tie_capacity -= cost;
+                        ties[c0] += 1;
                         n += 1;
                     } else {
                         tie_open = false;
@@ -856,9 +860,9 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]>, K: KeyFn>(
             let keep = cost <= capacity && {
                 let k = keys.key(*v, params[c]);
                 k > threshold || {
-                    let tie = k == threshold && tie_open && cost <= tie_capacity;
+                    let tie = k == threshold && tie_open && fits_one_more(&mut ties, c);
                     if tie {
-                        tie_capacity -= cost;
+                        ties[c] += 1;
                     } else if k == threshold {
                         tie_open = false;
                     }
@@ -908,12 +912,20 @@ pub(super) fn charged_of_classes(kept: &[u64], class_cost: &[f64]) -> f64 {
 }
 
 /// Weighted quickselect: the ratio `tau` of the first item (in descending ratio
-/// order) whose cost no longer fits, and the capacity left for the items whose
-/// ratio equals `tau`. Items with a larger ratio all fit. Returns
-/// `(f32::NEG_INFINITY, _)` when everything fits.
-fn weighted_select(items: &mut [Item], class_cost: &[f64], mut capacity: f64) -> (f32, f64) {
+/// order) whose cost no longer fits, with `above` (per-class counts of items
+/// already known to lie above every item here) updated to the counts of all items
+/// with a larger ratio, which all fit. Returns `f32::NEG_INFINITY` when everything
+/// fits. Costs are compared exactly as [`charged_of_classes`] prices the counts, so
+/// the cut does not depend on the order in which items are met.
+fn weighted_select(
+    items: &mut [Item],
+    class_cost: &[f64],
+    above: &mut [u64],
+    capacity: f64,
+) -> f32 {
     let (mut lo, mut hi) = (0usize, items.len());
     let mut rng_state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut trial = above.to_vec();
     while lo < hi {
         let part = &mut items[lo..hi];
         rng_state ^= rng_state << 13;
@@ -926,26 +938,25 @@ fn weighted_select(items: &mut [Item], class_cost: &[f64], mut capacity: f64) ->
             part[((rng_state >> 42) % n as u64) as usize].key,
         );
         let (gt_end, eq_end) = partition3(part, pivot);
-        let cost_gt: f64 = part[..gt_end]
+        trial.copy_from_slice(above);
+        part[..gt_end]
             .iter()
-            .map(|it| class_cost[it.class as usize])
-            .sum();
-        if cost_gt > capacity {
+            .for_each(|it| trial[it.class as usize] += 1);
+        if charged_of_classes(&trial, class_cost) > capacity {
             hi = lo + gt_end;
             continue;
         }
-        capacity -= cost_gt;
-        let cost_eq: f64 = part[gt_end..eq_end]
+        above.copy_from_slice(&trial);
+        part[gt_end..eq_end]
             .iter()
-            .map(|it| class_cost[it.class as usize])
-            .sum();
-        if cost_eq > capacity {
-            return (pivot, capacity);
+            .for_each(|it| trial[it.class as usize] += 1);
+        if charged_of_classes(&trial, class_cost) > capacity {
+            return pivot;
         }
-        capacity -= cost_eq;
+        above.copy_from_slice(&trial);
         lo += eq_end;
     }
-    (f32::NEG_INFINITY, capacity)
+    f32::NEG_INFINITY
 }
 
 fn median3(a: f32, b: f32, c: f32) -> f32 {
