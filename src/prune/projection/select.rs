@@ -304,6 +304,9 @@ struct Best {
     class: usize,
 }
 
+/// A cut: the key `tau` and the per-class counts of the items above it.
+type Cut = (f32, Vec<u64>);
+
 /// Iterates the knapsack items (nonzero weights) of a set of layers.
 struct Scan<'a, K> {
     classifiers: &'a [Classifier],
@@ -413,7 +416,7 @@ impl<K: KeyFn> Scan<'_, K> {
         weights: &[W],
         ws: &mut Vec<Item>,
         sample: &mut Vec<(f32, f64)>,
-    ) -> (Option<(f32, Vec<u64>)>, Option<Best>, Vec<u64>) {
+    ) -> (Option<Cut>, Option<Best>, Vec<u64>) {
         let cap = self.capacity;
         let scale = self.sample(weights, sample);
         sample.sort_by(|a, b| b.0.total_cmp(&a.0));
