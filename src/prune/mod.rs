@@ -33,6 +33,7 @@ pub use driver::{
     train_constrained_with_loss,
 };
 pub use observer::{EpochEvent, NoObserver, Observer, OnEpoch};
+pub use projection::sharded::{ShardedOutcome, ShardedProblem, greedy_knapsack_parallel};
 pub use projection::{
     ProjectionOutcome, ProjectionWorkspace, Selection, WeightProjection, WeightProjectionConfig,
     greedy_knapsack, project, project_top_k, project_with_workspace, weight_costs,

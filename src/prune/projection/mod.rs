@@ -24,6 +24,7 @@
 
 mod reference;
 mod select;
+pub mod sharded;
 pub mod solver;
 
 pub(crate) use reference::project_sorted;

@@ -1,0 +1,1178 @@
+//! Sharded projection: the weighted sparse projection of weights that live in
+//! several places (threads, processes, machines, files), computed with a few
+//! rounds of small messages and equal to the in-memory
+//! [`greedy_knapsack`](super::greedy_knapsack).
+//!
+//! # Protocol
+//!
+//! The weights, in canonical order (layers concatenated), are cut into shards of
+//! consecutive positions; shard `s` holds positions `[start_s, start_s + len_s)`
+//! and shards are numbered in position order. Every party knows the
+//! [`ShardedProblem`] (per-layer costs and lengths, the capacity). A coordinator
+//! sends a [`Request`] to every shard, each shard answers with a [`Reply`]
+//! computed by [`answer`] from its own weights only, and the coordinator merges
+//! the replies; [`coordinate`] runs the whole exchange through one callback, so any
+//! transport (threads, MPI, torch.distributed through bindings, Ray, Spark, files)
+//! can carry it. Requests and replies serialise with serde.
+//!
+//! | round | request | a shard replies | size of a reply |
+//! |---|---|---|---|
+//! | 1 | `Stats` | its span, sum of squares, largest magnitude, nonzeros per layer, best single weight, first non-finite value | `O(layers)` |
+//! | 2-4 | `Magnitudes` (only layers whose cost depends on rank) | counts of magnitude bits per bucket (4096, 4096, 256 buckets) | `O(buckets)` per layer, sparse |
+//! | 5-7 | `Keys` | per-class counts of the ratio keys per bucket, affordable nonzero weights only | `O(buckets x classes)`, sparse |
+//! | 8 | `Ties` (if weights sit exactly at the cut) | the classes of its weights at the cut, in order, run-length coded | `O(runs)` |
+//! | 9 | `Apply` | kept value and per-class kept counts, after zeroing what is not kept | `O(classes)` |
+//! | 10 | `KeepOnly` (rare: the best single weight beats the greedy prefix) | nothing | `O(1)` |
+//!
+//! A state that already fits stops after round 1, unchanged. The radix rounds fix
+//! 12, 12 and 8 bits of the cut's key: each narrows the search to one bucket whose
+//! cumulative cost (per-class counts priced exactly by the canonical sum) crosses
+//! the capacity, so the cut, the weights above it and the ties at it are exactly
+//! those of the in-memory selection; ties are kept in position order while they
+//! fit, shard by shard. The one comparison made on floating-point sums merged in a
+//! different order is the single-weight fallback (`value(best) > kept value`),
+//! which can differ from the in-memory result only when the two values agree to
+//! about 1e-15 relative.
+//!
+//! Messages stay small: a sparse histogram holds at most 4096 buckets times the
+//! classes present in them (two per layer); on AlexNet's 61 M weights the largest
+//! reply measured is reported by the `projection` bench and the `project_sharded`
+//! example.
+
+use super::select::{
+    KeyFn, KeyScale, Linear, Logarithmic, Selection, WeightStats, charged_of_classes, check_inputs,
+    classes_of_nonzeros,
+};
+use crate::energy::LayerCost;
+use crate::error::{Error, Result};
+
+/// The knapsack every party agrees on.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ShardedProblem {
+    /// Knapsack cost of every layer.
+    pub costs: Vec<LayerCost>,
+    /// Number of weights of every layer.
+    pub layer_lens: Vec<u64>,
+    /// The capacity (budget minus the weight-independent energy).
+    pub capacity: f64,
+}
+
+impl ShardedProblem {
+    /// Check the costs and capacity (as [`greedy_knapsack`](super::greedy_knapsack) does).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if costs and lengths differ in number,
+    /// [`Error::InvalidParameter`] for a bad cost or capacity.
+    pub fn validate(&self) -> Result<()> {
+        if self.layer_lens.len() != self.costs.len() {
+            return Err(Error::shape(
+                "layer lengths (one per layer cost)",
+                self.costs.len(),
+                self.layer_lens.len(),
+            ));
+        }
+        let empty: Vec<&[f32]> = vec![&[]; self.costs.len()];
+        check_inputs(&empty, &self.costs, self.capacity, false)
+    }
+
+    /// Total number of weights.
+    pub fn total(&self) -> u64 {
+        self.layer_lens.iter().sum()
+    }
+
+    /// First global position of every layer.
+    fn offsets(&self) -> Vec<u64> {
+        let mut o = Vec::with_capacity(self.layer_lens.len());
+        let mut at = 0;
+        for &n in &self.layer_lens {
+            o.push(at);
+            at += n;
+        }
+        o
+    }
+
+    fn class_cost(&self) -> Vec<f64> {
+        self.costs
+            .iter()
+            .flat_map(|c| [c.base, c.base + c.surcharge])
+            .collect()
+    }
+
+    /// Whether a layer's cost depends on the rank of a weight's magnitude.
+    fn rank_dependent(&self, l: usize) -> bool {
+        let c = &self.costs[l];
+        c.surcharge != 0.0 && c.buffered > 0 && (c.buffered as u64) < self.layer_lens[l]
+    }
+}
+
+/// Consecutive weights of one layer held by a shard.
+#[derive(Debug)]
+pub struct Segment<'a> {
+    /// The layer.
+    pub layer: usize,
+    /// Position of the first weight within the layer.
+    pub offset: u64,
+    /// The weights.
+    pub weights: &'a mut [f32],
+}
+
+/// The weights one shard holds: consecutive global positions, as segments of
+/// consecutive layers.
+#[derive(Debug)]
+pub struct Shard<'a> {
+    /// The segments, in position order.
+    pub segments: Vec<Segment<'a>>,
+}
+
+impl<'a> Shard<'a> {
+    /// The shard holding global positions `[start, start + weights.len())` of
+    /// `problem`, split into segments at layer boundaries.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] if the range runs past the last weight.
+    pub fn from_range(
+        problem: &ShardedProblem,
+        start: u64,
+        weights: &'a mut [f32],
+    ) -> Result<Self> {
+        let total = problem.total();
+        let end = start + weights.len() as u64;
+        if end > total {
+            return Err(Error::IndexOutOfRange {
+                what: "shard end",
+                index: end as usize,
+                len: total as usize,
+            });
+        }
+        let mut segments = Vec::new();
+        let mut rest = weights;
+        let mut pos = start;
+        for (l, off) in problem.offsets().into_iter().enumerate() {
+            let layer_end = off + problem.layer_lens[l];
+            if rest.is_empty() || pos >= layer_end {
+                continue;
+            }
+            let take = (layer_end - pos).min(rest.len() as u64) as usize;
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(take);
+            segments.push(Segment {
+                layer: l,
+                offset: pos - off,
+                weights: head,
+            });
+            rest = tail;
+            pos += take as u64;
+        }
+        Ok(Self { segments })
+    }
+
+    /// Cut per-layer weights into `parts` shards of about equal size (for a
+    /// parallel projection in memory).
+    pub fn split<W: AsMut<[f32]>>(weights: &'a mut [W], parts: usize) -> Vec<Shard<'a>> {
+        let total: usize = weights.iter_mut().map(|w| w.as_mut().len()).sum();
+        let parts = parts.clamp(1, total.max(1));
+        let per = total.div_ceil(parts).max(1);
+        let mut shards: Vec<Shard<'a>> = Vec::with_capacity(parts);
+        let mut current = Shard {
+            segments: Vec::new(),
+        };
+        let mut room = per;
+        for (l, w) in weights.iter_mut().enumerate() {
+            let mut rest: &'a mut [f32] = w.as_mut();
+            let mut offset = 0u64;
+            while !rest.is_empty() {
+                let take = room.min(rest.len());
+                let (head, tail) = rest.split_at_mut(take);
+                current.segments.push(Segment {
+                    layer: l,
+                    offset,
+                    weights: head,
+                });
+                offset += take as u64;
+                rest = tail;
+                room -= take;
+                if room == 0 {
+                    shards.push(std::mem::replace(
+                        &mut current,
+                        Shard {
+                            segments: Vec::new(),
+                        },
+                    ));
+                    room = per;
+                }
+            }
+        }
+        if !current.segments.is_empty() || shards.is_empty() {
+            shards.push(current);
+        }
+        shards
+    }
+
+    fn len(&self) -> u64 {
+        self.segments.iter().map(|s| s.weights.len() as u64).sum()
+    }
+}
+
+/// How the coordinator classifies the weights of one rank-dependent layer: the
+/// magnitude threshold of the `buffered` largest and, per shard, how many of the
+/// weights exactly at the threshold still get the base cost (first in position
+/// order).
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct LayerClasses {
+    /// The layer.
+    pub layer: usize,
+    /// Magnitude of the `buffered`-th largest weight.
+    pub threshold: f32,
+    /// Per shard, the weights at the threshold charged `base`.
+    pub base_ties: Vec<u64>,
+}
+
+/// What a shard needs to compute keys and classes.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct KeyContext {
+    /// Logarithmic keys (else linear `w * w * p`).
+    pub logarithmic: bool,
+    /// Key parameter of every class.
+    pub params: Vec<f32>,
+    /// Classification of the rank-dependent layers.
+    pub classes: Vec<LayerClasses>,
+}
+
+/// One step of a radix search: the bits fixed so far and how many more to bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct RadixStep {
+    /// The `known` high bits fixed so far.
+    pub prefix: u32,
+    /// How many high bits are fixed.
+    pub known: u32,
+    /// How many further bits the buckets resolve.
+    pub bits: u32,
+}
+
+impl RadixStep {
+    fn matches(&self, x: u32) -> bool {
+        self.known == 0 || x >> (32 - self.known) == self.prefix
+    }
+    fn bucket(&self, x: u32) -> u32 {
+        (x >> (32 - self.known - self.bits)) & ((1u32 << self.bits) - 1)
+    }
+}
+
+/// A message from the coordinator to every shard.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Request {
+    /// Round 1: span, value, largest magnitude, nonzeros, best weight, finiteness.
+    Stats,
+    /// Histogram of magnitude bits (zeros included) of rank-dependent layers.
+    Magnitudes {
+        /// `(layer, step)` per layer still being searched.
+        layers: Vec<(usize, RadixStep)>,
+    },
+    /// Histogram of key bits of the affordable nonzero weights.
+    Keys {
+        /// Keys and classes.
+        ctx: KeyContext,
+        /// The radix step.
+        step: RadixStep,
+    },
+    /// Classes of the weights whose key is exactly the cut, in position order.
+    Ties {
+        /// Keys and classes.
+        ctx: KeyContext,
+        /// The cut (order-preserving bits of the key).
+        cut: u32,
+    },
+    /// Keep the weights above the cut and the first `tie_quota[shard]` at it.
+    Apply {
+        /// Keys and classes.
+        ctx: KeyContext,
+        /// The cut, `None` when every affordable weight fits.
+        cut: Option<u32>,
+        /// Per shard, the weights at the cut to keep.
+        tie_quota: Vec<u64>,
+    },
+    /// Keep only the weight at global `position` (value `weight`), zero the rest.
+    KeepOnly {
+        /// Global position.
+        position: u64,
+        /// Its value (restored if it was zeroed by `Apply`).
+        weight: f32,
+    },
+}
+
+/// The best single weight a shard holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct BestWeight {
+    /// Global position.
+    pub position: u64,
+    /// Its layer.
+    pub layer: usize,
+    /// Its value.
+    pub weight: f32,
+}
+
+/// A sparse histogram: `(bucket, class, count)`, sorted by bucket then class.
+pub type Histogram = Vec<(u32, u32, u64)>;
+
+/// A shard's answer.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Reply {
+    /// To [`Request::Stats`].
+    Stats {
+        /// First global position held.
+        start: u64,
+        /// Number of weights held.
+        len: u64,
+        /// Sum of `w^2`.
+        sum_sq: f64,
+        /// Largest `|w|`.
+        max_abs: f32,
+        /// `(layer, nonzeros)` for every layer touched.
+        nonzeros: Vec<(usize, u64)>,
+        /// Per layer touched, the largest-magnitude weight (first in position order).
+        best: Vec<BestWeight>,
+        /// Global position of the first NaN or infinite weight.
+        non_finite: Option<u64>,
+    },
+    /// To [`Request::Magnitudes`]: one histogram per layer asked, in order
+    /// (class 0 throughout).
+    Magnitudes(Vec<Histogram>),
+    /// To [`Request::Keys`].
+    Keys(Histogram),
+    /// To [`Request::Ties`]: runs `(class, count)` in position order.
+    Ties(Vec<(u32, u64)>),
+    /// To [`Request::Apply`].
+    Applied {
+        /// Sum of `w^2` kept.
+        kept_value: f64,
+        /// Kept weights per class.
+        kept: Vec<u64>,
+    },
+    /// To [`Request::KeepOnly`].
+    Done,
+}
+
+/// Order-preserving `u32` image of a finite `f32` (larger float, larger integer).
+fn ordered_bits(k: f32) -> u32 {
+    // `+ 0.0` turns -0.0 into 0.0: equal floats, equal images.
+    let b = (k + 0.0).to_bits();
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+/// The classifier of one segment: as the in-memory [`Classifier`] for a whole
+/// layer, with the layer's threshold and this shard's share of the base ties.
+fn segment_classifier(
+    problem: &ShardedProblem,
+    ctx: &KeyContext,
+    shard: usize,
+    seg: &Segment<'_>,
+    ties_used: &mut [u64],
+) -> SegmentClasses {
+    let l = seg.layer;
+    let c = &problem.costs[l];
+    if c.surcharge == 0.0 || c.buffered as u64 >= problem.layer_lens[l] {
+        return SegmentClasses::AllBase;
+    }
+    if c.buffered == 0 {
+        return SegmentClasses::AllSurcharged;
+    }
+    match ctx.classes.iter().find(|k| k.layer == l) {
+        Some(k) => {
+            let quota = k.base_ties.get(shard).copied().unwrap_or(0);
+            SegmentClasses::Ranked {
+                threshold: k.threshold,
+                ties_left: quota.saturating_sub(ties_used[l]),
+            }
+        }
+        None => SegmentClasses::AllBase,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum SegmentClasses {
+    AllBase,
+    AllSurcharged,
+    Ranked { threshold: f32, ties_left: u64 },
+}
+
+impl SegmentClasses {
+    /// As [`Classifier::surcharged`]; counts base ties used in `used`.
+    #[inline]
+    fn surcharged(&mut self, v: f32, used: &mut u64) -> bool {
+        match self {
+            Self::AllBase => false,
+            Self::AllSurcharged => true,
+            Self::Ranked {
+                threshold,
+                ties_left,
+            } => {
+                let m = v.abs();
+                if m > *threshold {
+                    false
+                } else if m == *threshold && *ties_left > 0 {
+                    *ties_left -= 1;
+                    *used += 1;
+                    false
+                } else {
+                    true
+                }
+            }
+        }
+    }
+}
+
+/// Visit every weight of a shard with its class: `f(global position, &mut w, class)`.
+fn for_each_classified(
+    problem: &ShardedProblem,
+    ctx: &KeyContext,
+    index: usize,
+    shard: &mut Shard<'_>,
+    mut f: impl FnMut(u64, &mut f32, usize),
+) {
+    let offsets = problem.offsets();
+    let mut used = vec![0u64; problem.costs.len()];
+    for seg in shard.segments.iter_mut() {
+        let l = seg.layer;
+        let mut cls = segment_classifier(problem, ctx, index, seg, &mut used);
+        let base = offsets[l] + seg.offset;
+        let mut u = 0u64;
+        for (i, v) in seg.weights.iter_mut().enumerate() {
+            let c = 2 * l + usize::from(cls.surcharged(*v, &mut u));
+            f(base + i as u64, v, c);
+        }
+        used[l] += u;
+    }
+}
+
+/// A shard's answer to one request, computed from its own weights.
+///
+/// `index` is the shard's number (position order, from 0). `Apply` and `KeepOnly`
+/// modify the weights; the other requests only read them.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for a request that does not fit the problem (a
+/// layer or class out of range, a malformed radix step).
+pub fn answer(
+    problem: &ShardedProblem,
+    index: usize,
+    shard: &mut Shard<'_>,
+    request: &Request,
+) -> Result<Reply> {
+    let layers = problem.costs.len();
+    if let Some(seg) = shard.segments.iter().find(|s| s.layer >= layers) {
+        return Err(Error::IndexOutOfRange {
+            what: "segment layer",
+            index: seg.layer,
+            len: layers,
+        });
+    }
+    let check_ctx = |ctx: &KeyContext| -> Result<()> {
+        if ctx.params.len() != 2 * layers || ctx.classes.iter().any(|c| c.layer >= layers) {
+            return Err(Error::param(
+                "request",
+                "key context",
+                "does not fit the problem (params per class, layers in range)",
+            ));
+        }
+        Ok(())
+    };
+    let check_step = |s: &RadixStep| -> Result<()> {
+        if s.bits == 0 || s.bits > 16 || s.known + s.bits > 32 {
+            return Err(Error::param(
+                "request",
+                "radix step",
+                "bits in 1..=16, known + bits <= 32",
+            ));
+        }
+        Ok(())
+    };
+    let offsets = problem.offsets();
+    match request {
+        Request::Stats => {
+            let start = shard
+                .segments
+                .first()
+                .map_or(0, |s| offsets[s.layer] + s.offset);
+            let (mut sum_sq, mut max_abs) = (0.0f64, 0.0f32);
+            let mut nonzeros: Vec<(usize, u64)> = Vec::new();
+            let mut best: Vec<BestWeight> = Vec::new();
+            let mut non_finite = None;
+            for seg in &shard.segments {
+                let base = offsets[seg.layer] + seg.offset;
+                if non_finite.is_none()
+                    && let Some(i) = seg.weights.iter().position(|v| !v.is_finite())
+                {
+                    non_finite = Some(base + i as u64);
+                }
+                let mut nz = 0u64;
+                let mut b: Option<(f32, usize)> = None;
+                for (i, &v) in seg.weights.iter().enumerate() {
+                    sum_sq += f64::from(v) * f64::from(v);
+                    let a = v.abs();
+                    max_abs = max_abs.max(a);
+                    nz += u64::from(v != 0.0);
+                    if v != 0.0 && b.is_none_or(|(m, _)| a > m) {
+                        b = Some((a, i));
+                    }
+                }
+                match nonzeros.last_mut() {
+                    Some((l, n)) if *l == seg.layer => *n += nz,
+                    _ => nonzeros.push((seg.layer, nz)),
+                }
+                if let Some((a, i)) = b {
+                    let cand = BestWeight {
+                        position: base + i as u64,
+                        layer: seg.layer,
+                        weight: seg.weights[i],
+                    };
+                    match best.last_mut() {
+                        Some(prev) if prev.layer == seg.layer => {
+                            if a > prev.weight.abs() {
+                                *prev = cand;
+                            }
+                        }
+                        _ => best.push(cand),
+                    }
+                }
+            }
+            Ok(Reply::Stats {
+                start,
+                len: shard.len(),
+                sum_sq,
+                max_abs,
+                nonzeros,
+                best,
+                non_finite,
+            })
+        }
+        Request::Magnitudes { layers: asked } => {
+            let mut out = Vec::with_capacity(asked.len());
+            for (l, step) in asked {
+                check_step(step)?;
+                if *l >= layers {
+                    return Err(Error::IndexOutOfRange {
+                        what: "layer",
+                        index: *l,
+                        len: layers,
+                    });
+                }
+                let mut counts = vec![0u64; 1 << step.bits];
+                for seg in shard.segments.iter().filter(|s| s.layer == *l) {
+                    for &v in seg.weights.iter() {
+                        let x = v.abs().to_bits();
+                        if step.matches(x) {
+                            counts[step.bucket(x) as usize] += 1;
+                        }
+                    }
+                }
+                out.push(
+                    counts
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(b, n)| (b as u32, 0, *n))
+                        .collect(),
+                );
+            }
+            Ok(Reply::Magnitudes(out))
+        }
+        Request::Keys { ctx, step } => {
+            check_ctx(ctx)?;
+            check_step(step)?;
+            let class_cost = problem.class_cost();
+            let classes = class_cost.len();
+            let mut counts = vec![0u64; (1usize << step.bits) * classes];
+            let key = key_fn(ctx);
+            for_each_classified(problem, ctx, index, shard, |_, v, c| {
+                let w = *v;
+                if w != 0.0 && class_cost[c] <= problem.capacity {
+                    let x = ordered_bits(key(w, ctx.params[c]));
+                    if step.matches(x) {
+                        counts[step.bucket(x) as usize * classes + c] += 1;
+                    }
+                }
+            });
+            Ok(Reply::Keys(
+                counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(i, n)| ((i / classes) as u32, (i % classes) as u32, *n))
+                    .collect(),
+            ))
+        }
+        Request::Ties { ctx, cut } => {
+            check_ctx(ctx)?;
+            let class_cost = problem.class_cost();
+            let key = key_fn(ctx);
+            let mut runs: Vec<(u32, u64)> = Vec::new();
+            for_each_classified(problem, ctx, index, shard, |_, v, c| {
+                let w = *v;
+                if w != 0.0
+                    && class_cost[c] <= problem.capacity
+                    && ordered_bits(key(w, ctx.params[c])) == *cut
+                {
+                    match runs.last_mut() {
+                        Some((rc, n)) if *rc == c as u32 => *n += 1,
+                        _ => runs.push((c as u32, 1)),
+                    }
+                }
+            });
+            Ok(Reply::Ties(runs))
+        }
+        Request::Apply {
+            ctx,
+            cut,
+            tie_quota,
+        } => {
+            check_ctx(ctx)?;
+            let class_cost = problem.class_cost();
+            let key = key_fn(ctx);
+            let mut quota = tie_quota.get(index).copied().unwrap_or(0);
+            let mut kept = vec![0u64; class_cost.len()];
+            let mut kept_value = 0.0f64;
+            // Classes are read before anything is zeroed (they depend on ranks).
+            for_each_classified(problem, ctx, index, shard, |_, v, c| {
+                let w = *v;
+                let keep = w != 0.0
+                    && class_cost[c] <= problem.capacity
+                    && match cut {
+                        None => true,
+                        Some(t) => {
+                            let x = ordered_bits(key(w, ctx.params[c]));
+                            x > *t
+                                || (x == *t && quota > 0 && {
+                                    quota -= 1;
+                                    true
+                                })
+                        }
+                    };
+                if keep {
+                    kept[c] += 1;
+                    kept_value += f64::from(w) * f64::from(w);
+                } else {
+                    *v = 0.0;
+                }
+            });
+            Ok(Reply::Applied { kept_value, kept })
+        }
+        Request::KeepOnly { position, weight } => {
+            for seg in shard.segments.iter_mut() {
+                let base = offsets[seg.layer] + seg.offset;
+                let end = base + seg.weights.len() as u64;
+                seg.weights.fill(0.0);
+                if (base..end).contains(position) {
+                    seg.weights[(position - base) as usize] = *weight;
+                }
+            }
+            Ok(Reply::Done)
+        }
+    }
+}
+
+fn key_fn(ctx: &KeyContext) -> fn(f32, f32) -> f32 {
+    if ctx.logarithmic {
+        |w, p| Logarithmic.key(w, p)
+    } else {
+        |w, p| Linear.key(w, p)
+    }
+}
+
+/// Add a sparse histogram into a dense `[bucket][class]` table.
+fn add_into(dense: &mut [u64], classes: usize, h: &Histogram) -> Result<()> {
+    for &(b, c, n) in h {
+        let i = b as usize * classes + c as usize;
+        if c as usize >= classes || i >= dense.len() {
+            return Err(Error::param(
+                "reply",
+                "histogram",
+                "bucket or class out of range",
+            ));
+        }
+        dense[i] += n;
+    }
+    Ok(())
+}
+
+/// What a sharded projection did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardedOutcome {
+    /// As the in-memory [`Selection`] (`total_value` and `kept_value` summed shard
+    /// by shard).
+    pub selection: Selection,
+    /// Request/reply rounds, i.e. passes over every shard's weights.
+    pub rounds: usize,
+    /// Largest single reply, in serialised-size units of 8 bytes per number.
+    pub largest_reply_numbers: usize,
+}
+
+/// Bits the three radix rounds fix.
+const RADIX_BITS: [u32; 3] = [12, 12, 8];
+
+/// Run the sharded projection: `exchange(request)` must deliver the request to
+/// every shard and return their replies in shard order (each from [`answer`]).
+/// The weights end as [`greedy_knapsack`](super::greedy_knapsack) would leave them
+/// on the concatenated shards (see the [module docs](self) for the one exception).
+///
+/// # Errors
+/// A bad problem ([`ShardedProblem::validate`]); shards that do not tile the
+/// weights in position order; [`Error::NonFinite`] naming the global position of
+/// a NaN or infinite weight (nothing is changed then); malformed replies; and the
+/// transport's errors.
+pub fn coordinate(
+    problem: &ShardedProblem,
+    mut exchange: impl FnMut(&Request) -> Result<Vec<Reply>>,
+) -> Result<ShardedOutcome> {
+    problem.validate()?;
+    let layers = problem.costs.len();
+    let class_cost = problem.class_cost();
+    let classes = class_cost.len();
+    let mut rounds = 0usize;
+    let mut largest = 0usize;
+    let mut ask = |r: &Request, expect: Option<usize>| -> Result<Vec<Reply>> {
+        rounds += 1;
+        let replies = exchange(r)?;
+        if expect.is_some_and(|n| n != replies.len()) {
+            return Err(Error::shape(
+                "replies (one per shard)",
+                expect.unwrap_or(0),
+                replies.len(),
+            ));
+        }
+        for rep in &replies {
+            largest = largest.max(reply_numbers(rep));
+        }
+        Ok(replies)
+    };
+    // Round 1: stats.
+    let stats = ask(&Request::Stats, None)?;
+    let shards = stats.len();
+    let mut pos = 0u64;
+    let mut total_value = 0.0f64;
+    let mut max_abs = 0.0f32;
+    let mut nonzeros = vec![0u64; layers];
+    let mut best: Option<BestWeight> = None;
+    for (s, rep) in stats.iter().enumerate() {
+        let Reply::Stats {
+            start,
+            len,
+            sum_sq,
+            max_abs: m,
+            nonzeros: nz,
+            best: b,
+            non_finite,
+        } = rep
+        else {
+            return Err(Error::param("reply", s, "expected Stats"));
+        };
+        if let Some(p) = non_finite {
+            return Err(Error::NonFinite {
+                what: "weights (global position)".into(),
+                index: *p as usize,
+            });
+        }
+        if *start != pos {
+            return Err(Error::param(
+                "shards",
+                format!("shard {s} starts at {start}"),
+                format!("shards must tile the weights in position order; expected start {pos}"),
+            ));
+        }
+        pos += len;
+        total_value += sum_sq;
+        max_abs = max_abs.max(*m);
+        for &(l, n) in nz {
+            if l >= layers {
+                return Err(Error::param("reply", s, "layer out of range"));
+            }
+            nonzeros[l] += n;
+        }
+        for cand in b {
+            if cand.layer >= layers {
+                return Err(Error::param("reply", s, "layer out of range"));
+            }
+            // Affordable as the layer's largest weight: base class unless no weight
+            // is buffered.
+            let c = &problem.costs[cand.layer];
+            let class_of_top = 2 * cand.layer + usize::from(c.surcharge != 0.0 && c.buffered == 0);
+            if class_cost[class_of_top] > problem.capacity {
+                continue;
+            }
+            if best.is_none_or(|bw| cand.weight.abs() > bw.weight.abs()) {
+                best = Some(*cand);
+            }
+        }
+    }
+    if pos != problem.total() {
+        return Err(Error::shape(
+            "weights held by the shards",
+            problem.total() as usize,
+            pos as usize,
+        ));
+    }
+    let wstats = WeightStats {
+        total_value,
+        max_abs,
+    };
+    let (counts, _) = classes_of_nonzeros(&problem.costs, &nonzeros);
+    let charged_now = charged_of_classes(&counts, &class_cost);
+    if charged_now <= problem.capacity {
+        return Ok(ShardedOutcome {
+            selection: Selection {
+                kept: nonzeros.iter().sum(),
+                charged: charged_now,
+                kept_value: total_value,
+                total_value,
+                single_item: false,
+            },
+            rounds,
+            largest_reply_numbers: largest,
+        });
+    }
+    // Rounds 2-4: thresholds of the rank-dependent layers (the k-th largest |w|).
+    let ranked: Vec<usize> = (0..layers).filter(|&l| problem.rank_dependent(l)).collect();
+    let mut class_info = Vec::new();
+    if !ranked.is_empty() {
+        let mut state: Vec<(u32, u32, u64)> = vec![(0, 0, 0); ranked.len()]; // prefix, known, above
+        let mut per_shard_last: Vec<Vec<Histogram>> = Vec::new();
+        for bits in RADIX_BITS {
+            let asked: Vec<(usize, RadixStep)> = ranked
+                .iter()
+                .zip(&state)
+                .map(|(&l, &(prefix, known, _))| {
+                    (
+                        l,
+                        RadixStep {
+                            prefix,
+                            known,
+                            bits,
+                        },
+                    )
+                })
+                .collect();
+            let replies = ask(&Request::Magnitudes { layers: asked }, Some(shards))?;
+            let mut dense = vec![vec![0u64; 1 << bits]; ranked.len()];
+            per_shard_last.clear();
+            for (s, rep) in replies.iter().enumerate() {
+                let Reply::Magnitudes(hs) = rep else {
+                    return Err(Error::param("reply", s, "expected Magnitudes"));
+                };
+                if hs.len() != ranked.len() {
+                    return Err(Error::param("reply", s, "one histogram per layer asked"));
+                }
+                for (d, h) in dense.iter_mut().zip(hs) {
+                    add_into(d, 1, h)?;
+                }
+                per_shard_last.push(hs.clone());
+            }
+            for (j, &l) in ranked.iter().enumerate() {
+                let k = problem.costs[l].buffered as u64;
+                let (prefix, known, above) = state[j];
+                let mut acc = above;
+                let mut chosen = 0u32;
+                for b in (0..(1u32 << bits)).rev() {
+                    let n = dense[j][b as usize];
+                    if acc + n >= k {
+                        chosen = b;
+                        break;
+                    }
+                    acc += n;
+                }
+                state[j] = ((prefix << bits) | chosen, known + bits, acc);
+            }
+        }
+        for (j, &l) in ranked.iter().enumerate() {
+            let (thr_bits, _, above) = state[j];
+            let k = problem.costs[l].buffered as u64;
+            let mut left = k - above;
+            let bucket = thr_bits & 0xff;
+            let base_ties = per_shard_last
+                .iter()
+                .map(|hs| {
+                    let n = hs[j]
+                        .iter()
+                        .find(|(b, _, _)| *b == bucket)
+                        .map_or(0, |e| e.2);
+                    let q = n.min(left);
+                    left -= q;
+                    q
+                })
+                .collect();
+            class_info.push(LayerClasses {
+                layer: l,
+                threshold: f32::from_bits(thr_bits),
+                base_ties,
+            });
+        }
+    }
+    let scale = KeyScale::choose(&wstats, &class_cost, problem.capacity);
+    let ctx = KeyContext {
+        logarithmic: scale == KeyScale::Logarithmic,
+        params: class_cost
+            .iter()
+            .map(|&c| scale.param(c, problem.capacity))
+            .collect(),
+        classes: class_info,
+    };
+    // Rounds 5-7: the cut.
+    let mut above = vec![0u64; classes];
+    let (mut prefix, mut known) = (0u32, 0u32);
+    let mut everything_fits = false;
+    for bits in RADIX_BITS {
+        let step = RadixStep {
+            prefix,
+            known,
+            bits,
+        };
+        let replies = ask(
+            &Request::Keys {
+                ctx: ctx.clone(),
+                step,
+            },
+            Some(shards),
+        )?;
+        let mut dense = vec![0u64; (1usize << bits) * classes];
+        for (s, rep) in replies.iter().enumerate() {
+            let Reply::Keys(h) = rep else {
+                return Err(Error::param("reply", s, "expected Keys"));
+            };
+            add_into(&mut dense, classes, h)?;
+        }
+        let mut chosen = None;
+        let mut trial = above.clone();
+        for b in (0..(1usize << bits)).rev() {
+            let row = &dense[b * classes..(b + 1) * classes];
+            trial.iter_mut().zip(row).for_each(|(t, n)| *t += n);
+            if charged_of_classes(&trial, &class_cost) > problem.capacity {
+                chosen = Some(b as u32);
+                break;
+            }
+            above.copy_from_slice(&trial);
+        }
+        match chosen {
+            Some(b) => {
+                prefix = (prefix << bits) | b;
+                known += bits;
+            }
+            None => {
+                everything_fits = true;
+                break;
+            }
+        }
+    }
+    // Round 8: ties at the cut, kept in position order while they fit.
+    let (cut, tie_quota) = if everything_fits {
+        (None, vec![0; shards])
+    } else {
+        let replies = ask(
+            &Request::Ties {
+                ctx: ctx.clone(),
+                cut: prefix,
+            },
+            Some(shards),
+        )?;
+        let mut counts = above.clone();
+        let mut open = true;
+        let mut quota = Vec::with_capacity(shards);
+        for (s, rep) in replies.iter().enumerate() {
+            let Reply::Ties(runs) = rep else {
+                return Err(Error::param("reply", s, "expected Ties"));
+            };
+            let mut q = 0u64;
+            for &(c, n) in runs {
+                let c = c as usize;
+                if c >= classes {
+                    return Err(Error::param("reply", s, "class out of range"));
+                }
+                for _ in 0..n {
+                    if !open {
+                        break;
+                    }
+                    counts[c] += 1;
+                    if charged_of_classes(&counts, &class_cost) <= problem.capacity {
+                        q += 1;
+                    } else {
+                        counts[c] -= 1;
+                        open = false;
+                    }
+                }
+            }
+            quota.push(q);
+        }
+        (Some(prefix), quota)
+    };
+    // Round 9: apply.
+    let replies = ask(
+        &Request::Apply {
+            ctx: ctx.clone(),
+            cut,
+            tie_quota,
+        },
+        Some(shards),
+    )?;
+    let mut kept = vec![0u64; classes];
+    let mut kept_value = 0.0f64;
+    for (s, rep) in replies.iter().enumerate() {
+        let Reply::Applied {
+            kept_value: v,
+            kept: k,
+        } = rep
+        else {
+            return Err(Error::param("reply", s, "expected Applied"));
+        };
+        if k.len() != classes {
+            return Err(Error::param("reply", s, "one count per class"));
+        }
+        kept_value += v;
+        kept.iter_mut().zip(k).for_each(|(a, b)| *a += b);
+    }
+    // Round 10 (rare): the best single weight beats the greedy prefix.
+    if let Some(b) = best {
+        let value = f64::from(b.weight) * f64::from(b.weight);
+        if value > kept_value {
+            ask(
+                &Request::KeepOnly {
+                    position: b.position,
+                    weight: b.weight,
+                },
+                Some(shards),
+            )?;
+            let c = &problem.costs[b.layer];
+            let class = 2 * b.layer + usize::from(c.surcharge != 0.0 && c.buffered == 0);
+            return Ok(ShardedOutcome {
+                selection: Selection {
+                    kept: 1,
+                    charged: class_cost[class],
+                    kept_value: value,
+                    total_value,
+                    single_item: true,
+                },
+                rounds,
+                largest_reply_numbers: largest,
+            });
+        }
+    }
+    Ok(ShardedOutcome {
+        selection: Selection {
+            kept: kept.iter().sum(),
+            charged: charged_of_classes(&kept, &class_cost),
+            kept_value,
+            total_value,
+            single_item: false,
+        },
+        rounds,
+        largest_reply_numbers: largest,
+    })
+}
+
+/// Numbers in a reply (its serialised size is about 8 bytes each).
+fn reply_numbers(r: &Reply) -> usize {
+    match r {
+        Reply::Stats { nonzeros, best, .. } => 6 + 2 * nonzeros.len() + 3 * best.len(),
+        Reply::Magnitudes(hs) => hs.iter().map(|h| 3 * h.len()).sum(),
+        Reply::Keys(h) => 3 * h.len(),
+        Reply::Ties(runs) => 2 * runs.len(),
+        Reply::Applied { kept, .. } => 1 + kept.len(),
+        Reply::Done => 0,
+    }
+}
+
+/// The greedy knapsack of [`greedy_knapsack`](super::greedy_knapsack) on `threads`
+/// threads, through the sharded protocol with one shard per thread: the same
+/// result (see the [module docs](self)), each round's shard work in parallel.
+///
+/// # Errors
+/// As [`greedy_knapsack`](super::greedy_knapsack). Weights are unchanged on error.
+pub fn greedy_knapsack_parallel<W: AsMut<[f32]> + AsRef<[f32]> + Send>(
+    weights: &mut [W],
+    costs: &[LayerCost],
+    capacity: f64,
+    threads: usize,
+) -> Result<ShardedOutcome> {
+    check_inputs(weights, costs, capacity, false)?;
+    let problem = ShardedProblem {
+        costs: costs.to_vec(),
+        layer_lens: weights.iter().map(|w| w.as_ref().len() as u64).collect(),
+        capacity,
+    };
+    let mut shards = Shard::split(weights, threads.max(1));
+    coordinate(&problem, |req| {
+        if shards.len() == 1 {
+            return Ok(vec![answer(&problem, 0, &mut shards[0], req)?]);
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = shards
+                .iter_mut()
+                .enumerate()
+                .map(|(i, sh)| {
+                    let problem = &problem;
+                    scope.spawn(move || answer(problem, i, sh, req))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::param("shard", "thread", "panicked")))
+                })
+                .collect()
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordered_bits_preserve_order() {
+        let xs = [-3.0f32, -1.0, -1e-30, 0.0, 1e-40, 1e-30, 0.5, 1.0, 3e38];
+        for w in xs.windows(2) {
+            assert!(ordered_bits(w[0]) < ordered_bits(w[1]), "{w:?}");
+        }
+    }
+
+    #[test]
+    fn shards_split_and_tile_the_weights() {
+        let mut w = vec![vec![1.0f32; 5], vec![2.0; 3], vec![3.0; 4]];
+        let shards = Shard::split(&mut w, 3);
+        assert_eq!(shards.len(), 3);
+        let lens: Vec<u64> = shards.iter().map(Shard::len).collect();
+        assert_eq!(lens, vec![4, 4, 4]);
+        assert_eq!(shards[1].segments[0].layer, 0);
+        assert_eq!(shards[1].segments[0].offset, 4);
+        assert_eq!(shards[1].segments[1].layer, 1);
+        let problem = ShardedProblem {
+            costs: vec![
+                LayerCost {
+                    base: 1.0,
+                    surcharge: 0.0,
+                    buffered: 0
+                };
+                3
+            ],
+            layer_lens: vec![5, 3, 4],
+            capacity: 1.0,
+        };
+        let mut buf = vec![0.0f32; 6];
+        let s = Shard::from_range(&problem, 3, &mut buf).unwrap();
+        let layout: Vec<(usize, u64, usize)> = s
+            .segments
+            .iter()
+            .map(|g| (g.layer, g.offset, g.weights.len()))
+            .collect();
+        assert_eq!(layout, vec![(0, 3, 2), (1, 0, 3), (2, 0, 1)]);
+        let mut buf = vec![0.0f32; 20];
+        assert!(Shard::from_range(&problem, 0, &mut buf).is_err());
+    }
+}

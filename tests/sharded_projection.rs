@@ -1,0 +1,211 @@
+//! The parallel and sharded projections equal the in-memory one exactly: same
+//! weights kept, same counts and charged cost, on random instances with ties,
+//! zeros, rank-dependent costs, shards that cut through layers, and extreme scales.
+#![cfg(feature = "serde")]
+
+use energy_prune::energy::LayerCost;
+use energy_prune::prune::projection::sharded::{Reply, Request, Shard, answer, coordinate};
+use energy_prune::prune::{
+    ProjectionWorkspace, ShardedProblem, greedy_knapsack, greedy_knapsack_parallel,
+};
+use proptest::prelude::*;
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+fn weight(extreme: bool) -> BoxedStrategy<f32> {
+    let ordinary = prop_oneof![
+        2 => Just(0.0f32),
+        2 => Just(0.5f32),
+        1 => Just(-0.5f32),
+        6 => -2.0f32..2.0,
+    ];
+    if extreme {
+        prop_oneof![
+            3 => ordinary,
+            2 => (-44i32..38, 1.0f32..9.99).prop_map(|(e, m)| (m as f64 * 10f64.powi(e)) as f32),
+        ]
+        .boxed()
+    } else {
+        ordinary.boxed()
+    }
+}
+
+fn instance(extreme: bool) -> impl Strategy<Value = (Vec<Vec<f32>>, Vec<LayerCost>)> {
+    prop::collection::vec(
+        (1usize..40).prop_flat_map(move |n| {
+            (
+                prop::collection::vec(weight(extreme), n),
+                prop_oneof![Just(1.0f64), Just(2.5), 0.5f64..5.0],
+                prop_oneof![Just(0.0), 0.0f64..3.0],
+                0..=n,
+            )
+        }),
+        1..5,
+    )
+    .prop_map(|layers| {
+        let mut w = Vec::new();
+        let mut c = Vec::new();
+        for (wl, base, surcharge, buffered) in layers {
+            w.push(wl);
+            c.push(LayerCost {
+                base,
+                surcharge,
+                buffered,
+            });
+        }
+        (w, c)
+    })
+}
+
+fn dense_cost(w: &[Vec<f32>], c: &[LayerCost]) -> f64 {
+    w.iter()
+        .zip(c)
+        .map(|(l, k)| l.len() as f64 * (k.base + k.surcharge))
+        .sum()
+}
+
+/// The sharded protocol with every message serialised to JSON and back, as a
+/// transport between machines would carry it.
+fn over_the_wire(w: &mut [Vec<f32>], costs: &[LayerCost], capacity: f64, parts: usize) -> usize {
+    let problem = ShardedProblem {
+        costs: costs.to_vec(),
+        layer_lens: w.iter().map(|l| l.len() as u64).collect(),
+        capacity,
+    };
+    let mut shards = Shard::split(w, parts);
+    let out = coordinate(&problem, |req| {
+        let req: Request = serde_json::from_str(&serde_json::to_string(req).unwrap()).unwrap();
+        shards
+            .iter_mut()
+            .enumerate()
+            .map(|(i, s)| {
+                let r = answer(&problem, i, s, &req)?;
+                Ok(serde_json::from_str::<Reply>(&serde_json::to_string(&r).unwrap()).unwrap())
+            })
+            .collect()
+    })
+    .unwrap();
+    out.rounds
+}
+
+fn check(w: Vec<Vec<f32>>, c: Vec<LayerCost>, fraction: f64) -> Result<(), TestCaseError> {
+    let capacity = dense_cost(&w, &c) * fraction;
+    let mut a = w.clone();
+    let sel = greedy_knapsack(&mut a, &c, capacity, &mut ProjectionWorkspace::new()).unwrap();
+    for threads in [1, 2, 3, 7] {
+        let mut b = w.clone();
+        let out = greedy_knapsack_parallel(&mut b, &c, capacity, threads).unwrap();
+        prop_assert_eq!(&a, &b, "threads {}", threads);
+        prop_assert_eq!(out.selection.kept, sel.kept);
+        prop_assert_eq!(out.selection.charged, sel.charged);
+        prop_assert_eq!(out.selection.single_item, sel.single_item);
+    }
+    let mut d = w.clone();
+    over_the_wire(&mut d, &c, capacity, 4);
+    prop_assert_eq!(&a, &d, "serialised messages");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1500))]
+
+    #[test]
+    fn parallel_and_sharded_equal_in_memory((w, c) in instance(false), f in 0.0f64..1.1) {
+        check(w, c, f)?;
+    }
+
+    #[test]
+    fn parallel_and_sharded_equal_in_memory_at_extreme_scales((w, c) in instance(true), f in 0.0f64..1.1) {
+        check(w, c, f)?;
+    }
+}
+
+/// Large layers (the bracket and radix paths at scale), rank-dependent costs,
+/// many exact ties, and rounds counted.
+#[test]
+fn large_instances_with_many_ties_are_identical() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let n = 200_000;
+    let layers: Vec<Vec<f32>> = (0..3)
+        .map(|l| {
+            (0..n)
+                .map(|_| match rng.random_range(0..10) {
+                    0 => 0.0,
+                    1..=3 => [0.25f32, -0.5, 1.0][l],
+                    _ => rng.random_range(-1.0f32..1.0),
+                })
+                .collect()
+        })
+        .collect();
+    let costs = vec![
+        LayerCost {
+            base: 3.0,
+            surcharge: 5.0,
+            buffered: n / 4,
+        },
+        LayerCost {
+            base: 1.5,
+            surcharge: 0.0,
+            buffered: n,
+        },
+        LayerCost {
+            base: 0.7,
+            surcharge: 0.3,
+            buffered: n / 2,
+        },
+    ];
+    for fraction in [0.01, 0.1, 0.3, 0.6, 0.95] {
+        let capacity = dense_cost(&layers, &costs) * fraction;
+        let mut a = layers.clone();
+        let sel =
+            greedy_knapsack(&mut a, &costs, capacity, &mut ProjectionWorkspace::new()).unwrap();
+        let mut b = layers.clone();
+        let out = greedy_knapsack_parallel(&mut b, &costs, capacity, 2).unwrap();
+        assert!(a == b, "fraction {fraction}");
+        assert_eq!(
+            (out.selection.kept, out.selection.charged),
+            (sel.kept, sel.charged)
+        );
+        assert!(out.rounds <= 10, "{} rounds", out.rounds);
+        let mut d = layers.clone();
+        assert!(over_the_wire(&mut d, &costs, capacity, 5) <= 10);
+        assert!(a == d);
+    }
+}
+
+#[test]
+fn bad_shards_and_non_finite_weights_are_errors() {
+    let costs = vec![LayerCost {
+        base: 1.0,
+        surcharge: 0.0,
+        buffered: 4,
+    }];
+    let mut w = vec![vec![1.0f32, f32::NAN, 2.0, 3.0]];
+    let before = format!("{w:?}");
+    let e = greedy_knapsack_parallel(&mut w, &costs, 1.0, 2).unwrap_err();
+    assert!(e.to_string().contains("global position"), "{e}");
+    assert_eq!(format!("{w:?}"), before, "unchanged on error");
+    // Shards out of order.
+    let problem = ShardedProblem {
+        costs: costs.clone(),
+        layer_lens: vec![4],
+        capacity: 1.0,
+    };
+    let mut w = vec![vec![1.0f32, 2.0, 3.0, 4.0]];
+    let mut shards = Shard::split(&mut w, 2);
+    shards.reverse();
+    let e = coordinate(&problem, |req| {
+        shards
+            .iter_mut()
+            .enumerate()
+            .map(|(i, s)| answer(&problem, i, s, req))
+            .collect()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("tile"), "{e}");
+    // A problem whose lengths do not match its costs.
+    let bad = ShardedProblem {
+        layer_lens: vec![4, 1],
+        ..problem
+    };
+    assert!(bad.validate().is_err());
+}
