@@ -62,10 +62,11 @@ fn bench_case(
                 .sum::<f64>()
         })
     });
+    let mut ws2 = ProjectionWorkspace::new();
     group.bench_function(BenchmarkId::new("parallel_2_threads", n), |b| {
         b.iter_batched(
             || weights.clone(),
-            |mut w| greedy_knapsack_parallel(&mut w, &costs, capacity, 2).unwrap(),
+            |mut w| greedy_knapsack_parallel(&mut w, &costs, capacity, &mut ws2, 2).unwrap(),
             BatchSize::LargeInput,
         )
     });

@@ -10,7 +10,7 @@ use crate::prune::Selection;
 ///
 /// # Errors
 /// As [`greedy_knapsack`](crate::prune::greedy_knapsack).
-pub fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]>>(
+pub fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]> + Sync>(
     weights: &mut [W],
     costs: &[LayerCost],
     capacity: f64,

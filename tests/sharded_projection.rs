@@ -93,11 +93,17 @@ fn check(w: Vec<Vec<f32>>, c: Vec<LayerCost>, fraction: f64) -> Result<(), TestC
     let sel = greedy_knapsack(&mut a, &c, capacity, &mut ProjectionWorkspace::new()).unwrap();
     for threads in [1, 2, 3, 7] {
         let mut b = w.clone();
-        let out = greedy_knapsack_parallel(&mut b, &c, capacity, threads).unwrap();
+        let out = greedy_knapsack_parallel(
+            &mut b,
+            &c,
+            capacity,
+            &mut ProjectionWorkspace::new(),
+            threads,
+        )
+        .unwrap();
         prop_assert_eq!(&a, &b, "threads {}", threads);
-        prop_assert_eq!(out.selection.kept, sel.kept);
-        prop_assert_eq!(out.selection.charged, sel.charged);
-        prop_assert_eq!(out.selection.single_item, sel.single_item);
+        // Identical in every field, kept value included.
+        prop_assert_eq!(out, sel);
     }
     let mut d = w.clone();
     over_the_wire(&mut d, &c, capacity, 4);
@@ -159,13 +165,11 @@ fn large_instances_with_many_ties_are_identical() {
         let sel =
             greedy_knapsack(&mut a, &costs, capacity, &mut ProjectionWorkspace::new()).unwrap();
         let mut b = layers.clone();
-        let out = greedy_knapsack_parallel(&mut b, &costs, capacity, 2).unwrap();
+        let out =
+            greedy_knapsack_parallel(&mut b, &costs, capacity, &mut ProjectionWorkspace::new(), 2)
+                .unwrap();
         assert!(a == b, "fraction {fraction}");
-        assert_eq!(
-            (out.selection.kept, out.selection.charged),
-            (sel.kept, sel.charged)
-        );
-        assert!(out.rounds <= 10, "{} rounds", out.rounds);
+        assert_eq!(out, sel);
         let mut d = layers.clone();
         assert!(over_the_wire(&mut d, &costs, capacity, 5) <= 10);
         assert!(a == d);
@@ -181,9 +185,29 @@ fn bad_shards_and_non_finite_weights_are_errors() {
     }];
     let mut w = vec![vec![1.0f32, f32::NAN, 2.0, 3.0]];
     let before = format!("{w:?}");
-    let e = greedy_knapsack_parallel(&mut w, &costs, 1.0, 2).unwrap_err();
-    assert!(e.to_string().contains("global position"), "{e}");
+    let e = greedy_knapsack_parallel(&mut w, &costs, 1.0, &mut ProjectionWorkspace::new(), 2)
+        .unwrap_err();
+    assert!(
+        matches!(e, energy_prune::Error::NonFinite { index: 1, .. }),
+        "{e}"
+    );
     assert_eq!(format!("{w:?}"), before, "unchanged on error");
+    // The protocol names the global position of a non-finite weight.
+    let problem1 = ShardedProblem {
+        costs: costs.clone(),
+        layer_lens: vec![4],
+        capacity: 1.0,
+    };
+    let mut shards = Shard::split(&mut w, 2);
+    let e = coordinate(&problem1, |req| {
+        shards
+            .iter_mut()
+            .enumerate()
+            .map(|(i, s)| answer(&problem1, i, s, req))
+            .collect()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("global position"), "{e}");
     // Shards out of order.
     let problem = ShardedProblem {
         costs: costs.clone(),

@@ -33,10 +33,11 @@ pub use driver::{
     train_constrained_with_loss,
 };
 pub use observer::{EpochEvent, NoObserver, Observer, OnEpoch};
-pub use projection::sharded::{ShardedOutcome, ShardedProblem, greedy_knapsack_parallel};
+pub use projection::sharded::{ShardedOutcome, ShardedProblem};
 pub use projection::{
     ProjectionOutcome, ProjectionWorkspace, Selection, WeightProjection, WeightProjectionConfig,
-    greedy_knapsack, project, project_top_k, project_with_workspace, weight_costs,
+    greedy_knapsack, greedy_knapsack_parallel, project, project_top_k, project_with_workspace,
+    weight_costs,
 };
 pub use recipes::{
     AdmmTraining, ProjectedTraining, train_admm, train_magnitude, train_projected, train_uniform,

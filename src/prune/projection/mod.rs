@@ -28,7 +28,7 @@ pub mod sharded;
 pub mod solver;
 
 pub(crate) use reference::project_sorted;
-pub use select::{ProjectionWorkspace, Selection, greedy_knapsack};
+pub use select::{ProjectionWorkspace, Selection, greedy_knapsack, greedy_knapsack_parallel};
 pub use solver::{WeightProjection, WeightProjectionConfig};
 pub(crate) use solver::{WeightSupport, weight_status};
 

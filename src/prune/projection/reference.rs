@@ -14,12 +14,12 @@ use crate::error::Result;
 ///
 /// # Errors
 /// As [`greedy_knapsack`](super::greedy_knapsack).
-pub(crate) fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]>>(
+pub(crate) fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]> + Sync>(
     weights: &mut [W],
     costs: &[LayerCost],
     capacity: f64,
 ) -> Result<Selection> {
-    select_with_guarantees(weights, costs, capacity, |w, cap, stats, if_fits| {
+    select_with_guarantees(weights, costs, capacity, 1, |w, cap, stats, if_fits| {
         let nonzeros: Vec<u64> = w
             .iter()
             .map(|l| l.as_ref().iter().filter(|v| **v != 0.0).count() as u64)

@@ -209,6 +209,8 @@ pub(super) struct WeightStats {
     pub(super) total_value: f64,
     /// Largest `|w|`.
     pub(super) max_abs: f32,
+    /// Largest `|w|` of every layer.
+    pub(super) layer_max: Vec<f32>,
 }
 
 impl WeightStats {
@@ -217,16 +219,34 @@ impl WeightStats {
     ///
     /// # Errors
     /// [`Error::NonFinite`] naming the layer and index of a NaN or infinite weight.
-    pub(super) fn of<W: AsRef<[f32]>>(weights: &[W]) -> Result<Self> {
-        let mut s = Self::default();
-        for (l, w) in weights.iter().enumerate() {
-            let w = w.as_ref();
-            let (v, mx) = layer_stats(w);
+    pub(super) fn of<W: AsRef<[f32]> + Sync>(weights: &[W], threads: usize) -> Result<Self> {
+        // Fixed pieces of `UNIT` weights summed in order: the same figures whatever
+        // the number of threads.
+        let pieces: Vec<(usize, usize, usize)> = weights
+            .iter()
+            .enumerate()
+            .flat_map(|(l, w)| {
+                let n = w.as_ref().len();
+                (0..n.div_ceil(UNIT)).map(move |i| (l, i * UNIT, ((i + 1) * UNIT).min(n)))
+            })
+            .collect();
+        let parts = par_map(
+            pieces.clone(),
+            threads,
+            |&(_, a, b)| b - a,
+            |(l, a, b)| layer_stats(&weights[l].as_ref()[a..b]),
+        );
+        let mut s = Self {
+            layer_max: vec![0.0; weights.len()],
+            ..Self::default()
+        };
+        for (&(l, _, _), (v, mx)) in pieces.iter().zip(parts) {
             if !v.is_finite() {
-                crate::error::check_finite(&format!("weights of layer {l}"), w)?;
+                crate::error::check_finite(&format!("weights of layer {l}"), weights[l].as_ref())?;
             }
             s.total_value += v;
             s.max_abs = s.max_abs.max(mx);
+            s.layer_max[l] = s.layer_max[l].max(mx);
         }
         Ok(s)
     }
@@ -293,7 +313,12 @@ pub(super) fn classes_of_nonzeros(costs: &[LayerCost], nonzeros: &[u64]) -> (Vec
 }
 
 /// Items sampled to bracket the cut before the full pass.
-const SAMPLE: usize = 32_768;
+const SAMPLE: usize = 131_072;
+/// Weights per unit of work of a layer without rank-dependent costs (layers with
+/// rank-dependent costs are one unit: their classes follow index order).
+const UNIT: usize = 1 << 16;
+/// Weights per term of the kept value's sum (`UNIT` is a multiple).
+const CHUNK: usize = 4096;
 
 /// The most valuable affordable single weight (first in index order among equals).
 #[derive(Debug, Clone, Copy)]
@@ -304,8 +329,99 @@ struct Best {
     class: usize,
 }
 
+impl Best {
+    /// `other` if it is strictly larger in magnitude (so the first of equals stays).
+    fn merge(a: Option<Best>, other: Option<Best>) -> Option<Best> {
+        match (a, other) {
+            (Some(x), Some(y)) if y.weight.abs() > x.weight.abs() => Some(y),
+            (None, y) => y,
+            (x, _) => x,
+        }
+    }
+}
+
 /// A cut: the key `tau` and the per-class counts of the items above it.
 type Cut = (f32, Vec<u64>);
+
+/// A range of one layer's weights processed as one piece of work.
+#[derive(Debug, Clone, Copy)]
+struct Unit {
+    layer: usize,
+    start: usize,
+    end: usize,
+}
+
+/// The units of a set of layers, in index order.
+fn make_units(lens: &[usize], classifiers: &[Classifier]) -> Vec<Unit> {
+    let mut units = Vec::new();
+    for (layer, (&n, cls)) in lens.iter().zip(classifiers).enumerate() {
+        let step = if cls.all_base { UNIT } else { n.max(1) };
+        let mut start = 0;
+        while start < n {
+            let end = (start + step).min(n);
+            units.push(Unit { layer, start, end });
+            start = end;
+        }
+    }
+    units
+}
+
+/// Apply `f` to every input on up to `threads` scoped threads (contiguous groups
+/// balanced by `size`), results in input order.
+fn par_map<I: Send, T: Send>(
+    inputs: Vec<I>,
+    threads: usize,
+    size: impl Fn(&I) -> usize,
+    f: impl Fn(I) -> T + Sync,
+) -> Vec<T> {
+    if threads <= 1 || inputs.len() <= 1 {
+        return inputs.into_iter().map(f).collect();
+    }
+    let total: usize = inputs.iter().map(&size).sum();
+    let per = total.div_ceil(threads);
+    let mut groups: Vec<Vec<I>> = vec![Vec::new()];
+    let mut filled = 0;
+    for input in inputs {
+        let n = size(&input);
+        if filled >= per && groups.len() < threads {
+            groups.push(Vec::new());
+            filled = 0;
+        }
+        filled += n;
+        groups.last_mut().expect("one group").push(input);
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = groups
+            .into_iter()
+            .map(|g| scope.spawn(move || g.into_iter().map(f).collect::<Vec<T>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+/// What scanning one unit found.
+struct UnitScan {
+    /// Items above the band, per class of the unit's layer (base, surcharged).
+    above: [u64; 2],
+    /// Items inside the band.
+    band: Vec<Item>,
+    nonzeros: u64,
+    best: Option<Best>,
+}
+
+/// What the keep pass did to one unit.
+struct UnitKeep {
+    /// Kept per class of the layer (ties not yet included).
+    kept: [u64; 2],
+    /// Weights exactly at the cut, left in place: `(index in layer, class)`.
+    ties: Vec<(usize, usize)>,
+    /// Sum of `w^2` of every `CHUNK` of the unit (NaN where ties are pending).
+    chunk_sums: Vec<f64>,
+}
 
 /// Iterates the knapsack items (nonzero weights) of a set of layers.
 struct Scan<'a, K> {
@@ -316,7 +432,7 @@ struct Scan<'a, K> {
     keys: K,
 }
 
-impl<K: KeyFn> Scan<'_, K> {
+impl<K: KeyFn + Sync> Scan<'_, K> {
     #[inline(always)]
     fn key(&self, v: f32, p: f32) -> f32 {
         self.keys.key(v, p)
@@ -379,17 +495,136 @@ impl<K: KeyFn> Scan<'_, K> {
         total as f64 / positions.max(1) as f64
     }
 
-    /// The cut `tau` with the per-class counts of the items above it, the best
-    /// single affordable item and the nonzeros per layer:
-    /// bracket the cut from a sample, select inside the bracket, and fall back to a
-    /// quickselect over all items if it missed.
-    fn find_cut<W: AsRef<[f32]>>(
+    /// The band `[lo, hi]` of keys expected to hold the cut: `2 sqrt(sample)`
+    /// sample positions either side of the cut estimated from the sample.
+    fn band<W: AsRef<[f32]>>(&self, weights: &[W], sample: &mut Vec<(f32, f64)>) -> (f32, f32) {
+        let scale = self.sample(weights, sample);
+        sample.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut cum = 0.0;
+        let pos = sample
+            .iter()
+            .position(|(_, c)| {
+                cum += c * scale;
+                cum > self.capacity
+            })
+            .unwrap_or(sample.len());
+        let margin = 2 * (sample.len() as f64).sqrt() as usize + 16;
+        let hi = if pos >= margin {
+            sample[pos - margin].0
+        } else {
+            f32::INFINITY
+        };
+        let lo = if pos + margin < sample.len() {
+            sample[pos + margin].0
+        } else {
+            f32::NEG_INFINITY
+        };
+        (lo, hi)
+    }
+
+    /// Scan one unit: items above `hi`, items in `[lo, hi]`, nonzeros, best item.
+    fn scan_unit(&self, u: Unit, layer: &[f32], lo: f32, hi: f32) -> UnitScan {
+        let l = u.layer;
+        let c0 = 2 * l;
+        let mut out = UnitScan {
+            above: [0; 2],
+            band: Vec::new(),
+            nonzeros: 0,
+            best: None,
+        };
+        if !self.classifiers[l].all_base {
+            out.nonzeros = layer.iter().filter(|v| **v != 0.0).count() as u64;
+            self.layer_items(l, layer, |i, v, k, c| {
+                if out.best.is_none_or(|b| v.abs() > b.weight.abs()) {
+                    out.best = Some(Best {
+                        layer: l,
+                        index: i,
+                        weight: v,
+                        class: c,
+                    });
+                }
+                if k > hi {
+                    out.above[c - c0] += 1;
+                } else if k >= lo {
+                    out.band.push(Item {
+                        key: k,
+                        class: c as u32,
+                    });
+                }
+            });
+            return out;
+        }
+        let w = &layer[u.start..u.end];
+        if self.class_cost[c0] > self.capacity {
+            out.nonzeros = w.iter().filter(|v| **v != 0.0).count() as u64;
+            return out;
+        }
+        // Fast path (no rank-dependent cost): branch-free counting; band members are
+        // written unconditionally to a small buffer and kept by advancing its length.
+        let p = self.params[c0];
+        // (The best single item of such a layer is found from the layer's largest
+        // magnitude, see `bracket`.) Blocks of 64: counts and a bit mask of the band
+        // members without branches; the few members are then read off the mask.
+        // A zero weight's key is the smallest possible: below a band that starts
+        // above zero, so the test for zeros can be left out of the mask then.
+        let zeros_below = lo > self.key(0.0, p);
+        let mut blocks = w.chunks_exact(64);
+        for b in &mut blocks {
+            let (mut na, mut z, mut mask) = (0u32, 0u32, 0u64);
+            if zeros_below {
+                for (j, &v) in b.iter().enumerate() {
+                    let k = self.key(v, p);
+                    na += (k > hi) as u32;
+                    z += (v == 0.0) as u32;
+                    mask |= (((k <= hi) & (k >= lo)) as u64) << j;
+                }
+            } else {
+                for (j, &v) in b.iter().enumerate() {
+                    let k = self.key(v, p);
+                    na += (k > hi) as u32;
+                    z += (v == 0.0) as u32;
+                    mask |= (((k <= hi) & (k >= lo) & (v != 0.0)) as u64) << j;
+                }
+            }
+            out.above[0] += na as u64;
+            out.nonzeros += (64 - z) as u64;
+            while mask != 0 {
+                let j = mask.trailing_zeros() as usize;
+                out.band.push(Item {
+                    key: self.key(b[j], p),
+                    class: c0 as u32,
+                });
+                mask &= mask - 1;
+            }
+        }
+        for &v in blocks.remainder() {
+            let k = self.key(v, p);
+            out.above[0] += (k > hi) as u64;
+            out.nonzeros += (v != 0.0) as u64;
+            if (k <= hi) & (k >= lo) & (v != 0.0) {
+                out.band.push(Item {
+                    key: k,
+                    class: c0 as u32,
+                });
+            }
+        }
+        out
+    }
+
+    /// The cut `tau` with the per-class counts of the items above it (bracketed from
+    /// a sample, selected inside the bracket, with a quickselect over all items if
+    /// the bracket missed), the best single affordable item and the nonzeros per
+    /// layer. Units are scanned on up to `threads` threads.
+    fn find_cut<W: AsRef<[f32]> + Sync>(
         &self,
         weights: &[W],
+        units: &[Unit],
+        layer_max: &[f32],
+        threads: usize,
         ws: &mut Vec<Item>,
         sample: &mut Vec<(f32, f64)>,
     ) -> (f32, Vec<u64>, Option<Best>, Vec<u64>) {
-        let (cut, best, nonzeros) = self.bracket_cut(weights, ws, sample);
+        let (cut, best, nonzeros) = self.bracket(weights, units, layer_max, threads, ws, sample);
         if let Some((t, above)) = cut {
             return (t, above, best, nonzeros);
         }
@@ -407,118 +642,73 @@ impl<K: KeyFn> Scan<'_, K> {
         (t, above, best, nonzeros)
     }
 
-    /// One pass: estimate the cut from a strided sample, bracket it by
-    /// `2 sqrt(sample)` sample positions either side and select inside the bracket
-    /// (`None` if the cut lies outside); also finds the best single item and counts
-    /// the nonzero weights of every layer.
-    fn bracket_cut<W: AsRef<[f32]>>(
+    /// One pass: estimate the band of the cut from a sample, scan every unit, and
+    /// select inside the band (`None` if the cut lies outside it); also the best
+    /// single item and the nonzeros per layer.
+    fn bracket<W: AsRef<[f32]> + Sync>(
         &self,
         weights: &[W],
+        units: &[Unit],
+        layer_max: &[f32],
+        threads: usize,
         ws: &mut Vec<Item>,
         sample: &mut Vec<(f32, f64)>,
     ) -> (Option<Cut>, Option<Best>, Vec<u64>) {
-        let cap = self.capacity;
-        let scale = self.sample(weights, sample);
-        sample.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let mut cum = 0.0;
-        let pos = sample
-            .iter()
-            .position(|(_, c)| {
-                cum += c * scale;
-                cum > cap
-            })
-            .unwrap_or(sample.len());
-        let margin = 2 * (sample.len() as f64).sqrt() as usize + 16;
-        let hi = if pos >= margin {
-            sample[pos - margin].0
-        } else {
-            f32::INFINITY
-        };
-        let lo = if pos + margin < sample.len() {
-            sample[pos + margin].0
-        } else {
-            f32::NEG_INFINITY
-        };
-        ws.clear();
-        let mut above = vec![0u64; self.class_cost.len()];
-        let mut band = vec![0u64; self.class_cost.len()];
-        let mut best: Option<Best> = None;
+        let (lo, hi) = self.band(weights, sample);
+        let scans = par_map(
+            units.to_vec(),
+            threads,
+            |u| u.end - u.start,
+            |u| self.scan_unit(u, weights[u.layer].as_ref(), lo, hi),
+        );
+        let classes = self.class_cost.len();
+        let (mut above, mut band) = (vec![0u64; classes], vec![0u64; classes]);
         let mut nonzeros = vec![0u64; weights.len()];
-        let count = |w: &[f32]| w.iter().filter(|v| **v != 0.0).count() as u64;
-        for (l, w) in weights.iter().enumerate() {
-            let w = w.as_ref();
-            let c0 = 2 * l;
-            if self.classifiers[l].all_base {
-                // Fast path (no rank-dependent cost): branch-free counting; only the
-                // rare band members and new maxima take a branch.
-                if self.class_cost[c0] > cap {
-                    nonzeros[l] = count(w);
-                    continue;
-                }
-                let p = self.params[c0];
-                let (mut n_above, mut best_abs, mut best_i) =
-                    (0u64, best.map_or(0.0, |b| b.weight.abs()), usize::MAX);
-                // Band members are written unconditionally to a small buffer and
-                // kept by advancing its length: no unpredictable branch per weight.
-                let mut buf = [Item {
-                    key: 0.0,
-                    class: c0 as u32,
-                }; 1024];
-                let mut nz = 0u64;
-                for (ci, chunk) in w.chunks(buf.len()).enumerate() {
-                    let (mut m, mut na, mut z) = (0usize, 0u32, 0u32);
-                    for &v in chunk {
-                        let k = self.key(v, p);
-                        na += (k > hi) as u32;
-                        z += (v == 0.0) as u32;
-                        buf[m].key = k;
-                        m += ((k <= hi) & (k >= lo) & (v != 0.0)) as usize;
-                    }
-                    n_above += na as u64;
-                    nz += (chunk.len() - z as usize) as u64;
-                    band[c0] += m as u64;
-                    ws.extend_from_slice(&buf[..m]);
-                    // The chunk is in cache: a max of |w|, then (rarely) its position.
-                    let mx = chunk.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-                    if mx > best_abs {
-                        best_abs = mx;
-                        best_i =
-                            ci * buf.len() + chunk.iter().position(|v| v.abs() == mx).unwrap_or(0);
-                    }
-                }
-                above[c0] += n_above;
-                nonzeros[l] = nz;
-                if best_i != usize::MAX {
-                    best = Some(Best {
-                        layer: l,
-                        index: best_i,
-                        weight: w[best_i],
-                        class: c0,
-                    });
-                }
-                continue;
+        // The largest affordable weight of each layer: from the scan for layers with
+        // rank-dependent costs, from the layer's largest magnitude for the others.
+        let mut layer_best: Vec<Option<Best>> = vec![None; weights.len()];
+        ws.clear();
+        for (u, sc) in units.iter().zip(scans) {
+            above[2 * u.layer] += sc.above[0];
+            above[2 * u.layer + 1] += sc.above[1];
+            for it in &sc.band {
+                band[it.class as usize] += 1;
             }
-            nonzeros[l] = count(w);
-            self.layer_items(l, w, |i, v, k, c| {
-                if best.is_none_or(|b| v.abs() > b.weight.abs()) {
-                    best = Some(Best {
-                        layer: l,
-                        index: i,
-                        weight: v,
-                        class: c,
-                    });
-                }
-                if k > hi {
-                    above[c] += 1;
-                } else if k >= lo {
-                    band[c] += 1;
-                    ws.push(Item {
-                        key: k,
-                        class: c as u32,
-                    });
-                }
-            });
+            ws.extend_from_slice(&sc.band);
+            nonzeros[u.layer] += sc.nonzeros;
+            layer_best[u.layer] = Best::merge(layer_best[u.layer], sc.best);
         }
+        let mut best: Option<Best> = None;
+        let mut winner_all_base = None;
+        for (l, lb) in layer_best.iter().enumerate() {
+            let all_base = self.classifiers[l].all_base;
+            let m = if all_base {
+                let affordable = self.class_cost[2 * l] <= self.capacity;
+                if affordable { layer_max[l] } else { 0.0 }
+            } else {
+                lb.map_or(0.0, |b| b.weight.abs())
+            };
+            if m > best.map_or(0.0, |b| b.weight.abs()) {
+                best = if all_base {
+                    winner_all_base = Some(l);
+                    Some(Best {
+                        layer: l,
+                        index: 0,
+                        weight: m,
+                        class: 2 * l,
+                    })
+                } else {
+                    winner_all_base = None;
+                    *lb
+                };
+            }
+        }
+        if let (Some(l), Some(b)) = (winner_all_base, best.as_mut()) {
+            let w = weights[l].as_ref();
+            b.index = w.iter().position(|v| v.abs() == b.weight).unwrap_or(0);
+            b.weight = w[b.index];
+        }
+        let cap = self.capacity;
         let with_band: Vec<u64> = above.iter().zip(&band).map(|(a, b)| a + b).collect();
         let holds = charged_of_classes(&above, self.class_cost) <= cap
             && (lo == f32::NEG_INFINITY || charged_of_classes(&with_band, self.class_cost) > cap);
@@ -527,6 +717,85 @@ impl<K: KeyFn> Scan<'_, K> {
             (t, above)
         });
         (cut, best, nonzeros)
+    }
+
+    /// Keep pass of one unit: weights above the cut kept, exact ties left in place
+    /// and listed (settled afterwards in index order), the rest zeroed.
+    fn keep_unit(&self, u: Unit, w: &mut [f32], threshold: f32) -> UnitKeep {
+        let l = u.layer;
+        let (c0, c1) = (2 * l, 2 * l + 1);
+        let mut out = UnitKeep {
+            kept: [0; 2],
+            ties: Vec::new(),
+            chunk_sums: Vec::with_capacity(w.len().div_ceil(CHUNK)),
+        };
+        let mut cls = self.classifiers[l];
+        if cls.all_base {
+            if self.class_cost[c0] > self.capacity {
+                w.fill(0.0);
+                return out;
+            }
+            let p = self.params[c0];
+            for (ci, chunk) in w.chunks_mut(CHUNK).enumerate() {
+                if threshold == f32::NEG_INFINITY {
+                    // Everything affordable fits: keep all.
+                    out.kept[0] += chunk.iter().filter(|v| **v != 0.0).count() as u64;
+                    out.chunk_sums.push(sum_sq(chunk));
+                    continue;
+                }
+                // Branch-free: keep above the cut, leave exact ties (nonzero) for
+                // later, zero the rest. A zero weight's key is the smallest possible
+                // and never above the cut (itself the key of a nonzero weight).
+                let (mut m, mut t) = (0u32, 0u32);
+                for v in chunk.iter_mut() {
+                    let x = *v;
+                    let k = self.key(x, p);
+                    let keep = k > threshold;
+                    let tie = (k == threshold) & (x != 0.0);
+                    m += keep as u32;
+                    t += tie as u32;
+                    *v = if keep | tie { x } else { 0.0 };
+                }
+                out.kept[0] += m as u64;
+                if t > 0 {
+                    let base = u.start + ci * CHUNK;
+                    for (i, &x) in chunk.iter().enumerate() {
+                        if x != 0.0 && self.key(x, p) == threshold {
+                            out.ties.push((base + i, c0));
+                        }
+                    }
+                    out.chunk_sums.push(f64::NAN);
+                } else {
+                    out.chunk_sums.push(sum_sq(chunk));
+                }
+            }
+            return out;
+        }
+        let mut pending = vec![false; w.len().div_ceil(CHUNK)];
+        for (i, v) in w.iter_mut().enumerate() {
+            let c = if cls.surcharged(*v) { c1 } else { c0 };
+            if *v == 0.0 {
+                continue;
+            }
+            if self.class_cost[c] > self.capacity {
+                *v = 0.0;
+                continue;
+            }
+            let k = self.key(*v, self.params[c]);
+            if k > threshold {
+                out.kept[c - c0] += 1;
+            } else if k == threshold {
+                out.ties.push((i, c));
+                pending[i / CHUNK] = true;
+            } else {
+                *v = 0.0;
+            }
+        }
+        for (chunk, p) in w.chunks(CHUNK).zip(pending) {
+            out.chunk_sums
+                .push(if p { f64::NAN } else { sum_sq(chunk) });
+        }
+        out
     }
 }
 
@@ -606,14 +875,15 @@ pub(super) enum IfFits {
 /// the running sums of `select` and the canonical per-class sum disagree by
 /// rounding, the selection is repeated on its own result with a capacity tightened
 /// by the overshoot; after [`REPAIR_ROUNDS`] everything is zeroed, which always fits).
-pub(super) fn select_with_guarantees<W: AsMut<[f32]> + AsRef<[f32]>>(
+pub(super) fn select_with_guarantees<W: AsMut<[f32]> + AsRef<[f32]> + Sync>(
     weights: &mut [W],
     costs: &[LayerCost],
     capacity: f64,
+    threads: usize,
     mut select: impl FnMut(&mut [W], f64, &WeightStats, IfFits) -> Selection,
 ) -> Result<Selection> {
     check_inputs(weights, costs, capacity, false)?;
-    let before = WeightStats::of(weights)?;
+    let before = WeightStats::of(weights, threads)?;
     let (mut cap, mut stats, mut if_fits) = (capacity, before.clone(), IfFits::Identity);
     for round in 0..REPAIR_ROUNDS {
         let sel = select(weights, cap, &stats, if_fits);
@@ -625,7 +895,7 @@ pub(super) fn select_with_guarantees<W: AsMut<[f32]> + AsRef<[f32]>>(
         }
         let over = (sel.charged - capacity) * f64::from(1u32 << round) + capacity * f64::EPSILON;
         cap = (cap - over).max(0.0);
-        stats = WeightStats::of(weights)?;
+        stats = WeightStats::of(weights, threads)?;
         if_fits = IfFits::Select;
     }
     for w in weights.iter_mut() {
@@ -672,25 +942,50 @@ pub(super) fn fits(
 /// [`Error::NonFinite`] for a NaN or infinite weight, [`Error::InvalidParameter`]
 /// for a non-positive cost or a negative or NaN capacity. Weights are unchanged on
 /// error.
-pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]>>(
+pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync>(
     weights: &mut [W],
     costs: &[LayerCost],
     capacity: f64,
     ws: &mut ProjectionWorkspace,
 ) -> Result<Selection> {
-    select_with_guarantees(weights, costs, capacity, |w, cap, stats, if_fits| {
-        select_once(w, costs, cap, ws, stats, if_fits)
-    })
+    greedy_knapsack_parallel(weights, costs, capacity, ws, 1)
+}
+
+/// [`greedy_knapsack`] with its passes over the weights split across up to
+/// `threads` threads. The result is identical for every number of threads (the
+/// same weights kept, the same counts, cost and kept value): work is cut into
+/// units of 65 536 weights (whole layers where costs depend on rank), the cut is
+/// found from exact per-class counts, ties are settled in index order, and the kept
+/// value is summed chunk by chunk in index order.
+///
+/// # Errors
+/// As [`greedy_knapsack`].
+pub fn greedy_knapsack_parallel<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync>(
+    weights: &mut [W],
+    costs: &[LayerCost],
+    capacity: f64,
+    ws: &mut ProjectionWorkspace,
+    threads: usize,
+) -> Result<Selection> {
+    let threads = threads.max(1);
+    select_with_guarantees(
+        weights,
+        costs,
+        capacity,
+        threads,
+        |w, cap, stats, if_fits| select_once(w, costs, cap, ws, stats, if_fits, threads),
+    )
 }
 
 /// One greedy selection (no guarantees beyond those of the algorithm itself).
-fn select_once<W: AsMut<[f32]> + AsRef<[f32]>>(
+fn select_once<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync>(
     weights: &mut [W],
     costs: &[LayerCost],
     capacity: f64,
     ws: &mut ProjectionWorkspace,
     stats: &WeightStats,
     if_fits: IfFits,
+    threads: usize,
 ) -> Selection {
     let ProjectionWorkspace {
         mags,
@@ -721,6 +1016,7 @@ fn select_once<W: AsMut<[f32]> + AsRef<[f32]>>(
             stats,
             if_fits,
             Linear,
+            threads,
         ),
         KeyScale::Logarithmic => select_keyed(
             weights,
@@ -731,13 +1027,14 @@ fn select_once<W: AsMut<[f32]> + AsRef<[f32]>>(
             stats,
             if_fits,
             Logarithmic,
+            threads,
         ),
     }
 }
 
 /// The selection proper, monomorphised on the key representation.
 #[allow(clippy::too_many_arguments)]
-fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]>, K: KeyFn>(
+fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync, K: KeyFn + Send + Sync>(
     weights: &mut [W],
     costs: &[LayerCost],
     capacity: f64,
@@ -746,6 +1043,7 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]>, K: KeyFn>(
     stats: &WeightStats,
     if_fits: IfFits,
     keys: K,
+    threads: usize,
 ) -> Selection {
     let ProjectionWorkspace {
         items,
@@ -761,124 +1059,65 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]>, K: KeyFn>(
         capacity,
         keys,
     };
-    let (threshold, above, best, nonzeros) = scan.find_cut(weights, items, sample);
+    let lens: Vec<usize> = weights.iter().map(|w| w.as_ref().len()).collect();
+    let units = make_units(&lens, classifiers);
+    let (threshold, above, best, nonzeros) =
+        scan.find_cut(weights, &units, &stats.layer_max, threads, items, sample);
     if if_fits == IfFits::Identity
         && let Some(same) = fits(costs, &nonzeros, capacity, stats)
     {
         return same;
     }
-    // Items exactly at the cut are all in `items`. Ties are kept in index order
-    // while the exact cost of everything kept so far fits (`ties`: the per-class
-    // counts kept so far). If no tie item fits on its own, none is kept and every
-    // weight is decided by `key > threshold`; otherwise the classes holding ties take
-    // the index-ordered path.
-    let mut ties = above;
-    let fits_one_more = |counts: &mut Vec<u64>, c: usize| {
-        counts[c] += 1;
-        let ok = charged_of_classes(counts, class_cost) <= capacity;
-        counts[c] -= 1;
-        ok
-    };
-    let mut tie_class = vec![false; class_cost.len()];
-    if threshold != f32::NEG_INFINITY {
-        let mut seen = vec![false; class_cost.len()];
-        for it in items.iter().filter(|it| it.key == threshold) {
-            seen[it.class as usize] = true;
-        }
-        if (0..seen.len()).any(|c| seen[c] && fits_one_more(&mut ties, c)) {
-            tie_class = seen;
+    // Keep pass, unit by unit (in parallel): weights above the cut kept, the rest
+    // zeroed, exact ties with the cut left in place.
+    let mut slices: Vec<(Unit, &mut [f32])> = Vec::with_capacity(units.len());
+    {
+        let mut units_iter = units.iter().peekable();
+        for (l, w) in weights.iter_mut().enumerate() {
+            let mut rest: &mut [f32] = w.as_mut();
+            while let Some(u) = units_iter.next_if(|u| u.layer == l) {
+                let (head, tail) = std::mem::take(&mut rest).split_at_mut(u.end - u.start);
+                slices.push((*u, head));
+                rest = tail;
+            }
         }
     }
-    // Keep pass, in index order (ties kept while they fit, as in a stable sort).
+    let scan = &scan;
+    let keeps = par_map(
+        slices,
+        threads,
+        |(u, _)| u.end - u.start,
+        |(u, w)| (u, scan.keep_unit(u, w, threshold)),
+    );
+    // Ties, in index order, kept while the exact cost of everything kept fits; then
+    // the kept value, summed chunk by chunk in index order (the same sum whatever
+    // the number of threads).
     let mut kept = vec![0u64; class_cost.len()];
-    // Sum of w^2 kept, taken while each chunk is still in cache.
+    let mut counts = above;
+    let mut open = true;
     let mut kept_value = 0.0f64;
-    let mut tie_open = true;
-    for (l, w) in weights.iter_mut().enumerate() {
-        let (c0, c1) = (2 * l, 2 * l + 1);
-        let mut cls = classifiers[l];
-        let w = w.as_mut();
-        if cls.all_base {
-            // Fast path: a branch-free keep/zero select; only exact ties branch.
-            let cost = class_cost[c0];
-            if cost > capacity {
-                w.fill(0.0);
-                continue;
-            }
-            let p = params[c0];
-            let mut n = 0u64;
-            if threshold == f32::NEG_INFINITY {
-                // Everything affordable fits: keep all.
-                kept[c0] += w.iter().filter(|v| **v != 0.0).count() as u64;
-                kept_value += sum_sq(w);
-                continue;
-            }
-            if !tie_class[c0] {
-                // No item of this class sits exactly at the cut: a branch-free select
-                // (a zero weight's key is the smallest possible and never above the
-                // cut, which is itself the key of a nonzero weight).
-                for chunk in w.chunks_mut(4096) {
-                    let mut m = 0u32;
-                    for v in chunk.iter_mut() {
-                        let x = *v;
-                        let keep = keys.key(x, p) > threshold;
-                        m += keep as u32;
-                        *v = if keep { x } else { 0.0 };
-                    }
-                    n += m as u64;
-                    kept_value += sum_sq(chunk);
-                }
-                kept[c0] += n;
-                continue;
-            }
-            for v in w.iter_mut() {
-                let x = *v;
-                let k = keys.key(x, p);
-                if (k == threshold) & (x != 0.0) {
-                    // An exact tie with the cut, kept in index order while it fits.
-                    let keep = tie_open && fits_one_more(&mut ties, c0);
-                    if keep {
-                        ties[c0] += 1;
-                        n += 1;
-                    } else {
-                        tie_open = false;
-                        *v = 0.0;
-                    }
-                    continue;
-                }
-                let keep = (k > threshold) & (x != 0.0);
-                n += keep as u64;
-                *v = if keep { x } else { 0.0 };
-            }
-            kept[c0] += n;
-            kept_value += sum_sq(w);
-            continue;
-        }
-        for v in w.iter_mut() {
-            let c = if cls.surcharged(*v) { c1 } else { c0 };
-            if *v == 0.0 {
-                continue;
-            }
-            let cost = class_cost[c];
-            let keep = cost <= capacity && {
-                let k = keys.key(*v, params[c]);
-                k > threshold || {
-                    let tie = k == threshold && tie_open && fits_one_more(&mut ties, c);
-                    if tie {
-                        ties[c] += 1;
-                    } else if k == threshold {
-                        tie_open = false;
-                    }
-                    tie
-                }
-            };
-            if keep {
+    for (u, mut k) in keeps {
+        let (c0, c1) = (2 * u.layer, 2 * u.layer + 1);
+        kept[c0] += k.kept[0];
+        kept[c1] += k.kept[1];
+        let w = weights[u.layer].as_mut();
+        for &(i, c) in &k.ties {
+            counts[c] += 1;
+            if open && charged_of_classes(&counts, class_cost) <= capacity {
                 kept[c] += 1;
             } else {
-                *v = 0.0;
+                counts[c] -= 1;
+                open = false;
+                w[i] = 0.0;
             }
         }
-        kept_value += sum_sq(w);
+        for (ci, s) in k.chunk_sums.iter_mut().enumerate() {
+            if s.is_nan() {
+                let from = u.start + ci * CHUNK;
+                *s = sum_sq(&w[from..(from + CHUNK).min(u.end)]);
+            }
+            kept_value += *s;
+        }
     }
     if let Some(b) = best {
         let value = (b.weight as f64) * (b.weight as f64);
@@ -1156,7 +1395,9 @@ mod tests {
                 capacity: cap,
                 keys: Linear,
             };
-            scan.bracket_cut(std::slice::from_ref(w), &mut Vec::new(), &mut Vec::new())
+            let units = make_units(&[w.len()], &classifiers);
+            let w = std::slice::from_ref(w);
+            scan.bracket(w, &units, &[1.0], 1, &mut Vec::new(), &mut Vec::new())
                 .0
                 .is_some()
         };

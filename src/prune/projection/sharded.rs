@@ -823,6 +823,7 @@ pub fn coordinate(
     let wstats = WeightStats {
         total_value,
         max_abs,
+        layer_max: Vec::new(),
     };
     let (counts, _) = classes_of_nonzeros(&problem.costs, &nonzeros);
     let charged_now = charged_of_classes(&counts, &class_cost);
@@ -1085,49 +1086,6 @@ fn reply_numbers(r: &Reply) -> usize {
         Reply::Applied { kept, .. } => 1 + kept.len(),
         Reply::Done => 0,
     }
-}
-
-/// The greedy knapsack of [`greedy_knapsack`](super::greedy_knapsack) on `threads`
-/// threads, through the sharded protocol with one shard per thread: the same
-/// result (see the [module docs](self)), each round's shard work in parallel.
-///
-/// # Errors
-/// As [`greedy_knapsack`](super::greedy_knapsack). Weights are unchanged on error.
-pub fn greedy_knapsack_parallel<W: AsMut<[f32]> + AsRef<[f32]> + Send>(
-    weights: &mut [W],
-    costs: &[LayerCost],
-    capacity: f64,
-    threads: usize,
-) -> Result<ShardedOutcome> {
-    check_inputs(weights, costs, capacity, false)?;
-    let problem = ShardedProblem {
-        costs: costs.to_vec(),
-        layer_lens: weights.iter().map(|w| w.as_ref().len() as u64).collect(),
-        capacity,
-    };
-    let mut shards = Shard::split(weights, threads.max(1));
-    coordinate(&problem, |req| {
-        if shards.len() == 1 {
-            return Ok(vec![answer(&problem, 0, &mut shards[0], req)?]);
-        }
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = shards
-                .iter_mut()
-                .enumerate()
-                .map(|(i, sh)| {
-                    let problem = &problem;
-                    scope.spawn(move || answer(problem, i, sh, req))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::param("shard", "thread", "panicked")))
-                })
-                .collect()
-        })
-    })
 }
 
 #[cfg(test)]
