@@ -52,4 +52,42 @@ fn bad_flags_fail_fast_with_code_2() {
     rejects("custom_training_loop", &["--budget", "0"], "--budget");
     rejects("train_lenet5", &["--save", missing], "--save");
     rejects("train_lenet5", &["--batch-size", "0"], "--batch-size");
+    rejects("project_sharded", &["--budget", "2"], "--budget");
+    rejects("project_sharded", &["--shards", "0"], "--shards");
+    rejects(
+        "project_sharded",
+        &["--weights", "10", "--shards", "1"],
+        "--weights",
+    );
+}
+
+/// The out-of-core example end to end on a small model: the sharded result equals
+/// the in-memory one and the budget holds.
+#[test]
+fn project_sharded_runs_small() {
+    let bin = example("project_sharded").expect("example built by cargo test");
+    let dir = std::env::temp_dir().join(format!("ep-sharded-{}", std::process::id()));
+    let out = Command::new(&bin)
+        .args([
+            "--weights",
+            "300000",
+            "--shards",
+            "5",
+            "--check-weights",
+            "200000",
+        ])
+        .args(["--json", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap();
+    assert!(last.contains("\"identical_to_in_memory\":true"), "{last}");
+    assert!(last.contains("\"shards\":5"), "{last}");
 }

@@ -21,6 +21,13 @@
 //! largest magnitudes cost `base`, the others `base + surcharge` (see
 //! [`LayerCost`]). Because the kept set's cost is never below its relaxed energy,
 //! the result always meets the budget.
+//!
+//! Costs of sets are always priced the same way, from per-class counts
+//! (`sum_c n_c * cost_c` in class order), so the result does not depend on the
+//! order in which weights are met: [`greedy_knapsack_parallel`] splits every pass
+//! across threads and returns exactly what [`greedy_knapsack`] returns, and the
+//! [`sharded`] protocol projects weights spread over processes, machines or files
+//! with a few rounds of small messages, to the same result.
 
 mod reference;
 mod select;

@@ -314,6 +314,12 @@ pub(super) fn classes_of_nonzeros(costs: &[LayerCost], nonzeros: &[u64]) -> (Vec
 
 /// Items sampled to bracket the cut before the full pass.
 const SAMPLE: usize = 131_072;
+
+/// Sample positions for `total` weights: [`SAMPLE`] for large sets, fewer for small
+/// ones (sorting the sample must stay cheap next to one pass over the weights).
+fn sample_size(total: usize) -> usize {
+    (total / 64).clamp(4096, SAMPLE)
+}
 /// Weights per unit of work of a layer without rank-dependent costs (layers with
 /// rank-dependent costs are one unit: their classes follow index order).
 const UNIT: usize = 1 << 16;
@@ -474,7 +480,7 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
     fn sample<W: AsRef<[f32]>>(&self, weights: &[W], out: &mut Vec<(f32, f64)>) -> f64 {
         out.clear();
         let total: usize = weights.iter().map(|w| w.as_ref().len()).sum();
-        let stride = (total / SAMPLE).max(1);
+        let stride = (total / sample_size(total)).max(1);
         let (mut offset, mut positions) = (0usize, 0usize);
         for (l, w) in weights.iter().enumerate() {
             let w = w.as_ref();
@@ -1323,7 +1329,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(4);
         let mut ws = ProjectionWorkspace::new();
         let n = 4 * SAMPLE * 3;
-        let stride = n / SAMPLE;
+        let stride = n / sample_size(n);
         // Layer 0: random; layer 1: adversarial for the strided sample (every
         // sampled position tiny, the others large), so the bracket misses.
         let l0: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
@@ -1369,8 +1375,8 @@ mod tests {
     #[test]
     fn bracket_hits_on_random_weights_and_misses_on_adversarial_ones() {
         let mut rng = StdRng::seed_from_u64(5);
-        let n = 8 * SAMPLE;
-        let stride = n / SAMPLE;
+        let n = 64 * SAMPLE;
+        let stride = n / sample_size(n);
         let random: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
         let adversarial: Vec<f32> = (0..n)
             .map(|i| {
