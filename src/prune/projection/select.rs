@@ -275,6 +275,12 @@ fn layer_stats(w: &[f32]) -> (f64, f32) {
     (sq.iter().sum(), hi)
 }
 
+/// The bits of `|v|` as a non-negative `i32` (they order like the magnitudes).
+#[inline(always)]
+fn abs_bits(v: f32) -> i32 {
+    (v.to_bits() & 0x7fff_ffff) as i32
+}
+
 /// Sum of squares in `f64` with 8 independent lanes (vectorises; no serial add chain).
 fn sum_sq(w: &[f32]) -> f64 {
     let mut acc = [0.0f64; 8];
@@ -565,32 +571,24 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
             out.nonzeros = w.iter().filter(|v| **v != 0.0).count() as u64;
             return out;
         }
-        // Fast path (no rank-dependent cost): branch-free counting; band members are
-        // written unconditionally to a small buffer and kept by advancing its length.
+        // Fast path (no rank-dependent cost). The key is a non-decreasing function
+        // of |w| within a class, so `key > hi` and `key >= lo` are integer compares
+        // of the bits of |w| against two magnitude bounds found once: no arithmetic
+        // per weight. Blocks of 64 give counts and a bit mask of the band members
+        // without branches; the few members are then read off the mask. (The best
+        // single item of such a layer is found from the layer's largest magnitude,
+        // see `bracket`.)
         let p = self.params[c0];
-        // (The best single item of such a layer is found from the layer's largest
-        // magnitude, see `bracket`.) Blocks of 64: counts and a bit mask of the band
-        // members without branches; the few members are then read off the mask.
-        // A zero weight's key is the smallest possible: below a band that starts
-        // above zero, so the test for zeros can be left out of the mask then.
-        let zeros_below = lo > self.key(0.0, p);
+        let t_hi = self.mag_bound(hi, p, false);
+        let t_lo = self.mag_bound(lo, p, true);
         let mut blocks = w.chunks_exact(64);
         for b in &mut blocks {
             let (mut na, mut z, mut mask) = (0u32, 0u32, 0u64);
-            if zeros_below {
-                for (j, &v) in b.iter().enumerate() {
-                    let k = self.key(v, p);
-                    na += (k > hi) as u32;
-                    z += (v == 0.0) as u32;
-                    mask |= (((k <= hi) & (k >= lo)) as u64) << j;
-                }
-            } else {
-                for (j, &v) in b.iter().enumerate() {
-                    let k = self.key(v, p);
-                    na += (k > hi) as u32;
-                    z += (v == 0.0) as u32;
-                    mask |= (((k <= hi) & (k >= lo) & (v != 0.0)) as u64) << j;
-                }
+            for (j, &v) in b.iter().enumerate() {
+                let a = abs_bits(v);
+                na += (a > t_hi) as u32;
+                z += (a == 0) as u32;
+                mask |= (((a <= t_hi) & (a > t_lo) & (a != 0)) as u64) << j;
             }
             out.above[0] += na as u64;
             out.nonzeros += (64 - z) as u64;
@@ -604,17 +602,43 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
             }
         }
         for &v in blocks.remainder() {
-            let k = self.key(v, p);
-            out.above[0] += (k > hi) as u64;
-            out.nonzeros += (v != 0.0) as u64;
-            if (k <= hi) & (k >= lo) & (v != 0.0) {
+            let a = abs_bits(v);
+            out.above[0] += (a > t_hi) as u64;
+            out.nonzeros += (a != 0) as u64;
+            if (a <= t_hi) & (a > t_lo) & (a != 0) {
                 out.band.push(Item {
-                    key: k,
+                    key: self.key(v, p),
                     class: c0 as u32,
                 });
             }
         }
         out
+    }
+
+    /// The largest `|w|` (as the bits of a non-negative `f32`, which order like the
+    /// values) whose key under class parameter `p` is `<= t` (or `< t` if
+    /// `strict`); -1 if not even a zero weight's key qualifies. Keys never decrease
+    /// with `|w|` (each rounding step is monotone), so a binary search over the 2^31
+    /// bit patterns finds it in 31 evaluations, and `key(w) > t` holds exactly when
+    /// `abs_bits(w) > bound`.
+    fn mag_bound(&self, t: f32, p: f32, strict: bool) -> i32 {
+        let ok = |m: u32| {
+            let k = self.key(f32::from_bits(m), p);
+            if strict { k < t } else { k <= t }
+        };
+        const TOP: u32 = 0x7f7f_ffff; // largest finite f32
+        if !ok(0) {
+            return -1;
+        }
+        if ok(TOP) {
+            return TOP as i32;
+        }
+        let (mut yes, mut no) = (0u32, TOP);
+        while no - yes > 1 {
+            let mid = yes + (no - yes) / 2;
+            if ok(mid) { yes = mid } else { no = mid }
+        }
+        yes as i32
     }
 
     /// The cut `tau` with the per-class counts of the items above it (bracketed from
@@ -742,6 +766,10 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
                 return out;
             }
             let p = self.params[c0];
+            let (t_keep, t_tie) = (
+                self.mag_bound(threshold, p, false),
+                self.mag_bound(threshold, p, true),
+            );
             for (ci, chunk) in w.chunks_mut(CHUNK).enumerate() {
                 if threshold == f32::NEG_INFINITY {
                     // Everything affordable fits: keep all.
@@ -750,14 +778,14 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
                     continue;
                 }
                 // Branch-free: keep above the cut, leave exact ties (nonzero) for
-                // later, zero the rest. A zero weight's key is the smallest possible
-                // and never above the cut (itself the key of a nonzero weight).
+                // later, zero the rest; integer compares of |w| bits against the
+                // magnitude bounds of the cut (see `mag_bound`).
                 let (mut m, mut t) = (0u32, 0u32);
                 for v in chunk.iter_mut() {
                     let x = *v;
-                    let k = self.key(x, p);
-                    let keep = k > threshold;
-                    let tie = (k == threshold) & (x != 0.0);
+                    let a = abs_bits(x);
+                    let keep = a > t_keep;
+                    let tie = (a > t_tie) & (a <= t_keep) & (a != 0);
                     m += keep as u32;
                     t += tie as u32;
                     *v = if keep | tie { x } else { 0.0 };
