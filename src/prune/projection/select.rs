@@ -275,6 +275,37 @@ fn layer_stats(w: &[f32]) -> (f64, f32) {
     (sq.iter().sum(), hi)
 }
 
+/// A [`Classifier`] in integer form for branch-free loops: weights with `|w|`
+/// bits above `thr` are base, those equal to it base while `seen < ties`.
+#[derive(Debug, Clone, Copy)]
+struct Ranks {
+    thr: i32,
+    ties: u64,
+}
+
+impl Ranks {
+    fn of(c: &Classifier) -> Self {
+        if c.all_base {
+            Self { thr: -1, ties: 0 }
+        } else {
+            // An infinite threshold (nothing buffered) compares above every finite |w|.
+            Self {
+                thr: (c.thr.to_bits() & 0x7fff_ffff) as i32,
+                ties: c.ties_left as u64,
+            }
+        }
+    }
+
+    /// Whether the next weight (in index order) with `|w|` bits `a` is surcharged.
+    #[inline(always)]
+    fn surcharged(&self, a: i32, seen: &mut u64) -> bool {
+        let at = a == self.thr;
+        let base = (a > self.thr) | (at & (*seen < self.ties));
+        *seen += at as u64;
+        !base
+    }
+}
+
 /// The bits of `|v|` as a non-negative `i32` (they order like the magnitudes).
 #[inline(always)]
 fn abs_bits(v: f32) -> i32 {
@@ -329,6 +360,8 @@ fn sample_size(total: usize) -> usize {
 /// Weights per unit of work of a layer without rank-dependent costs (layers with
 /// rank-dependent costs are one unit: their classes follow index order).
 const UNIT: usize = 1 << 16;
+/// Weights per block of the branch-free bracket loop.
+const BLOCK: usize = 64;
 /// Weights per term of the kept value's sum (`UNIT` is a multiple).
 const CHUNK: usize = 4096;
 
@@ -339,17 +372,6 @@ struct Best {
     index: usize,
     weight: f32,
     class: usize,
-}
-
-impl Best {
-    /// `other` if it is strictly larger in magnitude (so the first of equals stays).
-    fn merge(a: Option<Best>, other: Option<Best>) -> Option<Best> {
-        match (a, other) {
-            (Some(x), Some(y)) if y.weight.abs() > x.weight.abs() => Some(y),
-            (None, y) => y,
-            (x, _) => x,
-        }
-    }
 }
 
 /// A cut: the key `tau` and the per-class counts of the items above it.
@@ -422,7 +444,6 @@ struct UnitScan {
     /// Items inside the band.
     band: Vec<Item>,
     nonzeros: u64,
-    best: Option<Best>,
 }
 
 /// What the keep pass did to one unit.
@@ -542,28 +563,41 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
             above: [0; 2],
             band: Vec::new(),
             nonzeros: 0,
-            best: None,
         };
         if !self.classifiers[l].all_base {
-            out.nonzeros = layer.iter().filter(|v| **v != 0.0).count() as u64;
-            self.layer_items(l, layer, |i, v, k, c| {
-                if out.best.is_none_or(|b| v.abs() > b.weight.abs()) {
-                    out.best = Some(Best {
-                        layer: l,
-                        index: i,
-                        weight: v,
-                        class: c,
-                    });
+            // Rank-dependent costs: the class follows from |w| against the layer's
+            // threshold (ties at it take `base` while the layer's quota lasts), and
+            // then the same magnitude bounds as below, one pair per class.
+            let ranks = Ranks::of(&self.classifiers[l]);
+            let (hi_b, lo_b) = self.class_bounds(l, hi, lo);
+            let mut seen = 0u64;
+            for b in layer.chunks(64) {
+                let (mut na0, mut na1, mut z) = (0u32, 0u32, 0u32);
+                let (mut mask, mut surch) = (0u64, 0u64);
+                for (j, &v) in b.iter().enumerate() {
+                    let a = abs_bits(v);
+                    let s = ranks.surcharged(a, &mut seen);
+                    let (th, tl) = (hi_b[s as usize], lo_b[s as usize]);
+                    let above = a > th;
+                    na0 += (above & !s) as u32;
+                    na1 += (above & s) as u32;
+                    z += (a == 0) as u32;
+                    mask |= (((a <= th) & (a > tl) & (a != 0)) as u64) << j;
+                    surch |= (s as u64) << j;
                 }
-                if k > hi {
-                    out.above[c - c0] += 1;
-                } else if k >= lo {
+                out.above[0] += na0 as u64;
+                out.above[1] += na1 as u64;
+                out.nonzeros += (b.len() as u32 - z) as u64;
+                while mask != 0 {
+                    let j = mask.trailing_zeros() as usize;
+                    let c = c0 + ((surch >> j) & 1) as usize;
                     out.band.push(Item {
-                        key: k,
+                        key: self.key(b[j], self.params[c]),
                         class: c as u32,
                     });
+                    mask &= mask - 1;
                 }
-            });
+            }
             return out;
         }
         let w = &layer[u.start..u.end];
@@ -581,24 +615,29 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         let p = self.params[c0];
         let t_hi = self.mag_bound(hi, p, false);
         let t_lo = self.mag_bound(lo, p, true);
-        let mut blocks = w.chunks_exact(64);
+        let mut blocks = w.chunks_exact(BLOCK);
         for b in &mut blocks {
-            let (mut na, mut z, mut mask) = (0u32, 0u32, 0u64);
-            for (j, &v) in b.iter().enumerate() {
+            let (mut na, mut z, mut nb) = (0u32, 0u32, 0u32);
+            let mut flags = [0u8; BLOCK];
+            for (f, &v) in flags.iter_mut().zip(b) {
                 let a = abs_bits(v);
+                let inb = (a <= t_hi) & (a > t_lo) & (a != 0);
                 na += (a > t_hi) as u32;
                 z += (a == 0) as u32;
-                mask |= (((a <= t_hi) & (a > t_lo) & (a != 0)) as u64) << j;
+                nb += inb as u32;
+                *f = inb as u8;
             }
             out.above[0] += na as u64;
-            out.nonzeros += (64 - z) as u64;
-            while mask != 0 {
-                let j = mask.trailing_zeros() as usize;
-                out.band.push(Item {
-                    key: self.key(b[j], p),
-                    class: c0 as u32,
-                });
-                mask &= mask - 1;
+            out.nonzeros += (BLOCK as u32 - z) as u64;
+            if nb > 0 {
+                for (f, &v) in flags.iter().zip(b) {
+                    if *f != 0 {
+                        out.band.push(Item {
+                            key: self.key(v, p),
+                            class: c0 as u32,
+                        });
+                    }
+                }
             }
         }
         for &v in blocks.remainder() {
@@ -613,6 +652,21 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
             }
         }
         out
+    }
+
+    /// Per class of layer `l` (base, surcharged), the magnitude bounds of `key > hi`
+    /// and `key >= lo`; an unaffordable class gets bounds that nothing passes.
+    fn class_bounds(&self, l: usize, hi: f32, lo: f32) -> ([i32; 2], [i32; 2]) {
+        let mut h = [i32::MAX; 2];
+        let mut o = [i32::MAX; 2];
+        for j in 0..2 {
+            let c = 2 * l + j;
+            if self.class_cost[c] <= self.capacity {
+                h[j] = self.mag_bound(hi, self.params[c], false);
+                o[j] = self.mag_bound(lo, self.params[c], true);
+            }
+        }
+        (h, o)
     }
 
     /// The largest `|w|` (as the bits of a non-negative `f32`, which order like the
@@ -694,9 +748,6 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         let classes = self.class_cost.len();
         let (mut above, mut band) = (vec![0u64; classes], vec![0u64; classes]);
         let mut nonzeros = vec![0u64; weights.len()];
-        // The largest affordable weight of each layer: from the scan for layers with
-        // rank-dependent costs, from the layer's largest magnitude for the others.
-        let mut layer_best: Vec<Option<Best>> = vec![None; weights.len()];
         ws.clear();
         for (u, sc) in units.iter().zip(scans) {
             above[2 * u.layer] += sc.above[0];
@@ -706,35 +757,25 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
             }
             ws.extend_from_slice(&sc.band);
             nonzeros[u.layer] += sc.nonzeros;
-            layer_best[u.layer] = Best::merge(layer_best[u.layer], sc.best);
         }
+        // The best single item: the largest |w| of the layer whose top weight is
+        // affordable (first layer among equals), first in index order within it. The
+        // top weight of a layer is charged `base` unless nothing is buffered.
         let mut best: Option<Best> = None;
-        let mut winner_all_base = None;
-        for (l, lb) in layer_best.iter().enumerate() {
-            let all_base = self.classifiers[l].all_base;
-            let m = if all_base {
-                let affordable = self.class_cost[2 * l] <= self.capacity;
-                if affordable { layer_max[l] } else { 0.0 }
-            } else {
-                lb.map_or(0.0, |b| b.weight.abs())
-            };
-            if m > best.map_or(0.0, |b| b.weight.abs()) {
-                best = if all_base {
-                    winner_all_base = Some(l);
-                    Some(Best {
-                        layer: l,
-                        index: 0,
-                        weight: m,
-                        class: 2 * l,
-                    })
-                } else {
-                    winner_all_base = None;
-                    *lb
-                };
+        for (l, &m) in layer_max.iter().enumerate() {
+            let cls = &self.classifiers[l];
+            let top = 2 * l + usize::from(!cls.all_base && cls.thr == f32::INFINITY);
+            if self.class_cost[top] <= self.capacity && m > best.map_or(0.0, |b| b.weight) {
+                best = Some(Best {
+                    layer: l,
+                    index: 0,
+                    weight: m,
+                    class: top,
+                });
             }
         }
-        if let (Some(l), Some(b)) = (winner_all_base, best.as_mut()) {
-            let w = weights[l].as_ref();
+        if let Some(b) = best.as_mut() {
+            let w = weights[b.layer].as_ref();
             b.index = w.iter().position(|v| v.abs() == b.weight).unwrap_or(0);
             b.weight = w[b.index];
         }
@@ -753,13 +794,13 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
     /// and listed (settled afterwards in index order), the rest zeroed.
     fn keep_unit(&self, u: Unit, w: &mut [f32], threshold: f32) -> UnitKeep {
         let l = u.layer;
-        let (c0, c1) = (2 * l, 2 * l + 1);
+        let c0 = 2 * l;
         let mut out = UnitKeep {
             kept: [0; 2],
             ties: Vec::new(),
             chunk_sums: Vec::with_capacity(w.len().div_ceil(CHUNK)),
         };
-        let mut cls = self.classifiers[l];
+        let cls = self.classifiers[l];
         if cls.all_base {
             if self.class_cost[c0] > self.capacity {
                 w.fill(0.0);
@@ -805,29 +846,42 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
             }
             return out;
         }
-        let mut pending = vec![false; w.len().div_ceil(CHUNK)];
-        for (i, v) in w.iter_mut().enumerate() {
-            let c = if cls.surcharged(*v) { c1 } else { c0 };
-            if *v == 0.0 {
-                continue;
+        // Rank-dependent costs (the unit is the whole layer): classes as in the scan,
+        // then per class the bounds of `key > cut` and `key >= cut`.
+        let ranks = Ranks::of(&cls);
+        let (keep_b, tie_b) = self.class_bounds(l, threshold, threshold);
+        let mut seen = 0u64;
+        for (ci, chunk) in w.chunks_mut(CHUNK).enumerate() {
+            let seen_at_start = seen;
+            let (mut m0, mut m1, mut t) = (0u32, 0u32, 0u32);
+            for v in chunk.iter_mut() {
+                let x = *v;
+                let a = abs_bits(x);
+                let s = ranks.surcharged(a, &mut seen);
+                let (tk, tt) = (keep_b[s as usize], tie_b[s as usize]);
+                let keep = (a > tk) & (a != 0);
+                let tie = (a > tt) & (a <= tk) & (a != 0);
+                m0 += (keep & !s) as u32;
+                m1 += (keep & s) as u32;
+                t += tie as u32;
+                *v = if keep | tie { x } else { 0.0 };
             }
-            if self.class_cost[c] > self.capacity {
-                *v = 0.0;
-                continue;
-            }
-            let k = self.key(*v, self.params[c]);
-            if k > threshold {
-                out.kept[c - c0] += 1;
-            } else if k == threshold {
-                out.ties.push((i, c));
-                pending[i / CHUNK] = true;
+            out.kept[0] += m0 as u64;
+            out.kept[1] += m1 as u64;
+            if t > 0 {
+                let mut seen2 = seen_at_start;
+                for (i, &x) in chunk.iter().enumerate() {
+                    let a = abs_bits(x);
+                    let s = ranks.surcharged(a, &mut seen2);
+                    let (tk, tt) = (keep_b[s as usize], tie_b[s as usize]);
+                    if (a > tt) & (a <= tk) & (a != 0) {
+                        out.ties.push((ci * CHUNK + i, c0 + s as usize));
+                    }
+                }
+                out.chunk_sums.push(f64::NAN);
             } else {
-                *v = 0.0;
+                out.chunk_sums.push(sum_sq(chunk));
             }
-        }
-        for (chunk, p) in w.chunks(CHUNK).zip(pending) {
-            out.chunk_sums
-                .push(if p { f64::NAN } else { sum_sq(chunk) });
         }
         out
     }
