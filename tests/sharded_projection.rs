@@ -233,3 +233,176 @@ fn bad_shards_and_non_finite_weights_are_errors() {
     };
     assert!(bad.validate().is_err());
 }
+
+/// A coordinator facing a broken transport or malformed replies returns an error
+/// naming the problem, and a shard facing a malformed request does too.
+#[test]
+fn malformed_messages_are_errors() {
+    let costs = vec![
+        LayerCost {
+            base: 1.0,
+            surcharge: 2.0,
+            buffered: 3,
+        },
+        LayerCost {
+            base: 2.0,
+            surcharge: 0.0,
+            buffered: 8,
+        },
+    ];
+    let problem = ShardedProblem {
+        costs,
+        layer_lens: vec![8, 8],
+        capacity: 6.0,
+    };
+    let fresh = || vec![(0..8).map(|i| i as f32 - 3.5).collect::<Vec<f32>>(); 2];
+    // `tamper(round, replies)` edits the honest replies of each round.
+    let run = |tamper: &dyn Fn(usize, &mut Vec<Reply>)| {
+        let mut w = fresh();
+        let mut shards = Shard::split(&mut w, 2);
+        let mut round = 0;
+        coordinate(&problem, |req| {
+            let mut replies: Vec<Reply> = shards
+                .iter_mut()
+                .enumerate()
+                .map(|(i, s)| answer(&problem, i, s, req))
+                .collect::<energy_prune::Result<_>>()?;
+            tamper(round, &mut replies);
+            round += 1;
+            Ok(replies)
+        })
+    };
+    assert!(run(&|_, _| {}).is_ok());
+    let says = |tamper: &dyn Fn(usize, &mut Vec<Reply>), what: &str| {
+        let e = run(tamper).unwrap_err().to_string();
+        assert!(e.contains(what), "expected `{what}` in: {e}");
+    };
+    says(
+        &|r, rs| {
+            if r == 1 {
+                rs.pop();
+            }
+        },
+        "one per shard",
+    );
+    says(
+        &|r, rs| {
+            if r == 0 {
+                rs[0] = Reply::Done
+            }
+        },
+        "expected Stats",
+    );
+    says(
+        &|r, rs| {
+            if r == 0 {
+                rs.pop();
+            }
+        },
+        "weights held by the shards",
+    );
+    says(
+        &|r, rs| {
+            if r == 0 {
+                rs.swap(0, 1)
+            }
+        },
+        "tile",
+    );
+    says(
+        &|r, rs| {
+            if r == 1 {
+                rs[0] = Reply::Done
+            }
+        },
+        "expected Magnitudes",
+    );
+    says(
+        &|r, rs| {
+            if r == 1
+                && let Reply::Magnitudes(h) = &mut rs[0]
+            {
+                h.push(Vec::new());
+            }
+        },
+        "one histogram per layer",
+    );
+    says(
+        &|r, rs| {
+            if r == 4 {
+                rs[1] = Reply::Done
+            }
+        },
+        "expected Keys",
+    );
+    says(
+        &|r, rs| {
+            if r == 4
+                && let Reply::Keys(h) = &mut rs[0]
+            {
+                h.push((0, 99, 1));
+            }
+        },
+        "out of range",
+    );
+    says(
+        &|r, rs| {
+            if let Reply::Applied { kept, .. } = &mut rs[0] {
+                kept.pop();
+                let _ = r;
+            }
+        },
+        "one count per class",
+    );
+    says(
+        &|r, rs| {
+            if r == 0 {
+                if let Reply::Stats { nonzeros, .. } = &mut rs[0] {
+                    nonzeros.push((7, 1));
+                }
+            }
+        },
+        "layer out of range",
+    );
+    // Shard side.
+    let mut w = fresh();
+    let mut shards = Shard::split(&mut w, 1);
+    let bad_step = Request::Magnitudes {
+        layers: vec![(
+            0,
+            energy_prune::prune::projection::sharded::RadixStep {
+                prefix: 0,
+                known: 30,
+                bits: 12,
+            },
+        )],
+    };
+    let e = answer(&problem, 0, &mut shards[0], &bad_step).unwrap_err();
+    assert!(e.to_string().contains("radix step"), "{e}");
+    let bad_layer = Request::Magnitudes {
+        layers: vec![(
+            9,
+            energy_prune::prune::projection::sharded::RadixStep {
+                prefix: 0,
+                known: 0,
+                bits: 12,
+            },
+        )],
+    };
+    assert!(answer(&problem, 0, &mut shards[0], &bad_layer).is_err());
+    let bad_ctx = Request::Ties {
+        ctx: energy_prune::prune::projection::sharded::KeyContext {
+            logarithmic: false,
+            params: vec![1.0],
+            classes: Vec::new(),
+        },
+        cut: 0,
+    };
+    let e = answer(&problem, 0, &mut shards[0], &bad_ctx).unwrap_err();
+    assert!(e.to_string().contains("key context"), "{e}");
+    let mut buf = vec![0.0f32; 10];
+    assert!(
+        Shard::from_range(&problem, 10, &mut buf).is_err(),
+        "past the last weight"
+    );
+}
