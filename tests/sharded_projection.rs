@@ -356,10 +356,11 @@ fn malformed_messages_are_errors() {
     );
     says(
         &|r, rs| {
-            if r == 0 {
-                if let Reply::Stats { nonzeros, .. } = &mut rs[0] {
-                    nonzeros.push((7, 1));
-                }
+            if r == 0
+                && let Reply::Stats { nonzeros, .. } = &mut rs[0]
+            {
+                nonzeros.push((7, 1));
+            }
             }
         },
         "layer out of range",
