@@ -361,7 +361,6 @@ fn malformed_messages_are_errors() {
             {
                 nonzeros.push((7, 1));
             }
-            }
         },
         "layer out of range",
     );
