@@ -275,3 +275,70 @@ fn projection_errors_leave_the_state_unchanged() {
     short.weights[0].pop();
     assert!(project(&m, &mut short, dense).is_err());
 }
+
+/// The blanket impls for `&N` and `&mut N` forward every method; a network without
+/// masks reports none by default.
+#[test]
+fn references_are_networks() {
+    fn read<N: Network>(n: N, l: usize) -> (Vec<f32>, bool) {
+        let w = n.weights(l).unwrap();
+        let len = n.architecture().layers()[l].in_features();
+        let has = n.read_input_mask(l, &mut vec![0.0; len]).unwrap();
+        (w, has)
+    }
+    fn write<N: NetworkMut>(mut n: N, l: usize, v: f32) {
+        let len = n.architecture().layers()[l].weight_count();
+        n.write_weights(l, &vec![v; len]).unwrap();
+        let in_len = n.architecture().layers()[l].in_features();
+        n.write_input_mask(l, &vec![1.0; in_len]).unwrap();
+    }
+    let mut net = tiny();
+    net.enable_input_mask(0).unwrap();
+    write(&mut net, 0, 0.25);
+    let (w, has) = read(&net, 0);
+    assert!(has && w.iter().all(|v| *v == 0.25));
+    let (w2, _) = read(&mut net, 0);
+    assert_eq!(w, w2);
+    let plain = NoMasks(tiny());
+    assert!(!plain.read_input_mask(0, &mut vec![0.0; 64]).unwrap());
+}
+
+/// Solver events reach an observer through `&mut`, and conversions work for `f32`
+/// frameworks too.
+#[test]
+fn solver_events_reach_observers_by_reference() {
+    use energy_prune::network::{from_canonical, to_canonical};
+    use energy_prune::prune::{ProjectedTraining, train_projected};
+    let mut c = Counter {
+        epochs: 0,
+        solver: 0,
+    };
+    let mut net = tiny();
+    let model = SystolicArray::new(net.architecture(), SystolicConfig::default()).unwrap();
+    let dense = model
+        .relaxed_energy_of(&NetworkState::from_network(&net).unwrap())
+        .unwrap();
+    let (train, test) = (synthetic(128, 1), synthetic(64, 2));
+    let cfg = ProjectedTraining {
+        epochs: 1,
+        finetune_epochs: 0,
+        batch_size: 16,
+        project_every: 2,
+        ..ProjectedTraining::default()
+    };
+    let data = Data {
+        train: &train,
+        validation: None,
+        test: Some(&test),
+    };
+    let mut by_ref = &mut c;
+    train_projected(&mut net, &model, 0.5 * dense, data, &cfg, &mut by_ref).unwrap();
+    assert!(c.solver >= 1, "projections reported");
+    let mut dst = [0.0f32; 2];
+    to_canonical(&[1.5f32, -2.0], &mut dst).unwrap();
+    let mut back = [0.0f32; 2];
+    from_canonical(&dst, &mut back).unwrap();
+    assert_eq!(back, [1.5, -2.0]);
+    assert!(from_canonical(&[f32::NAN, 0.0], &mut back).is_err());
+    assert!(from_canonical(&[0.0], &mut back).is_err());
+}
