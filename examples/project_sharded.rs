@@ -26,6 +26,7 @@ use common::check;
 use energy_prune::energy::LayerCost;
 use energy_prune::prune::projection::sharded::{Request, Shard, answer, coordinate};
 use energy_prune::prune::{ProjectionWorkspace, ShardedProblem, greedy_knapsack};
+use energy_prune::testing::peak_rss_mb;
 
 struct Args {
     weights: u64,
@@ -211,18 +212,6 @@ fn write_shard(path: &Path, buf: &[f32]) -> energy_prune::Result<()> {
         out.write_all(&v.to_le_bytes()).map_err(io)?;
     }
     out.flush().map_err(io)
-}
-
-/// Peak resident memory of this process, in MB (Linux; 0 elsewhere).
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Project the shard files of `problem` in `dir`, one shard in memory at a time.

@@ -191,3 +191,17 @@ pub fn read_mnist_pair(
 pub fn load_cnn_bytes(net: &mut crate::nn::Cnn, bytes: &[u8]) -> Result<()> {
     net.load_bytes(std::path::Path::new("<bytes>"), bytes)
 }
+
+/// Peak resident memory of this process in MB, from `/proc/self/status` (`VmHWM`);
+/// 0 where that file does not exist (not Linux). For the out-of-core example and
+/// the bounded-memory checks of the fuzz tests.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

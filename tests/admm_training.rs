@@ -3,7 +3,7 @@
 use energy_prune::Error;
 use energy_prune::energy::{SystolicArray, SystolicConfig, WidthCostModel};
 use energy_prune::network::{Network, PruningPlan, Trainable};
-use energy_prune::nn::{Cnn, LayerSpec};
+use energy_prune::nn::Cnn;
 use energy_prune::prune::{
     AdmmConfig, AdmmTraining, Data, NoObserver, Termination, train_admm, uniform_widths,
 };
@@ -12,18 +12,7 @@ mod common;
 use common::synthetic;
 
 fn net() -> Cnn {
-    let specs = [
-        LayerSpec::conv("conv", 12, 3),
-        LayerSpec::Relu,
-        LayerSpec::MaxPool {
-            kernel: 2,
-            stride: 2,
-        },
-        LayerSpec::linear("fc1", 24),
-        LayerSpec::Relu,
-        LayerSpec::linear("fc2", 4),
-    ];
-    Cnn::new((1, 8, 8), &specs, 3).unwrap()
+    common::small_cnn(12, 24, 3)
 }
 
 fn full(n: &Cnn) -> Vec<f64> {

@@ -7,7 +7,7 @@ use energy_prune::energy::{
     WeightEnergyModel, WidthCostModel, WidthSampler,
 };
 use energy_prune::network::{Network, NetworkState};
-use energy_prune::nn::{Cnn, LayerSpec};
+use energy_prune::nn::Cnn;
 use energy_prune::prune::{
     AdmmTraining, Data, MaskRounds, NoObserver, ProjectedTraining, TrainingReport, train_admm,
     train_projected,
@@ -17,18 +17,7 @@ mod common;
 use common::synthetic;
 
 fn net() -> Cnn {
-    let specs = [
-        LayerSpec::conv("conv", 6, 3),
-        LayerSpec::Relu,
-        LayerSpec::MaxPool {
-            kernel: 2,
-            stride: 2,
-        },
-        LayerSpec::linear("fc1", 16),
-        LayerSpec::Relu,
-        LayerSpec::linear("fc2", 4),
-    ];
-    Cnn::new((1, 8, 8), &specs, 7).unwrap()
+    common::small_cnn(6, 16, 7)
 }
 
 /// Everything of a report that does not depend on the clock.

@@ -21,7 +21,7 @@ use energy_prune::energy::{
 use energy_prune::network::PruningPlan;
 use energy_prune::nn::mnist::MnistOptions;
 use energy_prune::nn::{Cnn, LayerSpec};
-use energy_prune::testing::{load_cnn_bytes, read_mnist_pair};
+use energy_prune::testing::{load_cnn_bytes, peak_rss_mb, read_mnist_pair};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 fn cases(default: usize) -> usize {
@@ -138,18 +138,6 @@ fn fuzz(name: &str, seeds: &[Vec<u8>], text: bool, n: usize, mut parse: impl FnM
     eprintln!("{name}: {n} mutated inputs, {ok} accepted, {err} rejected, 0 panics");
     let rss = peak_rss_mb();
     assert!(rss < 2048.0, "{name}: peak RSS {rss:.0} MB");
-}
-
-/// Peak resident memory of this process (Linux; 0 elsewhere).
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn idx_seed() -> (Vec<u8>, Vec<u8>) {

@@ -8,25 +8,14 @@ use common::synthetic;
 use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::Network;
 use energy_prune::network::NetworkState;
-use energy_prune::nn::{Cnn, LayerSpec};
+use energy_prune::nn::Cnn;
 use energy_prune::prune::{
     Data, MaskRounds, NoObserver, OnEpoch, ProjectedTraining, magnitude_prune, train_magnitude,
     train_projected,
 };
 
 fn net() -> Cnn {
-    let specs = [
-        LayerSpec::conv("conv", 4, 3),
-        LayerSpec::Relu,
-        LayerSpec::MaxPool {
-            kernel: 2,
-            stride: 2,
-        },
-        LayerSpec::linear("fc1", 16),
-        LayerSpec::Relu,
-        LayerSpec::linear("fc2", 4),
-    ];
-    Cnn::new((1, 8, 8), &specs, 3).unwrap()
+    common::small_cnn(4, 16, 3)
 }
 
 fn cfg() -> ProjectedTraining {

@@ -132,6 +132,21 @@ impl Conv2dGeometry {
         self.groups > 1 && self.groups == self.in_channels && self.groups == self.out_channels
     }
 
+    /// Every field, in declaration order, with `padding` last (the one that may be 0).
+    fn fields(&self) -> [usize; 9] {
+        [
+            self.in_channels,
+            self.in_h,
+            self.in_w,
+            self.out_channels,
+            self.kernel_h,
+            self.kernel_w,
+            self.stride,
+            self.groups,
+            self.padding,
+        ]
+    }
+
     /// Check that the geometry describes a computable convolution.
     ///
     /// # Errors
@@ -140,18 +155,7 @@ impl Conv2dGeometry {
     /// padded input, or a derived size exceeds [`MAX_ELEMENTS`].
     pub fn validate(&self) -> Result<()> {
         let g = self;
-        if [
-            g.in_channels,
-            g.in_h,
-            g.in_w,
-            g.out_channels,
-            g.kernel_h,
-            g.kernel_w,
-            g.stride,
-            g.groups,
-        ]
-        .contains(&0)
-        {
+        if g.fields()[..8].contains(&0) {
             return Err(Error::arch(format!("zero size in {g:?}")));
         }
         if !g.in_channels.is_multiple_of(g.groups) || !g.out_channels.is_multiple_of(g.groups) {
@@ -579,17 +583,7 @@ impl Architecture {
             match &l.kind {
                 LayerKind::Conv2d(g) => {
                     h.u64(1);
-                    for v in [
-                        g.in_channels,
-                        g.in_h,
-                        g.in_w,
-                        g.out_channels,
-                        g.kernel_h,
-                        g.kernel_w,
-                        g.stride,
-                        g.padding,
-                        g.groups,
-                    ] {
+                    for v in g.fields() {
                         h.u64(v as u64);
                     }
                 }

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests.
 
-use energy_prune::nn::LayerSpec;
+use energy_prune::nn::{Cnn, LayerSpec};
 use energy_prune::train::Dataset;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -49,4 +49,22 @@ pub fn conv(
         padding,
         groups,
     }
+}
+
+/// conv (3x3, `conv` filters) - ReLU - 2x2 max-pool - fc (`fc` units) - ReLU - fc (4
+/// classes) on 1x8x8 inputs: the small network of the training tests.
+#[allow(dead_code)]
+pub fn small_cnn(conv: usize, fc: usize, seed: u64) -> Cnn {
+    let specs = [
+        LayerSpec::conv("conv", conv, 3),
+        LayerSpec::Relu,
+        LayerSpec::MaxPool {
+            kernel: 2,
+            stride: 2,
+        },
+        LayerSpec::linear("fc1", fc),
+        LayerSpec::Relu,
+        LayerSpec::linear("fc2", 4),
+    ];
+    Cnn::new((1, 8, 8), &specs, seed).unwrap()
 }
