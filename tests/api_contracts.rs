@@ -342,3 +342,54 @@ fn solver_events_reach_observers_by_reference() {
     assert!(from_canonical(&[f32::NAN, 0.0], &mut back).is_err());
     assert!(from_canonical(&[0.0], &mut back).is_err());
 }
+
+/// Profile sets through files (CSV and JSON), element access, oracles through
+/// references and boxes, and the default `unreachable_floor` of a solver.
+#[test]
+fn profiles_oracles_and_solver_defaults() {
+    use energy_prune::energy::{CostOracle, ModelOracle, ProfileSet, WidthSampler};
+    let arch = zoo::lenet5().unwrap();
+    let truth = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+    let mut oracle = ModelOracle(&truth);
+    let mut sampler = WidthSampler::new(&arch, 4);
+    let mut set = ProfileSet::new(arch.widths().len());
+    {
+        let by_ref: &mut dyn CostOracle = &mut oracle;
+        let mut boxed: Box<&mut dyn CostOracle> = Box::new(by_ref);
+        for _ in 0..5 {
+            let w = sampler.sample();
+            let c = boxed.measure(&w).unwrap();
+            set.push(w, c).unwrap();
+        }
+    }
+    let (w0, c0) = set.get(0).unwrap();
+    assert_eq!(w0.len(), arch.widths().len());
+    assert!(c0 > 0.0);
+    assert!(set.get(5).is_none());
+    let dir = std::env::temp_dir().join(format!("ep-profiles-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("p.csv");
+    set.save_csv(&csv).unwrap();
+    assert_eq!(ProfileSet::load_csv(&csv).unwrap(), set);
+    set.save_json(dir.join("p.json")).unwrap();
+    assert_eq!(ProfileSet::load_json(dir.join("p.json")).unwrap(), set);
+    std::fs::write(&csv, [0xffu8, 0xfe, b'\n']).unwrap();
+    let e = ProfileSet::load_csv(&csv).unwrap_err();
+    assert!(matches!(e, energy_prune::Error::CorruptData { .. }), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let net = tiny();
+    let model = SystolicArray::new(net.architecture(), SystolicConfig::default()).unwrap();
+    let full: Vec<usize> = net
+        .architecture()
+        .widths()
+        .iter()
+        .map(|w| w.channels)
+        .collect();
+    let u = UniformScaling::new(
+        net.architecture(),
+        &model,
+        model.cost_of_widths(&full).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(u.unreachable_floor(&net).unwrap(), None);
+}

@@ -71,3 +71,41 @@ fn malformed_architectures_are_rejected_with_a_reason() {
         "exceed",
     );
 }
+
+/// The builder's own checks: one input, known widths, matching maps, one output.
+#[test]
+fn builder_misuse_is_an_error() {
+    use energy_prune::arch::{ArchBuilder, Conv};
+    let says = |r: energy_prune::Result<_>, what: &str| {
+        let e: energy_prune::Error = r.map(|_: ()| ()).unwrap_err();
+        assert!(e.to_string().contains(what), "expected `{what}` in: {e}");
+    };
+    let mut b = ArchBuilder::new("b");
+    let x = b.input(3, 8, 8).unwrap();
+    says(b.input(3, 8, 8).map(|_| ()), "twice");
+    says(b.input(0, 8, 8).map(|_| ()), "input");
+    let y = b.conv2d("c", &x, Conv::new(4, 3).padding(1)).unwrap();
+    let small = b.pool(&y, 2, 2, 0, false).unwrap();
+    says(
+        b.concat(&[&y, &small]).map(|_| ()),
+        "different spatial sizes",
+    );
+    says(b.concat(&[]).map(|_| ()), "no maps");
+    says(b.add(&x, &y).map(|_| ()), "residual add");
+    let both = b.concat(&[&y, &y]).unwrap();
+    says(b.finish(&both).map(|_| ()), "single width");
+    // A convolution into a width that does not exist.
+    let mut b = ArchBuilder::new("b");
+    let x = b.input(3, 8, 8).unwrap();
+    let ghost = energy_prune::arch::WidthId(42);
+    says(
+        b.conv2d("c", &x, Conv::new(4, 3).into_width(ghost))
+            .map(|_| ()),
+        "unknown width",
+    );
+    // No input declared.
+    let b = ArchBuilder::new("none");
+    let mut other = ArchBuilder::new("o");
+    let x = other.input(1, 4, 4).unwrap();
+    says(b.finish(&x).map(|_| ()), "no input");
+}
