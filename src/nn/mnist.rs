@@ -411,6 +411,40 @@ mod tests {
     }
 
     #[test]
+    fn normalisations_and_the_padded_size_limit() {
+        let p = Path::new("x");
+        let px: Vec<u8> = vec![255; 12];
+        let scale = MnistOptions {
+            pad: 0,
+            normalization: Normalization::Scale,
+        };
+        let d = read_pair(p, &images(2, &px)[..], p, &labels(&[3, 9])[..], scale).unwrap();
+        approx::assert_relative_eq!(d.images[0], 1.0 / MNIST_STD, max_relative = 1e-6);
+        let std = MnistOptions {
+            pad: 0,
+            normalization: Normalization::Standardize,
+        };
+        let d = read_pair(p, &images(2, &px)[..], p, &labels(&[3, 9])[..], std).unwrap();
+        approx::assert_relative_eq!(
+            d.images[0],
+            (1.0 - MNIST_MEAN) / MNIST_STD,
+            max_relative = 1e-6
+        );
+        // 600 images padded by the largest pad exceed the pixel limit: an error
+        // naming the padding, before anything large is allocated.
+        let n = 600;
+        let mut img = header(2051, &[n, 2, 3]);
+        img.extend(vec![0u8; 6 * n as usize]);
+        let lab = labels(&vec![1u8; n as usize]);
+        let big = MnistOptions {
+            pad: MAX_PAD,
+            ..MnistOptions::default()
+        };
+        let e = read_pair(p, &gz(&img)[..], p, &lab[..], big).unwrap_err();
+        assert!(e.to_string().contains("pad less"), "{e}");
+    }
+
+    #[test]
     fn a_gzip_bomb_is_rejected_from_its_header() {
         // 64 MB of zeros compress to ~64 KB; with a wrong magic number the reader
         // stops after the 16-byte header instead of inflating everything.
