@@ -195,3 +195,76 @@ fn writing_a_state_of_the_wrong_shape_changes_nothing() {
     assert!(nan.write_weights_to(&mut net).is_err());
     assert_eq!(NetworkState::from_network(&net).unwrap(), before);
 }
+
+/// A network that refuses writes to one layer: a state written to it fails and
+/// leaves every layer as it was (the layers written before are restored).
+struct Refuses {
+    net: Cnn,
+    layer: usize,
+}
+
+impl energy_prune::network::Network for Refuses {
+    fn architecture(&self) -> &energy_prune::arch::Architecture {
+        self.net.architecture()
+    }
+    fn read_weights(&self, layer: usize, dst: &mut [f32]) -> energy_prune::Result<()> {
+        self.net.read_weights(layer, dst)
+    }
+}
+
+impl energy_prune::network::NetworkMut for Refuses {
+    fn write_weights(&mut self, layer: usize, src: &[f32]) -> energy_prune::Result<()> {
+        if layer == self.layer {
+            return Err(Error::Unsupported {
+                feature: "writing this layer".into(),
+                hint: "it is read-only".into(),
+            });
+        }
+        self.net.write_weights(layer, src)
+    }
+}
+
+#[test]
+fn a_refused_write_is_rolled_back_and_shapes_are_checked() {
+    use energy_prune::network::{Network, NetworkMut};
+    let net = Cnn::lenet5(0).unwrap();
+    let before = NetworkState::from_network(&net).unwrap();
+    let mut r = Refuses { net, layer: 2 };
+    let mut new = before.clone();
+    for w in &mut new.weights {
+        w.iter_mut().for_each(|v| *v = 0.125);
+    }
+    let e = new.write_weights_to(&mut r).unwrap_err();
+    assert!(e.to_string().contains("read-only"), "{e}");
+    assert_eq!(NetworkState::from_network(&r.net).unwrap(), before);
+    let _ = r.write_weights(0, &before.weights[0]);
+    let mut fewer = before.clone();
+    fewer.weights.pop();
+    fewer.input_masks.pop();
+    let e = fewer.check(r.architecture()).unwrap_err();
+    assert!(e.to_string().contains("layers in the network state"), "{e}");
+}
+
+#[test]
+fn grouped_convolutions_cannot_be_compacted() {
+    use energy_prune::network::{Network, PruningPlan};
+    use energy_prune::nn::LayerSpec;
+    let specs = [
+        LayerSpec::conv("c1", 4, 3),
+        LayerSpec::Relu,
+        LayerSpec::Conv {
+            name: "g".into(),
+            out_channels: 8,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            groups: 2,
+        },
+        LayerSpec::Relu,
+        LayerSpec::linear("fc", 3),
+    ];
+    let net = Cnn::new((1, 6, 6), &specs, 1).unwrap();
+    let plan = PruningPlan::full(net.architecture());
+    let e = net.compact(&plan).unwrap_err();
+    assert!(e.to_string().contains("grouped"), "{e}");
+}
