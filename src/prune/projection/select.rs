@@ -211,6 +211,9 @@ pub(super) struct WeightStats {
     pub(super) max_abs: f32,
     /// Largest `|w|` of every layer.
     pub(super) layer_max: Vec<f32>,
+    /// `(layer, value)` at every `stride`-th global position (the sample that
+    /// brackets the cut), taken while the pass has the weights in cache.
+    pub(super) sample: Vec<(u32, f32)>,
 }
 
 impl WeightStats {
@@ -230,23 +233,42 @@ impl WeightStats {
                 (0..n.div_ceil(UNIT)).map(move |i| (l, i * UNIT, ((i + 1) * UNIT).min(n)))
             })
             .collect();
+        let total: usize = weights.iter().map(|w| w.as_ref().len()).sum();
+        let stride = (total / sample_size(total)).max(1);
+        let mut offsets = Vec::with_capacity(weights.len());
+        let mut at = 0usize;
+        for w in weights {
+            offsets.push(at);
+            at += w.as_ref().len();
+        }
         let parts = par_map(
             pieces.clone(),
             threads,
             |&(_, a, b)| b - a,
-            |(l, a, b)| layer_stats(&weights[l].as_ref()[a..b]),
+            |(l, a, b)| {
+                let w = &weights[l].as_ref()[a..b];
+                let first = (stride - (offsets[l] + a) % stride) % stride;
+                let picks: Vec<(u32, f32)> = w
+                    .iter()
+                    .skip(first)
+                    .step_by(stride)
+                    .map(|&v| (l as u32, v))
+                    .collect();
+                (layer_stats(w), picks)
+            },
         );
         let mut s = Self {
             layer_max: vec![0.0; weights.len()],
             ..Self::default()
         };
-        for (&(l, _, _), (v, mx)) in pieces.iter().zip(parts) {
+        for (&(l, _, _), ((v, mx), picks)) in pieces.iter().zip(parts) {
             if !v.is_finite() {
                 crate::error::check_finite(&format!("weights of layer {l}"), weights[l].as_ref())?;
             }
             s.total_value += v;
             s.max_abs = s.max_abs.max(mx);
             s.layer_max[l] = s.layer_max[l].max(mx);
+            s.sample.extend(picks);
         }
         Ok(s)
     }
@@ -502,36 +524,32 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         }
     }
 
-    /// A strided sample of `(key, cost)` of about [`SAMPLE`] positions, and the number
-    /// of weight positions each sampled position stands for.
-    fn sample<W: AsRef<[f32]>>(&self, weights: &[W], out: &mut Vec<(f32, f64)>) -> f64 {
+    /// The `(key, cost)` of the sampled weights (about [`SAMPLE`] positions, taken by
+    /// the statistics pass), and the number of weight positions each stands for.
+    fn sample(&self, stats: &WeightStats, total: usize, out: &mut Vec<(f32, f64)>) -> f64 {
         out.clear();
-        let total: usize = weights.iter().map(|w| w.as_ref().len()).sum();
-        let stride = (total / sample_size(total)).max(1);
-        let (mut offset, mut positions) = (0usize, 0usize);
-        for (l, w) in weights.iter().enumerate() {
-            let w = w.as_ref();
+        for &(l, v) in &stats.sample {
+            let l = l as usize;
             let cls = self.classifiers[l];
-            let mut i = (stride - offset % stride) % stride;
-            while i < w.len() {
-                positions += 1;
-                let v = w[i];
-                // Approximate class (ties ignored): this only steers the bracket.
-                let c = 2 * l + (!cls.all_base && v.abs() < cls.thr) as usize;
-                if v != 0.0 && self.class_cost[c] <= self.capacity {
-                    out.push((self.key(v, self.params[c]), self.class_cost[c]));
-                }
-                i += stride;
+            // Approximate class (ties ignored): this only steers the bracket.
+            let c = 2 * l + (!cls.all_base && v.abs() < cls.thr) as usize;
+            if v != 0.0 && self.class_cost[c] <= self.capacity {
+                out.push((self.key(v, self.params[c]), self.class_cost[c]));
             }
-            offset += w.len();
         }
-        total as f64 / positions.max(1) as f64
+        total as f64 / stats.sample.len().max(1) as f64
     }
 
     /// The band `[lo, hi]` of keys expected to hold the cut: `2 sqrt(sample)`
     /// sample positions either side of the cut estimated from the sample.
-    fn band<W: AsRef<[f32]>>(&self, weights: &[W], sample: &mut Vec<(f32, f64)>) -> (f32, f32) {
-        let scale = self.sample(weights, sample);
+    fn band<W: AsRef<[f32]>>(
+        &self,
+        weights: &[W],
+        stats: &WeightStats,
+        sample: &mut Vec<(f32, f64)>,
+    ) -> (f32, f32) {
+        let total = weights.iter().map(|w| w.as_ref().len()).sum();
+        let scale = self.sample(stats, total, sample);
         sample.sort_by(|a, b| b.0.total_cmp(&a.0));
         let mut cum = 0.0;
         let pos = sample
@@ -703,12 +721,12 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         &self,
         weights: &[W],
         units: &[Unit],
-        layer_max: &[f32],
+        stats: &WeightStats,
         threads: usize,
         ws: &mut Vec<Item>,
         sample: &mut Vec<(f32, f64)>,
     ) -> (f32, Vec<u64>, Option<Best>, Vec<u64>) {
-        let (cut, best, nonzeros) = self.bracket(weights, units, layer_max, threads, ws, sample);
+        let (cut, best, nonzeros) = self.bracket(weights, units, stats, threads, ws, sample);
         if let Some((t, above)) = cut {
             return (t, above, best, nonzeros);
         }
@@ -733,12 +751,13 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         &self,
         weights: &[W],
         units: &[Unit],
-        layer_max: &[f32],
+        stats: &WeightStats,
         threads: usize,
         ws: &mut Vec<Item>,
         sample: &mut Vec<(f32, f64)>,
     ) -> (Option<Cut>, Option<Best>, Vec<u64>) {
-        let (lo, hi) = self.band(weights, sample);
+        let layer_max = &stats.layer_max;
+        let (lo, hi) = self.band(weights, stats, sample);
         let scans = par_map(
             units.to_vec(),
             threads,
@@ -1150,7 +1169,7 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync, K: KeyFn + Send + 
     let lens: Vec<usize> = weights.iter().map(|w| w.as_ref().len()).collect();
     let units = make_units(&lens, classifiers);
     let (threshold, above, best, nonzeros) =
-        scan.find_cut(weights, &units, &stats.layer_max, threads, items, sample);
+        scan.find_cut(weights, &units, stats, threads, items, sample);
     if if_fits == IfFits::Identity
         && let Some(same) = fits(costs, &nonzeros, capacity, stats)
     {
@@ -1485,7 +1504,8 @@ mod tests {
             };
             let units = make_units(&[w.len()], &classifiers);
             let w = std::slice::from_ref(w);
-            scan.bracket(w, &units, &[1.0], 1, &mut Vec::new(), &mut Vec::new())
+            let stats = WeightStats::of(w, 1).unwrap();
+            scan.bracket(w, &units, &stats, 1, &mut Vec::new(), &mut Vec::new())
                 .0
                 .is_some()
         };

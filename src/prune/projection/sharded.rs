@@ -824,6 +824,7 @@ pub fn coordinate(
         total_value,
         max_abs,
         layer_max: Vec::new(),
+        sample: Vec::new(),
     };
     let (counts, _) = classes_of_nonzeros(&problem.costs, &nonzeros);
     let charged_now = charged_of_classes(&counts, &class_cost);
