@@ -9,6 +9,32 @@
 use crate::energy::LayerCost;
 use crate::error::{Error, Result};
 
+/// Define `fn name(args) -> ret` whose body is compiled twice: for the baseline
+/// target, and with AVX2 enabled, chosen at run time by CPU feature detection.
+/// The body is the same code, so both give bit-identical results (no fused
+/// multiply-add is introduced: Rust never contracts float operations).
+macro_rules! multiversion {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
+        $(#[$m])*
+        fn $name($($arg: $ty),*) -> $ret {
+            #[inline(always)]
+            fn generic($($arg: $ty),*) -> $ret $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                fn avx2($($arg: $ty),*) -> $ret {
+                    generic($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (detected just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            generic($($arg),*)
+        }
+    };
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Item {
     key: f32,
@@ -274,6 +300,7 @@ impl WeightStats {
     }
 }
 
+multiversion! {
 /// Sum of squares (f64) and max `|w|` of one layer, with 8 independent lanes
 /// (vectorises; no serial dependency chain).
 fn layer_stats(w: &[f32]) -> (f64, f32) {
@@ -295,6 +322,7 @@ fn layer_stats(w: &[f32]) -> (f64, f32) {
     let hi = mx.iter().fold(0.0f32, |a, b| a.max(*b));
     // A NaN poisons the sum (reported by the caller).
     (sq.iter().sum(), hi)
+}
 }
 
 /// A [`Classifier`] in integer form for branch-free loops: weights with `|w|`
@@ -328,12 +356,76 @@ impl Ranks {
     }
 }
 
+multiversion! {
+    /// The bracket pass over weights of one cost class: how many have a key above
+    /// the band (`|w|` bits above `t_hi`), how many are nonzero, and the positions
+    /// of those inside it (bits in `(t_lo, t_hi]`, nonzero), appended to `band`.
+    /// Blocks of 64: counts and byte flags without branches (they vectorise), then
+    /// the few members read off the flags.
+    fn bound_scan(w: &[f32], t_hi: i32, t_lo: i32, band: &mut Vec<u32>) -> (u64, u64) {
+        let (mut above, mut nonzeros) = (0u64, 0u64);
+        let mut blocks = w.chunks_exact(BLOCK);
+        let mut base = 0u32;
+        for b in &mut blocks {
+            let (mut na, mut z, mut nb) = (0u32, 0u32, 0u32);
+            let mut flags = [0u8; BLOCK];
+            for (f, &v) in flags.iter_mut().zip(b) {
+                let a = abs_bits(v);
+                let inb = (a <= t_hi) & (a > t_lo) & (a != 0);
+                na += (a > t_hi) as u32;
+                z += (a == 0) as u32;
+                nb += inb as u32;
+                *f = inb as u8;
+            }
+            above += na as u64;
+            nonzeros += (BLOCK as u32 - z) as u64;
+            if nb > 0 {
+                for (j, f) in flags.iter().enumerate() {
+                    if *f != 0 {
+                        band.push(base + j as u32);
+                    }
+                }
+            }
+            base += BLOCK as u32;
+        }
+        for (j, &v) in blocks.remainder().iter().enumerate() {
+            let a = abs_bits(v);
+            above += (a > t_hi) as u64;
+            nonzeros += (a != 0) as u64;
+            if (a <= t_hi) & (a > t_lo) & (a != 0) {
+                band.push(base + j as u32);
+            }
+        }
+        (above, nonzeros)
+    }
+}
+
+multiversion! {
+    /// The keep pass over a chunk of one cost class: weights whose `|w|` bits are
+    /// above `t_keep` are kept, those in `(t_tie, t_keep]` (exact ties with the cut)
+    /// left in place, the rest zeroed; returns (kept, ties). No branch per weight.
+    fn bound_keep(chunk: &mut [f32], t_keep: i32, t_tie: i32) -> (u32, u32) {
+        let (mut m, mut t) = (0u32, 0u32);
+        for v in chunk.iter_mut() {
+            let x = *v;
+            let a = abs_bits(x);
+            let keep = a > t_keep;
+            let tie = (a > t_tie) & (a <= t_keep) & (a != 0);
+            m += keep as u32;
+            t += tie as u32;
+            *v = if keep | tie { x } else { 0.0 };
+        }
+        (m, t)
+    }
+}
+
 /// The bits of `|v|` as a non-negative `i32` (they order like the magnitudes).
 #[inline(always)]
 fn abs_bits(v: f32) -> i32 {
     (v.to_bits() & 0x7fff_ffff) as i32
 }
 
+multiversion! {
 /// Sum of squares in `f64` with 8 independent lanes (vectorises; no serial add chain).
 fn sum_sq(w: &[f32]) -> f64 {
     let mut acc = [0.0f64; 8];
@@ -349,6 +441,7 @@ fn sum_sq(w: &[f32]) -> f64 {
             .iter()
             .map(|v| (*v as f64) * (*v as f64))
             .sum::<f64>()
+}
 }
 
 /// The cost charged for the nonzero weights of each layer when they are ranked
@@ -633,42 +726,14 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         let p = self.params[c0];
         let t_hi = self.mag_bound(hi, p, false);
         let t_lo = self.mag_bound(lo, p, true);
-        let mut blocks = w.chunks_exact(BLOCK);
-        for b in &mut blocks {
-            let (mut na, mut z, mut nb) = (0u32, 0u32, 0u32);
-            let mut flags = [0u8; BLOCK];
-            for (f, &v) in flags.iter_mut().zip(b) {
-                let a = abs_bits(v);
-                let inb = (a <= t_hi) & (a > t_lo) & (a != 0);
-                na += (a > t_hi) as u32;
-                z += (a == 0) as u32;
-                nb += inb as u32;
-                *f = inb as u8;
-            }
-            out.above[0] += na as u64;
-            out.nonzeros += (BLOCK as u32 - z) as u64;
-            if nb > 0 {
-                for (f, &v) in flags.iter().zip(b) {
-                    if *f != 0 {
-                        out.band.push(Item {
-                            key: self.key(v, p),
-                            class: c0 as u32,
-                        });
-                    }
-                }
-            }
-        }
-        for &v in blocks.remainder() {
-            let a = abs_bits(v);
-            out.above[0] += (a > t_hi) as u64;
-            out.nonzeros += (a != 0) as u64;
-            if (a <= t_hi) & (a > t_lo) & (a != 0) {
-                out.band.push(Item {
-                    key: self.key(v, p),
-                    class: c0 as u32,
-                });
-            }
-        }
+        let mut idx = Vec::new();
+        let (above, nonzeros) = bound_scan(w, t_hi, t_lo, &mut idx);
+        out.above[0] += above;
+        out.nonzeros += nonzeros;
+        out.band.extend(idx.iter().map(|&i| Item {
+            key: self.key(w[i as usize], p),
+            class: c0 as u32,
+        }));
         out
     }
 
@@ -840,16 +905,7 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
                 // Branch-free: keep above the cut, leave exact ties (nonzero) for
                 // later, zero the rest; integer compares of |w| bits against the
                 // magnitude bounds of the cut (see `mag_bound`).
-                let (mut m, mut t) = (0u32, 0u32);
-                for v in chunk.iter_mut() {
-                    let x = *v;
-                    let a = abs_bits(x);
-                    let keep = a > t_keep;
-                    let tie = (a > t_tie) & (a <= t_keep) & (a != 0);
-                    m += keep as u32;
-                    t += tie as u32;
-                    *v = if keep | tie { x } else { 0.0 };
-                }
+                let (m, t) = bound_keep(chunk, t_keep, t_tie);
                 out.kept[0] += m as u64;
                 if t > 0 {
                     let base = u.start + ci * CHUNK;
