@@ -380,9 +380,13 @@ multiversion! {
             above += na as u64;
             nonzeros += (BLOCK as u32 - z) as u64;
             if nb > 0 {
-                for (j, f) in flags.iter().enumerate() {
-                    if *f != 0 {
-                        band.push(base + j as u32);
+                // Eight flags at a time: only words holding a member are looked into.
+                for (k, word) in flags.chunks_exact(8).enumerate() {
+                    let mut bits = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+                    while bits != 0 {
+                        let j = bits.trailing_zeros() / 8;
+                        band.push(base + 8 * k as u32 + j);
+                        bits &= !(0xffu64 << (8 * j));
                     }
                 }
             }
@@ -414,6 +418,103 @@ multiversion! {
             m += keep as u32;
             t += tie as u32;
             *v = if keep | tie { x } else { 0.0 };
+        }
+        (m, t)
+    }
+}
+
+multiversion! {
+    /// [`bound_scan`] for a layer whose cost depends on rank (`ranks`): per class
+    /// (base, surcharged) counts above the band, nonzeros, and `(position, class)`
+    /// of the band members. Blocks without a weight exactly at the class threshold
+    /// (nearly all) are classified without branches; the others in index order.
+    fn ranked_scan(
+        w: &[f32],
+        ranks: Ranks,
+        hi_b: [i32; 2],
+        lo_b: [i32; 2],
+        band: &mut Vec<(u32, u8)>
+    ) -> ([u64; 2], u64) {
+        let (mut above, mut nonzeros) = ([0u64; 2], 0u64);
+        let mut seen = 0u64;
+        let mut base = 0u32;
+        for b in w.chunks(BLOCK) {
+            let at = b.iter().filter(|v| abs_bits(**v) == ranks.thr).count();
+            let (mut na0, mut na1, mut z, mut nb) = (0u32, 0u32, 0u32, 0u32);
+            let mut flags = [0u8; BLOCK];
+            if at == 0 {
+                for (f, &v) in flags.iter_mut().zip(b) {
+                    let a = abs_bits(v);
+                    let s = a < ranks.thr;
+                    let (th, tl) = if s { (hi_b[1], lo_b[1]) } else { (hi_b[0], lo_b[0]) };
+                    let up = a > th;
+                    na0 += (up & !s) as u32;
+                    na1 += (up & s) as u32;
+                    z += (a == 0) as u32;
+                    let inb = (a <= th) & (a > tl) & (a != 0);
+                    nb += inb as u32;
+                    *f = u8::from(inb) | (u8::from(s) << 1);
+                }
+            } else {
+                for (f, &v) in flags.iter_mut().zip(b) {
+                    let a = abs_bits(v);
+                    let s = ranks.surcharged(a, &mut seen);
+                    let (th, tl) = if s { (hi_b[1], lo_b[1]) } else { (hi_b[0], lo_b[0]) };
+                    let up = a > th;
+                    na0 += (up & !s) as u32;
+                    na1 += (up & s) as u32;
+                    z += (a == 0) as u32;
+                    let inb = (a <= th) & (a > tl) & (a != 0);
+                    nb += inb as u32;
+                    *f = u8::from(inb) | (u8::from(s) << 1);
+                }
+            }
+            above[0] += na0 as u64;
+            above[1] += na1 as u64;
+            nonzeros += (b.len() as u32 - z) as u64;
+            if nb > 0 {
+                for (j, f) in flags[..b.len()].iter().enumerate() {
+                    if f & 1 != 0 {
+                        band.push((base + j as u32, f >> 1));
+                    }
+                }
+            }
+            base += BLOCK as u32;
+        }
+        (above, nonzeros)
+    }
+}
+
+multiversion! {
+    /// [`bound_keep`] for a layer whose cost depends on rank: per class kept, and
+    /// ties left in place; `seen` carries the weights at the class threshold met so
+    /// far (the tie quota runs in index order).
+    fn ranked_keep(
+        chunk: &mut [f32],
+        ranks: Ranks,
+        seen: &mut u64,
+        keep_b: [i32; 2],
+        tie_b: [i32; 2]
+    ) -> ([u64; 2], u32) {
+        let (mut m, mut t) = ([0u64; 2], 0u32);
+        for b in chunk.chunks_mut(BLOCK) {
+            let at = b.iter().filter(|v| abs_bits(**v) == ranks.thr).count();
+            let (mut m0, mut m1, mut tb) = (0u32, 0u32, 0u32);
+            for v in b.iter_mut() {
+                let x = *v;
+                let a = abs_bits(x);
+                let s = if at == 0 { a < ranks.thr } else { ranks.surcharged(a, seen) };
+                let (tk, tt) = if s { (keep_b[1], tie_b[1]) } else { (keep_b[0], tie_b[0]) };
+                let keep = (a > tk) & (a != 0);
+                let tie = (a > tt) & (a <= tk) & (a != 0);
+                m0 += (keep & !s) as u32;
+                m1 += (keep & s) as u32;
+                tb += tie as u32;
+                *v = if keep | tie { x } else { 0.0 };
+            }
+            m[0] += m0 as u64;
+            m[1] += m1 as u64;
+            t += tb;
         }
         (m, t)
     }
@@ -681,34 +782,17 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
             // then the same magnitude bounds as below, one pair per class.
             let ranks = Ranks::of(&self.classifiers[l]);
             let (hi_b, lo_b) = self.class_bounds(l, hi, lo);
-            let mut seen = 0u64;
-            for b in layer.chunks(64) {
-                let (mut na0, mut na1, mut z) = (0u32, 0u32, 0u32);
-                let (mut mask, mut surch) = (0u64, 0u64);
-                for (j, &v) in b.iter().enumerate() {
-                    let a = abs_bits(v);
-                    let s = ranks.surcharged(a, &mut seen);
-                    let (th, tl) = (hi_b[s as usize], lo_b[s as usize]);
-                    let above = a > th;
-                    na0 += (above & !s) as u32;
-                    na1 += (above & s) as u32;
-                    z += (a == 0) as u32;
-                    mask |= (((a <= th) & (a > tl) & (a != 0)) as u64) << j;
-                    surch |= (s as u64) << j;
+            let mut idx = Vec::new();
+            let (above, nonzeros) = ranked_scan(layer, ranks, hi_b, lo_b, &mut idx);
+            out.above = above;
+            out.nonzeros = nonzeros;
+            out.band.extend(idx.iter().map(|&(i, s)| {
+                let c = c0 + s as usize;
+                Item {
+                    key: self.key(layer[i as usize], self.params[c]),
+                    class: c as u32,
                 }
-                out.above[0] += na0 as u64;
-                out.above[1] += na1 as u64;
-                out.nonzeros += (b.len() as u32 - z) as u64;
-                while mask != 0 {
-                    let j = mask.trailing_zeros() as usize;
-                    let c = c0 + ((surch >> j) & 1) as usize;
-                    out.band.push(Item {
-                        key: self.key(b[j], self.params[c]),
-                        class: c as u32,
-                    });
-                    mask &= mask - 1;
-                }
-            }
+            }));
             return out;
         }
         let w = &layer[u.start..u.end];
@@ -928,21 +1012,9 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         let mut seen = 0u64;
         for (ci, chunk) in w.chunks_mut(CHUNK).enumerate() {
             let seen_at_start = seen;
-            let (mut m0, mut m1, mut t) = (0u32, 0u32, 0u32);
-            for v in chunk.iter_mut() {
-                let x = *v;
-                let a = abs_bits(x);
-                let s = ranks.surcharged(a, &mut seen);
-                let (tk, tt) = (keep_b[s as usize], tie_b[s as usize]);
-                let keep = (a > tk) & (a != 0);
-                let tie = (a > tt) & (a <= tk) & (a != 0);
-                m0 += (keep & !s) as u32;
-                m1 += (keep & s) as u32;
-                t += tie as u32;
-                *v = if keep | tie { x } else { 0.0 };
-            }
-            out.kept[0] += m0 as u64;
-            out.kept[1] += m1 as u64;
+            let (m, t) = ranked_keep(chunk, ranks, &mut seen, keep_b, tie_b);
+            out.kept[0] += m[0];
+            out.kept[1] += m[1];
             if t > 0 {
                 let mut seen2 = seen_at_start;
                 for (i, &x) in chunk.iter().enumerate() {
