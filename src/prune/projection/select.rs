@@ -442,32 +442,18 @@ multiversion! {
             let at = b.iter().filter(|v| abs_bits(**v) == ranks.thr).count();
             let (mut na0, mut na1, mut z, mut nb) = (0u32, 0u32, 0u32, 0u32);
             let mut flags = [0u8; BLOCK];
-            if at == 0 {
-                for (f, &v) in flags.iter_mut().zip(b) {
-                    let a = abs_bits(v);
-                    let s = a < ranks.thr;
-                    let (th, tl) = if s { (hi_b[1], lo_b[1]) } else { (hi_b[0], lo_b[0]) };
-                    let up = a > th;
-                    na0 += (up & !s) as u32;
-                    na1 += (up & s) as u32;
-                    z += (a == 0) as u32;
-                    let inb = (a <= th) & (a > tl) & (a != 0);
-                    nb += inb as u32;
-                    *f = u8::from(inb) | (u8::from(s) << 1);
-                }
-            } else {
-                for (f, &v) in flags.iter_mut().zip(b) {
-                    let a = abs_bits(v);
-                    let s = ranks.surcharged(a, &mut seen);
-                    let (th, tl) = if s { (hi_b[1], lo_b[1]) } else { (hi_b[0], lo_b[0]) };
-                    let up = a > th;
-                    na0 += (up & !s) as u32;
-                    na1 += (up & s) as u32;
-                    z += (a == 0) as u32;
-                    let inb = (a <= th) & (a > tl) & (a != 0);
-                    nb += inb as u32;
-                    *f = u8::from(inb) | (u8::from(s) << 1);
-                }
+            for (f, &v) in flags.iter_mut().zip(b) {
+                let a = abs_bits(v);
+                // Without a weight at the threshold in the block, no tie to count.
+                let s = if at == 0 { a < ranks.thr } else { ranks.surcharged(a, &mut seen) };
+                let (th, tl) = if s { (hi_b[1], lo_b[1]) } else { (hi_b[0], lo_b[0]) };
+                let up = a > th;
+                na0 += (up & !s) as u32;
+                na1 += (up & s) as u32;
+                z += (a == 0) as u32;
+                let inb = (a <= th) & (a > tl) & (a != 0);
+                nb += inb as u32;
+                *f = u8::from(inb) | (u8::from(s) << 1);
             }
             above[0] += na0 as u64;
             above[1] += na1 as u64;
