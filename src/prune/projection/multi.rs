@@ -1,0 +1,398 @@
+//! Projection onto several knapsack budgets at once (a multi-dimensional 0/1
+//! knapsack): energy, parameters, MACs, bytes, each as per-layer costs with a
+//! capacity.
+//!
+//! ```text
+//! maximise  sum_{kept i} w_i^2   subject to   sum_{kept i} c_{k,i} <= B_k   for every budget k
+//! ```
+//!
+//! Lagrangian relaxation: the single-budget greedy runs on the combined cost
+//! `sum_k lambda_k c_{k,i} / B_k` with capacity 1 (every budget scaled to unit
+//! capacity, `sum_k lambda_k = 1`), and the multipliers move towards the budgets
+//! the result overuses (`lambda_k <- lambda_k * usage_k^2`, renormalised) for a
+//! bounded number of rounds; the best selection that meets every budget is kept.
+//! A repair pass then guarantees feasibility (if no round met every budget, the
+//! kept weights with the least value per unit of overused capacity are dropped
+//! until all fit) and a fill pass uses the room left (dropped weights are added
+//! back by value per unit of combined cost while every budget still fits). Usage
+//! is always priced exactly from per-class counts, as in the single-budget
+//! projection; with one budget the result is exactly
+//! [`greedy_knapsack`]'s.
+//!
+//! Costs may depend on rank (the `buffered` largest magnitudes of a layer cost
+//! less) in at most one budget per layer: the systolic energy model's weight
+//! buffer; counting models (parameters, MACs, bytes) are flat.
+
+use super::select::{Classifier, WeightStats, charged_of_classes};
+use super::{ProjectionWorkspace, greedy_knapsack};
+use crate::energy::LayerCost;
+use crate::error::{Error, Result};
+
+/// One budget: per-layer knapsack costs and the capacity they must fit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnapsackBudget {
+    /// A name for reports and errors (`"energy"`, `"parameters"`, ...).
+    pub name: String,
+    /// Cost of the weights of every layer under this budget.
+    pub costs: Vec<LayerCost>,
+    /// The capacity (`>= 0`).
+    pub capacity: f64,
+}
+
+/// What a multi-budget selection kept, per budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultiSelection {
+    /// Weights kept.
+    pub kept: u64,
+    /// Sum of `w^2` kept.
+    pub kept_value: f64,
+    /// Per budget, the cost of the kept weights (`<= capacity`).
+    pub used: Vec<f64>,
+    /// Per budget, whether it binds (less than 1 % of its capacity left, or the
+    /// multipliers ended concentrated on it).
+    pub binding: Vec<bool>,
+    /// Lagrangian rounds run.
+    pub rounds: usize,
+}
+
+/// Rounds of multiplier updates.
+const ROUNDS: usize = 24;
+
+/// Project `weights` onto every budget at once, in place; see the
+/// [module docs](self).
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for no budget, a negative or NaN capacity (naming
+/// the budget) or invalid costs; [`Error::ShapeMismatch`] if a budget has not one
+/// cost per layer; [`Error::Unsupported`] if two budgets make the same layer's cost
+/// depend on rank; [`Error::NonFinite`] for a NaN or infinite weight. Weights are
+/// unchanged on error.
+pub fn project_multi<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync + Clone>(
+    weights: &mut [W],
+    budgets: &[KnapsackBudget],
+    ws: &mut ProjectionWorkspace,
+) -> Result<MultiSelection> {
+    let layers = weights.len();
+    if budgets.is_empty() {
+        return Err(Error::param("budgets", 0, "give at least one budget"));
+    }
+    for b in budgets {
+        if b.costs.len() != layers {
+            return Err(Error::shape(
+                format!("layer costs of budget `{}`", b.name),
+                layers,
+                b.costs.len(),
+            ));
+        }
+        if !(b.capacity >= 0.0 && b.capacity.is_finite()) {
+            return Err(Error::param(
+                "capacity",
+                format!("{} for budget `{}`", b.capacity, b.name),
+                "must be finite and >= 0",
+            ));
+        }
+        super::select::check_inputs(weights, &b.costs, b.capacity, false)?;
+    }
+    // The rank-dependent budget of every layer (at most one).
+    let mut ranked: Vec<Option<usize>> = vec![None; layers];
+    for (k, b) in budgets.iter().enumerate() {
+        for (l, c) in b.costs.iter().enumerate() {
+            let n = weights[l].as_ref().len();
+            if c.surcharge != 0.0 && c.buffered < n {
+                if let Some(other) = ranked[l] {
+                    return Err(Error::Unsupported {
+                        feature: format!(
+                            "rank-dependent costs in two budgets (`{}` and `{}`) on layer {l}",
+                            budgets[other].name, b.name
+                        ),
+                        hint: "at most one budget per layer may charge a surcharge beyond a buffer"
+                            .into(),
+                    });
+                }
+                ranked[l] = Some(k);
+            }
+        }
+    }
+    WeightStats::of(weights, 1)?; // finiteness (and nothing changes on error)
+    if budgets.len() == 1 {
+        let b = &budgets[0];
+        let sel = greedy_knapsack(weights, &b.costs, b.capacity, ws)?;
+        return Ok(MultiSelection {
+            kept: sel.kept,
+            kept_value: sel.kept_value,
+            used: vec![sel.charged],
+            binding: vec![b.capacity - sel.charged <= 0.01 * b.capacity],
+            rounds: 0,
+        });
+    }
+    // Classes of every weight (by the ranks in the original weights): class 0 is
+    // base in every budget, class 1 pays the surcharge of the layer's ranked budget.
+    let shape: Vec<LayerCost> = (0..layers)
+        .map(|l| match ranked[l] {
+            Some(k) => budgets[k].costs[l],
+            None => LayerCost {
+                base: 1.0,
+                surcharge: 0.0,
+                buffered: weights[l].as_ref().len(),
+            },
+        })
+        .collect();
+    let class_costs: Vec<Vec<f64>> = budgets
+        .iter()
+        .map(|b| {
+            b.costs
+                .iter()
+                .flat_map(|c| [c.base, c.base + c.surcharge])
+                .collect()
+        })
+        .collect();
+    let original: Vec<W> = weights.to_vec();
+    let classes = classify(&original, &shape);
+    let usage = |w: &[W]| -> Vec<f64> {
+        let counts = kept_counts(w, &classes, layers);
+        class_costs
+            .iter()
+            .map(|cc| charged_of_classes(&counts, cc))
+            .collect()
+    };
+    let fits = |u: &[f64]| u.iter().zip(budgets).all(|(u, b)| *u <= b.capacity);
+    // A state that already fits every budget is left unchanged.
+    let now = usage(weights);
+    if fits(&now) {
+        return Ok(summary(weights, now, budgets, &[], 0));
+    }
+    // A budget of capacity 0 admits only the empty selection (every cost is > 0).
+    if budgets.iter().any(|b| b.capacity == 0.0) {
+        for w in weights.iter_mut() {
+            w.as_mut().fill(0.0);
+        }
+        let used = usage(weights);
+        return Ok(summary(weights, used, budgets, &[], 0));
+    }
+    let k = budgets.len();
+    let mut lambda = vec![1.0 / k as f64; k];
+    let mut best: Option<(f64, Vec<W>)> = None;
+    let mut last: Vec<W> = original.clone();
+    let mut rounds = 0;
+    for _ in 0..ROUNDS {
+        rounds += 1;
+        let combined: Vec<LayerCost> = (0..layers)
+            .map(|l| {
+                let mut base = 0.0;
+                let mut surcharge = 0.0;
+                for (j, b) in budgets.iter().enumerate() {
+                    let scale = lambda[j] / b.capacity;
+                    base += scale * b.costs[l].base;
+                    surcharge += scale * b.costs[l].surcharge;
+                }
+                LayerCost {
+                    base: base.max(f64::MIN_POSITIVE),
+                    surcharge,
+                    buffered: shape[l].buffered,
+                }
+            })
+            .collect();
+        let mut trial = original.clone();
+        greedy_knapsack(&mut trial, &combined, 1.0, ws)?;
+        let u = usage(&trial);
+        let value = value_of(&trial);
+        if fits(&u) && best.as_ref().is_none_or(|(v, _)| value > *v) {
+            best = Some((value, trial.clone()));
+        }
+        // Multipliers move towards the budgets the result overuses.
+        let mut sum = 0.0;
+        for (j, b) in budgets.iter().enumerate() {
+            let frac = if b.capacity > 0.0 {
+                u[j] / b.capacity
+            } else {
+                1.0
+            };
+            lambda[j] *= frac.clamp(0.05, 20.0).powi(2);
+            sum += lambda[j];
+        }
+        lambda.iter_mut().for_each(|x| *x /= sum);
+        last = trial;
+    }
+    let mut chosen = match best {
+        Some((_, w)) => w,
+        None => {
+            repair(&mut last, &classes, &class_costs, budgets);
+            last
+        }
+    };
+    fill(
+        &mut chosen,
+        &original,
+        &classes,
+        &class_costs,
+        budgets,
+        &lambda,
+    );
+    for (dst, src) in weights.iter_mut().zip(&chosen) {
+        dst.as_mut().copy_from_slice(src.as_ref());
+    }
+    let used = usage(weights);
+    Ok(summary(weights, used, budgets, &lambda, rounds))
+}
+
+/// The class (0 base, 1 surcharged) of every weight, by its rank in its layer.
+fn classify<W: AsRef<[f32]>>(w: &[W], shape: &[LayerCost]) -> Vec<Vec<u8>> {
+    let mut mags = Vec::new();
+    w.iter()
+        .zip(shape)
+        .map(|(w, c)| {
+            let mut cls = Classifier::new(w.as_ref(), c, &mut mags);
+            w.as_ref()
+                .iter()
+                .map(|&v| u8::from(cls.surcharged(v)))
+                .collect()
+        })
+        .collect()
+}
+
+/// Kept (nonzero) weights per class (two per layer).
+fn kept_counts<W: AsRef<[f32]>>(w: &[W], classes: &[Vec<u8>], layers: usize) -> Vec<u64> {
+    let mut counts = vec![0u64; 2 * layers];
+    for (l, (w, cl)) in w.iter().zip(classes).enumerate() {
+        for (&v, &c) in w.as_ref().iter().zip(cl) {
+            if v != 0.0 {
+                counts[2 * l + c as usize] += 1;
+            }
+        }
+    }
+    counts
+}
+
+fn value_of<W: AsRef<[f32]>>(w: &[W]) -> f64 {
+    w.iter()
+        .flat_map(|w| w.as_ref().iter())
+        .map(|v| f64::from(*v) * f64::from(*v))
+        .sum()
+}
+
+/// Drop kept weights, least value per unit of overused capacity first, until every
+/// budget fits (the empty set always does: capacities are `>= 0`).
+fn repair<W: AsMut<[f32]> + AsRef<[f32]>>(
+    w: &mut [W],
+    classes: &[Vec<u8>],
+    class_costs: &[Vec<f64>],
+    budgets: &[KnapsackBudget],
+) {
+    let layers = w.len();
+    let mut counts = kept_counts(w, classes, layers);
+    let used = |counts: &[u64]| -> Vec<f64> {
+        class_costs
+            .iter()
+            .map(|cc| charged_of_classes(counts, cc))
+            .collect()
+    };
+    let u = used(&counts);
+    let over: Vec<bool> = u
+        .iter()
+        .zip(budgets)
+        .map(|(u, b)| *u > b.capacity)
+        .collect();
+    let price = |c: usize| -> f64 {
+        class_costs
+            .iter()
+            .zip(budgets)
+            .zip(&over)
+            .filter(|(_, o)| **o)
+            .map(|((cc, b), _)| cc[c] / b.capacity.max(f64::MIN_POSITIVE))
+            .sum::<f64>()
+            .max(f64::MIN_POSITIVE)
+    };
+    let mut order: Vec<(f64, usize, usize)> = Vec::new();
+    for (l, (wl, cl)) in w.iter().zip(classes).enumerate() {
+        for (i, (&v, &c)) in wl.as_ref().iter().zip(cl).enumerate() {
+            if v != 0.0 {
+                let class = 2 * l + c as usize;
+                order.push((f64::from(v) * f64::from(v) / price(class), l, i));
+            }
+        }
+    }
+    order.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    for (_, l, i) in order {
+        if used(&counts)
+            .iter()
+            .zip(budgets)
+            .all(|(u, b)| *u <= b.capacity)
+        {
+            break;
+        }
+        counts[2 * l + classes[l][i] as usize] -= 1;
+        w[l].as_mut()[i] = 0.0;
+    }
+}
+
+/// Add dropped weights back, most value per unit of combined cost first, while
+/// every budget still fits.
+fn fill<W: AsMut<[f32]> + AsRef<[f32]>>(
+    w: &mut [W],
+    original: &[W],
+    classes: &[Vec<u8>],
+    class_costs: &[Vec<f64>],
+    budgets: &[KnapsackBudget],
+    lambda: &[f64],
+) {
+    let layers = w.len();
+    let mut counts = kept_counts(w, classes, layers);
+    let combined = |c: usize| -> f64 {
+        class_costs
+            .iter()
+            .zip(budgets)
+            .zip(lambda)
+            .map(|((cc, b), l)| l * cc[c] / b.capacity.max(f64::MIN_POSITIVE))
+            .sum::<f64>()
+            .max(f64::MIN_POSITIVE)
+    };
+    let mut order: Vec<(f64, usize, usize)> = Vec::new();
+    for l in 0..layers {
+        for (i, (&now, &was)) in w[l].as_ref().iter().zip(original[l].as_ref()).enumerate() {
+            if now == 0.0 && was != 0.0 {
+                let class = 2 * l + classes[l][i] as usize;
+                order.push((f64::from(was) * f64::from(was) / combined(class), l, i));
+            }
+        }
+    }
+    order.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    for (_, l, i) in order {
+        let c = 2 * l + classes[l][i] as usize;
+        counts[c] += 1;
+        let ok = class_costs
+            .iter()
+            .zip(budgets)
+            .all(|(cc, b)| charged_of_classes(&counts, cc) <= b.capacity);
+        if ok {
+            w[l].as_mut()[i] = original[l].as_ref()[i];
+        } else {
+            counts[c] -= 1;
+        }
+    }
+}
+
+fn summary<W: AsRef<[f32]>>(
+    w: &[W],
+    used: Vec<f64>,
+    budgets: &[KnapsackBudget],
+    lambda: &[f64],
+    rounds: usize,
+) -> MultiSelection {
+    let binding = budgets
+        .iter()
+        .enumerate()
+        .map(|(k, b)| {
+            b.capacity - used[k] <= 0.01 * b.capacity || lambda.get(k).is_some_and(|l| *l > 0.9)
+        })
+        .collect();
+    MultiSelection {
+        kept: w
+            .iter()
+            .map(|w| w.as_ref().iter().filter(|v| **v != 0.0).count() as u64)
+            .sum(),
+        kept_value: value_of(w),
+        used,
+        binding,
+        rounds,
+    }
+}

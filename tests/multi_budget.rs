@@ -1,0 +1,257 @@
+//! Projection onto several budgets at once: every budget holds on random
+//! instances, one budget gives exactly the single-budget projection, and on small
+//! instances the kept value is compared with the exact optimum of the
+//! multi-dimensional knapsack (by enumeration).
+
+use energy_prune::energy::LayerCost;
+use energy_prune::prune::{KnapsackBudget, ProjectionWorkspace, greedy_knapsack, project_multi};
+use proptest::prelude::*;
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+fn flat(base: f64, n: usize) -> LayerCost {
+    LayerCost {
+        base,
+        surcharge: 0.0,
+        buffered: n,
+    }
+}
+
+/// Cost of the kept weights under `costs`, ranked among the original weights.
+fn used(orig: &[Vec<f32>], kept: &[Vec<f32>], costs: &[LayerCost]) -> f64 {
+    let mut total = 0.0;
+    for ((o, k), c) in orig.iter().zip(kept).zip(costs) {
+        let mut order: Vec<usize> = (0..o.len()).collect();
+        order.sort_by(|&a, &b| o[b].abs().total_cmp(&o[a].abs()).then(a.cmp(&b)));
+        let mut rank = vec![0usize; o.len()];
+        for (r, &i) in order.iter().enumerate() {
+            rank[i] = r;
+        }
+        for (i, v) in k.iter().enumerate() {
+            if *v != 0.0 {
+                total += c.base
+                    + if rank[i] < c.buffered {
+                        0.0
+                    } else {
+                        c.surcharge
+                    };
+            }
+        }
+    }
+    total
+}
+
+fn instance(rng: &mut StdRng, layers: usize, n: usize) -> (Vec<Vec<f32>>, Vec<KnapsackBudget>) {
+    let w: Vec<Vec<f32>> = (0..layers)
+        .map(|_| {
+            (0..n)
+                .map(|_| match rng.random_range(0..8) {
+                    0 => 0.0,
+                    1 => 0.5,
+                    _ => rng.random_range(-2.0f32..2.0),
+                })
+                .collect()
+        })
+        .collect();
+    let energy: Vec<LayerCost> = (0..layers)
+        .map(|_| LayerCost {
+            base: rng.random_range(0.5..4.0),
+            surcharge: if rng.random_bool(0.5) {
+                rng.random_range(0.5..3.0)
+            } else {
+                0.0
+            },
+            buffered: rng.random_range(0..=n),
+        })
+        .collect();
+    let params: Vec<LayerCost> = (0..layers).map(|_| flat(1.0, n)).collect();
+    let macs: Vec<LayerCost> = (0..layers)
+        .map(|_| flat(rng.random_range(1.0..9.0f64).round(), n))
+        .collect();
+    let dense = |c: &[LayerCost]| used(&w, &w, c);
+    let mut budgets = vec![
+        KnapsackBudget {
+            name: "energy".into(),
+            capacity: dense(&energy) * rng.random_range(0.1..0.9),
+            costs: energy,
+        },
+        KnapsackBudget {
+            name: "parameters".into(),
+            capacity: dense(&params) * rng.random_range(0.1..0.9),
+            costs: params,
+        },
+    ];
+    if rng.random_bool(0.5) {
+        budgets.push(KnapsackBudget {
+            name: "macs".into(),
+            capacity: dense(&macs) * rng.random_range(0.1..0.9),
+            costs: macs,
+        });
+    }
+    (w, budgets)
+}
+
+#[test]
+fn every_budget_holds_on_random_instances() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let mut ws = ProjectionWorkspace::new();
+    for case in 0..400 {
+        let (layers, n) = (rng.random_range(1..4), rng.random_range(1..60));
+        let (w, budgets) = instance(&mut rng, layers, n);
+        let mut p = w.clone();
+        let sel = project_multi(&mut p, &budgets, &mut ws).unwrap();
+        for (k, b) in budgets.iter().enumerate() {
+            let u = used(&w, &p, &b.costs);
+            assert!(
+                u <= b.capacity * (1.0 + 1e-12),
+                "case {case}: {} {u} > {}",
+                b.name,
+                b.capacity
+            );
+            assert!(
+                sel.used[k] <= b.capacity,
+                "case {case}: reported {} over",
+                b.name
+            );
+        }
+        for (x, y) in p.iter().flatten().zip(w.iter().flatten()) {
+            assert!(*x == 0.0 || x == y, "only zeroes weights");
+        }
+        // Projecting the result again changes nothing.
+        let mut again = p.clone();
+        project_multi(&mut again, &budgets, &mut ws).unwrap();
+        assert_eq!(again, p, "case {case}: a state that fits is unchanged");
+    }
+}
+
+#[test]
+fn one_budget_is_the_single_budget_projection() {
+    let mut rng = StdRng::seed_from_u64(22);
+    let mut ws = ProjectionWorkspace::new();
+    for _ in 0..300 {
+        let (layers, n) = (rng.random_range(1..4), rng.random_range(1..40));
+        let (w, budgets) = instance(&mut rng, layers, n);
+        let one = &budgets[..1];
+        let (mut a, mut b) = (w.clone(), w.clone());
+        project_multi(&mut a, one, &mut ws).unwrap();
+        greedy_knapsack(&mut b, &one[0].costs, one[0].capacity, &mut ws).unwrap();
+        assert_eq!(a, b);
+    }
+}
+
+/// Exact optimum of the multi-dimensional knapsack with flat costs, by enumeration.
+fn optimum(w: &[Vec<f32>], budgets: &[KnapsackBudget]) -> f64 {
+    let items: Vec<(f64, Vec<f64>)> = w
+        .iter()
+        .enumerate()
+        .flat_map(|(l, wl)| {
+            wl.iter().filter(|v| **v != 0.0).map(move |v| {
+                let c = budgets.iter().map(|b| b.costs[l].base).collect();
+                (f64::from(*v) * f64::from(*v), c)
+            })
+        })
+        .collect();
+    let mut best = 0.0f64;
+    for mask in 0u32..(1 << items.len()) {
+        let mut val = 0.0;
+        let mut cost = vec![0.0; budgets.len()];
+        for (i, (v, c)) in items.iter().enumerate() {
+            if mask >> i & 1 == 1 {
+                val += v;
+                cost.iter_mut().zip(c).for_each(|(a, b)| *a += b);
+            }
+        }
+        if cost.iter().zip(budgets).all(|(c, b)| *c <= b.capacity) {
+            best = best.max(val);
+        }
+    }
+    best
+}
+
+#[test]
+fn kept_value_against_the_exact_optimum() {
+    let mut rng = StdRng::seed_from_u64(23);
+    let mut ws = ProjectionWorkspace::new();
+    let (mut sum, mut worst, mut count) = (0.0, f64::INFINITY, 0);
+    for _ in 0..600 {
+        let n = rng.random_range(2..7);
+        let (w, mut budgets) = instance(&mut rng, 2, n);
+        for b in &mut budgets {
+            for c in &mut b.costs {
+                c.surcharge = 0.0;
+            }
+        }
+        let opt = optimum(&w, &budgets);
+        let mut p = w.clone();
+        let sel = project_multi(&mut p, &budgets, &mut ws).unwrap();
+        if opt > 0.0 {
+            let r = sel.kept_value / opt;
+            assert!(r <= 1.0 + 1e-9);
+            sum += r;
+            worst = f64::min(worst, r);
+            count += 1;
+        }
+    }
+    let mean = sum / count as f64;
+    eprintln!(
+        "multi-budget greedy / exact optimum over {count} instances: mean {mean:.4}, worst {worst:.4}"
+    );
+    assert!(mean > 0.9, "mean {mean}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn budgets_hold_for_any_capacities(seed in 0u64..1_000_000, fa in 0.0f64..1.0, fb in 0.0f64..1.0) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (w, mut budgets) = instance(&mut rng, 2, 20);
+        budgets[0].capacity *= fa;
+        budgets[1].capacity *= fb;
+        let mut p = w.clone();
+        project_multi(&mut p, &budgets, &mut ProjectionWorkspace::new()).unwrap();
+        for b in &budgets {
+            prop_assert!(used(&w, &p, &b.costs) <= b.capacity * (1.0 + 1e-12));
+        }
+    }
+}
+
+#[test]
+fn bad_budget_sets_are_errors_naming_the_problem() {
+    let mut w = vec![vec![1.0f32, -2.0, 0.5]];
+    let before = w.clone();
+    let mut ws = ProjectionWorkspace::new();
+    let e = project_multi(&mut w, &[], &mut ws).unwrap_err();
+    assert!(e.to_string().contains("at least one budget"), "{e}");
+    let b = |name: &str, capacity: f64, surcharge: f64| KnapsackBudget {
+        name: name.into(),
+        costs: vec![LayerCost {
+            base: 1.0,
+            surcharge,
+            buffered: 1,
+        }],
+        capacity,
+    };
+    let e = project_multi(
+        &mut w,
+        &[b("energy", 1.0, 0.0), b("size", -1.0, 0.0)],
+        &mut ws,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("budget `size`"), "{e}");
+    let e = project_multi(
+        &mut w,
+        &[b("energy", 1.0, 2.0), b("latency", 1.0, 1.0)],
+        &mut ws,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("`energy` and `latency`"), "{e}");
+    assert_eq!(w, before, "unchanged on error");
+    // A zero capacity admits only the empty selection.
+    let sel = project_multi(
+        &mut w,
+        &[b("energy", 5.0, 0.0), b("size", 0.0, 0.0)],
+        &mut ws,
+    )
+    .unwrap();
+    assert_eq!(sel.kept, 0);
+    assert!(w[0].iter().all(|v| *v == 0.0));
+}
