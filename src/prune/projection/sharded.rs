@@ -699,7 +699,7 @@ fn add_into(dense: &mut [u64], classes: usize, h: &Histogram) -> Result<()> {
                 "bucket or class out of range",
             ));
         }
-        dense[i] += n;
+        dense[i] = dense[i].saturating_add(n);
     }
     Ok(())
 }
@@ -762,6 +762,7 @@ pub fn coordinate(
     let mut max_abs = 0.0f32;
     let mut nonzeros = vec![0u64; layers];
     let mut best: Option<BestWeight> = None;
+    let mut shard_lens: Vec<u64> = Vec::with_capacity(shards);
     for (s, rep) in stats.iter().enumerate() {
         let Reply::Stats {
             start,
@@ -789,13 +790,14 @@ pub fn coordinate(
             ));
         }
         pos += len;
+        shard_lens.push(*len);
         total_value += sum_sq;
         max_abs = max_abs.max(*m);
         for &(l, n) in nz {
             if l >= layers {
                 return Err(Error::param("reply", s, "layer out of range"));
             }
-            nonzeros[l] += n;
+            nonzeros[l] = nonzeros[l].saturating_add(n);
         }
         for cand in b {
             if cand.layer >= layers {
@@ -884,11 +886,11 @@ pub fn coordinate(
                 let mut chosen = 0u32;
                 for b in (0..(1u32 << bits)).rev() {
                     let n = dense[j][b as usize];
-                    if acc + n >= k {
+                    if acc.saturating_add(n) >= k {
                         chosen = b;
                         break;
                     }
-                    acc += n;
+                    acc = acc.saturating_add(n);
                 }
                 state[j] = ((prefix << bits) | chosen, known + bits, acc);
             }
@@ -896,7 +898,8 @@ pub fn coordinate(
         for (j, &l) in ranked.iter().enumerate() {
             let (thr_bits, _, above) = state[j];
             let k = problem.costs[l].buffered as u64;
-            let mut left = k - above;
+            // (Saturating: replies that do not add up must not wrap around.)
+            let mut left = k.saturating_sub(above);
             let bucket = thr_bits & 0xff;
             let base_ties = per_shard_last
                 .iter()
@@ -954,7 +957,10 @@ pub fn coordinate(
         let mut trial = above.clone();
         for b in (0..(1usize << bits)).rev() {
             let row = &dense[b * classes..(b + 1) * classes];
-            trial.iter_mut().zip(row).for_each(|(t, n)| *t += n);
+            trial
+                .iter_mut()
+                .zip(row)
+                .for_each(|(t, n)| *t = t.saturating_add(*n));
             if charged_of_classes(&trial, &class_cost) > problem.capacity {
                 chosen = Some(b as u32);
                 break;
@@ -996,7 +1002,8 @@ pub fn coordinate(
                 if c >= classes {
                     return Err(Error::param("reply", s, "class out of range"));
                 }
-                for _ in 0..n {
+                // A shard cannot hold more ties than weights (bounds a lying reply).
+                for _ in 0..n.min(shard_lens[s]) {
                     if !open {
                         break;
                     }
@@ -1036,7 +1043,9 @@ pub fn coordinate(
             return Err(Error::param("reply", s, "one count per class"));
         }
         kept_value += v;
-        kept.iter_mut().zip(k).for_each(|(a, b)| *a += b);
+        kept.iter_mut()
+            .zip(k)
+            .for_each(|(a, b)| *a = a.saturating_add(*b));
     }
     // Round 10 (rare): the best single weight beats the greedy prefix.
     if let Some(b) = best {
