@@ -789,7 +789,10 @@ pub fn coordinate(
                 format!("shards must tile the weights in position order; expected start {pos}"),
             ));
         }
-        pos += len;
+        pos = pos
+            .checked_add(*len)
+            .filter(|p| *p <= problem.total())
+            .ok_or_else(|| Error::param("reply", s, "shard length past the last weight"))?;
         shard_lens.push(*len);
         total_value += sum_sq;
         max_abs = max_abs.max(*m);
