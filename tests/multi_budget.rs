@@ -255,3 +255,51 @@ fn bad_budget_sets_are_errors_naming_the_problem() {
     assert_eq!(sel.kept, 0);
     assert!(w[0].iter().all(|v| *v == 0.0));
 }
+
+/// LeNet-5 with random weights under an energy budget of 0.25 and a parameter
+/// budget of 0.03 of dense: both hold on the exact models, and each binds
+/// somewhere along the budgets tried.
+#[test]
+fn lenet5_energy_and_parameters_at_once() {
+    use energy_prune::arch::zoo;
+    use energy_prune::energy::{
+        Count, CountingModel, SystolicArray, SystolicConfig, WeightEnergyModel,
+    };
+    use energy_prune::network::NetworkState;
+    let arch = zoo::lenet5().unwrap();
+    let energy = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+    let params = CountingModel::new(&arch, Count::Parameters).unwrap();
+    let mut rng = StdRng::seed_from_u64(24);
+    let mut state = NetworkState::dense(&arch);
+    for w in &mut state.weights {
+        w.iter_mut()
+            .for_each(|v| *v = rng.random_range(-1.0f32..1.0));
+    }
+    let e_dense = energy.energy_total(&NetworkState::dense(&arch)).unwrap();
+    let mut binds = [false, false];
+    for (fe, fp) in [(0.25, 0.03), (0.25, 0.2), (0.5, 0.03)] {
+        let budgets = [
+            KnapsackBudget::fraction_of_dense("energy", &energy, fe).unwrap(),
+            KnapsackBudget::fraction_of_dense("parameters", &params, fp).unwrap(),
+        ];
+        let mut s = state.clone();
+        let sel = project_multi(&mut s.weights, &budgets, &mut ProjectionWorkspace::new()).unwrap();
+        let e = energy.energy_total(&s).unwrap();
+        let p = params.energy_total(&s).unwrap();
+        assert!(e <= fe * e_dense, "energy {} > {fe}", e / e_dense);
+        assert!(
+            p <= fp * params.dense(),
+            "parameters {} > {fp}",
+            p / params.dense()
+        );
+        binds[0] |= sel.binding[0];
+        binds[1] |= sel.binding[1];
+    }
+    assert_eq!(binds, [true, true], "each budget binds for some pair");
+    let e = KnapsackBudget::fraction_of_dense("energy", &energy, 0.1).unwrap_err();
+    assert!(
+        matches!(e, energy_prune::Error::InfeasibleBudget { .. }),
+        "{e}"
+    );
+    assert!(KnapsackBudget::fraction_of_dense("energy", &energy, 1.5).is_err());
+}

@@ -17,10 +17,12 @@
 //! register-file access).
 
 pub mod bilinear;
+pub mod counting;
 pub mod profile;
 pub mod systolic;
 
 pub use bilinear::{Bilinear, FitMetrics, FitOptions, FitReport, Fitted, Term};
+pub use counting::{Count, CountingModel};
 pub use profile::{CostOracle, ModelOracle, ProfileSet, WidthSampler};
 pub use systolic::{SystolicArray, SystolicConfig, WeightAccessEnergy};
 

@@ -25,8 +25,9 @@
 
 use super::select::{Classifier, WeightStats, charged_of_classes};
 use super::{ProjectionWorkspace, greedy_knapsack};
-use crate::energy::LayerCost;
+use crate::energy::{LayerCost, WeightEnergyModel};
 use crate::error::{Error, Result};
+use crate::network::NetworkState;
 
 /// One budget: per-layer knapsack costs and the capacity they must fit.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +38,55 @@ pub struct KnapsackBudget {
     pub costs: Vec<LayerCost>,
     /// The capacity (`>= 0`).
     pub capacity: f64,
+}
+
+impl KnapsackBudget {
+    /// A budget of `budget` in the model's unit (energy, parameters, MACs, bytes):
+    /// the knapsack capacity is the budget minus the model's weight-independent part
+    /// with no input masks (the systolic model's input energy; 0 for counting
+    /// models), and the costs are the model's knapsack costs.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a budget that is not finite and positive;
+    /// [`Error::InfeasibleBudget`] if it is below the weight-independent part.
+    pub fn of_model<M: WeightEnergyModel + ?Sized>(
+        name: impl Into<String>,
+        model: &M,
+        budget: f64,
+    ) -> Result<Self> {
+        crate::prune::constraint::check_budget(budget)?;
+        let arch = model.architecture();
+        let floor = model.floor(&vec![None; arch.layers().len()])?;
+        if budget < floor {
+            return Err(Error::InfeasibleBudget {
+                budget,
+                min_achievable: floor,
+            });
+        }
+        Ok(Self {
+            name: name.into(),
+            costs: model.knapsack_costs(),
+            capacity: budget - floor,
+        })
+    }
+
+    /// [`KnapsackBudget::of_model`] with the budget given as a fraction of the
+    /// dense network's cost under the model.
+    ///
+    /// # Errors
+    /// As [`KnapsackBudget::of_model`]; [`Error::InvalidParameter`] for a fraction
+    /// outside (0, 1].
+    pub fn fraction_of_dense<M: WeightEnergyModel + ?Sized>(
+        name: impl Into<String>,
+        model: &M,
+        fraction: f64,
+    ) -> Result<Self> {
+        if !(fraction > 0.0 && fraction <= 1.0) {
+            return Err(Error::param("fraction", fraction, "must be in (0, 1]"));
+        }
+        let dense = model.energy_total(&NetworkState::dense(model.architecture()))?;
+        Self::of_model(name, model, fraction * dense)
+    }
 }
 
 /// What a multi-budget selection kept, per budget.

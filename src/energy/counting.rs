@@ -1,0 +1,233 @@
+//! Exact counting models: nonzero parameters, multiply-accumulates, and bytes of
+//! sparse storage, as [`WeightEnergyModel`]s, so that they can be budgets next to
+//! the systolic energy (see [`project_multi`](crate::prune::project_multi)).
+//!
+//! Per nonzero weight of a layer:
+//! ```text
+//! Parameters: 1
+//! Macs:       H_out * W_out for a convolution (one MAC per output position and image), 1 for a linear layer
+//! Bytes:      (value_bits + index_bits) / 8   (a value and its index in a sparse format)
+//! ```
+//! Costs do not depend on rank, input masks are ignored (no weight-independent
+//! part), and the relaxed cost equals the exact one.
+
+use super::{EnergyReport, LayerCost, LayerEnergy, WeightEnergyModel};
+use crate::arch::{Architecture, LayerKind};
+use crate::error::{Error, Result};
+use crate::network::NetworkState;
+
+/// What a [`CountingModel`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// Nonzero weights.
+    Parameters,
+    /// Multiply-accumulates per image of the nonzero weights.
+    Macs,
+    /// Bytes of the nonzero weights stored sparsely.
+    Bytes {
+        /// Bits of a stored value (32 for `f32`, 8 for `int8`).
+        value_bits: u32,
+        /// Bits of a stored index (0 for a dense format).
+        index_bits: u32,
+    },
+}
+
+impl Count {
+    /// A short name for reports (`"parameters"`, `"macs"`, `"bytes"`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Count::Parameters => "parameters",
+            Count::Macs => "macs",
+            Count::Bytes { .. } => "bytes",
+        }
+    }
+}
+
+/// Counts nonzero parameters, MACs or bytes of a network exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CountingModel {
+    arch: Architecture,
+    count: Count,
+    unit: Vec<f64>,
+}
+
+impl CountingModel {
+    /// A counting model of `arch`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a byte format of zero bits in all.
+    pub fn new(arch: &Architecture, count: Count) -> Result<Self> {
+        if let Count::Bytes {
+            value_bits,
+            index_bits,
+        } = count
+            && value_bits + index_bits == 0
+        {
+            return Err(Error::param(
+                "value_bits + index_bits",
+                0,
+                "a stored weight takes at least one bit",
+            ));
+        }
+        let unit = arch
+            .layers()
+            .iter()
+            .map(|l| match (count, &l.kind) {
+                (Count::Parameters, _) => 1.0,
+                (Count::Macs, LayerKind::Conv2d(g)) => g.out_positions() as f64,
+                (Count::Macs, LayerKind::Linear(_)) => 1.0,
+                (
+                    Count::Bytes {
+                        value_bits,
+                        index_bits,
+                    },
+                    _,
+                ) => f64::from(value_bits + index_bits) / 8.0,
+            })
+            .collect();
+        Ok(Self {
+            arch: arch.clone(),
+            count,
+            unit,
+        })
+    }
+
+    /// What the model counts.
+    pub fn count(&self) -> Count {
+        self.count
+    }
+
+    /// The count of the dense network (every weight nonzero).
+    pub fn dense(&self) -> f64 {
+        self.arch
+            .layers()
+            .iter()
+            .zip(&self.unit)
+            .map(|(l, u)| l.weight_count() as f64 * u)
+            .sum()
+    }
+
+    fn report(&self, nonzeros: &[u64]) -> EnergyReport {
+        let layers = self
+            .arch
+            .layers()
+            .iter()
+            .zip(&self.unit)
+            .zip(nonzeros)
+            .map(|((layer, u), &nz)| {
+                let macs = match &layer.kind {
+                    LayerKind::Conv2d(g) => nz * g.out_positions() as u64,
+                    LayerKind::Linear(_) => nz,
+                };
+                LayerEnergy::of(layer, nz, macs, nz as f64 * u, 0.0, 0.0)
+            })
+            .collect();
+        EnergyReport::from_layers(layers)
+    }
+}
+
+impl WeightEnergyModel for CountingModel {
+    fn architecture(&self) -> &Architecture {
+        &self.arch
+    }
+
+    fn energy(&self, state: &NetworkState) -> Result<EnergyReport> {
+        state.check(&self.arch)?;
+        state.check_finite()?;
+        Ok(self.report(&state.nonzeros()))
+    }
+
+    fn input_energy(&self, input_masks: &[Option<Vec<f32>>]) -> Result<Vec<f64>> {
+        let n = self.arch.layers().len();
+        if input_masks.len() != n {
+            return Err(Error::shape(
+                "input masks (one per layer)",
+                n,
+                input_masks.len(),
+            ));
+        }
+        Ok(vec![0.0; n])
+    }
+
+    fn relaxed_energy(&self, nonzeros: &[u64], input_energy: &[f64]) -> Result<EnergyReport> {
+        let n = self.arch.layers().len();
+        if nonzeros.len() != n || input_energy.len() != n {
+            return Err(Error::shape(
+                "nonzeros and input energies (one per layer)",
+                n,
+                nonzeros.len().min(input_energy.len()),
+            ));
+        }
+        Ok(self.report(nonzeros))
+    }
+
+    fn knapsack_costs(&self) -> Vec<LayerCost> {
+        self.arch
+            .layers()
+            .iter()
+            .zip(&self.unit)
+            .map(|(l, &u)| LayerCost {
+                base: u,
+                surcharge: 0.0,
+                buffered: l.weight_count(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::zoo;
+
+    #[test]
+    fn counts_lenet5_by_hand() {
+        let arch = zoo::lenet5().unwrap();
+        let p = CountingModel::new(&arch, Count::Parameters).unwrap();
+        assert_eq!(p.dense(), 61_470.0);
+        let m = CountingModel::new(&arch, Count::Macs).unwrap();
+        // conv1 150 weights x 28*28, conv2 2400 x 10*10, then 48 000 + 10 080 + 840.
+        assert_eq!(
+            m.dense(),
+            (150 * 784 + 2400 * 100 + 48_000 + 10_080 + 840) as f64
+        );
+        assert_eq!(m.dense(), arch.macs() as f64);
+        let b = CountingModel::new(
+            &arch,
+            Count::Bytes {
+                value_bits: 8,
+                index_bits: 16,
+            },
+        )
+        .unwrap();
+        assert_eq!(b.dense(), 61_470.0 * 3.0);
+        let mut s = NetworkState::dense(&arch);
+        s.weights[0][..100].fill(0.0);
+        let r = m.energy(&s).unwrap();
+        assert_eq!(r.layers[0].nonzero, 50);
+        assert_eq!(r.total, m.dense() - 100.0 * 784.0);
+        assert_eq!(m.relaxed_energy_of(&s).unwrap(), r.total);
+        assert_eq!(m.floor(&s.input_masks).unwrap(), 0.0);
+        assert_eq!(m.knapsack_costs()[1].base, 100.0);
+        assert!(
+            CountingModel::new(
+                &arch,
+                Count::Bytes {
+                    value_bits: 0,
+                    index_bits: 0
+                }
+            )
+            .is_err()
+        );
+        assert!(m.input_energy(&[]).is_err());
+        assert!(m.relaxed_energy(&[1], &[0.0]).is_err());
+        assert_eq!(
+            (
+                Count::Parameters.name(),
+                Count::Macs.name(),
+                b.count().name()
+            ),
+            ("parameters", "macs", "bytes")
+        );
+    }
+}
