@@ -303,3 +303,68 @@ fn lenet5_energy_and_parameters_at_once() {
     );
     assert!(KnapsackBudget::fraction_of_dense("energy", &energy, 1.5).is_err());
 }
+
+mod common;
+
+/// Projected training under an energy and a parameter budget at once: the trained
+/// network meets both on the exact models and still learns.
+#[test]
+fn training_under_two_budgets_meets_both() {
+    use energy_prune::energy::{
+        Count, CountingModel, SystolicArray, SystolicConfig, WeightEnergyModel,
+    };
+    use energy_prune::network::{Network, NetworkState};
+    use energy_prune::prune::{
+        ConstrainedOptimizer, Data, LrSchedule, ModelBudget, MultiBudgetProjection, NoObserver,
+        TrainingConfig, WeightProjectionConfig, train_constrained,
+    };
+    use energy_prune::train::Sgd;
+    let (train, test) = (common::synthetic(512, 1), common::synthetic(256, 2));
+    let mut net = common::small_cnn(6, 16, 3);
+    let arch = net.architecture().clone();
+    let energy = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+    let params = CountingModel::new(&arch, Count::Parameters).unwrap();
+    let e_dense = energy.energy_total(&NetworkState::dense(&arch)).unwrap();
+    let e_budget = energy.dense_floor() + 0.4 * (e_dense - energy.dense_floor());
+    let p_budget = 0.1 * params.dense();
+    let mut solver = MultiBudgetProjection::new(
+        vec![
+            ModelBudget {
+                name: "energy".into(),
+                model: Box::new(energy),
+                budget: e_budget,
+            },
+            ModelBudget {
+                name: "parameters".into(),
+                model: Box::new(params),
+                budget: p_budget,
+            },
+        ],
+        WeightProjectionConfig {
+            project_every: 5,
+            ..WeightProjectionConfig::default()
+        },
+    )
+    .unwrap();
+    let cfg = TrainingConfig {
+        epochs: 3,
+        finetune_epochs: 1,
+        batch_size: 16,
+        lr: LrSchedule::Constant,
+        ..TrainingConfig::default()
+    };
+    let data = Data {
+        train: &train,
+        validation: None,
+        test: Some(&test),
+    };
+    let mut opt = Sgd::new(0.05, 0.9, 0.0).unwrap();
+    let r =
+        train_constrained(&mut net, &mut opt, &mut solver, data, &cfg, &mut NoObserver).unwrap();
+    let all = solver.budget_status(&net).unwrap();
+    assert!(all.iter().all(|b| b.met), "{all:?}");
+    assert!(all.iter().any(|b| b.binding), "{all:?}");
+    assert!(r.status.met);
+    assert!(r.test_accuracy.unwrap() > 0.5, "{:?}", r.test_accuracy);
+    assert_eq!(solver.name(), "multi-budget projection");
+}

@@ -33,7 +33,9 @@ pub use driver::{
     train_constrained_with_loss,
 };
 pub use observer::{EpochEvent, NoObserver, Observer, OnEpoch};
-pub use projection::multi::{KnapsackBudget, MultiSelection, project_multi};
+pub use projection::multi::{
+    BudgetStatus, KnapsackBudget, ModelBudget, MultiBudgetProjection, MultiSelection, project_multi,
+};
 pub use projection::sharded::{ShardedOutcome, ShardedProblem};
 pub use projection::{
     ProjectionOutcome, ProjectionWorkspace, Selection, WeightProjection, WeightProjectionConfig,

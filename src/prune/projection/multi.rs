@@ -446,3 +446,230 @@ fn summary<W: AsRef<[f32]>>(
         rounds,
     }
 }
+
+/// One budget of a [`MultiBudgetProjection`]: a weight-level model and the budget
+/// (in the model's unit) its exact cost must meet.
+#[derive(Debug)]
+pub struct ModelBudget {
+    /// A name for reports (`"energy"`, `"parameters"`, ...).
+    pub name: String,
+    /// The model pricing the weights.
+    pub model: Box<dyn WeightEnergyModel>,
+    /// The budget, in the model's unit.
+    pub budget: f64,
+}
+
+/// Where a network stands against one budget of a [`MultiBudgetProjection`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetStatus {
+    /// The budget's name.
+    pub name: String,
+    /// Exact cost of the network under the budget's model.
+    pub cost: f64,
+    /// The budget.
+    pub budget: f64,
+    /// `cost <= budget`.
+    pub met: bool,
+    /// Less than 1 % of the budget left.
+    pub binding: bool,
+}
+
+/// Projected training under several weight-level budgets at once: as
+/// [`WeightProjection`](super::WeightProjection), with every projection made by
+/// [`project_multi`] onto per-budget schedules that decay from the network's cost
+/// at the start of the constrained phase to each target. Input-mask rounds are not
+/// supported (an error at `begin`). [`ConstraintStatus`](crate::prune::ConstraintStatus) reports the budget closest
+/// to (or furthest over) its limit; [`MultiBudgetProjection::budget_status`] reports
+/// every one.
+#[derive(Debug)]
+pub struct MultiBudgetProjection {
+    budgets: Vec<ModelBudget>,
+    cfg: super::WeightProjectionConfig,
+    schedules: Vec<crate::prune::schedule::BudgetSchedule>,
+    support: super::WeightSupport,
+    state: NetworkState,
+    ws: ProjectionWorkspace,
+}
+
+impl MultiBudgetProjection {
+    /// Projection onto every budget of `budgets`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for no budget, a budget that is not finite and
+    /// positive, models of different architectures, or a bad configuration.
+    pub fn new(budgets: Vec<ModelBudget>, cfg: super::WeightProjectionConfig) -> Result<Self> {
+        cfg.validate()?;
+        let Some(first) = budgets.first() else {
+            return Err(Error::param("budgets", 0, "give at least one budget"));
+        };
+        for b in &budgets {
+            crate::prune::constraint::check_budget(b.budget)?;
+            if b.model.architecture().fingerprint() != first.model.architecture().fingerprint() {
+                return Err(Error::param(
+                    "budgets",
+                    b.name.clone(),
+                    "every model must price the same architecture",
+                ));
+            }
+        }
+        Ok(Self {
+            budgets,
+            cfg,
+            schedules: Vec::new(),
+            support: super::WeightSupport::default(),
+            state: NetworkState::default(),
+            ws: ProjectionWorkspace::new(),
+        })
+    }
+
+    /// Every budget's exact cost on `net`.
+    ///
+    /// # Errors
+    /// Errors of the network and the models.
+    pub fn budget_status<N: crate::network::Network + ?Sized>(
+        &self,
+        net: &N,
+    ) -> Result<Vec<BudgetStatus>> {
+        let state = NetworkState::from_network(net)?;
+        self.budgets
+            .iter()
+            .map(|b| {
+                let cost = b.model.energy_total(&state)?;
+                Ok(BudgetStatus {
+                    name: b.name.clone(),
+                    cost,
+                    budget: b.budget,
+                    met: cost <= b.budget,
+                    binding: b.budget - cost <= 0.01 * b.budget,
+                })
+            })
+            .collect()
+    }
+
+    fn knapsack(&self, step: Option<usize>) -> Result<Vec<KnapsackBudget>> {
+        self.budgets
+            .iter()
+            .zip(&self.schedules)
+            .map(|(b, s)| {
+                let target = step.map_or(s.target(), |t| s.at(t));
+                KnapsackBudget::of_model(b.name.clone(), b.model.as_ref(), target)
+            })
+            .collect()
+    }
+}
+
+impl crate::prune::ConstrainedOptimizer for MultiBudgetProjection {
+    fn name(&self) -> &'static str {
+        "multi-budget projection"
+    }
+
+    /// The first budget's target (reports; every budget is checked by `status`).
+    fn target(&self) -> f64 {
+        self.budgets[0].budget
+    }
+
+    fn begin<N: crate::network::NetworkMut + ?Sized>(
+        &mut self,
+        net: &mut N,
+        run: &crate::prune::constraint::RunInfo,
+    ) -> Result<()> {
+        if run.input_mask_rounds {
+            return Err(Error::Unsupported {
+                feature: "input-mask rounds under several budgets".into(),
+                hint: "train without input masks, or with one budget (WeightProjection)".into(),
+            });
+        }
+        let state = NetworkState::from_network(&*net)?;
+        for b in &self.budgets {
+            state.check(b.model.architecture())?;
+            // The weight-independent part must fit (checked again at every projection).
+            KnapsackBudget::of_model(b.name.clone(), b.model.as_ref(), b.budget)?;
+        }
+        self.state = state;
+        self.support.clear();
+        Ok(())
+    }
+
+    fn begin_phase<N: crate::network::Network + ?Sized>(
+        &mut self,
+        net: &N,
+        phase: crate::prune::Phase,
+        steps: usize,
+    ) -> Result<()> {
+        let state = NetworkState::from_network(net)?;
+        if phase == crate::prune::Phase::FineTune {
+            self.support.freeze(state);
+            return Ok(());
+        }
+        let reach =
+            ((steps as f64 * self.cfg.reach_fraction) as usize).min(steps.saturating_sub(1));
+        self.schedules = self
+            .budgets
+            .iter()
+            .map(|b| {
+                let e0 = b.model.relaxed_energy_of(&state)?.max(b.budget);
+                crate::prune::schedule::BudgetSchedule::new(e0, b.budget, reach)
+            })
+            .collect::<Result<_>>()?;
+        self.support.clear();
+        self.state = state;
+        Ok(())
+    }
+
+    fn step<N: crate::network::NetworkMut + ?Sized>(
+        &mut self,
+        net: &mut N,
+        ctx: &crate::prune::StepContext<'_>,
+    ) -> Result<crate::prune::StepReport> {
+        let last = ctx.is_last();
+        if !ctx.step.is_multiple_of(self.cfg.project_every) && !last {
+            if !self.cfg.regrow {
+                self.support.apply(net)?;
+            }
+            return Ok(crate::prune::StepReport::held(false));
+        }
+        let budgets = self.knapsack(if last { None } else { Some(ctx.step) })?;
+        if self.state.weights.len() != net.architecture().layers().len() {
+            self.state = NetworkState::from_network(&*net)?;
+        }
+        for (l, w) in self.state.weights.iter_mut().enumerate() {
+            net.read_weights(l, w)?;
+        }
+        project_multi(&mut self.state.weights, &budgets, &mut self.ws)?;
+        self.state.write_weights_to(net)?;
+        self.support.update(&self.state);
+        Ok(crate::prune::StepReport {
+            acted: true,
+            frozen: false,
+            event: None,
+        })
+    }
+
+    fn hold<N: crate::network::NetworkMut + ?Sized>(&mut self, net: &mut N) -> Result<()> {
+        self.support.apply(net)
+    }
+
+    fn status<N: crate::network::Network + ?Sized>(
+        &self,
+        net: &N,
+    ) -> Result<crate::prune::ConstraintStatus> {
+        let all = self.budget_status(net)?;
+        let state = NetworkState::from_network(net)?;
+        // Report the budget with the largest cost relative to its limit.
+        let (k, worst) = all
+            .iter()
+            .enumerate()
+            .max_by(|a, b| (a.1.cost / a.1.budget).total_cmp(&(b.1.cost / b.1.budget)))
+            .expect("at least one budget");
+        Ok(crate::prune::ConstraintStatus {
+            cost: worst.cost,
+            relaxed_cost: self.budgets[k].model.relaxed_energy_of(&state)?,
+            budget: worst.budget,
+            target: worst.budget,
+            met: all.iter().all(|b| b.met),
+            kept: crate::prune::Kept::Weights {
+                nonzero: state.nonzeros().iter().sum(),
+            },
+        })
+    }
+}
