@@ -53,6 +53,8 @@ fn bad_flags_fail_fast_with_code_2() {
     rejects("train_lenet5", &["--save", missing], "--save");
     rejects("train_lenet5", &["--batch-size", "0"], "--batch-size");
     rejects("project_sharded", &["--budget", "2"], "--budget");
+    rejects("multi_budget", &["--params", "0"], "--params");
+    rejects("multi_budget", &["--energy", "NaN"], "--energy");
     rejects("project_sharded", &["--shards", "0"], "--shards");
     rejects(
         "project_sharded",
