@@ -315,8 +315,8 @@ fn training_under_two_budgets_meets_both() {
     };
     use energy_prune::network::{Network, NetworkState};
     use energy_prune::prune::{
-        ConstrainedOptimizer, Data, LrSchedule, ModelBudget, MultiBudgetProjection, NoObserver,
-        TrainingConfig, WeightProjectionConfig, train_constrained,
+        ConstrainedOptimizer, Data, LrSchedule, ModelBudget, MultiBudgetProjection, TrainingConfig,
+        WeightProjectionConfig, train_constrained,
     };
     use energy_prune::train::Sgd;
     let (train, test) = (common::synthetic(512, 1), common::synthetic(256, 2));

@@ -606,6 +606,7 @@ impl<M: WidthCostModel> ConstrainedOptimizer for AdmmPruning<M> {
             target: self.admm.budget,
             met: cost <= self.admm.budget,
             kept: Kept::Channels { live },
+            budgets: Vec::new(),
         })
     }
 }

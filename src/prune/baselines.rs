@@ -275,6 +275,7 @@ impl<M: WidthCostModel> ConstrainedOptimizer for UniformScaling<M> {
             kept: Kept::Channels {
                 live: self.widths.clone(),
             },
+            budgets: Vec::new(),
         })
     }
 }

@@ -160,6 +160,24 @@ pub struct ConstraintStatus {
     pub met: bool,
     /// What is kept.
     pub kept: Kept,
+    /// Every budget, for solvers with several (empty for one budget, which the
+    /// fields above describe).
+    pub budgets: Vec<BudgetStatus>,
+}
+
+/// Where a network stands against one of several budgets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetStatus {
+    /// The budget's name.
+    pub name: String,
+    /// Exact cost of the network under the budget's model.
+    pub cost: f64,
+    /// The budget.
+    pub budget: f64,
+    /// `cost <= budget`.
+    pub met: bool,
+    /// Less than 1 % of the budget left.
+    pub binding: bool,
 }
 
 /// What one [`ConstrainedOptimizer::step`] did.

@@ -25,8 +25,8 @@ pub mod schedule;
 pub use admm::{Admm, AdmmConfig, AdmmPruning, AdmmStep};
 pub use baselines::{MagnitudePruning, UniformScaling, magnitude_prune, uniform_widths};
 pub use constraint::{
-    AdmmEvent, ConstrainedOptimizer, ConstraintStatus, Kept, Phase, ProjectionEvent, RunInfo,
-    SolverEvent, StepContext, StepReport,
+    AdmmEvent, BudgetStatus, ConstrainedOptimizer, ConstraintStatus, Kept, Phase, ProjectionEvent,
+    RunInfo, SolverEvent, StepContext, StepReport,
 };
 pub use driver::{
     Data, LrSchedule, MaskRounds, Termination, TrainingConfig, TrainingReport, train_constrained,
@@ -34,7 +34,7 @@ pub use driver::{
 };
 pub use observer::{EpochEvent, NoObserver, Observer, OnEpoch};
 pub use projection::multi::{
-    BudgetStatus, KnapsackBudget, ModelBudget, MultiBudgetProjection, MultiSelection, project_multi,
+    KnapsackBudget, ModelBudget, MultiBudgetProjection, MultiSelection, project_multi,
 };
 pub use projection::sharded::{ShardedOutcome, ShardedProblem};
 pub use projection::{

@@ -28,6 +28,7 @@ use super::{ProjectionWorkspace, greedy_knapsack};
 use crate::energy::{LayerCost, WeightEnergyModel};
 use crate::error::{Error, Result};
 use crate::network::NetworkState;
+use crate::prune::constraint::BudgetStatus;
 
 /// One budget: per-layer knapsack costs and the capacity they must fit.
 #[derive(Debug, Clone, PartialEq)]
@@ -459,21 +460,6 @@ pub struct ModelBudget {
     pub budget: f64,
 }
 
-/// Where a network stands against one budget of a [`MultiBudgetProjection`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct BudgetStatus {
-    /// The budget's name.
-    pub name: String,
-    /// Exact cost of the network under the budget's model.
-    pub cost: f64,
-    /// The budget.
-    pub budget: f64,
-    /// `cost <= budget`.
-    pub met: bool,
-    /// Less than 1 % of the budget left.
-    pub binding: bool,
-}
-
 /// Projected training under several weight-level budgets at once: as
 /// [`WeightProjection`](super::WeightProjection), with every projection made by
 /// [`project_multi`] onto per-budget schedules that decay from the network's cost
@@ -670,6 +656,7 @@ impl crate::prune::ConstrainedOptimizer for MultiBudgetProjection {
             kept: crate::prune::Kept::Weights {
                 nonzero: state.nonzeros().iter().sum(),
             },
+            budgets: all.clone(),
         })
     }
 }

@@ -219,6 +219,7 @@ pub(crate) fn weight_status<M: WeightEnergyModel + ?Sized, N: Network + ?Sized>(
         kept: Kept::Weights {
             nonzero: state.nonzeros().iter().sum(),
         },
+        budgets: Vec::new(),
     })
 }
 
