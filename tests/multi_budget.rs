@@ -359,8 +359,24 @@ fn training_under_two_budgets_meets_both() {
         test: Some(&test),
     };
     let mut opt = Sgd::new(0.05, 0.9, 0.0).unwrap();
-    let r =
-        train_constrained(&mut net, &mut opt, &mut solver, data, &cfg, &mut NoObserver).unwrap();
+    // Every epoch event carries every budget.
+    let mut seen = Vec::new();
+    let mut obs = energy_prune::prune::OnEpoch(|e: &energy_prune::prune::EpochEvent| {
+        seen.push(
+            e.status
+                .budgets
+                .iter()
+                .map(|b| b.name.clone())
+                .collect::<Vec<_>>(),
+        );
+    });
+    let r = train_constrained(&mut net, &mut opt, &mut solver, data, &cfg, &mut obs).unwrap();
+    assert_eq!(seen.len(), 4);
+    assert!(
+        seen.iter().all(|names| names == &["energy", "parameters"]),
+        "{seen:?}"
+    );
+    assert_eq!(r.status.budgets.len(), 2);
     let all = solver.budget_status(&net).unwrap();
     assert!(all.iter().all(|b| b.met), "{all:?}");
     assert!(all.iter().any(|b| b.binding), "{all:?}");
