@@ -384,3 +384,77 @@ fn training_under_two_budgets_meets_both() {
     assert!(r.test_accuracy.unwrap() > 0.5, "{:?}", r.test_accuracy);
     assert_eq!(solver.name(), "multi-budget projection");
 }
+
+/// Input-mask rounds under two budgets: an energy budget below the floor of the
+/// unmasked network is reached by masking inputs, the parameter budget holds too.
+#[test]
+fn input_mask_rounds_under_two_budgets() {
+    use energy_prune::energy::{
+        Count, CountingModel, SystolicArray, SystolicConfig, WeightEnergyModel,
+    };
+    use energy_prune::network::{Network, NetworkState, Trainable};
+    use energy_prune::prune::{
+        Data, LrSchedule, MaskRounds, ModelBudget, MultiBudgetProjection, NoObserver,
+        TrainingConfig, WeightProjectionConfig, train_constrained,
+    };
+    use energy_prune::train::Sgd;
+    let (train, validation, test) = (
+        common::synthetic(512, 1),
+        common::synthetic(128, 3),
+        common::synthetic(256, 2),
+    );
+    let mut net = common::small_cnn(6, 16, 3);
+    for l in 0..2 {
+        net.enable_input_mask(l).unwrap();
+    }
+    let arch = net.architecture().clone();
+    let energy = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+    let params = CountingModel::new(&arch, Count::Parameters).unwrap();
+    let floor = energy.dense_floor();
+    let e_budget = 0.92 * floor; // below the unmasked floor: only masks reach it
+    let p_budget = 0.2 * params.dense();
+    let mut solver = MultiBudgetProjection::new(
+        vec![
+            ModelBudget {
+                name: "energy".into(),
+                model: Box::new(energy.clone()),
+                budget: e_budget,
+            },
+            ModelBudget {
+                name: "parameters".into(),
+                model: Box::new(params),
+                budget: p_budget,
+            },
+        ],
+        WeightProjectionConfig {
+            project_every: 5,
+            ..WeightProjectionConfig::default()
+        },
+    )
+    .unwrap();
+    let cfg = TrainingConfig {
+        epochs: 2,
+        finetune_epochs: 1,
+        batch_size: 16,
+        lr: LrSchedule::Constant,
+        input_masks: Some(MaskRounds {
+            rounds: 4,
+            ..MaskRounds::default()
+        }),
+        ..TrainingConfig::default()
+    };
+    let data = Data {
+        train: &train,
+        validation: Some(&validation),
+        test: Some(&test),
+    };
+    let mut opt = Sgd::new(0.05, 0.9, 0.0).unwrap();
+    let r = train_constrained(&mut net, &mut opt, &mut solver, data, &cfg, &mut NoObserver);
+    let all = solver.budget_status(&net).unwrap();
+    let state = NetworkState::from_network(&net).unwrap();
+    let e = energy.energy_total(&state).unwrap();
+    let r = r.unwrap();
+    assert!(all.iter().all(|b| b.met), "{all:?}");
+    assert!(e <= e_budget && r.status.met);
+    assert!(r.mask_rounds >= 1, "the masks were needed");
+}

@@ -55,9 +55,23 @@ impl KnapsackBudget {
         model: &M,
         budget: f64,
     ) -> Result<Self> {
+        let none = vec![None; model.architecture().layers().len()];
+        Self::of_model_with_masks(name, model, budget, &none)
+    }
+
+    /// [`KnapsackBudget::of_model`] with the weight-independent part taken with the
+    /// given layer input masks.
+    ///
+    /// # Errors
+    /// As [`KnapsackBudget::of_model`], and mask-length errors of the model.
+    pub fn of_model_with_masks<M: WeightEnergyModel + ?Sized>(
+        name: impl Into<String>,
+        model: &M,
+        budget: f64,
+        input_masks: &[Option<Vec<f32>>],
+    ) -> Result<Self> {
         crate::prune::constraint::check_budget(budget)?;
-        let arch = model.architecture();
-        let floor = model.floor(&vec![None; arch.layers().len()])?;
+        let floor = model.floor(input_masks)?;
         if budget < floor {
             return Err(Error::InfeasibleBudget {
                 budget,
@@ -463,13 +477,18 @@ pub struct ModelBudget {
 /// Projected training under several weight-level budgets at once: as
 /// [`WeightProjection`](super::WeightProjection), with every projection made by
 /// [`project_multi`] onto per-budget schedules that decay from the network's cost
-/// at the start of the constrained phase to each target. Input-mask rounds are not
-/// supported (an error at `begin`). [`ConstraintStatus`](crate::prune::ConstraintStatus) reports the budget closest
+/// at the start of the constrained phase to each target. Input-mask
+/// rounds run as for one budget: while the masks keep a budget's weight-independent
+/// cost above it, the weights are projected onto that cost plus 30 % of the room the
+/// budget leaves above its all-zero-mask floor. [`ConstraintStatus`](crate::prune::ConstraintStatus) reports the budget closest
 /// to (or furthest over) its limit; [`MultiBudgetProjection::budget_status`] reports
 /// every one.
 #[derive(Debug)]
 pub struct MultiBudgetProjection {
     budgets: Vec<ModelBudget>,
+    /// Per budget, the weight-independent cost with all input masks at zero (the
+    /// lowest reachable; the plain floor without input-mask rounds).
+    min_floor: Vec<f64>,
     cfg: super::WeightProjectionConfig,
     schedules: Vec<crate::prune::schedule::BudgetSchedule>,
     support: super::WeightSupport,
@@ -499,6 +518,7 @@ impl MultiBudgetProjection {
             }
         }
         Ok(Self {
+            min_floor: vec![0.0; budgets.len()],
             budgets,
             cfg,
             schedules: Vec::new(),
@@ -532,15 +552,35 @@ impl MultiBudgetProjection {
             .collect()
     }
 
+    /// The knapsack budgets in force at `step` (`None`: the targets), with each
+    /// model's weight-independent cost taken with the network's current masks.
     fn knapsack(&self, step: Option<usize>) -> Result<Vec<KnapsackBudget>> {
         self.budgets
             .iter()
             .zip(&self.schedules)
             .map(|(b, s)| {
                 let target = step.map_or(s.target(), |t| s.at(t));
-                KnapsackBudget::of_model(b.name.clone(), b.model.as_ref(), target)
+                KnapsackBudget::of_model_with_masks(
+                    b.name.clone(),
+                    b.model.as_ref(),
+                    target,
+                    &self.state.input_masks,
+                )
             })
             .collect()
+    }
+
+    /// What budget `k` projects the weights onto now: the budget, or, while the
+    /// input masks keep its weight-independent cost above it, that cost plus 30 %
+    /// of the room the budget leaves above its all-zero-mask floor.
+    fn weight_target(&self, k: usize, state: &NetworkState) -> Result<f64> {
+        let b = &self.budgets[k];
+        let floor = b.model.floor(&state.input_masks)?;
+        Ok(if floor <= b.budget {
+            b.budget
+        } else {
+            floor + 0.3 * (b.budget - self.min_floor[k])
+        })
     }
 }
 
@@ -559,17 +599,23 @@ impl crate::prune::ConstrainedOptimizer for MultiBudgetProjection {
         net: &mut N,
         run: &crate::prune::constraint::RunInfo,
     ) -> Result<()> {
-        if run.input_mask_rounds {
-            return Err(Error::Unsupported {
-                feature: "input-mask rounds under several budgets".into(),
-                hint: "train without input masks, or with one budget (WeightProjection)".into(),
-            });
-        }
         let state = NetworkState::from_network(&*net)?;
-        for b in &self.budgets {
+        let mut masks = state.input_masks.clone();
+        if run.input_mask_rounds {
+            for m in masks.iter_mut().flatten() {
+                m.fill(0.0);
+            }
+        }
+        for (k, b) in self.budgets.iter().enumerate() {
             state.check(b.model.architecture())?;
-            // The weight-independent part must fit (checked again at every projection).
-            KnapsackBudget::of_model(b.name.clone(), b.model.as_ref(), b.budget)?;
+            let floor = b.model.floor(&masks)?;
+            if b.budget < floor {
+                return Err(Error::InfeasibleBudget {
+                    budget: b.budget,
+                    min_achievable: floor,
+                });
+            }
+            self.min_floor[k] = floor;
         }
         self.state = state;
         self.support.clear();
@@ -582,21 +628,35 @@ impl crate::prune::ConstrainedOptimizer for MultiBudgetProjection {
         phase: crate::prune::Phase,
         steps: usize,
     ) -> Result<()> {
+        use crate::prune::Phase;
+        use crate::prune::schedule::BudgetSchedule;
         let state = NetworkState::from_network(net)?;
-        if phase == crate::prune::Phase::FineTune {
-            self.support.freeze(state);
-            return Ok(());
+        match phase {
+            Phase::FineTune => {
+                self.support.freeze(state);
+                return Ok(());
+            }
+            Phase::InputMasks => return Ok(()),
+            Phase::Constrained => {
+                let reach = ((steps as f64 * self.cfg.reach_fraction) as usize)
+                    .min(steps.saturating_sub(1));
+                self.schedules = (0..self.budgets.len())
+                    .map(|k| {
+                        let target = self.weight_target(k, &state)?;
+                        let e0 = self.budgets[k].model.relaxed_energy_of(&state)?.max(target);
+                        BudgetSchedule::new(e0, target, reach)
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            Phase::MaskWeights => {
+                self.schedules = (0..self.budgets.len())
+                    .map(|k| {
+                        let target = self.weight_target(k, &state)?;
+                        BudgetSchedule::new(target, target, 0)
+                    })
+                    .collect::<Result<_>>()?;
+            }
         }
-        let reach =
-            ((steps as f64 * self.cfg.reach_fraction) as usize).min(steps.saturating_sub(1));
-        self.schedules = self
-            .budgets
-            .iter()
-            .map(|b| {
-                let e0 = b.model.relaxed_energy_of(&state)?.max(b.budget);
-                crate::prune::schedule::BudgetSchedule::new(e0, b.budget, reach)
-            })
-            .collect::<Result<_>>()?;
         self.support.clear();
         self.state = state;
         Ok(())
@@ -614,13 +674,18 @@ impl crate::prune::ConstrainedOptimizer for MultiBudgetProjection {
             }
             return Ok(crate::prune::StepReport::held(false));
         }
-        let budgets = self.knapsack(if last { None } else { Some(ctx.step) })?;
         if self.state.weights.len() != net.architecture().layers().len() {
             self.state = NetworkState::from_network(&*net)?;
         }
         for (l, w) in self.state.weights.iter_mut().enumerate() {
             net.read_weights(l, w)?;
         }
+        for (l, m) in self.state.input_masks.iter_mut().enumerate() {
+            if let Some(m) = m {
+                net.read_input_mask(l, m)?;
+            }
+        }
+        let budgets = self.knapsack(if last { None } else { Some(ctx.step) })?;
         project_multi(&mut self.state.weights, &budgets, &mut self.ws)?;
         self.state.write_weights_to(net)?;
         self.support.update(&self.state);
@@ -658,5 +723,20 @@ impl crate::prune::ConstrainedOptimizer for MultiBudgetProjection {
             },
             budgets: all.clone(),
         })
+    }
+
+    fn unreachable_floor<N: crate::network::Network + ?Sized>(
+        &self,
+        net: &N,
+    ) -> Result<Option<f64>> {
+        let state = NetworkState::from_network(net)?;
+        let mut worst: Option<f64> = None;
+        for b in &self.budgets {
+            let floor = b.model.floor(&state.input_masks)?;
+            if floor > b.budget {
+                worst = Some(worst.map_or(floor, |w: f64| w.max(floor)));
+            }
+        }
+        Ok(worst)
     }
 }
