@@ -392,7 +392,7 @@ fn input_mask_rounds_under_two_budgets() {
     use energy_prune::energy::{
         Count, CountingModel, SystolicArray, SystolicConfig, WeightEnergyModel,
     };
-    use energy_prune::network::{Network, NetworkState, Trainable};
+    use energy_prune::network::{Network, NetworkState};
     use energy_prune::prune::{
         Data, LrSchedule, MaskRounds, ModelBudget, MultiBudgetProjection, NoObserver,
         TrainingConfig, WeightProjectionConfig, train_constrained,
