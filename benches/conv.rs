@@ -9,7 +9,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use energy_prune::arch::Conv2dGeometry;
 use energy_prune::network::Trainable;
 use energy_prune::nn::Cnn;
-use energy_prune::testing::kernels::{conv2d_backward, conv2d_direct, conv2d_forward};
+use energy_prune::nn::testing::kernels::{conv2d_backward, conv2d_direct, conv2d_forward};
 use energy_prune::train::Sgd;
 use energy_prune::train::cross_entropy;
 use rand::{RngExt, SeedableRng, rngs::StdRng};

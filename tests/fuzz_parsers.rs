@@ -20,8 +20,9 @@ use energy_prune::energy::{
 };
 use energy_prune::network::PruningPlan;
 use energy_prune::nn::mnist::MnistOptions;
+use energy_prune::nn::testing::{load_cnn_bytes, read_mnist_pair};
 use energy_prune::nn::{Cnn, LayerSpec};
-use energy_prune::testing::{load_cnn_bytes, peak_rss_mb, read_mnist_pair};
+use energy_prune::testing::peak_rss_mb;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 fn cases(default: usize) -> usize {

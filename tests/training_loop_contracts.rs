@@ -4,8 +4,8 @@
 use energy_prune::Error;
 use energy_prune::arch::{ArchBuilder, Conv, Conv2dGeometry, SlotLayout, zoo};
 use energy_prune::network::{Network, NetworkMut, PruningPlan, Trainable};
+use energy_prune::nn::testing::kernels::{conv2d_backward, conv2d_direct, conv2d_forward};
 use energy_prune::nn::{Cnn, LayerSpec};
-use energy_prune::testing::kernels::{conv2d_backward, conv2d_direct, conv2d_forward};
 use energy_prune::train::{
     Adam, Control, CrossEntropy, InputMaskAdam, LossFn, Optimizer, Sgd, train_epoch,
 };

@@ -17,6 +17,8 @@ pub mod mnist;
 mod model;
 pub(crate) mod ops;
 mod spec;
+#[doc(hidden)]
+pub mod testing;
 mod threads;
 
 pub use latency::{LatencyOracle, LatencyStats, measure_latency};
