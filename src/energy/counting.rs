@@ -61,7 +61,7 @@ impl CountingModel {
             value_bits,
             index_bits,
         } = count
-            && value_bits + index_bits == 0
+            && u64::from(value_bits) + u64::from(index_bits) == 0
         {
             return Err(Error::param(
                 "value_bits + index_bits",
@@ -82,7 +82,7 @@ impl CountingModel {
                         index_bits,
                     },
                     _,
-                ) => f64::from(value_bits + index_bits) / 8.0,
+                ) => (f64::from(value_bits) + f64::from(index_bits)) / 8.0,
             })
             .collect();
         Ok(Self {

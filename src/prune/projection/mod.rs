@@ -43,7 +43,7 @@ pub(crate) use solver::{WeightSupport, weight_status};
 use crate::energy::{LayerCost, WeightEnergyModel};
 use crate::error::{Error, Result};
 use crate::network::NetworkState;
-use select::{Classifier, check_inputs};
+use select::{Classifier, WeightStats, check_inputs};
 
 /// What a projection did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -127,15 +127,8 @@ pub fn project_with_workspace<M: WeightEnergyModel + ?Sized>(
     let relaxed_before = model.relaxed_energy(&nonzeros, &input)?.total;
     if relaxed_before <= budget {
         // Already within the budget (as the model itself sums it): the identity.
-        for (l, w) in state.weights.iter().enumerate() {
-            crate::error::check_finite(&format!("weights of layer {l}"), w)?;
-        }
-        let value = state
-            .weights
-            .iter()
-            .flatten()
-            .map(|v| f64::from(*v) * f64::from(*v))
-            .sum();
+        // The statistics pass checks finiteness and sums the value.
+        let value = WeightStats::of(&state.weights, 1)?.total_value;
         return Ok(ProjectionOutcome {
             budget,
             constant,

@@ -238,6 +238,7 @@ pub fn project_multi<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync + Clone>(
     let mut lambda = vec![1.0 / k as f64; k];
     let mut best: Option<(f64, Vec<W>)> = None;
     let mut last: Vec<W> = original.clone();
+    let mut trial: Vec<W> = original.clone();
     let mut rounds = 0;
     for _ in 0..ROUNDS {
         rounds += 1;
@@ -257,7 +258,8 @@ pub fn project_multi<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync + Clone>(
                 }
             })
             .collect();
-        let mut trial = original.clone();
+        // Reuses the buffers of the previous round.
+        trial.clone_from(&original);
         greedy_knapsack(&mut trial, &combined, 1.0, ws)?;
         let u = usage(&trial);
         let value = value_of(&trial);
@@ -276,7 +278,7 @@ pub fn project_multi<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync + Clone>(
             sum += lambda[j];
         }
         lambda.iter_mut().for_each(|x| *x /= sum);
-        last = trial;
+        last.clone_from(&trial);
     }
     let mut chosen = match best {
         Some((_, w)) => w,

@@ -980,7 +980,9 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
                 if t > 0 {
                     let base = u.start + ci * CHUNK;
                     for (i, &x) in chunk.iter().enumerate() {
-                        if x != 0.0 && self.key(x, p) == threshold {
+                        let a = abs_bits(x);
+                        // The tie test of `bound_keep`.
+                        if (a > t_tie) & (a <= t_keep) & (a != 0) {
                             out.ties.push((base + i, c0));
                         }
                     }

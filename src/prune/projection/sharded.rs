@@ -137,7 +137,7 @@ impl<'a> Shard<'a> {
         weights: &'a mut [f32],
     ) -> Result<Self> {
         let total = problem.total();
-        let end = start + weights.len() as u64;
+        let end = start.saturating_add(weights.len() as u64);
         if end > total {
             return Err(Error::IndexOutOfRange {
                 what: "shard end",
