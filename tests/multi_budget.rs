@@ -306,28 +306,15 @@ fn lenet5_energy_and_parameters_at_once() {
 
 mod common;
 
-/// Projected training under an energy and a parameter budget at once: the trained
-/// network meets both on the exact models and still learns.
-#[test]
-fn training_under_two_budgets_meets_both() {
-    use energy_prune::energy::{
-        Count, CountingModel, SystolicArray, SystolicConfig, WeightEnergyModel,
-    };
-    use energy_prune::network::{Network, NetworkState};
-    use energy_prune::prune::{
-        ConstrainedOptimizer, Data, LrSchedule, ModelBudget, MultiBudgetProjection, TrainingConfig,
-        WeightProjectionConfig, train_constrained,
-    };
-    use energy_prune::train::Sgd;
-    let (train, test) = (common::synthetic(512, 1), common::synthetic(256, 2));
-    let mut net = common::small_cnn(6, 16, 3);
-    let arch = net.architecture().clone();
-    let energy = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
-    let params = CountingModel::new(&arch, Count::Parameters).unwrap();
-    let e_dense = energy.energy_total(&NetworkState::dense(&arch)).unwrap();
-    let e_budget = energy.dense_floor() + 0.4 * (e_dense - energy.dense_floor());
-    let p_budget = 0.1 * params.dense();
-    let mut solver = MultiBudgetProjection::new(
+/// A multi-budget solver of an energy and a parameter budget, projecting every 5 updates.
+fn energy_and_parameters(
+    energy: energy_prune::energy::SystolicArray,
+    e_budget: f64,
+    params: energy_prune::energy::CountingModel,
+    p_budget: f64,
+) -> energy_prune::prune::MultiBudgetProjection {
+    use energy_prune::prune::{ModelBudget, MultiBudgetProjection, WeightProjectionConfig};
+    MultiBudgetProjection::new(
         vec![
             ModelBudget {
                 name: "energy".into(),
@@ -345,7 +332,30 @@ fn training_under_two_budgets_meets_both() {
             ..WeightProjectionConfig::default()
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Projected training under an energy and a parameter budget at once: the trained
+/// network meets both on the exact models and still learns.
+#[test]
+fn training_under_two_budgets_meets_both() {
+    use energy_prune::energy::{
+        Count, CountingModel, SystolicArray, SystolicConfig, WeightEnergyModel,
+    };
+    use energy_prune::network::{Network, NetworkState};
+    use energy_prune::prune::{
+        ConstrainedOptimizer, Data, LrSchedule, TrainingConfig, train_constrained,
+    };
+    use energy_prune::train::Sgd;
+    let (train, test) = (common::synthetic(512, 1), common::synthetic(256, 2));
+    let mut net = common::small_cnn(6, 16, 3);
+    let arch = net.architecture().clone();
+    let energy = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+    let params = CountingModel::new(&arch, Count::Parameters).unwrap();
+    let e_dense = energy.energy_total(&NetworkState::dense(&arch)).unwrap();
+    let e_budget = energy.dense_floor() + 0.4 * (e_dense - energy.dense_floor());
+    let p_budget = 0.1 * params.dense();
+    let mut solver = energy_and_parameters(energy, e_budget, params, p_budget);
     let cfg = TrainingConfig {
         epochs: 3,
         finetune_epochs: 1,
@@ -394,8 +404,7 @@ fn input_mask_rounds_under_two_budgets() {
     };
     use energy_prune::network::{Network, NetworkState};
     use energy_prune::prune::{
-        Data, LrSchedule, MaskRounds, ModelBudget, MultiBudgetProjection, NoObserver,
-        TrainingConfig, WeightProjectionConfig, train_constrained,
+        Data, LrSchedule, MaskRounds, NoObserver, TrainingConfig, train_constrained,
     };
     use energy_prune::train::Sgd;
     let (train, validation, test) = (
@@ -413,25 +422,7 @@ fn input_mask_rounds_under_two_budgets() {
     let floor = energy.dense_floor();
     let e_budget = 0.92 * floor; // below the unmasked floor: only masks reach it
     let p_budget = 0.2 * params.dense();
-    let mut solver = MultiBudgetProjection::new(
-        vec![
-            ModelBudget {
-                name: "energy".into(),
-                model: Box::new(energy.clone()),
-                budget: e_budget,
-            },
-            ModelBudget {
-                name: "parameters".into(),
-                model: Box::new(params),
-                budget: p_budget,
-            },
-        ],
-        WeightProjectionConfig {
-            project_every: 5,
-            ..WeightProjectionConfig::default()
-        },
-    )
-    .unwrap();
+    let mut solver = energy_and_parameters(energy.clone(), e_budget, params, p_budget);
     let cfg = TrainingConfig {
         epochs: 2,
         finetune_epochs: 1,
