@@ -10,8 +10,8 @@ use energy_prune::network::Network;
 use energy_prune::network::NetworkState;
 use energy_prune::nn::Cnn;
 use energy_prune::prune::{
-    Data, MaskRounds, NoObserver, OnEpoch, ProjectedTraining, magnitude_prune, train_magnitude,
-    train_projected,
+    Data, MagnitudeRule, MaskRounds, NoObserver, OnEpoch, ProjectedTraining, magnitude_prune,
+    magnitude_prune_by, train_magnitude, train_magnitude_by, train_projected,
 };
 
 fn net() -> Cnn {
@@ -104,6 +104,121 @@ fn magnitude_prune_keeps_the_most_weights_that_fit() {
         magnitude_prune(&model, &mut s, 0.5 * model.dense_floor()),
         Err(Error::InfeasibleBudget { .. })
     ));
+}
+
+/// The kept weights of layer `l`: (count, smallest kept magnitude, largest pruned).
+fn kept_stats(w: &[f32], d: &[f32]) -> (usize, f32, f32) {
+    let mut kept = (0, f32::INFINITY, 0.0f32);
+    for (a, b) in w.iter().zip(d) {
+        if *a != 0.0 {
+            assert_eq!(a, b, "a kept weight keeps its value");
+            kept.0 += 1;
+            kept.1 = kept.1.min(b.abs());
+        } else {
+            kept.2 = kept.2.max(b.abs());
+        }
+    }
+    kept
+}
+
+#[test]
+fn layer_uniform_magnitude_keeps_the_same_fraction_of_every_layer() {
+    let n = net();
+    let model = SystolicArray::new(n.architecture(), SystolicConfig::default()).unwrap();
+    let dense = NetworkState::from_network(&n).unwrap();
+    let full = model.energy(&dense).unwrap().total;
+    for share in [0.15, 0.4, 0.8] {
+        let budget = model.dense_floor() + share * (full - model.dense_floor());
+        let mut s = dense.clone();
+        let r = magnitude_prune_by(&model, &mut s, budget, MagnitudeRule::LayerUniform).unwrap();
+        assert!(r.total <= budget);
+        assert_eq!(r.total, model.energy(&s).unwrap().total);
+        let fractions: Vec<f64> = s
+            .weights
+            .iter()
+            .zip(&dense.weights)
+            .map(|(w, d)| {
+                let (k, smallest_kept, largest_pruned) = kept_stats(w, d);
+                // Within a layer the kept weights are the largest ones.
+                assert!(k == 0 || smallest_kept >= largest_pruned, "share {share}");
+                k as f64 / d.iter().filter(|v| **v != 0.0).count() as f64
+            })
+            .collect();
+        // round(q n_l) / n_l differs from q by at most 1 / (2 n_l) in every layer.
+        let q = fractions.iter().sum::<f64>() / fractions.len() as f64;
+        for (l, f) in fractions.iter().enumerate() {
+            let n_l = dense.weights[l].len() as f64;
+            assert!((f - q).abs() <= 1.0 / n_l + 1e-12, "layer {l}: {f} vs {q}");
+        }
+        // The next larger uniform fraction (one more weight in the smallest layer's
+        // count step) no longer fits: keep every layer at least one weight more.
+        let mut more = dense.clone();
+        for (w, kept) in more.weights.iter_mut().zip(&s.weights) {
+            let k = kept.iter().filter(|v| **v != 0.0).count();
+            let mut idx: Vec<usize> = (0..w.len()).collect();
+            idx.sort_by(|&a, &b| w[b].abs().total_cmp(&w[a].abs()).then(a.cmp(&b)));
+            let keep: std::collections::HashSet<usize> =
+                idx[..(k + 1).min(w.len())].iter().copied().collect();
+            for (i, v) in w.iter_mut().enumerate() {
+                if !keep.contains(&i) {
+                    *v = 0.0;
+                }
+            }
+        }
+        assert!(model.energy(&more).unwrap().total > budget, "share {share}");
+    }
+    // Below the all-zero energy: an error, and the state is unchanged.
+    let mut s = dense.clone();
+    assert!(matches!(
+        magnitude_prune_by(
+            &model,
+            &mut s,
+            0.5 * model.dense_floor(),
+            MagnitudeRule::LayerUniform
+        ),
+        Err(Error::InfeasibleBudget { .. })
+    ));
+    assert_eq!(s, dense);
+    // Global is the default rule and the one of magnitude_prune.
+    let budget = model.dense_floor() + 0.3 * (full - model.dense_floor());
+    let (mut a, mut b) = (dense.clone(), dense.clone());
+    magnitude_prune(&model, &mut a, budget).unwrap();
+    magnitude_prune_by(&model, &mut b, budget, MagnitudeRule::default()).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn layer_uniform_baseline_trains_within_the_budget() {
+    let (train, test) = (synthetic(256, 1), synthetic(128, 2));
+    let mut n = net();
+    let model = SystolicArray::new(n.architecture(), SystolicConfig::default()).unwrap();
+    let full = model
+        .energy(&NetworkState::from_network(&n).unwrap())
+        .unwrap()
+        .total;
+    let budget = model.dense_floor() + 0.3 * (full - model.dense_floor());
+    let data = Data {
+        train: &train,
+        validation: None,
+        test: Some(&test),
+    };
+    let r = train_magnitude_by(
+        &mut n,
+        &model,
+        budget,
+        MagnitudeRule::LayerUniform,
+        data,
+        &cfg(),
+        &mut NoObserver,
+    )
+    .unwrap();
+    assert_eq!(r.solver, "layer-uniform");
+    assert!(r.budget_met());
+    let e = model
+        .energy(&NetworkState::from_network(&n).unwrap())
+        .unwrap();
+    assert!(e.total <= budget);
+    assert_eq!(r.status.cost, e.total);
 }
 
 #[test]

@@ -2,9 +2,11 @@
 //! optimizers of their own so that they run through the same driver, loss and
 //! epochs:
 //!
-//! * [`MagnitudePruning`]: global magnitude pruning to the same exact energy
-//!   ([`magnitude_prune`]: the largest `k` weights by magnitude, `k` found by
-//!   bisection on the exact energy), then fine-tuning with the support fixed;
+//! * [`MagnitudePruning`]: magnitude pruning to the same exact energy
+//!   ([`magnitude_prune_by`]: globally the largest `k` weights by magnitude, or
+//!   layer-uniformly the same fraction of every layer ([`MagnitudeRule`]), the
+//!   support size found by bisection on the exact energy), then fine-tuning with the
+//!   support fixed;
 //! * [`UniformScaling`]: every free width scaled by one multiplier, the largest whose
 //!   model cost meets the budget ([`uniform_widths`]), the first channels of each
 //!   width kept, then fine-tuning.
@@ -20,9 +22,37 @@ use crate::energy::{EnergyReport, WeightEnergyModel, WidthCostModel};
 use crate::error::{Error, Result};
 use crate::network::{Network, NetworkMut, NetworkState, PruningPlan};
 
+/// Which weights magnitude pruning keeps for a given size of support.
+///
+/// Both rules keep nested supports (a larger support contains every smaller one), so
+/// the exact energy grows with the support and the largest support that fits the
+/// budget is found by bisection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MagnitudeRule {
+    /// The `k` largest-magnitude weights of the whole network (ties by layer, then
+    /// position): the usual global magnitude pruning.
+    #[default]
+    Global,
+    /// The same fraction `q` of every layer's nonzero weights: in layer `l` with
+    /// `n_l` nonzero weights the `round(q n_l)` largest by magnitude (ties by
+    /// position). Layer-uniform sparsity, the other classic baseline.
+    LayerUniform,
+}
+
+impl MagnitudeRule {
+    /// The solver name of the rule in reports and observer events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Global => "magnitude",
+            Self::LayerUniform => "layer-uniform",
+        }
+    }
+}
+
 /// Global magnitude pruning of `state` to exact energy `<= budget`: keep the `k`
 /// largest-magnitude weights (ties by position) for the largest `k` whose exact
 /// energy fits, found by bisection (exact energy grows with the support).
+/// The same as [`magnitude_prune_by`] with [`MagnitudeRule::Global`].
 ///
 /// # Errors
 /// [`Error::InfeasibleBudget`] if even the all-zero state exceeds the budget;
@@ -32,6 +62,26 @@ pub fn magnitude_prune<M: WeightEnergyModel + ?Sized>(
     state: &mut NetworkState,
     budget: f64,
 ) -> Result<EnergyReport> {
+    magnitude_prune_by(model, state, budget, MagnitudeRule::Global)
+}
+
+/// Magnitude pruning of `state` under `rule` to exact energy `<= budget`: the
+/// largest support of the rule whose exact energy fits, found by bisection over the
+/// support size (global: the number `k` of weights kept; layer-uniform: the kept
+/// fraction `q`, on the finite set of fractions at which some layer's count
+/// changes). Weights outside the support are set to zero; the kept ones keep their
+/// values. Input masks are left as they are and priced.
+///
+/// # Errors
+/// [`Error::InfeasibleBudget`] if even the all-zero state exceeds the budget (the
+/// state is then unchanged); [`Error::NonFinite`] for NaN or infinite weights;
+/// [`Error::InvalidParameter`] for a budget that is not finite; model errors.
+pub fn magnitude_prune_by<M: WeightEnergyModel + ?Sized>(
+    model: &M,
+    state: &mut NetworkState,
+    budget: f64,
+    rule: MagnitudeRule,
+) -> Result<EnergyReport> {
     state.check(model.architecture())?;
     if !budget.is_finite() {
         return Err(Error::param("budget", budget, "must be finite"));
@@ -39,28 +89,64 @@ pub fn magnitude_prune<M: WeightEnergyModel + ?Sized>(
     for (l, w) in state.weights.iter().enumerate() {
         crate::error::check_finite(&format!("weights of layer {l}"), w)?;
     }
-    let mut order: Vec<(f32, u32, u32)> = state
+    // Per layer, the nonzero positions by decreasing magnitude (ties by position).
+    let ranked: Vec<Vec<u32>> = state
         .weights
         .iter()
-        .enumerate()
-        .flat_map(|(l, w)| {
-            w.iter()
-                .enumerate()
-                .filter(|(_, v)| **v != 0.0)
-                .map(move |(i, v)| (v.abs(), l as u32, i as u32))
+        .map(|w| {
+            let mut idx: Vec<u32> = (0..w.len() as u32)
+                .filter(|&i| w[i as usize] != 0.0)
+                .collect();
+            idx.sort_by(|&a, &b| {
+                w[b as usize]
+                    .abs()
+                    .total_cmp(&w[a as usize].abs())
+                    .then(a.cmp(&b))
+            });
+            idx
         })
         .collect();
-    order.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    // Candidate supports, indexed by size 0..=steps: `counts(s)` is the number of
+    // leading ranked weights kept per layer at step `s`, monotone in `s`.
+    let (steps, global): (usize, Vec<(u32, u32)>) = match rule {
+        MagnitudeRule::Global => {
+            let mut order: Vec<(u32, u32)> = ranked
+                .iter()
+                .enumerate()
+                .flat_map(|(l, r)| r.iter().map(move |&i| (l as u32, i)))
+                .collect();
+            let w = &state.weights;
+            order.sort_by(|a, b| {
+                let (va, vb) = (w[a.0 as usize][a.1 as usize], w[b.0 as usize][b.1 as usize]);
+                vb.abs().total_cmp(&va.abs()).then(a.cmp(b))
+            });
+            (order.len(), order)
+        }
+        MagnitudeRule::LayerUniform => (LAYER_UNIFORM_STEPS, Vec::new()),
+    };
     let original = state.weights.clone();
-    let keep_top = |k: usize, st: &mut NetworkState| {
+    let keep = |s: usize, st: &mut NetworkState| {
         for w in &mut st.weights {
             w.fill(0.0);
         }
-        for &(_, l, i) in &order[..k] {
-            st.weights[l as usize][i as usize] = original[l as usize][i as usize];
+        match rule {
+            MagnitudeRule::Global => {
+                for &(l, i) in &global[..s] {
+                    st.weights[l as usize][i as usize] = original[l as usize][i as usize];
+                }
+            }
+            MagnitudeRule::LayerUniform => {
+                let q = s as f64 / steps as f64;
+                for (l, r) in ranked.iter().enumerate() {
+                    let k = ((q * r.len() as f64).round() as usize).min(r.len());
+                    for &i in &r[..k] {
+                        st.weights[l][i as usize] = original[l][i as usize];
+                    }
+                }
+            }
         }
     };
-    keep_top(0, state);
+    keep(0, state);
     let floor = model.energy(state)?;
     if floor.total > budget {
         state.weights = original;
@@ -69,39 +155,54 @@ pub fn magnitude_prune<M: WeightEnergyModel + ?Sized>(
             min_achievable: floor.total,
         });
     }
-    let (mut lo, mut hi) = (0usize, order.len()); // energy(lo) <= budget
+    let (mut lo, mut hi) = (0usize, steps); // energy(lo) <= budget
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        keep_top(mid, state);
+        keep(mid, state);
         if model.energy(state)?.total <= budget {
             lo = mid;
         } else {
             hi = mid - 1;
         }
     }
-    keep_top(lo, state);
+    keep(lo, state);
     model.energy(state)
 }
 
-/// Magnitude pruning as a one-shot constrained optimizer: [`magnitude_prune`] when
-/// the run begins, then the support held fixed.
+/// Resolution of the layer-uniform fraction `q` (in steps of `2^-24`): finer than
+/// one weight in any layer of up to 16 M weights, so every reachable support is a
+/// candidate there.
+const LAYER_UNIFORM_STEPS: usize = 1 << 24;
+
+/// Magnitude pruning as a one-shot constrained optimizer: [`magnitude_prune_by`]
+/// when the run begins, then the support held fixed.
 #[derive(Debug)]
 pub struct MagnitudePruning<M> {
     model: M,
     budget: f64,
+    rule: MagnitudeRule,
     support: WeightSupport,
 }
 
 impl<M: WeightEnergyModel> MagnitudePruning<M> {
-    /// Magnitude pruning to exact energy `<= budget` under `model`.
+    /// Global magnitude pruning to exact energy `<= budget` under `model`.
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] for a budget that is not finite and positive.
     pub fn new(model: M, budget: f64) -> Result<Self> {
+        Self::with_rule(model, budget, MagnitudeRule::Global)
+    }
+
+    /// Magnitude pruning under `rule` to exact energy `<= budget` under `model`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a budget that is not finite and positive.
+    pub fn with_rule(model: M, budget: f64, rule: MagnitudeRule) -> Result<Self> {
         check_budget(budget)?;
         Ok(Self {
             model,
             budget,
+            rule,
             support: WeightSupport::default(),
         })
     }
@@ -109,7 +210,7 @@ impl<M: WeightEnergyModel> MagnitudePruning<M> {
 
 impl<M: WeightEnergyModel> ConstrainedOptimizer for MagnitudePruning<M> {
     fn name(&self) -> &'static str {
-        "magnitude"
+        self.rule.name()
     }
 
     fn target(&self) -> f64 {
@@ -118,7 +219,7 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for MagnitudePruning<M> {
 
     fn begin<N: NetworkMut + ?Sized>(&mut self, net: &mut N, _run: &RunInfo) -> Result<()> {
         let mut state = NetworkState::from_network(&*net)?;
-        magnitude_prune(&self.model, &mut state, self.budget)?;
+        magnitude_prune_by(&self.model, &mut state, self.budget, self.rule)?;
         state.write_weights_to(net)?;
         self.support.freeze(state);
         Ok(())

@@ -7,7 +7,7 @@
 //! | [`AdmmPruning`] | ADMM channel pruning under a width-level cost model (ECC, CVPR 2019); [`Admm`] is one iteration |
 //! | [`MagnitudePruning`], [`UniformScaling`] | the baselines, as solvers |
 //! | [`train_constrained`] | the one driver: phases, teacher, schedule, observers, termination |
-//! | [`train_projected`], [`train_magnitude`], [`train_admm`], [`train_uniform`] | the papers' settings in one call |
+//! | [`train_projected`], [`train_magnitude`] ([`train_magnitude_by`]), [`train_admm`], [`train_uniform`] | the papers' settings in one call |
 //!
 //! Everything here knows networks only through the [`network`](crate::network)
 //! traits and trains through [`train`](crate::train); nothing depends on the
@@ -23,7 +23,10 @@ pub mod recipes;
 pub mod schedule;
 
 pub use admm::{Admm, AdmmConfig, AdmmPruning, AdmmStep};
-pub use baselines::{MagnitudePruning, UniformScaling, magnitude_prune, uniform_widths};
+pub use baselines::{
+    MagnitudePruning, MagnitudeRule, UniformScaling, magnitude_prune, magnitude_prune_by,
+    uniform_widths,
+};
 pub use constraint::{
     AdmmEvent, BudgetStatus, ConstrainedOptimizer, ConstraintStatus, Kept, Phase, ProjectionEvent,
     RunInfo, SolverEvent, StepContext, StepReport,
@@ -43,7 +46,8 @@ pub use projection::{
     weight_costs,
 };
 pub use recipes::{
-    AdmmTraining, ProjectedTraining, train_admm, train_magnitude, train_projected, train_uniform,
+    AdmmTraining, ProjectedTraining, train_admm, train_magnitude, train_magnitude_by,
+    train_projected, train_uniform,
 };
 pub use schedule::BudgetSchedule;
 

@@ -3,7 +3,7 @@
 //! | function | optimizer | solver | schedule |
 //! |---|---|---|---|
 //! | [`train_projected`] | SGD with momentum | [`WeightProjection`] | cosine per phase, optional input-mask rounds |
-//! | [`train_magnitude`] | SGD with momentum | [`MagnitudePruning`] | the same epochs and loss as `train_projected`, all fine-tuning |
+//! | [`train_magnitude`], [`train_magnitude_by`] | SGD with momentum | [`MagnitudePruning`] (global or layer-uniform) | the same epochs and loss as `train_projected`, all fine-tuning |
 //! | [`train_admm`] | Adam | [`AdmmPruning`] | constant rate, until the budget is met, then fine-tuning |
 //! | [`train_uniform`] | Adam | [`UniformScaling`] | the same loss, all fine-tuning |
 //!
@@ -12,7 +12,7 @@
 //! other combination.
 
 use super::admm::{AdmmConfig, AdmmPruning};
-use super::baselines::{MagnitudePruning, UniformScaling};
+use super::baselines::{MagnitudePruning, MagnitudeRule, UniformScaling};
 use super::driver::{
     Data, LrSchedule, MaskRounds, TrainingConfig, TrainingReport, train_constrained,
 };
@@ -146,9 +146,10 @@ where
     train_constrained(net, &mut opt, &mut solver, data, &cfg.training(), obs)
 }
 
-/// The baseline of [`train_projected`]: magnitude pruning to the same exact energy,
-/// then fine-tuning with the support fixed for `epochs + finetune_epochs` epochs (the
-/// same number of epochs, optimizer and loss).
+/// The baseline of [`train_projected`]: global magnitude pruning to the same exact
+/// energy, then fine-tuning with the support fixed for `epochs + finetune_epochs`
+/// epochs (the same number of epochs, optimizer and loss). The same as
+/// [`train_magnitude_by`] with [`MagnitudeRule::Global`].
 ///
 /// # Errors
 /// As [`train_projected`].
@@ -164,9 +165,30 @@ where
     N: Trainable + ?Sized,
     M: WeightEnergyModel + ?Sized,
 {
+    train_magnitude_by(net, model, budget, MagnitudeRule::Global, data, cfg, obs)
+}
+
+/// [`train_magnitude`] with the magnitude `rule` of the baseline (global or
+/// layer-uniform).
+///
+/// # Errors
+/// As [`train_projected`].
+pub fn train_magnitude_by<N, M>(
+    net: &mut N,
+    model: &M,
+    budget: f64,
+    rule: MagnitudeRule,
+    data: Data<'_>,
+    cfg: &ProjectedTraining,
+    obs: &mut dyn Observer,
+) -> Result<TrainingReport>
+where
+    N: Trainable + ?Sized,
+    M: WeightEnergyModel + ?Sized,
+{
     cfg.validate()?;
     let mut opt = Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay)?;
-    let mut solver = MagnitudePruning::new(model, budget)?;
+    let mut solver = MagnitudePruning::with_rule(model, budget, rule)?;
     let training = TrainingConfig {
         epochs: 0,
         finetune_epochs: cfg.epochs + cfg.finetune_epochs,
