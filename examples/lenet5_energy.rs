@@ -14,7 +14,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::{DenseTraining, Progress, check, print_dense, train_dense};
+use common::{Progress, check, print_dense, train_dense_lenet5};
 use energy_prune::Error;
 use energy_prune::energy::{EnergyReport, SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::{Network, NetworkState};
@@ -23,8 +23,7 @@ use energy_prune::nn::mnist::{Mnist, MnistOptions};
 use energy_prune::prune::{
     Data, MaskRounds, ProjectedTraining, TrainingReport, train_magnitude, train_projected,
 };
-use energy_prune::train::{Sgd, evaluate};
-use rand::{SeedableRng, rngs::StdRng};
+use energy_prune::train::evaluate;
 
 struct Args {
     budget: f64,
@@ -116,27 +115,6 @@ fn main() {
     common::run_main(parse_args, run);
 }
 
-/// The dense LeNet-5: 12 epochs of SGD (momentum 0.9, weight decay 5e-4, cosine from 0.02).
-fn dense_lenet5(net: &mut Cnn, data: &Mnist, epochs: usize, seed: u64) -> energy_prune::Result<()> {
-    let mut opt = Sgd::new(0.02, 0.9, 5e-4)?;
-    let cfg = DenseTraining {
-        epochs,
-        lr: 0.02,
-        schedule_epochs: epochs,
-        batch_size: 64,
-    };
-    let mut rng = StdRng::seed_from_u64(seed);
-    train_dense(
-        net,
-        &mut opt,
-        &data.train,
-        &data.test,
-        &cfg,
-        &mut rng,
-        &mut |e| print_dense("dense", epochs, e),
-    )
-}
-
 fn layers_json(r: &EnergyReport) -> serde_json::Value {
     r.layers
         .iter()
@@ -153,7 +131,14 @@ fn run(args: &Args) -> energy_prune::Result<()> {
             dense.load(path)?;
             println!("loaded dense LeNet-5 from {}", path.display());
         }
-        None => dense_lenet5(&mut dense, &data, args.dense_epochs, args.seed)?,
+        None => train_dense_lenet5(
+            &mut dense,
+            &data.train,
+            &data.test,
+            args.dense_epochs,
+            args.seed,
+            &mut |e| print_dense("dense", args.dense_epochs, e),
+        )?,
     }
     if let Some(path) = &args.save_dense {
         dense.save(path)?;

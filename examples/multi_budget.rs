@@ -18,7 +18,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::{DenseTraining, Progress, check, print_dense, train_dense};
+use common::{Progress, check, print_dense, train_dense_lenet5};
 use energy_prune::energy::{
     Count, CountingModel, SystolicArray, SystolicConfig, WeightEnergyModel,
 };
@@ -29,7 +29,6 @@ use energy_prune::prune::{
     Data, ModelBudget, MultiBudgetProjection, ProjectedTraining, train_constrained, train_projected,
 };
 use energy_prune::train::{Sgd, evaluate};
-use rand::{SeedableRng, rngs::StdRng};
 
 struct Args {
     energy: f64,
@@ -105,25 +104,14 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     let mut dense = Cnn::lenet5(args.seed)?;
     match &args.dense {
         Some(path) => dense.load(path)?,
-        None => {
-            let mut opt = Sgd::new(0.02, 0.9, 5e-4)?;
-            let cfg = DenseTraining {
-                epochs: args.dense_epochs,
-                lr: 0.02,
-                schedule_epochs: args.dense_epochs,
-                batch_size: 64,
-            };
-            let mut rng = StdRng::seed_from_u64(args.seed);
-            train_dense(
-                &mut dense,
-                &mut opt,
-                &data.train,
-                &data.test,
-                &cfg,
-                &mut rng,
-                &mut |e| print_dense("dense", args.dense_epochs, e),
-            )?;
-        }
+        None => train_dense_lenet5(
+            &mut dense,
+            &data.train,
+            &data.test,
+            args.dense_epochs,
+            args.seed,
+            &mut |e| print_dense("dense", args.dense_epochs, e),
+        )?,
     }
     let arch = dense.architecture().clone();
     let energy = SystolicArray::new(&arch, SystolicConfig::default())?;

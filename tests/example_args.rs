@@ -56,6 +56,17 @@ fn bad_flags_fail_fast_with_code_2() {
     rejects("multi_budget", &["--params", "0"], "--params");
     rejects("multi_budget", &["--energy", "NaN"], "--energy");
     rejects("project_sharded", &["--shards", "0"], "--shards");
+    rejects("sweep", &["--budgets", "0.2,x"], "--budgets");
+    rejects("sweep", &["--budgets", "0.2,1.5"], "(0, 1]");
+    rejects("sweep", &["--methods", "random"], "--methods");
+    rejects(
+        "sweep",
+        &["--budgets", "0.2", "--breakdown-budget", "0.3"],
+        "--breakdown-budget",
+    );
+    rejects("sweep", &["--train-limit", "5"], "--train-limit");
+    rejects("sweep", &["--dense", missing], "--dense");
+    rejects("sweep", &["--out", "/proc/none"], "--out");
     rejects(
         "project_sharded",
         &["--weights", "10", "--shards", "1"],
@@ -92,4 +103,73 @@ fn project_sharded_runs_small() {
     let last = stdout.lines().last().unwrap();
     assert!(last.contains("\"identical_to_in_memory\":true"), "{last}");
     assert!(last.contains("\"shards\":5"), "{last}");
+}
+
+/// The sweep end to end on a few hundred images: every output is written and
+/// well formed, every feasible point is within its budget, and the magnitude
+/// baselines are infeasible below the unmasked all-zero energy while the
+/// energy-constrained run (with input masks) reaches it.
+#[test]
+fn sweep_runs_small_and_writes_its_outputs() {
+    let bin = example("sweep").expect("example built by cargo test");
+    let dir = std::env::temp_dir().join(format!("ep-sweep-{}", std::process::id()));
+    let out = Command::new(&bin)
+        .args([
+            "--train-limit",
+            "400",
+            "--test-limit",
+            "200",
+            "--dense-epochs",
+            "1",
+        ])
+        .args([
+            "--epochs",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--mask-rounds",
+            "1",
+        ])
+        .args(["--budgets", "0.3,0.15", "--json", "--out"])
+        .arg(&dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let points = last["points"].as_array().unwrap();
+    assert_eq!(points.len(), 6, "{last}");
+    for p in points {
+        let (method, budget) = (p["method"].as_str().unwrap(), p["budget"].as_f64().unwrap());
+        match p["energy_ratio"].as_f64() {
+            Some(r) => {
+                assert!(r <= budget, "{p}");
+                let acc = p["test_accuracy"].as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&acc), "{p}");
+            }
+            // Below the all-zero energy of the unmasked network (0.1523 of dense).
+            None => assert!(method != "energy-constrained" && budget < 0.1523, "{p}"),
+        }
+    }
+    assert!(points.iter().any(|p| p["energy_ratio"].is_null()), "{last}");
+    let svg = last["svg"].as_array().unwrap();
+    assert_eq!(svg.len(), 2);
+    for path in svg {
+        let text = std::fs::read_to_string(path.as_str().unwrap()).unwrap();
+        assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
+        assert!(text.contains("energy-constrained"), "legend or panel title");
+    }
+    let csv = std::fs::read_to_string(dir.join("sweep.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 7);
+    assert!(rows.iter().all(|r| r.split(',').count() == 11), "{csv}");
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(full["points"].as_array().unwrap().len(), 6);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,6 +1,8 @@
 //! Shared plumbing of the examples: argument errors, dense training, progress lines.
 #![allow(dead_code)] // not every example uses every helper
 
+pub mod plot;
+
 use energy_prune::network::Trainable;
 use energy_prune::prune::{EpochEvent, Observer};
 use energy_prune::train::{
@@ -100,6 +102,27 @@ where
     Ok(())
 }
 
+/// The dense LeNet-5 of the examples: `epochs` epochs of SGD (momentum 0.9, weight
+/// decay 5e-4, batch 64) with a cosine learning rate from 0.02, data order from `seed`.
+pub fn train_dense_lenet5<N: Trainable>(
+    net: &mut N,
+    train: &dyn DataSource,
+    test: &dyn DataSource,
+    epochs: usize,
+    seed: u64,
+    each: &mut dyn FnMut(&DenseEpoch),
+) -> energy_prune::Result<()> {
+    let mut opt = energy_prune::train::Sgd::new(0.02, 0.9, 5e-4)?;
+    let cfg = DenseTraining {
+        epochs,
+        lr: 0.02,
+        schedule_epochs: epochs,
+        batch_size: 64,
+    };
+    let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    train_dense(net, &mut opt, train, test, &cfg, &mut rng, each)
+}
+
 /// The dense progress line of the examples.
 pub fn print_dense(label: &str, epochs: usize, e: &DenseEpoch) {
     println!(
@@ -124,25 +147,32 @@ pub struct Progress {
 
 impl Observer for Progress {
     fn on_epoch(&mut self, e: &EpochEvent) -> energy_prune::Result<Control> {
-        let s = &e.status;
-        let r = self.reference;
-        println!(
-            "{:<24} {:>3}/{:<3} loss {:.4}  train {:6.2} %  test {:6.2} %  cost {:.4} (relaxed {:.4}) vs budget {:.4} {}  kept {:>6}  {:>6.0} img/s",
-            format!("{}/{}", e.solver, e.phase),
-            e.epoch,
-            e.epochs,
-            e.loss,
-            100.0 * e.train_accuracy,
-            100.0 * e.test_accuracy.unwrap_or(f64::NAN),
-            s.cost / r,
-            s.relaxed_cost / r,
-            s.budget / r,
-            self.unit,
-            s.kept.total(),
-            e.images_per_second
-        );
+        println!("{}", epoch_line(e, self.reference, self.unit));
         Ok(Control::Continue)
     }
+}
+
+/// One progress line of a constrained run: solver/phase, epoch, loss, accuracies,
+/// cost against budget (divided by `reference`, printed with `unit`), kept units,
+/// throughput.
+pub fn epoch_line(e: &EpochEvent, reference: f64, unit: &str) -> String {
+    let s = &e.status;
+    let r = reference;
+    format!(
+        "{:<24} {:>3}/{:<3} loss {:.4}  train {:6.2} %  test {:6.2} %  cost {:.4} (relaxed {:.4}) vs budget {:.4} {}  kept {:>6}  {:>6.0} img/s",
+        format!("{}/{}", e.solver, e.phase),
+        e.epoch,
+        e.epochs,
+        e.loss,
+        100.0 * e.train_accuracy,
+        100.0 * e.test_accuracy.unwrap_or(f64::NAN),
+        s.cost / r,
+        s.relaxed_cost / r,
+        s.budget / r,
+        unit,
+        s.kept.total(),
+        e.images_per_second
+    )
 }
 
 /// Argument checks that run before any long work (so a bad flag fails in
