@@ -3,20 +3,24 @@
 //! measure the compact network; the same for uniform width scaling.
 //!
 //! ```text
-//! cargo run --release --example ecc_latency -- [--budget 0.5]
+//! cargo run --release --example ecc_latency -- [--budget 0.5 | --budgets 0.25,0.5,0.75]
 //!     [--model latency|systolic] [--cost-model FILE] [--samples N] [--train-size N]
 //!     [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--seed N] [--data DIR]
-//!     [--dense FILE] [--save-dense FILE] [--json]
+//!     [--dense FILE] [--save-dense FILE] [--plot FILE] [--json]
 //! ```
-//! `--budget` is a fraction of the dense network's predicted cost. The latency model
-//! is calibrated on this machine first (about 30 s) unless `--cost-model` names a
-//! JSON file written by the `calibrate` example.
+//! `--budget` is a fraction of the dense network's predicted cost; `--budgets`
+//! runs ECC and uniform scaling at several, all from the same dense network and
+//! cost model. The latency model is calibrated on this machine first (about 30 s)
+//! unless `--cost-model` names a JSON file written by the `calibrate` example.
+//! `--plot` (default `ecc-results/accuracy_latency.svg`) receives test accuracy
+//! against measured latency (a fraction of the dense network's) for both methods.
 
 mod common;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+use common::plot::{Series, accuracy_plot};
 use common::{DenseTraining, Progress, check, print_dense, train_dense};
 use energy_prune::energy::{
     Bilinear, CostOracle, FitOptions, Fitted, ProfileSet, SystolicArray, SystolicConfig,
@@ -28,11 +32,12 @@ use energy_prune::nn::{Cnn, LatencyOracle, LatencyStats, measure_latency};
 use energy_prune::prune::{
     AdmmConfig, AdmmTraining, Data, train_admm, train_uniform, uniform_widths,
 };
-use energy_prune::train::{Adam, evaluate};
+use energy_prune::train::{Adam, DataSource, evaluate};
 use rand::{SeedableRng, rngs::StdRng};
 
 struct Args {
-    budget: f64,
+    budgets: Vec<f64>,
+    plot: PathBuf,
     model: String,
     cost_model: Option<PathBuf>,
     samples: usize,
@@ -50,7 +55,8 @@ struct Args {
 fn parse_args() -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
     let mut a = Args {
-        budget: 0.5,
+        budgets: vec![0.5],
+        plot: PathBuf::from("ecc-results/accuracy_latency.svg"),
         model: "latency".into(),
         cost_model: None,
         samples: 150,
@@ -67,7 +73,16 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
         match arg {
-            Long("budget") => a.budget = p.value()?.parse()?,
+            Long("budget") => a.budgets = vec![p.value()?.parse()?],
+            Long("budgets") => {
+                let v = p.value()?.string()?;
+                a.budgets = v
+                    .split(',')
+                    .map(|x| x.trim().parse::<f64>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("--budgets {v}: {e}"))?;
+            }
+            Long("plot") => a.plot = p.value()?.into(),
             Long("model") => a.model = p.value()?.parse()?,
             Long("cost-model") => a.cost_model = Some(p.value()?.into()),
             Long("samples") => a.samples = p.value()?.parse()?,
@@ -82,14 +97,25 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("save-dense") => a.save_dense = Some(p.value()?.into()),
             Long("help") | Short('h') => {
                 println!(
-                    "ecc_latency [--budget F] [--model latency|systolic] [--cost-model FILE] [--samples N] [--train-size N] [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--seed N] [--data DIR] [--json]"
+                    "ecc_latency [--budget F | --budgets F,F,...] [--plot FILE] [--model latency|systolic] [--cost-model FILE] [--samples N] [--train-size N] [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--seed N] [--data DIR] [--json]"
                 );
                 std::process::exit(0);
             }
             _ => return Err(arg.unexpected()),
         }
     }
-    check::fraction("--budget", a.budget)?;
+    check::fractions("--budget", &a.budgets)?;
+    a.budgets.sort_by(|x, y| y.total_cmp(x));
+    a.budgets.dedup();
+    if let Some(dir) = a.plot.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            format!(
+                "--plot {}: cannot create its directory ({e})",
+                a.plot.display()
+            )
+        })?;
+    }
+    check::writable("--plot", &a.plot)?;
     if !["latency", "systolic"].contains(&a.model.as_str()) {
         return Err(format!("--model {}: expected latency or systolic", a.model).into());
     }
@@ -242,7 +268,6 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         "energy units"
     };
     let dense_pred = model.cost_of_widths(&full)?;
-    let budget = args.budget * dense_pred;
     let dense_row = Row {
         accuracy: evaluate(&mut dense, test, 1000)?,
         predicted: dense_pred,
@@ -250,11 +275,9 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         widths: full.clone(),
     };
     println!(
-        "dense: predicted {:.4} {unit}, measured {:.3} ms per batch of 64; budget {:.2} of dense = {:.4} {unit}\n",
-        dense_pred, dense_row.latency.median_ms, args.budget, budget
+        "dense: predicted {:.4} {unit}, measured {:.3} ms per batch of 64; budgets {:?} of dense\n",
+        dense_pred, dense_row.latency.median_ms, args.budgets
     );
-
-    // 3. ECC: ADMM channel pruning, fine-tuning, compaction.
     let cfg = AdmmTraining {
         epochs: args.epochs,
         finetune_epochs: args.finetune_epochs,
@@ -265,17 +288,109 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         },
         ..AdmmTraining::default()
     };
-    let mut print = Progress {
-        reference: 1.0,
-        unit,
-    };
-    let mut ecc = dense.clone();
     let data = Data {
         train: &train,
         validation: None,
         test: Some(test),
     };
-    let report = train_admm(&mut ecc, model.as_ref(), budget, data, &cfg, &mut print)?;
+    let mut runs = Vec::new();
+    for &fraction in &args.budgets {
+        let budget = fraction * dense_pred;
+        println!("== budget {fraction} of dense = {budget:.4} {unit}\n");
+        let (ecc, uniform) = prune_at(&dense, model.as_ref(), budget, data, test, &cfg, unit)?;
+        runs.push((fraction, ecc, uniform));
+    }
+
+    for (fraction, ecc, uniform) in &runs {
+        println!(
+            "\nResults at budget {fraction} of the dense predicted cost ({} model):\n",
+            args.model
+        );
+        println!(
+            "| network | test accuracy | predicted ({unit}) | measured latency, batch 64 (median [min, max]) | ratio to dense | widths |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for (name, r) in [("dense", &dense_row), ("ECC", ecc), ("uniform", uniform)] {
+            println!(
+                "| {name} | {:.2} % | {:.4} | {:.3} ms [{:.3}, {:.3}] | {:.3} | {:?} |",
+                100.0 * r.accuracy,
+                r.predicted,
+                r.latency.median_ms,
+                r.latency.min_ms,
+                r.latency.max_ms,
+                r.latency.median_ms / dense_row.latency.median_ms,
+                r.widths
+            );
+        }
+    }
+    let dense_ms = dense_row.latency.median_ms;
+    let series = |name: &str, pick: fn(&(f64, Row, Row)) -> &Row| Series {
+        name: name.to_string(),
+        points: runs
+            .iter()
+            .map(|run| {
+                let r = pick(run);
+                (r.latency.median_ms / dense_ms, 100.0 * r.accuracy)
+            })
+            .collect(),
+    };
+    accuracy_plot(
+        &args.plot,
+        &format!(
+            "vgg-mnist: test accuracy against measured latency (budgets on the {} model)",
+            args.model
+        ),
+        "measured latency / dense latency (batch 64, 2 threads, median of 9)",
+        &[series("ECC", |r| &r.1), series("uniform", |r| &r.2)],
+        Some(("dense", 100.0 * dense_row.accuracy)),
+    )?;
+    println!("\nwrote {}", args.plot.display());
+    println!("whole run: {:.1} s", start.elapsed().as_secs_f64());
+    if args.json {
+        let r = |r: &Row| serde_json::json!({"test_accuracy": r.accuracy, "predicted": r.predicted, "latency_ms": r.latency.median_ms, "widths": r.widths});
+        let all: Vec<_> = runs
+            .iter()
+            .map(|(b, e, u)| serde_json::json!({"budget": b, "ecc": r(e), "uniform": r(u)}))
+            .collect();
+        let mut out = serde_json::json!({"model": args.model, "dense": r(&dense_row), "runs": all, "svg": [args.plot]});
+        if let [(b, e, u)] = runs.as_slice() {
+            out["budget"] = serde_json::json!(b);
+            out["ecc"] = r(e);
+            out["uniform"] = r(u);
+        }
+        println!("{out}");
+    }
+    for (fraction, ecc, _) in &runs {
+        let budget = fraction * dense_pred;
+        common::require_budget_met(
+            "the ECC network (predicted cost)",
+            ecc.predicted <= budget,
+            ecc.predicted,
+            budget,
+        )?;
+    }
+    Ok(())
+}
+
+/// ECC (ADMM channel pruning, fine-tuning, compaction) and uniform width scaling to
+/// the same predicted cost (trained through the same driver for the same epochs,
+/// loss and data order, then compacted), both from `dense`, both measured.
+fn prune_at(
+    dense: &Cnn,
+    model: &dyn WidthCostModel,
+    budget: f64,
+    data: Data<'_>,
+    test: &dyn DataSource,
+    cfg: &AdmmTraining,
+    unit: &'static str,
+) -> energy_prune::Result<(Row, Row)> {
+    let arch = dense.architecture().clone();
+    let mut print = Progress {
+        reference: 1.0,
+        unit,
+    };
+    let mut ecc = dense.clone();
+    let report = train_admm(&mut ecc, model, budget, data, cfg, &mut print)?;
     let ecc_plan = PruningPlan::from_network(&ecc)?;
     let ecc_widths = ecc_plan.widths();
     let mut ecc_compact = ecc.compact(&ecc_plan)?;
@@ -287,21 +402,19 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     };
     println!("ECC: {}, widths {:?}\n", report.termination, ecc_widths);
 
-    // 4. Uniform width scaling to the same predicted cost, trained through the same
-    // driver for the same epochs with the same loss and data order, then compacted.
     let mut uniform = dense.clone();
     let epochs_run = report.history.len();
     let uniform_report = train_uniform(
         &mut uniform,
-        model.as_ref(),
+        model,
         budget,
         data,
         epochs_run,
-        &cfg,
+        cfg,
         &mut print,
     )?;
     println!("uniform: {}\n", uniform_report.termination);
-    let widths = uniform_widths(&arch, model.as_ref(), budget)?;
+    let widths = uniform_widths(&arch, model, budget)?;
     let mut uniform = uniform.compact(&PruningPlan::leading(&arch, &widths)?)?;
     let uniform_row = Row {
         accuracy: evaluate(&mut uniform, test, 1000)?,
@@ -309,43 +422,5 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         latency: measure_latency(&mut uniform, 64, 2, 9)?,
         widths,
     };
-
-    println!(
-        "\nResults at budget {} of the dense predicted cost ({} model):\n",
-        args.budget, args.model
-    );
-    println!(
-        "| network | test accuracy | predicted ({unit}) | measured latency, batch 64 (median [min, max]) | ratio to dense | widths |"
-    );
-    println!("|---|---|---|---|---|---|");
-    for (name, r) in [
-        ("dense", &dense_row),
-        ("ECC", &ecc_row),
-        ("uniform", &uniform_row),
-    ] {
-        println!(
-            "| {name} | {:.2} % | {:.4} | {:.3} ms [{:.3}, {:.3}] | {:.3} | {:?} |",
-            100.0 * r.accuracy,
-            r.predicted,
-            r.latency.median_ms,
-            r.latency.min_ms,
-            r.latency.max_ms,
-            r.latency.median_ms / dense_row.latency.median_ms,
-            r.widths
-        );
-    }
-    println!("\nwhole run: {:.1} s", start.elapsed().as_secs_f64());
-    if args.json {
-        let r = |r: &Row| serde_json::json!({"test_accuracy": r.accuracy, "predicted": r.predicted, "latency_ms": r.latency.median_ms, "widths": r.widths});
-        println!(
-            "{}",
-            serde_json::json!({"budget": args.budget, "model": args.model, "dense": r(&dense_row), "ecc": r(&ecc_row), "uniform": r(&uniform_row)})
-        );
-    }
-    common::require_budget_met(
-        "the ECC network (predicted cost)",
-        ecc_row.predicted <= budget,
-        ecc_row.predicted,
-        budget,
-    )
+    Ok((ecc_row, uniform_row))
 }
