@@ -449,3 +449,124 @@ fn input_mask_rounds_under_two_budgets() {
     assert!(e <= e_budget && r.status.met);
     assert!(r.mask_rounds >= 1, "the masks were needed");
 }
+
+/// Width level: ADMM channel pruning under an energy and a parameter budget at
+/// once (one dual per budget) ends with live widths that meet both, on the exact
+/// counts of the compacted channels; the solver events carry every budget's cost
+/// and dual; bad budget sets are errors.
+#[test]
+fn admm_under_two_width_budgets_meets_both() {
+    use energy_prune::energy::{
+        Count, CountingModel, SystolicArray, SystolicConfig, WidthCostModel,
+    };
+    use energy_prune::network::{Network, PruningPlan};
+    use energy_prune::prune::{
+        AdmmConfig, AdmmPruning, AdmmTraining, Data, OnEpoch, SolverEvent, WidthBudget,
+        train_admm_budgets,
+    };
+    use energy_prune::train::Control;
+    let (train, test) = (common::synthetic(512, 1), common::synthetic(256, 2));
+    let mut net = common::small_cnn(8, 24, 3);
+    let arch = net.architecture().clone();
+    let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
+    let energy = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+    let params = CountingModel::new(&arch, Count::Parameters).unwrap();
+    let (e_dense, p_dense) = (
+        energy.cost_of_widths(&full).unwrap(),
+        params.cost_of_widths(&full).unwrap(),
+    );
+    let budgets = || -> Vec<WidthBudget> {
+        vec![
+            WidthBudget {
+                name: "energy".into(),
+                model: Box::new(energy.clone()),
+                budget: 0.6 * e_dense,
+            },
+            WidthBudget {
+                name: "parameters".into(),
+                model: Box::new(params.clone()),
+                budget: 0.3 * p_dense,
+            },
+        ]
+    };
+    let cfg = AdmmTraining {
+        epochs: 6,
+        finetune_epochs: 1,
+        batch_size: 16,
+        lr: 3e-3,
+        admm: AdmmConfig {
+            eta_s: 2.0,
+            ..AdmmConfig::default()
+        },
+        ..AdmmTraining::default()
+    };
+    let data = Data {
+        train: &train,
+        validation: None,
+        test: Some(&test),
+    };
+    let mut names = Vec::new();
+    let mut obs = OnEpoch(|e: &energy_prune::prune::EpochEvent| {
+        names.push(
+            e.status
+                .budgets
+                .iter()
+                .map(|b| b.name.clone())
+                .collect::<Vec<_>>(),
+        );
+    });
+    let r = train_admm_budgets(&mut net, budgets(), data, &cfg, &mut obs).unwrap();
+    assert!(r.status.met, "{:?}", r.status);
+    assert!(
+        names.iter().all(|n| n == &["energy", "parameters"]),
+        "{names:?}"
+    );
+    let widths = PruningPlan::from_network(&net).unwrap().widths();
+    let (e, p) = (
+        energy.cost_of_widths(&widths).unwrap(),
+        params.cost_of_widths(&widths).unwrap(),
+    );
+    assert!(
+        e <= 0.6 * e_dense && p <= 0.3 * p_dense,
+        "{widths:?}: {e} {p}"
+    );
+    assert_eq!(r.status.budgets.len(), 2);
+    assert!(r.status.budgets.iter().all(|b| b.met));
+    // Events of the ADMM phase carry both budgets' costs and duals.
+    let mut solver = AdmmPruning::with_budgets(&arch, budgets(), cfg.admm.clone()).unwrap();
+    let mut net2 = common::small_cnn(8, 24, 3);
+    struct Events(usize);
+    impl energy_prune::prune::Observer for Events {
+        fn on_solver(&mut self, ev: &SolverEvent) -> energy_prune::Result<Control> {
+            if let SolverEvent::Admm(a) = ev {
+                assert_eq!(a.costs.len(), 2);
+                assert_eq!(a.duals.len(), 2);
+                assert_eq!(a.costs[0], a.cost);
+                self.0 += 1;
+            }
+            Ok(Control::Continue)
+        }
+    }
+    let mut obs = Events(0);
+    let mut opt = energy_prune::train::Adam::new(3e-3).unwrap();
+    energy_prune::prune::train_constrained(
+        &mut net2,
+        &mut opt,
+        &mut solver,
+        data,
+        &cfg.training(),
+        &mut obs,
+    )
+    .unwrap();
+    assert!(obs.0 > 0);
+    // Errors: a budget below what the narrowest widths cost, and duplicate names.
+    let mut low = budgets();
+    low[1].budget = 1.0;
+    assert!(matches!(
+        AdmmPruning::with_budgets(&arch, low, AdmmConfig::default()),
+        Err(energy_prune::Error::InfeasibleBudget { .. })
+    ));
+    let mut same = budgets();
+    same[1].name = "energy".into();
+    assert!(AdmmPruning::with_budgets(&arch, same, AdmmConfig::default()).is_err());
+}

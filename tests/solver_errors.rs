@@ -79,7 +79,7 @@ fn admm_construction_and_steps_reject_bad_input() {
     let other = SystolicArray::new(&zoo::alexnet().unwrap(), SystolicConfig::default()).unwrap();
     says(
         Admm::new(&arch, &other, dense, AdmmConfig::default()),
-        "model widths",
+        "widths of the cost model",
     );
     // A budget below the narrowest network.
     let e = Admm::new(&arch, &m, 1e-9 * dense, AdmmConfig::default()).unwrap_err();

@@ -10,8 +10,15 @@
 //! ```
 //! Costs do not depend on rank, input masks are ignored (no weight-independent
 //! part), and the relaxed cost equals the exact one.
+//!
+//! The same counts are a [`WidthCostModel`] of the layer widths (for channel
+//! pruning, e.g. an ADMM constraint next to latency): a layer with `c` input and `d`
+//! output channels has `c d k_h k_w / G` weights (`d k_h k_w` when depthwise, its
+//! groups following its width; `c d` when linear, `c` counting every flattened
+//! input), times the per-weight unit above. Exact at integer widths, bilinear in
+//! between.
 
-use super::{EnergyReport, LayerCost, LayerEnergy, WeightEnergyModel};
+use super::{EnergyReport, LayerCost, LayerEnergy, WeightEnergyModel, WidthCostModel};
 use crate::arch::{Architecture, LayerKind};
 use crate::error::{Error, Result};
 use crate::network::NetworkState;
@@ -175,10 +182,146 @@ impl WeightEnergyModel for CountingModel {
     }
 }
 
+impl WidthCostModel for CountingModel {
+    fn num_widths(&self) -> usize {
+        self.arch.widths().len()
+    }
+
+    fn cost_and_gradient(&self, widths: &[f64], grad: &mut [f64]) -> Result<f64> {
+        let nw = self.arch.widths().len();
+        if widths.len() != nw || grad.len() != nw {
+            return Err(Error::shape(
+                "widths / gradient",
+                nw,
+                widths.len().min(grad.len()),
+            ));
+        }
+        if let Some(i) = widths.iter().position(|s| !s.is_finite() || *s < 0.0) {
+            return Err(Error::param(
+                "widths",
+                widths[i],
+                format!("width {i} must be finite and >= 0"),
+            ));
+        }
+        grad.fill(0.0);
+        let mut total = 0.0;
+        for (layer, &unit) in self.arch.layers().iter().zip(&self.unit) {
+            let c: f64 = layer
+                .input
+                .iter()
+                .map(|s| widths[s.width.0] * s.spatial as f64)
+                .sum();
+            let d = widths[layer.output.0];
+            // Weights as a function of (c, d) and its partial derivatives.
+            let (weights, dc, dd) = match &layer.kind {
+                LayerKind::Conv2d(g) => {
+                    let kk = (g.kernel_h * g.kernel_w) as f64;
+                    if g.is_depthwise() {
+                        (d * kk, 0.0, kk)
+                    } else {
+                        let per = kk / g.groups as f64;
+                        (c * d * per, d * per, c * per)
+                    }
+                }
+                LayerKind::Linear(_) => (c * d, d, c),
+            };
+            total += unit * weights;
+            for s in &layer.input {
+                grad[s.width.0] += unit * dc * s.spatial as f64;
+            }
+            grad[layer.output.0] += unit * dd;
+        }
+        Ok(total)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::zoo;
+    use crate::arch::{SlotLayout, zoo};
+    use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+    /// Count by brute force the weights that survive keeping the first `widths[u]`
+    /// channels of every width: a weight survives when its input slot and its output
+    /// channel are both kept (walked through the slot layout, as compaction does).
+    fn surviving(arch: &Architecture, widths: &[usize], unit: &[f64]) -> f64 {
+        let mut total = 0.0;
+        for (l, layer) in arch.layers().iter().enumerate() {
+            let mut kept = vec![true; layer.weight_count()];
+            let out = widths[layer.output.0];
+            for slots in SlotLayout::of_layer(arch, l).unwrap() {
+                let w = widths[slots.width];
+                slots.for_each_run_with_output(|o, k, r| {
+                    if k >= w || o >= out {
+                        kept[r].fill(false);
+                    }
+                });
+            }
+            total += unit[l] * kept.iter().filter(|k| **k).count() as f64;
+        }
+        total
+    }
+
+    #[test]
+    fn width_counts_are_exact_at_integer_widths_on_the_zoo() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for arch in [
+            zoo::lenet5().unwrap(),
+            zoo::squeezenet1_0().unwrap(),
+            zoo::mobilenet_v1().unwrap(),
+            zoo::resnet18().unwrap(),
+        ] {
+            for count in [Count::Parameters, Count::Macs] {
+                let m = CountingModel::new(&arch, count).unwrap();
+                let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
+                assert_eq!(
+                    m.cost_of_widths(&full).unwrap(),
+                    m.dense(),
+                    "{}",
+                    arch.name()
+                );
+                for _ in 0..3 {
+                    let w: Vec<usize> = arch
+                        .widths()
+                        .iter()
+                        .map(|w| {
+                            if w.fixed {
+                                w.channels
+                            } else {
+                                rng.random_range(1..=w.channels)
+                            }
+                        })
+                        .collect();
+                    let got = m.cost_of_widths(&w).unwrap();
+                    let want = surviving(&arch, &w, &m.unit);
+                    assert!(
+                        (got - want).abs() <= 1e-9 * want,
+                        "{}: {got} vs {want}",
+                        arch.name()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn width_gradient_matches_finite_differences() {
+        let arch = zoo::mobilenet_v1().unwrap();
+        let m = CountingModel::new(&arch, Count::Macs).unwrap();
+        let s: Vec<f64> = arch
+            .widths()
+            .iter()
+            .enumerate()
+            .map(|(u, w)| w.channels as f64 * (0.4 + 0.05 * (u % 7) as f64))
+            .collect();
+        let mut g = vec![0.0; s.len()];
+        m.cost_and_gradient(&s, &mut g).unwrap();
+        crate::testing::check_gradient(&s, &g, 1e-3, 1e-6, 1e-6, |x| m.cost(x).unwrap()).unwrap();
+        assert!(m.cost(&[1.0]).is_err());
+        let mut bad = s.clone();
+        bad[1] = f64::NAN;
+        assert!(m.cost(&bad).is_err());
+    }
 
     #[test]
     fn counts_lenet5_by_hand() {

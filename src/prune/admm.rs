@@ -23,10 +23,19 @@
 //!    `y_u <- max(0, y_u + rho_y (n_u - floor(s_u)))`.
 //!
 //! The solver stops when the model's cost of the live widths meets the budget.
+//!
+//! **Several budgets** ([`Admm::with_budgets`], [`AdmmPruning::with_budgets`]):
+//! one cost constraint `f_k(s) <= B_k` per budget, each with its own dual `z_k` and
+//! penalty `rho_k` (default `1 / B_k`) in
+//! `L2 = sum_k (rho_k / 2) [f_k(s) - B_k]_+^2 + z_k (f_k(s) - B_k)`; the `s` step
+//! follows `g1 + sum_k z_k grad f_k(s)`, the raise of step 3 applies to the most
+//! violated constraint (largest `f_k(s) / B_k`) given the others' pushes, every
+//! `z_k` ascends on its own constraint, and the solver stops when the live widths
+//! meet every budget. With one budget this is exactly the iteration above.
 
 use super::constraint::{
-    AdmmEvent, ConstrainedOptimizer, ConstraintStatus, Kept, Phase, RunInfo, SolverEvent,
-    StepContext, StepReport, check_budget,
+    AdmmEvent, BudgetStatus, ConstrainedOptimizer, ConstraintStatus, Kept, Phase, RunInfo,
+    SolverEvent, StepContext, StepReport, check_budget,
 };
 use crate::arch::{Architecture, SlotLayout};
 use crate::energy::WidthCostModel;
@@ -121,40 +130,89 @@ impl AdmmConfig {
 pub struct AdmmStep {
     /// Live channels per width after the proximal step.
     pub live: Vec<usize>,
-    /// Model cost of the live widths.
+    /// Model cost of the live widths (the first budget's model).
     pub cost: f64,
-    /// Whether `cost <= budget`.
+    /// Model cost of the live widths, per budget.
+    pub costs: Vec<f64>,
+    /// Whether the live widths meet every budget.
     pub budget_met: bool,
     /// The continuous widths after the step.
     pub s: Vec<f64>,
-    /// The cost dual after the step.
+    /// The cost dual after the step (the first budget's).
     pub z: f64,
+    /// The cost duals after the step, per budget.
+    pub duals: Vec<f64>,
 }
 
-/// The ADMM state `(s, y, z)` for one architecture, model and budget.
+/// The ADMM state `(s, y, z)` for one architecture and one or several (model,
+/// budget) pairs.
 #[derive(Debug, Clone)]
 pub struct Admm {
     arch: Architecture,
     cfg: AdmmConfig,
-    budget: f64,
-    rho_z: f64,
+    /// Budget per cost constraint.
+    budgets: Vec<f64>,
+    /// Penalty per cost constraint.
+    rho_z: Vec<f64>,
     /// Continuous widths.
     s: Vec<f64>,
     /// Width duals.
     y: Vec<f64>,
-    /// Cost dual.
-    z: f64,
+    /// Cost duals, per constraint.
+    z: Vec<f64>,
     lower: Vec<f64>,
     free: Vec<bool>,
 }
 
 /// The `s`-dependent part of the augmented Lagrangian: its value, `g1` (gradient
-/// without the `z` term) and `g2 = grad f(s)`.
+/// without the `z` terms) and `g2[k] = grad f_k(s)`.
 pub(crate) struct SLagrangian {
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) value: f64,
     pub(crate) g1: Vec<f64>,
-    pub(crate) g2: Vec<f64>,
+    pub(crate) g2: Vec<Vec<f64>>,
+}
+
+/// The cost models of the constraints, by index: one model (the classic solver) or
+/// a slice of them.
+trait Costs {
+    fn count(&self) -> usize;
+    fn num_widths(&self, k: usize) -> usize;
+    fn cost(&self, k: usize, s: &[f64]) -> Result<f64>;
+    fn cost_and_gradient(&self, k: usize, s: &[f64], g: &mut [f64]) -> Result<f64>;
+}
+
+/// One model of any (possibly unsized) type.
+struct One<'a, M: ?Sized>(&'a M);
+
+impl<M: WidthCostModel + ?Sized> Costs for One<'_, M> {
+    fn count(&self) -> usize {
+        1
+    }
+    fn num_widths(&self, _: usize) -> usize {
+        self.0.num_widths()
+    }
+    fn cost(&self, _: usize, s: &[f64]) -> Result<f64> {
+        self.0.cost(s)
+    }
+    fn cost_and_gradient(&self, _: usize, s: &[f64], g: &mut [f64]) -> Result<f64> {
+        self.0.cost_and_gradient(s, g)
+    }
+}
+
+impl<M: WidthCostModel> Costs for [M] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn num_widths(&self, k: usize) -> usize {
+        self[k].num_widths()
+    }
+    fn cost(&self, k: usize, s: &[f64]) -> Result<f64> {
+        self[k].cost(s)
+    }
+    fn cost_and_gradient(&self, k: usize, s: &[f64], g: &mut [f64]) -> Result<f64> {
+        self[k].cost_and_gradient(s, g)
+    }
 }
 
 /// Per-slot importance and its index.
@@ -220,11 +278,66 @@ impl Admm {
         budget: f64,
         cfg: AdmmConfig,
     ) -> Result<Self> {
+        Self::build(arch, &One(model), &[budget], cfg)
+    }
+
+    /// A solver for `arch` with one cost constraint per (model, budget) pair:
+    /// `models[k]`'s cost of the widths must end at most `budgets[k]` (its unit).
+    /// `cfg.rho_z`, if set, is the penalty of every constraint; otherwise each gets
+    /// `1 / B_k`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for no budget, a bad configuration or budget;
+    /// [`Error::ShapeMismatch`] if `models` and `budgets` differ in length or a
+    /// model has another number of widths; [`Error::InfeasibleBudget`] (naming the
+    /// first such budget's figures) if the minimum widths cost more than a budget.
+    pub fn with_budgets<M: WidthCostModel>(
+        arch: &Architecture,
+        models: &[M],
+        budgets: &[f64],
+        cfg: AdmmConfig,
+    ) -> Result<Self> {
+        if models.len() != budgets.len() {
+            return Err(Error::shape(
+                "budgets (one per model)",
+                models.len(),
+                budgets.len(),
+            ));
+        }
+        Self::build(arch, models, budgets, cfg)
+    }
+
+    fn build<C: Costs + ?Sized>(
+        arch: &Architecture,
+        models: &C,
+        budgets: &[f64],
+        cfg: AdmmConfig,
+    ) -> Result<Self> {
         cfg.validate()?;
-        check_budget(budget)?;
+        if budgets.is_empty() {
+            return Err(Error::param(
+                "budgets",
+                "[]",
+                "give at least one (model, budget) pair",
+            ));
+        }
+        for &b in budgets {
+            check_budget(b)?;
+        }
         let n = arch.widths().len();
-        if model.num_widths() != n {
-            return Err(Error::shape("model widths", n, model.num_widths()));
+        for k in 0..models.count() {
+            if models.num_widths(k) != n {
+                let which = if models.count() == 1 {
+                    String::new()
+                } else {
+                    format!(" of budget {k}")
+                };
+                return Err(Error::shape(
+                    format!("widths of the cost model{which} (the architecture's widths)"),
+                    n,
+                    models.num_widths(k),
+                ));
+            }
         }
         if let Some(&u) = cfg.frozen.iter().find(|&&u| u >= n) {
             return Err(Error::IndexOutOfRange {
@@ -252,21 +365,26 @@ impl Admm {
                 }
             })
             .collect();
-        let min_cost = model.cost(&lower)?;
-        if min_cost > budget {
-            return Err(Error::InfeasibleBudget {
-                budget,
-                min_achievable: min_cost,
-            });
+        for (k, &budget) in budgets.iter().enumerate() {
+            let min_cost = models.cost(k, &lower)?;
+            if min_cost > budget {
+                return Err(Error::InfeasibleBudget {
+                    budget,
+                    min_achievable: min_cost,
+                });
+            }
         }
         Ok(Self {
             arch: arch.clone(),
-            rho_z: cfg.rho_z.unwrap_or(1.0 / budget),
+            rho_z: budgets
+                .iter()
+                .map(|b| cfg.rho_z.unwrap_or(1.0 / b))
+                .collect(),
             cfg,
-            budget,
+            budgets: budgets.to_vec(),
             s,
             y: vec![0.0; n],
-            z: 0.0,
+            z: vec![0.0; budgets.len()],
             lower,
             free,
         })
@@ -280,9 +398,17 @@ impl Admm {
     pub fn y(&self) -> &[f64] {
         &self.y
     }
-    /// The cost dual `z`.
+    /// The cost dual `z` (of the first budget).
     pub fn z(&self) -> f64 {
-        self.z
+        self.z[0]
+    }
+    /// The cost duals `z_k`, one per budget.
+    pub fn duals(&self) -> &[f64] {
+        &self.z
+    }
+    /// The budgets `B_k`, in their models' units.
+    pub fn budgets(&self) -> &[f64] {
+        &self.budgets
     }
 
     /// Slot importances `a_k = sum w^2 d` of every width from the weights and the
@@ -318,9 +444,12 @@ impl Admm {
     /// One ADMM iteration on the weights of every prunable layer (canonical
     /// layout), after an Adam step with rate `alpha` whose preconditioner is
     /// `precond` (`sqrt(v) + eps` per weight). Zeroes pruned slots in place.
+    /// For a solver made by [`Admm::new`] (one budget).
     ///
     /// # Errors
-    /// Shape errors, model errors, [`Error::InvalidParameter`] for a bad `alpha`.
+    /// Shape errors (also for a solver with several budgets: use
+    /// [`Admm::step_budgets`]), model errors, [`Error::InvalidParameter`] for a bad
+    /// `alpha`.
     pub fn step<M: WidthCostModel + ?Sized>(
         &mut self,
         weights: &mut [Vec<f32>],
@@ -328,6 +457,39 @@ impl Admm {
         alpha: f64,
         model: &M,
     ) -> Result<AdmmStep> {
+        self.step_with(weights, precond, alpha, &One(model))
+    }
+
+    /// [`Admm::step`] for a solver made by [`Admm::with_budgets`]: `models` in the
+    /// order of its budgets.
+    ///
+    /// # Errors
+    /// As [`Admm::step`], and a shape error if `models` has another length than the
+    /// budgets.
+    pub fn step_budgets<M: WidthCostModel>(
+        &mut self,
+        weights: &mut [Vec<f32>],
+        precond: &[Vec<f32>],
+        alpha: f64,
+        models: &[M],
+    ) -> Result<AdmmStep> {
+        self.step_with(weights, precond, alpha, models)
+    }
+
+    fn step_with<C: Costs + ?Sized>(
+        &mut self,
+        weights: &mut [Vec<f32>],
+        precond: &[Vec<f32>],
+        alpha: f64,
+        models: &C,
+    ) -> Result<AdmmStep> {
+        if models.count() != self.budgets.len() {
+            return Err(Error::shape(
+                "cost models (one per budget of the solver)",
+                self.budgets.len(),
+                models.count(),
+            ));
+        }
         if !(alpha.is_finite() && alpha > 0.0) {
             return Err(Error::param(
                 "alpha",
@@ -361,25 +523,50 @@ impl Admm {
             ));
         }
         self.zero_slots(weights, &keep)?;
-        // 2. Live widths and their cost.
+        // 2. Live widths and their costs.
         let live: Vec<usize> = keep
             .iter()
             .map(|k| k.iter().filter(|v| **v).count())
             .collect();
         let live_f: Vec<f64> = live.iter().map(|v| *v as f64).collect();
-        let cost = model.cost(&live_f)?;
-        // 3. s step.
-        let SLagrangian { mut g1, g2, .. } = self.s_lagrangian(&live_f, &self.s, model)?;
+        let costs = (0..self.budgets.len())
+            .map(|k| models.cost(k, &live_f))
+            .collect::<Result<Vec<f64>>>()?;
+        // 3. s step: the most violated constraint's dual is raised until every free
+        // width moves down, given the other duals' pushes.
+        let SLagrangian { mut g1, g2, .. } = self.s_lagrangian_with(&live_f, &self.s, models)?;
+        let worst = if self.budgets.len() == 1 {
+            0
+        } else {
+            let at_s = (0..self.budgets.len())
+                .map(|k| models.cost(k, &self.s))
+                .collect::<Result<Vec<f64>>>()?;
+            (0..self.budgets.len())
+                .max_by(|&i, &j| {
+                    (at_s[i] / self.budgets[i])
+                        .total_cmp(&(at_s[j] / self.budgets[j]))
+                        .then(j.cmp(&i))
+                })
+                .unwrap_or(0)
+        };
+        for (k, gk) in g2.iter().enumerate() {
+            if k != worst {
+                for (g, d) in g1.iter_mut().zip(gk) {
+                    *g += self.z[k] * d;
+                }
+            }
+        }
+        let gw = &g2[worst];
         let z_min = (0..self.s.len())
-            .filter(|&u| self.free[u] && g2[u] > 0.0)
-            .map(|u| (-g1[u].min(0.0) + 1e-3) / g2[u])
+            .filter(|&u| self.free[u] && gw[u] > 0.0)
+            .map(|u| (-g1[u].min(0.0) + 1e-3) / gw[u])
             .fold(f64::INFINITY, f64::min);
-        if z_min.is_finite() && self.z < z_min {
-            self.z = z_min;
+        if z_min.is_finite() && self.z[worst] < z_min {
+            self.z[worst] = z_min;
         }
         for u in 0..self.s.len() {
             if self.free[u] {
-                g1[u] += self.z * g2[u];
+                g1[u] += self.z[worst] * gw[u];
                 if self.cfg.only_decrease {
                     g1[u] = g1[u].max(0.0);
                 }
@@ -397,8 +584,10 @@ impl Admm {
             }
         }
         // 4. Dual ascent.
-        let fs = model.cost(&self.s)?;
-        self.z = (self.z + self.rho_z * (fs - self.budget)).max(0.0);
+        for k in 0..self.budgets.len() {
+            let fs = models.cost(k, &self.s)?;
+            self.z[k] = (self.z[k] + self.rho_z[k] * (fs - self.budgets[k])).max(0.0);
+        }
         for (u, (yu, n)) in self.y.iter_mut().zip(&live_f).enumerate() {
             if self.free[u] {
                 *yu = (*yu + self.cfg.rho_y * (n - self.s[u].floor())).max(0.0);
@@ -406,25 +595,37 @@ impl Admm {
         }
         Ok(AdmmStep {
             live,
-            cost,
-            budget_met: cost <= self.budget,
+            cost: costs[0],
+            budget_met: costs.iter().zip(&self.budgets).all(|(c, b)| c <= b),
+            costs,
             s: self.s.clone(),
-            z: self.z,
+            z: self.z[0],
+            duals: self.z.clone(),
         })
     }
 
     /// The part of the augmented Lagrangian that depends on `s`, for live widths
-    /// `live`: returns its value at the current duals, `g1` (its gradient without
-    /// the `z` term) and `g2 = grad f(s)`, so that the full gradient is `g1 + z g2`.
-    /// Fixed and frozen widths get zero gradient.
+    /// `live` and one model: its value at the current duals, `g1` (its gradient
+    /// without the `z` term) and `g2 = grad f(s)`, so that the full gradient is
+    /// `g1 + z g2`. Fixed and frozen widths get zero gradient.
     ///
     /// # Errors
     /// Model errors and shape errors.
+    #[cfg(test)]
     pub(crate) fn s_lagrangian<M: WidthCostModel + ?Sized>(
         &self,
         live: &[f64],
         s: &[f64],
         model: &M,
+    ) -> Result<SLagrangian> {
+        self.s_lagrangian_with(live, s, &One(model))
+    }
+
+    fn s_lagrangian_with<C: Costs + ?Sized>(
+        &self,
+        live: &[f64],
+        s: &[f64],
+        models: &C,
     ) -> Result<SLagrangian> {
         if live.len() != self.s.len() || s.len() != self.s.len() {
             return Err(Error::shape(
@@ -433,18 +634,28 @@ impl Admm {
                 live.len().min(s.len()),
             ));
         }
-        let mut g2 = vec![0.0; s.len()];
-        let fs = model.cost_and_gradient(s, &mut g2)?;
-        let over = (fs - self.budget).max(0.0);
-        let mut value = self.rho_z / 2.0 * over * over + self.z * (fs - self.budget);
+        let mut value = 0.0;
         let mut g1 = vec![0.0; s.len()];
+        let mut g2 = Vec::with_capacity(self.budgets.len());
+        for k in 0..self.budgets.len() {
+            let mut gk = vec![0.0; s.len()];
+            let fs = models.cost_and_gradient(k, s, &mut gk)?;
+            let over = (fs - self.budgets[k]).max(0.0);
+            value += self.rho_z[k] / 2.0 * over * over + self.z[k] * (fs - self.budgets[k]);
+            for u in 0..s.len() {
+                if self.free[u] {
+                    g1[u] += self.rho_z[k] * over * gk[u];
+                } else {
+                    gk[u] = 0.0;
+                }
+            }
+            g2.push(gk);
+        }
         for u in 0..s.len() {
             if self.free[u] {
                 let excess = (live[u] - s[u]).max(0.0);
                 value += self.cfg.rho_y / 2.0 * excess * excess + self.y[u] * (live[u] - s[u]);
-                g1[u] = -self.cfg.rho_y * excess - self.y[u] + self.rho_z * over * g2[u];
-            } else {
-                g2[u] = 0.0;
+                g1[u] += -self.cfg.rho_y * excess - self.y[u];
             }
         }
         Ok(SLagrangian { value, g1, g2 })
@@ -465,15 +676,30 @@ impl Admm {
     }
 }
 
+/// One budget of [`AdmmPruning::with_budgets`]: a width-level cost model and the
+/// budget (in the model's unit) its cost of the live widths must meet.
+#[derive(Debug)]
+pub struct WidthBudget<M = Box<dyn WidthCostModel>> {
+    /// A name for reports (`"latency"`, `"energy"`, ...).
+    pub name: String,
+    /// The model pricing the widths.
+    pub model: M,
+    /// The budget, in the model's unit.
+    pub budget: f64,
+}
+
 /// ADMM channel pruning as a constrained optimizer: after each update of an
 /// adaptive optimizer (Adam: its preconditioner and rate enter the proximal step),
 /// one [`Admm::step`] on the weights, until the model's cost of the live widths
-/// meets the budget; from then on the support is frozen (a [`PruningPlan`] applied
-/// after every update) and the driver moves on to fine-tuning.
+/// meets the budget (every budget, for [`AdmmPruning::with_budgets`]); from then
+/// on the support is frozen (a [`PruningPlan`] applied after every update) and the
+/// driver moves on to fine-tuning.
 #[derive(Debug)]
 pub struct AdmmPruning<M> {
     admm: Admm,
-    model: M,
+    models: Vec<M>,
+    /// Budget names, for several budgets (empty for one).
+    names: Vec<String>,
     weights: Vec<Vec<f32>>,
     precond: Vec<Vec<f32>>,
     last: Option<AdmmStep>,
@@ -487,19 +713,54 @@ impl<M: WidthCostModel> AdmmPruning<M> {
     /// As [`Admm::new`].
     pub fn new(arch: &Architecture, model: M, budget: f64, cfg: AdmmConfig) -> Result<Self> {
         let admm = Admm::new(arch, &model, budget, cfg)?;
+        Ok(Self::from_parts(arch, admm, vec![model], Vec::new()))
+    }
+
+    /// ADMM on `arch` under several budgets at once: one cost constraint and dual per
+    /// budget on the same widths ([`Admm::with_budgets`]); the support freezes when
+    /// the live widths meet every budget. [`ConstraintStatus::budgets`] reports each
+    /// one (cost, budget, met, binding); the top-level cost and budget are those of
+    /// the budget closest to (or furthest over) its limit.
+    ///
+    /// # Errors
+    /// As [`Admm::with_budgets`]; [`Error::InvalidParameter`] for two budgets of the
+    /// same name.
+    pub fn with_budgets(
+        arch: &Architecture,
+        budgets: Vec<WidthBudget<M>>,
+        cfg: AdmmConfig,
+    ) -> Result<Self> {
+        for (i, b) in budgets.iter().enumerate() {
+            if budgets[..i].iter().any(|o| o.name == b.name) {
+                return Err(Error::param(
+                    "budget name",
+                    &b.name,
+                    "names must be distinct",
+                ));
+            }
+        }
+        let limits: Vec<f64> = budgets.iter().map(|b| b.budget).collect();
+        let (names, models): (Vec<String>, Vec<M>) =
+            budgets.into_iter().map(|b| (b.name, b.model)).unzip();
+        let admm = Admm::with_budgets(arch, &models, &limits, cfg)?;
+        Ok(Self::from_parts(arch, admm, models, names))
+    }
+
+    fn from_parts(arch: &Architecture, admm: Admm, models: Vec<M>, names: Vec<String>) -> Self {
         let weights: Vec<Vec<f32>> = arch
             .layers()
             .iter()
             .map(|l| vec![0.0; l.weight_count()])
             .collect();
-        Ok(Self {
+        Self {
             admm,
-            model,
+            models,
+            names,
             precond: weights.clone(),
             weights,
             last: None,
             frozen: None,
-        })
+        }
     }
 
     /// The solver state `(s, y, z)`.
@@ -518,6 +779,26 @@ impl<M: WidthCostModel> AdmmPruning<M> {
             None => self.admm.arch.widths().iter().map(|w| w.channels).collect(),
         }
     }
+
+    /// Per budget: the cost of `live` widths, the budget, whether it is met and
+    /// whether it binds (less than 1 % of it left).
+    fn budget_status(&self, live: &[usize]) -> Result<Vec<BudgetStatus>> {
+        self.models
+            .iter()
+            .zip(self.admm.budgets())
+            .enumerate()
+            .map(|(k, (m, &budget))| {
+                let cost = m.cost_of_widths(live)?;
+                Ok(BudgetStatus {
+                    name: self.names.get(k).cloned().unwrap_or_else(|| "cost".into()),
+                    cost,
+                    budget,
+                    met: cost <= budget,
+                    binding: budget - cost <= 0.01 * budget,
+                })
+            })
+            .collect()
+    }
 }
 
 impl<M: WidthCostModel> ConstrainedOptimizer for AdmmPruning<M> {
@@ -526,7 +807,7 @@ impl<M: WidthCostModel> ConstrainedOptimizer for AdmmPruning<M> {
     }
 
     fn target(&self) -> f64 {
-        self.admm.budget
+        self.admm.budgets[0]
     }
 
     fn begin<N: NetworkMut + ?Sized>(&mut self, net: &mut N, _run: &RunInfo) -> Result<()> {
@@ -559,11 +840,11 @@ impl<M: WidthCostModel> ConstrainedOptimizer for AdmmPruning<M> {
                 p.fill(1.0);
             }
         }
-        let st = self.admm.step(
+        let st = self.admm.step_with(
             &mut self.weights,
             &self.precond,
             ctx.learning_rate,
-            &self.model,
+            self.models.as_slice(),
         )?;
         for (l, w) in self.weights.iter().enumerate() {
             net.write_weights(l, w)?;
@@ -575,9 +856,11 @@ impl<M: WidthCostModel> ConstrainedOptimizer for AdmmPruning<M> {
             step: ctx.step,
             live: st.live.clone(),
             cost: st.cost,
+            costs: st.costs.clone(),
             s: st.s.clone(),
             y: self.admm.y.clone(),
             z: st.z,
+            duals: st.duals.clone(),
             budget_met: st.budget_met,
         };
         let frozen = st.budget_met;
@@ -598,15 +881,27 @@ impl<M: WidthCostModel> ConstrainedOptimizer for AdmmPruning<M> {
 
     fn status<N: Network + ?Sized>(&self, _net: &N) -> Result<ConstraintStatus> {
         let live = self.live();
-        let cost = self.model.cost_of_widths(&live)?;
+        let all = self.budget_status(&live)?;
+        // The tightest budget (largest cost / budget) speaks for the set.
+        let k = (0..all.len())
+            .max_by(|&i, &j| {
+                (all[i].cost / all[i].budget)
+                    .total_cmp(&(all[j].cost / all[j].budget))
+                    .then(j.cmp(&i))
+            })
+            .unwrap_or(0);
         Ok(ConstraintStatus {
-            cost,
-            relaxed_cost: self.model.cost(self.admm.s())?,
-            budget: self.admm.budget,
-            target: self.admm.budget,
-            met: cost <= self.admm.budget,
+            cost: all[k].cost,
+            relaxed_cost: self.models[k].cost(self.admm.s())?,
+            budget: all[k].budget,
+            target: all[k].budget,
+            met: all.iter().all(|b| b.met),
             kept: Kept::Channels { live },
-            budgets: Vec::new(),
+            budgets: if self.names.is_empty() {
+                Vec::new()
+            } else {
+                all
+            },
         })
     }
 }
@@ -692,12 +987,12 @@ mod tests {
         let budget = 0.3 * model.cost(&full).unwrap();
         let mut admm = Admm::new(&arch, &model, budget, AdmmConfig::default()).unwrap();
         admm.y = vec![0.3, 1.5, 0.0, 2.0, 0.7, 0.0];
-        admm.z = 0.25 / budget;
+        admm.z = vec![0.25 / budget];
         let live = vec![1.0, 6.0, 12.0, 100.0, 50.0, 10.0];
         let s = vec![1.0, 4.3, 9.7, 80.2, 60.1, 10.0];
         let SLagrangian { g1, g2, .. } = admm.s_lagrangian(&live, &s, &model).unwrap();
         // The free widths 1..5: the gradient g1 + z g2 against finite differences.
-        let grad: Vec<f64> = (1..5).map(|u| g1[u] + admm.z * g2[u]).collect();
+        let grad: Vec<f64> = (1..5).map(|u| g1[u] + admm.z[0] * g2[0][u]).collect();
         crate::testing::check_gradient(&s[1..5], &grad, 1e-4, 1e-6, 1e-6, |free| {
             let mut x = s.clone();
             x[1..5].copy_from_slice(free);
@@ -705,6 +1000,85 @@ mod tests {
         })
         .unwrap();
         assert_eq!(g1[0], 0.0, "fixed widths get no gradient");
+    }
+
+    #[test]
+    fn two_budget_s_gradient_matches_finite_differences() {
+        use crate::energy::{Count, CountingModel};
+        let arch = zoo::lenet5().unwrap();
+        let models: Vec<Box<dyn WidthCostModel>> = vec![
+            Box::new(SystolicArray::new(&arch, SystolicConfig::default()).unwrap()),
+            Box::new(CountingModel::new(&arch, Count::Parameters).unwrap()),
+        ];
+        let full: Vec<f64> = arch.widths().iter().map(|w| w.channels as f64).collect();
+        let budgets = [
+            0.3 * models[0].cost(&full).unwrap(),
+            0.2 * models[1].cost(&full).unwrap(),
+        ];
+        let mut admm = Admm::with_budgets(&arch, &models, &budgets, AdmmConfig::default()).unwrap();
+        admm.y = vec![0.3, 1.5, 0.0, 2.0, 0.7, 0.0];
+        admm.z = vec![0.25 / budgets[0], 0.5 / budgets[1]];
+        let live = vec![1.0, 6.0, 12.0, 100.0, 50.0, 10.0];
+        let s = vec![1.0, 4.3, 9.7, 80.2, 60.1, 10.0];
+        let SLagrangian { g1, g2, .. } = admm
+            .s_lagrangian_with(&live, &s, models.as_slice())
+            .unwrap();
+        assert_eq!(g2.len(), 2);
+        let grad: Vec<f64> = (1..5)
+            .map(|u| g1[u] + admm.z[0] * g2[0][u] + admm.z[1] * g2[1][u])
+            .collect();
+        crate::testing::check_gradient(&s[1..5], &grad, 1e-4, 1e-6, 1e-6, |free| {
+            let mut x = s.clone();
+            x[1..5].copy_from_slice(free);
+            admm.s_lagrangian_with(&live, &x, models.as_slice())
+                .unwrap()
+                .value
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn one_budget_through_with_budgets_is_the_classic_iteration() {
+        let arch = zoo::lenet5().unwrap();
+        let model = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+        let full: Vec<f64> = arch.widths().iter().map(|w| w.channels as f64).collect();
+        let budget = 0.3 * model.cost(&full).unwrap();
+        let mut a = Admm::new(&arch, &model, budget, AdmmConfig::default()).unwrap();
+        let mut b = Admm::with_budgets(
+            &arch,
+            std::slice::from_ref(&model),
+            &[budget],
+            AdmmConfig::default(),
+        )
+        .unwrap();
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut w: Vec<Vec<f32>> = arch
+            .layers()
+            .iter()
+            .map(|l| {
+                (0..l.weight_count())
+                    .map(|_| rng.random_range(-1.0..1.0))
+                    .collect()
+            })
+            .collect();
+        let d: Vec<Vec<f32>> = w.iter().map(|l| vec![1.0; l.len()]).collect();
+        let mut w2 = w.clone();
+        for _ in 0..40 {
+            let sa = a.step(&mut w, &d, 0.01, &model).unwrap();
+            let sb = b
+                .step_budgets(&mut w2, &d, 0.01, std::slice::from_ref(&model))
+                .unwrap();
+            assert_eq!(sa, sb);
+            assert_eq!(sa.costs, vec![sa.cost]);
+        }
+        assert_eq!(w, w2);
+        // A solver with one budget refuses two models, and the reverse.
+        let two = [model.clone(), model.clone()];
+        assert!(a.step_budgets(&mut w, &d, 0.01, &two).is_err());
+        assert!(Admm::with_budgets(&arch, &two, &[budget], AdmmConfig::default()).is_err());
+        assert!(
+            Admm::with_budgets::<SystolicArray>(&arch, &[], &[], AdmmConfig::default()).is_err()
+        );
     }
 
     #[test]

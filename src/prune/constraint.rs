@@ -224,15 +224,19 @@ pub struct AdmmEvent {
     pub step: usize,
     /// Live channels per width after the proximal step.
     pub live: Vec<usize>,
-    /// Model cost of the live widths.
+    /// Model cost of the live widths (the first budget's model).
     pub cost: f64,
+    /// Model cost of the live widths, per budget.
+    pub costs: Vec<f64>,
     /// The continuous widths `s`.
     pub s: Vec<f64>,
     /// The width duals `y`.
     pub y: Vec<f64>,
-    /// The cost dual `z`.
+    /// The cost dual `z` (the first budget's).
     pub z: f64,
-    /// Whether the live widths meet the budget (the support is frozen from now on).
+    /// The cost duals, per budget.
+    pub duals: Vec<f64>,
+    /// Whether the live widths meet every budget (the support is frozen from now on).
     pub budget_met: bool,
 }
 

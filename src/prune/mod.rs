@@ -22,7 +22,7 @@ pub mod projection;
 pub mod recipes;
 pub mod schedule;
 
-pub use admm::{Admm, AdmmConfig, AdmmPruning, AdmmStep};
+pub use admm::{Admm, AdmmConfig, AdmmPruning, AdmmStep, WidthBudget};
 pub use baselines::{
     MagnitudePruning, MagnitudeRule, UniformScaling, magnitude_prune, magnitude_prune_by,
     uniform_widths,
@@ -46,8 +46,8 @@ pub use projection::{
     weight_costs,
 };
 pub use recipes::{
-    AdmmTraining, ProjectedTraining, train_admm, train_magnitude, train_magnitude_by,
-    train_projected, train_uniform,
+    AdmmTraining, ProjectedTraining, train_admm, train_admm_budgets, train_magnitude,
+    train_magnitude_by, train_projected, train_uniform,
 };
 pub use schedule::BudgetSchedule;
 

@@ -4,14 +4,14 @@
 //! |---|---|---|---|
 //! | [`train_projected`] | SGD with momentum | [`WeightProjection`] | cosine per phase, optional input-mask rounds |
 //! | [`train_magnitude`], [`train_magnitude_by`] | SGD with momentum | [`MagnitudePruning`] (global or layer-uniform) | the same epochs and loss as `train_projected`, all fine-tuning |
-//! | [`train_admm`] | Adam | [`AdmmPruning`] | constant rate, until the budget is met, then fine-tuning |
+//! | [`train_admm`], [`train_admm_budgets`] | Adam | [`AdmmPruning`] (one budget or several) | constant rate, until every budget is met, then fine-tuning |
 //! | [`train_uniform`] | Adam | [`UniformScaling`] | the same loss, all fine-tuning |
 //!
 //! Each builds its optimizer and solver and calls
 //! [`train_constrained`]; use that directly for any
 //! other combination.
 
-use super::admm::{AdmmConfig, AdmmPruning};
+use super::admm::{AdmmConfig, AdmmPruning, WidthBudget};
 use super::baselines::{MagnitudePruning, MagnitudeRule, UniformScaling};
 use super::driver::{
     Data, LrSchedule, MaskRounds, TrainingConfig, TrainingReport, train_constrained,
@@ -282,6 +282,32 @@ where
     ensure(cfg.epochs > 0, "epochs", cfg.epochs, "must be >= 1")?;
     let arch = net.architecture().clone();
     let mut solver = AdmmPruning::new(&arch, model, budget, cfg.admm.clone())?;
+    let mut opt = Adam::new(cfg.lr)?;
+    train_constrained(net, &mut opt, &mut solver, data, &cfg.training(), obs)
+}
+
+/// [`train_admm`] under several width-level budgets at once: one cost constraint and
+/// dual per budget on the same widths ([`AdmmPruning::with_budgets`]), pruning until
+/// the live widths meet every budget, then fine-tuning. The report's
+/// [`status`](TrainingReport::status) lists every budget (cost, budget, met,
+/// binding).
+///
+/// # Errors
+/// As [`train_admm`] and [`AdmmPruning::with_budgets`].
+pub fn train_admm_budgets<N, M>(
+    net: &mut N,
+    budgets: Vec<WidthBudget<M>>,
+    data: Data<'_>,
+    cfg: &AdmmTraining,
+    obs: &mut dyn Observer,
+) -> Result<TrainingReport>
+where
+    N: Trainable + ?Sized,
+    M: WidthCostModel,
+{
+    ensure(cfg.epochs > 0, "epochs", cfg.epochs, "must be >= 1")?;
+    let arch = net.architecture().clone();
+    let mut solver = AdmmPruning::with_budgets(&arch, budgets, cfg.admm.clone())?;
     let mut opt = Adam::new(cfg.lr)?;
     train_constrained(net, &mut opt, &mut solver, data, &cfg.training(), obs)
 }
