@@ -21,19 +21,15 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use common::plot::{Series, accuracy_plot};
-use common::{DenseTraining, Progress, check, print_dense, train_dense};
-use energy_prune::energy::{
-    Bilinear, CostOracle, FitOptions, Fitted, ProfileSet, SystolicArray, SystolicConfig,
-    WidthCostModel, WidthSampler,
-};
+use common::{Progress, calibrate_vgg_latency, check, print_dense, train_dense_vgg};
+use energy_prune::energy::{Bilinear, Fitted, SystolicArray, SystolicConfig, WidthCostModel};
 use energy_prune::network::{Network, PruningPlan};
 use energy_prune::nn::mnist::{Mnist, MnistOptions};
-use energy_prune::nn::{Cnn, LatencyOracle, LatencyStats, measure_latency};
+use energy_prune::nn::{Cnn, LatencyStats, measure_latency};
 use energy_prune::prune::{
     AdmmConfig, AdmmTraining, Data, train_admm, train_uniform, uniform_widths,
 };
-use energy_prune::train::{Adam, DataSource, evaluate};
-use rand::{SeedableRng, rngs::StdRng};
+use energy_prune::train::{DataSource, evaluate};
 
 struct Args {
     budgets: Vec<f64>,
@@ -181,30 +177,14 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     let mut dense = Cnn::vgg_mnist(args.seed)?;
     let arch = dense.architecture().clone();
     let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
-    let mut rng = StdRng::seed_from_u64(args.seed);
     if let Some(path) = &args.dense {
         dense.load(path)?;
         println!("loaded dense vgg-mnist from {}", path.display());
     } else {
-        // Adam: this deeper network without normalisation diverges under plain SGD
-        // at LeNet-5's learning rate.
-        let mut dense_opt = Adam::new(1e-3)?;
-        let cfg = DenseTraining {
-            epochs: args.dense_epochs,
-            lr: 1e-3,
-            schedule_epochs: args.dense_epochs + 1,
-            batch_size: 64,
-        };
         let epochs = args.dense_epochs;
-        train_dense(
-            &mut dense,
-            &mut dense_opt,
-            &train,
-            test,
-            &cfg,
-            &mut rng,
-            &mut |e| print_dense("dense", epochs, e),
-        )?;
+        train_dense_vgg(&mut dense, &train, test, epochs, args.seed, &mut |e| {
+            print_dense("dense", epochs, e)
+        })?;
     }
     if let Some(path) = &args.save_dense {
         dense.save(path)?;
@@ -219,29 +199,10 @@ fn run(args: &Args) -> energy_prune::Result<()> {
             Box::new(m)
         }
         ("latency", None) => {
-            let mut oracle = LatencyOracle::new((1, 28, 28), &Cnn::vgg_mnist_specs())?;
-            let mut sampler = WidthSampler::new(&arch, args.seed);
-            for (u, w) in arch.widths().iter().enumerate() {
-                if !w.fixed {
-                    sampler = sampler.with_bounds(u, w.channels.div_ceil(4), w.channels)?;
-                }
-            }
-            let mut data = ProfileSet::new(full.len());
-            for _ in 0..args.samples {
-                let s = sampler.sample();
-                let c = oracle.measure(&s)?;
-                data.push(s, c)?;
-            }
-            let opts = FitOptions {
-                linear_terms: true,
-                relative: true,
-                seed: args.seed,
-                ..FitOptions::default()
-            };
             let Fitted {
                 model: m,
                 report: rep,
-            } = Bilinear::fit(&arch, &data, &opts)?;
+            } = calibrate_vgg_latency(&arch, args.samples, args.seed)?;
             println!(
                 "cost model: bilinear latency model calibrated on {} configurations, validation MRAE {:.2} %, {:.0} % within +-10 %",
                 args.samples,

@@ -1,38 +1,61 @@
-//! Several budgets at once: LeNet-5 on MNIST with systolic energy <= 0.25 and
-//! nonzero parameters <= 0.03 of the dense network, met together by one
-//! projected training (`MultiBudgetProjection`), against training to each budget
-//! alone and against chaining the two single-budget trainings.
+//! Several budgets at once, at both levels:
+//!
+//! * **weight level**: LeNet-5 on MNIST with systolic energy <= 0.25 and nonzero
+//!   parameters <= 0.03 of the dense network, met together by one projected
+//!   training (`MultiBudgetProjection`);
+//! * **width level**: VGG-MNIST with CPU latency <= 0.5 (ECC's bilinear model,
+//!   calibrated here, or `--cost-model FILE`) and systolic energy <= 0.4 of the
+//!   dense network, met together by one ADMM run with a dual per budget
+//!   (`train_admm_budgets`); the compact network's latency is then measured.
+//!
+//! Each against training to each budget alone and against chaining the two
+//! single-budget trainings.
 //!
 //! ```sh
-//! cargo run --release --example multi_budget            # about 4 minutes on 2 cores
-//! cargo run --release --example multi_budget -- --energy 0.25 --params 0.03 --json
+//! cargo run --release --example multi_budget            # about 12 minutes on 2 cores
+//! cargo run --release --example multi_budget -- --level weight --energy 0.25 --params 0.03 --json
+//! cargo run --release --example multi_budget -- --level width --latency 0.5 --width-energy 0.4
 //! ```
 //!
 //! With `--json` the last line is
 //! `{"weight_level": {"budgets": [{"name", "budget", "reached", "binding"}...], "test_accuracy",
-//! "baselines": {...}}, "width_level": null}` with every `reached` a fraction of dense
-//! (`width_level` is null: several budgets at the width level are not built yet).
+//! "baselines": {...}}, "width_level": {...same keys...}}` with every `reached` a
+//! fraction of dense (at the width level `reached` is the model's prediction, and
+//! `measured_latency` the measured ratio); a level not run is null.
 
 mod common;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::{Progress, check, print_dense, train_dense_lenet5};
-use energy_prune::energy::{
-    Count, CountingModel, SystolicArray, SystolicConfig, WeightEnergyModel,
+use common::{
+    Progress, calibrate_vgg_latency, check, print_dense, train_dense_lenet5, train_dense_vgg,
 };
-use energy_prune::network::{Network, NetworkState};
-use energy_prune::nn::Cnn;
+use energy_prune::energy::{
+    Bilinear, Count, CountingModel, SystolicArray, SystolicConfig, WeightEnergyModel,
+    WidthCostModel,
+};
+use energy_prune::network::{Network, NetworkState, PruningPlan};
 use energy_prune::nn::mnist::{Mnist, MnistOptions};
+use energy_prune::nn::{Cnn, measure_latency};
 use energy_prune::prune::{
-    Data, ModelBudget, MultiBudgetProjection, ProjectedTraining, train_constrained, train_projected,
+    AdmmConfig, AdmmTraining, Data, ModelBudget, MultiBudgetProjection, ProjectedTraining,
+    WidthBudget, train_admm, train_admm_budgets, train_constrained, train_projected,
 };
 use energy_prune::train::{Sgd, evaluate};
 
 struct Args {
+    level: String,
     energy: f64,
     params: f64,
+    latency: f64,
+    width_energy: f64,
+    cost_model: Option<PathBuf>,
+    samples: usize,
+    train_size: usize,
+    vgg_dense_epochs: usize,
+    admm_epochs: usize,
+    admm_finetune_epochs: usize,
     dense_epochs: usize,
     epochs: usize,
     finetune_epochs: usize,
@@ -46,8 +69,17 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
     let d = ProjectedTraining::default();
     let mut a = Args {
+        level: "both".into(),
         energy: 0.25,
         params: 0.03,
+        latency: 0.5,
+        width_energy: 0.4,
+        cost_model: None,
+        samples: 150,
+        train_size: 12_000,
+        vgg_dense_epochs: 3,
+        admm_epochs: 4,
+        admm_finetune_epochs: 2,
         dense_epochs: 8,
         epochs: d.epochs,
         finetune_epochs: d.finetune_epochs,
@@ -59,6 +91,15 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
         match arg {
+            Long("level") => a.level = p.value()?.parse()?,
+            Long("latency") => a.latency = p.value()?.parse()?,
+            Long("width-energy") => a.width_energy = p.value()?.parse()?,
+            Long("cost-model") => a.cost_model = Some(p.value()?.into()),
+            Long("samples") => a.samples = p.value()?.parse()?,
+            Long("train-size") => a.train_size = p.value()?.parse()?,
+            Long("vgg-dense-epochs") => a.vgg_dense_epochs = p.value()?.parse()?,
+            Long("admm-epochs") => a.admm_epochs = p.value()?.parse()?,
+            Long("admm-finetune-epochs") => a.admm_finetune_epochs = p.value()?.parse()?,
             Long("energy") => a.energy = p.value()?.parse()?,
             Long("params") => a.params = p.value()?.parse()?,
             Long("dense-epochs") => a.dense_epochs = p.value()?.parse()?,
@@ -70,15 +111,26 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("json") => a.json = true,
             Long("help") | Short('h') => {
                 println!(
-                    "multi_budget [--energy F] [--params F] [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--seed N] [--data DIR] [--dense FILE] [--json]"
+                    "multi_budget [--level weight|width|both] [--seed N] [--data DIR] [--json]\n  weight level: [--energy F] [--params F] [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--dense FILE]\n  width level:  [--latency F] [--width-energy F] [--cost-model FILE] [--samples N] [--train-size N] [--vgg-dense-epochs N] [--admm-epochs N] [--admm-finetune-epochs N]"
                 );
                 std::process::exit(0);
             }
             _ => return Err(arg.unexpected()),
         }
     }
+    if !["weight", "width", "both"].contains(&a.level.as_str()) {
+        return Err(format!("--level {}: expected weight, width or both", a.level).into());
+    }
     check::fraction("--energy", a.energy)?;
     check::fraction("--params", a.params)?;
+    check::fraction("--latency", a.latency)?;
+    check::fraction("--width-energy", a.width_energy)?;
+    check::at_least_one("--samples", a.samples)?;
+    check::at_least_one("--train-size", a.train_size)?;
+    check::at_least_one("--admm-epochs", a.admm_epochs)?;
+    if let Some(p) = &a.cost_model {
+        check::readable("--cost-model", p)?;
+    }
     check::mnist_dir("--data", &a.data)?;
     if let Some(p) = &a.dense {
         check::readable("--dense", p)?;
@@ -99,6 +151,56 @@ struct Row {
 }
 
 fn run(args: &Args) -> energy_prune::Result<()> {
+    let start = Instant::now();
+    let weight = if args.level != "width" {
+        Some(weight_level(args)?)
+    } else {
+        None
+    };
+    let width = if args.level != "weight" {
+        Some(width_level(args)?)
+    } else {
+        None
+    };
+    println!("\nwhole run {:.0} s", start.elapsed().as_secs_f64());
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "weight_level": weight.as_ref().map(|w| &w.0),
+                "width_level": width.as_ref().map(|w| &w.0),
+            })
+        );
+    }
+    for (what, outcome) in [
+        (
+            "the network trained under both weight-level budgets",
+            &weight,
+        ),
+        ("the network pruned under both width-level budgets", &width),
+    ] {
+        if let Some((_, Some(miss))) = outcome {
+            common::require_budget_met(
+                &format!("{what} ({})", miss.name),
+                false,
+                miss.reached,
+                miss.budget,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// A budget the network trained under all budgets missed (fractions of dense).
+struct Miss {
+    name: &'static str,
+    reached: f64,
+    budget: f64,
+}
+
+/// LeNet-5 under energy and parameter budgets: the JSON of the level and the
+/// budget the network trained under both missed, if any.
+fn weight_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<Miss>)> {
     let start = Instant::now();
     let data = Mnist::load(&args.data, MnistOptions::default())?;
     let mut dense = Cnn::lenet5(args.seed)?;
@@ -240,7 +342,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         );
     }
     println!(
-        "\nbinding: {}; whole run {:.0} s",
+        "\nbinding: {}; weight level {:.0} s",
         status
             .iter()
             .filter(|b| b.binding)
@@ -249,35 +351,259 @@ fn run(args: &Args) -> energy_prune::Result<()> {
             .join(", "),
         start.elapsed().as_secs_f64()
     );
-    if args.json {
-        let row = |r: &Row| serde_json::json!({"energy": r.energy, "parameters": r.params, "both_met": met(r), "test_accuracy": r.accuracy});
-        let budgets: Vec<serde_json::Value> = status
-            .iter()
-            .zip([e_dense, p_dense])
-            .map(|(b, d)| {
-                serde_json::json!({"name": b.name, "budget": b.budget / d, "reached": b.cost / d, "binding": b.binding})
-            })
-            .collect();
+    let row = |r: &Row| serde_json::json!({"energy": r.energy, "parameters": r.params, "both_met": met(r), "test_accuracy": r.accuracy});
+    let budgets: Vec<serde_json::Value> = status
+        .iter()
+        .zip([e_dense, p_dense])
+        .map(|(b, d)| {
+            serde_json::json!({"name": b.name, "budget": b.budget / d, "reached": b.cost / d, "binding": b.binding})
+        })
+        .collect();
+    let json = serde_json::json!({
+        "budgets": budgets,
+        "test_accuracy": row_both.accuracy,
+        "baselines": {
+            "energy_alone": row(&row_e),
+            "parameters_alone": row(&row_p),
+            "chained": row(&row_c),
+        },
+    });
+    let miss = if row_both.energy > args.energy {
+        Some(Miss {
+            name: "energy",
+            reached: row_both.energy,
+            budget: args.energy,
+        })
+    } else if row_both.params > args.params {
+        Some(Miss {
+            name: "parameters",
+            reached: row_both.params,
+            budget: args.params,
+        })
+    } else {
+        None
+    };
+    Ok((json, miss))
+}
+
+/// One pruned VGG-MNIST's figures (costs as fractions of dense).
+struct WidthRow {
+    name: &'static str,
+    widths: Vec<usize>,
+    predicted_latency: f64,
+    measured_latency: f64,
+    energy: f64,
+    accuracy: f64,
+}
+
+/// VGG-MNIST under a latency and an energy budget by ADMM: the JSON of the level
+/// and the budget the network pruned under both missed (on the models), if any.
+fn width_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<Miss>)> {
+    let start = Instant::now();
+    let mnist = Mnist::load(
+        &args.data,
+        MnistOptions {
+            pad: 0,
+            ..MnistOptions::default()
+        },
+    )?;
+    let train = mnist.train.take(args.train_size);
+    let test = &mnist.test;
+    println!(
+        "\n== width level: vgg-mnist on {} training images\n",
+        train.len()
+    );
+    let mut dense = Cnn::vgg_mnist(args.seed)?;
+    let arch = dense.architecture().clone();
+    let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
+    train_dense_vgg(
+        &mut dense,
+        &train,
+        test,
+        args.vgg_dense_epochs,
+        args.seed,
+        &mut |e| print_dense("dense vgg-mnist", args.vgg_dense_epochs, e),
+    )?;
+    let latency: Bilinear = match &args.cost_model {
+        Some(path) => {
+            let m = Bilinear::load_json(path)?;
+            if m.num_widths() != full.len() {
+                return Err(energy_prune::Error::ShapeMismatch {
+                    what: format!("widths of the cost model {}", path.display()),
+                    expected: full.len(),
+                    got: m.num_widths(),
+                });
+            }
+            m
+        }
+        None => {
+            let fit = calibrate_vgg_latency(&arch, args.samples, args.seed)?;
+            println!(
+                "latency model: bilinear, {} configurations, validation MRAE {:.2} %, {:.0} % within +-10 %",
+                args.samples,
+                100.0 * fit.report.validation.mrae,
+                100.0 * fit.report.validation.within_10pct
+            );
+            fit.model
+        }
+    };
+    let energy = SystolicArray::new(&arch, SystolicConfig::default())?;
+    let (l_dense, e_dense) = (
+        latency.cost_of_widths(&full)?,
+        energy.cost_of_widths(&full)?,
+    );
+    let (l_budget, e_budget) = (args.latency * l_dense, args.width_energy * e_dense);
+    let dense_ms = measure_latency(&mut dense.clone(), 64, 2, 9)?.median_ms;
+    let dense_acc = evaluate(&mut dense, test, 1000)?;
+    println!(
+        "dense: {:.2} %, predicted {:.3} ms, measured {:.3} ms per batch of 64; budgets: latency {} and energy {} of dense\n",
+        100.0 * dense_acc,
+        l_dense,
+        dense_ms,
+        args.latency,
+        args.width_energy
+    );
+    let cfg = AdmmTraining {
+        epochs: args.admm_epochs,
+        finetune_epochs: args.admm_finetune_epochs,
+        seed: args.seed,
+        admm: AdmmConfig {
+            eta_s: 2.0,
+            ..AdmmConfig::default()
+        },
+        ..AdmmTraining::default()
+    };
+    let data = Data {
+        train: &train,
+        validation: None,
+        test: Some(test),
+    };
+    let finish = |net: &Cnn, name: &'static str| -> energy_prune::Result<WidthRow> {
+        let plan = PruningPlan::from_network(net)?;
+        let widths = plan.widths();
+        let mut compact = net.compact(&plan)?;
+        Ok(WidthRow {
+            name,
+            predicted_latency: latency.cost_of_widths(&widths)? / l_dense,
+            measured_latency: measure_latency(&mut compact, 64, 2, 9)?.median_ms / dense_ms,
+            energy: energy.cost_of_widths(&widths)? / e_dense,
+            accuracy: evaluate(&mut compact, test, 1000)?,
+            widths,
+        })
+    };
+
+    // 1. Both budgets in one ADMM run.
+    println!("both budgets in one ADMM run:");
+    let mut both = dense.clone();
+    let budgets: Vec<WidthBudget> = vec![
+        WidthBudget {
+            name: "latency".into(),
+            model: Box::new(latency.clone()),
+            budget: l_budget,
+        },
+        WidthBudget {
+            name: "energy".into(),
+            model: Box::new(energy.clone()),
+            budget: e_budget,
+        },
+    ];
+    let mut p = Progress {
+        reference: 1.0,
+        unit: "(budget closest to its limit, own unit)",
+    };
+    let r = train_admm_budgets(&mut both, budgets, data, &cfg, &mut p)?;
+    let status = r.status.budgets.clone();
+    let row_both = finish(&both, "both budgets at once")?;
+
+    // 2. Each budget alone; 3. chained: the latency-pruned network pruned again to
+    // the energy budget.
+    println!("\nlatency budget alone:");
+    let mut only_l = dense.clone();
+    let mut p = Progress {
+        reference: l_dense,
+        unit: "of dense latency (predicted)",
+    };
+    train_admm(&mut only_l, &latency, l_budget, data, &cfg, &mut p)?;
+    let row_l = finish(&only_l, "latency alone")?;
+    println!("\nenergy budget alone:");
+    let mut only_e = dense.clone();
+    let mut p = Progress {
+        reference: e_dense,
+        unit: "of dense energy",
+    };
+    train_admm(&mut only_e, &energy, e_budget, data, &cfg, &mut p)?;
+    let row_e = finish(&only_e, "energy alone")?;
+    println!("\nchained (latency, then energy):");
+    let mut chained = only_l.clone();
+    train_admm(&mut chained, &energy, e_budget, data, &cfg, &mut p)?;
+    let row_c = finish(&chained, "chained: latency, then energy")?;
+
+    println!(
+        "\nResults at the width level (latency <= {} and energy <= {} of dense; latency predicted by the model and measured on the compact network, batch 64, 2 threads, median of 9):\n",
+        args.latency, args.width_energy
+    );
+    println!(
+        "| pruning | predicted latency | measured latency | energy | both budgets met (models) | test accuracy | widths |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| dense | 1.0000 | 1.0000 | 1.0000 | - | {:.2} % | {full:?} |",
+        100.0 * dense_acc
+    );
+    let met = |r: &WidthRow| r.predicted_latency <= args.latency && r.energy <= args.width_energy;
+    for r in [&row_both, &row_l, &row_e, &row_c] {
         println!(
-            "{}",
-            serde_json::json!({
-                "weight_level": {
-                    "budgets": budgets,
-                    "test_accuracy": row_both.accuracy,
-                    "baselines": {
-                        "energy_alone": row(&row_e),
-                        "parameters_alone": row(&row_p),
-                        "chained": row(&row_c),
-                    },
-                },
-                "width_level": null,
-            })
+            "| {} | {:.4} | {:.4} | {:.4} | {} | {:.2} % | {:?} |",
+            r.name,
+            r.predicted_latency,
+            r.measured_latency,
+            r.energy,
+            if met(r) { "yes" } else { "NO" },
+            100.0 * r.accuracy,
+            r.widths
         );
     }
-    common::require_budget_met(
-        "the network trained under both budgets",
-        met(&row_both),
-        row_both.energy.max(row_both.params),
-        args.energy.max(args.params),
-    )
+    println!(
+        "\nbinding: {}; width level {:.0} s",
+        status
+            .iter()
+            .filter(|b| b.binding)
+            .map(|b| b.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        start.elapsed().as_secs_f64()
+    );
+    let row = |r: &WidthRow| serde_json::json!({"latency": r.predicted_latency, "measured_latency": r.measured_latency, "energy": r.energy, "both_met": met(r), "test_accuracy": r.accuracy, "widths": r.widths});
+    let budgets: Vec<serde_json::Value> = status
+        .iter()
+        .zip([l_dense, e_dense])
+        .map(|(b, d)| serde_json::json!({"name": b.name, "budget": b.budget / d, "reached": b.cost / d, "binding": b.binding}))
+        .collect();
+    let json = serde_json::json!({
+        "budgets": budgets,
+        "measured_latency": row_both.measured_latency,
+        "test_accuracy": row_both.accuracy,
+        "widths": row_both.widths,
+        "baselines": {
+            "latency_alone": row(&row_l),
+            "energy_alone": row(&row_e),
+            "chained": row(&row_c),
+        },
+    });
+    let miss = if row_both.predicted_latency > args.latency {
+        Some(Miss {
+            name: "latency",
+            reached: row_both.predicted_latency,
+            budget: args.latency,
+        })
+    } else if row_both.energy > args.width_energy {
+        Some(Miss {
+            name: "energy",
+            reached: row_both.energy,
+            budget: args.width_energy,
+        })
+    } else {
+        None
+    };
+    Ok((json, miss))
 }

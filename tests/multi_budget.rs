@@ -569,4 +569,11 @@ fn admm_under_two_width_budgets_meets_both() {
     let mut same = budgets();
     same[1].name = "energy".into();
     assert!(AdmmPruning::with_budgets(&arch, same, AdmmConfig::default()).is_err());
+    // Budgets as fractions of dense.
+    let b = WidthBudget::fraction_of_dense("parameters", params.clone(), &arch, 0.3).unwrap();
+    assert_eq!(b.budget, 0.3 * p_dense);
+    assert!(WidthBudget::fraction_of_dense("p", params.clone(), &arch, 0.0).is_err());
+    assert!(WidthBudget::fraction_of_dense("p", params.clone(), &arch, f64::NAN).is_err());
+    let other = energy_prune::arch::zoo::lenet5().unwrap();
+    assert!(WidthBudget::fraction_of_dense("p", params, &other, 0.5).is_err());
 }

@@ -123,6 +123,61 @@ pub fn train_dense_lenet5<N: Trainable>(
     train_dense(net, &mut opt, train, test, &cfg, &mut rng, each)
 }
 
+/// The dense VGG-MNIST of the examples: `epochs` epochs of Adam (rate 1e-3, batch
+/// 64; this deeper network without normalisation diverges under plain SGD at
+/// LeNet-5's rate) with a cosine over `epochs + 1`, data order from `seed`.
+pub fn train_dense_vgg<N: Trainable>(
+    net: &mut N,
+    train: &dyn DataSource,
+    test: &dyn DataSource,
+    epochs: usize,
+    seed: u64,
+    each: &mut dyn FnMut(&DenseEpoch),
+) -> energy_prune::Result<()> {
+    let mut opt = energy_prune::train::Adam::new(1e-3)?;
+    let cfg = DenseTraining {
+        epochs,
+        lr: 1e-3,
+        schedule_epochs: epochs + 1,
+        batch_size: 64,
+    };
+    let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    train_dense(net, &mut opt, train, test, &cfg, &mut rng, each)
+}
+
+/// Calibrate ECC's bilinear latency model of VGG-MNIST (`arch`) on this machine:
+/// `samples` random width configurations in `[max/4, max]` per free width, each
+/// timed by a [`LatencyOracle`](energy_prune::nn::LatencyOracle), fitted with
+/// linear terms on relative error.
+pub fn calibrate_vgg_latency(
+    arch: &energy_prune::arch::Architecture,
+    samples: usize,
+    seed: u64,
+) -> energy_prune::Result<energy_prune::energy::Fitted> {
+    use energy_prune::energy::{Bilinear, CostOracle, FitOptions, ProfileSet, WidthSampler};
+    use energy_prune::nn::{Cnn, LatencyOracle};
+    let mut oracle = LatencyOracle::new((1, 28, 28), &Cnn::vgg_mnist_specs())?;
+    let mut sampler = WidthSampler::new(arch, seed);
+    for (u, w) in arch.widths().iter().enumerate() {
+        if !w.fixed {
+            sampler = sampler.with_bounds(u, w.channels.div_ceil(4), w.channels)?;
+        }
+    }
+    let mut data = ProfileSet::new(arch.widths().len());
+    for _ in 0..samples {
+        let s = sampler.sample();
+        let c = oracle.measure(&s)?;
+        data.push(s, c)?;
+    }
+    let opts = FitOptions {
+        linear_terms: true,
+        relative: true,
+        seed,
+        ..FitOptions::default()
+    };
+    Bilinear::fit(arch, &data, &opts)
+}
+
 /// The dense progress line of the examples.
 pub fn print_dense(label: &str, epochs: usize, e: &DenseEpoch) {
     println!(

@@ -688,6 +688,40 @@ pub struct WidthBudget<M = Box<dyn WidthCostModel>> {
     pub budget: f64,
 }
 
+impl<M: WidthCostModel> WidthBudget<M> {
+    /// A budget given as a fraction of the dense cost: `fraction` times `model`'s
+    /// cost of the full widths of `arch`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a fraction outside (0, 1];
+    /// [`Error::ShapeMismatch`] if the model has another number of widths than
+    /// `arch`; model errors.
+    pub fn fraction_of_dense(
+        name: impl Into<String>,
+        model: M,
+        arch: &Architecture,
+        fraction: f64,
+    ) -> Result<Self> {
+        if !(fraction > 0.0 && fraction <= 1.0) {
+            return Err(Error::param("fraction", fraction, "must be in (0, 1]"));
+        }
+        let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
+        if model.num_widths() != full.len() {
+            return Err(Error::shape(
+                "widths of the cost model (the architecture's widths)",
+                full.len(),
+                model.num_widths(),
+            ));
+        }
+        let budget = fraction * model.cost_of_widths(&full)?;
+        Ok(Self {
+            name: name.into(),
+            model,
+            budget,
+        })
+    }
+}
+
 /// ADMM channel pruning as a constrained optimizer: after each update of an
 /// adaptive optimizer (Adam: its preconditioner and rate enter the proximal step),
 /// one [`Admm::step`] on the weights, until the model's cost of the live widths
@@ -1088,6 +1122,72 @@ mod tests {
         let keep = prox_keep(&a, 1.0, &mut y, 1.0, 0.1, 2, Some(4));
         assert_eq!(keep.iter().filter(|k| **k).count(), 4);
         assert!(keep[2]);
+    }
+
+    /// Two budgets (systolic energy and parameters) at random fractions: ADMM on
+    /// random weights ends with live widths that meet both, and each budget is the
+    /// one that drives the widths in some cases.
+    #[test]
+    fn admm_meets_two_random_budgets_on_random_weights() {
+        use crate::energy::{Count, CountingModel};
+        let arch = zoo::lenet5().unwrap();
+        let models: Vec<Box<dyn WidthCostModel>> = vec![
+            Box::new(SystolicArray::new(&arch, SystolicConfig::default()).unwrap()),
+            Box::new(CountingModel::new(&arch, Count::Parameters).unwrap()),
+        ];
+        let full: Vec<f64> = arch.widths().iter().map(|w| w.channels as f64).collect();
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut tighter = [false; 2];
+        for case in 0..12 {
+            let fractions = [rng.random_range(0.2..0.9), rng.random_range(0.05..1.0)];
+            let budgets: Vec<f64> = (0..2)
+                .map(|k| fractions[k] * models[k].cost(&full).unwrap())
+                .collect();
+            let mut weights: Vec<Vec<f32>> = arch
+                .layers()
+                .iter()
+                .map(|l| {
+                    (0..l.weight_count())
+                        .map(|_| rng.random_range(-1.0f32..1.0))
+                        .collect()
+                })
+                .collect();
+            let precond: Vec<Vec<f32>> = weights.iter().map(|w| vec![1e-3; w.len()]).collect();
+            let cfg = AdmmConfig {
+                eta_s: 2.0,
+                ..AdmmConfig::default()
+            };
+            let mut admm = Admm::with_budgets(&arch, &models, &budgets, cfg).unwrap();
+            let st = (0..2000)
+                .map(|_| {
+                    admm.step_budgets(&mut weights, &precond, 1e-3, &models)
+                        .unwrap()
+                })
+                .find(|st| st.budget_met)
+                .unwrap_or_else(|| panic!("case {case} {fractions:?}: budgets not reached"));
+            let live: Vec<f64> = st.live.iter().map(|v| *v as f64).collect();
+            let mut ratio = [0.0; 2];
+            for k in 0..2 {
+                let c = models[k].cost(&live).unwrap();
+                assert!(
+                    c <= budgets[k],
+                    "case {case} budget {k}: {c} > {}",
+                    budgets[k]
+                );
+                assert_eq!(c, st.costs[k]);
+                ratio[k] = c / budgets[k];
+            }
+            // ADMM stops soon after the last budget is met: the tighter budget is
+            // mostly used; across cases each budget is the tighter one.
+            let tight = usize::from(ratio[1] > ratio[0]);
+            assert!(ratio[tight] >= 0.6, "case {case}: {ratio:?}");
+            tighter[tight] = true;
+        }
+        assert_eq!(
+            tighter,
+            [true, true],
+            "each budget drives the widths in some case"
+        );
     }
 
     #[test]
