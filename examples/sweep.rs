@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release --example sweep -- [--budgets 0.15,0.2,0.3,0.4,0.5,0.7]
 //!     [--methods energy,magnitude,layer-uniform] [--dense FILE] [--save-dense FILE]
-//!     [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--no-input-mask]
+//!     [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--input-mask auto|always|never]
 //!     [--mask-rounds N] [--breakdown-budget F] [--out DIR] [--data DIR]
 //!     [--train-limit N] [--test-limit N] [--seed N] [--json]
 //! ```
@@ -13,9 +13,12 @@
 //! One dense LeNet-5 is trained (or loaded) once; every run starts from it. Per
 //! budget (a fraction of the dense network's exact energy on the systolic model):
 //!
-//! * `energy`: projected training onto the energy budget (ICLR 2019), with learnable
-//!   input masks on conv1, conv2 and fc1 (the mask rounds keep a mask only when the
-//!   validation hold-out allows it, so they act where they help), then fine-tuning;
+//! * `energy`: projected training onto the energy budget (ICLR 2019), then
+//!   fine-tuning; with learnable input masks on conv1, conv2 and fc1 where they help:
+//!   by default (`--input-mask auto`) when the unmasked network's all-zero energy
+//!   (inputs and output writes, which weights cannot remove) is at least half the
+//!   budget. Mask rounds hold out the last 5 000 training images to decide;
+//!   at larger budgets the masks only cost training data;
 //! * `magnitude`: global magnitude pruning to the same exact energy, fine-tuned;
 //! * `layer-uniform`: the same fraction of every layer kept by magnitude, fine-tuned.
 //!
@@ -47,6 +50,25 @@ use energy_prune::prune::{
 };
 use energy_prune::train::{Control, Dataset, evaluate};
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// When the energy-constrained runs learn input masks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MaskUse {
+    /// When the unmasked all-zero energy is at least half the budget.
+    Auto,
+    Always,
+    Never,
+}
+
+impl MaskUse {
+    fn at(self, budget: f64, floor: f64) -> bool {
+        match self {
+            MaskUse::Auto => floor >= 0.5 * budget,
+            MaskUse::Always => true,
+            MaskUse::Never => false,
+        }
+    }
+}
 
 /// The compared methods, in table order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +107,7 @@ struct Args {
     dense_epochs: usize,
     epochs: usize,
     finetune_epochs: usize,
-    input_mask: bool,
+    input_mask: MaskUse,
     mask_rounds: usize,
     breakdown_budget: Option<f64>,
     out: PathBuf,
@@ -116,7 +138,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         dense_epochs: 12,
         epochs: d.epochs,
         finetune_epochs: d.finetune_epochs,
-        input_mask: true,
+        input_mask: MaskUse::Auto,
         mask_rounds: MaskRounds::default().rounds,
         breakdown_budget: None,
         out: PathBuf::from("sweep-results"),
@@ -138,7 +160,18 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("dense-epochs") => a.dense_epochs = p.value()?.parse()?,
             Long("epochs") => a.epochs = p.value()?.parse()?,
             Long("finetune-epochs") => a.finetune_epochs = p.value()?.parse()?,
-            Long("no-input-mask") => a.input_mask = false,
+            Long("input-mask") => {
+                a.input_mask = match p.value()?.string()?.as_str() {
+                    "auto" => MaskUse::Auto,
+                    "always" => MaskUse::Always,
+                    "never" => MaskUse::Never,
+                    v => {
+                        return Err(
+                            format!("--input-mask {v}: expected auto, always or never").into()
+                        );
+                    }
+                }
+            }
             Long("mask-rounds") => a.mask_rounds = p.value()?.parse()?,
             Long("breakdown-budget") => a.breakdown_budget = Some(p.value()?.parse()?),
             Long("out") => a.out = p.value()?.into(),
@@ -149,7 +182,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("json") => a.json = true,
             Long("help") | Short('h') => {
                 println!(
-                    "sweep [--budgets F,F,...] [--methods energy,magnitude,layer-uniform] [--dense FILE] [--save-dense FILE]\n      [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--no-input-mask] [--mask-rounds N]\n      [--breakdown-budget F] [--out DIR] [--data DIR] [--train-limit N] [--test-limit N] [--seed N] [--json]"
+                    "sweep [--budgets F,F,...] [--methods energy,magnitude,layer-uniform] [--dense FILE] [--save-dense FILE]\n      [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--input-mask auto|always|never] [--mask-rounds N]\n      [--breakdown-budget F] [--out DIR] [--data DIR] [--train-limit N] [--test-limit N] [--seed N] [--json]"
                 );
                 std::process::exit(0);
             }
@@ -204,6 +237,8 @@ fn main() {
 /// method can reach (its smallest energy is then in `min_ratio`).
 struct Point {
     method: Method,
+    /// Whether the run learned input masks.
+    masks: bool,
     budget: f64,
     run: Option<RunResult>,
     min_ratio: Option<f64>,
@@ -258,18 +293,35 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         epochs: args.epochs,
         finetune_epochs: args.finetune_epochs,
         seed: args.seed,
-        input_masks: args.input_mask.then(|| MaskRounds {
+        ..ProjectedTraining::default()
+    };
+    let masked = ProjectedTraining {
+        input_masks: Some(MaskRounds {
             rounds: args.mask_rounds,
             ..MaskRounds::default()
         }),
-        ..ProjectedTraining::default()
+        ..cfg.clone()
     };
-    let total: u64 = args.budgets.len() as u64
-        * args
-            .methods
-            .iter()
-            .map(|&m| planned_epochs(m, &cfg))
-            .sum::<u64>()
+    // The all-zero energy of the unmasked network as a fraction of the dense one
+    // (from the architecture alone: every dense weight is nonzero).
+    let floor = {
+        let arch = Cnn::lenet5(args.seed)?.architecture().clone();
+        let m = SystolicArray::new(&arch, SystolicConfig::default())?;
+        m.dense_floor() / m.energy_total(&NetworkState::dense(&arch))?
+    };
+    let settings = |method: Method, budget: f64| {
+        if method == Method::Energy && args.input_mask.at(budget, floor) {
+            &masked
+        } else {
+            &cfg
+        }
+    };
+    let total: u64 = args
+        .budgets
+        .iter()
+        .flat_map(|&b| args.methods.iter().map(move |&m| (m, b)))
+        .map(|(m, b)| planned_epochs(m, settings(m, b)))
+        .sum::<u64>()
         + if args.dense.is_none() {
             args.dense_epochs as u64
         } else {
@@ -329,10 +381,14 @@ fn run(args: &Args) -> energy_prune::Result<()> {
             .collect::<Vec<_>>()
             .join(", "),
         cfg.epochs + cfg.finetune_epochs,
-        if args.input_mask {
-            " (energy-constrained: plus input-mask rounds)"
-        } else {
-            ""
+        match args
+            .budgets
+            .iter()
+            .filter(|&&b| args.input_mask.at(b, floor))
+            .collect::<Vec<_>>()
+        {
+            v if v.is_empty() => String::new(),
+            v => format!(" (energy-constrained at {v:?}: plus input-mask rounds)"),
         },
     );
 
@@ -353,9 +409,10 @@ fn run(args: &Args) -> energy_prune::Result<()> {
                 .set_message(format!("{} at {budget}", method.name()));
             let t = Instant::now();
             let mut net = dense.clone();
+            let run_cfg = settings(method, budget);
             let outcome = match method {
                 Method::Energy => {
-                    let data = if args.input_mask {
+                    let data = if run_cfg.input_masks.is_some() {
                         for l in 0..3 {
                             net.enable_input_mask(l)?; // conv1, conv2, fc1: the costly inputs
                         }
@@ -376,7 +433,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
                         &model,
                         budget * e_dense,
                         data,
-                        &cfg,
+                        run_cfg,
                         &mut progress,
                     )
                 }
@@ -397,12 +454,12 @@ fn run(args: &Args) -> energy_prune::Result<()> {
                         budget * e_dense,
                         rule,
                         data,
-                        &cfg,
+                        run_cfg,
                         &mut progress,
                     )
                 }
             };
-            progress.base += planned_epochs(method, &cfg);
+            progress.base += planned_epochs(method, run_cfg);
             progress.bar.set_position(progress.base);
             let point = match outcome {
                 Ok(report) => {
@@ -422,6 +479,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
                         )
                     });
                     Point {
+                        masks: run_cfg.input_masks.is_some(),
                         method,
                         budget,
                         run: Some(run),
@@ -437,6 +495,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
                         )
                     });
                     Point {
+                        masks: run_cfg.input_masks.is_some(),
                         method,
                         budget,
                         run: None,
@@ -450,7 +509,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     }
     progress.bar.finish_and_clear();
 
-    let svg = write_outputs(args, &points, &dense_report, dense_acc)?;
+    let svg = write_outputs(args, floor, &points, &dense_report, dense_acc)?;
     print_table(args, &points, dense_acc, e_dense);
     println!(
         "\nwrote {}",
@@ -509,6 +568,7 @@ fn parts(r: &EnergyReport, e_dense: f64) -> Vec<(String, [f64; 3])> {
 
 fn write_outputs(
     args: &Args,
+    floor: f64,
     points: &[Point],
     dense: &EnergyReport,
     dense_acc: f64,
@@ -556,11 +616,12 @@ fn write_outputs(
         "network": "lenet5",
         "dense": {"test_accuracy": dense_acc, "energy": e_dense, "layers": layers(dense)},
         "settings": {"epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
-            "input_mask": args.input_mask, "mask_rounds": args.mask_rounds, "seed": args.seed,
+            "input_mask": format!("{:?}", args.input_mask).to_lowercase(), "unmasked_floor": floor, "mask_rounds": args.mask_rounds, "seed": args.seed,
             "train_images": args.train_limit, "test_images": args.test_limit},
         "points": points.iter().map(|p| serde_json::json!({
             "method": p.method.name(),
             "budget": p.budget,
+            "input_masks": p.masks,
             "feasible": p.run.is_some(),
             "min_energy_ratio": p.min_ratio,
             "energy_ratio": p.run.as_ref().map(|r| r.energy.total / e_dense),

@@ -67,6 +67,7 @@ fn bad_flags_fail_fast_with_code_2() {
         "--breakdown-budget",
     );
     rejects("sweep", &["--train-limit", "5"], "--train-limit");
+    rejects("sweep", &["--input-mask", "sometimes"], "--input-mask");
     rejects("sweep", &["--dense", missing], "--dense");
     rejects("sweep", &["--out", "/proc/none"], "--out");
     rejects(

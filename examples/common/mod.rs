@@ -341,3 +341,95 @@ pub fn require_budget_met(
         min_achievable: reached,
     })
 }
+
+/// Latency of `net` relative to `reference`, measured interleaved so that drift of
+/// the machine spreads over both: `rounds` alternations of one warm-up and one timed
+/// forward pass of 64 samples each (2 threads), medians compared. Returns
+/// `(median ms of net, median ms of reference)`.
+pub fn measure_against(
+    net: &mut energy_prune::nn::Cnn,
+    reference: &mut energy_prune::nn::Cnn,
+    rounds: usize,
+) -> energy_prune::Result<(f64, f64)> {
+    use energy_prune::nn::measure_latency;
+    let (mut a, mut b) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for _ in 0..rounds.max(1) {
+        a.push(measure_latency(net, 64, 1, 1)?.median_ms);
+        b.push(measure_latency(reference, 64, 1, 1)?.median_ms);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok((median(&mut a), median(&mut b)))
+}
+
+/// One round of [`closed_loop`].
+pub struct LoopRound {
+    /// The latency target the round pruned to (model units).
+    pub target: f64,
+    /// The model's latency of the round's widths (model units).
+    pub predicted: f64,
+    /// Measured latency of the compact network / the dense network's.
+    pub measured: f64,
+    /// Widths after the round.
+    pub widths: Vec<usize>,
+}
+
+/// Closed loop on measured latency: `prune(net, target)` prunes and fine-tunes `net`
+/// in place to a latency target in model units (first `target`); the compact
+/// network is then measured against `dense` ([`measure_against`]); while its
+/// measured latency exceeds `fraction` of the dense one by more than `tolerance`
+/// (relative), the target is tightened by the observed ratio
+/// (`target * fraction / measured`) and pruning continues from the current network,
+/// for at most `rounds` rounds (or until the target falls below what the model
+/// can reach). Returns every round; the last is the result.
+#[allow(clippy::too_many_arguments)]
+pub fn closed_loop(
+    net: &mut energy_prune::nn::Cnn,
+    dense: &energy_prune::nn::Cnn,
+    fraction: f64,
+    mut target: f64,
+    tolerance: f64,
+    rounds: usize,
+    predict: &dyn Fn(&[usize]) -> energy_prune::Result<f64>,
+    prune: &mut dyn FnMut(&mut energy_prune::nn::Cnn, f64) -> energy_prune::Result<()>,
+) -> energy_prune::Result<Vec<LoopRound>> {
+    use energy_prune::network::PruningPlan;
+    let mut out = Vec::new();
+    let mut reference = dense.clone();
+    for round in 1..=rounds.max(1) {
+        match prune(net, target) {
+            Ok(()) => {}
+            // A target below what the model can reach: keep the last round.
+            Err(energy_prune::Error::InfeasibleBudget { min_achievable, .. }) if round > 1 => {
+                println!(
+                    "closed loop round {round}: target {target:.4} is below the model's smallest cost {min_achievable:.4}; stopping with round {}",
+                    round - 1
+                );
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+        let plan = PruningPlan::from_network(&*net)?;
+        let widths = plan.widths();
+        let mut compact = net.compact(&plan)?;
+        let (ms, dense_ms) = measure_against(&mut compact, &mut reference, 9)?;
+        let measured = ms / dense_ms;
+        let predicted = predict(&widths)?;
+        println!(
+            "closed loop round {round}: target {target:.4}, predicted {predicted:.4}, measured {measured:.4} of dense (budget {fraction}), widths {widths:?}"
+        );
+        out.push(LoopRound {
+            target,
+            predicted,
+            measured,
+            widths,
+        });
+        if measured <= fraction * (1.0 + tolerance) {
+            break;
+        }
+        target *= fraction / measured;
+    }
+    Ok(out)
+}
