@@ -11,7 +11,9 @@
 //! * [`WidthCostModel`]: energy `f(s)` and its gradient for continuous layer
 //!   widths `s` (channel counts). Implemented by [`SystolicArray`] in width form and
 //!   by the learned [`Bilinear`] model, fitted to measurements of any black-box
-//!   [`CostOracle`] (see [`profile`] for the calibration workflow).
+//!   [`CostOracle`] (see [`profile`] for the calibration workflow, and
+//!   [`protocol`] for measuring on a noisy machine: warm-up, interleaved repeats,
+//!   robust statistics, re-measurement, a noise report).
 //!
 //! Units are the model's own (for the systolic model: multiples of one
 //! register-file access).
@@ -19,11 +21,13 @@
 pub mod bilinear;
 pub mod counting;
 pub mod profile;
+pub mod protocol;
 pub mod systolic;
 
 pub use bilinear::{Bilinear, FitMetrics, FitOptions, FitReport, Fitted, Term};
 pub use counting::{Count, CountingModel};
 pub use profile::{CostOracle, ModelOracle, ProfileSet, WidthSampler};
+pub use protocol::{Measured, MeasuredSet, NoiseReport, Protocol, Statistic, measure_interleaved};
 pub use systolic::{SystolicArray, SystolicConfig, WeightAccessEnergy};
 
 use std::fmt;
