@@ -1,10 +1,14 @@
 //! Build a cost model of YOUR hardware: profile random layer widths of a network on
-//! this machine's CPU, fit the bilinear model of ECC (CVPR 2019), validate it on
-//! held-out configurations, and save it as JSON.
+//! this machine's CPU under the measurement protocol (warm-up, interleaved
+//! repeats, a low quantile, re-measurement of noisy configurations, a noise
+//! report), measure every layer alone on a grid, fit ECC's bilinear model (CVPR
+//! 2019, with and without linear terms) and the per-layer lookup table on the same
+//! measurements, validate each on held-out configurations, and save the best as
+//! JSON with its kind.
 //!
 //! ```text
 //! cargo run --release --example calibrate -- [--net vgg-mnist|lenet5]
-//!     [--samples N] [--batch N] [--repeats N] [--seed N] [--out FILE] [--csv FILE]
+//!     [--samples N] [--batch N] [--repeats N] [--grid N] [--min-fraction F] [--seed N] [--out FILE] [--csv FILE]
 //!     [--min-fraction F] [--json]
 //! ```
 //! The cost is the median forward latency (ms) of one batch at the machine's
@@ -13,14 +17,12 @@
 //! the full `[1, max]`). With `--json` the last stdout line is one JSON object.
 
 mod common;
-use common::check;
+use common::{CalibrationSettings, calibrate_latency, check, print_calibration};
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use energy_prune::energy::{
-    Bilinear, CostOracle, FitOptions, Fitted, ProfileSet, WidthCostModel, WidthSampler,
-};
+use energy_prune::energy::{FitOptions, WidthCostModel};
 use energy_prune::network::Network;
 use energy_prune::nn::{Cnn, LatencyOracle};
 
@@ -29,6 +31,7 @@ struct Args {
     samples: usize,
     batch: usize,
     repeats: usize,
+    grid: usize,
     seed: u64,
     out: Option<PathBuf>,
     csv: Option<PathBuf>,
@@ -42,7 +45,8 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         net: "vgg-mnist".into(),
         samples: 300,
         batch: 64,
-        repeats: 7,
+        repeats: 5,
+        grid: 5,
         seed: 1,
         out: None,
         csv: None,
@@ -56,6 +60,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("samples") => a.samples = p.value()?.parse()?,
             Long("batch") => a.batch = p.value()?.parse()?,
             Long("repeats") => a.repeats = p.value()?.parse()?,
+            Long("grid") => a.grid = p.value()?.parse()?,
             Long("seed") => a.seed = p.value()?.parse()?,
             Long("out") => a.out = Some(p.value()?.into()),
             Long("csv") => a.csv = Some(p.value()?.into()),
@@ -63,7 +68,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("min-fraction") => a.min_fraction = p.value()?.parse()?,
             Long("help") | Short('h') => {
                 println!(
-                    "calibrate [--net vgg-mnist|lenet5] [--samples N] [--batch N] [--repeats N] [--seed N] [--out FILE] [--csv FILE] [--json]"
+                    "calibrate [--net vgg-mnist|lenet5] [--samples N] [--batch N] [--repeats N] [--grid N] [--min-fraction F] [--seed N] [--out FILE] [--csv FILE] [--json]"
                 );
                 std::process::exit(0);
             }
@@ -76,6 +81,9 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     check::at_least_one("--samples", a.samples)?;
     check::at_least_one("--batch", a.batch)?;
     check::at_least_one("--repeats", a.repeats)?;
+    if a.grid < 2 {
+        return Err(format!("--grid {}: a grid needs >= 2 points per axis", a.grid).into());
+    }
     check::fraction("--min-fraction", a.min_fraction)?;
     for (flag, p) in [("--out", &a.out), ("--csv", &a.csv)] {
         if let Some(p) = p {
@@ -105,82 +113,46 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     let arch = net.architecture().clone();
     let mut oracle = LatencyOracle::new(input, &specs)?;
     oracle.batch = args.batch;
-    oracle.repeats = args.repeats;
     let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
     let dense = oracle.measure_stats(&full)?;
     println!(
         "{}: dense forward of a batch of {} on {} threads: median {:.3} ms (min {:.3}, max {:.3})",
         args.net, args.batch, oracle.threads, dense.median_ms, dense.min_ms, dense.max_ms
     );
-    // Free widths are drawn uniformly in [max(1, F * max), max]. The default F = 0.25
-    // covers the range channel pruning works in; --min-fraction 0 samples [1, max]
-    // (where very narrow layers make latency far from bilinear, see the README).
-    let mut sampler = WidthSampler::new(&arch, args.seed);
-    for (u, w) in arch.widths().iter().enumerate() {
-        if !w.fixed {
-            let lo = ((args.min_fraction * w.channels as f64).ceil() as usize).clamp(1, w.channels);
-            sampler = sampler.with_bounds(u, lo, w.channels)?;
-        }
-    }
-    let mut data = ProfileSet::new(arch.widths().len());
-    for i in 0..args.samples {
-        let s = sampler.sample();
-        let c = oracle.measure(&s)?;
-        data.push(s, c)?;
-        if (i + 1) % 50 == 0 || i + 1 == args.samples {
-            let el = start.elapsed().as_secs_f64();
-            println!(
-                "profiled {:>4}/{} configurations  {:>6.1} s elapsed, about {:.0} s left",
-                i + 1,
-                args.samples,
-                el,
-                el / (i + 1) as f64 * (args.samples - i - 1) as f64
-            );
-        }
-    }
+    let cal = calibrate_latency(
+        &arch,
+        input,
+        &specs,
+        &CalibrationSettings {
+            samples: args.samples,
+            min_fraction: args.min_fraction,
+            batch: args.batch,
+            repeats: args.repeats,
+            grid: args.grid,
+            seed: args.seed,
+        },
+    )?;
+    let data = &cal.data;
     if let Some(p) = &args.csv {
         data.save_csv(p)?;
         println!("measurements written to {}", p.display());
     }
-    let opts = FitOptions {
-        linear_terms: true,
-        relative: true,
-        seed: args.seed,
-        ..FitOptions::default()
-    };
-    let Fitted { model, report } = Bilinear::fit(&arch, &data, &opts)?;
-    let plain = Bilinear::fit(
-        &arch,
-        &data,
-        &FitOptions {
-            linear_terms: false,
-            ..opts.clone()
-        },
-    )?;
+    let report = cal
+        .models
+        .iter()
+        .find(|m| m.1 == cal.chosen)
+        .map(|m| m.2)
+        .expect("the chosen model is one of the fitted ones");
     println!(
         "\nvalidation on {} held-out configurations:\n",
         report.validation.samples
     );
-    println!("| model | MRAE | max rel. error | within +-10 % | R^2 |");
-    println!("|---|---|---|---|---|");
-    for (name, e) in [
-        ("bilinear + linear terms", report.validation),
-        ("bilinear only", plain.report.validation),
-    ] {
-        println!(
-            "| {name} | {:.2} % | {:.2} % | {:.1} % | {:.4} |",
-            100.0 * e.mrae,
-            100.0 * e.max_rel_error,
-            100.0 * e.within_10pct,
-            e.r2
-        );
-    }
-    println!(
-        "(training MRAE {:.2} %, ridge lambda {:e})",
-        100.0 * report.train.mrae,
-        report.lambda
-    );
-    // The worst held-out cases.
+    print_calibration(&cal);
+    let model = &cal.chosen;
+    let opts = FitOptions {
+        seed: args.seed,
+        ..FitOptions::default()
+    };
     let (_, val) = data.split(opts.validation, opts.seed)?;
     let mut worst: Vec<(f64, Vec<usize>, f64, f64)> = val
         .iter()
@@ -206,12 +178,20 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     );
     if args.json {
         let v = report.validation;
+        let val = |v: &energy_prune::energy::FitMetrics| serde_json::json!({"mrae": v.mrae, "max_rel_error": v.max_rel_error, "within_10pct": v.within_10pct, "r2": v.r2});
+        let models: Vec<serde_json::Value> = cal
+            .models
+            .iter()
+            .map(|(name, m, r)| serde_json::json!({"kind": m.kind(), "name": name, "validation": val(&r.validation)}))
+            .collect();
         let line = serde_json::json!({
             "net": args.net,
             "samples": args.samples,
             "min_fraction": args.min_fraction,
-            "validation": {"mrae": v.mrae, "max_rel_error": v.max_rel_error, "within_10pct": v.within_10pct, "r2": v.r2},
-            "model": serde_json::to_value(&model).map_err(energy_prune::Error::external)?,
+            "validation": val(&v),
+            "model": serde_json::to_value(model).map_err(energy_prune::Error::external)?,
+            "models": models,
+            "noise": {"median_cv": cal.noise.median_cv, "max_cv": cal.noise.max_cv, "remeasured": cal.noise.remeasured, "unstable": cal.noise.unstable, "warning": cal.noise.warning},
             "dense_latency_ms": dense.median_ms,
         });
         println!("{line}");

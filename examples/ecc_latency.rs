@@ -21,8 +21,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use common::plot::{Series, accuracy_plot};
-use common::{Progress, calibrate_vgg_latency, check, print_dense, train_dense_vgg};
-use energy_prune::energy::{Bilinear, Fitted, SystolicArray, SystolicConfig, WidthCostModel};
+use common::{
+    Progress, calibrate_vgg_latency, check, print_calibration, print_dense, train_dense_vgg,
+};
+use energy_prune::energy::{CalibratedModel, SystolicArray, SystolicConfig, WidthCostModel};
 use energy_prune::network::{Network, PruningPlan};
 use energy_prune::nn::mnist::{Mnist, MnistOptions};
 use energy_prune::nn::{Cnn, LatencyStats, measure_latency};
@@ -145,7 +147,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     // A given cost model is read and checked against the network before any training.
     let loaded = match &args.cost_model {
         Some(path) => {
-            let m = Bilinear::load_json(path)?;
+            let m = CalibratedModel::load_json(path)?;
             let widths = Cnn::vgg_mnist(args.seed)?.architecture().widths().len();
             if m.num_widths() != widths {
                 return Err(energy_prune::Error::ShapeMismatch {
@@ -199,17 +201,9 @@ fn run(args: &Args) -> energy_prune::Result<()> {
             Box::new(m)
         }
         ("latency", None) => {
-            let Fitted {
-                model: m,
-                report: rep,
-            } = calibrate_vgg_latency(&arch, args.samples, args.seed)?;
-            println!(
-                "cost model: bilinear latency model calibrated on {} configurations, validation MRAE {:.2} %, {:.0} % within +-10 %",
-                args.samples,
-                100.0 * rep.validation.mrae,
-                100.0 * rep.validation.within_10pct
-            );
-            Box::new(m)
+            let c = calibrate_vgg_latency(&arch, args.samples, args.seed)?;
+            print_calibration(&c);
+            Box::new(c.chosen)
         }
         ("systolic", _) => {
             println!("cost model: systolic-array energy, width form");

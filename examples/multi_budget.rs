@@ -29,11 +29,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use common::{
-    Progress, calibrate_vgg_latency, check, closed_loop, measure_against, print_dense,
-    train_dense_lenet5, train_dense_vgg,
+    Progress, calibrate_vgg_latency, check, closed_loop, measure_against, print_calibration,
+    print_dense, train_dense_lenet5, train_dense_vgg,
 };
 use energy_prune::energy::{
-    Bilinear, Count, CountingModel, SystolicArray, SystolicConfig, WeightEnergyModel,
+    CalibratedModel, Count, CountingModel, SystolicArray, SystolicConfig, WeightEnergyModel,
     WidthCostModel,
 };
 use energy_prune::network::{Network, NetworkState, PruningPlan};
@@ -435,9 +435,9 @@ fn width_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<M
         args.seed,
         &mut |e| print_dense("dense vgg-mnist", args.vgg_dense_epochs, e),
     )?;
-    let latency: Bilinear = match &args.cost_model {
+    let latency: CalibratedModel = match &args.cost_model {
         Some(path) => {
-            let m = Bilinear::load_json(path)?;
+            let m = CalibratedModel::load_json(path)?;
             if m.num_widths() != full.len() {
                 return Err(energy_prune::Error::ShapeMismatch {
                     what: format!("widths of the cost model {}", path.display()),
@@ -448,14 +448,9 @@ fn width_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<M
             m
         }
         None => {
-            let fit = calibrate_vgg_latency(&arch, args.samples, args.seed)?;
-            println!(
-                "latency model: bilinear, {} configurations, validation MRAE {:.2} %, {:.0} % within +-10 %",
-                args.samples,
-                100.0 * fit.report.validation.mrae,
-                100.0 * fit.report.validation.within_10pct
-            );
-            fit.model
+            let c = calibrate_vgg_latency(&arch, args.samples, args.seed)?;
+            print_calibration(&c);
+            c.chosen
         }
     };
     let energy = SystolicArray::new(&arch, SystolicConfig::default())?;

@@ -51,6 +51,11 @@ fn bad_flags_fail_fast_with_code_2() {
     rejects("calibrate", &["--min-fraction", "NaN"], "--min-fraction");
     rejects("calibrate", &["--out", missing], "--out");
     rejects("calibrate", &["--samples", "0"], "--samples");
+    rejects("calibrate", &["--grid", "1"], "--grid");
+    rejects("multi_budget", &["--level", "layer"], "--level");
+    rejects("multi_budget", &["--tolerance", "2"], "--tolerance");
+    rejects("multi_budget", &["--latency", "0"], "--latency");
+    rejects("multi_budget", &["--cost-model", missing], "--cost-model");
     rejects("custom_training_loop", &["--budget", "0"], "--budget");
     rejects("train_lenet5", &["--save", missing], "--save");
     rejects("train_lenet5", &["--batch-size", "0"], "--batch-size");

@@ -15,8 +15,8 @@ use std::path::Path;
 
 use energy_prune::arch::{Architecture, zoo};
 use energy_prune::energy::{
-    Bilinear, CostOracle, FitOptions, ModelOracle, ProfileSet, SystolicArray, SystolicConfig,
-    WidthSampler,
+    Bilinear, CalibratedModel, CostOracle, FitOptions, ModelOracle, ProfileSet, SystolicArray,
+    SystolicConfig, WidthSampler,
 };
 use energy_prune::network::PruningPlan;
 use energy_prune::nn::mnist::MnistOptions;
@@ -217,6 +217,35 @@ fn text_formats(n: usize) {
             use energy_prune::energy::WidthCostModel;
             let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
             m.num_widths() != full.len() || m.cost_of_widths(&full).is_ok()
+        })
+    });
+    struct Flat;
+    impl energy_prune::energy::LayerOracle for Flat {
+        fn measure_layer(&mut self, l: usize, c: usize, d: usize) -> energy_prune::Result<f64> {
+            Ok(1.0 + (l * c * d) as f64)
+        }
+    }
+    let quick = energy_prune::energy::Protocol {
+        warmup_passes: 0,
+        repeats: 1,
+        ..Default::default()
+    };
+    let mut table =
+        energy_prune::energy::LayerTable::measure(&arch, &mut Flat, 3, 0.25, &quick).unwrap();
+    table.fit(&data, &FitOptions::default()).unwrap();
+    let seeds = [
+        to(&CalibratedModel::Bilinear(model.clone())),
+        to(&CalibratedModel::LayerTable(table)),
+    ];
+    fuzz("calibrated model json", &seeds, true, n, |b| {
+        // A model that loads must also evaluate (value and gradient) without panicking.
+        serde_json::from_slice::<CalibratedModel>(b).is_ok_and(|m| {
+            use energy_prune::energy::WidthCostModel;
+            let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
+            let mut g = vec![0.0; full.len()];
+            let s: Vec<f64> = full.iter().map(|&c| c as f64 * 0.5).collect();
+            m.num_widths() != full.len()
+                || (m.cost_of_widths(&full).is_ok() && m.cost_and_gradient(&s, &mut g).is_ok())
         })
     });
     fuzz(

@@ -145,37 +145,166 @@ pub fn train_dense_vgg<N: Trainable>(
     train_dense(net, &mut opt, train, test, &cfg, &mut rng, each)
 }
 
-/// Calibrate ECC's bilinear latency model of VGG-MNIST (`arch`) on this machine:
-/// `samples` random width configurations in `[max/4, max]` per free width, each
-/// timed by a [`LatencyOracle`](energy_prune::nn::LatencyOracle), fitted with
-/// linear terms on relative error.
-pub fn calibrate_vgg_latency(
+/// A latency calibration: every model fitted on the same measurements, the best
+/// by held-out error, and how noisy the machine was.
+pub struct Calibration {
+    /// The model with the lowest validation MRAE.
+    pub chosen: energy_prune::energy::CalibratedModel,
+    /// Every model fitted: a label, the model, its report.
+    pub models: Vec<(
+        &'static str,
+        energy_prune::energy::CalibratedModel,
+        energy_prune::energy::FitReport,
+    )>,
+    /// The measurements' noise.
+    pub noise: energy_prune::energy::NoiseReport,
+    /// The measured configurations (protocol estimates).
+    pub data: energy_prune::energy::ProfileSet,
+}
+
+/// How a latency calibration measures.
+pub struct CalibrationSettings {
+    /// Random width configurations measured whole.
+    pub samples: usize,
+    /// Widths sampled in `[min_fraction * max, max]`.
+    pub min_fraction: f64,
+    /// Batch of a timed forward pass.
+    pub batch: usize,
+    /// Interleaved timed passes of the protocol.
+    pub repeats: usize,
+    /// Grid points per axis of the layer table.
+    pub grid: usize,
+    /// Seed of the sampler and the fits' splits.
+    pub seed: u64,
+}
+
+/// Calibrate the CPU latency of a sequential stack on this machine: `samples`
+/// random width configurations measured whole under the measurement protocol
+/// (warm-up pass, interleaved repeats, low quantile, re-measurement of noisy
+/// configurations), every layer measured alone on a grid for the layer table, then
+/// ECC's bilinear model (with and without linear terms) and the layer table fitted
+/// on the same measurements; the best by validation MRAE is chosen.
+pub fn calibrate_latency(
     arch: &energy_prune::arch::Architecture,
-    samples: usize,
-    seed: u64,
-) -> energy_prune::Result<energy_prune::energy::Fitted> {
-    use energy_prune::energy::{Bilinear, CostOracle, FitOptions, ProfileSet, WidthSampler};
-    use energy_prune::nn::{Cnn, LatencyOracle};
-    let mut oracle = LatencyOracle::new((1, 28, 28), &Cnn::vgg_mnist_specs())?;
-    let mut sampler = WidthSampler::new(arch, seed);
+    input: (usize, usize, usize),
+    specs: &[energy_prune::nn::LayerSpec],
+    cfg: &CalibrationSettings,
+) -> energy_prune::Result<Calibration> {
+    use energy_prune::energy::{
+        Bilinear, CalibratedModel, FitOptions, LayerTable, Protocol, WidthSampler,
+        measure_interleaved,
+    };
+    use energy_prune::nn::{LatencyOracle, LayerLatencyOracle};
+    let mut oracle = LatencyOracle::new(input, specs)?;
+    (oracle.batch, oracle.warmup, oracle.repeats) = (cfg.batch, 1, 1);
+    let mut sampler = WidthSampler::new(arch, cfg.seed);
     for (u, w) in arch.widths().iter().enumerate() {
         if !w.fixed {
-            sampler = sampler.with_bounds(u, w.channels.div_ceil(4), w.channels)?;
+            let lo = ((cfg.min_fraction * w.channels as f64).ceil() as usize).clamp(1, w.channels);
+            sampler = sampler.with_bounds(u, lo, w.channels)?;
         }
     }
-    let mut data = ProfileSet::new(arch.widths().len());
-    for _ in 0..samples {
-        let s = sampler.sample();
-        let c = oracle.measure(&s)?;
-        data.push(s, c)?;
+    let configs: Vec<Vec<usize>> = (0..cfg.samples).map(|_| sampler.sample()).collect();
+    let protocol = Protocol {
+        repeats: cfg.repeats,
+        ..Protocol::default()
+    };
+    let run = measure_interleaved(&mut oracle, &configs, &protocol)?;
+    let n = &run.noise;
+    println!(
+        "measured {} configurations in {} forward passes: median coefficient of variation {:.2} % (largest {:.1} %), {} re-measured, {} still unstable",
+        n.configurations,
+        n.calls,
+        100.0 * n.median_cv,
+        100.0 * n.max_cv,
+        n.remeasured,
+        n.unstable
+    );
+    if let Some(w) = &n.warning {
+        println!("WARNING: {w}");
     }
     let opts = FitOptions {
         linear_terms: true,
         relative: true,
-        seed,
+        seed: cfg.seed,
         ..FitOptions::default()
     };
-    Bilinear::fit(arch, &data, &opts)
+    let mut models = Vec::new();
+    let fit = Bilinear::fit(arch, &run.profile, &opts)?;
+    models.push((
+        "bilinear + linear terms",
+        CalibratedModel::Bilinear(fit.model),
+        fit.report,
+    ));
+    let plain = FitOptions {
+        linear_terms: false,
+        ..opts.clone()
+    };
+    let fit = Bilinear::fit(arch, &run.profile, &plain)?;
+    models.push((
+        "bilinear only",
+        CalibratedModel::Bilinear(fit.model),
+        fit.report,
+    ));
+    let mut layers = LayerLatencyOracle::new(input, specs)?;
+    (layers.batch, layers.warmup, layers.repeats) = (cfg.batch, 1, 1);
+    let mut table = LayerTable::measure(arch, &mut layers, cfg.grid, cfg.min_fraction, &protocol)?;
+    let report = table.fit(&run.profile, &opts)?;
+    models.push(("layer table", CalibratedModel::LayerTable(table), report));
+    let best = (0..models.len())
+        .min_by(|&a, &b| {
+            models[a]
+                .2
+                .validation
+                .mrae
+                .total_cmp(&models[b].2.validation.mrae)
+        })
+        .unwrap_or(0);
+    Ok(Calibration {
+        chosen: models[best].1.clone(),
+        models,
+        noise: run.noise,
+        data: run.profile,
+    })
+}
+
+/// [`calibrate_latency`] for VGG-MNIST with the examples' defaults (widths in
+/// `[max/4, max]`, batch 64, 5 repeats, a 5-point grid).
+pub fn calibrate_vgg_latency(
+    arch: &energy_prune::arch::Architecture,
+    samples: usize,
+    seed: u64,
+) -> energy_prune::Result<Calibration> {
+    calibrate_latency(
+        arch,
+        (1, 28, 28),
+        &energy_prune::nn::Cnn::vgg_mnist_specs(),
+        &CalibrationSettings {
+            samples,
+            min_fraction: 0.25,
+            batch: 64,
+            repeats: 5,
+            grid: 5,
+            seed,
+        },
+    )
+}
+
+/// Print the validation table of a calibration.
+pub fn print_calibration(c: &Calibration) {
+    println!("| model | validation MRAE | max rel. error | within +-10 % | R^2 |");
+    println!("|---|---|---|---|---|");
+    for (name, _, r) in &c.models {
+        let e = r.validation;
+        println!(
+            "| {name} | {:.2} % | {:.2} % | {:.1} % | {:.4} |",
+            100.0 * e.mrae,
+            100.0 * e.max_rel_error,
+            100.0 * e.within_10pct,
+            e.r2
+        );
+    }
+    println!("chosen: {} (lowest validation MRAE)", c.chosen.kind());
 }
 
 /// The dense progress line of the examples.

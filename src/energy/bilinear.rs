@@ -96,6 +96,40 @@ pub struct FitMetrics {
     pub samples: usize,
 }
 
+/// Prediction errors of `predict` (a cost at continuous widths) on `data`: MRAE,
+/// largest relative error, share within +-10 %, and R^2 on costs divided by the
+/// largest (finite at any magnitude; 1 when every cost is equal).
+pub(crate) fn fit_metrics(data: &ProfileSet, predict: impl Fn(&[f64]) -> f64) -> FitMetrics {
+    let n = data.len().max(1) as f64;
+    let scale = data.iter().map(|(_, c)| c.abs()).fold(0.0f64, f64::max);
+    let scale = if scale > 0.0 { scale } else { 1.0 };
+    let mean = data.iter().map(|(_, c)| c / scale).sum::<f64>() / n;
+    let (mut sum_rel, mut max_rel, mut within, mut ss_res, mut ss_tot) =
+        (0.0, 0.0f64, 0usize, 0.0, 0.0);
+    for (w, c) in data.iter() {
+        let s: Vec<f64> = w.iter().map(|v| *v as f64).collect();
+        let f = predict(&s);
+        let rel = (f - c).abs() / c;
+        sum_rel += rel;
+        max_rel = max_rel.max(rel);
+        within += (rel <= 0.1) as usize;
+        let (fs, cs) = (f / scale, c / scale);
+        ss_res += (fs - cs) * (fs - cs);
+        ss_tot += (cs - mean) * (cs - mean);
+    }
+    FitMetrics {
+        mrae: sum_rel / n,
+        max_rel_error: max_rel,
+        within_10pct: within as f64 / n,
+        r2: if ss_tot > 0.0 {
+            1.0 - ss_res / ss_tot
+        } else {
+            1.0
+        },
+        samples: data.len(),
+    }
+}
+
 /// What [`Bilinear::fit`] reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -441,36 +475,7 @@ impl Bilinear {
                 data.num_widths(),
             ));
         }
-        let n = data.len().max(1) as f64;
-        // Squares are taken of costs divided by the largest one, so that R^2 stays
-        // finite for costs of any finite magnitude.
-        let scale = data.iter().map(|(_, c)| c.abs()).fold(0.0f64, f64::max);
-        let scale = if scale > 0.0 { scale } else { 1.0 };
-        let mean = data.iter().map(|(_, c)| c / scale).sum::<f64>() / n;
-        let (mut sum_rel, mut max_rel, mut within, mut ss_res, mut ss_tot) =
-            (0.0, 0.0f64, 0usize, 0.0, 0.0);
-        for (w, c) in data.iter() {
-            let s: Vec<f64> = w.iter().map(|v| *v as f64).collect();
-            let f = self.value(&s);
-            let rel = (f - c).abs() / c;
-            sum_rel += rel;
-            max_rel = max_rel.max(rel);
-            within += (rel <= 0.1) as usize;
-            let (fs, cs) = (f / scale, c / scale);
-            ss_res += (fs - cs) * (fs - cs);
-            ss_tot += (cs - mean) * (cs - mean);
-        }
-        Ok(FitMetrics {
-            mrae: sum_rel / n,
-            max_rel_error: max_rel,
-            within_10pct: within as f64 / n,
-            r2: if ss_tot > 0.0 {
-                1.0 - ss_res / ss_tot
-            } else {
-                1.0
-            },
-            samples: data.len(),
-        })
+        Ok(fit_metrics(data, |s| self.value(s)))
     }
 
     fn value(&self, s: &[f64]) -> f64 {

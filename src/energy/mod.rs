@@ -19,16 +19,20 @@
 //! register-file access).
 
 pub mod bilinear;
+pub mod calibrated;
 pub mod counting;
 pub mod profile;
 pub mod protocol;
 pub mod systolic;
+pub mod table;
 
 pub use bilinear::{Bilinear, FitMetrics, FitOptions, FitReport, Fitted, Term};
+pub use calibrated::CalibratedModel;
 pub use counting::{Count, CountingModel};
 pub use profile::{CostOracle, ModelOracle, ProfileSet, WidthSampler};
 pub use protocol::{Measured, MeasuredSet, NoiseReport, Protocol, Statistic, measure_interleaved};
 pub use systolic::{SystolicArray, SystolicConfig, WeightAccessEnergy};
+pub use table::{LayerGrid, LayerOracle, LayerTable};
 
 use std::fmt;
 use std::sync::Arc;

@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use super::{Cnn, LayerSpec};
-use crate::energy::CostOracle;
+use crate::energy::{CostOracle, LayerOracle};
 use crate::error::{Error, Result};
 use crate::network::Trainable;
 
@@ -191,10 +191,213 @@ impl CostOracle for LatencyOracle {
     }
 }
 
+/// Latency of one layer of a sequential stack measured alone, for the per-layer
+/// lookup table ([`LayerTable`](crate::energy::LayerTable)): layer `l` (the `l`-th
+/// convolution or linear layer) with the ReLU and pooling that follow it up to the
+/// next one, built as a network of its own with `c_in` input and `c_out` output
+/// channels at the spatial size the layer sees in the full stack, timed like
+/// [`LatencyOracle`] (median of `repeats` after `warmup` runs). A block that
+/// ends on a feature map (a convolution) gets a one-output linear head so that it
+/// is a network of its own; the head's latency, timed alone, is subtracted.
+#[derive(Debug)]
+pub struct LayerLatencyOracle {
+    /// Per layer: its specs (the layer first) and its input's spatial size.
+    blocks: Vec<(Vec<LayerSpec>, usize, usize)>,
+    /// Per layer: the spatial size of its block's output.
+    outputs: Vec<(usize, usize)>,
+    /// Samples per timed forward pass.
+    pub batch: usize,
+    /// Threads of the measured network.
+    pub threads: usize,
+    /// Untimed runs before timing.
+    pub warmup: usize,
+    /// Timed runs (the median is reported).
+    pub repeats: usize,
+}
+
+impl LayerLatencyOracle {
+    /// An oracle for the layers of this stack (same rules as [`LatencyOracle::new`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for grouped convolutions or an invalid stack.
+    pub fn new(input: (usize, usize, usize), specs: &[LayerSpec]) -> Result<Self> {
+        let full = LatencyOracle::new(input, specs)?;
+        let (mut c, mut h, mut w) = input;
+        let mut blocks: Vec<(Vec<LayerSpec>, usize, usize)> = Vec::new();
+        for spec in &full.specs {
+            match spec {
+                LayerSpec::Conv { .. } | LayerSpec::Linear { .. } => {
+                    blocks.push((vec![spec.clone()], h, w));
+                }
+                _ => match blocks.last_mut() {
+                    Some(b) => b.0.push(spec.clone()),
+                    None => {
+                        return Err(Error::param(
+                            "specs",
+                            format!("{spec:?}"),
+                            "the stack must start with a convolution or linear layer",
+                        ));
+                    }
+                },
+            }
+            match spec {
+                LayerSpec::Conv {
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    ..
+                } => {
+                    c = *out_channels;
+                    h = (h + 2 * padding - kernel) / stride + 1;
+                    w = (w + 2 * padding - kernel) / stride + 1;
+                }
+                LayerSpec::Linear { out_features, .. } => {
+                    c = *out_features;
+                    (h, w) = (1, 1);
+                }
+                LayerSpec::MaxPool { kernel, stride } | LayerSpec::AvgPool { kernel, stride } => {
+                    h = (h - kernel) / stride + 1;
+                    w = (w - kernel) / stride + 1;
+                }
+                LayerSpec::Relu => {}
+            }
+        }
+        let _ = c;
+        let mut outputs: Vec<(usize, usize)> = blocks.iter().skip(1).map(|b| (b.1, b.2)).collect();
+        outputs.push((h, w));
+        let oracle = Self {
+            blocks,
+            outputs,
+            batch: full.batch,
+            threads: full.threads,
+            warmup: full.warmup,
+            repeats: full.repeats,
+        };
+        // Every block builds at the stack's own widths.
+        let mut ch = input.0;
+        for (l, (b, _, _)) in oracle.blocks.iter().enumerate() {
+            let out = match &b[0] {
+                LayerSpec::Conv { out_channels, .. } => *out_channels,
+                LayerSpec::Linear { out_features, .. } => *out_features,
+                _ => unreachable!("blocks start with a conv or linear layer"),
+            };
+            oracle.network(l, ch, out, true)?;
+            ch = out;
+        }
+        Ok(oracle)
+    }
+
+    /// Number of layers (blocks).
+    pub fn layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The block of layer `l` as a network with `c_in` inputs and `c_out` outputs
+    /// (`block`), or the one-output head that follows a block ending on a feature
+    /// map (`!block`; `None` when the block needs none).
+    fn network(&self, l: usize, c_in: usize, c_out: usize, block: bool) -> Result<Option<Cnn>> {
+        let Some((specs, h, w)) = self.blocks.get(l) else {
+            return Err(Error::IndexOutOfRange {
+                what: "layer",
+                index: l,
+                len: self.blocks.len(),
+            });
+        };
+        if c_in == 0 || c_out == 0 {
+            return Err(Error::param(
+                "channels",
+                0,
+                "a layer needs >= 1 input and output channel",
+            ));
+        }
+        let mut specs = specs.clone();
+        let head = match &mut specs[0] {
+            LayerSpec::Conv { out_channels, .. } => {
+                *out_channels = c_out;
+                true
+            }
+            LayerSpec::Linear { out_features, .. } => {
+                *out_features = c_out;
+                false
+            }
+            _ => false,
+        };
+        let head_spec = LayerSpec::Linear {
+            name: "head".into(),
+            out_features: 1,
+        };
+        let (input, specs) = match (block, head) {
+            (true, false) => ((c_in, *h, *w), specs),
+            (true, true) => {
+                specs.push(head_spec);
+                ((c_in, *h, *w), specs)
+            }
+            (false, true) => {
+                let (oh, ow) = self.outputs[l];
+                ((c_out, oh, ow), vec![head_spec])
+            }
+            (false, false) => return Ok(None),
+        };
+        let mut net = Cnn::new(input, &specs, 1)?;
+        net.set_threads(self.threads);
+        Ok(Some(net))
+    }
+}
+
+impl LayerOracle for LayerLatencyOracle {
+    fn measure_layer(&mut self, layer: usize, c_in: usize, c_out: usize) -> Result<f64> {
+        let time = |net: Option<Cnn>| -> Result<f64> {
+            match net {
+                Some(mut n) => {
+                    Ok(measure_latency(&mut n, self.batch, self.warmup, self.repeats)?.median_ms)
+                }
+                None => Ok(0.0),
+            }
+        };
+        let block = time(self.network(layer, c_in, c_out, true)?)?;
+        let head = time(self.network(layer, c_in, c_out, false)?)?;
+        // Never below a hundredth of the block with its head (timing noise).
+        Ok((block - head).max(0.01 * block))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::network::Network;
+
+    #[test]
+    fn layer_oracle_builds_every_block_and_rejects_bad_requests() {
+        let specs = Cnn::vgg_mnist_specs();
+        let mut o = LayerLatencyOracle::new((1, 28, 28), &specs).unwrap();
+        o.warmup = 0;
+        o.repeats = 1;
+        o.batch = 2;
+        let arch = Cnn::vgg_mnist(0).unwrap().architecture().clone();
+        assert_eq!(o.layers(), arch.layers().len());
+        // Each block's input matches the full network's geometry at full widths.
+        for (l, layer) in arch.layers().iter().enumerate() {
+            let c: usize = layer
+                .input
+                .iter()
+                .map(|s| arch.widths()[s.width.0].channels)
+                .sum();
+            let d = arch.widths()[layer.output.0].channels;
+            let v = o.measure_layer(l, c, d).unwrap();
+            assert!(v > 0.0 && v.is_finite());
+        }
+        assert!(o.measure_layer(99, 1, 1).is_err());
+        assert!(o.measure_layer(0, 1, 0).is_err());
+        // A wider layer takes longer than a much narrower one (best of three).
+        let best = |o: &mut LayerLatencyOracle, c, d| {
+            (0..3)
+                .map(|_| o.measure_layer(1, c, d).unwrap())
+                .fold(f64::INFINITY, f64::min)
+        };
+        o.batch = 16;
+        assert!(best(&mut o, 32, 32) > best(&mut o, 2, 2));
+    }
 
     #[test]
     fn narrow_specs_follow_the_widths_and_reject_bad_ones() {

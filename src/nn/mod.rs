@@ -21,6 +21,6 @@ mod spec;
 pub mod testing;
 mod threads;
 
-pub use latency::{LatencyOracle, LatencyStats, measure_latency};
+pub use latency::{LatencyOracle, LatencyStats, LayerLatencyOracle, measure_latency};
 pub use model::Cnn;
 pub use spec::LayerSpec;

@@ -1,0 +1,178 @@
+//! A calibrated black-box cost model of any kind, saved and loaded with its kind,
+//! so that a calibration can pick the model that predicts best and every consumer
+//! (ADMM, the uniform baseline, reports) takes it as a [`WidthCostModel`].
+//!
+//! JSON form: `{"kind": "bilinear", ...}` or `{"kind": "layer_table", ...}`; a file
+//! written by [`Bilinear::save_json`] (no kind) still loads as a bilinear model.
+
+use super::WidthCostModel;
+use super::bilinear::Bilinear;
+use super::table::LayerTable;
+use crate::error::Result;
+
+/// A fitted width-level cost model: ECC's bilinear regression or the per-layer
+/// lookup table.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(tag = "kind", rename_all = "snake_case")
+)]
+pub enum CalibratedModel {
+    /// [`Bilinear`] (with or without linear terms).
+    Bilinear(Bilinear),
+    /// [`LayerTable`].
+    LayerTable(LayerTable),
+}
+
+impl CalibratedModel {
+    /// The kind's name as saved (`"bilinear"`, `"layer_table"`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CalibratedModel::Bilinear(_) => "bilinear",
+            CalibratedModel::LayerTable(_) => "layer_table",
+        }
+    }
+
+    fn inner(&self) -> &dyn WidthCostModel {
+        match self {
+            CalibratedModel::Bilinear(m) => m,
+            CalibratedModel::LayerTable(m) => m,
+        }
+    }
+}
+
+impl WidthCostModel for CalibratedModel {
+    fn num_widths(&self) -> usize {
+        self.inner().num_widths()
+    }
+    fn cost_and_gradient(&self, widths: &[f64], grad: &mut [f64]) -> Result<f64> {
+        self.inner().cost_and_gradient(widths, grad)
+    }
+    fn cost(&self, widths: &[f64]) -> Result<f64> {
+        self.inner().cost(widths)
+    }
+    fn cost_of_widths(&self, widths: &[usize]) -> Result<f64> {
+        self.inner().cost_of_widths(widths)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl CalibratedModel {
+    /// Write the model with its kind as JSON (through a temporary file).
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] if the file cannot be written.
+    pub fn save_json(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(crate::Error::external)?;
+        crate::files::write_atomic(path.as_ref(), text.as_bytes())
+    }
+
+    /// Read a model written by [`CalibratedModel::save_json`] or
+    /// [`Bilinear::save_json`], validating it.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] if unreadable, [`crate::Error::CorruptData`] if it is
+    /// neither kind of model or is inconsistent.
+    pub fn load_json(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = crate::files::read_text(path)?;
+        let corrupt = |reason: String| crate::Error::CorruptData {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let model = match serde_json::from_str::<CalibratedModel>(&text) {
+            Ok(m) => m,
+            Err(tagged) => match serde_json::from_str::<Bilinear>(&text) {
+                Ok(b) => CalibratedModel::Bilinear(b),
+                Err(_) => return Err(corrupt(format!("not a calibrated cost model ({tagged})"))),
+            },
+        };
+        Ok(model)
+    }
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod tests {
+    use super::*;
+    use crate::arch::zoo;
+    use crate::energy::{
+        FitOptions, LayerOracle, ModelOracle, ProfileSet, Protocol, SystolicArray, SystolicConfig,
+        WidthSampler, profile::CostOracle,
+    };
+
+    fn profile(arch: &crate::arch::Architecture) -> ProfileSet {
+        let mut o = ModelOracle(SystolicArray::new(arch, SystolicConfig::default()).unwrap());
+        let mut s = WidthSampler::new(arch, 2);
+        let mut p = ProfileSet::new(arch.widths().len());
+        for _ in 0..40 {
+            let w = s.sample();
+            let c = o.measure(&w).unwrap();
+            p.push(w, c).unwrap();
+        }
+        p
+    }
+
+    #[test]
+    fn both_kinds_round_trip_with_their_kind_and_old_files_load() {
+        let arch = zoo::lenet5().unwrap();
+        let data = profile(&arch);
+        let dir = std::env::temp_dir().join(format!("ep-calibrated-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fit = Bilinear::fit(&arch, &data, &FitOptions::default()).unwrap();
+        struct Flat;
+        impl LayerOracle for Flat {
+            fn measure_layer(&mut self, l: usize, c: usize, d: usize) -> Result<f64> {
+                Ok(1.0 + (l * c * d) as f64)
+            }
+        }
+        let p = Protocol {
+            warmup_passes: 0,
+            repeats: 1,
+            ..Protocol::default()
+        };
+        let mut table = LayerTable::measure(&arch, &mut Flat, 3, 0.25, &p).unwrap();
+        table.fit(&data, &FitOptions::default()).unwrap();
+        for m in [
+            CalibratedModel::Bilinear(fit.model.clone()),
+            CalibratedModel::LayerTable(table.clone()),
+        ] {
+            let path = dir.join(format!("{}.json", m.kind()));
+            m.save_json(&path).unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                text.contains(&format!("\"kind\": \"{}\"", m.kind())),
+                "{text}"
+            );
+            let back = CalibratedModel::load_json(&path).unwrap();
+            assert_eq!(back, m);
+            let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
+            assert_eq!(
+                back.cost_of_widths(&full).unwrap(),
+                m.cost_of_widths(&full).unwrap()
+            );
+        }
+        // A bilinear file without a kind (older format) loads as bilinear.
+        let old = dir.join("old.json");
+        fit.model.save_json(&old).unwrap();
+        assert_eq!(
+            CalibratedModel::load_json(&old).unwrap(),
+            CalibratedModel::Bilinear(fit.model)
+        );
+        // An inconsistent table and garbage are corrupt data.
+        let mut broken = serde_json::to_value(CalibratedModel::LayerTable(table)).unwrap();
+        broken["layers"][0]["inputs"] = serde_json::json!([5, 3]);
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, broken.to_string()).unwrap();
+        assert!(matches!(
+            CalibratedModel::load_json(&bad),
+            Err(crate::Error::CorruptData { .. })
+        ));
+        std::fs::write(&bad, "{\"kind\": \"spline\"}").unwrap();
+        assert!(matches!(
+            CalibratedModel::load_json(&bad),
+            Err(crate::Error::CorruptData { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
