@@ -47,6 +47,8 @@ fn bad_flags_fail_fast_with_code_2() {
     rejects("ecc_latency", &["--cost-model", missing], "--cost-model");
     rejects("ecc_latency", &["--model", "flops"], "--model");
     rejects("ecc_latency", &["--budgets", "0.5,x"], "--budgets");
+    rejects("ecc_latency", &["--seeds", "0"], "--seeds");
+    rejects("ecc_latency", &["--tolerance", "-1"], "--tolerance");
     rejects("ecc_latency", &["--budgets", "0.5,0"], "(0, 1]");
     rejects("calibrate", &["--min-fraction", "NaN"], "--min-fraction");
     rejects("calibrate", &["--out", missing], "--out");

@@ -501,6 +501,8 @@ pub struct LoopRound {
     pub predicted: f64,
     /// Measured latency of the compact network / the dense network's.
     pub measured: f64,
+    /// Measured latency of the compact network (ms, batch 64).
+    pub ms: f64,
     /// Widths after the round.
     pub widths: Vec<usize>,
 }
@@ -553,6 +555,7 @@ pub fn closed_loop(
             target,
             predicted,
             measured,
+            ms,
             widths,
         });
         if measured <= fraction * (1.0 + tolerance) {
