@@ -62,15 +62,30 @@ pub enum Error {
         index: usize,
     },
 
-    /// An energy budget is below the smallest energy any weight assignment can reach.
+    /// A budget is below the smallest cost the model allows (all weights zero at
+    /// the weight level, the narrowest widths at the width level).
     #[error(
-        "infeasible budget {budget:.6e}: the smallest achievable energy is {min_achievable:.6e} (all weights zero); raise the budget or add input masks"
+        "infeasible budget {budget:.6e}: the cheapest state the model allows costs {min_achievable:.6e} (all weights zero, or the narrowest widths); raise the budget, or at the weight level add input masks so that inputs can be removed too"
     )]
     InfeasibleBudget {
         /// The requested budget.
         budget: f64,
         /// The energy of the cheapest state.
         min_achievable: f64,
+    },
+
+    /// A run ended above its budget (for instance channel pruning that did not reach
+    /// its target within the epochs given).
+    #[error(
+        "{what} missed its budget: reached {reached:.6e}, budget {budget:.6e}; train longer (more epochs), raise the step on the widths, or loosen the budget"
+    )]
+    BudgetMissed {
+        /// What missed it.
+        what: String,
+        /// The cost reached.
+        reached: f64,
+        /// The budget.
+        budget: f64,
     },
 
     /// The input buffer of the modelled accelerator cannot hold the rows one output row needs.

@@ -464,10 +464,10 @@ pub fn require_budget_met(
     if met {
         return Ok(());
     }
-    eprintln!("{what} missed its budget: reached {reached:.6e}, budget {budget:.6e}");
-    Err(energy_prune::Error::InfeasibleBudget {
+    Err(energy_prune::Error::BudgetMissed {
+        what: what.to_string(),
+        reached,
         budget,
-        min_achievable: reached,
     })
 }
 
