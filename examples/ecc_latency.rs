@@ -33,10 +33,10 @@ use std::time::Instant;
 
 use common::plot::{Series, accuracy_plot};
 use common::{
-    LoopRound, Progress, calibrate_vgg_latency, check, closed_loop, print_calibration, print_dense,
-    train_dense_vgg,
+    LoopRound, Progress, calibrate_vgg_latency, check, closed_loop, load_cost_model,
+    print_calibration, print_dense, train_dense_vgg,
 };
-use energy_prune::energy::{CalibratedModel, SystolicArray, SystolicConfig, WidthCostModel};
+use energy_prune::energy::{SystolicArray, SystolicConfig, WidthCostModel};
 use energy_prune::network::{Network, PruningPlan};
 use energy_prune::nn::mnist::{Mnist, MnistOptions};
 use energy_prune::nn::{Cnn, measure_latency};
@@ -164,18 +164,10 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     let start = Instant::now();
     // A given cost model is read and checked against the network before any training.
     let loaded = match &args.cost_model {
-        Some(path) => {
-            let m = CalibratedModel::load_json(path)?;
-            let widths = Cnn::vgg_mnist(args.seed)?.architecture().widths().len();
-            if m.num_widths() != widths {
-                return Err(energy_prune::Error::ShapeMismatch {
-                    what: format!("widths of the cost model {}", path.display()),
-                    expected: widths,
-                    got: m.num_widths(),
-                });
-            }
-            Some(m)
-        }
+        Some(path) => Some(load_cost_model(
+            path,
+            Cnn::vgg_mnist(args.seed)?.architecture(),
+        )?),
         None => None,
     };
     let mnist = Mnist::load(
@@ -284,48 +276,29 @@ fn run(args: &Args) -> energy_prune::Result<()> {
                 "== budget {fraction} of dense = {budget:.4} {unit}, seed {}: ECC\n",
                 cfg.seed
             );
-            let mut net = dense.clone();
-            let loops = closed_loop(
-                &mut net,
-                &dense,
-                fraction,
-                budget,
-                tolerance,
-                rounds,
-                &predict,
-                &mut |n, target| {
-                    let mut print = Progress {
-                        reference: 1.0,
-                        unit,
-                    };
-                    train_admm(n, model.as_ref(), target, data, &cfg, &mut print).map(|_| ())
-                },
-            )?;
-            ecc.push(finish(&net, loops, test, dense_pred)?);
+            // One closed loop from the dense network per method.
+            let looped = |prune: &mut dyn FnMut(&mut Cnn, f64) -> energy_prune::Result<()>| {
+                let mut net = dense.clone();
+                let loops = closed_loop(
+                    &mut net, &dense, fraction, budget, tolerance, rounds, &predict, prune,
+                )?;
+                finish(&net, loops, test, dense_pred)
+            };
+            let mut print = Progress {
+                reference: 1.0,
+                unit,
+            };
+            ecc.push(looped(&mut |n, target| {
+                train_admm(n, model.as_ref(), target, data, &cfg, &mut print).map(|_| ())
+            })?);
             println!(
                 "\n== budget {fraction}, seed {}: uniform width scaling\n",
                 cfg.seed
             );
-            let mut net = dense.clone();
             let epochs = cfg.epochs + cfg.finetune_epochs;
-            let loops = closed_loop(
-                &mut net,
-                &dense,
-                fraction,
-                budget,
-                tolerance,
-                rounds,
-                &predict,
-                &mut |n, target| {
-                    let mut print = Progress {
-                        reference: 1.0,
-                        unit,
-                    };
-                    train_uniform(n, model.as_ref(), target, data, epochs, &cfg, &mut print)
-                        .map(|_| ())
-                },
-            )?;
-            uniform.push(finish(&net, loops, test, dense_pred)?);
+            uniform.push(looped(&mut |n, target| {
+                train_uniform(n, model.as_ref(), target, data, epochs, &cfg, &mut print).map(|_| ())
+            })?);
         }
         results.push(BudgetRuns {
             fraction,

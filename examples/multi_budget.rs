@@ -29,8 +29,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use common::{
-    Progress, calibrate_vgg_latency, check, closed_loop, measure_against, print_calibration,
-    print_dense, train_dense_lenet5, train_dense_vgg,
+    Progress, calibrate_vgg_latency, check, closed_loop, load_cost_model, measure_against,
+    print_calibration, print_dense, train_dense_lenet5, train_dense_vgg,
 };
 use energy_prune::energy::{
     CalibratedModel, Count, CountingModel, SystolicArray, SystolicConfig, WeightEnergyModel,
@@ -361,13 +361,10 @@ fn weight_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<
         start.elapsed().as_secs_f64()
     );
     let row = |r: &Row| serde_json::json!({"energy": r.energy, "parameters": r.params, "both_met": met(r), "test_accuracy": r.accuracy});
-    let budgets: Vec<serde_json::Value> = status
-        .iter()
-        .zip([e_dense, p_dense])
-        .map(|(b, d)| {
-            serde_json::json!({"name": b.name, "budget": b.budget / d, "reached": b.cost / d, "binding": b.binding})
-        })
-        .collect();
+    let (budgets, miss) = verdict(&[
+        ("energy", args.energy, row_both.energy),
+        ("parameters", args.params, row_both.params),
+    ]);
     let json = serde_json::json!({
         "budgets": budgets,
         "test_accuracy": row_both.accuracy,
@@ -377,22 +374,29 @@ fn weight_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<
             "chained": row(&row_c),
         },
     });
-    let miss = if row_both.energy > args.energy {
-        Some(Miss {
-            name: "energy",
-            reached: row_both.energy,
-            budget: args.energy,
-        })
-    } else if row_both.params > args.params {
-        Some(Miss {
-            name: "parameters",
-            reached: row_both.params,
-            budget: args.params,
-        })
-    } else {
-        None
-    };
     Ok((json, miss))
+}
+
+/// Per budget `(name, budget, reached)` (fractions of dense): the JSON entries
+/// `{"name", "budget", "reached", "binding"}` (binding: less than 1 % of the budget
+/// left) and the first budget missed, if any.
+fn verdict(checks: &[(&'static str, f64, f64)]) -> (Vec<serde_json::Value>, Option<Miss>) {
+    let json = checks
+        .iter()
+        .map(|&(name, budget, reached)| {
+            serde_json::json!({"name": name, "budget": budget, "reached": reached,
+                "binding": budget - reached <= 0.01 * budget})
+        })
+        .collect();
+    let miss = checks
+        .iter()
+        .find(|c| c.2 > c.1)
+        .map(|&(name, budget, reached)| Miss {
+            name,
+            reached,
+            budget,
+        });
+    (json, miss)
 }
 
 /// One pruned VGG-MNIST's figures (costs as fractions of dense).
@@ -436,17 +440,7 @@ fn width_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<M
         &mut |e| print_dense("dense vgg-mnist", args.vgg_dense_epochs, e),
     )?;
     let latency: CalibratedModel = match &args.cost_model {
-        Some(path) => {
-            let m = CalibratedModel::load_json(path)?;
-            if m.num_widths() != full.len() {
-                return Err(energy_prune::Error::ShapeMismatch {
-                    what: format!("widths of the cost model {}", path.display()),
-                    expected: full.len(),
-                    got: m.num_widths(),
-                });
-            }
-            m
-        }
+        Some(path) => load_cost_model(path, &arch)?,
         None => {
             let c = calibrate_vgg_latency(&arch, args.samples, args.seed)?;
             print_calibration(&c);
@@ -612,11 +606,11 @@ fn width_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<M
         start.elapsed().as_secs_f64()
     );
     let row = |r: &WidthRow| serde_json::json!({"latency": r.predicted_latency, "measured_latency": r.measured_latency, "energy": r.energy, "both_met": met(r), "test_accuracy": r.accuracy, "widths": r.widths, "rounds": r.rounds});
-    let budgets: Vec<serde_json::Value> = status
-        .iter()
-        .zip([l_dense, e_dense])
-        .map(|(b, d)| serde_json::json!({"name": b.name, "budget": b.budget / d, "reached": b.cost / d, "binding": b.binding}))
-        .collect();
+    // Latency is judged on the measured compact network, energy on the model.
+    let (budgets, miss) = verdict(&[
+        ("latency", args.latency, row_both.measured_latency),
+        ("energy", args.width_energy, row_both.energy),
+    ]);
     let json = serde_json::json!({
         "budgets": budgets,
         "measured_latency": row_both.measured_latency,
@@ -629,20 +623,5 @@ fn width_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<M
             "chained": row(&row_c),
         },
     });
-    let miss = if row_both.measured_latency > args.latency {
-        Some(Miss {
-            name: "measured latency",
-            reached: row_both.measured_latency,
-            budget: args.latency,
-        })
-    } else if row_both.energy > args.width_energy {
-        Some(Miss {
-            name: "energy",
-            reached: row_both.energy,
-            budget: args.width_energy,
-        })
-    } else {
-        None
-    };
     Ok((json, miss))
 }

@@ -290,6 +290,24 @@ pub fn calibrate_vgg_latency(
     )
 }
 
+/// Load a calibrated cost model written by `calibrate` and check that it prices
+/// the widths of `arch`.
+pub fn load_cost_model(
+    path: &std::path::Path,
+    arch: &energy_prune::arch::Architecture,
+) -> energy_prune::Result<energy_prune::energy::CalibratedModel> {
+    use energy_prune::energy::WidthCostModel;
+    let m = energy_prune::energy::CalibratedModel::load_json(path)?;
+    if m.num_widths() != arch.widths().len() {
+        return Err(energy_prune::Error::ShapeMismatch {
+            what: format!("widths of the cost model {}", path.display()),
+            expected: arch.widths().len(),
+            got: m.num_widths(),
+        });
+    }
+    Ok(m)
+}
+
 /// Print the validation table of a calibration.
 pub fn print_calibration(c: &Calibration) {
     println!("| model | validation MRAE | max rel. error | within +-10 % | R^2 |");

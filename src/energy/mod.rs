@@ -38,7 +38,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::arch::{Architecture, LayerKind};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::network::NetworkState;
 
 /// Whether a layer is a convolution or a linear layer (serialised as `"conv"` / `"linear"`).
@@ -339,6 +339,26 @@ macro_rules! forward_models {
     )*};
 }
 forward_models!(&T, Box<T>, Arc<T>);
+
+/// The common input check of [`WidthCostModel::cost_and_gradient`]: `n` widths and
+/// as many gradient entries, every width finite and `>= 0`.
+pub(crate) fn check_widths(n: usize, widths: &[f64], grad: &[f64]) -> Result<()> {
+    if widths.len() != n || grad.len() != n {
+        return Err(Error::shape(
+            "widths / gradient",
+            n,
+            widths.len().min(grad.len()),
+        ));
+    }
+    if let Some(i) = widths.iter().position(|s| !s.is_finite() || *s < 0.0) {
+        return Err(Error::param(
+            "widths",
+            widths[i],
+            format!("width {i} must be finite and >= 0"),
+        ));
+    }
+    Ok(())
+}
 
 pub(crate) fn kind_name(kind: &LayerKind) -> LayerType {
     match kind {

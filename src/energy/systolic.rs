@@ -837,21 +837,7 @@ impl WidthCostModel for SystolicArray {
     }
 
     fn cost_and_gradient(&self, widths: &[f64], grad: &mut [f64]) -> Result<f64> {
-        let nw = self.arch.widths().len();
-        if widths.len() != nw || grad.len() != nw {
-            return Err(Error::shape(
-                "widths / gradient",
-                nw,
-                widths.len().min(grad.len()),
-            ));
-        }
-        if let Some(i) = widths.iter().position(|s| !s.is_finite() || *s < 0.0) {
-            return Err(Error::param(
-                "widths",
-                widths[i],
-                format!("width {i} must be finite and >= 0"),
-            ));
-        }
+        super::check_widths(self.arch.widths().len(), widths, grad)?;
         grad.fill(0.0);
         let mut total = 0.0;
         for (layer, p) in self.arch.layers().iter().zip(&self.pre) {

@@ -383,21 +383,7 @@ impl WidthCostModel for LayerTable {
     }
 
     fn cost_and_gradient(&self, widths: &[f64], grad: &mut [f64]) -> Result<f64> {
-        let n = self.max.len();
-        if widths.len() != n || grad.len() != n {
-            return Err(Error::shape(
-                "widths / gradient",
-                n,
-                widths.len().min(grad.len()),
-            ));
-        }
-        if let Some(i) = widths.iter().position(|s| !s.is_finite() || *s < 0.0) {
-            return Err(Error::param(
-                "widths",
-                widths[i],
-                format!("width {i} must be finite and >= 0"),
-            ));
-        }
+        super::check_widths(self.max.len(), widths, grad)?;
         grad.fill(0.0);
         Ok(self.constant + self.scale * self.layer_sum(widths, Some((grad, self.scale))))
     }
