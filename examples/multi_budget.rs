@@ -6,7 +6,11 @@
 //! * **width level**: VGG-MNIST with CPU latency <= 0.5 (ECC's bilinear model,
 //!   calibrated here, or `--cost-model FILE`) and systolic energy <= 0.4 of the
 //!   dense network, met together by one ADMM run with a dual per budget
-//!   (`train_admm_budgets`); the compact network's latency is then measured.
+//!   (`train_admm_budgets`); the compact network's latency is then measured and
+//!   the loop closed on it: while it measures over `--margin` (2 %) below the
+//!   budget, the latency target is tightened by the observed ratio and ADMM
+//!   continues (at most `--loop-rounds`, 3); the latency budget is judged on a
+//!   fresh measurement of the final network.
 //!
 //! Each against training to each budget alone and against chaining the two
 //! single-budget trainings.
@@ -58,6 +62,7 @@ struct Args {
     admm_epochs: usize,
     admm_finetune_epochs: usize,
     tolerance: f64,
+    margin: f64,
     loop_rounds: usize,
     dense_epochs: usize,
     epochs: usize,
@@ -84,6 +89,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         admm_epochs: 4,
         admm_finetune_epochs: 2,
         tolerance: 0.0,
+        margin: 0.02,
         loop_rounds: 3,
         dense_epochs: 8,
         epochs: d.epochs,
@@ -106,6 +112,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("admm-epochs") => a.admm_epochs = p.value()?.parse()?,
             Long("admm-finetune-epochs") => a.admm_finetune_epochs = p.value()?.parse()?,
             Long("tolerance") => a.tolerance = p.value()?.parse()?,
+            Long("margin") => a.margin = p.value()?.parse()?,
             Long("loop-rounds") => a.loop_rounds = p.value()?.parse()?,
             Long("energy") => a.energy = p.value()?.parse()?,
             Long("params") => a.params = p.value()?.parse()?,
@@ -118,7 +125,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("json") => a.json = true,
             Long("help") | Short('h') => {
                 println!(
-                    "multi_budget [--level weight|width|both] [--seed N] [--data DIR] [--json]\n  weight level: [--energy F] [--params F] [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--dense FILE]\n  width level:  [--latency F] [--width-energy F] [--cost-model FILE] [--samples N] [--train-size N] [--vgg-dense-epochs N] [--admm-epochs N] [--admm-finetune-epochs N] [--tolerance F] [--loop-rounds N]"
+                    "multi_budget [--level weight|width|both] [--seed N] [--data DIR] [--json]\n  weight level: [--energy F] [--params F] [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--dense FILE]\n  width level:  [--latency F] [--width-energy F] [--cost-model FILE] [--samples N] [--train-size N] [--vgg-dense-epochs N] [--admm-epochs N] [--admm-finetune-epochs N] [--tolerance F] [--margin F] [--loop-rounds N]"
                 );
                 std::process::exit(0);
             }
@@ -137,6 +144,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     check::at_least_one("--admm-epochs", a.admm_epochs)?;
     check::at_least_one("--loop-rounds", a.loop_rounds)?;
     check::within("--tolerance", a.tolerance, 0.0, 1.0)?;
+    check::within("--margin", a.margin, 0.0, 0.5)?;
     if let Some(p) = &a.cost_model {
         check::readable("--cost-model", p)?;
     }
@@ -502,11 +510,13 @@ fn width_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<M
     // tightened by the observed ratio and ADMM continues.
     println!("both budgets in one ADMM run:");
     let mut both = dense.clone();
-    let mut status = Vec::new();
+    // The loop aims `--margin` below the latency budget, so that a fresh
+    // measurement of the result (timing noise of 1-2 % here) still meets it.
+    let aim = args.latency * (1.0 - args.margin);
     let rounds = closed_loop(
         &mut both,
         &dense,
-        args.latency,
+        aim,
         l_budget,
         args.tolerance,
         args.loop_rounds,
@@ -528,9 +538,7 @@ fn width_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<M
                 reference: 1.0,
                 unit: "(budget closest to its limit, own unit)",
             };
-            let r = train_admm_budgets(net, budgets, data, &cfg, &mut p)?;
-            status = r.status.budgets;
-            Ok(())
+            train_admm_budgets(net, budgets, data, &cfg, &mut p).map(|_| ())
         },
     )?;
     let row_both = finish(&both, "both budgets at once", rounds.len())?;
@@ -542,7 +550,7 @@ fn width_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<M
     let rounds = closed_loop(
         &mut only_l,
         &dense,
-        args.latency,
+        aim,
         l_budget,
         args.tolerance,
         args.loop_rounds,
@@ -595,22 +603,22 @@ fn width_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<M
             r.widths
         );
     }
-    println!(
-        "\nbinding: {}; width level {:.0} s",
-        status
-            .iter()
-            .filter(|b| b.binding)
-            .map(|b| b.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        start.elapsed().as_secs_f64()
-    );
     let row = |r: &WidthRow| serde_json::json!({"latency": r.predicted_latency, "measured_latency": r.measured_latency, "energy": r.energy, "both_met": met(r), "test_accuracy": r.accuracy, "widths": r.widths, "rounds": r.rounds});
     // Latency is judged on the measured compact network, energy on the model.
     let (budgets, miss) = verdict(&[
         ("latency", args.latency, row_both.measured_latency),
         ("energy", args.width_energy, row_both.energy),
     ]);
+    println!(
+        "\nbinding (less than 1 % left): {}; width level {:.0} s",
+        budgets
+            .iter()
+            .filter(|b| b["binding"] == true)
+            .map(|b| b["name"].as_str().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(", "),
+        start.elapsed().as_secs_f64()
+    );
     let json = serde_json::json!({
         "budgets": budgets,
         "measured_latency": row_both.measured_latency,

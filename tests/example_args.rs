@@ -183,3 +183,46 @@ fn sweep_runs_small_and_writes_its_outputs() {
     assert_eq!(full["points"].as_array().unwrap().len(), 6);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// ECC end to end on a few hundred images with the exact systolic model (no
+/// calibration, so the run is short and deterministic in its costs): two budgets,
+/// two seeds, the plot and the JSON with per-seed accuracies, every ECC network
+/// within its budget on the model.
+#[test]
+fn ecc_latency_runs_small_with_seeds_and_a_plot() {
+    let bin = example("ecc_latency").expect("example built by cargo test");
+    let dir = std::env::temp_dir().join(format!("ep-ecc-{}", std::process::id()));
+    let plot = dir.join("accuracy_latency.svg");
+    let out = Command::new(&bin)
+        .args(["--model", "systolic", "--budgets", "0.9,0.8", "--seeds", "2"])
+        .args(["--train-size", "300", "--prune-train-size", "300"])
+        .args(["--dense-epochs", "1", "--epochs", "3", "--finetune-epochs", "0"])
+        .args(["--json", "--plot"])
+        .arg(&plot)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let runs = last["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{last}");
+    for r in runs {
+        let budget = r["budget"].as_f64().unwrap();
+        let dense = last["dense"]["predicted"].as_f64().unwrap();
+        for m in ["ecc", "uniform"] {
+            let accs = r[m]["accuracies"].as_array().unwrap();
+            assert_eq!(accs.len(), 2, "{r}");
+            let mean = accs.iter().map(|a| a.as_f64().unwrap()).sum::<f64>() / 2.0;
+            assert!((mean - r[m]["test_accuracy"].as_f64().unwrap()).abs() < 1e-12);
+        }
+        assert!(r["ecc"]["predicted"].as_f64().unwrap() <= budget * dense * (1.0 + 1e-9), "{r}");
+    }
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("ECC") && svg.contains("uniform"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

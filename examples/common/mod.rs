@@ -530,7 +530,8 @@ pub struct LoopRound {
 /// network is then measured against `dense` ([`measure_against`]); while its
 /// measured latency exceeds `fraction` of the dense one by more than `tolerance`
 /// (relative), the target is tightened by the observed ratio
-/// (`target * fraction / measured`) and pruning continues from the current network,
+/// (`min(target, predicted) * fraction / measured`) and pruning continues from the
+/// current network,
 /// for at most `rounds` rounds (or until the target falls below what the model
 /// can reach). Returns every round; the last is the result.
 #[allow(clippy::too_many_arguments)]
@@ -579,7 +580,9 @@ pub fn closed_loop(
         if measured <= fraction * (1.0 + tolerance) {
             break;
         }
-        target *= fraction / measured;
+        // Tighten from what the network costs now on the model (another budget may
+        // have kept it below the old target), by the observed ratio.
+        target = target.min(predicted) * fraction / measured;
     }
     Ok(out)
 }
