@@ -322,7 +322,12 @@ pub fn print_calibration(c: &Calibration) {
             e.r2
         );
     }
-    println!("chosen: {} (lowest validation MRAE)", c.chosen.kind());
+    let name = c
+        .models
+        .iter()
+        .find(|m| m.1 == c.chosen)
+        .map_or("", |m| m.0);
+    println!("chosen: {name} (lowest validation MRAE)");
 }
 
 /// The dense progress line of the examples.
