@@ -15,7 +15,7 @@
 //! | adapters | [`nn`] | the reference CNN (im2col + GEMM, data-parallel), MNIST loader, compaction, CPU latency oracle: one implementation of the traits below |
 //! | constrained optimizers | [`prune`] | the [`ConstrainedOptimizer`](prune::ConstrainedOptimizer) trait and its solvers ([`WeightProjection`](prune::WeightProjection), [`AdmmPruning`](prune::AdmmPruning), the baselines), the one driver [`train_constrained`](prune::train_constrained) with typed observer events and a termination reason |
 //! | training | [`train`] | [`DataSource`](train::DataSource), [`Loss`](train::Loss) (cross-entropy, distillation, your own), fallible [`Optimizer`](train::Optimizer) (SGD, Adam, the mask optimizer), the epoch loop and evaluation |
-//! | cost models | [`energy`] | [`WeightEnergyModel`](energy::WeightEnergyModel) and [`WidthCostModel`](energy::WidthCostModel); the analytic [`SystolicArray`](energy::SystolicArray); the learned [`Bilinear`](energy::Bilinear) with its calibration workflow |
+//! | cost models | [`energy`] | [`WeightEnergyModel`](energy::WeightEnergyModel) and [`WidthCostModel`](energy::WidthCostModel); the analytic [`SystolicArray`](energy::SystolicArray); exact counts ([`CountingModel`](energy::CountingModel)); the learned [`Bilinear`](energy::Bilinear) and [`LayerTable`](energy::LayerTable) with their calibration workflow and measurement [`protocol`](energy::protocol) |
 //! | network | [`network`] | [`Network`](network::Network), [`NetworkMut`](network::NetworkMut), [`Trainable`](network::Trainable); [`NetworkState`](network::NetworkState) (a snapshot of weights and masks), [`PruningPlan`](network::PruningPlan) (kept channels) |
 //! | architecture | [`arch`] | [`Architecture`](arch::Architecture): prunable layers, widths, [`SlotLayout`](arch::SlotLayout) (where a channel's weights sit), the zoo |
 //! | errors | [`error`] | one [`Error`] enum |
@@ -46,9 +46,13 @@
 //!   input masks lower the weight-independent energy ([`prune::train_projected`]);
 //! * [`AdmmPruning`](prune::AdmmPruning): ECC's ADMM on channel groups (proximal
 //!   step, step on the continuous widths, dual ascent) until the model's cost of
-//!   the live widths meets the budget ([`prune::train_admm`]);
-//! * the baselines [`MagnitudePruning`](prune::MagnitudePruning) and
-//!   [`UniformScaling`](prune::UniformScaling), through the same driver.
+//!   the live widths meets the budget ([`prune::train_admm`]), or every budget of
+//!   a set ([`prune::train_admm_budgets`]);
+//! * [`MultiBudgetProjection`](prune::MultiBudgetProjection): the projection under
+//!   several weight-level budgets at once;
+//! * the baselines [`MagnitudePruning`](prune::MagnitudePruning) (global or
+//!   layer-uniform) and [`UniformScaling`](prune::UniformScaling), through the same
+//!   driver.
 //!
 //! Each is a step you can also call from your own training loop (see the example
 //! `custom_training_loop`): `begin`, `begin_phase`, `step` after each update,
