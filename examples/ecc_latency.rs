@@ -77,7 +77,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         seeds: 1,
         tolerance: 0.03,
         loop_rounds: 3,
-        dense_epochs: 4,
+        dense_epochs: 8,
         epochs: 4,
         finetune_epochs: 2,
         seed: 1,

@@ -89,12 +89,14 @@ pub fn accuracy_plot(
             .y_label_area_size(64)
             .build_cartesian_2d(x0.max(0.0)..x1, y0..y1.min(100.5))
             .map_err(ext)?;
+        // Enough decimals that neighbouring tick labels differ.
+        let decimals = if y1 - y0 < 1.5 { 2 } else { 1 };
         chart
             .configure_mesh()
             .x_desc(x_label)
             .y_desc("test accuracy [%]")
             .x_label_formatter(&|x| format!("{x:.2}"))
-            .y_label_formatter(&|y| format!("{y:.1}"))
+            .y_label_formatter(&|y| format!("{y:.decimals$}"))
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(ext)?;
