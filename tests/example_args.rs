@@ -194,9 +194,23 @@ fn ecc_latency_runs_small_with_seeds_and_a_plot() {
     let dir = std::env::temp_dir().join(format!("ep-ecc-{}", std::process::id()));
     let plot = dir.join("accuracy_latency.svg");
     let out = Command::new(&bin)
-        .args(["--model", "systolic", "--budgets", "0.9,0.8", "--seeds", "2"])
+        .args([
+            "--model",
+            "systolic",
+            "--budgets",
+            "0.9,0.8",
+            "--seeds",
+            "2",
+        ])
         .args(["--train-size", "300", "--prune-train-size", "300"])
-        .args(["--dense-epochs", "1", "--epochs", "3", "--finetune-epochs", "0"])
+        .args([
+            "--dense-epochs",
+            "1",
+            "--epochs",
+            "3",
+            "--finetune-epochs",
+            "0",
+        ])
         .args(["--json", "--plot"])
         .arg(&plot)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -220,7 +234,10 @@ fn ecc_latency_runs_small_with_seeds_and_a_plot() {
             let mean = accs.iter().map(|a| a.as_f64().unwrap()).sum::<f64>() / 2.0;
             assert!((mean - r[m]["test_accuracy"].as_f64().unwrap()).abs() < 1e-12);
         }
-        assert!(r["ecc"]["predicted"].as_f64().unwrap() <= budget * dense * (1.0 + 1e-9), "{r}");
+        assert!(
+            r["ecc"]["predicted"].as_f64().unwrap() <= budget * dense * (1.0 + 1e-9),
+            "{r}"
+        );
     }
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("ECC") && svg.contains("uniform"));

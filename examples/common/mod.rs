@@ -532,13 +532,14 @@ pub struct LoopRound {
 
 /// Closed loop on measured latency: `prune(net, target)` prunes and fine-tunes `net`
 /// in place to a latency target in model units (first `target`); the compact
-/// network is then measured against `dense` ([`measure_against`]); while its
-/// measured latency exceeds `fraction` of the dense one by more than `tolerance`
-/// (relative), the target is tightened by the observed ratio
-/// (`min(target, predicted) * fraction / measured`) and pruning continues from the
-/// current network,
-/// for at most `rounds` rounds (or until the target falls below what the model
-/// can reach). Returns every round; the last is the result.
+/// network is then measured against `dense` ([`measure_against`]). The loop ends
+/// when the measured latency is within `fraction * (1 + tolerance)` of the dense
+/// one and the model's cost meets the target. While the measurement is over, the
+/// target is tightened by the observed ratio (`min(target, predicted) * fraction /
+/// measured`); while only the model's cost is over (pruning ran out of epochs), the
+/// next round continues at the same target. Pruning always continues from the
+/// current network, for at most `rounds` rounds (or until the target falls below
+/// what the model can reach). Returns every round; the last is the result.
 #[allow(clippy::too_many_arguments)]
 pub fn closed_loop(
     net: &mut energy_prune::nn::Cnn,
@@ -582,12 +583,17 @@ pub fn closed_loop(
             ms,
             widths,
         });
-        if measured <= fraction * (1.0 + tolerance) {
+        let over_measured = measured > fraction * (1.0 + tolerance);
+        // Pruning may end its epochs before the model's cost meets the target.
+        let over_model = predicted > target * (1.0 + 1e-9);
+        if !over_measured && !over_model {
             break;
         }
-        // Tighten from what the network costs now on the model (another budget may
-        // have kept it below the old target), by the observed ratio.
-        target = target.min(predicted) * fraction / measured;
+        if over_measured {
+            // Tighten from what the network costs now on the model (another budget
+            // may have kept it below the old target), by the observed ratio.
+            target = target.min(predicted) * fraction / measured;
+        }
     }
     Ok(out)
 }

@@ -227,7 +227,7 @@ pub trait WeightEnergyModel: Send + Sync + fmt::Debug {
     /// Exact energy of a sparsity state, with a per-layer breakdown.
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if the state does not fit the architecture, and
+    /// [`Error::ShapeMismatch`] if the state does not fit the architecture, and
     /// model-specific errors.
     fn energy(&self, state: &NetworkState) -> Result<EnergyReport>;
 
@@ -235,7 +235,7 @@ pub trait WeightEnergyModel: Send + Sync + fmt::Debug {
     /// (for the systolic model, `E_input`), given the input masks.
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) for masks of the wrong size.
+    /// [`Error::ShapeMismatch`] for masks of the wrong size.
     fn input_energy(&self, input_masks: &[Option<Vec<f32>>]) -> Result<Vec<f64>>;
 
     /// Relaxed energy (an upper bound of the exact one that depends on the weights
@@ -243,7 +243,7 @@ pub trait WeightEnergyModel: Send + Sync + fmt::Debug {
     /// taken from `input_energy`.
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if the slices do not have one entry per layer.
+    /// [`Error::ShapeMismatch`] if the slices do not have one entry per layer.
     fn relaxed_energy(&self, nonzeros: &[u64], input_energy: &[f64]) -> Result<EnergyReport>;
 
     /// Per-layer knapsack costs: the relaxed energy of a state equals
@@ -295,7 +295,7 @@ pub trait WidthCostModel: Send + Sync + fmt::Debug {
     /// Cost at widths `s`, writing `df/ds` into `grad` (same length).
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) on wrong lengths, [`Error::NonFinite`](crate::Error::NonFinite) for NaN widths.
+    /// [`Error::ShapeMismatch`] on wrong lengths, [`Error::NonFinite`] for NaN widths.
     fn cost_and_gradient(&self, widths: &[f64], grad: &mut [f64]) -> Result<f64>;
 
     /// Cost at widths `s`.
