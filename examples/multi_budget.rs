@@ -16,7 +16,7 @@
 //! single-budget trainings.
 //!
 //! ```sh
-//! cargo run --release --example multi_budget            # about 12 minutes on 2 cores
+//! cargo run --release --example multi_budget            # about 15 minutes on 2 cores
 //! cargo run --release --example multi_budget -- --level weight --energy 0.25 --params 0.03 --json
 //! cargo run --release --example multi_budget -- --level width --latency 0.5 --width-energy 0.4
 //! ```
