@@ -192,12 +192,7 @@ impl WidthCostModel for CountingModel {
         grad.fill(0.0);
         let mut total = 0.0;
         for (layer, &unit) in self.arch.layers().iter().zip(&self.unit) {
-            let c: f64 = layer
-                .input
-                .iter()
-                .map(|s| widths[s.width.0] * s.spatial as f64)
-                .sum();
-            let d = widths[layer.output.0];
+            let (c, d) = super::layer_extent(layer, widths);
             // Weights as a function of (c, d) and its partial derivatives.
             let (weights, dc, dd) = match &layer.kind {
                 LayerKind::Conv2d(g) => {
@@ -212,10 +207,7 @@ impl WidthCostModel for CountingModel {
                 LayerKind::Linear(_) => (c * d, d, c),
             };
             total += unit * weights;
-            for s in &layer.input {
-                grad[s.width.0] += unit * dc * s.spatial as f64;
-            }
-            grad[layer.output.0] += unit * dd;
+            super::add_layer_gradient(layer, grad, unit * dc, unit * dd);
         }
         Ok(total)
     }

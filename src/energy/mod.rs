@@ -360,6 +360,26 @@ pub(crate) fn check_widths(n: usize, widths: &[f64], grad: &[f64]) -> Result<()>
     Ok(())
 }
 
+/// The width form of one layer: its input size `c` (every input width times its
+/// spatial extent, so a flattened input counts features) and output channels `d`.
+pub(crate) fn layer_extent(layer: &crate::arch::Layer, widths: &[f64]) -> (f64, f64) {
+    let c = layer
+        .input
+        .iter()
+        .map(|s| widths[s.width.0] * s.spatial as f64)
+        .sum();
+    (c, widths[layer.output.0])
+}
+
+/// Add a layer's partial derivatives `dc`, `dd` (with respect to its [`layer_extent`])
+/// into the gradient over widths.
+pub(crate) fn add_layer_gradient(layer: &crate::arch::Layer, grad: &mut [f64], dc: f64, dd: f64) {
+    for s in &layer.input {
+        grad[s.width.0] += dc * s.spatial as f64;
+    }
+    grad[layer.output.0] += dd;
+}
+
 pub(crate) fn kind_name(kind: &LayerKind) -> LayerType {
     match kind {
         LayerKind::Conv2d(_) => LayerType::Conv,

@@ -841,18 +841,10 @@ impl WidthCostModel for SystolicArray {
         grad.fill(0.0);
         let mut total = 0.0;
         for (layer, p) in self.arch.layers().iter().zip(&self.pre) {
-            let c: f64 = layer
-                .input
-                .iter()
-                .map(|s| widths[s.width.0] * s.spatial as f64)
-                .sum();
-            let d = widths[layer.output.0];
+            let (c, d) = super::layer_extent(layer, widths);
             let (energy, dc, dd) = self.width_layer(layer, p, c, d)?;
             total += energy;
-            for s in &layer.input {
-                grad[s.width.0] += dc * s.spatial as f64;
-            }
-            grad[layer.output.0] += dd;
+            super::add_layer_gradient(layer, grad, dc, dd);
         }
         Ok(total)
     }
