@@ -84,7 +84,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     if a.grid < 2 {
         return Err(format!("--grid {}: a grid needs >= 2 points per axis", a.grid).into());
     }
-    check::fraction("--min-fraction", a.min_fraction)?;
+    check::within("--min-fraction", a.min_fraction, 0.0, 1.0)?;
     for (flag, p) in [("--out", &a.out), ("--csv", &a.csv)] {
         if let Some(p) = p {
             check::writable(flag, p)?;

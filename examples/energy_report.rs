@@ -2,20 +2,27 @@
 //!
 //! ```text
 //! cargo run --release --example energy_report -- [--net lenet5|alexnet|squeezenet|mobilenet|vgg16|resnet18|all]
+//!     [--onnx FILE [--input CxHxW]]
 //!     [--array 12x14] [--input-buffer N] [--weight-buffer N]
 //!     [--e-mac X] [--e-dram X] [--e-buf X] [--e-rf X] [--json]
 //! ```
-//! Without `--net` every zoo network is reported. With `--json` the last line of
-//! stdout is one JSON object (for `--net all`: `{"networks": [...]}`).
+//! Without `--net` every zoo network is reported. `--onnx FILE` reports a model
+//! exported from PyTorch (or any supported ONNX file) with its own weights: zeros
+//! count as pruned. `--input` gives the sample size when the file's input is
+//! symbolic. With `--json` the last line of stdout is one JSON object (for
+//! `--net all`: `{"networks": [...]}`).
 
 mod common;
 
 use energy_prune::arch::{Architecture, zoo};
 use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
-use energy_prune::network::NetworkState;
+use energy_prune::network::{Network, NetworkState};
+use std::path::PathBuf;
 
 struct Args {
     net: String,
+    onnx: Option<PathBuf>,
+    input: Option<[usize; 3]>,
     cfg: SystolicConfig,
     json: bool,
 }
@@ -24,6 +31,8 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
     let mut a = Args {
         net: "all".into(),
+        onnx: None,
+        input: None,
         cfg: SystolicConfig::default(),
         json: false,
     };
@@ -31,6 +40,8 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     while let Some(arg) = p.next()? {
         match arg {
             Long("net") => a.net = p.value()?.parse()?,
+            Long("onnx") => a.onnx = Some(p.value()?.into()),
+            Long("input") => a.input = Some(common::parse_chw(&p.value()?.string()?)?),
             Long("array") => {
                 let v: String = p.value()?.parse()?;
                 let (m, n) = v
@@ -51,13 +62,18 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("json") => a.json = true,
             Long("help") | Short('h') => {
                 println!(
-                    "energy_report [--net NAME|all] [--array MxN] [--input-buffer N] [--weight-buffer N] [--e-mac X] [--e-dram X] [--e-buf X] [--e-rf X] [--json]\nnetworks: {:?}",
+                    "energy_report [--net NAME|all] [--onnx FILE [--input CxHxW]] [--array MxN] [--input-buffer N] [--weight-buffer N] [--e-mac X] [--e-dram X] [--e-buf X] [--e-rf X] [--json]\nnetworks: {:?}",
                     zoo::NAMES
                 );
                 std::process::exit(0);
             }
             _ => return Err(arg.unexpected()),
         }
+    }
+    if let Some(path) = &a.onnx {
+        common::check::readable("--onnx", path)?;
+    } else if a.input.is_some() {
+        return Err("--input applies to --onnx models only".into());
     }
     Ok(a)
 }
@@ -66,11 +82,15 @@ fn main() {
     common::run_main(parse_args, run);
 }
 
-fn report(arch: &Architecture, cfg: SystolicConfig) -> energy_prune::Result<serde_json::Value> {
+/// Energy of `state` (the dense network, or a model's own weights) on `arch`.
+fn report(
+    arch: &Architecture,
+    state: &NetworkState,
+    cfg: SystolicConfig,
+) -> energy_prune::Result<serde_json::Value> {
     let model = SystolicArray::new(arch, cfg)?;
-    let dense = NetworkState::dense(arch);
-    let exact = model.energy(&dense)?;
-    let relaxed = model.relaxed_energy(&dense.nonzeros(), model.dense_input_energy())?;
+    let exact = model.energy(state)?;
+    let relaxed = model.relaxed_energy(&state.nonzeros(), model.dense_input_energy())?;
     println!(
         "\n== {} ({} prunable layers, {} weights, {:.1} M MACs)\n",
         arch.name(),
@@ -120,14 +140,27 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         args.cfg.e_buf,
         args.cfg.e_rf
     );
-    let names: Vec<&str> = if args.net == "all" {
-        zoo::NAMES.to_vec()
-    } else {
-        vec![args.net.as_str()]
-    };
     let mut out = Vec::new();
-    for name in names {
-        out.push(report(&zoo::by_name(name)?, args.cfg)?);
+    if let Some(path) = &args.onnx {
+        let model = energy_prune::onnx::OnnxModel::load(path, args.input)?;
+        let [c, h, w] = model.input_shape();
+        println!(
+            "{}: input {c}x{h}x{w}, {} outputs",
+            path.display(),
+            model.output_len()
+        );
+        let state = NetworkState::from_network(&model)?;
+        out.push(report(model.architecture(), &state, args.cfg)?);
+    } else {
+        let names: Vec<&str> = if args.net == "all" {
+            zoo::NAMES.to_vec()
+        } else {
+            vec![args.net.as_str()]
+        };
+        for name in names {
+            let arch = zoo::by_name(name)?;
+            out.push(report(&arch, &NetworkState::dense(&arch), args.cfg)?);
+        }
     }
     if args.json {
         let value = if out.len() == 1 {

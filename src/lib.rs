@@ -12,6 +12,7 @@
 //!
 //! | layer | module | what it holds |
 //! |---|---|---|
+//! | adapters | [`onnx`] | ONNX models in and out: import into an architecture plus a [`Network`](network::Network), export with pruned weights or compacted (feature `onnx`, on by default) |
 //! | adapters | [`nn`] | the reference CNN (im2col + GEMM, data-parallel), MNIST loader, compaction, CPU latency oracle: one implementation of the traits below |
 //! | constrained optimizers | [`prune`] | the [`ConstrainedOptimizer`](prune::ConstrainedOptimizer) trait and its solvers ([`WeightProjection`](prune::WeightProjection), [`AdmmPruning`](prune::AdmmPruning), the baselines), the one driver [`train_constrained`](prune::train_constrained) with typed observer events and a termination reason |
 //! | training | [`train`] | [`DataSource`](train::DataSource), [`Loss`](train::Loss) (cross-entropy, distillation, your own), fallible [`Optimizer`](train::Optimizer) (SGD, Adam, the mask optimizer), the epoch loop and evaluation |
@@ -97,6 +98,8 @@ pub mod error;
 mod files;
 pub mod network;
 pub mod nn;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 pub mod prune;
 #[doc(hidden)]
 pub mod testing;

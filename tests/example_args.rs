@@ -243,3 +243,76 @@ fn ecc_latency_runs_small_with_seeds_and_a_plot() {
     assert!(svg.starts_with("<svg") && svg.contains("ECC") && svg.contains("uniform"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The ONNX route end to end: write a torchvision-shaped SqueezeNet, report its
+/// energy, prune it to 40 % with compaction and a plan, and read the output back
+/// through `energy_report --onnx` to the same energy.
+#[cfg(feature = "onnx")]
+#[test]
+fn onnx_examples_run_end_to_end() {
+    let dir = std::env::temp_dir().join(format!("ep-onnx-ex-{}", std::process::id()));
+    let run = |name: &str, args: &[&std::ffi::OsStr]| -> String {
+        let bin = example(name).expect("example built by cargo test");
+        let out = Command::new(&bin).args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{name}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout.lines().last().unwrap_or_default().to_string()
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    run("onnx_models", &[&os("--out"), dir.as_os_str()]);
+    let model = dir.join("squeezenet1_0.onnx");
+    let pruned = dir.join("pruned.onnx");
+    let plan = dir.join("plan.json");
+    let dense: serde_json::Value = serde_json::from_str(&run(
+        "energy_report",
+        &[&os("--onnx"), model.as_os_str(), &os("--json")],
+    ))
+    .unwrap();
+    let report: serde_json::Value = serde_json::from_str(&run(
+        "prune_onnx",
+        &[
+            &os("--budget"),
+            &os("0.4"),
+            model.as_os_str(),
+            pruned.as_os_str(),
+            &os("--compact"),
+            &os("--plan"),
+            plan.as_os_str(),
+            &os("--json"),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(report["dense_energy"], dense["total"]);
+    assert!(
+        report["energy_ratio"].as_f64().unwrap() <= 0.4 + 1e-9,
+        "{report}"
+    );
+    assert_eq!(report["reimported_energy"], report["energy"]);
+    let again: serde_json::Value = serde_json::from_str(&run(
+        "energy_report",
+        &[&os("--onnx"), pruned.as_os_str(), &os("--json")],
+    ))
+    .unwrap();
+    assert_eq!(again["total"], report["energy"]);
+    assert!(plan.is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+    rejects(
+        "prune_onnx",
+        &["--budget", "0.5", "only-one.onnx"],
+        "IN.onnx and OUT.onnx",
+    );
+    rejects(
+        "energy_report",
+        &["--onnx", "/no/such.onnx"],
+        "cannot be read",
+    );
+    rejects(
+        "energy_report",
+        &["--onnx", "x.onnx", "--input", "3x0x4"],
+        "CxHxW",
+    );
+}

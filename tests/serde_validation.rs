@@ -56,11 +56,21 @@ fn configs_plans_profiles_and_models_are_validated_when_read() {
     assert!(with_kept(json!([[0, 1], []])).is_err());
     assert!(with_kept(json!([[1, 0]])).is_err());
     let old = serde_json::from_value::<PruningPlan>(json!({"kept": [[0, 2]]})).unwrap_err();
-    assert!(old.to_string().contains("older format"), "{old}");
+    assert!(old.to_string().contains("not a pruning plan"), "{old}");
+    // A schema 1 plan (identity, no provenance) says why it cannot be used.
+    let mut v1 = v.clone();
+    v1["schema"] = json!(1);
+    v1.as_object_mut().unwrap().remove("provenance");
+    let e = serde_json::from_value::<PruningPlan>(v1).unwrap_err();
+    assert!(e.to_string().contains("earlier version"), "{e}");
     let mut future = v.clone();
     future["schema"] = json!(99);
     let e = serde_json::from_value::<PruningPlan>(future).unwrap_err();
-    assert!(e.to_string().contains("schema"), "{e}");
+    assert!(e.to_string().contains("newer version"), "{e}");
+    let mut edited = v.clone();
+    edited.as_object_mut().unwrap().remove("provenance");
+    let e = serde_json::from_value::<PruningPlan>(edited).unwrap_err();
+    assert!(e.to_string().contains("provenance"), "{e}");
     let mut foreign = v;
     foreign["fingerprint"] = json!(12345);
     let foreign: PruningPlan = serde_json::from_value(foreign).unwrap();
@@ -106,4 +116,43 @@ fn configs_plans_profiles_and_models_are_validated_when_read() {
     let mut bad_coef = v;
     bad_coef["coefficients"] = json!([1.0]);
     assert!(serde_json::from_value::<Bilinear>(bad_coef).is_err());
+}
+
+#[test]
+fn plans_keep_their_provenance_on_disk() {
+    use energy_prune::network::{CostModelRecord, Provenance};
+    let lenet = zoo::lenet5().unwrap();
+    let plan = PruningPlan::leading(&lenet, &[1, 3, 8, 60, 40, 10])
+        .unwrap()
+        .with_provenance(Provenance {
+            cost_model: Some(CostModelRecord {
+                kind: "systolic".into(),
+                parameters: serde_json::to_string(&SystolicConfig::default()).unwrap(),
+            }),
+            budget: Some(0.3),
+            budget_unit: Some("fraction of dense energy".into()),
+            predicted_cost: Some(0.29),
+            crate_version: "0.0.0-ignored".into(),
+        });
+    // The crate version is always the writer's own.
+    assert_eq!(
+        plan.provenance().crate_version,
+        env!("CARGO_PKG_VERSION").to_string()
+    );
+    let dir = std::env::temp_dir().join(format!("ep-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("plan.json");
+    plan.save_json(&path).unwrap();
+    let back = PruningPlan::load_json(&path).unwrap();
+    assert_eq!(back, plan);
+    let rec = back.provenance().cost_model.as_ref().unwrap();
+    let cfg: SystolicConfig = serde_json::from_str(&rec.parameters).unwrap();
+    assert_eq!(cfg, SystolicConfig::default());
+    // Applying it to another architecture is an error.
+    assert!(back.check(&zoo::alexnet().unwrap()).is_err());
+    // A foreign JSON file says it is not a plan.
+    std::fs::write(&path, r#"{"hello": 1}"#).unwrap();
+    let e = PruningPlan::load_json(&path).unwrap_err().to_string();
+    assert!(e.contains("not a usable pruning plan"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -476,6 +476,20 @@ pub mod check {
     }
 }
 
+/// `CxHxW` (e.g. `3x224x224`) as `[C, H, W]`.
+pub fn parse_chw(s: &str) -> Result<[usize; 3], lexopt::Error> {
+    let parts: Vec<usize> = s
+        .split('x')
+        .map(|v| v.parse::<usize>().ok().filter(|&v| v > 0))
+        .collect::<Option<_>>()
+        .unwrap_or_default();
+    <[usize; 3]>::try_from(parts).map_err(|_| {
+        lexopt::Error::from(format!(
+            "--input {s}: expected CxHxW with whole numbers >= 1, e.g. 3x224x224"
+        ))
+    })
+}
+
 /// The run's verdict on its own budget: an error (exit code 1) if the result misses
 /// it, so that no run ends with success and a result over budget.
 pub fn require_budget_met(

@@ -95,6 +95,31 @@ impl Conv {
     }
 }
 
+/// Output length of a pooling window along one axis of length `n`, or 0 when the
+/// window does not fit. `ceil_mode` rounds up as PyTorch's `ceil_mode=True` (and
+/// ONNX's `ceil_mode=1`): the last window must start inside the input or its left
+/// padding.
+pub(crate) fn pooled_size(
+    n: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    ceil_mode: bool,
+) -> usize {
+    if !ceil_mode {
+        return out_size(n, kernel, stride, padding);
+    }
+    let padded = n.saturating_add(2 * padding);
+    if padded < kernel || stride == 0 {
+        return 0;
+    }
+    let mut o = (padded - kernel).div_ceil(stride) + 1;
+    if (o - 1) * stride >= n + padding {
+        o -= 1;
+    }
+    o
+}
+
 /// Builds an [`Architecture`] layer by layer, tracking feature-map sizes through
 /// pooling and concatenation so that every layer's geometry is exact.
 #[derive(Debug, Clone, Default)]
@@ -276,22 +301,7 @@ impl ArchBuilder {
                 "pool padding {padding} exceeds half the kernel {kernel}"
             )));
         }
-        let size = |n: usize| -> usize {
-            if ceil_mode {
-                let padded = n.saturating_add(2 * padding);
-                if padded < kernel || stride == 0 {
-                    return 0;
-                }
-                let mut o = (padded - kernel).div_ceil(stride) + 1;
-                // PyTorch: the last window must start inside the input or left padding.
-                if (o - 1) * stride >= n + padding {
-                    o -= 1;
-                }
-                o
-            } else {
-                out_size(n, kernel, stride, padding)
-            }
-        };
+        let size = |n: usize| pooled_size(n, kernel, stride, padding, ceil_mode);
         let (h, w) = (size(x.h), size(x.w));
         if h == 0 || w == 0 {
             return Err(Error::arch(format!(

@@ -39,6 +39,8 @@ mod builder;
 mod slots;
 pub mod zoo;
 
+#[cfg_attr(not(feature = "onnx"), allow(unused_imports))]
+pub(crate) use builder::pooled_size;
 pub use builder::{ArchBuilder, Conv, FeatureMap};
 pub use slots::SlotLayout;
 

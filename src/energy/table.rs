@@ -165,7 +165,8 @@ impl LayerTable {
     /// constant is 0 and the scale 1 until [`LayerTable::fit`].
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for `points < 2` or a fraction outside (0, 1];
+    /// [`Error::InvalidParameter`] for `points < 2` or a fraction outside [0, 1]
+    /// (0 samples down to one channel);
     /// errors of the protocol and the oracle.
     pub fn measure<O: LayerOracle + ?Sized>(
         arch: &Architecture,
@@ -181,11 +182,11 @@ impl LayerTable {
                 "a grid needs >= 2 points per axis",
             ));
         }
-        if !(min_fraction > 0.0 && min_fraction <= 1.0) {
+        if !(0.0..=1.0).contains(&min_fraction) {
             return Err(Error::param(
                 "min_fraction",
                 min_fraction,
-                "must be in (0, 1]",
+                "must be in [0, 1] (0: down to one channel)",
             ));
         }
         let widths = arch.widths();
@@ -538,7 +539,11 @@ mod tests {
         };
         let p = Protocol::default();
         assert!(LayerTable::measure(&arch, &mut o, 1, 0.25, &p).is_err());
-        assert!(LayerTable::measure(&arch, &mut o, 3, 0.0, &p).is_err());
+        assert!(LayerTable::measure(&arch, &mut o, 3, -0.1, &p).is_err());
+        assert!(LayerTable::measure(&arch, &mut o, 3, f64::NAN, &p).is_err());
+        // 0 samples every width down to one channel.
+        let low = LayerTable::measure(&arch, &mut o, 3, 0.0, &p).unwrap();
+        assert_eq!(low.layers[0].outputs[0], 1);
         let mut t = LayerTable::measure(&arch, &mut o, 3, 0.25, &p).unwrap();
         // Every sample at the same widths: the scale cannot be fixed.
         let mut data = ProfileSet::new(arch.widths().len());

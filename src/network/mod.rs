@@ -58,7 +58,7 @@ mod plan;
 mod state;
 
 pub use convert::{from_canonical, to_canonical};
-pub use plan::PruningPlan;
+pub use plan::{CostModelRecord, Provenance, PruningPlan};
 pub use state::NetworkState;
 pub(crate) use state::check_mask_len;
 

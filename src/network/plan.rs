@@ -22,7 +22,10 @@ use crate::error::{Error, Result};
 /// A deserialised plan is checked for what can be checked without an
 /// architecture (schema version, every width keeps at least one channel, indices
 /// increase).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// A plan may carry its [`Provenance`] (crate version, cost model, budget,
+/// predicted cost), saved with it by [`PruningPlan::save_json`].
+#[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(
     feature = "serde",
     derive(serde::Serialize, serde::Deserialize),
@@ -37,6 +40,47 @@ pub struct PruningPlan {
     fingerprint: u64,
     /// For each width, the kept channel indices in increasing order.
     kept: Vec<Vec<usize>>,
+    /// How the plan was made.
+    provenance: Provenance,
+}
+
+/// How a [`PruningPlan`] was made: the crate version that wrote it and, when the
+/// maker says so, the cost model, the budget and the cost predicted for the plan.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Provenance {
+    /// Version of energy-prune that made the plan.
+    pub crate_version: String,
+    /// The cost model the budget was expressed in.
+    pub cost_model: Option<CostModelRecord>,
+    /// The budget (in the cost model's units, or a fraction of dense; see `budget_unit`).
+    pub budget: Option<f64>,
+    /// What `budget` and `predicted_cost` measure (e.g. `"fraction of dense energy"`).
+    pub budget_unit: Option<String>,
+    /// The cost the model predicts for the plan (same unit as `budget`).
+    pub predicted_cost: Option<f64>,
+}
+
+/// The cost model a plan was made with: its kind and its parameters (as JSON
+/// text, e.g. a serialised [`SystolicConfig`](crate::energy::SystolicConfig) or
+/// [`CalibratedModel`](crate::energy::CalibratedModel)).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct CostModelRecord {
+    /// Model kind, e.g. `"systolic"`, `"bilinear"`, `"layer_table"`, `"counting"`.
+    pub kind: String,
+    /// The model's parameters as JSON text.
+    pub parameters: String,
+}
+
+impl Provenance {
+    /// The provenance of a plan made now by this crate version, with nothing else known.
+    pub fn this_version() -> Self {
+        Self {
+            crate_version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Self::default()
+        }
+    }
 }
 
 /// The serialised form of a [`PruningPlan`].
@@ -46,44 +90,60 @@ struct PlanFields {
     schema: Option<u32>,
     architecture: Option<String>,
     fingerprint: Option<u64>,
-    kept: Vec<Vec<usize>>,
+    kept: Option<Vec<Vec<usize>>>,
+    provenance: Option<Provenance>,
 }
 
 #[cfg(feature = "serde")]
 impl TryFrom<PlanFields> for PruningPlan {
     type Error = Error;
     fn try_from(f: PlanFields) -> Result<Self> {
-        let (Some(schema), Some(architecture), Some(fingerprint)) =
-            (f.schema, f.architecture, f.fingerprint)
+        let (Some(schema), Some(architecture), Some(fingerprint), Some(kept)) =
+            (f.schema, f.architecture, f.fingerprint, f.kept)
         else {
             return Err(Error::param(
                 "plan",
-                "no schema / architecture / fingerprint",
-                "this plan does not say which architecture it was made for (an older format?): \
-                 re-create it with PruningPlan::from_network",
+                "no schema / architecture / fingerprint / kept",
+                "this is not a pruning plan written by energy-prune, or one from a version \
+                 before plans named their architecture: re-create it with PruningPlan::from_network",
             ));
         };
         if schema != PruningPlan::SCHEMA {
+            let why = if schema < PruningPlan::SCHEMA {
+                "it was written by an earlier version (schema 1 plans record no provenance: \
+                 cost model, budget, crate version)"
+            } else {
+                "it was written by a newer version of energy-prune"
+            };
             return Err(Error::param(
                 "plan schema",
                 schema,
                 format!(
-                    "this version reads schema {}; re-create the plan with this version",
+                    "{why}; this version reads schema {}: re-create the plan with this version",
                     PruningPlan::SCHEMA
                 ),
             ));
         }
-        check_indices(&f.kept)?;
+        let provenance = f.provenance.ok_or_else(|| {
+            Error::param(
+                "plan",
+                "no provenance",
+                "a schema 2 plan records its provenance; the file was edited or truncated",
+            )
+        })?;
+        check_indices(&kept)?;
         Ok(PruningPlan {
             schema,
             architecture,
             fingerprint,
-            kept: f.kept,
+            kept,
+            provenance,
         })
     }
 }
 
 /// Every width keeps at least one channel, in increasing order.
+#[cfg(feature = "serde")]
 fn check_indices(kept: &[Vec<usize>]) -> Result<()> {
     for (u, k) in kept.iter().enumerate() {
         if k.is_empty() || !k.windows(2).all(|p| p[0] < p[1]) {
@@ -98,8 +158,8 @@ fn check_indices(kept: &[Vec<usize>]) -> Result<()> {
 }
 
 impl PruningPlan {
-    /// Version of the serialised form.
-    pub const SCHEMA: u32 = 1;
+    /// Version of the serialised form (2: with [`Provenance`]).
+    pub const SCHEMA: u32 = 2;
 
     /// A plan for `arch` keeping the channels `kept[u]` of every width `u`.
     ///
@@ -111,6 +171,7 @@ impl PruningPlan {
             architecture: arch.name().to_string(),
             fingerprint: arch.fingerprint(),
             kept,
+            provenance: Provenance::this_version(),
         };
         plan.check(arch)?;
         Ok(plan)
@@ -127,6 +188,7 @@ impl PruningPlan {
                 .iter()
                 .map(|w| (0..w.channels).collect())
                 .collect(),
+            provenance: Provenance::this_version(),
         }
     }
 
@@ -137,6 +199,20 @@ impl PruningPlan {
     /// widths complete).
     pub fn leading(arch: &Architecture, widths: &[usize]) -> Result<Self> {
         Self::new(arch, widths.iter().map(|&w| (0..w).collect()).collect())
+    }
+
+    /// How the plan was made.
+    pub fn provenance(&self) -> &Provenance {
+        &self.provenance
+    }
+
+    /// The same plan recording how it was made (the crate version is always this one's).
+    pub fn with_provenance(mut self, provenance: Provenance) -> Self {
+        self.provenance = Provenance {
+            crate_version: env!("CARGO_PKG_VERSION").to_string(),
+            ..provenance
+        };
+        self
     }
 
     /// The kept channel indices of every width.
@@ -266,5 +342,32 @@ impl PruningPlan {
             input_masks: vec![None; arch.layers().len()],
         }
         .write_weights_to(net)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl PruningPlan {
+    /// Write the plan with its provenance as JSON (through a temporary file).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be written.
+    pub fn save_json(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(Error::external)?;
+        crate::files::write_atomic(path.as_ref(), text.as_bytes())
+    }
+
+    /// Read a plan written by [`PruningPlan::save_json`]. Check it against the
+    /// architecture at hand with [`PruningPlan::check`] (every use does).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if unreadable; [`Error::CorruptData`] saying why the file cannot
+    /// be used: not JSON, not a plan, an older or newer schema, bad indices.
+    pub fn load_json(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = crate::files::read_text(path)?;
+        serde_json::from_str(&text).map_err(|e| Error::CorruptData {
+            path: path.to_path_buf(),
+            reason: format!("not a usable pruning plan: {e}"),
+        })
     }
 }
