@@ -37,6 +37,7 @@ struct Args {
     csv: Option<PathBuf>,
     json: bool,
     min_fraction: f64,
+    statistic: energy_prune::energy::Statistic,
 }
 
 fn parse_args() -> Result<Args, lexopt::Error> {
@@ -52,6 +53,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         csv: None,
         json: false,
         min_fraction: 0.25,
+        statistic: energy_prune::energy::Protocol::default().statistic,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -66,9 +68,10 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("csv") => a.csv = Some(p.value()?.into()),
             Long("json") => a.json = true,
             Long("min-fraction") => a.min_fraction = p.value()?.parse()?,
+            Long("statistic") => a.statistic = common::parse_statistic(&p.value()?.string()?)?,
             Long("help") | Short('h') => {
                 println!(
-                    "calibrate [--net vgg-mnist|lenet5] [--samples N] [--batch N] [--repeats N] [--grid N] [--min-fraction F] [--seed N] [--out FILE] [--csv FILE] [--json]"
+                    "calibrate [--net vgg-mnist|lenet5] [--samples N] [--batch N] [--repeats N] [--grid N] [--min-fraction F] [--statistic q25|q10|min|median|trim20] [--seed N] [--out FILE] [--csv FILE] [--json]"
                 );
                 std::process::exit(0);
             }
@@ -130,6 +133,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
             repeats: args.repeats,
             grid: args.grid,
             seed: args.seed,
+            statistic: args.statistic,
         },
     )?;
     let data = &cal.data;

@@ -159,6 +159,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         model
     };
     written.save(&args.output_file)?;
+    drop(written);
     if let Some(path) = &args.plan {
         plan.save_json(path)?;
         println!("plan written to {}", path.display());

@@ -93,6 +93,8 @@
 //! weights, a budget below the smallest achievable energy, an input buffer too
 //! small for a layer, corrupt data files).
 pub mod arch;
+#[cfg(feature = "candle")]
+pub mod candle;
 pub mod energy;
 pub mod error;
 mod files;

@@ -316,3 +316,11 @@ fn onnx_examples_run_end_to_end() {
         "CxHxW",
     );
 }
+
+#[cfg(feature = "candle")]
+#[test]
+fn candle_example_checks_its_flags() {
+    rejects("candle_lenet5", &["--budget", "0"], "(0, 1]");
+    rejects("candle_lenet5", &["--data", "/no/such/dir"], "MNIST IDX");
+    rejects("candle_lenet5", &["--epochs", "0"], ">= 1");
+}

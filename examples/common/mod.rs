@@ -176,6 +176,23 @@ pub struct CalibrationSettings {
     pub grid: usize,
     /// Seed of the sampler and the fits' splits.
     pub seed: u64,
+    /// Per-configuration statistic of the repeats.
+    pub statistic: energy_prune::energy::Statistic,
+}
+
+/// `q25` (0.25-quantile), `min`, `median` or `trim20` (20 % trimmed mean).
+pub fn parse_statistic(s: &str) -> Result<energy_prune::energy::Statistic, lexopt::Error> {
+    use energy_prune::energy::Statistic;
+    match s {
+        "q25" => Ok(Statistic::Quantile(0.25)),
+        "q10" => Ok(Statistic::Quantile(0.10)),
+        "min" => Ok(Statistic::Min),
+        "median" => Ok(Statistic::Median),
+        "trim20" => Ok(Statistic::TrimmedMean(0.2)),
+        other => {
+            Err(format!("--statistic {other}: expected q25, q10, min, median or trim20").into())
+        }
+    }
 }
 
 /// Calibrate the CPU latency of a sequential stack on this machine: `samples`
@@ -207,6 +224,7 @@ pub fn calibrate_latency(
     let configs: Vec<Vec<usize>> = (0..cfg.samples).map(|_| sampler.sample()).collect();
     let protocol = Protocol {
         repeats: cfg.repeats,
+        statistic: cfg.statistic,
         ..Protocol::default()
     };
     let run = measure_interleaved(&mut oracle, &configs, &protocol)?;
@@ -286,6 +304,7 @@ pub fn calibrate_vgg_latency(
             repeats: 5,
             grid: 5,
             seed,
+            statistic: energy_prune::energy::Protocol::default().statistic,
         },
     )
 }

@@ -15,7 +15,11 @@
 //! 5. a **noise report** ([`NoiseReport`]): median and largest `cv`, how many
 //!    configurations were re-measured and how many still disagree, and a warning
 //!    when the machine is too noisy for the requested accuracy (median `cv` above
-//!    `target_error`).
+//!    `target_error`);
+//! 6. on a **busy machine** (median `cv` above `noisy_above`, e.g. another process
+//!    holding a core) the estimates use `noisy_statistic` (the minimum by default):
+//!    other processes only ever slow a run down, so the fastest of many samples is
+//!    the one least disturbed, while a quantile still mixes in the interference.
 //!
 //! ```
 //! use energy_prune::arch::zoo;
@@ -84,6 +88,8 @@ impl Statistic {
 /// | `max_cv` | 0.05 | > 0 | repeats with a larger coefficient of variation are re-measured |
 /// | `remeasure_rounds` | 2 | >= 0 | most re-measurement rounds |
 /// | `target_error` | Some(0.03) | > 0 | warn when the median `cv` exceeds it |
+/// | `noisy_statistic` | Some(`Min`) | | estimate used on a busy machine (None: always `statistic`) |
+/// | `noisy_above` | 0.06 | > 0 | median `cv` from which the machine counts as busy |
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Protocol {
@@ -99,6 +105,23 @@ pub struct Protocol {
     pub remeasure_rounds: usize,
     /// Accuracy the caller needs (relative); a noisier machine gets a warning.
     pub target_error: Option<f64>,
+    /// The statistic used instead of `statistic` when the median coefficient of
+    /// variation exceeds `noisy_above` (None: never switch).
+    #[cfg_attr(feature = "serde", serde(default = "default_noisy_statistic"))]
+    pub noisy_statistic: Option<Statistic>,
+    /// Median coefficient of variation above which `noisy_statistic` is used.
+    #[cfg_attr(feature = "serde", serde(default = "default_noisy_above"))]
+    pub noisy_above: f64,
+}
+
+#[cfg(feature = "serde")]
+fn default_noisy_statistic() -> Option<Statistic> {
+    Some(Statistic::Min)
+}
+
+#[cfg(feature = "serde")]
+fn default_noisy_above() -> f64 {
+    0.06
 }
 
 impl Default for Protocol {
@@ -110,6 +133,8 @@ impl Default for Protocol {
             max_cv: 0.05,
             remeasure_rounds: 2,
             target_error: Some(0.03),
+            noisy_statistic: Some(Statistic::Min),
+            noisy_above: 0.06,
         }
     }
 }
@@ -135,15 +160,24 @@ impl Protocol {
         {
             return Err(Error::param("target_error", t, "must be finite and > 0"));
         }
-        match self.statistic {
-            Statistic::Quantile(q) if !(0.0..=1.0).contains(&q) => {
-                Err(Error::param("statistic quantile", q, "must be in [0, 1]"))
-            }
-            Statistic::TrimmedMean(t) if !(0.0..0.5).contains(&t) => {
-                Err(Error::param("statistic trim", t, "must be in [0, 0.5)"))
-            }
-            _ => Ok(()),
+        if !(self.noisy_above.is_finite() && self.noisy_above > 0.0) {
+            return Err(Error::param(
+                "noisy_above",
+                self.noisy_above,
+                "must be finite and > 0",
+            ));
         }
+        std::iter::once(self.statistic)
+            .chain(self.noisy_statistic)
+            .try_for_each(|s| match s {
+                Statistic::Quantile(q) if !(0.0..=1.0).contains(&q) => {
+                    Err(Error::param("statistic quantile", q, "must be in [0, 1]"))
+                }
+                Statistic::TrimmedMean(t) if !(0.0..0.5).contains(&t) => {
+                    Err(Error::param("statistic trim", t, "must be in [0, 0.5)"))
+                }
+                _ => Ok(()),
+            })
     }
 }
 
@@ -181,6 +215,8 @@ pub struct NoiseReport {
     pub unstable: usize,
     /// A warning for the user, when the machine was too noisy for `target_error`.
     pub warning: Option<String>,
+    /// The statistic the estimates used (`noisy_statistic` on a busy machine).
+    pub statistic: Statistic,
 }
 
 /// The result of [`measure_interleaved`].
@@ -273,11 +309,18 @@ pub fn measure_interleaved<O: CostOracle + ?Sized>(
             rounds[i] += 1;
         }
     }
+    let mut cvs: Vec<f64> = samples.iter().map(|s| cv(s)).collect();
+    cvs.sort_by(f64::total_cmp);
+    let median_cv = cvs[cvs.len() / 2];
+    let statistic = match protocol.noisy_statistic {
+        Some(s) if median_cv > protocol.noisy_above => s,
+        _ => protocol.statistic,
+    };
     let mut profile = ProfileSet::new(first.len());
     let mut measured = Vec::with_capacity(configs.len());
     for ((c, s), r) in configs.iter().zip(samples).zip(rounds) {
         let mut sorted = s.clone();
-        let cost = protocol.statistic.of(&mut sorted);
+        let cost = statistic.of(&mut sorted);
         profile.push(c.clone(), cost)?;
         measured.push(Measured {
             widths: c.clone(),
@@ -287,12 +330,14 @@ pub fn measure_interleaved<O: CostOracle + ?Sized>(
             remeasured: r,
         });
     }
-    let mut cvs: Vec<f64> = measured.iter().map(|m| m.cv).collect();
-    cvs.sort_by(f64::total_cmp);
-    let median_cv = cvs[cvs.len() / 2];
     let warning = protocol.target_error.filter(|&t| median_cv > t).map(|t| {
+        let switched = if statistic == protocol.statistic {
+            String::new()
+        } else {
+            format!(" (estimates taken as {statistic:?} of each configuration's samples)")
+        };
         format!(
-            "the machine is too noisy for {:.1} % accuracy: repeats of one configuration vary by {:.1} % (median coefficient of variation); stop other work on the machine, pin threads, or raise the repeats",
+            "the machine is too noisy for {:.1} % accuracy: repeats of one configuration vary by {:.1} % (median coefficient of variation){switched}; stop other work on the machine, pin threads, or raise the repeats",
             100.0 * t,
             100.0 * median_cv
         )
@@ -305,6 +350,7 @@ pub fn measure_interleaved<O: CostOracle + ?Sized>(
         remeasured: measured.iter().filter(|m| m.remeasured > 0).count(),
         unstable: measured.iter().filter(|m| m.cv > protocol.max_cv).count(),
         warning,
+        statistic,
     };
     Ok(MeasuredSet {
         profile,
@@ -437,6 +483,53 @@ mod tests {
         );
     }
 
+    /// Another process holding a core: most runs are slowed by 20-80 %, some not
+    /// at all (interference only ever adds time).
+    struct Busy {
+        exact: ModelOracle<SystolicArray>,
+        rng: StdRng,
+    }
+
+    impl CostOracle for Busy {
+        fn measure(&mut self, widths: &[usize]) -> Result<f64> {
+            let base = self.exact.measure(widths)?;
+            let slow = if self.rng.random_range(0.0..1.0) < 0.3 {
+                0.0
+            } else {
+                self.rng.random_range(0.2..0.8)
+            };
+            Ok(base * (1.0 + slow) * (1.0 + 0.005 * self.rng.random_range(-1.0..1.0)))
+        }
+    }
+
+    #[test]
+    fn a_busy_machine_switches_to_the_noisy_statistic() {
+        let (o, configs) = setup(0.0, 0.0, 0.0);
+        let exact = o.exact.0.clone();
+        let mut busy = Busy {
+            exact: o.exact,
+            rng: StdRng::seed_from_u64(4),
+        };
+        let adaptive = measure_interleaved(&mut busy, &configs, &Protocol::default()).unwrap();
+        assert_eq!(adaptive.noise.statistic, Statistic::Min);
+        assert!(adaptive.noise.warning.as_deref().unwrap().contains("Min"));
+        let fixed = Protocol {
+            noisy_statistic: None,
+            ..Protocol::default()
+        };
+        let quantile = measure_interleaved(&mut busy, &configs, &fixed).unwrap();
+        assert_eq!(quantile.noise.statistic, Statistic::Quantile(0.25));
+        let (ea, eq) = (
+            mean_rel_error(&adaptive, &exact),
+            mean_rel_error(&quantile, &exact),
+        );
+        assert!(ea < 0.5 * eq, "min {ea} vs quantile {eq}");
+        // A quiet machine keeps the base statistic.
+        let (mut quiet, configs) = setup(0.01, 0.0, 0.0);
+        let run = measure_interleaved(&mut quiet, &configs, &Protocol::default()).unwrap();
+        assert_eq!(run.noise.statistic, Statistic::Quantile(0.25));
+    }
+
     #[test]
     fn a_noisy_machine_gets_a_warning() {
         let (mut o, configs) = setup(0.2, 0.0, 0.0);
@@ -469,6 +562,14 @@ mod tests {
             },
             Protocol {
                 target_error: Some(0.0),
+                ..Protocol::default()
+            },
+            Protocol {
+                noisy_above: 0.0,
+                ..Protocol::default()
+            },
+            Protocol {
+                noisy_statistic: Some(Statistic::Quantile(-0.1)),
                 ..Protocol::default()
             },
         ] {

@@ -200,7 +200,9 @@ impl OnnxModel {
     pub fn load(path: impl AsRef<Path>, input: Option<[usize; 3]>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::from_bytes(&bytes, input, path)
+        let proto = decode(&bytes, path)?;
+        drop(bytes); // the decoded model holds its own copy of the tensors
+        import::import(proto, input, path)
     }
 
     /// Read a model from the bytes of an `.onnx` file; `source` names it in messages
@@ -209,9 +211,7 @@ impl OnnxModel {
     /// # Errors
     /// As [`OnnxModel::load`].
     pub fn from_bytes(bytes: &[u8], input: Option<[usize; 3]>, source: &Path) -> Result<Self> {
-        let proto = ModelProto::decode(bytes)
-            .map_err(|e| tensor::corrupt(source, format!("not an ONNX model (protobuf: {e})")))?;
-        import::import(proto, input, source)
+        import::import(decode(bytes, source)?, input, source)
     }
 
     /// The model as ONNX protobuf bytes, with the current weights.
@@ -276,6 +276,11 @@ impl OnnxModel {
             len: self.bindings.len(),
         })
     }
+}
+
+fn decode(bytes: &[u8], source: &Path) -> Result<ModelProto> {
+    ModelProto::decode(bytes)
+        .map_err(|e| tensor::corrupt(source, format!("not an ONNX model (protobuf: {e})")))
 }
 
 static EMPTY_GRAPH: proto::GraphProto = proto::GraphProto {
