@@ -174,7 +174,16 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("calibrate-{}.json", args.net)));
-    model.save_json(&out)?;
+    let provenance = energy_prune::energy::FitProvenance::new(
+        &arch,
+        data.len(),
+        report.validation,
+        format!(
+            "CPU latency in ms of a forward pass, batch {}, {} threads, {:?} of the repeats",
+            args.batch, oracle.threads, cal.noise.statistic
+        ),
+    );
+    model.save_json_with_provenance(&out, &provenance)?;
     println!(
         "\nmodel written to {}  (whole run {:.1} s)",
         out.display(),
@@ -195,7 +204,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
             "validation": val(&v),
             "model": serde_json::to_value(model).map_err(energy_prune::Error::external)?,
             "models": models,
-            "noise": {"median_cv": cal.noise.median_cv, "max_cv": cal.noise.max_cv, "remeasured": cal.noise.remeasured, "unstable": cal.noise.unstable, "warning": cal.noise.warning},
+            "noise": {"median_cv": cal.noise.median_cv, "max_cv": cal.noise.max_cv, "remeasured": cal.noise.remeasured, "unstable": cal.noise.unstable, "warning": cal.noise.warning, "statistic": format!("{:?}", cal.noise.statistic)},
             "dense_latency_ms": dense.median_ms,
         });
         println!("{line}");

@@ -310,13 +310,17 @@ pub fn calibrate_vgg_latency(
 }
 
 /// Load a calibrated cost model written by `calibrate` and check that it prices
-/// the widths of `arch`.
+/// the widths of `arch` (and, when it records its provenance, that it was fitted
+/// for `arch`).
 pub fn load_cost_model(
     path: &std::path::Path,
     arch: &energy_prune::arch::Architecture,
 ) -> energy_prune::Result<energy_prune::energy::CalibratedModel> {
     use energy_prune::energy::WidthCostModel;
-    let m = energy_prune::energy::CalibratedModel::load_json(path)?;
+    let (m, provenance) = energy_prune::energy::CalibratedModel::load_json_with_provenance(path)?;
+    if let Some(p) = &provenance {
+        p.check(arch)?;
+    }
     if m.num_widths() != arch.widths().len() {
         return Err(energy_prune::Error::ShapeMismatch {
             what: format!("widths of the cost model {}", path.display()),

@@ -2,13 +2,77 @@
 //! so that a calibration can pick the model that predicts best and every consumer
 //! (ADMM, the uniform baseline, reports) takes it as a [`WidthCostModel`].
 //!
-//! JSON form: `{"kind": "bilinear", ...}` or `{"kind": "layer_table", ...}`; a file
+//! JSON form: `{"kind": "bilinear", ...}` or `{"kind": "layer_table", ...}`, with
+//! an optional `"provenance"` ([`FitProvenance`]: crate version, the architecture
+//! it was fitted for, samples, validation figures, what was measured); a file
 //! written by [`Bilinear::save_json`] (no kind) still loads as a bilinear model.
 
 use super::WidthCostModel;
 use super::bilinear::Bilinear;
 use super::table::LayerTable;
 use crate::error::Result;
+
+/// Where a fitted model comes from: saved next to it by
+/// [`CalibratedModel::save_json_with_provenance`] and checked against the
+/// architecture at hand by [`FitProvenance::check`].
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct FitProvenance {
+    /// Version of energy-prune that fitted the model.
+    pub crate_version: String,
+    /// Name of the architecture it was fitted for.
+    pub architecture: String,
+    /// [`Architecture::fingerprint`](crate::arch::Architecture::fingerprint) of it.
+    pub fingerprint: u64,
+    /// Measured configurations the fit used (training and validation).
+    pub samples: usize,
+    /// Validation figures of the fit.
+    pub validation: super::FitMetrics,
+    /// What was measured, in which unit, how (e.g. `"CPU latency in ms, batch 64, 2 threads"`).
+    pub measured: String,
+}
+
+impl FitProvenance {
+    /// The provenance of a fit made now, by this crate version, for `arch`.
+    pub fn new(
+        arch: &crate::arch::Architecture,
+        samples: usize,
+        validation: super::FitMetrics,
+        measured: impl Into<String>,
+    ) -> Self {
+        Self {
+            crate_version: env!("CARGO_PKG_VERSION").to_string(),
+            architecture: arch.name().to_string(),
+            fingerprint: arch.fingerprint(),
+            samples,
+            validation,
+            measured: measured.into(),
+        }
+    }
+
+    /// Check that the model was fitted for `arch`.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidParameter`] naming both architectures when the
+    /// fingerprints differ.
+    pub fn check(&self, arch: &crate::arch::Architecture) -> Result<()> {
+        if self.fingerprint == arch.fingerprint() {
+            return Ok(());
+        }
+        Err(crate::Error::InvalidParameter {
+            name: "cost model",
+            value: format!(
+                "fitted for `{}` (fingerprint {:016x})",
+                self.architecture, self.fingerprint
+            ),
+            reason: format!(
+                "it does not describe `{}` (fingerprint {:016x}): calibrate this architecture",
+                arch.name(),
+                arch.fingerprint()
+            ),
+        })
+    }
+}
 
 /// A fitted width-level cost model: ECC's bilinear regression or the per-layer
 /// lookup table.
@@ -68,6 +132,25 @@ impl CalibratedModel {
         crate::files::write_atomic(path.as_ref(), text.as_bytes())
     }
 
+    /// Write the model with its kind and its provenance as JSON (through a
+    /// temporary file).
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] if the file cannot be written.
+    pub fn save_json_with_provenance(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        provenance: &FitProvenance,
+    ) -> Result<()> {
+        let mut value = serde_json::to_value(self).map_err(crate::Error::external)?;
+        let prov = serde_json::to_value(provenance).map_err(crate::Error::external)?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("provenance".into(), prov);
+        }
+        let text = serde_json::to_string_pretty(&value).map_err(crate::Error::external)?;
+        crate::files::write_atomic(path.as_ref(), text.as_bytes())
+    }
+
     /// Read a model written by [`CalibratedModel::save_json`] or
     /// [`Bilinear::save_json`], validating it.
     ///
@@ -75,6 +158,17 @@ impl CalibratedModel {
     /// [`crate::Error::Io`] if unreadable, [`crate::Error::CorruptData`] if it is
     /// neither kind of model or is inconsistent.
     pub fn load_json(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        Self::load_json_with_provenance(path).map(|(m, _)| m)
+    }
+
+    /// Read a model and its provenance (None for files written without one).
+    ///
+    /// # Errors
+    /// As [`CalibratedModel::load_json`]; a malformed provenance is
+    /// [`crate::Error::CorruptData`] too.
+    pub fn load_json_with_provenance(
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<(Self, Option<FitProvenance>)> {
         let path = path.as_ref();
         let text = crate::files::read_text(path)?;
         let corrupt = |reason: String| crate::Error::CorruptData {
@@ -88,7 +182,16 @@ impl CalibratedModel {
                 Err(_) => return Err(corrupt(format!("not a calibrated cost model ({tagged})"))),
             },
         };
-        Ok(model)
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+        let provenance = match value.get("provenance") {
+            None => None,
+            Some(p) => Some(
+                serde_json::from_value::<FitProvenance>(p.clone())
+                    .map_err(|e| corrupt(format!("malformed provenance: {e}")))?,
+            ),
+        };
+        Ok((model, provenance))
     }
 }
 
@@ -111,6 +214,46 @@ mod tests {
             p.push(w, c).unwrap();
         }
         p
+    }
+
+    #[test]
+    fn provenance_is_saved_read_and_checked() {
+        let arch = zoo::lenet5().unwrap();
+        let data = profile(&arch);
+        let fit = Bilinear::fit(&arch, &data, &FitOptions::default()).unwrap();
+        let m = CalibratedModel::Bilinear(fit.model);
+        let prov = FitProvenance::new(&arch, data.len(), fit.report.validation, "exact energy");
+        let dir = std::env::temp_dir().join(format!("ep-prov-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.json");
+        m.save_json_with_provenance(&path, &prov).unwrap();
+        let (back, p) = CalibratedModel::load_json_with_provenance(&path).unwrap();
+        assert_eq!(back, m);
+        let p = p.unwrap();
+        assert_eq!(p, prov);
+        assert_eq!(p.crate_version, env!("CARGO_PKG_VERSION"));
+        assert!(p.check(&arch).is_ok());
+        let err = p.check(&zoo::alexnet().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("lenet5") && err.contains("alexnet"), "{err}");
+        // The plain reader ignores the provenance; a file without one has None.
+        assert_eq!(CalibratedModel::load_json(&path).unwrap(), m);
+        m.save_json(&path).unwrap();
+        assert!(
+            CalibratedModel::load_json_with_provenance(&path)
+                .unwrap()
+                .1
+                .is_none()
+        );
+        // A malformed provenance is corrupt data.
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        v["provenance"] = serde_json::json!({"crate_version": 3});
+        std::fs::write(&path, v.to_string()).unwrap();
+        assert!(matches!(
+            CalibratedModel::load_json_with_provenance(&path),
+            Err(crate::Error::CorruptData { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

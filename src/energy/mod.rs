@@ -27,7 +27,7 @@ pub mod systolic;
 pub mod table;
 
 pub use bilinear::{Bilinear, FitMetrics, FitOptions, FitReport, Fitted, Term};
-pub use calibrated::CalibratedModel;
+pub use calibrated::{CalibratedModel, FitProvenance};
 pub use counting::{Count, CountingModel};
 pub use profile::{CostOracle, ModelOracle, ProfileSet, WidthSampler};
 pub use protocol::{Measured, MeasuredSet, NoiseReport, Protocol, Statistic, measure_interleaved};

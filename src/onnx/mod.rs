@@ -5,14 +5,14 @@
 //! **compacted**, with the pruned channels physically removed.
 //!
 //! ```no_run
-//! use energy_prune::energy::{SystolicArray, WeightEnergyModel};
+//! use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
 //! use energy_prune::network::{NetworkState, Network};
 //! use energy_prune::onnx::OnnxModel;
 //! # fn main() -> energy_prune::Result<()> {
 //! let model = OnnxModel::load("resnet18.onnx", None)?;
-//! let hw = SystolicArray::default();
+//! let hw = SystolicArray::new(model.architecture(), SystolicConfig::default())?;
 //! let state = NetworkState::from_network(&model)?;
-//! let joules = hw.energy_total(model.architecture(), &state)?;
+//! let joules = hw.energy(&state)?.total;
 //! println!("{}: {} layers, energy {joules:.3e}", model.architecture().name(),
 //!          model.architecture().layers().len());
 //! # Ok(()) }
