@@ -314,3 +314,27 @@ fn writes_are_checked_and_leave_weights_unchanged() {
     assert_eq!(model.weights(0).unwrap(), before);
     assert!(model.run(&[0.0; 5], 1).is_err());
 }
+
+/// A width none of whose channels is read any more still keeps one channel in
+/// the plan read off the network, and the compacted model computes the same.
+#[test]
+fn a_fully_dead_width_keeps_one_channel() {
+    let mut model = load(&small_net(21)).unwrap();
+    let arch = model.architecture().clone();
+    let mix = arch.layer_index("mix").unwrap();
+    // `mix` reads left (4 channels) then right (6): zero its weights on `left`.
+    let mut w = model.weights(mix).unwrap();
+    for o in 0..10 {
+        w[o * 10..o * 10 + 4].fill(0.0);
+    }
+    model.write_weights(mix, &w).unwrap();
+    let plan = PruningPlan::from_network(&model).unwrap();
+    let left = arch.layers()[arch.layer_index("left").unwrap()].output;
+    assert_eq!(plan.kept()[left.0], vec![0]);
+    let compact = model.compact(&plan).unwrap();
+    let x = input(2 * 3 * 144, 5);
+    let (a, b) = (model.run(&x, 2).unwrap(), compact.run(&x, 2).unwrap());
+    for (p, q) in a.iter().zip(&b) {
+        assert_relative_eq!(*p, *q, epsilon = 1e-5, max_relative = 1e-4);
+    }
+}

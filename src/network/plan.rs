@@ -255,10 +255,15 @@ impl PruningPlan {
                 slots.for_each_run(|k, r| lv[k] |= w[r].iter().any(|v| *v != 0.0));
             }
         }
+        // A width whose every slot is dead still keeps one channel (an architecture
+        // has no empty widths); its weights are zero, so the network is unchanged.
         let kept = live
             .iter()
             .zip(&read)
-            .map(|(lv, r)| (0..lv.len()).filter(|&k| lv[k] || !r).collect())
+            .map(|(lv, r)| {
+                let k: Vec<usize> = (0..lv.len()).filter(|&k| lv[k] || !r).collect();
+                if k.is_empty() { vec![0] } else { k }
+            })
             .collect();
         Self::new(arch, kept)
     }
