@@ -25,7 +25,7 @@ impl OnnxModel {
     /// # Errors
     /// [`PruningPlan::check`] errors (a plan made for another architecture);
     /// [`Error::Unsupported`] when a grouped (not depthwise) convolution would lose
-    /// channels, or one constant feeds two tensors pruned differently.
+    /// channels. A constant shared by tensors pruned differently is copied.
     pub fn compact(&self, plan: &PruningPlan) -> Result<OnnxModel> {
         plan.check(&self.arch)?;
         let kept = plan.kept();
@@ -46,7 +46,7 @@ impl OnnxModel {
                 .collect()
         };
         let mut proto: ModelProto = self.to_proto();
-        let mut sliced: HashMap<ConstSource, Vec<usize>> = HashMap::new();
+        let mut sliced = Sliced::new();
         for step in &self.steps {
             let xs = &self.shapes[step.inputs[0]];
             match &step.op {
@@ -113,24 +113,22 @@ impl OnnxModel {
                     let graph = graph_mut(&mut proto)?;
                     tensor::set_floats(&mut graph.initializer[b.weight], &dims, &new_w);
                     if let Some(bias) = b.bias {
-                        slice_const(
-                            &mut proto,
-                            &self.source,
-                            ConstSource::Initializer(bias),
-                            &rows,
-                            &mut sliced,
-                        )?;
+                        let user = (b.node, 2);
+                        let src = ConstSource::Initializer(bias);
+                        slice_const(&mut proto, &self.source, src, user, &rows, &mut sliced)?;
                     }
                 }
                 Op::BatchNorm(params, _) => {
                     let idx = channels(xs);
                     for p in params.iter() {
-                        slice_const(&mut proto, &self.source, p.source, &idx, &mut sliced)?;
+                        let user = (step.node, p.input);
+                        slice_const(&mut proto, &self.source, p.source, user, &idx, &mut sliced)?;
                     }
                 }
                 Op::AddConst(c) if c.values.len() > 1 => {
                     let idx = if xs.flat { features(xs) } else { channels(xs) };
-                    slice_const(&mut proto, &self.source, c.source, &idx, &mut sliced)?;
+                    let user = (step.node, c.input);
+                    slice_const(&mut proto, &self.source, c.source, user, &idx, &mut sliced)?;
                 }
                 Op::Flatten(Some(src)) => {
                     let n = features(xs).len() as i64;
@@ -172,24 +170,40 @@ fn const_mut(proto: &mut ModelProto, src: ConstSource) -> Result<&mut TensorProt
     }
 }
 
-/// Keep entries `idx` of a per-channel constant along its single non-unit axis.
+/// Constants already sliced: the entries kept and the tensor as it was before.
+type Sliced = HashMap<ConstSource, (Vec<usize>, TensorProto)>;
+
+/// Keep entries `idx` of a per-channel constant along its single non-unit axis,
+/// for input `user.1` of node `user.0`. A constant shared with a node that needs
+/// other entries (PyTorch's exporter shares equal tensors, e.g. zero biases) is
+/// copied from its original first, and the node is pointed at its own copy.
 fn slice_const(
     proto: &mut ModelProto,
     source: &std::path::Path,
     src: ConstSource,
+    user: (usize, usize),
     idx: &[usize],
-    done: &mut HashMap<ConstSource, Vec<usize>>,
+    done: &mut Sliced,
 ) -> Result<()> {
-    if let Some(prev) = done.get(&src) {
-        if prev == idx {
-            return Ok(());
+    let target = match done.get(&src) {
+        Some((prev, _)) if prev == idx => return Ok(()),
+        Some((_, original)) => {
+            let name = format!("{}__for_node_{}", original.name, user.0);
+            let copy = TensorProto {
+                name: name.clone(),
+                ..original.clone()
+            };
+            let graph = graph_mut(proto)?;
+            graph.initializer.push(copy);
+            if let Some(input) = graph.node[user.0].input.get_mut(user.1) {
+                *input = name;
+            }
+            ConstSource::Initializer(graph.initializer.len() - 1)
         }
-        return Err(Error::unsupported(
-            "one constant tensor shared by layers whose channels are pruned differently",
-            "give each layer its own bias / normalisation tensors before export",
-        ));
-    }
-    let t = const_mut(proto, src)?;
+        None => src,
+    };
+    let t = const_mut(proto, target)?;
+    let original = t.clone();
     let values = tensor::floats(t, source)?;
     let mut dims = tensor::dims(t, source)?;
     let kept: Vec<f32> = idx.iter().map(|&i| values[i]).collect();
@@ -199,7 +213,7 @@ fn slice_const(
         dims.push(kept.len());
     }
     tensor::set_floats(t, &dims, &kept);
-    done.insert(src, idx.to_vec());
+    done.insert(target, (idx.to_vec(), original));
     Ok(())
 }
 

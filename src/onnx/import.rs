@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 
 /// Operators the import understands (listed in messages).
 const SUPPORTED: &str = "Conv, Gemm, MatMul, Relu, Clip, Dropout, Identity, BatchNormalization, \
-     MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, Flatten, Reshape, Add, Concat, Constant";
+     MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean over H and W, Flatten, \
+     Reshape, Add, Concat, Constant";
 
 /// Provisional widths joined by residual additions (union-find).
 #[derive(Default)]
@@ -199,6 +200,7 @@ impl<'a> Importer<'a> {
         crate::error::check_finite(&format!("tensor `{}`", t.name), &values)?;
         Ok(Constant {
             source,
+            input: k,
             dims: tensor::dims(t, self.src)?,
             values,
         })
@@ -333,6 +335,15 @@ impl<'a> Importer<'a> {
                 self.constants.insert(name, (t, ConstSource::Node(index)));
                 Ok(())
             }
+            "Identity" if self.constant(node, 0).is_some() => {
+                // A renamed constant (PyTorch's exporter shares equal tensors this way).
+                let alias = self.constant(node, 0).unwrap_or_else(|| unreachable!());
+                if let Some(out) = node.output.first() {
+                    self.constants.insert(out.as_str(), alias);
+                }
+                Ok(())
+            }
+            "ReduceMean" => self.reduce_mean(index, node),
             "Conv" => self.conv(index, node),
             "Gemm" | "MatMul" => self.linear(index, node),
             "Relu" | "Dropout" | "Identity" | "Clip" => {
@@ -783,6 +794,41 @@ impl<'a> Importer<'a> {
             count_include_pad: attr_int(node, "count_include_pad", 0) != 0,
         };
         self.output(node, index, Shape { h, w, ..x }, op)
+    }
+
+    /// `ReduceMean` over the two spatial axes: a global average pool (flattened
+    /// when `keepdims = 0`). Axes come from the attribute (opset < 18) or input 1.
+    fn reduce_mean(&mut self, index: usize, node: &'a NodeProto) -> Result<()> {
+        let x = self.map_input(node, index)?;
+        let axes: Vec<i64> = match node.input.get(1).filter(|n| !n.is_empty()) {
+            Some(_) => {
+                let (t, _) = self
+                    .constant(node, 1)
+                    .ok_or_else(|| unsupported(node, index, "axes that are not a constant"))?;
+                tensor::ints(t, self.src)?
+            }
+            None => attr_ints(node, "axes").to_vec(),
+        };
+        let mut axes: Vec<i64> = axes
+            .iter()
+            .map(|&a| if a < 0 { a + 4 } else { a })
+            .collect();
+        axes.sort_unstable();
+        if axes != [2, 3] {
+            return Err(unsupported(
+                node,
+                index,
+                format!("ReduceMean over axes {axes:?} (only the spatial axes [2, 3])"),
+            ));
+        }
+        let flat = attr_int(node, "keepdims", 1) == 0;
+        let shape = Shape {
+            h: 1,
+            w: 1,
+            flat,
+            ..x
+        };
+        self.output(node, index, shape, Op::GlobalPool { max: false })
     }
 
     fn reshape(&mut self, index: usize, node: &'a NodeProto) -> Result<()> {

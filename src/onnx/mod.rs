@@ -94,6 +94,8 @@ enum ConstSource {
 #[derive(Debug, Clone, PartialEq)]
 struct Constant {
     source: ConstSource,
+    /// Which input of its consuming node reads it.
+    input: usize,
     dims: Vec<usize>,
     values: Vec<f32>,
 }
