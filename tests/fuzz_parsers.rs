@@ -312,12 +312,42 @@ fn saved_networks(n: usize) {
     });
 }
 
+/// ONNX models exported by PyTorch (tests/data/onnx): decoded, imported and, when
+/// small enough to run, run and compacted by a full plan.
+#[cfg(feature = "onnx")]
+fn onnx_models(n: usize) {
+    use energy_prune::network::Network;
+    use energy_prune::onnx::OnnxModel;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx");
+    let seeds: Vec<Vec<u8>> = ["tinynet.onnx", "lenet5_dynamo.onnx"]
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect();
+    fuzz("onnx model", &seeds, false, n, |b| {
+        let Ok(model) = OnnxModel::from_bytes(b, None, Path::new("fuzz.onnx")) else {
+            return false;
+        };
+        let arch = model.architecture();
+        let len: usize = model.input_shape().iter().product();
+        if arch.macs() < 50_000_000 && len < 1_000_000 {
+            let _ = model.run(&vec![0.5; len], 1);
+            let _ = model.compact(&PruningPlan::full(arch));
+        }
+        let _ = model.to_bytes();
+        true
+    });
+}
+
+#[cfg(not(feature = "onnx"))]
+fn onnx_models(_: usize) {}
+
 #[test]
 fn parsers_never_panic() {
     let n = cases(10_000);
     idx(n);
     text_formats(n);
     saved_networks(n);
+    onnx_models(n);
 }
 
 #[test]
@@ -327,4 +357,5 @@ fn parsers_never_panic_long() {
     idx(n);
     text_formats(n);
     saved_networks(n);
+    onnx_models(n);
 }
