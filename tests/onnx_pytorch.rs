@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use energy_prune::arch::zoo;
+use energy_prune::arch::{Architecture, zoo};
 use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::{Network, NetworkState, PruningPlan};
 use energy_prune::onnx::OnnxModel;
@@ -51,6 +51,20 @@ fn close(a: &[f32], b: &[f32], what: &str) {
     for (i, (p, q)) in a.iter().zip(b).enumerate() {
         assert!((p - q).abs() <= 1e-4 * scale, "{what}[{i}]: {p} vs {q}");
     }
+}
+
+/// Keep the channels of parity `parity` (and channel 0) of every prunable width.
+fn every_other_channel(arch: &Architecture, parity: usize) -> PruningPlan {
+    let kept = arch
+        .widths()
+        .iter()
+        .map(|w| {
+            (0..w.channels)
+                .filter(|k| w.fixed || k % 2 == parity || *k == 0)
+                .collect()
+        })
+        .collect();
+    PruningPlan::new(arch, kept).unwrap()
 }
 
 fn energy(net: &impl Network) -> f64 {
@@ -129,18 +143,7 @@ fn pytorch_exports_prune_compact_and_round_trip() {
             close(&b, &a, file);
 
             // A channel plan that removes about half of every width.
-            let kept: Vec<Vec<usize>> = arch
-                .widths()
-                .iter()
-                .map(|w| {
-                    if w.fixed {
-                        (0..w.channels).collect()
-                    } else {
-                        (0..w.channels).filter(|k| k % 2 == 1 || *k == 0).collect()
-                    }
-                })
-                .collect();
-            let plan = PruningPlan::new(&arch, kept).unwrap();
+            let plan = every_other_channel(&arch, 1);
             plan.apply(&mut model).unwrap();
             let compact = model.compact(&plan).unwrap();
             let a = model.run(&rec.input, rec.batch).unwrap();
@@ -201,18 +204,7 @@ fn torchvision_exports_load_and_price_as_the_zoo() {
             // Half of every width removed: the compact model computes the same.
             let mut model = model;
             let arch = model.architecture().clone();
-            let kept: Vec<Vec<usize>> = arch
-                .widths()
-                .iter()
-                .map(|w| {
-                    if w.fixed {
-                        (0..w.channels).collect()
-                    } else {
-                        (0..w.channels).filter(|k| k % 2 == 0).collect()
-                    }
-                })
-                .collect();
-            let plan = PruningPlan::new(&arch, kept).unwrap();
+            let plan = every_other_channel(&arch, 0);
             plan.apply(&mut model).unwrap();
             let compact = model.compact(&plan).unwrap();
             let x: Vec<f32> = (0..3 * 224 * 224)

@@ -337,8 +337,7 @@ impl<'a> Importer<'a> {
             }
             "Identity" if self.constant(node, 0).is_some() => {
                 // A renamed constant (PyTorch's exporter shares equal tensors this way).
-                let alias = self.constant(node, 0).unwrap_or_else(|| unreachable!());
-                if let Some(out) = node.output.first() {
+                if let (Some(alias), Some(out)) = (self.constant(node, 0), node.output.first()) {
                     self.constants.insert(out.as_str(), alias);
                 }
                 Ok(())

@@ -27,12 +27,12 @@
 //! | `Conv` (groups, depthwise, strides, symmetric pads) | a prunable layer; a new width, or the input's for a depthwise conv |
 //! | `Gemm`, `MatMul` with a constant weight | a prunable linear layer reading the flattened input |
 //! | `Relu`, `Clip` (ReLU6), `Dropout`, `Identity`, `BatchNormalization` | none (normalisation follows its input's channels) |
-//! | `MaxPool`, `AveragePool` (incl. `ceil_mode`), `GlobalAveragePool`, `GlobalMaxPool` | spatial size only |
+//! | `MaxPool`, `AveragePool` (incl. `ceil_mode`), `GlobalAveragePool`, `GlobalMaxPool`, `ReduceMean` over H and W | spatial size only |
 //! | `Flatten` (axis 1), `Reshape` to `[batch, features]` | the map is flattened: each channel feeds `H * W` features |
 //! | `Add` of two tensors | residual: both sides' widths become one (pruned together) |
 //! | `Add` of a constant | none (a bias) |
 //! | `Concat` on channels | widths concatenated |
-//! | `Constant` | a constant for the nodes above |
+//! | `Constant`, `Identity` of a constant | a constant for the nodes above |
 //!
 //! Anything else is an [`Error::Unsupported`] naming the node and its operator.
 //! Dilated convolutions, asymmetric padding, `auto_pad` `SAME_*`, weights shared by
@@ -41,10 +41,12 @@
 //! follow their input's channels (sliced with them when compacting).
 //!
 //! # Exporting from PyTorch
+//! Both of PyTorch's exporters (torch.export, the default, and the TorchScript one
+//! with `dynamo=False`) give files this module reads; tested with PyTorch 2.15.
 //! ```text
 //! import torch, torchvision
-//! m = torchvision.models.resnet18().eval()
-//! torch.onnx.export(m, torch.randn(1, 3, 224, 224), "resnet18.onnx", opset_version=17)
+//! m = torchvision.models.resnet18(weights="DEFAULT").eval()
+//! torch.onnx.export(m, (torch.randn(1, 3, 224, 224),), "resnet18.onnx", opset_version=17)
 //! ```
 
 mod compact;
