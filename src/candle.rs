@@ -25,7 +25,9 @@
 //!     b.finish(&y)?
 //! };
 //! let layers = vec![CandleLayer::from_varmap(&vars, "fc")?];
-//! let net = CandleNetwork::new(arch, fc, layers, vec![], [4, 1, 1])?;
+//! // Inputs arrive as N x C x H x W: the module flattens them for its linear layer.
+//! let model = move |x: &Tensor| fc.forward(&x.flatten_from(1)?);
+//! let net = CandleNetwork::new(arch, model, layers, vec![], [4, 1, 1])?;
 //! # Ok(()) }
 //! ```
 //!
@@ -99,7 +101,8 @@ impl CandleLayer {
 }
 
 /// A candle model with the prunable layers of its [`Architecture`] bound to its
-/// `Var`s. See the [module docs](self).
+/// `Var`s. The model receives its input as an `N x C x H x W` tensor. See the
+/// [module docs](self).
 pub struct CandleNetwork<M> {
     arch: Architecture,
     model: M,
@@ -113,6 +116,18 @@ pub struct CandleNetwork<M> {
     /// A failure inside `visit_params` (which cannot return one), reported by the
     /// next forward pass.
     deferred: Option<Error>,
+}
+
+impl<M> std::fmt::Debug for CandleNetwork<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CandleNetwork")
+            .field("architecture", &self.arch.name())
+            .field("layers", &self.layers.len())
+            .field("others", &self.others.len())
+            .field("input", &self.input)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<M: Module> CandleNetwork<M> {

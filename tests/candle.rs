@@ -203,3 +203,62 @@ fn contracts_of_the_adapter() {
     let five = vec![layer; 5];
     assert!(CandleNetwork::new(lenet, fc, five, vec![], [1, 32, 32]).is_err());
 }
+
+#[test]
+fn bindings_are_checked() {
+    use energy_prune::arch::ArchBuilder;
+    let arch = {
+        let mut b = ArchBuilder::new("tiny");
+        let x = b.input(4, 1, 1).unwrap();
+        let y = b.linear("fc", &x, 3, true).unwrap();
+        b.finish(&y).unwrap()
+    };
+    let vars = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+    let fc = candle_nn::linear(4, 3, vb.pp("fc")).unwrap();
+    let good = CandleLayer::from_varmap(&vars, "fc").unwrap();
+    // A bias of the wrong size, a zero input size, an f64 weight.
+    let other = VarMap::new();
+    let vb2 = VarBuilder::from_varmap(&other, DType::F32, &Device::Cpu);
+    let _ = candle_nn::linear(4, 2, vb2.pp("x")).unwrap();
+    let wrong_bias = CandleLayer {
+        weight: good.weight.clone(),
+        bias: CandleLayer::from_varmap(&other, "x").unwrap().bias,
+    };
+    assert!(
+        CandleNetwork::new(
+            arch.clone(),
+            fc.clone(),
+            vec![wrong_bias],
+            vec![],
+            [4, 1, 1]
+        )
+        .is_err()
+    );
+    assert!(
+        CandleNetwork::new(
+            arch.clone(),
+            fc.clone(),
+            vec![good.clone()],
+            vec![],
+            [4, 0, 1]
+        )
+        .is_err()
+    );
+    let f64_vars = VarMap::new();
+    let vb3 = VarBuilder::from_varmap(&f64_vars, DType::F64, &Device::Cpu);
+    let _ = candle_nn::linear(4, 3, vb3.pp("d")).unwrap();
+    let d = CandleLayer::from_varmap(&f64_vars, "d").unwrap();
+    let e = CandleNetwork::new(arch.clone(), fc.clone(), vec![d], vec![], [4, 1, 1]).unwrap_err();
+    assert!(e.to_string().contains("f32"), "{e}");
+    // The bound network predicts through the candle module (inputs arrive as
+    // N x C x H x W: the module flattens them for its linear layer).
+    let model = move |x: &Tensor| fc.forward(&x.flatten_from(1)?);
+    let mut net = CandleNetwork::new(arch, model, vec![good], vec![], [4, 1, 1]).unwrap();
+    let t = net.forward_tensor(&[1.0, 2.0, 3.0, 4.0], 1).unwrap();
+    let mut y = Vec::new();
+    net.predict(&[1.0, 2.0, 3.0, 4.0], 1, &mut y).unwrap();
+    assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), y);
+    assert!(net.predict(&[1.0], 1, &mut y).is_err());
+    let _ = net.model();
+}
