@@ -364,3 +364,52 @@ fn graph_level_problems() {
     );
     refused(&p, "without a `value`");
 }
+
+#[test]
+fn compaction_of_grouped_convolutions_and_per_channel_constants() {
+    use energy_prune::network::PruningPlan;
+    let full = |arch: &energy_prune::arch::Architecture| -> Vec<Vec<usize>> {
+        arch.widths()
+            .iter()
+            .map(|w| (0..w.channels).collect())
+            .collect()
+    };
+    // conv 1 -> 4, grouped conv 4 -> 4 (2 groups), linear: removing channels on
+    // either side of the grouped convolution is refused.
+    let (mut g, x) = GraphWriter::new([1, 6, 6], 3);
+    let x = g.conv(&x, "c", 1, 4, 3, 1, 1, 1, true);
+    let x = g.conv(&x, "grouped", 4, 4, 3, 1, 1, 2, true);
+    let x = g.flatten(&x);
+    let x = g.linear(&x, "fc", 4 * 36, 2);
+    let m = load(&g.finish(&x, 2)).unwrap();
+    let arch = m.architecture().clone();
+    for layer in [0, 1] {
+        let mut kept = full(&arch);
+        kept[arch.layers()[layer].output.0] = vec![0, 2];
+        let plan = PruningPlan::new(&arch, kept).unwrap();
+        let e = m.compact(&plan).unwrap_err().to_string();
+        assert!(e.contains("grouped convolution"), "{e}");
+    }
+    // conv 1 -> 4, a per-channel constant, linear: the constant is sliced with
+    // the conv's channels and the compact model computes the same.
+    let (mut g, x) = GraphWriter::new([1, 6, 6], 3);
+    let x = g.conv(&x, "c", 1, 4, 3, 1, 1, 1, true);
+    let k = g.tensor("k", &[1, 4, 1, 1], &[0.1, 0.2, 0.3, 0.4]);
+    let x = g.add(&x, &k);
+    let x = g.relu(&x);
+    let x = g.flatten(&x);
+    let x = g.linear(&x, "fc", 4 * 36, 2);
+    let mut m = load(&g.finish(&x, 2)).unwrap();
+    let arch = m.architecture().clone();
+    let mut kept = full(&arch);
+    kept[arch.layers()[0].output.0] = vec![1, 3];
+    let plan = PruningPlan::new(&arch, kept).unwrap();
+    plan.apply(&mut m).unwrap();
+    let compact = m.compact(&plan).unwrap();
+    let x: Vec<f32> = (0..36).map(|i| (i as f32 * 0.37).sin()).collect();
+    let (a, b) = (m.run(&x, 1).unwrap(), compact.run(&x, 1).unwrap());
+    for (p, q) in a.iter().zip(&b) {
+        assert!((p - q).abs() < 1e-5, "{p} vs {q}");
+    }
+    assert_eq!(compact.architecture().weight_count(), 2 * 9 + 2 * 2 * 36);
+}
