@@ -338,3 +338,41 @@ fn a_fully_dead_width_keeps_one_channel() {
         assert_relative_eq!(*p, *q, epsilon = 1e-5, max_relative = 1e-4);
     }
 }
+
+/// A depthwise convolution compacted down to one channel keeps sharing its
+/// input's width, so the compact model's widths are the plan's.
+#[test]
+fn depthwise_compacted_to_one_channel_keeps_its_coupling() {
+    let mut model = load(&small_net(31)).unwrap();
+    let arch = model.architecture().clone();
+    let mix = arch.layers()[arch.layer_index("mix").unwrap()].output.0;
+    let mut kept: Vec<Vec<usize>> = arch
+        .widths()
+        .iter()
+        .map(|w| (0..w.channels).collect())
+        .collect();
+    kept[mix] = vec![7];
+    let plan = PruningPlan::new(&arch, kept).unwrap();
+    plan.apply(&mut model).unwrap();
+    let compact = model.compact(&plan).unwrap();
+    let widths: Vec<usize> = compact
+        .architecture()
+        .widths()
+        .iter()
+        .map(|w| w.channels)
+        .collect();
+    assert_eq!(widths, plan.widths());
+    let x = input(3 * 144, 2);
+    let (a, b) = (model.run(&x, 1).unwrap(), compact.run(&x, 1).unwrap());
+    for (p, q) in a.iter().zip(&b) {
+        assert_relative_eq!(*p, *q, epsilon = 1e-5, max_relative = 1e-4);
+    }
+    // The compact model compacts again (a full plan leaves it as it is).
+    let again = compact
+        .compact(&PruningPlan::full(compact.architecture()))
+        .unwrap();
+    assert_eq!(
+        again.architecture().fingerprint(),
+        compact.architecture().fingerprint()
+    );
+}

@@ -514,7 +514,9 @@ impl<'a> Importer<'a> {
                 cg.saturating_mul(groups)
             )));
         }
-        let depthwise = groups > 1 && groups == c && d == c;
+        // One filter per channel. A 1 -> 1 convolution is one too: a depthwise layer
+        // compacted to a single channel must keep sharing its input's width.
+        let depthwise = groups == c && d == c && (groups > 1 || x.segments.len() == 1);
         let name = self.layer_name(node, index, wt);
         let output = if depthwise {
             if x.segments.len() != 1 {
