@@ -3,7 +3,7 @@
 //! take any framework's model.
 //!
 //! ```text
-//! cargo run --release --features candle --example candle_lenet5 -- [--budget 0.2]
+//! cargo run --release --example candle_lenet5 -- [--budget 0.2]
 //!     [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--seed N] [--data DIR] [--json]
 //! ```
 //! With `--json` the last line is

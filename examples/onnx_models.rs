@@ -3,8 +3,9 @@
 //! `energy_report --onnx` and `prune_onnx` without Python.
 //!
 //! ```text
-//! cargo run --release --example onnx_models -- [--out DIR] [--seed N]
+//! cargo run --release --example onnx_models -- [--out DIR] [--seed N] [--json]
 //! ```
+//! With `--json` the last line is `{"files": [...]}`.
 
 mod common;
 
@@ -17,6 +18,7 @@ use prost::Message;
 struct Args {
     out: PathBuf,
     seed: u64,
+    json: bool,
 }
 
 fn parse_args() -> Result<Args, lexopt::Error> {
@@ -24,14 +26,16 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     let mut a = Args {
         out: PathBuf::from("target/onnx-models"),
         seed: 0,
+        json: false,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
         match arg {
             Long("out") => a.out = p.value()?.into(),
             Long("seed") => a.seed = p.value()?.parse()?,
+            Long("json") => a.json = true,
             Long("help") | Short('h') => {
-                println!("onnx_models [--out DIR] [--seed N]");
+                println!("onnx_models [--out DIR] [--seed N] [--json]");
                 std::process::exit(0);
             }
             _ => return Err(arg.unexpected()),
@@ -58,6 +62,7 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         ("resnet18", torchvision::resnet18),
         ("mobilenet_v2", torchvision::mobilenet_v2),
     ];
+    let mut files = Vec::new();
     for (name, build) in models {
         let path = args.out.join(format!("{name}.onnx"));
         let bytes = build(args.seed).encode_to_vec();
@@ -70,6 +75,10 @@ fn run(args: &Args) -> energy_prune::Result<()> {
             path.display(),
             bytes.len() as f64 / 1e6
         );
+        files.push(path.display().to_string());
+    }
+    if args.json {
+        println!("{}", serde_json::json!({ "files": files }));
     }
     Ok(())
 }

@@ -33,6 +33,33 @@ fn rejects(name: &str, args: &[&str], says: &str) {
     );
 }
 
+/// `flags` followed by one path argument.
+fn flags_then(flags: &[&str], path: &std::path::Path) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = flags.iter().map(Into::into).collect();
+    v.push(path.into());
+    v
+}
+
+/// Run example `name` from the crate directory, require success, and parse the
+/// last line of its stdout as JSON.
+fn run_json<S: AsRef<std::ffi::OsStr>>(name: &str, args: &[S]) -> serde_json::Value {
+    let bin = example(name).expect("example built by cargo test");
+    let out = Command::new(&bin)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{name}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("{name}: last line not JSON ({e}): {last}"))
+}
+
 #[test]
 fn bad_flags_fail_fast_with_code_2() {
     let missing = "/nonexistent-dir/x.bin";
@@ -88,31 +115,24 @@ fn bad_flags_fail_fast_with_code_2() {
 /// the in-memory one and the budget holds.
 #[test]
 fn project_sharded_runs_small() {
-    let bin = example("project_sharded").expect("example built by cargo test");
     let dir = std::env::temp_dir().join(format!("ep-sharded-{}", std::process::id()));
-    let out = Command::new(&bin)
-        .args([
+    let args = flags_then(
+        &[
             "--weights",
             "300000",
             "--shards",
             "5",
             "--check-weights",
             "200000",
-        ])
-        .args(["--json", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+            "--json",
+            "--dir",
+        ],
+        &dir,
     );
-    let last = stdout.lines().last().unwrap();
-    assert!(last.contains("\"identical_to_in_memory\":true"), "{last}");
-    assert!(last.contains("\"shards\":5"), "{last}");
+    let last = run_json("project_sharded", &args);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(last["identical_to_in_memory"], true, "{last}");
+    assert_eq!(last["shards"], 5, "{last}");
 }
 
 /// The sweep end to end on a few hundred images: every output is written and
@@ -121,37 +141,29 @@ fn project_sharded_runs_small() {
 /// energy-constrained run (with input masks) reaches it.
 #[test]
 fn sweep_runs_small_and_writes_its_outputs() {
-    let bin = example("sweep").expect("example built by cargo test");
     let dir = std::env::temp_dir().join(format!("ep-sweep-{}", std::process::id()));
-    let out = Command::new(&bin)
-        .args([
+    let args = flags_then(
+        &[
             "--train-limit",
             "400",
             "--test-limit",
             "200",
             "--dense-epochs",
             "1",
-        ])
-        .args([
             "--epochs",
             "1",
             "--finetune-epochs",
             "1",
             "--mask-rounds",
             "1",
-        ])
-        .args(["--budgets", "0.3,0.15", "--json", "--out"])
-        .arg(&dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+            "--budgets",
+            "0.3,0.15",
+            "--json",
+            "--out",
+        ],
+        &dir,
     );
-    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let last = run_json("sweep", &args);
     let points = last["points"].as_array().unwrap();
     assert_eq!(points.len(), 6, "{last}");
     for p in points {
@@ -190,39 +202,32 @@ fn sweep_runs_small_and_writes_its_outputs() {
 /// within its budget on the model.
 #[test]
 fn ecc_latency_runs_small_with_seeds_and_a_plot() {
-    let bin = example("ecc_latency").expect("example built by cargo test");
     let dir = std::env::temp_dir().join(format!("ep-ecc-{}", std::process::id()));
     let plot = dir.join("accuracy_latency.svg");
-    let out = Command::new(&bin)
-        .args([
+    let args = flags_then(
+        &[
             "--model",
             "systolic",
             "--budgets",
             "0.9,0.8",
             "--seeds",
             "2",
-        ])
-        .args(["--train-size", "300", "--prune-train-size", "300"])
-        .args([
+            "--train-size",
+            "300",
+            "--prune-train-size",
+            "300",
             "--dense-epochs",
             "1",
             "--epochs",
             "3",
             "--finetune-epochs",
             "0",
-        ])
-        .args(["--json", "--plot"])
-        .arg(&plot)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+            "--json",
+            "--plot",
+        ],
+        &plot,
     );
-    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let last = run_json("ecc_latency", &args);
     let runs = last["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2, "{last}");
     for r in runs {
@@ -251,28 +256,19 @@ fn ecc_latency_runs_small_with_seeds_and_a_plot() {
 #[test]
 fn onnx_examples_run_end_to_end() {
     let dir = std::env::temp_dir().join(format!("ep-onnx-ex-{}", std::process::id()));
-    let run = |name: &str, args: &[&std::ffi::OsStr]| -> String {
-        let bin = example(name).expect("example built by cargo test");
-        let out = Command::new(&bin).args(args).output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{name}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout.lines().last().unwrap_or_default().to_string()
-    };
     let os = |s: &str| std::ffi::OsString::from(s);
-    run("onnx_models", &[&os("--out"), dir.as_os_str()]);
+    run_json(
+        "onnx_models",
+        &[&os("--out"), dir.as_os_str(), &os("--json")],
+    );
     let model = dir.join("squeezenet1_0.onnx");
     let pruned = dir.join("pruned.onnx");
     let plan = dir.join("plan.json");
-    let dense: serde_json::Value = serde_json::from_str(&run(
+    let dense = run_json(
         "energy_report",
         &[&os("--onnx"), model.as_os_str(), &os("--json")],
-    ))
-    .unwrap();
-    let report: serde_json::Value = serde_json::from_str(&run(
+    );
+    let report = run_json(
         "prune_onnx",
         &[
             &os("--budget"),
@@ -284,19 +280,17 @@ fn onnx_examples_run_end_to_end() {
             plan.as_os_str(),
             &os("--json"),
         ],
-    ))
-    .unwrap();
+    );
     assert_eq!(report["dense_energy"], dense["total"]);
     assert!(
         report["energy_ratio"].as_f64().unwrap() <= 0.4 + 1e-9,
         "{report}"
     );
     assert_eq!(report["reimported_energy"], report["energy"]);
-    let again: serde_json::Value = serde_json::from_str(&run(
+    let again = run_json(
         "energy_report",
         &[&os("--onnx"), pruned.as_os_str(), &os("--json")],
-    ))
-    .unwrap();
+    );
     assert_eq!(again["total"], report["energy"]);
     assert!(plan.is_file());
     let _ = std::fs::remove_dir_all(&dir);
