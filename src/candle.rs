@@ -52,9 +52,12 @@ use crate::network::{Network, NetworkMut, ParamKind, ParamVisitor, Trainable};
 /// the same.
 ///
 /// # Errors
-/// candle's errors (e.g. an input that is not 4-D, or `k` larger than the map).
+/// candle's errors: an input that is not 4-D, a kernel of 0 or larger than the map.
 pub fn max_pool2d(x: &Tensor, k: usize) -> candle_core::Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
+    if k == 0 || k > h || k > w {
+        candle_core::bail!("max_pool2d: kernel {k} does not fit a {h}x{w} map");
+    }
     let (oh, ow) = (h / k, w / k);
     let x = if oh * k != h || ow * k != w {
         x.narrow(2, 0, oh * k)?.narrow(3, 0, ow * k)?.contiguous()?

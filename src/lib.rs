@@ -12,7 +12,7 @@
 //!
 //! | layer | module | what it holds |
 //! |---|---|---|
-//! | adapters | [`onnx`] | ONNX models in and out: import into an architecture plus a [`Network`](network::Network), export with pruned weights or compacted (feature `onnx`, on by default) |
+//! | adapters | [`onnx`] | ONNX models in and out: import into an architecture plus a [`Network`](network::Network), export with pruned weights or compacted (feature `onnx`, on by default); [`candle`]: a candle model through the same traits (feature `candle`, on by default) |
 //! | adapters | [`nn`] | the reference CNN (im2col + GEMM, data-parallel), MNIST loader, compaction, CPU latency oracle: one implementation of the traits below |
 //! | constrained optimizers | [`prune`] | the [`ConstrainedOptimizer`](prune::ConstrainedOptimizer) trait and its solvers ([`WeightProjection`](prune::WeightProjection), [`AdmmPruning`](prune::AdmmPruning), the baselines), the one driver [`train_constrained`](prune::train_constrained) with typed observer events and a termination reason |
 //! | training | [`train`] | [`DataSource`](train::DataSource), [`Loss`](train::Loss) (cross-entropy, distillation, your own), fallible [`Optimizer`](train::Optimizer) (SGD, Adam, the mask optimizer), the epoch loop and evaluation |

@@ -166,6 +166,8 @@ fn exact_max_pool_matches_candles_forward() {
         b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
     );
     assert_eq!(a, b);
+    assert!(max_pool2d(&x, 0).is_err());
+    assert!(max_pool2d(&x, 8).is_err());
 }
 
 #[test]

@@ -169,25 +169,26 @@ impl CalibratedModel {
     pub fn load_json_with_provenance(
         path: impl AsRef<std::path::Path>,
     ) -> Result<(Self, Option<FitProvenance>)> {
+        use serde::Deserialize;
         let path = path.as_ref();
         let text = crate::files::read_text(path)?;
         let corrupt = |reason: String| crate::Error::CorruptData {
             path: path.to_path_buf(),
             reason,
         };
-        let model = match serde_json::from_str::<CalibratedModel>(&text) {
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| corrupt(format!("not a calibrated cost model ({e})")))?;
+        let model = match CalibratedModel::deserialize(&value) {
             Ok(m) => m,
-            Err(tagged) => match serde_json::from_str::<Bilinear>(&text) {
+            Err(tagged) => match Bilinear::deserialize(&value) {
                 Ok(b) => CalibratedModel::Bilinear(b),
                 Err(_) => return Err(corrupt(format!("not a calibrated cost model ({tagged})"))),
             },
         };
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
         let provenance = match value.get("provenance") {
             None => None,
             Some(p) => Some(
-                serde_json::from_value::<FitProvenance>(p.clone())
+                FitProvenance::deserialize(p)
                     .map_err(|e| corrupt(format!("malformed provenance: {e}")))?,
             ),
         };

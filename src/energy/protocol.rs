@@ -309,7 +309,8 @@ pub fn measure_interleaved<O: CostOracle + ?Sized>(
             rounds[i] += 1;
         }
     }
-    let mut cvs: Vec<f64> = samples.iter().map(|s| cv(s)).collect();
+    let cv_of: Vec<f64> = samples.iter().map(|s| cv(s)).collect();
+    let mut cvs = cv_of.clone();
     cvs.sort_by(f64::total_cmp);
     let median_cv = cvs[cvs.len() / 2];
     let statistic = match protocol.noisy_statistic {
@@ -318,14 +319,14 @@ pub fn measure_interleaved<O: CostOracle + ?Sized>(
     };
     let mut profile = ProfileSet::new(first.len());
     let mut measured = Vec::with_capacity(configs.len());
-    for ((c, s), r) in configs.iter().zip(samples).zip(rounds) {
+    for (((c, s), r), cv) in configs.iter().zip(samples).zip(rounds).zip(cv_of) {
         let mut sorted = s.clone();
         let cost = statistic.of(&mut sorted);
         profile.push(c.clone(), cost)?;
         measured.push(Measured {
             widths: c.clone(),
             cost,
-            cv: cv(&s),
+            cv,
             samples: s,
             remeasured: r,
         });

@@ -45,7 +45,9 @@ impl OnnxModel {
                 .flat_map(|&k| k * hw..(k + 1) * hw)
                 .collect()
         };
-        let mut proto: ModelProto = self.to_proto();
+        // Every layer's weights are written below (sliced), so start from the model
+        // without them rather than encoding the full weights first.
+        let mut proto: ModelProto = self.proto.clone();
         let mut sliced = Sliced::new();
         for step in &self.steps {
             let xs = &self.shapes[step.inputs[0]];

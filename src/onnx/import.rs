@@ -10,6 +10,16 @@ use crate::arch::{
     Architecture, Conv2dGeometry, InputSegment, Layer, LayerKind, LinearGeometry, Width, WidthId,
     pooled_size,
 };
+
+impl Shape {
+    /// The layer input reading this tensor, `spatial` features per channel.
+    fn inputs(&self, spatial: usize) -> Vec<InputSegment> {
+        self.segments
+            .iter()
+            .map(|&(width, _)| InputSegment { width, spatial })
+            .collect()
+    }
+}
 use crate::error::{Error, Result};
 
 /// Operators the import understands (listed in messages).
@@ -549,11 +559,7 @@ impl<'a> Importer<'a> {
             Layer {
                 name,
                 kind: LayerKind::Conv2d(geom),
-                input: x
-                    .segments
-                    .iter()
-                    .map(|&(width, _)| InputSegment { width, spatial: 1 })
-                    .collect(),
+                input: x.inputs(1),
                 output,
                 bias: bias.is_some(),
             },
@@ -642,11 +648,7 @@ impl<'a> Importer<'a> {
                     in_features: inp,
                     out_features: out,
                 }),
-                input: x
-                    .segments
-                    .iter()
-                    .map(|&(width, _)| InputSegment { width, spatial })
-                    .collect(),
+                input: x.inputs(spatial),
                 output,
                 bias: bias.is_some(),
             },
