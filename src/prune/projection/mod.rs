@@ -29,6 +29,7 @@
 //! [`sharded`] protocol projects weights spread over processes, machines or files
 //! with a few rounds of small messages, to the same result.
 
+mod kernels;
 pub mod multi;
 mod reference;
 mod select;

@@ -9,31 +9,9 @@
 use crate::energy::LayerCost;
 use crate::error::{Error, Result};
 
-/// Define `fn name(args) -> ret` whose body is compiled twice: for the baseline
-/// target, and with AVX2 enabled, chosen at run time by CPU feature detection.
-/// The body is the same code, so both give bit-identical results (no fused
-/// multiply-add is introduced: Rust never contracts float operations).
-macro_rules! multiversion {
-    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
-        $(#[$m])*
-        fn $name($($arg: $ty),*) -> $ret {
-            #[inline(always)]
-            fn generic($($arg: $ty),*) -> $ret $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2")]
-                fn avx2($($arg: $ty),*) -> $ret {
-                    generic($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2 (detected just above).
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            generic($($arg),*)
-        }
-    };
-}
+use super::kernels::{
+    Ranks, abs_bits, bound_keep, bound_scan, layer_stats, ranked_keep, ranked_scan, sum_sq,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Item {
@@ -62,9 +40,12 @@ impl ProjectionWorkspace {
 /// order: the `buffered` largest magnitudes (ties by index) get `base`.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Classifier {
-    thr: f32,
-    ties_left: usize,
-    all_base: bool,
+    /// The magnitude of the `buffered`-th largest weight.
+    pub(super) thr: f32,
+    /// Weights at `thr` still charged `base` (in index order).
+    pub(super) ties_left: usize,
+    /// Every weight costs `base` (no surcharge, or everything buffered).
+    pub(super) all_base: bool,
 }
 
 impl Classifier {
@@ -300,237 +281,6 @@ impl WeightStats {
     }
 }
 
-multiversion! {
-/// Sum of squares (f64) and max `|w|` of one layer, with 8 independent lanes
-/// (vectorises; no serial dependency chain).
-fn layer_stats(w: &[f32]) -> (f64, f32) {
-    let mut sq = [0.0f64; 8];
-    let mut mx = [0.0f32; 8];
-    let mut chunks = w.chunks_exact(8);
-    for c in &mut chunks {
-        for j in 0..8 {
-            let (v, a) = (c[j], c[j].abs());
-            sq[j] += f64::from(v) * f64::from(v);
-            // Not `f32::max` (NaN-aware, does not vectorise): NaN is caught by the sum.
-            mx[j] = if a > mx[j] { a } else { mx[j] };
-        }
-    }
-    for &v in chunks.remainder() {
-        sq[0] += f64::from(v) * f64::from(v);
-        mx[0] = mx[0].max(v.abs());
-    }
-    let hi = mx.iter().fold(0.0f32, |a, b| a.max(*b));
-    // A NaN poisons the sum (reported by the caller).
-    (sq.iter().sum(), hi)
-}
-}
-
-/// A [`Classifier`] in integer form for branch-free loops: weights with `|w|`
-/// bits above `thr` are base, those equal to it base while `seen < ties`.
-#[derive(Debug, Clone, Copy)]
-struct Ranks {
-    thr: i32,
-    ties: u64,
-}
-
-impl Ranks {
-    fn of(c: &Classifier) -> Self {
-        if c.all_base {
-            Self { thr: -1, ties: 0 }
-        } else {
-            // An infinite threshold (nothing buffered) compares above every finite |w|.
-            Self {
-                thr: (c.thr.to_bits() & 0x7fff_ffff) as i32,
-                ties: c.ties_left as u64,
-            }
-        }
-    }
-
-    /// Whether the next weight (in index order) with `|w|` bits `a` is surcharged.
-    #[inline(always)]
-    fn surcharged(&self, a: i32, seen: &mut u64) -> bool {
-        let at = a == self.thr;
-        let base = (a > self.thr) | (at & (*seen < self.ties));
-        *seen += at as u64;
-        !base
-    }
-}
-
-multiversion! {
-    /// The bracket pass over weights of one cost class: how many have a key above
-    /// the band (`|w|` bits above `t_hi`), how many are nonzero, and the positions
-    /// of those inside it (bits in `(t_lo, t_hi]`, nonzero), appended to `band`.
-    /// Blocks of 64: counts and byte flags without branches (they vectorise), then
-    /// the few members read off the flags.
-    fn bound_scan(w: &[f32], t_hi: i32, t_lo: i32, band: &mut Vec<u32>) -> (u64, u64) {
-        let (mut above, mut nonzeros) = (0u64, 0u64);
-        let mut blocks = w.chunks_exact(BLOCK);
-        let mut base = 0u32;
-        for b in &mut blocks {
-            let (mut na, mut z, mut nb) = (0u32, 0u32, 0u32);
-            let mut flags = [0u8; BLOCK];
-            for (f, &v) in flags.iter_mut().zip(b) {
-                let a = abs_bits(v);
-                let inb = (a <= t_hi) & (a > t_lo) & (a != 0);
-                na += (a > t_hi) as u32;
-                z += (a == 0) as u32;
-                nb += inb as u32;
-                *f = inb as u8;
-            }
-            above += na as u64;
-            nonzeros += (BLOCK as u32 - z) as u64;
-            if nb > 0 {
-                // Eight flags at a time: only words holding a member are looked into.
-                for (k, word) in flags.chunks_exact(8).enumerate() {
-                    let mut bits = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-                    while bits != 0 {
-                        let j = bits.trailing_zeros() / 8;
-                        band.push(base + 8 * k as u32 + j);
-                        bits &= !(0xffu64 << (8 * j));
-                    }
-                }
-            }
-            base += BLOCK as u32;
-        }
-        for (j, &v) in blocks.remainder().iter().enumerate() {
-            let a = abs_bits(v);
-            above += (a > t_hi) as u64;
-            nonzeros += (a != 0) as u64;
-            if (a <= t_hi) & (a > t_lo) & (a != 0) {
-                band.push(base + j as u32);
-            }
-        }
-        (above, nonzeros)
-    }
-}
-
-multiversion! {
-    /// The keep pass over a chunk of one cost class: weights whose `|w|` bits are
-    /// above `t_keep` are kept, those in `(t_tie, t_keep]` (exact ties with the cut)
-    /// left in place, the rest zeroed; returns (kept, ties). No branch per weight.
-    fn bound_keep(chunk: &mut [f32], t_keep: i32, t_tie: i32) -> (u32, u32) {
-        let (mut m, mut t) = (0u32, 0u32);
-        for v in chunk.iter_mut() {
-            let x = *v;
-            let a = abs_bits(x);
-            let keep = a > t_keep;
-            let tie = (a > t_tie) & (a <= t_keep) & (a != 0);
-            m += keep as u32;
-            t += tie as u32;
-            *v = if keep | tie { x } else { 0.0 };
-        }
-        (m, t)
-    }
-}
-
-multiversion! {
-    /// [`bound_scan`] for a layer whose cost depends on rank (`ranks`): per class
-    /// (base, surcharged) counts above the band, nonzeros, and `(position, class)`
-    /// of the band members. Blocks without a weight exactly at the class threshold
-    /// (nearly all) are classified without branches; the others in index order.
-    fn ranked_scan(
-        w: &[f32],
-        ranks: Ranks,
-        hi_b: [i32; 2],
-        lo_b: [i32; 2],
-        band: &mut Vec<(u32, u8)>
-    ) -> ([u64; 2], u64) {
-        let (mut above, mut nonzeros) = ([0u64; 2], 0u64);
-        let mut seen = 0u64;
-        let mut base = 0u32;
-        for b in w.chunks(BLOCK) {
-            let at = b.iter().filter(|v| abs_bits(**v) == ranks.thr).count();
-            let (mut na0, mut na1, mut z, mut nb) = (0u32, 0u32, 0u32, 0u32);
-            let mut flags = [0u8; BLOCK];
-            for (f, &v) in flags.iter_mut().zip(b) {
-                let a = abs_bits(v);
-                // Without a weight at the threshold in the block, no tie to count.
-                let s = if at == 0 { a < ranks.thr } else { ranks.surcharged(a, &mut seen) };
-                let (th, tl) = if s { (hi_b[1], lo_b[1]) } else { (hi_b[0], lo_b[0]) };
-                let up = a > th;
-                na0 += (up & !s) as u32;
-                na1 += (up & s) as u32;
-                z += (a == 0) as u32;
-                let inb = (a <= th) & (a > tl) & (a != 0);
-                nb += inb as u32;
-                *f = u8::from(inb) | (u8::from(s) << 1);
-            }
-            above[0] += na0 as u64;
-            above[1] += na1 as u64;
-            nonzeros += (b.len() as u32 - z) as u64;
-            if nb > 0 {
-                for (j, f) in flags[..b.len()].iter().enumerate() {
-                    if f & 1 != 0 {
-                        band.push((base + j as u32, f >> 1));
-                    }
-                }
-            }
-            base += BLOCK as u32;
-        }
-        (above, nonzeros)
-    }
-}
-
-multiversion! {
-    /// [`bound_keep`] for a layer whose cost depends on rank: per class kept, and
-    /// ties left in place; `seen` carries the weights at the class threshold met so
-    /// far (the tie quota runs in index order).
-    fn ranked_keep(
-        chunk: &mut [f32],
-        ranks: Ranks,
-        seen: &mut u64,
-        keep_b: [i32; 2],
-        tie_b: [i32; 2]
-    ) -> ([u64; 2], u32) {
-        let (mut m, mut t) = ([0u64; 2], 0u32);
-        for b in chunk.chunks_mut(BLOCK) {
-            let at = b.iter().filter(|v| abs_bits(**v) == ranks.thr).count();
-            let (mut m0, mut m1, mut tb) = (0u32, 0u32, 0u32);
-            for v in b.iter_mut() {
-                let x = *v;
-                let a = abs_bits(x);
-                let s = if at == 0 { a < ranks.thr } else { ranks.surcharged(a, seen) };
-                let (tk, tt) = if s { (keep_b[1], tie_b[1]) } else { (keep_b[0], tie_b[0]) };
-                let keep = (a > tk) & (a != 0);
-                let tie = (a > tt) & (a <= tk) & (a != 0);
-                m0 += (keep & !s) as u32;
-                m1 += (keep & s) as u32;
-                tb += tie as u32;
-                *v = if keep | tie { x } else { 0.0 };
-            }
-            m[0] += m0 as u64;
-            m[1] += m1 as u64;
-            t += tb;
-        }
-        (m, t)
-    }
-}
-
-/// The bits of `|v|` as a non-negative `i32` (they order like the magnitudes).
-#[inline(always)]
-fn abs_bits(v: f32) -> i32 {
-    (v.to_bits() & 0x7fff_ffff) as i32
-}
-
-multiversion! {
-/// Sum of squares in `f64` with 8 independent lanes (vectorises; no serial add chain).
-fn sum_sq(w: &[f32]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let mut chunks = w.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += (*v as f64) * (*v as f64);
-        }
-    }
-    acc.iter().sum::<f64>()
-        + chunks
-            .remainder()
-            .iter()
-            .map(|v| (*v as f64) * (*v as f64))
-            .sum::<f64>()
-}
-}
-
 /// The cost charged for the nonzero weights of each layer when they are ranked
 /// among themselves (the first `buffered` cost `base`, the others
 /// `base + surcharge`), as per-class counts and class costs (two classes a layer).
@@ -562,8 +312,6 @@ fn sample_size(total: usize) -> usize {
 /// Weights per unit of work of a layer without rank-dependent costs (layers with
 /// rank-dependent costs are one unit: their classes follow index order).
 const UNIT: usize = 1 << 16;
-/// Weights per block of the branch-free bracket loop.
-const BLOCK: usize = 64;
 /// Weights per term of the kept value's sum (`UNIT` is a multiple).
 const CHUNK: usize = 4096;
 
