@@ -27,6 +27,7 @@ pub struct ProjectionWorkspace {
     class_cost: Vec<f64>,
     params: Vec<f32>,
     sample: Vec<(f32, f64)>,
+    buckets: Vec<u32>,
 }
 
 impl ProjectionWorkspace {
@@ -64,12 +65,17 @@ impl Classifier {
                 all_base: false,
             };
         }
-        mags.clear();
-        mags.extend(w.iter().map(|v| v.abs()));
-        let k = cost.buffered - 1;
-        let (_, thr, _) = mags.select_nth_unstable_by(k, |a, b| b.total_cmp(a));
-        let thr = *thr;
-        let greater = w.iter().filter(|v| v.abs() > thr).count();
+        let k = cost.buffered;
+        let (thr, greater) = match top_k_by_filter(w, k, mags) {
+            Some(found) => found,
+            None => {
+                mags.clear();
+                mags.extend(w.iter().map(|v| v.abs()));
+                let (_, thr, _) = mags.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+                let thr = *thr;
+                (thr, w.iter().filter(|v| v.abs() > thr).count())
+            }
+        };
         Self {
             thr,
             ties_left: cost.buffered - greater,
@@ -93,6 +99,38 @@ impl Classifier {
             true
         }
     }
+}
+
+/// The `k`-th largest magnitude of `w` (finite, `0 < k < w.len()`) and how many
+/// magnitudes exceed it, for `k` small next to `w.len()`: a threshold estimated
+/// from a strided sample so that about `2k` magnitudes reach it, one pass
+/// collecting those into `mags`, and a selection among them. `None` (the caller
+/// selects among all) when `k` is not small or the sample's threshold let fewer
+/// than `k` through.
+fn top_k_by_filter(w: &[f32], k: usize, mags: &mut Vec<f32>) -> Option<(f32, usize)> {
+    const SAMPLED: usize = 2048;
+    let n = w.len();
+    if n < 4 * SAMPLED || k > n / 8 {
+        return None;
+    }
+    let desc = |a: &f32, b: &f32| b.total_cmp(a);
+    mags.clear();
+    mags.extend((0..SAMPLED).map(|i| w[i * n / SAMPLED].abs()));
+    // Sample rank of about twice the expected share of the top `k`, plus slack.
+    let rank = (2 * k * SAMPLED).div_ceil(n) + 8;
+    if rank >= SAMPLED {
+        return None;
+    }
+    let t = *mags.select_nth_unstable_by(rank, desc).1;
+    mags.clear();
+    mags.extend(w.iter().map(|v| v.abs()).filter(|a| *a >= t));
+    if mags.len() < k {
+        return None;
+    }
+    let thr = *mags.select_nth_unstable_by(k - 1, desc).1;
+    // Every magnitude above `thr` (>= t) was collected.
+    let greater = mags.iter().filter(|a| **a > thr).count();
+    Some((thr, greater))
 }
 
 /// How the greedy's ordering key `w^2 / c` is represented in the 8-byte items.
@@ -218,6 +256,9 @@ pub(super) struct WeightStats {
     pub(super) max_abs: f32,
     /// Largest `|w|` of every layer.
     pub(super) layer_max: Vec<f32>,
+    /// Per layer, where the piece of work holding the first weight of magnitude
+    /// `layer_max` starts (the single best item is looked up from there).
+    pub(super) layer_max_from: Vec<usize>,
     /// `(layer, value)` at every `stride`-th global position (the sample that
     /// brackets the cut), taken while the pass has the weights in cache.
     pub(super) sample: Vec<(u32, f32)>,
@@ -266,15 +307,19 @@ impl WeightStats {
         );
         let mut s = Self {
             layer_max: vec![0.0; weights.len()],
+            layer_max_from: vec![0; weights.len()],
             ..Self::default()
         };
-        for (&(l, _, _), ((v, mx), picks)) in pieces.iter().zip(parts) {
+        for (&(l, a, _), ((v, mx), picks)) in pieces.iter().zip(parts) {
             if !v.is_finite() {
                 crate::error::check_finite(&format!("weights of layer {l}"), weights[l].as_ref())?;
             }
             s.total_value += v;
             s.max_abs = s.max_abs.max(mx);
-            s.layer_max[l] = s.layer_max[l].max(mx);
+            if mx > s.layer_max[l] {
+                s.layer_max[l] = mx;
+                s.layer_max_from[l] = a;
+            }
             s.sample.extend(picks);
         }
         Ok(s)
@@ -314,6 +359,31 @@ fn sample_size(total: usize) -> usize {
 const UNIT: usize = 1 << 16;
 /// Weights per term of the kept value's sum (`UNIT` is a multiple).
 const CHUNK: usize = 4096;
+
+/// The position, in descending key order, of the first `(key, cost)` whose
+/// running cost exceeds `budget` (`s.len()` if none), found by repeated
+/// selection in expected `O(n)`; `s` is left partitioned around it (keys of
+/// `s[..pos]` at least that of `s[pos]`, keys of `s[pos + 1..]` at most).
+fn cost_position(s: &mut [(f32, f64)], budget: f64) -> usize {
+    let desc = |a: &(f32, f64), b: &(f32, f64)| b.0.total_cmp(&a.0);
+    // `s[..lo]` (cost `cum <= budget`) lies before the answer, `s[hi..]` after it.
+    let (mut lo, mut hi, mut cum) = (0usize, s.len(), 0.0f64);
+    while lo < hi {
+        let part = &mut s[lo..hi];
+        let m = part.len() / 2;
+        part.select_nth_unstable_by(m, desc);
+        let below: f64 = part[..m].iter().map(|x| x.1).sum();
+        if cum + below > budget {
+            hi = lo + m;
+        } else if cum + below + part[m].1 > budget {
+            return lo + m;
+        } else {
+            cum += below + part[m].1;
+            lo += m + 1;
+        }
+    }
+    lo
+}
 
 /// The most valuable affordable single weight (first in index order among equals).
 #[derive(Debug, Clone, Copy)]
@@ -478,23 +548,19 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
     ) -> (f32, f32) {
         let total = weights.iter().map(|w| w.as_ref().len()).sum();
         let scale = self.sample(stats, total, sample);
-        sample.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let mut cum = 0.0;
-        let pos = sample
-            .iter()
-            .position(|(_, c)| {
-                cum += c * scale;
-                cum > self.capacity
-            })
-            .unwrap_or(sample.len());
+        let pos = cost_position(sample, self.capacity / scale);
         let margin = 2 * (sample.len() as f64).sqrt() as usize + 16;
+        let desc = |a: &(f32, f64), b: &(f32, f64)| b.0.total_cmp(&a.0);
         let hi = if pos >= margin {
-            sample[pos - margin].0
+            sample[..pos].select_nth_unstable_by(pos - margin, desc).1.0
         } else {
             f32::INFINITY
         };
         let lo = if pos + margin < sample.len() {
-            sample[pos + margin].0
+            sample[pos + 1..]
+                .select_nth_unstable_by(margin - 1, desc)
+                .1
+                .0
         } else {
             f32::NEG_INFINITY
         };
@@ -608,8 +674,10 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         threads: usize,
         ws: &mut Vec<Item>,
         sample: &mut Vec<(f32, f64)>,
+        buckets: &mut Vec<u32>,
     ) -> (f32, Vec<u64>, Option<Best>, Vec<u64>) {
-        let (cut, best, nonzeros) = self.bracket(weights, units, stats, threads, ws, sample);
+        let (cut, best, nonzeros) =
+            self.bracket(weights, units, stats, threads, ws, sample, buckets);
         if let Some((t, above)) = cut {
             return (t, above, best, nonzeros);
         }
@@ -623,7 +691,7 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
             });
         }
         let mut above = vec![0u64; self.class_cost.len()];
-        let t = weighted_select(ws, self.class_cost, &mut above, self.capacity);
+        let t = bucketed_select(ws, self.class_cost, &mut above, self.capacity, buckets);
         (t, above, best, nonzeros)
     }
 
@@ -638,6 +706,7 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         threads: usize,
         ws: &mut Vec<Item>,
         sample: &mut Vec<(f32, f64)>,
+        buckets: &mut Vec<u32>,
     ) -> (Option<Cut>, Option<Best>, Vec<u64>) {
         let layer_max = &stats.layer_max;
         let (lo, hi) = self.band(weights, stats, sample);
@@ -677,8 +746,11 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
             }
         }
         if let Some(b) = best.as_mut() {
-            let w = weights[b.layer].as_ref();
-            b.index = w.iter().position(|v| v.abs() == b.weight).unwrap_or(0);
+            let (w, from) = (weights[b.layer].as_ref(), stats.layer_max_from[b.layer]);
+            b.index = w[from..]
+                .iter()
+                .position(|v| v.abs() == b.weight)
+                .map_or(0, |i| from + i);
             b.weight = w[b.index];
         }
         let cap = self.capacity;
@@ -686,7 +758,7 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         let holds = charged_of_classes(&above, self.class_cost) <= cap
             && (lo == f32::NEG_INFINITY || charged_of_classes(&with_band, self.class_cost) > cap);
         let cut = holds.then(|| {
-            let t = weighted_select(ws, self.class_cost, &mut above, cap);
+            let t = bucketed_select(ws, self.class_cost, &mut above, cap, buckets);
             (t, above)
         });
         (cut, best, nonzeros)
@@ -1021,6 +1093,7 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync, K: KeyFn + Send + 
         class_cost,
         params,
         sample,
+        buckets,
         ..
     } = ws;
     let scan = Scan {
@@ -1033,7 +1106,7 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync, K: KeyFn + Send + 
     let lens: Vec<usize> = weights.iter().map(|w| w.as_ref().len()).collect();
     let units = make_units(&lens, classifiers);
     let (threshold, above, best, nonzeros) =
-        scan.find_cut(weights, &units, stats, threads, items, sample);
+        scan.find_cut(weights, &units, stats, threads, items, sample, buckets);
     if if_fits == IfFits::Identity
         && let Some(same) = fits(costs, &nonzeros, capacity, stats)
     {
@@ -1123,6 +1196,62 @@ pub(super) fn charged_of_classes(kept: &[u64], class_cost: &[f64]) -> f64 {
         .map(|(n, c)| *n as f64 * c)
         .sum()
 }
+
+/// [`weighted_select`] for many items in two passes: per-class counts of the
+/// items in up to 4096 buckets of key order (`buckets` is the table), a walk down
+/// the buckets pricing the running counts exactly as [`charged_of_classes`] does,
+/// and [`weighted_select`] among the items of the one bucket where the cost
+/// stops fitting (`items` keeps just those). Same result as [`weighted_select`]
+/// on all items: the cut is the largest key whose strictly larger keys fit and
+/// whose equal-or-larger keys do not, whichever way it is found.
+fn bucketed_select(
+    items: &mut Vec<Item>,
+    class_cost: &[f64],
+    above: &mut [u64],
+    capacity: f64,
+    buckets: &mut Vec<u32>,
+) -> f32 {
+    let classes = class_cost.len();
+    let per_class = (TABLE / classes.max(1)).min(4096);
+    if items.len() < 1 << 14 || per_class < 64 {
+        return weighted_select(items, class_cost, above, capacity);
+    }
+    // Keys as u32 in their order (`+ 0.0` makes -0 and +0 one key, as `==` does).
+    let ord = |k: f32| {
+        let b = (k + 0.0).to_bits();
+        if b >> 31 == 1 { !b } else { b | 0x8000_0000 }
+    };
+    let (lo, hi) = items.iter().fold((u32::MAX, 0u32), |(lo, hi), it| {
+        let o = ord(it.key);
+        (lo.min(o), hi.max(o))
+    });
+    let span = u64::from(hi - lo);
+    let shift = (0..32).find(|s| span >> s < per_class as u64).unwrap_or(32);
+    let bucket = |k: f32| ((ord(k) - lo) >> shift) as usize;
+    let n = (span >> shift) as usize + 1;
+    buckets.clear();
+    buckets.resize(n * classes, 0);
+    for it in items.iter() {
+        buckets[bucket(it.key) * classes + it.class as usize] += 1;
+    }
+    let mut trial = above.to_vec();
+    for b in (0..n).rev() {
+        let row = &buckets[b * classes..(b + 1) * classes];
+        trial
+            .iter_mut()
+            .zip(row)
+            .for_each(|(t, r)| *t += u64::from(*r));
+        if charged_of_classes(&trial, class_cost) > capacity {
+            items.retain(|it| bucket(it.key) == b);
+            return weighted_select(items, class_cost, above, capacity);
+        }
+        above.copy_from_slice(&trial);
+    }
+    f32::NEG_INFINITY
+}
+
+/// Entries of the bucket table of [`bucketed_select`] (256 KiB of counts).
+const TABLE: usize = 1 << 16;
 
 /// Weighted quickselect: the ratio `tau` of the first item (in descending ratio
 /// order) whose cost no longer fits, with `above` (per-class counts of items
@@ -1263,6 +1392,114 @@ mod tests {
     }
 
     #[test]
+    fn bucketed_select_equals_weighted_select() {
+        let mut rng = StdRng::seed_from_u64(21);
+        let mut table = Vec::new();
+        for case in 0..60 {
+            let classes = [1, 2, 16, 200, 2000][case % 5];
+            let n = rng.random_range(1 << 14..1 << 16);
+            // Few distinct keys (heavy ties) or many, of either sign, with +-0.
+            let distinct = if case % 3 == 0 { 50 } else { 1 << 30 };
+            let items: Vec<Item> = (0..n)
+                .map(|_| {
+                    let k = (rng.random_range(0..distinct) % distinct) as f32 * 1e-3 - 20.0;
+                    let key = match rng.random_range(0..20) {
+                        0 => 0.0,
+                        1 => -0.0,
+                        _ => k,
+                    };
+                    Item {
+                        key,
+                        class: rng.random_range(0..classes as u32),
+                    }
+                })
+                .collect();
+            let class_cost: Vec<f64> = (0..classes).map(|_| rng.random_range(0.5..9.0)).collect();
+            let all: f64 = items.iter().map(|it| class_cost[it.class as usize]).sum();
+            let above0: Vec<u64> = (0..classes).map(|_| rng.random_range(0..3)).collect();
+            for f in [0.0, 0.01, 0.3, 0.7, 0.999, 1.5] {
+                let cap = charged_of_classes(&above0, &class_cost) + f * all;
+                let (mut a, mut b) = (items.clone(), items.clone());
+                let (mut above_a, mut above_b) = (above0.clone(), above0.clone());
+                let ta = bucketed_select(&mut a, &class_cost, &mut above_a, cap, &mut table);
+                let tb = weighted_select(&mut b, &class_cost, &mut above_b, cap);
+                // Equal as keys (a cut at -0 is a cut at +0).
+                assert_eq!(ta, tb, "case {case} fraction {f}");
+                assert_eq!(above_a, above_b, "case {case} fraction {f}");
+            }
+        }
+    }
+
+    #[test]
+    fn top_k_by_filter_equals_a_full_selection() {
+        let mut rng = StdRng::seed_from_u64(23);
+        let mut mags = Vec::new();
+        let (mut found, mut declined) = (0, 0);
+        for case in 0..200 {
+            let n = rng.random_range(8192..60_000);
+            let levels = [3, 100, 1 << 20][case % 3];
+            let mut w: Vec<f32> = (0..n)
+                .map(|_| (rng.random_range(0..levels) as f32 - levels as f32 / 2.0) * 0.01)
+                .collect();
+            if case % 7 == 0 {
+                // Adversarial for the strided sample: its positions hold the largest.
+                let stride = n / 2048;
+                (0..2048).for_each(|i| w[i * n / 2048] = 1e3 + (i % stride) as f32);
+            }
+            let k = rng.random_range(1..n / 8);
+            let full = {
+                let mut m: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+                let thr = *m.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1;
+                (thr, w.iter().filter(|v| v.abs() > thr).count())
+            };
+            match top_k_by_filter(&w, k, &mut mags) {
+                Some(got) => {
+                    assert_eq!(got, full, "case {case}");
+                    found += 1;
+                }
+                None => declined += 1,
+            }
+        }
+        assert!(
+            found > 150,
+            "the filter served {found} of 200 ({declined} declined)"
+        );
+    }
+
+    #[test]
+    fn cost_position_equals_a_sorted_walk() {
+        let mut rng = StdRng::seed_from_u64(22);
+        for case in 0..300 {
+            let n = rng.random_range(0..400);
+            let s: Vec<(f32, f64)> = (0..n)
+                .map(|_| (rng.random_range(0..50) as f32, rng.random_range(0.1..3.0)))
+                .collect();
+            let budget = rng.random_range(0.0..1.2) * s.iter().map(|x| x.1).sum::<f64>();
+            let mut got = s.clone();
+            let pos = cost_position(&mut got, budget);
+            // The sorted walk's answer, with the same keys before and after.
+            let mut sorted = got.clone();
+            sorted[..pos].sort_by(|a, b| b.0.total_cmp(&a.0));
+            let mut cum = 0.0;
+            let want = sorted
+                .iter()
+                .position(|x| {
+                    cum += x.1;
+                    cum > budget
+                })
+                .unwrap_or(n);
+            assert_eq!(pos, want, "case {case}");
+            if pos < n {
+                assert!(got[..pos].iter().all(|x| x.0 >= got[pos].0), "case {case}");
+                assert!(
+                    got[pos + 1..].iter().all(|x| x.0 <= got[pos].0),
+                    "case {case}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn selection_equals_sort_based_and_respects_capacity() {
         let mut rng = StdRng::seed_from_u64(1);
         let mut ws = ProjectionWorkspace::new();
@@ -1369,9 +1606,17 @@ mod tests {
             let units = make_units(&[w.len()], &classifiers);
             let w = std::slice::from_ref(w);
             let stats = WeightStats::of(w, 1).unwrap();
-            scan.bracket(w, &units, &stats, 1, &mut Vec::new(), &mut Vec::new())
-                .0
-                .is_some()
+            scan.bracket(
+                w,
+                &units,
+                &stats,
+                1,
+                &mut Vec::new(),
+                &mut Vec::new(),
+                &mut Vec::new(),
+            )
+            .0
+            .is_some()
         };
         assert!(bracket(&random, n as f64 / 3.0));
         assert!(!bracket(&adversarial, n as f64 / 3.0));

@@ -829,6 +829,7 @@ pub fn coordinate(
         total_value,
         max_abs,
         layer_max: Vec::new(),
+        layer_max_from: Vec::new(),
         sample: Vec::new(),
     };
     let (counts, _) = classes_of_nonzeros(&problem.costs, &nonzeros);
