@@ -22,11 +22,20 @@ struct Item {
 /// Reusable buffers for [`project_with_workspace`](super::project_with_workspace) and [`greedy_knapsack`].
 #[derive(Debug, Clone, Default)]
 pub struct ProjectionWorkspace {
-    items: Vec<Item>,
+    cut: CutBuffers,
     mags: Vec<f32>,
     class_cost: Vec<f64>,
     params: Vec<f32>,
+}
+
+/// The buffers of the cut search.
+#[derive(Debug, Clone, Default)]
+struct CutBuffers {
+    /// Items (band members, or all items if the bracket missed).
+    items: Vec<Item>,
+    /// `(key, cost)` of the sampled weights.
     sample: Vec<(f32, f64)>,
+    /// The count table of [`bucketed_select`].
     buckets: Vec<u32>,
 }
 
@@ -672,12 +681,10 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         units: &[Unit],
         stats: &WeightStats,
         threads: usize,
-        ws: &mut Vec<Item>,
-        sample: &mut Vec<(f32, f64)>,
-        buckets: &mut Vec<u32>,
+        buf: &mut CutBuffers,
     ) -> (f32, Vec<u64>, Option<Best>, Vec<u64>) {
-        let (cut, best, nonzeros) =
-            self.bracket(weights, units, stats, threads, ws, sample, buckets);
+        let (cut, best, nonzeros) = self.bracket(weights, units, stats, threads, buf);
+        let ws = &mut buf.items;
         if let Some((t, above)) = cut {
             return (t, above, best, nonzeros);
         }
@@ -691,7 +698,13 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
             });
         }
         let mut above = vec![0u64; self.class_cost.len()];
-        let t = bucketed_select(ws, self.class_cost, &mut above, self.capacity, buckets);
+        let t = bucketed_select(
+            ws,
+            self.class_cost,
+            &mut above,
+            self.capacity,
+            &mut buf.buckets,
+        );
         (t, above, best, nonzeros)
     }
 
@@ -704,12 +717,11 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         units: &[Unit],
         stats: &WeightStats,
         threads: usize,
-        ws: &mut Vec<Item>,
-        sample: &mut Vec<(f32, f64)>,
-        buckets: &mut Vec<u32>,
+        buf: &mut CutBuffers,
     ) -> (Option<Cut>, Option<Best>, Vec<u64>) {
         let layer_max = &stats.layer_max;
-        let (lo, hi) = self.band(weights, stats, sample);
+        let (lo, hi) = self.band(weights, stats, &mut buf.sample);
+        let ws = &mut buf.items;
         let scans = par_map(
             units.to_vec(),
             threads,
@@ -758,7 +770,7 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         let holds = charged_of_classes(&above, self.class_cost) <= cap
             && (lo == f32::NEG_INFINITY || charged_of_classes(&with_band, self.class_cost) > cap);
         let cut = holds.then(|| {
-            let t = bucketed_select(ws, self.class_cost, &mut above, cap, buckets);
+            let t = bucketed_select(ws, self.class_cost, &mut above, cap, &mut buf.buckets);
             (t, above)
         });
         (cut, best, nonzeros)
@@ -1089,11 +1101,9 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync, K: KeyFn + Send + 
     threads: usize,
 ) -> Selection {
     let ProjectionWorkspace {
-        items,
+        cut,
         class_cost,
         params,
-        sample,
-        buckets,
         ..
     } = ws;
     let scan = Scan {
@@ -1105,8 +1115,7 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync, K: KeyFn + Send + 
     };
     let lens: Vec<usize> = weights.iter().map(|w| w.as_ref().len()).collect();
     let units = make_units(&lens, classifiers);
-    let (threshold, above, best, nonzeros) =
-        scan.find_cut(weights, &units, stats, threads, items, sample, buckets);
+    let (threshold, above, best, nonzeros) = scan.find_cut(weights, &units, stats, threads, cut);
     if if_fits == IfFits::Identity
         && let Some(same) = fits(costs, &nonzeros, capacity, stats)
     {
@@ -1606,17 +1615,9 @@ mod tests {
             let units = make_units(&[w.len()], &classifiers);
             let w = std::slice::from_ref(w);
             let stats = WeightStats::of(w, 1).unwrap();
-            scan.bracket(
-                w,
-                &units,
-                &stats,
-                1,
-                &mut Vec::new(),
-                &mut Vec::new(),
-                &mut Vec::new(),
-            )
-            .0
-            .is_some()
+            scan.bracket(w, &units, &stats, 1, &mut CutBuffers::default())
+                .0
+                .is_some()
         };
         assert!(bracket(&random, n as f64 / 3.0));
         assert!(!bracket(&adversarial, n as f64 / 3.0));
