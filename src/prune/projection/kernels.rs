@@ -103,29 +103,90 @@ pub(super) fn abs_bits(v: f32) -> i32 {
     (v.to_bits() & 0x7fff_ffff) as i32
 }
 
-multiversion! {
-/// Sum of squares in `f64` with 8 independent lanes (vectorises; no serial add chain).
+/// Independent `f64` lanes of [`sum_sq`]: enough partial sums in flight to hide
+/// the latency of the adds (eight 4-wide AVX2 accumulators).
+const LANES: usize = 32;
+
+/// Sum of squares in `f64`: element `i` goes to lane `i % 32` (the tail of under
+/// 32 elements is added after the lanes, in order). Every square of an `f32` is
+/// exact in `f64`, so the fused multiply-add of the AVX2 form rounds exactly as
+/// the portable form's multiply-then-add: the two give the same bits.
 pub(super) fn sum_sq(w: &[f32]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let mut chunks = w.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += (*v as f64) * (*v as f64);
-        }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA (detected just above).
+        return unsafe { avx2::sum_sq(w) };
     }
+    portable::sum_sq(w)
+}
+
+/// The lanes of [`sum_sq`] added in order, then its tail.
+#[inline(always)]
+fn sum_lanes(acc: &[f64; LANES], tail: &[f32]) -> f64 {
     acc.iter().sum::<f64>()
-        + chunks
-            .remainder()
+        + tail
             .iter()
-            .map(|v| (*v as f64) * (*v as f64))
+            .map(|v| f64::from(*v) * f64::from(*v))
             .sum::<f64>()
 }
+
+/// Band positions staged in a small buffer and appended in batches: two per block
+/// written without a branch on whether there are any (a block holds none, one or
+/// two nearly always; the rare further ones take a loop).
+struct Stage {
+    buf: [u32; BLOCK + 16],
+    n: usize,
 }
+
+impl Stage {
+    fn new() -> Self {
+        Self {
+            buf: [0; BLOCK + 16],
+            n: 0,
+        }
+    }
+
+    /// Stage `base + j` for every set bit `j` of `mask`, lowest first.
+    #[inline(always)]
+    fn block(&mut self, mut mask: u64, base: u32, out: &mut Vec<u32>) {
+        for _ in 0..2 {
+            // Written always, kept only if the mask had a bit (`n` below 16 + 64).
+            self.buf[self.n] = base.wrapping_add(mask.trailing_zeros());
+            self.n += usize::from(mask != 0);
+            mask &= mask.wrapping_sub(1);
+        }
+        while mask != 0 {
+            self.buf[self.n] = base.wrapping_add(mask.trailing_zeros());
+            self.n += 1;
+            mask &= mask - 1;
+        }
+        if self.n >= 16 {
+            self.flush(out);
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<u32>) {
+        out.extend_from_slice(&self.buf[..self.n]);
+        self.n = 0;
+    }
+}
+
+/// What a bracket scan counted: items above the band (per class for ranked
+/// layers), nonzero weights, and the largest `|w|` bits (above those of `f32::MAX`
+/// exactly when a weight is infinite or NaN: the pass doubles as the finiteness
+/// check).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct ScanCounts {
+    pub(super) above: [u64; 2],
+    pub(super) nonzeros: u64,
+    pub(super) max_bits: i32,
+}
+
 /// The bracket pass over weights of one cost class: how many have a key above
-/// the band (`|w|` bits above `t_hi`), how many are nonzero, and the positions of
-/// those inside it (bits in `(t_lo, t_hi]`, nonzero), appended to `band` in index
-/// order.
-pub(super) fn bound_scan(w: &[f32], t_hi: i32, t_lo: i32, band: &mut Vec<u32>) -> (u64, u64) {
+/// the band (`|w|` bits above `t_hi`), how many are nonzero, the largest `|w|`,
+/// and the positions of those inside the band (bits in `(t_lo, t_hi]`, nonzero),
+/// appended to `band` in index order.
+pub(super) fn bound_scan(w: &[f32], t_hi: i32, t_lo: i32, band: &mut Vec<u32>) -> ScanCounts {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (detected just above).
@@ -147,16 +208,17 @@ pub(super) fn bound_keep(chunk: &mut [f32], t_keep: i32, t_tie: i32) -> (u32, u3
 }
 
 /// [`bound_scan`] for a layer whose cost depends on rank (`ranks`): per class
-/// (base, surcharged) counts above the band, nonzeros, and `(position, class)` of
-/// the band members. Blocks without a weight exactly at the class threshold
-/// (nearly all) are classified without branches; the others in index order.
+/// (base, surcharged) counts above the band, nonzeros, largest `|w|`, and
+/// `(position, class)` of the band members. Blocks without a weight exactly at the
+/// class threshold (nearly all) are classified without branches; the others in
+/// index order.
 pub(super) fn ranked_scan(
     w: &[f32],
     ranks: Ranks,
     hi_b: [i32; 2],
     lo_b: [i32; 2],
     band: &mut Vec<(u32, u8)>,
-) -> ([u64; 2], u64) {
+) -> ScanCounts {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (detected just above).
@@ -184,16 +246,17 @@ pub(super) fn ranked_keep(
 }
 
 /// One block of [`ranked_scan`] in index order: (above base, above surcharged,
-/// zeros); band members appended with positions from `base`.
+/// zeros); band members appended with positions from `base`, `max_bits` raised to
+/// the block's largest `|w|` bits.
 #[inline(always)]
 fn ranked_scan_block(
     b: &[f32],
     ranks: Ranks,
-    hi_b: [i32; 2],
-    lo_b: [i32; 2],
+    (hi_b, lo_b): ([i32; 2], [i32; 2]),
     seen: &mut u64,
     base: u32,
     band: &mut Vec<(u32, u8)>,
+    max_bits: &mut i32,
 ) -> (u32, u32, u32) {
     let at = b.iter().filter(|v| abs_bits(**v) == ranks.thr).count();
     let (mut na0, mut na1, mut z) = (0u32, 0u32, 0u32);
@@ -201,6 +264,7 @@ fn ranked_scan_block(
     let mut surcharged = 0u64;
     for (j, &v) in b.iter().enumerate() {
         let a = abs_bits(v);
+        *max_bits = (*max_bits).max(a);
         // Without a weight at the threshold in the block, no tie to count.
         let s = if at == 0 {
             a < ranks.thr
@@ -274,14 +338,16 @@ fn push_members(mut mask: u64, base: u32, mut f: impl FnMut(u32, u32)) {
 mod portable {
     use super::*;
 
-    pub(super) fn bound_scan(w: &[f32], t_hi: i32, t_lo: i32, band: &mut Vec<u32>) -> (u64, u64) {
-        let (mut above, mut nonzeros) = (0u64, 0u64);
+    pub(super) fn bound_scan(w: &[f32], t_hi: i32, t_lo: i32, band: &mut Vec<u32>) -> ScanCounts {
+        let (mut above, mut nonzeros, mut mx) = (0u64, 0u64, 0i32);
+        let mut stage = Stage::new();
         let mut base = 0u32;
         for b in w.chunks(BLOCK) {
             let (mut na, mut z) = (0u32, 0u32);
             let mut mask = 0u64;
             for (j, &v) in b.iter().enumerate() {
                 let a = abs_bits(v);
+                mx = mx.max(a);
                 let inb = (a <= t_hi) & (a > t_lo) & (a != 0);
                 na += (a > t_hi) as u32;
                 z += (a == 0) as u32;
@@ -289,10 +355,26 @@ mod portable {
             }
             above += u64::from(na);
             nonzeros += (b.len() as u32 - z) as u64;
-            push_members(mask, base, |p, _| band.push(p));
+            stage.block(mask, base, band);
             base = base.wrapping_add(BLOCK as u32);
         }
-        (above, nonzeros)
+        stage.flush(band);
+        ScanCounts {
+            above: [above, 0],
+            nonzeros,
+            max_bits: mx,
+        }
+    }
+
+    pub(super) fn sum_sq(w: &[f32]) -> f64 {
+        let mut acc = [0.0f64; LANES];
+        let mut chunks = w.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (a, v) in acc.iter_mut().zip(c) {
+                *a += f64::from(*v) * f64::from(*v);
+            }
+        }
+        sum_lanes(&acc, chunks.remainder())
     }
 
     pub(super) fn bound_keep(chunk: &mut [f32], t_keep: i32, t_tie: i32) -> (u32, u32) {
@@ -315,18 +397,23 @@ mod portable {
         hi_b: [i32; 2],
         lo_b: [i32; 2],
         band: &mut Vec<(u32, u8)>,
-    ) -> ([u64; 2], u64) {
-        let (mut above, mut nonzeros) = ([0u64; 2], 0u64);
+    ) -> ScanCounts {
+        let (mut above, mut nonzeros, mut max_bits) = ([0u64; 2], 0u64, 0i32);
         let mut seen = 0u64;
         let mut base = 0u32;
         for b in w.chunks(BLOCK) {
-            let (na0, na1, z) = ranked_scan_block(b, ranks, hi_b, lo_b, &mut seen, base, band);
+            let (na0, na1, z) =
+                ranked_scan_block(b, ranks, (hi_b, lo_b), &mut seen, base, band, &mut max_bits);
             above[0] += u64::from(na0);
             above[1] += u64::from(na1);
             nonzeros += u64::from(b.len() as u32 - z);
             base = base.wrapping_add(BLOCK as u32);
         }
-        (above, nonzeros)
+        ScanCounts {
+            above,
+            nonzeros,
+            max_bits,
+        }
     }
 
     pub(super) fn ranked_keep(
@@ -368,6 +455,15 @@ mod avx2 {
         a.iter().map(|&x| u64::from(x)).sum()
     }
 
+    /// The largest of the eight 32-bit lanes.
+    #[target_feature(enable = "avx2")]
+    fn lanes_max(v: __m256i) -> i32 {
+        let mut a = [0i32; 8];
+        // SAFETY: `a` holds 32 bytes; unaligned store.
+        unsafe { _mm256_storeu_si256(a.as_mut_ptr().cast(), v) };
+        a.into_iter().fold(0, i32::max)
+    }
+
     /// The bits of `|w|` of the eight weights at `p`.
     ///
     /// # Safety
@@ -395,13 +491,15 @@ mod avx2 {
         t_hi: i32,
         t_lo: i32,
         band: &mut Vec<u32>,
-    ) -> (u64, u64) {
+    ) -> ScanCounts {
         let (hi, lo, zero) = (
             _mm256_set1_epi32(t_hi),
             _mm256_set1_epi32(t_lo),
             _mm256_setzero_si256(),
         );
-        let (mut above, mut zeros) = (0u64, 0u64);
+        let (mut above, mut zeros, mut max_bits) = (0u64, 0u64, 0i32);
+        let mut mx = zero;
+        let mut stage = Stage::new();
         let mut base = 0u32;
         for part in w.chunks(FLUSH) {
             let (mut na, mut nz) = (zero, zero);
@@ -411,6 +509,7 @@ mod avx2 {
                 for k in 0..BLOCK / 8 {
                     // SAFETY: `b` holds BLOCK floats, so 8 from 8 * k.
                     let a = unsafe { load_abs(b.as_ptr().add(8 * k)) };
+                    mx = _mm256_max_epi32(mx, a);
                     let up = _mm256_cmpgt_epi32(a, hi);
                     let z = _mm256_cmpeq_epi32(a, zero);
                     let inb =
@@ -419,25 +518,52 @@ mod avx2 {
                     nz = _mm256_sub_epi32(nz, z);
                     mask |= bits(inb) << (8 * k);
                 }
-                push_members(mask, base, |p, _| band.push(p));
+                stage.block(mask, base, band);
                 base = base.wrapping_add(BLOCK as u32);
             }
+            stage.flush(band);
             above += lanes_sum(na);
             zeros += lanes_sum(nz);
             let rest = blocks.remainder();
             if !rest.is_empty() {
                 // The tail (under one block): the portable loop, positions offset.
                 let from = band.len();
-                let (a, n) = portable::bound_scan(rest, t_hi, t_lo, band);
+                let tail = portable::bound_scan(rest, t_hi, t_lo, band);
                 band[from..]
                     .iter_mut()
                     .for_each(|p| *p = p.wrapping_add(base));
-                above += a;
-                zeros += rest.len() as u64 - n;
+                above += tail.above[0];
+                zeros += rest.len() as u64 - tail.nonzeros;
+                max_bits = max_bits.max(tail.max_bits);
                 base = base.wrapping_add(rest.len() as u32);
             }
         }
-        (above, w.len() as u64 - zeros)
+        ScanCounts {
+            above: [above, 0],
+            nonzeros: w.len() as u64 - zeros,
+            max_bits: max_bits.max(lanes_max(mx)),
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn sum_sq(w: &[f32]) -> f64 {
+        let mut acc = [_mm256_setzero_pd(); LANES / 4];
+        let mut chunks = w.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (k, a) in acc.iter_mut().enumerate() {
+                // SAFETY: `c` holds LANES floats, so 4 from 4 * k.
+                let x = _mm256_cvtps_pd(unsafe { _mm_loadu_ps(c.as_ptr().add(4 * k)) });
+                *a = _mm256_fmadd_pd(x, x, *a);
+            }
+        }
+        let mut lanes = [0.0f64; LANES];
+        for (k, a) in acc.iter().enumerate() {
+            // SAFETY: `lanes` holds 4 doubles from 4 * k.
+            unsafe { _mm256_storeu_pd(lanes.as_mut_ptr().add(4 * k), *a) };
+        }
+        sum_lanes(&lanes, chunks.remainder())
     }
 
     /// # Safety
@@ -477,12 +603,13 @@ mod avx2 {
         hi_b: [i32; 2],
         lo_b: [i32; 2],
         band: &mut Vec<(u32, u8)>,
-    ) -> ([u64; 2], u64) {
+    ) -> ScanCounts {
         let zero = _mm256_setzero_si256();
         let thr = _mm256_set1_epi32(ranks.thr);
         let (h0, h1) = (_mm256_set1_epi32(hi_b[0]), _mm256_set1_epi32(hi_b[1]));
         let (l0, l1) = (_mm256_set1_epi32(lo_b[0]), _mm256_set1_epi32(lo_b[1]));
-        let (mut above, mut zeros) = ([0u64; 2], 0u64);
+        let (mut above, mut zeros, mut max_bits) = ([0u64; 2], 0u64, 0i32);
+        let mut mx = zero;
         let mut seen = 0u64;
         let mut base = 0u32;
         for part in w.chunks(FLUSH) {
@@ -494,13 +621,21 @@ mod avx2 {
                     for (k, ak) in a.iter_mut().enumerate() {
                         // SAFETY: `b` holds BLOCK floats, so 8 from 8 * k.
                         *ak = unsafe { load_abs(b.as_ptr().add(8 * k)) };
+                        mx = _mm256_max_epi32(mx, *ak);
                         at = _mm256_or_si256(at, _mm256_cmpeq_epi32(*ak, thr));
                     }
                 }
                 if b.len() < BLOCK || _mm256_testz_si256(at, at) == 0 {
                     // A short block, or one with a weight at the threshold: in order.
-                    let (x0, x1, z) =
-                        ranked_scan_block(b, ranks, hi_b, lo_b, &mut seen, base, band);
+                    let (x0, x1, z) = ranked_scan_block(
+                        b,
+                        ranks,
+                        (hi_b, lo_b),
+                        &mut seen,
+                        base,
+                        band,
+                        &mut max_bits,
+                    );
                     above[0] += u64::from(x0);
                     above[1] += u64::from(x1);
                     zeros += u64::from(z);
@@ -531,7 +666,11 @@ mod avx2 {
             above[1] += lanes_sum(na1);
             zeros += lanes_sum(nz);
         }
-        (above, w.len() as u64 - zeros)
+        ScanCounts {
+            above,
+            nonzeros: w.len() as u64 - zeros,
+            max_bits: max_bits.max(lanes_max(mx)),
+        }
     }
 
     /// # Safety
@@ -669,6 +808,13 @@ mod tests {
             assert_eq!(got, want, "case {case}");
             assert_eq!(a, b, "case {case}");
 
+            let finite: Vec<f32> = w.iter().map(|v| v * 1e-3).collect();
+            assert_eq!(
+                sum_sq(&finite).to_bits(),
+                portable::sum_sq(&finite).to_bits(),
+                "case {case}"
+            );
+
             let (mut x, mut y) = (w.clone(), w.clone());
             let got = bound_keep(&mut x, hi, lo);
             assert_eq!(got, portable::bound_keep(&mut y, hi, lo), "case {case}");
@@ -694,7 +840,10 @@ mod tests {
         let (hi, lo) = (abs_bits(2.0), abs_bits(1.0));
         let mut band = Vec::new();
         // Above: 3.0. Nonzero: four. Band (lo, hi]: 2.0 and 1.5 at positions 2 and 4.
-        assert_eq!(portable::bound_scan(&w, hi, lo, &mut band), (1, 4));
+        let counts = portable::bound_scan(&w, hi, lo, &mut band);
+        assert_eq!(counts.above[0], 1);
+        assert_eq!(counts.nonzeros, 4);
+        assert_eq!(counts.max_bits, abs_bits(3.0));
         assert_eq!(band, [2, 4]);
         let mut k = w;
         // Keep above 2.0, ties in (1.0, 2.0], zero the rest.

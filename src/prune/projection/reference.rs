@@ -19,15 +19,20 @@ pub(crate) fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]> + Sync>(
     costs: &[LayerCost],
     capacity: f64,
 ) -> Result<Selection> {
-    select_with_guarantees(weights, costs, capacity, 1, |w, cap, stats, if_fits| {
+    select_with_guarantees(weights, costs, capacity, |w, cap, if_fits| {
+        let stats = WeightStats::of(w, 1)?;
         let nonzeros: Vec<u64> = w
             .iter()
             .map(|l| l.as_ref().iter().filter(|v| **v != 0.0).count() as u64)
             .collect();
-        match fits(costs, &nonzeros, cap, stats) {
+        let sel = match fits(costs, &nonzeros, cap, || stats.total_value) {
             Some(same) if if_fits == IfFits::Identity => same,
-            _ => sorted_once(w, costs, cap, stats),
-        }
+            _ => sorted_once(w, costs, cap, &stats),
+        };
+        Ok(Selection {
+            total_value: stats.total_value,
+            ..sel
+        })
     })
 }
 
@@ -42,7 +47,7 @@ fn sorted_once<W: AsMut<[f32]> + AsRef<[f32]>>(
         .iter()
         .flat_map(|c| [c.base, c.base + c.surcharge])
         .collect();
-    let scale = KeyScale::choose(stats, &class_cost, capacity);
+    let scale = KeyScale::choose(stats.max_abs, &class_cost, capacity);
     let mut mags = Vec::new();
     // Per weight: its class; then (key, flat index) pairs of the affordable nonzeros.
     let mut class_of: Vec<Vec<usize>> = Vec::with_capacity(weights.len());

@@ -31,8 +31,10 @@ pub struct ProjectionWorkspace {
 /// The buffers of the cut search.
 #[derive(Debug, Clone, Default)]
 struct CutBuffers {
-    /// Items (band members, or all items if the bracket missed).
+    /// Items: all of them if the bracket missed the cut.
     items: Vec<Item>,
+    /// The items of the bucket holding the cut (see [`bucketed_select`]).
+    chosen: Vec<Item>,
     /// `(key, cost)` of the sampled weights.
     sample: Vec<(f32, f64)>,
     /// The count table of [`bucketed_select`].
@@ -204,15 +206,15 @@ impl KeyScale {
     /// rank last, in index order; their value is below `2^-60` of the largest
     /// weight's, so the kept value changes by less than that (the budget is never
     /// affected: costs are summed in `f64` whatever the keys).
-    pub(super) fn choose(stats: &WeightStats, class_cost: &[f64], capacity: f64) -> Self {
+    pub(super) fn choose(max_abs: f32, class_cost: &[f64], capacity: f64) -> Self {
         let affordable = class_cost.iter().filter(|c| **c <= capacity);
         let (cmin, cmax) = affordable.fold((f64::INFINITY, 0.0f64), |(lo, hi), &c| {
             (lo.min(c), hi.max(c))
         });
-        if stats.max_abs == 0.0 || cmax == 0.0 {
+        if max_abs == 0.0 || cmax == 0.0 {
             return Self::Linear { shift: 0 };
         }
-        let wmax = f64::from(stats.max_abs);
+        let wmax = f64::from(max_abs);
         let fits = |shift: i32| {
             let sc = 2f64.powi(shift);
             wmax <= 2f64.powi(62)
@@ -257,20 +259,12 @@ impl KeyScale {
 }
 
 /// What one pass over the weights learns: their value and largest magnitude.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(super) struct WeightStats {
     /// Sum of `w^2` over all weights.
     pub(super) total_value: f64,
     /// Largest `|w|`.
     pub(super) max_abs: f32,
-    /// Largest `|w|` of every layer.
-    pub(super) layer_max: Vec<f32>,
-    /// Per layer, where the piece of work holding the first weight of magnitude
-    /// `layer_max` starts (the single best item is looked up from there).
-    pub(super) layer_max_from: Vec<usize>,
-    /// `(layer, value)` at every `stride`-th global position (the sample that
-    /// brackets the cut), taken while the pass has the weights in cache.
-    pub(super) sample: Vec<(u32, f32)>,
 }
 
 impl WeightStats {
@@ -290,48 +284,77 @@ impl WeightStats {
                 (0..n.div_ceil(UNIT)).map(move |i| (l, i * UNIT, ((i + 1) * UNIT).min(n)))
             })
             .collect();
-        let total: usize = weights.iter().map(|w| w.as_ref().len()).sum();
-        let stride = (total / sample_size(total)).max(1);
-        let mut offsets = Vec::with_capacity(weights.len());
-        let mut at = 0usize;
-        for w in weights {
-            offsets.push(at);
-            at += w.as_ref().len();
-        }
         let parts = par_map(
             pieces.clone(),
             threads,
             |&(_, a, b)| b - a,
-            |(l, a, b)| {
-                let w = &weights[l].as_ref()[a..b];
-                let first = (stride - (offsets[l] + a) % stride) % stride;
-                let picks: Vec<(u32, f32)> = w
-                    .iter()
-                    .skip(first)
-                    .step_by(stride)
-                    .map(|&v| (l as u32, v))
-                    .collect();
-                (layer_stats(w), picks)
-            },
+            |(l, a, b)| layer_stats(&weights[l].as_ref()[a..b]),
         );
-        let mut s = Self {
-            layer_max: vec![0.0; weights.len()],
-            layer_max_from: vec![0; weights.len()],
-            ..Self::default()
-        };
-        for (&(l, a, _), ((v, mx), picks)) in pieces.iter().zip(parts) {
+        let mut s = Self::default();
+        for (&(l, _, _), (v, mx)) in pieces.iter().zip(parts) {
             if !v.is_finite() {
                 crate::error::check_finite(&format!("weights of layer {l}"), weights[l].as_ref())?;
             }
             s.total_value += v;
             s.max_abs = s.max_abs.max(mx);
-            if mx > s.layer_max[l] {
-                s.layer_max[l] = mx;
-                s.layer_max_from[l] = a;
-            }
-            s.sample.extend(picks);
         }
         Ok(s)
+    }
+}
+
+/// The weights at every `stride`-th global position, read directly (a few
+/// hundred kilobytes of a model's weights): what the cut is first estimated
+/// from, before the one pass that counts.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Sample {
+    /// `(layer, value)` of the sampled weights.
+    picks: Vec<(u32, f32)>,
+    /// Weight positions each pick stands for.
+    stride: usize,
+    /// Largest finite sampled `|w|`: a guess of the largest magnitude, checked
+    /// against the exact one that the scan finds.
+    max_abs: f32,
+}
+
+impl Sample {
+    /// About [`SAMPLE`] positions of `weights` (fewer for small sets), read on up
+    /// to `threads` threads (the reads are cache misses: latency, not bandwidth).
+    pub(super) fn of<W: AsRef<[f32]> + Sync>(weights: &[W], threads: usize) -> Self {
+        let total: usize = weights.iter().map(|w| w.as_ref().len()).sum();
+        let stride = (total / sample_size(total)).max(1);
+        // Pieces of `UNIT` positions with their global offsets.
+        let mut pieces = Vec::new();
+        let mut at = 0usize;
+        for (l, w) in weights.iter().enumerate() {
+            let n = w.as_ref().len();
+            pieces
+                .extend((0..n.div_ceil(UNIT)).map(|i| (l, i * UNIT, ((i + 1) * UNIT).min(n), at)));
+            at += n;
+        }
+        let parts = par_map(
+            pieces,
+            threads,
+            |p| p.2 - p.1,
+            |(l, a, b, at)| {
+                let first = (stride - (at + a) % stride) % stride;
+                let w = &weights[l].as_ref()[a..b];
+                w.iter()
+                    .skip(first)
+                    .step_by(stride)
+                    .map(|&v| (l as u32, v))
+                    .collect::<Vec<_>>()
+            },
+        );
+        let picks: Vec<(u32, f32)> = parts.concat();
+        let max_abs = picks
+            .iter()
+            .filter(|(_, v)| v.is_finite())
+            .fold(0.0f32, |m, (_, v)| m.max(v.abs()));
+        Self {
+            picks,
+            stride,
+            max_abs,
+        }
     }
 }
 
@@ -403,9 +426,6 @@ struct Best {
     class: usize,
 }
 
-/// A cut: the key `tau` and the per-class counts of the items above it.
-type Cut = (f32, Vec<u64>);
-
 /// A range of one layer's weights processed as one piece of work.
 #[derive(Debug, Clone, Copy)]
 struct Unit {
@@ -437,8 +457,25 @@ fn par_map<I: Send, T: Send>(
     size: impl Fn(&I) -> usize,
     f: impl Fn(I) -> T + Sync,
 ) -> Vec<T> {
+    par_groups(inputs, threads, size, |g| {
+        g.into_iter().map(&f).collect::<Vec<T>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Split `inputs` into up to `threads` contiguous groups balanced by `size` and
+/// apply `f` to each group on its own scoped thread; results in group order (one
+/// group, on the calling thread, when `threads <= 1`).
+fn par_groups<I: Send, T: Send>(
+    inputs: Vec<I>,
+    threads: usize,
+    size: impl Fn(&I) -> usize,
+    f: impl Fn(Vec<I>) -> T + Sync,
+) -> Vec<T> {
     if threads <= 1 || inputs.len() <= 1 {
-        return inputs.into_iter().map(f).collect();
+        return vec![f(inputs)];
     }
     let total: usize = inputs.iter().map(&size).sum();
     let per = total.div_ceil(threads);
@@ -457,11 +494,11 @@ fn par_map<I: Send, T: Send>(
     std::thread::scope(|scope| {
         let handles: Vec<_> = groups
             .into_iter()
-            .map(|g| scope.spawn(move || g.into_iter().map(f).collect::<Vec<T>>()))
+            .map(|g| scope.spawn(move || f(g)))
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     })
 }
@@ -472,7 +509,11 @@ struct UnitScan {
     above: [u64; 2],
     /// Items inside the band.
     band: Vec<Item>,
+    /// Of which per class.
+    band_count: [u64; 2],
     nonzeros: u64,
+    /// Largest `|w|` bits (beyond `f32::MAX`'s for a NaN or infinity).
+    max_bits: i32,
 }
 
 /// What the keep pass did to one unit.
@@ -483,6 +524,8 @@ struct UnitKeep {
     ties: Vec<(usize, usize)>,
     /// Sum of `w^2` of every `CHUNK` of the unit (NaN where ties are pending).
     chunk_sums: Vec<f64>,
+    /// Sum of `w^2` of the unit before the pass (its chunks' sums in order).
+    before: f64,
 }
 
 /// Iterates the knapsack items (nonzero weights) of a set of layers.
@@ -492,6 +535,8 @@ struct Scan<'a, K> {
     params: &'a [f32],
     capacity: f64,
     keys: K,
+    /// The scale the keys are computed in (`keys` is its monomorphised form).
+    scale: KeyScale,
 }
 
 impl<K: KeyFn + Sync> Scan<'_, K> {
@@ -533,9 +578,9 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
 
     /// The `(key, cost)` of the sampled weights (about [`SAMPLE`] positions, taken by
     /// the statistics pass), and the number of weight positions each stands for.
-    fn sample(&self, stats: &WeightStats, total: usize, out: &mut Vec<(f32, f64)>) -> f64 {
+    fn sample(&self, sample: &Sample, out: &mut Vec<(f32, f64)>) -> f64 {
         out.clear();
-        for &(l, v) in &stats.sample {
+        for &(l, v) in &sample.picks {
             let l = l as usize;
             let cls = self.classifiers[l];
             // Approximate class (ties ignored): this only steers the bracket.
@@ -544,19 +589,13 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
                 out.push((self.key(v, self.params[c]), self.class_cost[c]));
             }
         }
-        total as f64 / stats.sample.len().max(1) as f64
+        sample.stride as f64
     }
 
     /// The band `[lo, hi]` of keys expected to hold the cut: `2 sqrt(sample)`
     /// sample positions either side of the cut estimated from the sample.
-    fn band<W: AsRef<[f32]>>(
-        &self,
-        weights: &[W],
-        stats: &WeightStats,
-        sample: &mut Vec<(f32, f64)>,
-    ) -> (f32, f32) {
-        let total = weights.iter().map(|w| w.as_ref().len()).sum();
-        let scale = self.sample(stats, total, sample);
+    fn band(&self, picks: &Sample, sample: &mut Vec<(f32, f64)>) -> (f32, f32) {
+        let scale = self.sample(picks, sample);
         let pos = cost_position(sample, self.capacity / scale);
         let margin = 2 * (sample.len() as f64).sqrt() as usize + 16;
         let desc = |a: &(f32, f64), b: &(f32, f64)| b.0.total_cmp(&a.0);
@@ -576,58 +615,60 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         (lo, hi)
     }
 
-    /// Scan one unit: items above `hi`, items in `[lo, hi]`, nonzeros, best item.
+    /// Scan one unit: items above `hi`, items in `[lo, hi]`, nonzeros, largest `|w|`.
     fn scan_unit(&self, u: Unit, layer: &[f32], lo: f32, hi: f32) -> UnitScan {
         let l = u.layer;
         let c0 = 2 * l;
-        let mut out = UnitScan {
-            above: [0; 2],
-            band: Vec::new(),
-            nonzeros: 0,
-        };
-        if !self.classifiers[l].all_base {
+        let mut band = Vec::new();
+        let mut band_count = [0u64; 2];
+        let counts = if !self.classifiers[l].all_base {
             // Rank-dependent costs: the class follows from |w| against the layer's
             // threshold (ties at it take `base` while the layer's quota lasts), and
             // then the same magnitude bounds as below, one pair per class.
             let ranks = Ranks::of(&self.classifiers[l]);
             let (hi_b, lo_b) = self.class_bounds(l, hi, lo);
             let mut idx = Vec::new();
-            let (above, nonzeros) = ranked_scan(layer, ranks, hi_b, lo_b, &mut idx);
-            out.above = above;
-            out.nonzeros = nonzeros;
-            out.band.extend(idx.iter().map(|&(i, s)| {
+            let counts = ranked_scan(layer, ranks, hi_b, lo_b, &mut idx);
+            band.extend(idx.iter().map(|&(i, s)| {
+                band_count[s as usize] += 1;
                 let c = c0 + s as usize;
                 Item {
                     key: self.key(layer[i as usize], self.params[c]),
                     class: c as u32,
                 }
             }));
-            return out;
+            counts
+        } else if self.class_cost[c0] > self.capacity {
+            // Nothing of the layer is affordable: bounds that nothing passes, for
+            // the nonzeros and the largest magnitude.
+            bound_scan(&layer[u.start..u.end], i32::MAX, i32::MAX, &mut Vec::new())
+        } else {
+            // Fast path (no rank-dependent cost). The key is a non-decreasing
+            // function of |w| within a class, so `key > hi` and `key >= lo` are
+            // integer compares of the bits of |w| against two magnitude bounds
+            // found once: no arithmetic per weight. Blocks of 64 give counts and a
+            // bit mask of the band members without branches; the few members are
+            // then read off the mask.
+            let w = &layer[u.start..u.end];
+            let p = self.params[c0];
+            let t_hi = self.mag_bound(hi, p, false);
+            let t_lo = self.mag_bound(lo, p, true);
+            let mut idx = Vec::new();
+            let counts = bound_scan(w, t_hi, t_lo, &mut idx);
+            band_count[0] = idx.len() as u64;
+            band.extend(idx.iter().map(|&i| Item {
+                key: self.key(w[i as usize], p),
+                class: c0 as u32,
+            }));
+            counts
+        };
+        UnitScan {
+            above: counts.above,
+            band,
+            band_count,
+            nonzeros: counts.nonzeros,
+            max_bits: counts.max_bits,
         }
-        let w = &layer[u.start..u.end];
-        if self.class_cost[c0] > self.capacity {
-            out.nonzeros = w.iter().filter(|v| **v != 0.0).count() as u64;
-            return out;
-        }
-        // Fast path (no rank-dependent cost). The key is a non-decreasing function
-        // of |w| within a class, so `key > hi` and `key >= lo` are integer compares
-        // of the bits of |w| against two magnitude bounds found once: no arithmetic
-        // per weight. Blocks of 64 give counts and a bit mask of the band members
-        // without branches; the few members are then read off the mask. (The best
-        // single item of such a layer is found from the layer's largest magnitude,
-        // see `bracket`.)
-        let p = self.params[c0];
-        let t_hi = self.mag_bound(hi, p, false);
-        let t_lo = self.mag_bound(lo, p, true);
-        let mut idx = Vec::new();
-        let (above, nonzeros) = bound_scan(w, t_hi, t_lo, &mut idx);
-        out.above[0] += above;
-        out.nonzeros += nonzeros;
-        out.band.extend(idx.iter().map(|&i| Item {
-            key: self.key(w[i as usize], p),
-            class: c0 as u32,
-        }));
-        out
     }
 
     /// Per class of layer `l` (base, surcharged), the magnitude bounds of `key > hi`
@@ -674,20 +715,29 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
     /// The cut `tau` with the per-class counts of the items above it (bracketed from
     /// a sample, selected inside the bracket, with a quickselect over all items if
     /// the bracket missed), the best single affordable item and the nonzeros per
-    /// layer. Units are scanned on up to `threads` threads.
+    /// layer; or [`Step::Rescale`] when the scan finds a largest magnitude for
+    /// which the key scale (chosen from the sample) is not the right one. Units
+    /// are scanned on up to `threads` threads.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for a NaN or infinite weight (found by the scan, before
+    /// anything is changed).
     fn find_cut<W: AsRef<[f32]> + Sync>(
         &self,
         weights: &[W],
         units: &[Unit],
-        stats: &WeightStats,
+        picks: &Sample,
         threads: usize,
         buf: &mut CutBuffers,
-    ) -> (f32, Vec<u64>, Option<Best>, Vec<u64>) {
-        let (cut, best, nonzeros) = self.bracket(weights, units, stats, threads, buf);
-        let ws = &mut buf.items;
-        if let Some((t, above)) = cut {
-            return (t, above, best, nonzeros);
+    ) -> Result<Step<CutFound>> {
+        let found = match self.bracket(weights, units, picks, threads, buf)? {
+            Step::Rescale(m) => return Ok(Step::Rescale(m)),
+            Step::Done(found) => found,
+        };
+        if found.threshold.is_some() {
+            return Ok(Step::Done(found));
         }
+        let ws = &mut buf.items;
         ws.clear();
         for (l, w) in weights.iter().enumerate() {
             self.layer_items(l, w.as_ref(), |_, _, k, c| {
@@ -699,29 +749,33 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         }
         let mut above = vec![0u64; self.class_cost.len()];
         let t = bucketed_select(
-            ws,
+            &[&ws[..]],
+            &mut buf.chosen,
             self.class_cost,
             &mut above,
             self.capacity,
             &mut buf.buckets,
+            threads,
         );
-        (t, above, best, nonzeros)
+        Ok(Step::Done(CutFound {
+            threshold: Some(t),
+            above,
+            ..found
+        }))
     }
 
     /// One pass: estimate the band of the cut from a sample, scan every unit, and
-    /// select inside the band (`None` if the cut lies outside it); also the best
-    /// single item and the nonzeros per layer.
+    /// select inside the band (`threshold` `None` if the cut lies outside it); also
+    /// the best single item, the nonzeros per layer and the finiteness check.
     fn bracket<W: AsRef<[f32]> + Sync>(
         &self,
         weights: &[W],
         units: &[Unit],
-        stats: &WeightStats,
+        picks: &Sample,
         threads: usize,
         buf: &mut CutBuffers,
-    ) -> (Option<Cut>, Option<Best>, Vec<u64>) {
-        let layer_max = &stats.layer_max;
-        let (lo, hi) = self.band(weights, stats, &mut buf.sample);
-        let ws = &mut buf.items;
+    ) -> Result<Step<CutFound>> {
+        let (lo, hi) = self.band(picks, &mut buf.sample);
         let scans = par_map(
             units.to_vec(),
             threads,
@@ -731,21 +785,35 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         let classes = self.class_cost.len();
         let (mut above, mut band) = (vec![0u64; classes], vec![0u64; classes]);
         let mut nonzeros = vec![0u64; weights.len()];
-        ws.clear();
-        for (u, sc) in units.iter().zip(scans) {
-            above[2 * u.layer] += sc.above[0];
-            above[2 * u.layer + 1] += sc.above[1];
-            for it in &sc.band {
-                band[it.class as usize] += 1;
+        // Per layer: largest |w| bits and the start of the first unit holding it.
+        let mut layer_max = vec![(-1i32, 0usize); weights.len()];
+        for (u, sc) in units.iter().zip(&scans) {
+            let l = u.layer;
+            above[2 * l] += sc.above[0];
+            above[2 * l + 1] += sc.above[1];
+            band[2 * l] += sc.band_count[0];
+            band[2 * l + 1] += sc.band_count[1];
+            nonzeros[l] += sc.nonzeros;
+            if sc.max_bits > layer_max[l].0 {
+                layer_max[l] = (sc.max_bits, u.start);
             }
-            ws.extend_from_slice(&sc.band);
-            nonzeros[u.layer] += sc.nonzeros;
+        }
+        let mut max_abs = 0.0f32;
+        for (l, &(bits, _)) in layer_max.iter().enumerate() {
+            if bits > abs_bits(f32::MAX) {
+                crate::error::check_finite(&format!("weights of layer {l}"), weights[l].as_ref())?;
+            }
+            max_abs = max_abs.max(f32::from_bits(bits.max(0) as u32));
+        }
+        if KeyScale::choose(max_abs, self.class_cost, self.capacity) != self.scale {
+            return Ok(Step::Rescale(max_abs));
         }
         // The best single item: the largest |w| of the layer whose top weight is
         // affordable (first layer among equals), first in index order within it. The
         // top weight of a layer is charged `base` unless nothing is buffered.
         let mut best: Option<Best> = None;
-        for (l, &m) in layer_max.iter().enumerate() {
+        for (l, &(bits, _)) in layer_max.iter().enumerate() {
+            let m = f32::from_bits(bits.max(0) as u32);
             let cls = &self.classifiers[l];
             let top = 2 * l + usize::from(!cls.all_base && cls.thr == f32::INFINITY);
             if self.class_cost[top] <= self.capacity && m > best.map_or(0.0, |b| b.weight) {
@@ -758,7 +826,7 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
             }
         }
         if let Some(b) = best.as_mut() {
-            let (w, from) = (weights[b.layer].as_ref(), stats.layer_max_from[b.layer]);
+            let (w, from) = (weights[b.layer].as_ref(), layer_max[b.layer].1);
             b.index = w[from..]
                 .iter()
                 .position(|v| v.abs() == b.weight)
@@ -769,11 +837,26 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         let with_band: Vec<u64> = above.iter().zip(&band).map(|(a, b)| a + b).collect();
         let holds = charged_of_classes(&above, self.class_cost) <= cap
             && (lo == f32::NEG_INFINITY || charged_of_classes(&with_band, self.class_cost) > cap);
-        let cut = holds.then(|| {
-            let t = bucketed_select(ws, self.class_cost, &mut above, cap, &mut buf.buckets);
-            (t, above)
+        let threshold = holds.then(|| {
+            // The band members, unit by unit where the scan left them.
+            let parts: Vec<&[Item]> = scans.iter().map(|sc| &sc.band[..]).collect();
+            let (items, buckets) = (&mut buf.items, &mut buf.buckets);
+            bucketed_select(
+                &parts,
+                items,
+                self.class_cost,
+                &mut above,
+                cap,
+                buckets,
+                threads,
+            )
         });
-        (cut, best, nonzeros)
+        Ok(Step::Done(CutFound {
+            threshold,
+            above,
+            best,
+            nonzeros,
+        }))
     }
 
     /// Keep pass of one unit: weights above the cut kept, exact ties left in place
@@ -785,10 +868,12 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
             kept: [0; 2],
             ties: Vec::new(),
             chunk_sums: Vec::with_capacity(w.len().div_ceil(CHUNK)),
+            before: 0.0,
         };
         let cls = self.classifiers[l];
         if cls.all_base {
             if self.class_cost[c0] > self.capacity {
+                out.before = value(w);
                 w.fill(0.0);
                 return out;
             }
@@ -798,10 +883,12 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
                 self.mag_bound(threshold, p, true),
             );
             for (ci, chunk) in w.chunks_mut(CHUNK).enumerate() {
+                let before = sum_sq(chunk);
+                out.before += before;
                 if threshold == f32::NEG_INFINITY {
                     // Everything affordable fits: keep all.
                     out.kept[0] += chunk.iter().filter(|v| **v != 0.0).count() as u64;
-                    out.chunk_sums.push(sum_sq(chunk));
+                    out.chunk_sums.push(before);
                     continue;
                 }
                 // Branch-free: keep above the cut, leave exact ties (nonzero) for
@@ -831,6 +918,7 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         let (keep_b, tie_b) = self.class_bounds(l, threshold, threshold);
         let mut seen = 0u64;
         for (ci, chunk) in w.chunks_mut(CHUNK).enumerate() {
+            out.before += sum_sq(chunk);
             let seen_at_start = seen;
             let (m, t) = ranked_keep(chunk, ranks, &mut seen, keep_b, tie_b);
             out.kept[0] += m[0];
@@ -930,27 +1018,24 @@ pub(super) enum IfFits {
 /// the running sums of `select` and the canonical per-class sum disagree by
 /// rounding, the selection is repeated on its own result with a capacity tightened
 /// by the overshoot; after [`REPAIR_ROUNDS`] everything is zeroed, which always fits).
-pub(super) fn select_with_guarantees<W: AsMut<[f32]> + AsRef<[f32]> + Sync>(
+/// `select` reports the value of the weights it was given in `total_value`; the
+/// first round's is returned.
+pub(super) fn select_with_guarantees<W: AsMut<[f32]> + AsRef<[f32]>>(
     weights: &mut [W],
     costs: &[LayerCost],
     capacity: f64,
-    threads: usize,
-    mut select: impl FnMut(&mut [W], f64, &WeightStats, IfFits) -> Selection,
+    mut select: impl FnMut(&mut [W], f64, IfFits) -> Result<Selection>,
 ) -> Result<Selection> {
     check_inputs(weights, costs, capacity, false)?;
-    let before = WeightStats::of(weights, threads)?;
-    let (mut cap, mut stats, mut if_fits) = (capacity, before.clone(), IfFits::Identity);
+    let (mut cap, mut if_fits, mut total) = (capacity, IfFits::Identity, None);
     for round in 0..REPAIR_ROUNDS {
-        let sel = select(weights, cap, &stats, if_fits);
+        let sel = select(weights, cap, if_fits)?;
+        let total_value = *total.get_or_insert(sel.total_value);
         if sel.charged <= capacity {
-            return Ok(Selection {
-                total_value: before.total_value,
-                ..sel
-            });
+            return Ok(Selection { total_value, ..sel });
         }
         let over = (sel.charged - capacity) * f64::from(1u32 << round) + capacity * f64::EPSILON;
         cap = (cap - over).max(0.0);
-        stats = WeightStats::of(weights, threads)?;
         if_fits = IfFits::Select;
     }
     for w in weights.iter_mut() {
@@ -960,27 +1045,31 @@ pub(super) fn select_with_guarantees<W: AsMut<[f32]> + AsRef<[f32]> + Sync>(
         kept: 0,
         charged: 0.0,
         kept_value: 0.0,
-        total_value: before.total_value,
+        total_value: total.unwrap_or(0.0),
         single_item: false,
     })
 }
 
 /// The identity selection if the state with `nonzeros` per layer fits `capacity`
-/// under the canonical accounting ([`classes_of_nonzeros`], [`charged_of_classes`]).
+/// under the canonical accounting ([`classes_of_nonzeros`], [`charged_of_classes`]);
+/// `value` sums the weights' value (called only then).
 pub(super) fn fits(
     costs: &[LayerCost],
     nonzeros: &[u64],
     capacity: f64,
-    stats: &WeightStats,
+    value: impl FnOnce() -> f64,
 ) -> Option<Selection> {
     let (counts, class_cost) = classes_of_nonzeros(costs, nonzeros);
     let charged = charged_of_classes(&counts, &class_cost);
-    (charged <= capacity).then(|| Selection {
-        kept: nonzeros.iter().sum(),
-        charged,
-        kept_value: stats.total_value,
-        total_value: stats.total_value,
-        single_item: false,
+    (charged <= capacity).then(|| {
+        let value = value();
+        Selection {
+            kept: nonzeros.iter().sum(),
+            charged,
+            kept_value: value,
+            total_value: value,
+            single_item: false,
+        }
     })
 }
 
@@ -1023,83 +1112,114 @@ pub fn greedy_knapsack_parallel<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync>(
     threads: usize,
 ) -> Result<Selection> {
     let threads = threads.max(1);
-    select_with_guarantees(
-        weights,
-        costs,
-        capacity,
-        threads,
-        |w, cap, stats, if_fits| select_once(w, costs, cap, ws, stats, if_fits, threads),
-    )
+    select_with_guarantees(weights, costs, capacity, |w, cap, if_fits| {
+        select_once(w, costs, cap, ws, if_fits, threads)
+    })
 }
 
 /// One greedy selection (no guarantees beyond those of the algorithm itself).
+///
+/// The key scale is chosen from the sample's largest magnitude and checked
+/// against the exact one that the scan finds; in the rare case they call for
+/// different scales, the selection starts again with the exact one.
 fn select_once<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync>(
     weights: &mut [W],
     costs: &[LayerCost],
     capacity: f64,
     ws: &mut ProjectionWorkspace,
-    stats: &WeightStats,
     if_fits: IfFits,
     threads: usize,
-) -> Selection {
-    let ProjectionWorkspace {
-        mags,
-        class_cost,
-        params,
-        ..
-    } = ws;
-    class_cost.clear();
+) -> Result<Selection> {
+    let picks = Sample::of(weights, threads);
+    let classifiers: Vec<Classifier> = if threads <= 1 {
+        weights
+            .iter()
+            .zip(costs)
+            .map(|(w, c)| Classifier::new(w.as_ref(), c, &mut ws.mags))
+            .collect()
+    } else {
+        // Layers in parallel; only those with rank-dependent costs do any work.
+        let shared: &[W] = weights;
+        let work = |&l: &usize| {
+            let (n, c) = (shared[l].as_ref().len(), &costs[l]);
+            if c.surcharge > 0.0 && c.buffered < n {
+                n
+            } else {
+                1
+            }
+        };
+        par_map((0..shared.len()).collect(), threads, work, |l| {
+            Classifier::new(shared[l].as_ref(), &costs[l], &mut Vec::new())
+        })
+    };
+    ws.class_cost.clear();
     for c in costs {
-        class_cost.push(c.base);
-        class_cost.push(c.base + c.surcharge);
+        ws.class_cost.push(c.base);
+        ws.class_cost.push(c.base + c.surcharge);
     }
-    let scale = KeyScale::choose(stats, class_cost, capacity);
-    params.clear();
-    params.extend(class_cost.iter().map(|&c| scale.param(c, capacity)));
-    let classifiers: Vec<Classifier> = weights
-        .iter()
-        .zip(costs)
-        .map(|(w, c)| Classifier::new(w.as_ref(), c, mags))
-        .collect();
-    match scale {
-        KeyScale::Linear { .. } => select_keyed(
-            weights,
+    let mut max_abs = picks.max_abs;
+    loop {
+        let scale = KeyScale::choose(max_abs, &ws.class_cost, capacity);
+        let (class_cost, params) = (&ws.class_cost, &mut ws.params);
+        params.clear();
+        params.extend(class_cost.iter().map(|&c| scale.param(c, capacity)));
+        let job = Job {
             costs,
             capacity,
-            ws,
-            &classifiers,
-            stats,
+            classifiers: &classifiers,
+            picks: &picks,
             if_fits,
-            Linear,
             threads,
-        ),
-        KeyScale::Logarithmic => select_keyed(
-            weights,
-            costs,
-            capacity,
-            ws,
-            &classifiers,
-            stats,
-            if_fits,
-            Logarithmic,
-            threads,
-        ),
+            scale,
+        };
+        let step = match scale {
+            KeyScale::Linear { .. } => select_keyed(weights, ws, &job, Linear)?,
+            KeyScale::Logarithmic => select_keyed(weights, ws, &job, Logarithmic)?,
+        };
+        match step {
+            Step::Done(sel) => return Ok(sel),
+            Step::Rescale(exact) => max_abs = exact,
+        }
     }
 }
 
+/// The inputs of one selection besides the weights and the workspace.
+struct Job<'a> {
+    costs: &'a [LayerCost],
+    capacity: f64,
+    classifiers: &'a [Classifier],
+    picks: &'a Sample,
+    if_fits: IfFits,
+    threads: usize,
+    scale: KeyScale,
+}
+
+/// A result, or the largest magnitude that calls for another key scale.
+enum Step<T> {
+    Done(T),
+    Rescale(f32),
+}
+
+/// What the cut search found.
+struct CutFound {
+    /// The cut `tau` (`None` while the bracket missed it).
+    threshold: Option<f32>,
+    /// Items with a key above the cut, per class.
+    above: Vec<u64>,
+    /// The most valuable affordable single weight.
+    best: Option<Best>,
+    /// Nonzero weights per layer.
+    nonzeros: Vec<u64>,
+}
+
 /// The selection proper, monomorphised on the key representation.
-#[allow(clippy::too_many_arguments)]
 fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync, K: KeyFn + Send + Sync>(
     weights: &mut [W],
-    costs: &[LayerCost],
-    capacity: f64,
     ws: &mut ProjectionWorkspace,
-    classifiers: &[Classifier],
-    stats: &WeightStats,
-    if_fits: IfFits,
+    job: &Job<'_>,
     keys: K,
-    threads: usize,
-) -> Selection {
+) -> Result<Step<Selection>> {
+    let (capacity, threads) = (job.capacity, job.threads);
     let ProjectionWorkspace {
         cut,
         class_cost,
@@ -1107,37 +1227,38 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync, K: KeyFn + Send + 
         ..
     } = ws;
     let scan = Scan {
-        classifiers,
+        classifiers: job.classifiers,
         class_cost,
         params,
         capacity,
         keys,
+        scale: job.scale,
     };
     let lens: Vec<usize> = weights.iter().map(|w| w.as_ref().len()).collect();
-    let units = make_units(&lens, classifiers);
-    let (threshold, above, best, nonzeros) = scan.find_cut(weights, &units, stats, threads, cut);
-    if if_fits == IfFits::Identity
-        && let Some(same) = fits(costs, &nonzeros, capacity, stats)
+    let units = make_units(&lens, job.classifiers);
+    let found = match scan.find_cut(weights, &units, job.picks, threads, cut)? {
+        Step::Done(found) => found,
+        Step::Rescale(m) => return Ok(Step::Rescale(m)),
+    };
+    let CutFound {
+        threshold,
+        above,
+        best,
+        nonzeros,
+    } = found;
+    let threshold = threshold.unwrap_or(f32::NEG_INFINITY);
+    if job.if_fits == IfFits::Identity
+        && let Some(same) = fits(job.costs, &nonzeros, capacity, || {
+            total_value(weights, &units, threads)
+        })
     {
-        return same;
+        return Ok(Step::Done(same));
     }
     // Keep pass, unit by unit (in parallel): weights above the cut kept, the rest
     // zeroed, exact ties with the cut left in place.
-    let mut slices: Vec<(Unit, &mut [f32])> = Vec::with_capacity(units.len());
-    {
-        let mut units_iter = units.iter().peekable();
-        for (l, w) in weights.iter_mut().enumerate() {
-            let mut rest: &mut [f32] = w.as_mut();
-            while let Some(u) = units_iter.next_if(|u| u.layer == l) {
-                let (head, tail) = std::mem::take(&mut rest).split_at_mut(u.end - u.start);
-                slices.push((*u, head));
-                rest = tail;
-            }
-        }
-    }
     let scan = &scan;
     let keeps = par_map(
-        slices,
+        unit_slices(weights, &units),
         threads,
         |(u, _)| u.end - u.start,
         |(u, w)| (u, scan.keep_unit(u, w, threshold)),
@@ -1148,11 +1269,12 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync, K: KeyFn + Send + 
     let mut kept = vec![0u64; class_cost.len()];
     let mut counts = above;
     let mut open = true;
-    let mut kept_value = 0.0f64;
+    let (mut kept_value, mut total_value) = (0.0f64, 0.0f64);
     for (u, mut k) in keeps {
         let (c0, c1) = (2 * u.layer, 2 * u.layer + 1);
         kept[c0] += k.kept[0];
         kept[c1] += k.kept[1];
+        total_value += k.before;
         let w = weights[u.layer].as_mut();
         for &(i, c) in &k.ties {
             counts[c] += 1;
@@ -1180,22 +1302,58 @@ fn select_keyed<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync, K: KeyFn + Send + 
                 w.as_mut().fill(0.0);
             }
             weights[b.layer].as_mut()[b.index] = b.weight;
-            return Selection {
+            return Ok(Step::Done(Selection {
                 kept: 1,
                 charged: class_cost[b.class],
                 kept_value: value,
-                total_value: 0.0,
+                total_value,
                 single_item: true,
-            };
+            }));
         }
     }
-    Selection {
+    Ok(Step::Done(Selection {
         kept: kept.iter().sum(),
         charged: charged_of_classes(&kept, class_cost),
         kept_value,
-        total_value: 0.0,
+        total_value,
         single_item: false,
+    }))
+}
+
+/// The weights of every unit as a mutable slice, in unit order.
+fn unit_slices<'w, W: AsMut<[f32]>>(
+    weights: &'w mut [W],
+    units: &[Unit],
+) -> Vec<(Unit, &'w mut [f32])> {
+    let mut slices = Vec::with_capacity(units.len());
+    let mut units_iter = units.iter().peekable();
+    for (l, w) in weights.iter_mut().enumerate() {
+        let mut rest: &mut [f32] = w.as_mut();
+        while let Some(u) = units_iter.next_if(|u| u.layer == l) {
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(u.end - u.start);
+            slices.push((*u, head));
+            rest = tail;
+        }
     }
+    slices
+}
+
+/// Sum of `w^2` of a unit, chunk by chunk in order (as the keep pass sums it).
+fn value(w: &[f32]) -> f64 {
+    w.chunks(CHUNK).map(sum_sq).sum()
+}
+
+/// Sum of `w^2` of all weights, unit by unit in order (the same sum whatever the
+/// number of threads, and the same as the keep pass's).
+fn total_value<W: AsRef<[f32]> + Sync>(weights: &[W], units: &[Unit], threads: usize) -> f64 {
+    par_map(
+        units.to_vec(),
+        threads,
+        |u| u.end - u.start,
+        |u| value(&weights[u.layer].as_ref()[u.start..u.end]),
+    )
+    .into_iter()
+    .sum()
 }
 
 /// `sum_c kept_c * cost_c` in class order: the one way every selection sums its cost.
@@ -1206,42 +1364,79 @@ pub(super) fn charged_of_classes(kept: &[u64], class_cost: &[f64]) -> f64 {
         .sum()
 }
 
-/// [`weighted_select`] for many items in two passes: per-class counts of the
-/// items in up to 4096 buckets of key order (`buckets` is the table), a walk down
-/// the buckets pricing the running counts exactly as [`charged_of_classes`] does,
-/// and [`weighted_select`] among the items of the one bucket where the cost
-/// stops fitting (`items` keeps just those). Same result as [`weighted_select`]
-/// on all items: the cut is the largest key whose strictly larger keys fit and
-/// whose equal-or-larger keys do not, whichever way it is found.
+/// [`weighted_select`] for many items (`parts`, in any order) in two passes:
+/// per-class counts of the items in up to 4096 buckets of key order (`buckets`
+/// is the table; one per thread, added up), a walk down the buckets pricing the
+/// running counts exactly as [`charged_of_classes`] does, and [`weighted_select`]
+/// among the items of the one bucket where the cost stops fitting (gathered into
+/// `chosen`). Same result as [`weighted_select`] on all items: the cut is the
+/// largest key whose strictly larger keys fit and whose equal-or-larger keys do
+/// not, whichever way it is found.
 fn bucketed_select(
-    items: &mut Vec<Item>,
+    parts: &[&[Item]],
+    chosen: &mut Vec<Item>,
     class_cost: &[f64],
     above: &mut [u64],
     capacity: f64,
     buckets: &mut Vec<u32>,
+    threads: usize,
 ) -> f32 {
     let classes = class_cost.len();
     let per_class = (TABLE / classes.max(1)).min(4096);
-    if items.len() < 1 << 14 || per_class < 64 {
-        return weighted_select(items, class_cost, above, capacity);
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    chosen.clear();
+    if total < 1 << 14 || per_class < 64 {
+        parts.iter().for_each(|p| chosen.extend_from_slice(p));
+        return weighted_select(chosen, class_cost, above, capacity);
     }
     // Keys as u32 in their order (`+ 0.0` makes -0 and +0 one key, as `==` does).
     let ord = |k: f32| {
         let b = (k + 0.0).to_bits();
         if b >> 31 == 1 { !b } else { b | 0x8000_0000 }
     };
-    let (lo, hi) = items.iter().fold((u32::MAX, 0u32), |(lo, hi), it| {
-        let o = ord(it.key);
-        (lo.min(o), hi.max(o))
-    });
+    let (lo, hi) = par_groups(
+        parts.to_vec(),
+        threads,
+        |p| p.len(),
+        |group| {
+            group
+                .iter()
+                .flat_map(|p| p.iter())
+                .fold((u32::MAX, 0u32), |(lo, hi), it| {
+                    let o = ord(it.key);
+                    (lo.min(o), hi.max(o))
+                })
+        },
+    )
+    .into_iter()
+    .fold((u32::MAX, 0u32), |(lo, hi), (a, b)| (lo.min(a), hi.max(b)));
     let span = u64::from(hi - lo);
     let shift = (0..32).find(|s| span >> s < per_class as u64).unwrap_or(32);
     let bucket = |k: f32| ((ord(k) - lo) >> shift) as usize;
     let n = (span >> shift) as usize + 1;
+    let count = |group: &[&[Item]], table: &mut [u32]| {
+        for it in group.iter().flat_map(|p| p.iter()) {
+            table[bucket(it.key) * classes + it.class as usize] += 1;
+        }
+    };
     buckets.clear();
     buckets.resize(n * classes, 0);
-    for it in items.iter() {
-        buckets[bucket(it.key) * classes + it.class as usize] += 1;
+    if threads <= 1 {
+        count(parts, buckets);
+    } else {
+        let tables = par_groups(
+            parts.to_vec(),
+            threads,
+            |p| p.len(),
+            |group| {
+                let mut table = vec![0u32; n * classes];
+                count(&group, &mut table);
+                table
+            },
+        );
+        for table in tables {
+            buckets.iter_mut().zip(table).for_each(|(b, t)| *b += t);
+        }
     }
     let mut trial = above.to_vec();
     for b in (0..n).rev() {
@@ -1251,8 +1446,21 @@ fn bucketed_select(
             .zip(row)
             .for_each(|(t, r)| *t += u64::from(*r));
         if charged_of_classes(&trial, class_cost) > capacity {
-            items.retain(|it| bucket(it.key) == b);
-            return weighted_select(items, class_cost, above, capacity);
+            let found = par_groups(
+                parts.to_vec(),
+                threads,
+                |p| p.len(),
+                |group| {
+                    group
+                        .iter()
+                        .flat_map(|p| p.iter())
+                        .filter(|it| bucket(it.key) == b)
+                        .copied()
+                        .collect::<Vec<Item>>()
+                },
+            );
+            found.iter().for_each(|f| chosen.extend_from_slice(f));
+            return weighted_select(chosen, class_cost, above, capacity);
         }
         above.copy_from_slice(&trial);
     }
@@ -1403,7 +1611,7 @@ mod tests {
     #[test]
     fn bucketed_select_equals_weighted_select() {
         let mut rng = StdRng::seed_from_u64(21);
-        let mut table = Vec::new();
+        let (mut table, mut chosen) = (Vec::new(), Vec::new());
         for case in 0..60 {
             let classes = [1, 2, 16, 200, 2000][case % 5];
             let n = rng.random_range(1 << 14..1 << 16);
@@ -1428,13 +1636,25 @@ mod tests {
             let above0: Vec<u64> = (0..classes).map(|_| rng.random_range(0..3)).collect();
             for f in [0.0, 0.01, 0.3, 0.7, 0.999, 1.5] {
                 let cap = charged_of_classes(&above0, &class_cost) + f * all;
-                let (mut a, mut b) = (items.clone(), items.clone());
-                let (mut above_a, mut above_b) = (above0.clone(), above0.clone());
-                let ta = bucketed_select(&mut a, &class_cost, &mut above_a, cap, &mut table);
+                let mut b = items.clone();
+                let mut above_b = above0.clone();
                 let tb = weighted_select(&mut b, &class_cost, &mut above_b, cap);
-                // Equal as keys (a cut at -0 is a cut at +0).
-                assert_eq!(ta, tb, "case {case} fraction {f}");
-                assert_eq!(above_a, above_b, "case {case} fraction {f}");
+                let (left, right) = items.split_at(n / 3);
+                for threads in [1, 2, 3] {
+                    let mut above_a = above0.clone();
+                    let ta = bucketed_select(
+                        &[left, right],
+                        &mut chosen,
+                        &class_cost,
+                        &mut above_a,
+                        cap,
+                        &mut table,
+                        threads,
+                    );
+                    // Equal as keys (a cut at -0 is a cut at +0).
+                    assert_eq!(ta, tb, "case {case} fraction {f} threads {threads}");
+                    assert_eq!(above_a, above_b, "case {case} fraction {f}");
+                }
             }
         }
     }
@@ -1473,6 +1693,48 @@ mod tests {
             found > 150,
             "the filter served {found} of 200 ({declined} declined)"
         );
+    }
+
+    #[test]
+    fn unsampled_extremes_rescale_or_fail_before_any_change() {
+        let mut rng = StdRng::seed_from_u64(24);
+        let n = 1 << 20;
+        let base: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let stride = n / sample_size(n);
+        let cost = [LayerCost {
+            base: 1.0,
+            surcharge: 2.0,
+            buffered: n / 100,
+        }];
+        let mut ws = ProjectionWorkspace::new();
+        // A huge weight where the sample does not look: the scale chosen from the
+        // sample is not the exact one, so the selection starts again.
+        let mut w = vec![base.clone()];
+        w[0][stride / 2] = 1e30;
+        let (sampled, exact) = (Sample::of(&w, 1).max_abs, 1e30f32);
+        assert!(sampled <= 1.0);
+        assert_ne!(
+            KeyScale::choose(sampled, &[1.0, 3.0], 1e5),
+            KeyScale::choose(exact, &[1.0, 3.0], 1e5)
+        );
+        let mut reference = w.clone();
+        let got = greedy_knapsack(&mut w, &cost, 1e5, &mut ws).unwrap();
+        let want = project_sorted(&mut reference, &cost, 1e5).unwrap();
+        assert!(w == reference);
+        assert_eq!(got, want);
+        // A NaN or an infinity where the sample does not look: an error naming the
+        // layer and index, and nothing changed.
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut w = vec![vec![0.5f32; 8], base.clone()];
+            w[1][stride / 2 + 1] = bad;
+            let before = w.clone();
+            let err = greedy_knapsack_parallel(&mut w, &[cost[0], cost[0]], 1e3, &mut ws, 2)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("layer 1"), "{err}");
+            assert!(err.contains(&format!("{}", stride / 2 + 1)), "{err}");
+            assert_eq!(format!("{w:?}"), format!("{before:?}"));
+        }
     }
 
     #[test]
@@ -1611,13 +1873,15 @@ mod tests {
                 params: &[1.0, 1.0],
                 capacity: cap,
                 keys: Linear,
+                scale: KeyScale::Linear { shift: 0 },
             };
             let units = make_units(&[w.len()], &classifiers);
             let w = std::slice::from_ref(w);
-            let stats = WeightStats::of(w, 1).unwrap();
-            scan.bracket(w, &units, &stats, 1, &mut CutBuffers::default())
-                .0
-                .is_some()
+            let found = scan.bracket(w, &units, &Sample::of(w, 1), 1, &mut CutBuffers::default());
+            match found.unwrap() {
+                Step::Done(found) => found.threshold.is_some(),
+                Step::Rescale(_) => panic!("the sample's scale is the exact one here"),
+            }
         };
         assert!(bracket(&random, n as f64 / 3.0));
         assert!(!bracket(&adversarial, n as f64 / 3.0));

@@ -40,7 +40,7 @@
 //! example.
 
 use super::select::{
-    KeyFn, KeyScale, Linear, Logarithmic, Selection, WeightStats, charged_of_classes, check_inputs,
+    KeyFn, KeyScale, Linear, Logarithmic, Selection, charged_of_classes, check_inputs,
     classes_of_nonzeros,
 };
 use crate::energy::LayerCost;
@@ -825,13 +825,6 @@ pub fn coordinate(
             pos as usize,
         ));
     }
-    let wstats = WeightStats {
-        total_value,
-        max_abs,
-        layer_max: Vec::new(),
-        layer_max_from: Vec::new(),
-        sample: Vec::new(),
-    };
     let (counts, _) = classes_of_nonzeros(&problem.costs, &nonzeros);
     let charged_now = charged_of_classes(&counts, &class_cost);
     if charged_now <= problem.capacity {
@@ -924,7 +917,7 @@ pub fn coordinate(
             });
         }
     }
-    let scale = KeyScale::choose(&wstats, &class_cost, problem.capacity);
+    let scale = KeyScale::choose(max_abs, &class_cost, problem.capacity);
     let ctx = KeyContext {
         logarithmic: scale == KeyScale::Logarithmic,
         params: class_cost
