@@ -4,12 +4,16 @@
 //! reference, the sequential selection, the parallel selection (2 threads) and the
 //! sharded protocol in memory (8 shards, answered in turn on one thread).
 //!
+//! Every projection works in place on long-lived buffers, as in training: before
+//! each timed call the buffers get the original weights back (not timed), so no
+//! allocation or first touch of fresh memory is measured.
+//!
 //! `cargo bench --bench projection`
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use energy_prune::arch::zoo;
 use energy_prune::energy::{LayerCost, SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::prune::projection::sharded::{Shard, answer, coordinate};
@@ -28,6 +32,26 @@ fn normal_weights(rng: &mut StdRng, n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Time `project` on `iters` fresh copies of `weights` held in one set of
+/// buffers (restoring them is not timed).
+fn in_place(
+    iters: u64,
+    weights: &[Vec<f32>],
+    buffers: &mut [Vec<f32>],
+    mut project: impl FnMut(&mut [Vec<f32>]),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        for (b, w) in buffers.iter_mut().zip(weights) {
+            b.copy_from_slice(w);
+        }
+        let t = Instant::now();
+        project(black_box(&mut *buffers));
+        total += t.elapsed();
+    }
+    total
+}
+
 fn bench_case(
     c: &mut Criterion,
     name: &str,
@@ -44,20 +68,17 @@ fn bench_case(
         .sum::<f64>()
         * keep_fraction;
     let mut ws = ProjectionWorkspace::new();
+    let mut buffers = weights.clone();
     let mut group = c.benchmark_group(format!("projection/{name}"));
     group.throughput(Throughput::Elements(n as u64));
     group.sample_size(10);
     group.warm_up_time(Duration::from_millis(500));
     group.bench_function(BenchmarkId::new("selection", n), |b| {
-        b.iter_batched(
-            || weights.clone(),
-            // The weights are returned so that freeing them is not timed.
-            |mut w| {
-                greedy_knapsack(&mut w, &costs, capacity, &mut ws).unwrap();
-                w
-            },
-            BatchSize::LargeInput,
-        )
+        b.iter_custom(|iters| {
+            in_place(iters, &weights, &mut buffers, |w| {
+                greedy_knapsack(w, &costs, capacity, &mut ws).unwrap();
+            })
+        })
     });
     // The floor: one streaming pass over the same weights, as fast as a pass can be
     // (a sum of squares in 16 independent f32 lanes, which vectorises).
@@ -91,14 +112,11 @@ fn bench_case(
     });
     let mut ws2 = ProjectionWorkspace::new();
     group.bench_function(BenchmarkId::new("parallel_2_threads", n), |b| {
-        b.iter_batched(
-            || weights.clone(),
-            |mut w| {
-                greedy_knapsack_parallel(&mut w, &costs, capacity, &mut ws2, 2).unwrap();
-                w
-            },
-            BatchSize::LargeInput,
-        )
+        b.iter_custom(|iters| {
+            in_place(iters, &weights, &mut buffers, |w| {
+                greedy_knapsack_parallel(w, &costs, capacity, &mut ws2, 2).unwrap();
+            })
+        })
     });
     let problem = ShardedProblem {
         costs: costs.clone(),
@@ -106,10 +124,9 @@ fn bench_case(
         capacity,
     };
     group.bench_function(BenchmarkId::new("sharded_8_in_memory", n), |b| {
-        b.iter_batched(
-            || weights.clone(),
-            |mut w| {
-                let mut shards = Shard::split(&mut w, 8);
+        b.iter_custom(|iters| {
+            in_place(iters, &weights, &mut buffers, |w| {
+                let mut shards = Shard::split(w, 8);
                 coordinate(&problem, |req| {
                     shards
                         .iter_mut()
@@ -118,21 +135,15 @@ fn bench_case(
                         .collect()
                 })
                 .unwrap();
-                drop(shards);
-                w
-            },
-            BatchSize::LargeInput,
-        )
+            })
+        })
     });
     group.bench_function(BenchmarkId::new("sort", n), |b| {
-        b.iter_batched(
-            || weights.clone(),
-            |mut w| {
-                project_sorted(&mut w, &costs, capacity).unwrap();
-                w
-            },
-            BatchSize::LargeInput,
-        )
+        b.iter_custom(|iters| {
+            in_place(iters, &weights, &mut buffers, |w| {
+                project_sorted(w, &costs, capacity).unwrap();
+            })
+        })
     });
     group.finish();
 }

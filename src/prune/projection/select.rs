@@ -114,8 +114,8 @@ impl Classifier {
 
 /// The `k`-th largest magnitude of `w` (finite, `0 < k < w.len()`) and how many
 /// magnitudes exceed it, for `k` small next to `w.len()`: a threshold estimated
-/// from a strided sample so that about `2k` magnitudes reach it, one pass
-/// collecting those into `mags`, and a selection among them. `None` (the caller
+/// from a strided sample so that about `2k` magnitudes reach it, one vectorised
+/// pass collecting those into `mags`, and a selection among them. `None` (the caller
 /// selects among all) when `k` is not small or the sample's threshold let fewer
 /// than `k` through.
 fn top_k_by_filter(w: &[f32], k: usize, mags: &mut Vec<f32>) -> Option<(f32, usize)> {
@@ -133,8 +133,15 @@ fn top_k_by_filter(w: &[f32], k: usize, mags: &mut Vec<f32>) -> Option<(f32, usi
         return None;
     }
     let t = *mags.select_nth_unstable_by(rank, desc).1;
+    if t <= 0.0 || t.is_nan() || u32::try_from(n).is_err() {
+        return None;
+    }
+    // The positions of |w| >= t, by the bracket scan's kernel (bits in
+    // (bits(t) - 1, MAX], nonzero).
+    let mut at = Vec::with_capacity(4 * k);
+    bound_scan(w, i32::MAX, abs_bits(t) - 1, &mut at);
     mags.clear();
-    mags.extend(w.iter().map(|v| v.abs()).filter(|a| *a >= t));
+    mags.extend(at.iter().map(|&i| w[i as usize].abs()));
     if mags.len() < k {
         return None;
     }
@@ -750,11 +757,11 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         let mut above = vec![0u64; self.class_cost.len()];
         let t = bucketed_select(
             &[&ws[..]],
-            &mut buf.chosen,
+            None,
             self.class_cost,
             &mut above,
             self.capacity,
-            &mut buf.buckets,
+            (&mut buf.chosen, &mut buf.buckets),
             threads,
         );
         Ok(Step::Done(CutFound {
@@ -840,14 +847,16 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         let threshold = holds.then(|| {
             // The band members, unit by unit where the scan left them.
             let parts: Vec<&[Item]> = scans.iter().map(|sc| &sc.band[..]).collect();
-            let (items, buckets) = (&mut buf.items, &mut buf.buckets);
+            // Band members have keys in [lo, hi] (see `mag_bound`).
+            let range = (lo.is_finite() && hi.is_finite()).then_some((lo, hi));
+            let scratch = (&mut buf.items, &mut buf.buckets);
             bucketed_select(
                 &parts,
-                items,
+                range,
                 self.class_cost,
                 &mut above,
                 cap,
-                buckets,
+                scratch,
                 threads,
             )
         });
@@ -1371,14 +1380,15 @@ pub(super) fn charged_of_classes(kept: &[u64], class_cost: &[f64]) -> f64 {
 /// among the items of the one bucket where the cost stops fitting (gathered into
 /// `chosen`). Same result as [`weighted_select`] on all items: the cut is the
 /// largest key whose strictly larger keys fit and whose equal-or-larger keys do
-/// not, whichever way it is found.
+/// not, whichever way it is found. `range`, when given, bounds every key (else the
+/// items are looked through for their least and largest keys).
 fn bucketed_select(
     parts: &[&[Item]],
-    chosen: &mut Vec<Item>,
+    range: Option<(f32, f32)>,
     class_cost: &[f64],
     above: &mut [u64],
     capacity: f64,
-    buckets: &mut Vec<u32>,
+    (chosen, buckets): (&mut Vec<Item>, &mut Vec<u32>),
     threads: usize,
 ) -> f32 {
     let classes = class_cost.len();
@@ -1394,22 +1404,16 @@ fn bucketed_select(
         let b = (k + 0.0).to_bits();
         if b >> 31 == 1 { !b } else { b | 0x8000_0000 }
     };
-    let (lo, hi) = par_groups(
-        parts.to_vec(),
-        threads,
-        |p| p.len(),
-        |group| {
-            group
-                .iter()
-                .flat_map(|p| p.iter())
-                .fold((u32::MAX, 0u32), |(lo, hi), it| {
-                    let o = ord(it.key);
-                    (lo.min(o), hi.max(o))
-                })
-        },
-    )
-    .into_iter()
-    .fold((u32::MAX, 0u32), |(lo, hi), (a, b)| (lo.min(a), hi.max(b)));
+    let least_and_largest = |group: Vec<&[Item]>| {
+        let keys = group.iter().flat_map(|p| p.iter()).map(|it| ord(it.key));
+        keys.fold((u32::MAX, 0u32), |(lo, hi), o| (lo.min(o), hi.max(o)))
+    };
+    let (lo, hi) = match range {
+        Some((lo, hi)) => (ord(lo), ord(hi)),
+        None => par_groups(parts.to_vec(), threads, |p| p.len(), least_and_largest)
+            .into_iter()
+            .fold((u32::MAX, 0u32), |(lo, hi), (a, b)| (lo.min(a), hi.max(b))),
+    };
     let span = u64::from(hi - lo);
     let shift = (0..32).find(|s| span >> s < per_class as u64).unwrap_or(32);
     let bucket = |k: f32| ((ord(k) - lo) >> shift) as usize;
@@ -1642,13 +1646,15 @@ mod tests {
                 let (left, right) = items.split_at(n / 3);
                 for threads in [1, 2, 3] {
                     let mut above_a = above0.clone();
+                    // With and without the key range given.
+                    let range = (threads == 2).then_some((-20.0, 1.1e6));
                     let ta = bucketed_select(
                         &[left, right],
-                        &mut chosen,
+                        range,
                         &class_cost,
                         &mut above_a,
                         cap,
-                        &mut table,
+                        (&mut chosen, &mut table),
                         threads,
                     );
                     // Equal as keys (a cut at -0 is a cut at +0).
