@@ -18,6 +18,23 @@ pub fn project_sorted<W: AsMut<[f32]> + AsRef<[f32]> + Sync>(
     crate::prune::project_sorted(weights, costs, capacity)
 }
 
+/// [`greedy_knapsack_parallel`](crate::prune::greedy_knapsack_parallel) on exactly
+/// `threads` threads, however few the weights (it otherwise gives every thread at
+/// least [`WEIGHTS_PER_THREAD`](crate::prune::projection::WEIGHTS_PER_THREAD)):
+/// for tests that the result does not depend on the number of threads.
+///
+/// # Errors
+/// As [`greedy_knapsack`](crate::prune::greedy_knapsack).
+pub fn greedy_knapsack_on_threads<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync>(
+    weights: &mut [W],
+    costs: &[LayerCost],
+    capacity: f64,
+    ws: &mut crate::prune::ProjectionWorkspace,
+    threads: usize,
+) -> Result<Selection> {
+    crate::prune::projection::greedy_knapsack_on_threads(weights, costs, capacity, ws, threads)
+}
+
 /// Central finite-difference check of a gradient: for every coordinate `i` of `x`,
 /// `(f(x + h_i e_i) - f(x - h_i e_i)) / 2 h_i` with the relative step
 /// `h_i = h * max(|x_i|, 1)`, against `grad[i]`, with tolerance

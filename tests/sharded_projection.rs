@@ -6,8 +6,9 @@
 use energy_prune::energy::LayerCost;
 use energy_prune::prune::projection::sharded::{Reply, Request, Shard, answer, coordinate};
 use energy_prune::prune::{
-    ProjectionWorkspace, ShardedProblem, greedy_knapsack, greedy_knapsack_parallel,
+    ProjectionWorkspace, ShardedProblem, WEIGHTS_PER_THREAD, greedy_knapsack,
 };
+use energy_prune::testing::greedy_knapsack_on_threads;
 use proptest::prelude::*;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -93,7 +94,7 @@ fn check(w: Vec<Vec<f32>>, c: Vec<LayerCost>, fraction: f64) -> Result<(), TestC
     let sel = greedy_knapsack(&mut a, &c, capacity, &mut ProjectionWorkspace::new()).unwrap();
     for threads in [1, 2, 3, 7] {
         let mut b = w.clone();
-        let out = greedy_knapsack_parallel(
+        let out = greedy_knapsack_on_threads(
             &mut b,
             &c,
             capacity,
@@ -165,9 +166,14 @@ fn large_instances_with_many_ties_are_identical() {
         let sel =
             greedy_knapsack(&mut a, &costs, capacity, &mut ProjectionWorkspace::new()).unwrap();
         let mut b = layers.clone();
-        let out =
-            greedy_knapsack_parallel(&mut b, &costs, capacity, &mut ProjectionWorkspace::new(), 2)
-                .unwrap();
+        let out = greedy_knapsack_on_threads(
+            &mut b,
+            &costs,
+            capacity,
+            &mut ProjectionWorkspace::new(),
+            2,
+        )
+        .unwrap();
         assert!(a == b, "fraction {fraction}");
         assert_eq!(out, sel);
         let mut d = layers.clone();
@@ -185,7 +191,7 @@ fn bad_shards_and_non_finite_weights_are_errors() {
     }];
     let mut w = vec![vec![1.0f32, f32::NAN, 2.0, 3.0]];
     let before = format!("{w:?}");
-    let e = greedy_knapsack_parallel(&mut w, &costs, 1.0, &mut ProjectionWorkspace::new(), 2)
+    let e = greedy_knapsack_on_threads(&mut w, &costs, 1.0, &mut ProjectionWorkspace::new(), 2)
         .unwrap_err();
     assert!(
         matches!(e, energy_prune::Error::NonFinite { index: 1, .. }),
@@ -405,4 +411,35 @@ fn malformed_messages_are_errors() {
         Shard::from_range(&problem, 10, &mut buf).is_err(),
         "past the last weight"
     );
+}
+
+/// The public parallel entry point gives small problems fewer threads than asked
+/// (each thread at least `WEIGHTS_PER_THREAD` weights) and large ones all of them:
+/// either way the result is the sequential one.
+#[test]
+fn parallel_entry_point_equals_sequential_at_both_sizes() {
+    let mut rng = StdRng::seed_from_u64(9);
+    for n in [1000, 2 * WEIGHTS_PER_THREAD + 17] {
+        let w: Vec<Vec<f32>> = vec![(0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()];
+        let costs = [LayerCost {
+            base: 1.0,
+            surcharge: 2.0,
+            buffered: n / 3,
+        }];
+        let capacity = dense_cost(&w, &costs) * 0.2;
+        let mut a = w.clone();
+        let sel =
+            greedy_knapsack(&mut a, &costs, capacity, &mut ProjectionWorkspace::new()).unwrap();
+        let mut b = w.clone();
+        let par = energy_prune::prune::greedy_knapsack_parallel(
+            &mut b,
+            &costs,
+            capacity,
+            &mut ProjectionWorkspace::new(),
+            4,
+        )
+        .unwrap();
+        assert!(a == b, "n {n}");
+        assert_eq!(par, sel);
+    }
 }

@@ -41,9 +41,9 @@ pub use projection::multi::{
 };
 pub use projection::sharded::{ShardedOutcome, ShardedProblem};
 pub use projection::{
-    ProjectionOutcome, ProjectionWorkspace, Selection, WeightProjection, WeightProjectionConfig,
-    greedy_knapsack, greedy_knapsack_parallel, project, project_top_k, project_with_workspace,
-    weight_costs,
+    ProjectionOutcome, ProjectionWorkspace, Selection, WEIGHTS_PER_THREAD, WeightProjection,
+    WeightProjectionConfig, greedy_knapsack, greedy_knapsack_parallel, project, project_top_k,
+    project_with_workspace, weight_costs,
 };
 pub use recipes::{
     AdmmTraining, ProjectedTraining, train_admm, train_admm_budgets, train_magnitude,

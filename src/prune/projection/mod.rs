@@ -37,7 +37,10 @@ pub mod sharded;
 pub mod solver;
 
 pub(crate) use reference::project_sorted;
-pub use select::{ProjectionWorkspace, Selection, greedy_knapsack, greedy_knapsack_parallel};
+pub(crate) use select::greedy_knapsack_on_threads;
+pub use select::{
+    ProjectionWorkspace, Selection, WEIGHTS_PER_THREAD, greedy_knapsack, greedy_knapsack_parallel,
+};
 pub use solver::{WeightProjection, WeightProjectionConfig};
 pub(crate) use solver::{WeightSupport, weight_status};
 

@@ -1009,6 +1009,11 @@ pub struct Selection {
     pub single_item: bool,
 }
 
+/// The fewest weights worth a thread of their own in [`greedy_knapsack_parallel`]:
+/// a selection starts threads about six times (some 70 µs each on a 2-core
+/// machine), which is the time a thread takes for about this many weights.
+pub const WEIGHTS_PER_THREAD: usize = 1 << 21;
+
 /// Rounds of re-selection allowed when rounding left a selection a few ulps over.
 const REPAIR_ROUNDS: u32 = 8;
 
@@ -1109,11 +1114,27 @@ pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync>(
 /// same weights kept, the same counts, cost and kept value): work is cut into
 /// units of 65 536 weights (whole layers where costs depend on rank), the cut is
 /// found from exact per-class counts, ties are settled in index order, and the kept
-/// value is summed chunk by chunk in index order.
+/// value is summed chunk by chunk in index order. Each thread gets at least
+/// [`WEIGHTS_PER_THREAD`] weights (starting threads costs more than it saves on
+/// fewer), so small problems run on fewer threads than asked.
 ///
 /// # Errors
 /// As [`greedy_knapsack`].
 pub fn greedy_knapsack_parallel<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync>(
+    weights: &mut [W],
+    costs: &[LayerCost],
+    capacity: f64,
+    ws: &mut ProjectionWorkspace,
+    threads: usize,
+) -> Result<Selection> {
+    let total: usize = weights.iter().map(|w| w.as_ref().len()).sum();
+    let threads = threads.clamp(1, (total / WEIGHTS_PER_THREAD).max(1));
+    greedy_knapsack_on_threads(weights, costs, capacity, ws, threads)
+}
+
+/// [`greedy_knapsack_parallel`] on exactly `threads` threads however few the
+/// weights (for the tests of thread-count independence).
+pub(crate) fn greedy_knapsack_on_threads<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync>(
     weights: &mut [W],
     costs: &[LayerCost],
     capacity: f64,
