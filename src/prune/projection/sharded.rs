@@ -39,6 +39,7 @@
 //! reply measured is reported by the `projection` bench and the `project_sharded`
 //! example.
 
+use super::kernels::{self, Ranks, abs_bits, bound_keep, bound_scan, ranked_keep, ranked_scan};
 use super::select::{
     KeyFn, KeyScale, Linear, Logarithmic, Selection, charged_of_classes, check_inputs,
     classes_of_nonzeros,
@@ -259,6 +260,15 @@ impl RadixStep {
     fn bucket(&self, x: u32) -> u32 {
         (x >> (32 - self.known - self.bits)) & ((1u32 << self.bits) - 1)
     }
+    /// The least and largest `x` that [`Self::matches`].
+    fn range(&self) -> (u32, u32) {
+        if self.known == 0 {
+            return (0, u32::MAX);
+        }
+        let free = 32 - self.known;
+        let lo = ((u64::from(self.prefix) << free) & 0xffff_ffff) as u32;
+        (lo, lo | ((1u64 << free) - 1) as u32)
+    }
 }
 
 /// A message from the coordinator to every shard.
@@ -369,90 +379,247 @@ fn ordered_bits(k: f32) -> u32 {
     }
 }
 
-/// The classifier of one segment: as the in-memory [`Classifier`] for a whole
-/// layer, with the layer's threshold and this shard's share of the base ties.
-fn segment_classifier(
+/// How the weights of one segment are classed: as the in-memory classifier of a
+/// whole layer, with the layer's threshold and this shard's share of the base
+/// ties (those still unused by the shard's earlier segments of the layer).
+#[derive(Debug, Clone, Copy)]
+enum SegmentKind {
+    /// Every weight in one class.
+    Fixed(usize),
+    /// Base or surcharged by magnitude against the layer's threshold.
+    Ranked(Ranks),
+}
+
+/// The kind of `seg`; for a ranked segment, `used` (base ties taken per layer by
+/// the shard so far) is advanced past it.
+fn segment_kind(
     problem: &ShardedProblem,
     ctx: &KeyContext,
     shard: usize,
     seg: &Segment<'_>,
-    ties_used: &mut [u64],
-) -> SegmentClasses {
+    used: &mut [u64],
+) -> SegmentKind {
     let l = seg.layer;
     let c = &problem.costs[l];
     if c.surcharge == 0.0 || c.buffered as u64 >= problem.layer_lens[l] {
-        return SegmentClasses::AllBase;
+        return SegmentKind::Fixed(2 * l);
     }
     if c.buffered == 0 {
-        return SegmentClasses::AllSurcharged;
+        return SegmentKind::Fixed(2 * l + 1);
     }
     match ctx.classes.iter().find(|k| k.layer == l) {
         Some(k) => {
             let quota = k.base_ties.get(shard).copied().unwrap_or(0);
-            SegmentClasses::Ranked {
-                threshold: k.threshold,
-                ties_left: quota.saturating_sub(ties_used[l]),
-            }
+            let ties = quota.saturating_sub(used[l]);
+            let thr = abs_bits(k.threshold);
+            let at = seg.weights.iter().filter(|v| abs_bits(**v) == thr).count() as u64;
+            used[l] += at.min(ties);
+            SegmentKind::Ranked(Ranks { thr, ties })
         }
-        None => SegmentClasses::AllBase,
+        None => SegmentKind::Fixed(2 * l),
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum SegmentClasses {
-    AllBase,
-    AllSurcharged,
-    Ranked { threshold: f32, ties_left: u64 },
+/// Keys of a shard's weights: the key function, class parameters and costs.
+struct ShardKeys<'a> {
+    key: fn(f32, f32) -> f32,
+    params: &'a [f32],
+    class_cost: &'a [f64],
+    capacity: f64,
 }
 
-impl SegmentClasses {
-    /// As [`Classifier::surcharged`]; counts base ties used in `used`.
-    #[inline]
-    fn surcharged(&mut self, v: f32, used: &mut u64) -> bool {
-        match self {
-            Self::AllBase => false,
-            Self::AllSurcharged => true,
-            Self::Ranked {
-                threshold,
-                ties_left,
-            } => {
-                let m = v.abs();
-                if m > *threshold {
-                    false
-                } else if m == *threshold && *ties_left > 0 {
-                    *ties_left -= 1;
-                    *used += 1;
-                    false
-                } else {
-                    true
+impl<'a> ShardKeys<'a> {
+    fn new(problem: &ShardedProblem, ctx: &'a KeyContext, class_cost: &'a [f64]) -> Self {
+        Self {
+            key: key_fn(ctx),
+            params: &ctx.params,
+            class_cost,
+            capacity: problem.capacity,
+        }
+    }
+
+    fn affordable(&self, c: usize) -> bool {
+        self.class_cost[c] <= self.capacity
+    }
+
+    /// Order-preserving bits of the key of `w` in class `c`.
+    fn bits(&self, w: f32, c: usize) -> u32 {
+        ordered_bits((self.key)(w, self.params[c]))
+    }
+
+    /// The magnitude bounds `(above, at_least)` of class `c` such that a nonzero
+    /// weight's key bits lie in `[lo, hi]` exactly when its `|w|` bits lie in
+    /// `(at_least, above]` (keys never decrease with `|w|` within a class); bounds
+    /// that nothing passes for an unaffordable class.
+    fn bounds(&self, c: usize, lo: u32, hi: u32) -> (i32, i32) {
+        if !self.affordable(c) {
+            return (i32::MAX, i32::MAX);
+        }
+        let largest = |ok: &dyn Fn(u32) -> bool| -> i32 {
+            const TOP: u32 = 0x7f7f_ffff;
+            if !ok(0) {
+                return -1;
+            }
+            if ok(TOP) {
+                return TOP as i32;
+            }
+            let (mut yes, mut no) = (0u32, TOP);
+            while no - yes > 1 {
+                let mid = yes + (no - yes) / 2;
+                if ok(mid) { yes = mid } else { no = mid }
+            }
+            yes as i32
+        };
+        let k = |m: u32| self.bits(f32::from_bits(m), c);
+        (largest(&|m| k(m) <= hi), largest(&|m| k(m) < lo))
+    }
+
+    /// `f(index, key bits, class)` for every affordable nonzero weight of `seg`,
+    /// in index order.
+    fn each_key(&self, seg: &Segment<'_>, kind: SegmentKind, mut f: impl FnMut(usize, u32, usize)) {
+        match kind {
+            SegmentKind::Fixed(c) => {
+                if !self.affordable(c) {
+                    return;
+                }
+                for (i, &w) in seg.weights.iter().enumerate() {
+                    if w != 0.0 {
+                        f(i, self.bits(w, c), c);
+                    }
+                }
+            }
+            SegmentKind::Ranked(ranks) => {
+                let c0 = 2 * seg.layer;
+                let mut seen = 0u64;
+                for (i, &w) in seg.weights.iter().enumerate() {
+                    let c = c0 + usize::from(ranks.surcharged(abs_bits(w), &mut seen));
+                    if w != 0.0 && self.affordable(c) {
+                        f(i, self.bits(w, c), c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Self::each_key`] restricted to keys with bits in `[lo, hi]`, found by the
+    /// vectorised bracket scan against magnitude bounds.
+    fn in_range(
+        &self,
+        seg: &Segment<'_>,
+        kind: SegmentKind,
+        lo: u32,
+        hi: u32,
+        mut f: impl FnMut(usize, u32, usize),
+    ) {
+        let w = &*seg.weights;
+        match kind {
+            SegmentKind::Fixed(c) => {
+                let (t_hi, t_lo) = self.bounds(c, lo, hi);
+                let mut at = Vec::new();
+                for (k, part) in w.chunks(PART).enumerate() {
+                    at.clear();
+                    bound_scan(part, t_hi, t_lo, &mut at);
+                    for &i in &at {
+                        let i = k * PART + i as usize;
+                        f(i, self.bits(w[i], c), c);
+                    }
+                }
+            }
+            SegmentKind::Ranked(ranks) => {
+                let c0 = 2 * seg.layer;
+                let (b0, b1) = (self.bounds(c0, lo, hi), self.bounds(c0 + 1, lo, hi));
+                let mut at = Vec::new();
+                // One call over the whole segment: the tie quota runs in index order.
+                ranked_scan(w, ranks, [b0.0, b1.0], [b0.1, b1.1], &mut at);
+                for (i, s) in at {
+                    let c = c0 + s as usize;
+                    f(i as usize, self.bits(w[i as usize], c), c);
+                }
+            }
+        }
+    }
+
+    /// Keep the affordable weights with a key above `cut` (all of them if `None`)
+    /// and those exactly at it while `quota` lasts (index order), zero the rest;
+    /// count the kept per class.
+    fn apply(
+        &self,
+        seg: &mut Segment<'_>,
+        kind: SegmentKind,
+        cut: Option<u32>,
+        quota: &mut u64,
+        kept: &mut [u64],
+    ) {
+        // Keep `(t_keep, ..]`, ties `(t_tie, t_keep]`: for "everything", keep the
+        // nonzero weights (bits above 0) and no ties.
+        let bounds = |c: usize| match cut {
+            None if self.affordable(c) => (0, 0),
+            None => (i32::MAX, i32::MAX),
+            Some(t) => self.bounds(c, t, t),
+        };
+        let w = &mut *seg.weights;
+        match kind {
+            SegmentKind::Fixed(c) => {
+                let (t_keep, t_tie) = bounds(c);
+                for part in w.chunks_mut(PART) {
+                    let (m, t) = bound_keep(part, t_keep, t_tie);
+                    kept[c] += u64::from(m);
+                    if t > 0 {
+                        for v in part.iter_mut() {
+                            let a = abs_bits(*v);
+                            if (a > t_tie) & (a <= t_keep) & (a != 0) {
+                                if *quota > 0 {
+                                    *quota -= 1;
+                                    kept[c] += 1;
+                                } else {
+                                    *v = 0.0;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            SegmentKind::Ranked(ranks) => {
+                let c0 = 2 * seg.layer;
+                let (b0, b1) = (bounds(c0), bounds(c0 + 1));
+                let (keep_b, tie_b) = ([b0.0, b1.0], [b0.1, b1.1]);
+                // Chunk by chunk: a copy of the chunk keeps the classes readable
+                // (they follow from the values in index order) while ties, left
+                // in place by the kernel, are settled in the same order.
+                let mut before = Vec::with_capacity(CHUNK.min(w.len()));
+                let mut seen = 0u64;
+                for chunk in w.chunks_mut(CHUNK) {
+                    before.clear();
+                    before.extend_from_slice(chunk);
+                    let mut seen_before = seen;
+                    let (m, t) = ranked_keep(chunk, ranks, &mut seen, keep_b, tie_b);
+                    kept[c0] += m[0];
+                    kept[c0 + 1] += m[1];
+                    if t == 0 {
+                        continue;
+                    }
+                    for (v, &x) in chunk.iter_mut().zip(&before) {
+                        let a = abs_bits(x);
+                        let s = usize::from(ranks.surcharged(a, &mut seen_before));
+                        if (a > tie_b[s]) & (a <= keep_b[s]) & (a != 0) {
+                            if *quota > 0 {
+                                *quota -= 1;
+                                kept[c0 + s] += 1;
+                            } else {
+                                *v = 0.0;
+                            }
+                        }
+                    }
                 }
             }
         }
     }
 }
 
-/// Visit every weight of a shard with its class: `f(global position, &mut w, class)`.
-fn for_each_classified(
-    problem: &ShardedProblem,
-    ctx: &KeyContext,
-    index: usize,
-    shard: &mut Shard<'_>,
-    mut f: impl FnMut(u64, &mut f32, usize),
-) {
-    let offsets = problem.offsets();
-    let mut used = vec![0u64; problem.costs.len()];
-    for seg in shard.segments.iter_mut() {
-        let l = seg.layer;
-        let mut cls = segment_classifier(problem, ctx, index, seg, &mut used);
-        let base = offsets[l] + seg.offset;
-        let mut u = 0u64;
-        for (i, v) in seg.weights.iter_mut().enumerate() {
-            let c = 2 * l + usize::from(cls.surcharged(*v, &mut u));
-            f(base + i as u64, v, c);
-        }
-        used[l] += u;
-    }
-}
+/// Weights per call of the 32-bit-counting kernels.
+const PART: usize = 1 << 24;
+/// Weights per chunk of the keep pass of a ranked segment.
+const CHUNK: usize = 4096;
 
 /// A shard's answer to one request, computed from its own weights.
 ///
@@ -509,27 +676,26 @@ pub fn answer(
             let mut non_finite = None;
             for seg in &shard.segments {
                 let base = offsets[seg.layer] + seg.offset;
-                if non_finite.is_none()
-                    && let Some(i) = seg.weights.iter().position(|v| !v.is_finite())
-                {
-                    non_finite = Some(base + i as u64);
-                }
-                let mut nz = 0u64;
-                let mut b: Option<(f32, usize)> = None;
-                for (i, &v) in seg.weights.iter().enumerate() {
-                    sum_sq += f64::from(v) * f64::from(v);
-                    let a = v.abs();
-                    max_abs = max_abs.max(a);
-                    nz += u64::from(v != 0.0);
-                    if v != 0.0 && b.is_none_or(|(m, _)| a > m) {
-                        b = Some((a, i));
+                // Nonzeros and the largest |w| bits (NaN and infinities above those
+                // of f32::MAX) in one vectorised pass; the sum of squares in another.
+                let counts = bound_scan(seg.weights, i32::MAX, i32::MAX, &mut Vec::new());
+                if counts.max_bits > abs_bits(f32::MAX) {
+                    if non_finite.is_none() {
+                        let i = seg.weights.iter().position(|v| !v.is_finite());
+                        non_finite = i.map(|i| base + i as u64);
                     }
+                    continue;
                 }
+                sum_sq += kernels::sum_sq(seg.weights);
+                let top = f32::from_bits(counts.max_bits as u32);
+                max_abs = max_abs.max(top);
                 match nonzeros.last_mut() {
-                    Some((l, n)) if *l == seg.layer => *n += nz,
-                    _ => nonzeros.push((seg.layer, nz)),
+                    Some((l, n)) if *l == seg.layer => *n += counts.nonzeros,
+                    _ => nonzeros.push((seg.layer, counts.nonzeros)),
                 }
-                if let Some((a, i)) = b {
+                if counts.nonzeros > 0 {
+                    // The first weight of the largest magnitude.
+                    let i = seg.weights.iter().position(|v| v.abs() == top).unwrap_or(0);
                     let cand = BestWeight {
                         position: base + i as u64,
                         layer: seg.layer,
@@ -537,7 +703,7 @@ pub fn answer(
                     };
                     match best.last_mut() {
                         Some(prev) if prev.layer == seg.layer => {
-                            if a > prev.weight.abs() {
+                            if top > prev.weight.abs() {
                                 *prev = cand;
                             }
                         }
@@ -567,10 +733,23 @@ pub fn answer(
                     });
                 }
                 let mut counts = vec![0u64; 1 << step.bits];
+                let (lo, hi) = step.range();
                 for seg in shard.segments.iter().filter(|s| s.layer == *l) {
-                    for &v in seg.weights.iter() {
-                        let x = v.abs().to_bits();
-                        if step.matches(x) {
+                    if step.known == 0 || lo == 0 {
+                        for &v in seg.weights.iter() {
+                            let x = v.abs().to_bits();
+                            if step.matches(x) {
+                                counts[step.bucket(x) as usize] += 1;
+                            }
+                        }
+                    } else {
+                        // Only the magnitudes under the prefix (none of them zero),
+                        // found by the vectorised scan.
+                        let hi = i32::try_from(hi).unwrap_or(i32::MAX);
+                        let mut at = Vec::new();
+                        bound_scan(seg.weights, hi, lo as i32 - 1, &mut at);
+                        for i in at {
+                            let x = seg.weights[i as usize].abs().to_bits();
                             counts[step.bucket(x) as usize] += 1;
                         }
                     }
@@ -592,16 +771,22 @@ pub fn answer(
             let class_cost = problem.class_cost();
             let classes = class_cost.len();
             let mut counts = vec![0u64; (1usize << step.bits) * classes];
-            let key = key_fn(ctx);
-            for_each_classified(problem, ctx, index, shard, |_, v, c| {
-                let w = *v;
-                if w != 0.0 && class_cost[c] <= problem.capacity {
-                    let x = ordered_bits(key(w, ctx.params[c]));
-                    if step.matches(x) {
+            let keys = ShardKeys::new(problem, ctx, &class_cost);
+            let mut used = vec![0u64; layers];
+            for seg in shard.segments.iter() {
+                let kind = segment_kind(problem, ctx, index, seg, &mut used);
+                if step.known == 0 {
+                    // Every weight has a bucket: the keys of all of them.
+                    keys.each_key(seg, kind, |_, x, c| {
                         counts[step.bucket(x) as usize * classes + c] += 1;
-                    }
+                    });
+                } else {
+                    let (lo, hi) = step.range();
+                    keys.in_range(seg, kind, lo, hi, |_, x, c| {
+                        counts[step.bucket(x) as usize * classes + c] += 1;
+                    });
                 }
-            });
+            }
             Ok(Reply::Keys(
                 counts
                     .iter()
@@ -614,20 +799,16 @@ pub fn answer(
         Request::Ties { ctx, cut } => {
             check_ctx(ctx)?;
             let class_cost = problem.class_cost();
-            let key = key_fn(ctx);
+            let keys = ShardKeys::new(problem, ctx, &class_cost);
             let mut runs: Vec<(u32, u64)> = Vec::new();
-            for_each_classified(problem, ctx, index, shard, |_, v, c| {
-                let w = *v;
-                if w != 0.0
-                    && class_cost[c] <= problem.capacity
-                    && ordered_bits(key(w, ctx.params[c])) == *cut
-                {
-                    match runs.last_mut() {
-                        Some((rc, n)) if *rc == c as u32 => *n += 1,
-                        _ => runs.push((c as u32, 1)),
-                    }
-                }
-            });
+            let mut used = vec![0u64; layers];
+            for seg in shard.segments.iter() {
+                let kind = segment_kind(problem, ctx, index, seg, &mut used);
+                keys.in_range(seg, kind, *cut, *cut, |_, _, c| match runs.last_mut() {
+                    Some((rc, n)) if *rc == c as u32 => *n += 1,
+                    _ => runs.push((c as u32, 1)),
+                });
+            }
             Ok(Reply::Ties(runs))
         }
         Request::Apply {
@@ -637,33 +818,16 @@ pub fn answer(
         } => {
             check_ctx(ctx)?;
             let class_cost = problem.class_cost();
-            let key = key_fn(ctx);
+            let keys = ShardKeys::new(problem, ctx, &class_cost);
             let mut quota = tie_quota.get(index).copied().unwrap_or(0);
             let mut kept = vec![0u64; class_cost.len()];
             let mut kept_value = 0.0f64;
-            // Classes are read before anything is zeroed (they depend on ranks).
-            for_each_classified(problem, ctx, index, shard, |_, v, c| {
-                let w = *v;
-                let keep = w != 0.0
-                    && class_cost[c] <= problem.capacity
-                    && match cut {
-                        None => true,
-                        Some(t) => {
-                            let x = ordered_bits(key(w, ctx.params[c]));
-                            x > *t
-                                || (x == *t && quota > 0 && {
-                                    quota -= 1;
-                                    true
-                                })
-                        }
-                    };
-                if keep {
-                    kept[c] += 1;
-                    kept_value += f64::from(w) * f64::from(w);
-                } else {
-                    *v = 0.0;
-                }
-            });
+            let mut used = vec![0u64; layers];
+            for seg in shard.segments.iter_mut() {
+                let kind = segment_kind(problem, ctx, index, seg, &mut used);
+                keys.apply(seg, kind, *cut, &mut quota, &mut kept);
+                kept_value += kernels::sum_sq(seg.weights);
+            }
             Ok(Reply::Applied { kept_value, kept })
         }
         Request::KeepOnly { position, weight } => {
