@@ -58,6 +58,10 @@ pub(super) struct Classifier {
     pub(super) ties_left: usize,
     /// Every weight costs `base` (no surcharge, or everything buffered).
     pub(super) all_base: bool,
+    /// The class of a weight follows from its magnitude alone (every weight at
+    /// `thr` is charged `base`, or none is), so the layer can be cut into pieces
+    /// classified independently.
+    pub(super) by_magnitude: bool,
 }
 
 impl Classifier {
@@ -67,6 +71,7 @@ impl Classifier {
                 thr: 0.0,
                 ties_left: 0,
                 all_base: true,
+                by_magnitude: true,
             };
         }
         if cost.buffered == 0 {
@@ -74,23 +79,30 @@ impl Classifier {
                 thr: f32::INFINITY,
                 ties_left: 0,
                 all_base: false,
+                by_magnitude: true,
             };
         }
         let k = cost.buffered;
-        let (thr, greater) = match top_k_by_filter(w, k, mags) {
+        let (thr, greater, at) = match top_k_by_filter(w, k, mags) {
             Some(found) => found,
             None => {
                 mags.clear();
                 mags.extend(w.iter().map(|v| v.abs()));
                 let (_, thr, _) = mags.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
                 let thr = *thr;
-                (thr, w.iter().filter(|v| v.abs() > thr).count())
+                let (greater, at) = w.iter().fold((0, 0), |(g, e), v| {
+                    let a = v.abs();
+                    (g + usize::from(a > thr), e + usize::from(a == thr))
+                });
+                (thr, greater, at)
             }
         };
+        let ties_left = cost.buffered - greater;
         Self {
             thr,
-            ties_left: cost.buffered - greater,
+            ties_left,
             all_base: false,
+            by_magnitude: ties_left >= at,
         }
     }
 
@@ -112,13 +124,13 @@ impl Classifier {
     }
 }
 
-/// The `k`-th largest magnitude of `w` (finite, `0 < k < w.len()`) and how many
-/// magnitudes exceed it, for `k` small next to `w.len()`: a threshold estimated
+/// The `k`-th largest magnitude of `w` (finite, `0 < k < w.len()`), how many
+/// magnitudes exceed it and how many equal it, for `k` small next to `w.len()`: a threshold estimated
 /// from a strided sample so that about `2k` magnitudes reach it, one vectorised
 /// pass collecting those into `mags`, and a selection among them. `None` (the caller
 /// selects among all) when `k` is not small or the sample's threshold let fewer
 /// than `k` through.
-fn top_k_by_filter(w: &[f32], k: usize, mags: &mut Vec<f32>) -> Option<(f32, usize)> {
+fn top_k_by_filter(w: &[f32], k: usize, mags: &mut Vec<f32>) -> Option<(f32, usize, usize)> {
     const SAMPLED: usize = 2048;
     let n = w.len();
     if n < 4 * SAMPLED || k > n / 8 {
@@ -146,9 +158,10 @@ fn top_k_by_filter(w: &[f32], k: usize, mags: &mut Vec<f32>) -> Option<(f32, usi
         return None;
     }
     let thr = *mags.select_nth_unstable_by(k - 1, desc).1;
-    // Every magnitude above `thr` (>= t) was collected.
+    // Every magnitude at or above `thr` (>= t) was collected.
     let greater = mags.iter().filter(|a| **a > thr).count();
-    Some((thr, greater))
+    let at = mags.iter().filter(|a| **a == thr).count();
+    Some((thr, greater, at))
 }
 
 /// How the greedy's ordering key `w^2 / c` is represented in the 8-byte items.
@@ -393,8 +406,9 @@ const SAMPLE: usize = 131_072;
 fn sample_size(total: usize) -> usize {
     (total / 64).clamp(4096, SAMPLE)
 }
-/// Weights per unit of work of a layer without rank-dependent costs (layers with
-/// rank-dependent costs are one unit: their classes follow index order).
+/// Weights per unit of work. A layer with rank-dependent costs whose weights at the
+/// threshold are not all charged alike is one unit (their classes follow index
+/// order); see [`Classifier::by_magnitude`].
 const UNIT: usize = 1 << 16;
 /// Weights per term of the kept value's sum (`UNIT` is a multiple).
 const CHUNK: usize = 4096;
@@ -445,7 +459,7 @@ struct Unit {
 fn make_units(lens: &[usize], classifiers: &[Classifier]) -> Vec<Unit> {
     let mut units = Vec::new();
     for (layer, (&n, cls)) in lens.iter().zip(classifiers).enumerate() {
-        let step = if cls.all_base { UNIT } else { n.max(1) };
+        let step = if cls.by_magnitude { UNIT } else { n.max(1) };
         let mut start = 0;
         while start < n {
             let end = (start + step).min(n);
@@ -630,17 +644,19 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         let mut band_count = [0u64; 2];
         let counts = if !self.classifiers[l].all_base {
             // Rank-dependent costs: the class follows from |w| against the layer's
-            // threshold (ties at it take `base` while the layer's quota lasts), and
-            // then the same magnitude bounds as below, one pair per class.
+            // threshold (ties at it take `base` while the layer's quota lasts; a
+            // unit is the whole layer unless magnitude alone decides), and then
+            // the same magnitude bounds as below, one pair per class.
+            let w = &layer[u.start..u.end];
             let ranks = Ranks::of(&self.classifiers[l]);
             let (hi_b, lo_b) = self.class_bounds(l, hi, lo);
             let mut idx = Vec::new();
-            let counts = ranked_scan(layer, ranks, hi_b, lo_b, &mut idx);
+            let counts = ranked_scan(w, ranks, hi_b, lo_b, &mut idx);
             band.extend(idx.iter().map(|&(i, s)| {
                 band_count[s as usize] += 1;
                 let c = c0 + s as usize;
                 Item {
-                    key: self.key(layer[i as usize], self.params[c]),
+                    key: self.key(w[i as usize], self.params[c]),
                     class: c as u32,
                 }
             }));
@@ -921,8 +937,9 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
             }
             return out;
         }
-        // Rank-dependent costs (the unit is the whole layer): classes as in the scan,
-        // then per class the bounds of `key > cut` and `key >= cut`.
+        // Rank-dependent costs (the unit is the whole layer unless magnitude alone
+        // decides the class): classes as in the scan, then per class the bounds of
+        // `key > cut` and `key >= cut`.
         let ranks = Ranks::of(&cls);
         let (keep_b, tie_b) = self.class_bounds(l, threshold, threshold);
         let mut seen = 0u64;
@@ -939,7 +956,7 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
                     let s = ranks.surcharged(a, &mut seen2);
                     let (tk, tt) = (keep_b[s as usize], tie_b[s as usize]);
                     if (a > tt) & (a <= tk) & (a != 0) {
-                        out.ties.push((ci * CHUNK + i, c0 + s as usize));
+                        out.ties.push((u.start + ci * CHUNK + i, c0 + s as usize));
                     }
                 }
                 out.chunk_sums.push(f64::NAN);
@@ -1112,7 +1129,8 @@ pub fn greedy_knapsack<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync>(
 /// [`greedy_knapsack`] with its passes over the weights split across up to
 /// `threads` threads. The result is identical for every number of threads (the
 /// same weights kept, the same counts, cost and kept value): work is cut into
-/// units of 65 536 weights (whole layers where costs depend on rank), the cut is
+/// units of 65 536 weights (a layer whose costs depend on rank is one unit only when
+/// weights of equal magnitude at its threshold are charged differently), the cut is
 /// found from exact per-class counts, ties are settled in index order, and the kept
 /// value is summed chunk by chunk in index order. Each thread gets at least
 /// [`WEIGHTS_PER_THREAD`] weights (starting threads costs more than it saves on
@@ -1706,7 +1724,8 @@ mod tests {
             let full = {
                 let mut m: Vec<f32> = w.iter().map(|v| v.abs()).collect();
                 let thr = *m.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1;
-                (thr, w.iter().filter(|v| v.abs() > thr).count())
+                let at = w.iter().filter(|v| v.abs() == thr).count();
+                (thr, w.iter().filter(|v| v.abs() > thr).count(), at)
             };
             match top_k_by_filter(&w, k, &mut mags) {
                 Some(got) => {
@@ -1761,6 +1780,45 @@ mod tests {
             assert!(err.contains("layer 1"), "{err}");
             assert!(err.contains(&format!("{}", stride / 2 + 1)), "{err}");
             assert_eq!(format!("{w:?}"), format!("{before:?}"));
+        }
+    }
+
+    #[test]
+    fn ranked_layers_cut_into_units_select_as_one() {
+        let mut rng = StdRng::seed_from_u64(25);
+        let n = 5 * UNIT + 123;
+        // Quantised magnitudes: many exact ties everywhere, the cut included.
+        let w: Vec<f32> = (0..n)
+            .map(|_| rng.random_range(-50i32..=50) as f32 * 0.01)
+            .collect();
+        let at_least_half = w.iter().filter(|v| v.abs() >= 0.5).count();
+        let mut ws = ProjectionWorkspace::new();
+        // Every weight at the threshold (0.5) buffered: classes by magnitude alone,
+        // the layer is cut into units; seven fewer: one unit (ties by index).
+        for (buffered, split) in [(at_least_half, true), (at_least_half - 7, false)] {
+            let cost = [LayerCost {
+                base: 1.0,
+                surcharge: 2.5,
+                buffered,
+            }];
+            let cls = Classifier::new(&w, &cost[0], &mut Vec::new());
+            assert_eq!(cls.by_magnitude, split);
+            assert_eq!(make_units(&[n], &[cls]).len() > 1, split);
+            for cap in [100.0, 3e4, 1.2e5, 2.5e5] {
+                let mut want = vec![w.clone()];
+                let sel = project_sorted(&mut want, &cost, cap).unwrap();
+                for threads in [1, 2, 3] {
+                    let mut got = vec![w.clone()];
+                    let out =
+                        greedy_knapsack_on_threads(&mut got, &cost, cap, &mut ws, threads).unwrap();
+                    assert!(
+                        got == want,
+                        "buffered {buffered} cap {cap} threads {threads}"
+                    );
+                    assert_eq!(out.kept, sel.kept);
+                    assert_eq!(out.charged, sel.charged);
+                }
+            }
         }
     }
 
