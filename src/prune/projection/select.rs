@@ -1,10 +1,28 @@
 //! The selection algorithm of the weighted sparse projection: a greedy 0/1
-//! knapsack whose cut is found by a weighted quickselect in expected `O(n)`.
+//! knapsack whose cut is found in expected `O(n)` with two passes over the
+//! weights.
 //!
-//! Items are 8 bytes (`f32` ratio `w^2 / c` and a cost class); a reusable
-//! [`ProjectionWorkspace`] makes repeated selections allocation-free. Per-weight
-//! costs depend on the weight's rank in its layer: the `buffered` largest
-//! magnitudes cost `base`, the others `base + surcharge` ([`LayerCost`]).
+//! 1. A strided sample of the weights (read directly, `n^(2/3) / 2` positions
+//!    up to 131 072) estimates the cut and a band of keys around it, wide enough
+//!    to hold it with high probability ([`Sample`], `Scan::band`).
+//! 2. The counting pass ([`super::kernels`]): per unit of 65 536 weights, the
+//!    weights whose key lies above the band are counted per class, those inside
+//!    listed; the pass also counts nonzeros and finds the largest magnitudes
+//!    (finiteness, the single best weight, and a check of the key scale guessed
+//!    from the sample). The cut is selected among the listed items
+//!    ([`bucketed_select`]); if it lies outside the band, among all items.
+//! 3. The keep pass zeroes what falls below the cut, settles exact ties in index
+//!    order and sums the values before and after.
+//!
+//! Layers whose costs depend on rank first find their `buffered`-th largest
+//! magnitude ([`Classifier`]): a threshold from a small sample, one vectorised
+//! pass listing the magnitudes above it, a selection among those.
+//!
+//! Items are 8 bytes (`f32` key `w^2 / c` and a cost class); a reusable
+//! [`ProjectionWorkspace`] keeps repeated selections from reallocating their
+//! buffers. Per-weight costs depend on the weight's rank in its layer: the
+//! `buffered` largest magnitudes cost `base`, the others `base + surcharge`
+//! ([`LayerCost`]).
 
 use crate::energy::LayerCost;
 use crate::error::{Error, Result};
@@ -401,10 +419,13 @@ pub(super) fn classes_of_nonzeros(costs: &[LayerCost], nonzeros: &[u64]) -> (Vec
 /// Items sampled to bracket the cut before the full pass.
 const SAMPLE: usize = 131_072;
 
-/// Sample positions for `total` weights: [`SAMPLE`] for large sets, fewer for small
-/// ones (sorting the sample must stay cheap next to one pass over the weights).
+/// Sample positions for `total` weights: `total^(2/3) / 2`, between 4096 and
+/// [`SAMPLE`]. A sample of `S` costs about `S` reads that miss the cache, and the
+/// band it leaves (`2 sqrt(S)` sample positions either side of the cut, each
+/// standing for `total / S` weights) holds about `4 total / sqrt(S)` items to list
+/// and select among: the sum of the two is least near `S ~ total^(2/3) / 2`.
 fn sample_size(total: usize) -> usize {
-    (total / 64).clamp(4096, SAMPLE)
+    ((total as f64).powf(2.0 / 3.0) / 2.0).clamp(4096.0, SAMPLE as f64) as usize
 }
 /// Weights per unit of work. A layer with rank-dependent costs whose weights at the
 /// threshold are not all charged alike is one unit (their classes follow index
