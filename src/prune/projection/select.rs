@@ -618,8 +618,8 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         }
     }
 
-    /// The `(key, cost)` of the sampled weights (about [`SAMPLE`] positions, taken by
-    /// the statistics pass), and the number of weight positions each stands for.
+    /// The `(key, cost)` of the sampled weights ([`sample_size`] positions, read by
+    /// [`Sample::of`]), and the number of weight positions each stands for.
     fn sample(&self, sample: &Sample, out: &mut Vec<(f32, f64)>) -> f64 {
         out.clear();
         for &(l, v) in &sample.picks {
