@@ -87,6 +87,17 @@ impl Ranks {
         }
     }
 
+    /// [`Self::surcharged`] in a block holding `at` weights at the threshold: with
+    /// none, no tie to count and no branch.
+    #[inline(always)]
+    fn in_block(&self, a: i32, at: usize, seen: &mut u64) -> bool {
+        if at == 0 {
+            a < self.thr
+        } else {
+            self.surcharged(a, seen)
+        }
+    }
+
     /// Whether the next weight (in index order) with `|w|` bits `a` is surcharged.
     #[inline(always)]
     pub(super) fn surcharged(&self, a: i32, seen: &mut u64) -> bool {
@@ -106,6 +117,26 @@ pub(super) fn abs_bits(v: f32) -> i32 {
 /// Independent `f64` lanes of [`sum_sq`]: enough partial sums in flight to hide
 /// the latency of the adds (eight 4-wide AVX2 accumulators).
 const LANES: usize = 32;
+
+/// The largest `|w|` bits (of a finite `f32`, as `i32`) for which `ok` holds, for
+/// `ok` true up to some magnitude and false above (a key compared with a bound:
+/// keys never decrease with `|w|` within a class); -1 if not even zero passes.
+/// A binary search over the 2^31 bit patterns, which order like the values.
+pub(super) fn largest_magnitude_bits(ok: impl Fn(u32) -> bool) -> i32 {
+    const TOP: u32 = 0x7f7f_ffff; // largest finite f32
+    if !ok(0) {
+        return -1;
+    }
+    if ok(TOP) {
+        return TOP as i32;
+    }
+    let (mut yes, mut no) = (0u32, TOP);
+    while no - yes > 1 {
+        let mid = yes + (no - yes) / 2;
+        if ok(mid) { yes = mid } else { no = mid }
+    }
+    yes as i32
+}
 
 /// Sum of squares in `f64`: element `i` goes to lane `i % 32` (the tail of under
 /// 32 elements is added after the lanes, in order). Every square of an `f32` is
@@ -265,17 +296,8 @@ fn ranked_scan_block(
     for (j, &v) in b.iter().enumerate() {
         let a = abs_bits(v);
         *max_bits = (*max_bits).max(a);
-        // Without a weight at the threshold in the block, no tie to count.
-        let s = if at == 0 {
-            a < ranks.thr
-        } else {
-            ranks.surcharged(a, seen)
-        };
-        let (th, tl) = if s {
-            (hi_b[1], lo_b[1])
-        } else {
-            (hi_b[0], lo_b[0])
-        };
+        let s = ranks.in_block(a, at, seen);
+        let (th, tl) = (hi_b[usize::from(s)], lo_b[usize::from(s)]);
         let up = a > th;
         na0 += (up & !s) as u32;
         na1 += (up & s) as u32;
@@ -304,16 +326,8 @@ fn ranked_keep_block(
     for v in b.iter_mut() {
         let x = *v;
         let a = abs_bits(x);
-        let s = if at == 0 {
-            a < ranks.thr
-        } else {
-            ranks.surcharged(a, seen)
-        };
-        let (tk, tt) = if s {
-            (keep_b[1], tie_b[1])
-        } else {
-            (keep_b[0], tie_b[0])
-        };
+        let s = ranks.in_block(a, at, seen);
+        let (tk, tt) = (keep_b[usize::from(s)], tie_b[usize::from(s)]);
         let keep = (a > tk) & (a != 0);
         let tie = (a > tt) & (a <= tk) & (a != 0);
         m0 += (keep & !s) as u32;
@@ -831,6 +845,16 @@ mod tests {
 
     fn bits_of(w: &[f32]) -> Vec<u32> {
         w.iter().map(|v| v.to_bits()).collect()
+    }
+
+    #[test]
+    fn largest_magnitude_bits_by_hand() {
+        assert_eq!(largest_magnitude_bits(|m| m <= 12_345), 12_345);
+        assert_eq!(largest_magnitude_bits(|_| false), -1);
+        assert_eq!(largest_magnitude_bits(|_| true), abs_bits(f32::MAX));
+        // The largest |w| with w * w * 0.5 <= 2 is 2.
+        let b = largest_magnitude_bits(|m| f32::from_bits(m).powi(2) * 0.5 <= 2.0);
+        assert_eq!(f32::from_bits(b as u32), 2.0);
     }
 
     #[test]

@@ -28,7 +28,8 @@ use crate::energy::LayerCost;
 use crate::error::{Error, Result};
 
 use super::kernels::{
-    Ranks, abs_bits, bound_keep, bound_scan, layer_stats, ranked_keep, ranked_scan, sum_sq,
+    Ranks, abs_bits, bound_keep, bound_scan, largest_magnitude_bits, layer_stats, ranked_keep,
+    ranked_scan, sum_sq,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -737,23 +738,10 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
     /// bit patterns finds it in 31 evaluations, and `key(w) > t` holds exactly when
     /// `abs_bits(w) > bound`.
     fn mag_bound(&self, t: f32, p: f32, strict: bool) -> i32 {
-        let ok = |m: u32| {
+        largest_magnitude_bits(|m| {
             let k = self.key(f32::from_bits(m), p);
             if strict { k < t } else { k <= t }
-        };
-        const TOP: u32 = 0x7f7f_ffff; // largest finite f32
-        if !ok(0) {
-            return -1;
-        }
-        if ok(TOP) {
-            return TOP as i32;
-        }
-        let (mut yes, mut no) = (0u32, TOP);
-        while no - yes > 1 {
-            let mid = yes + (no - yes) / 2;
-            if ok(mid) { yes = mid } else { no = mid }
-        }
-        yes as i32
+        })
     }
 
     /// The cut `tau` with the per-class counts of the items above it (bracketed from

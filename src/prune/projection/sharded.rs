@@ -39,7 +39,9 @@
 //! reply measured is reported by the `projection` bench and the `project_sharded`
 //! example.
 
-use super::kernels::{self, Ranks, abs_bits, bound_keep, bound_scan, ranked_keep, ranked_scan};
+use super::kernels::{
+    self, Ranks, abs_bits, bound_keep, bound_scan, largest_magnitude_bits, ranked_keep, ranked_scan,
+};
 use super::select::{
     KeyFn, KeyScale, Linear, Logarithmic, Selection, charged_of_classes, check_inputs,
     classes_of_nonzeros,
@@ -455,23 +457,11 @@ impl<'a> ShardKeys<'a> {
         if !self.affordable(c) {
             return (i32::MAX, i32::MAX);
         }
-        let largest = |ok: &dyn Fn(u32) -> bool| -> i32 {
-            const TOP: u32 = 0x7f7f_ffff;
-            if !ok(0) {
-                return -1;
-            }
-            if ok(TOP) {
-                return TOP as i32;
-            }
-            let (mut yes, mut no) = (0u32, TOP);
-            while no - yes > 1 {
-                let mid = yes + (no - yes) / 2;
-                if ok(mid) { yes = mid } else { no = mid }
-            }
-            yes as i32
-        };
         let k = |m: u32| self.bits(f32::from_bits(m), c);
-        (largest(&|m| k(m) <= hi), largest(&|m| k(m) < lo))
+        (
+            largest_magnitude_bits(|m| k(m) <= hi),
+            largest_magnitude_bits(|m| k(m) < lo),
+        )
     }
 
     /// `f(index, key bits, class)` for every affordable nonzero weight of `seg`,
