@@ -754,14 +754,17 @@ mod tests {
     use rand::{RngExt, SeedableRng, rngs::StdRng};
 
     /// Weights full of what the kernels must get right: zeros of both signs,
-    /// values exactly at the bounds, one bit either side, and random values.
+    /// values exactly at the bounds, one bit either side, NaN and infinities (the
+    /// scan's largest magnitude reports them), and random values.
     fn hostile(rng: &mut StdRng, n: usize, bounds: &[i32]) -> Vec<f32> {
         (0..n)
             .map(|_| {
                 let sign = if rng.random_bool(0.5) { -1.0 } else { 1.0 };
-                match rng.random_range(0..6) {
-                    0 => 0.0 * sign,
-                    1 | 2 => {
+                match rng.random_range(0..60) {
+                    0 => f32::NAN,
+                    1 => f32::INFINITY * sign,
+                    2..10 => 0.0 * sign,
+                    10..30 => {
                         let b = bounds[rng.random_range(0..bounds.len())];
                         let d = rng.random_range(-1i32..=1);
                         let bits = b.saturating_add(d).clamp(0, 0x7f7f_ffff) as u32;
@@ -822,7 +825,11 @@ mod tests {
             assert_eq!(got, want, "case {case}");
             assert_eq!(a, b, "case {case}");
 
-            let finite: Vec<f32> = w.iter().map(|v| v * 1e-3).collect();
+            let finite: Vec<f32> = w
+                .iter()
+                .filter(|v| v.is_finite())
+                .map(|v| v * 1e-3)
+                .collect();
             assert_eq!(
                 sum_sq(&finite).to_bits(),
                 portable::sum_sq(&finite).to_bits(),
