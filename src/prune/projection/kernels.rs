@@ -40,28 +40,26 @@ macro_rules! multiversion {
     };
 }
 
-multiversion! {
-/// Sum of squares (f64) and max `|w|` of one layer, with 8 independent lanes
-/// (vectorises; no serial dependency chain).
+/// Sum of squares (f64, as [`sum_sq`]) and largest `|w|` of one piece of a layer.
+/// A NaN poisons the sum (the caller reports it).
 pub(super) fn layer_stats(w: &[f32]) -> (f64, f32) {
-    let mut sq = [0.0f64; 8];
-    let mut mx = [0.0f32; 8];
-    let mut chunks = w.chunks_exact(8);
+    (sum_sq(w), max_abs(w))
+}
+
+multiversion! {
+/// Largest `|w|` in 16 independent lanes (vectorises; NaN is left to the sum of
+/// squares: `f32::max` is NaN-aware and does not vectorise).
+fn max_abs(w: &[f32]) -> f32 {
+    let mut mx = [0.0f32; 16];
+    let mut chunks = w.chunks_exact(16);
     for c in &mut chunks {
-        for j in 0..8 {
-            let (v, a) = (c[j], c[j].abs());
-            sq[j] += f64::from(v) * f64::from(v);
-            // Not `f32::max` (NaN-aware, does not vectorise): NaN is caught by the sum.
-            mx[j] = if a > mx[j] { a } else { mx[j] };
+        for (m, v) in mx.iter_mut().zip(c) {
+            let a = v.abs();
+            *m = if a > *m { a } else { *m };
         }
     }
-    for &v in chunks.remainder() {
-        sq[0] += f64::from(v) * f64::from(v);
-        mx[0] = mx[0].max(v.abs());
-    }
-    let hi = mx.iter().fold(0.0f32, |a, b| a.max(*b));
-    // A NaN poisons the sum (reported by the caller).
-    (sq.iter().sum(), hi)
+    let tail = chunks.remainder().iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    mx.iter().fold(tail, |a, b| a.max(*b))
 }
 }
 
@@ -852,6 +850,18 @@ mod tests {
 
     fn bits_of(w: &[f32]) -> Vec<u32> {
         w.iter().map(|v| v.to_bits()).collect()
+    }
+
+    #[test]
+    fn layer_stats_by_hand() {
+        let mut w = vec![0.5f32; 37];
+        w[20] = -4.0;
+        w[36] = 3.0;
+        // 35 * 0.25 + 16 + 9 = 33.75; largest magnitude 4.
+        assert_eq!(layer_stats(&w), (33.75, 4.0));
+        w[5] = f32::NAN;
+        assert!(layer_stats(&w).0.is_nan());
+        assert_eq!(layer_stats(&[]), (0.0, 0.0));
     }
 
     #[test]
