@@ -305,3 +305,70 @@ fn systolic_projection_is_identity_on_feasible_states_and_idempotent() {
         }
     }
 }
+
+/// Layer lengths at the edges of the selection's blocks (64), chunks (4096) and
+/// units (65 536), layers whose costs depend on rank with a small `buffered` (the
+/// sampled filter) or a large one, quantised weights (ties at the threshold and at
+/// the cut), zeros of both signs: on 1 and 3 threads the selection keeps exactly
+/// what the sort-based reference keeps, and never exceeds the budget.
+#[test]
+fn medium_instances_at_block_and_unit_edges_match_the_reference() {
+    let mut rng = StdRng::seed_from_u64(31);
+    let lens = [
+        0usize, 1, 63, 64, 65, 4095, 4097, 20_000, 65_535, 65_537, 140_001,
+    ];
+    let mut ws = ProjectionWorkspace::new();
+    for case in 0..60 {
+        let layers = rng.random_range(1..4);
+        let mut w = Vec::new();
+        let mut c = Vec::new();
+        for _ in 0..layers {
+            let n = lens[rng.random_range(0..lens.len())];
+            let levels = [7, 300, 1 << 22][rng.random_range(0..3)];
+            w.push(
+                (0..n)
+                    .map(|_| match rng.random_range(0..12) {
+                        0 => 0.0,
+                        1 => -0.0,
+                        _ => (rng.random_range(0..levels) as f32 - levels as f32 / 2.0) / 97.0,
+                    })
+                    .collect::<Vec<f32>>(),
+            );
+            let buffered = match rng.random_range(0..3) {
+                0 => rng.random_range(0..=n.min(300)),
+                1 => n / 2,
+                _ => n,
+            };
+            let surcharge = if rng.random_bool(0.7) {
+                rng.random_range(0.5..4.0)
+            } else {
+                0.0
+            };
+            c.push(LayerCost {
+                base: rng.random_range(0.5..3.0),
+                surcharge,
+                buffered,
+            });
+        }
+        let dense: f64 = w
+            .iter()
+            .zip(&c)
+            .map(|(l, k)| l.len() as f64 * (k.base + k.surcharge))
+            .sum();
+        for f in [0.0, 0.003, 0.05, 0.3, 0.8, 1.1] {
+            let cap = dense * f;
+            let mut want = w.clone();
+            let sel = project_sorted(&mut want, &c, cap).unwrap();
+            for threads in [1, 3] {
+                let mut got = w.clone();
+                let out = energy_prune::testing::greedy_knapsack_on_threads(
+                    &mut got, &c, cap, &mut ws, threads,
+                )
+                .unwrap();
+                assert!(got == want, "case {case}, fraction {f}, threads {threads}");
+                assert_eq!(out.kept, sel.kept, "case {case}");
+                assert!(out.charged <= cap, "case {case}: {} > {cap}", out.charged);
+            }
+        }
+    }
+}
