@@ -318,7 +318,7 @@ fn medium_instances_at_block_and_unit_edges_match_the_reference() {
         0usize, 1, 63, 64, 65, 4095, 4097, 20_000, 65_535, 65_537, 140_001,
     ];
     let mut ws = ProjectionWorkspace::new();
-    for case in 0..60 {
+    for case in 0..150 {
         let layers = rng.random_range(1..4);
         let mut w = Vec::new();
         let mut c = Vec::new();
