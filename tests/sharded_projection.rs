@@ -443,3 +443,39 @@ fn parallel_entry_point_equals_sequential_at_both_sizes() {
         assert_eq!(par, sel);
     }
 }
+
+/// Shards cut at odd places through layers of odd lengths (block and unit edges),
+/// rank-dependent costs with small buffers, quantised weights: the protocol keeps
+/// exactly what the in-memory selection keeps.
+#[test]
+fn shards_at_odd_places_equal_in_memory() {
+    let mut rng = StdRng::seed_from_u64(12);
+    for case in 0..40 {
+        let w: Vec<Vec<f32>> = [65, 4097, 65_537, 70_001][..rng.random_range(1..5)]
+            .iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|_| (rng.random_range(0..200) - 100) as f32 / 64.0)
+                    .collect()
+            })
+            .collect();
+        let costs: Vec<LayerCost> = w
+            .iter()
+            .map(|l| LayerCost {
+                base: rng.random_range(0.5..2.0),
+                surcharge: if rng.random_bool(0.5) {
+                    rng.random_range(0.5..3.0)
+                } else {
+                    0.0
+                },
+                buffered: rng.random_range(0..l.len().min(500)),
+            })
+            .collect();
+        let capacity = dense_cost(&w, &costs) * rng.random_range(0.001..0.9);
+        let mut a = w.clone();
+        greedy_knapsack(&mut a, &costs, capacity, &mut ProjectionWorkspace::new()).unwrap();
+        let mut d = w.clone();
+        over_the_wire(&mut d, &costs, capacity, rng.random_range(2..9));
+        assert!(a == d, "case {case}");
+    }
+}
