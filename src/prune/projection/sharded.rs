@@ -425,6 +425,7 @@ fn segment_kind(
 /// Keys of a shard's weights: the key function, class parameters and costs.
 struct ShardKeys<'a> {
     key: fn(f32, f32) -> f32,
+    logarithmic: bool,
     params: &'a [f32],
     class_cost: &'a [f64],
     capacity: f64,
@@ -434,6 +435,7 @@ impl<'a> ShardKeys<'a> {
     fn new(problem: &ShardedProblem, ctx: &'a KeyContext, class_cost: &'a [f64]) -> Self {
         Self {
             key: key_fn(ctx),
+            logarithmic: ctx.logarithmic,
             params: &ctx.params,
             class_cost,
             capacity: problem.capacity,
@@ -488,6 +490,69 @@ impl<'a> ShardKeys<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// Count every affordable nonzero weight of `seg` into `counts` (`[bucket][class]`)
+    /// by the bucket of its key under `step`. Linear keys of a one-class segment
+    /// (most weights) eight at a time: `w * w * p >= +0`, whose order-preserving
+    /// bits are its bits with the sign bit set; zeros are counted with the rest
+    /// and taken out of the bucket of `+0` afterwards.
+    fn count_all(
+        &self,
+        seg: &Segment<'_>,
+        kind: SegmentKind,
+        step: &RadixStep,
+        counts: &mut [u64],
+    ) {
+        let classes = self.class_cost.len();
+        match kind {
+            SegmentKind::Fixed(c) if !self.logarithmic => {
+                if !self.affordable(c) {
+                    return;
+                }
+                let p = self.params[c];
+                let bucket = |w: f32| step.bucket((w * w * p).to_bits() | 0x8000_0000) as usize;
+                // Four interleaved tables: consecutive weights (often in the same
+                // bucket) do not wait on each other's increments.
+                let n = 1usize << step.bits;
+                let mut local = vec![0u32; 4 * n];
+                for part in seg.weights.chunks(PART) {
+                    let mut zeros = 0u32;
+                    let mut eights = part.chunks_exact(8);
+                    for e in &mut eights {
+                        let mut at = [0usize; 8];
+                        for (b, &w) in at.iter_mut().zip(e) {
+                            *b = bucket(w);
+                        }
+                        for (j, b) in at.into_iter().enumerate() {
+                            local[(j & 3) * n + b] += 1;
+                        }
+                        zeros += e.iter().filter(|w| **w == 0.0).count() as u32;
+                    }
+                    for &w in eights.remainder() {
+                        local[bucket(w)] += 1;
+                        zeros += u32::from(w == 0.0);
+                    }
+                    // Zeros were counted (in any of the four tables) in the bucket
+                    // of the key +0: out they go from the sum.
+                    let zero_bucket = bucket(0.0);
+                    for b in 0..n {
+                        let k = &local[b..];
+                        let sum = k[0] as u64 + k[n] as u64 + k[2 * n] as u64 + k[3 * n] as u64;
+                        let zeros = if b == zero_bucket {
+                            u64::from(zeros)
+                        } else {
+                            0
+                        };
+                        counts[b * classes + c] += sum - zeros;
+                    }
+                    local.fill(0);
+                }
+            }
+            _ => self.each_key(seg, kind, |_, x, c| {
+                counts[step.bucket(x) as usize * classes + c] += 1;
+            }),
         }
     }
 
@@ -767,9 +832,7 @@ pub fn answer(
                 let kind = segment_kind(problem, ctx, index, seg, &mut used);
                 if step.known == 0 {
                     // Every weight has a bucket: the keys of all of them.
-                    keys.each_key(seg, kind, |_, x, c| {
-                        counts[step.bucket(x) as usize * classes + c] += 1;
-                    });
+                    keys.count_all(seg, kind, step, &mut counts);
                 } else {
                     let (lo, hi) = step.range();
                     keys.in_range(seg, kind, lo, hi, |_, x, c| {
@@ -1259,6 +1322,87 @@ mod tests {
         for w in xs.windows(2) {
             assert!(ordered_bits(w[0]) < ordered_bits(w[1]), "{w:?}");
         }
+    }
+
+    #[test]
+    fn key_histograms_count_every_affordable_nonzero_weight_once() {
+        // A one-class layer (the eight-at-a-time path, zeros of both signs among
+        // the weights, a tail under eight) and a ranked one (the general path).
+        let mut w = vec![
+            (0..1003)
+                .map(|i| match i % 5 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    _ => (i as f32 - 500.0) / 37.0,
+                })
+                .collect::<Vec<f32>>(),
+            (0..301).map(|i| (i % 17) as f32 - 8.0).collect(),
+        ];
+        let problem = ShardedProblem {
+            costs: vec![
+                LayerCost {
+                    base: 1.5,
+                    surcharge: 0.0,
+                    buffered: 1003,
+                },
+                LayerCost {
+                    base: 1.0,
+                    surcharge: 2.0,
+                    buffered: 40,
+                },
+            ],
+            layer_lens: vec![1003, 301],
+            capacity: 1e9,
+        };
+        let ctx = KeyContext {
+            logarithmic: false,
+            params: vec![1.0 / 1.5, 0.0, 1.0, 1.0 / 3.0],
+            classes: vec![LayerClasses {
+                layer: 1,
+                threshold: 7.0,
+                base_ties: vec![2],
+            }],
+        };
+        let step = RadixStep {
+            prefix: 0,
+            known: 0,
+            bits: 12,
+        };
+        let mut want = vec![0u64; (1 << 12) * 4];
+        let mut seen = 0u64;
+        for (l, layer) in w.iter().enumerate() {
+            for &v in layer {
+                // Layer 1: above 7 base, the first two at 7 base, the rest surcharged.
+                let c = if l == 0 {
+                    0
+                } else if v.abs() > 7.0
+                    || (v.abs() == 7.0 && {
+                        seen += 1;
+                        seen <= 2
+                    })
+                {
+                    2
+                } else {
+                    3
+                };
+                if v != 0.0 {
+                    let x = ordered_bits(v * v * ctx.params[c]);
+                    want[step.bucket(x) as usize * 4 + c] += 1;
+                }
+            }
+        }
+        let mut shards = Shard::split(&mut w, 1);
+        let reply = answer(&problem, 0, &mut shards[0], &Request::Keys { ctx, step }).unwrap();
+        let Reply::Keys(h) = reply else {
+            panic!("a key histogram")
+        };
+        let mut got = vec![0u64; (1 << 12) * 4];
+        add_into(&mut got, 4, &h).unwrap();
+        let diff: Vec<(usize, u64, u64)> = (0..got.len())
+            .filter(|&i| got[i] != want[i])
+            .map(|i| (i, got[i], want[i]))
+            .collect();
+        assert!(diff.is_empty(), "(index, got, want): {diff:?}");
     }
 
     #[test]
