@@ -88,7 +88,7 @@ impl Ranks {
     /// [`Self::surcharged`] in a block holding `at` weights at the threshold: with
     /// none, no tie to count and no branch.
     #[inline(always)]
-    fn in_block(&self, a: i32, at: usize, seen: &mut u64) -> bool {
+    pub(super) fn in_block(&self, a: i32, at: usize, seen: &mut u64) -> bool {
         if at == 0 {
             a < self.thr
         } else {

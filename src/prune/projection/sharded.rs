@@ -40,7 +40,8 @@
 //! example.
 
 use super::kernels::{
-    self, Ranks, abs_bits, bound_keep, bound_scan, largest_magnitude_bits, ranked_keep, ranked_scan,
+    self, BLOCK, Ranks, abs_bits, bound_keep, bound_scan, largest_magnitude_bits, ranked_keep,
+    ranked_scan,
 };
 use super::select::{
     KeyFn, KeyScale, Linear, Logarithmic, Selection, charged_of_classes, check_inputs,
@@ -534,20 +535,39 @@ impl<'a> ShardKeys<'a> {
                         local[bucket(w)] += 1;
                         zeros += u32::from(w == 0.0);
                     }
-                    // Zeros were counted (in any of the four tables) in the bucket
-                    // of the key +0: out they go from the sum.
                     let zero_bucket = bucket(0.0);
-                    for b in 0..n {
-                        let k = &local[b..];
-                        let sum = k[0] as u64 + k[n] as u64 + k[2 * n] as u64 + k[3 * n] as u64;
-                        let zeros = if b == zero_bucket {
-                            u64::from(zeros)
-                        } else {
-                            0
-                        };
-                        counts[b * classes + c] += sum - zeros;
+                    flush_tables(&mut local, zeros, zero_bucket, counts, classes, c);
+                }
+            }
+            SegmentKind::Ranked(ranks) if !self.logarithmic => {
+                // The class of each weight by magnitude, block by block as the
+                // kernels do (in index order only in blocks holding a weight at the
+                // threshold); four interleaved tables per class.
+                let c0 = 2 * seg.layer;
+                let p = [self.params[c0], self.params[c0 + 1]];
+                let bucket =
+                    |w: f32, s: usize| step.bucket((w * w * p[s]).to_bits() | 0x8000_0000) as usize;
+                let n = 1usize << step.bits;
+                let mut local = vec![0u32; 8 * n];
+                let mut seen = 0u64;
+                for part in seg.weights.chunks(PART) {
+                    let mut zeros = [0u32; 2];
+                    for b in part.chunks(BLOCK) {
+                        let at = b.iter().filter(|v| abs_bits(**v) == ranks.thr).count();
+                        for (j, &w) in b.iter().enumerate() {
+                            let s = usize::from(ranks.in_block(abs_bits(w), at, &mut seen));
+                            local[(4 * s + (j & 3)) * n + bucket(w, s)] += 1;
+                            zeros[s] += u32::from(w == 0.0);
+                        }
                     }
-                    local.fill(0);
+                    let zero_bucket = bucket(0.0, 0);
+                    for (s, table) in local.chunks_mut(4 * n).enumerate() {
+                        if self.affordable(c0 + s) {
+                            flush_tables(table, zeros[s], zero_bucket, counts, classes, c0 + s);
+                        } else {
+                            table.fill(0);
+                        }
+                    }
                 }
             }
             _ => self.each_key(seg, kind, |_, x, c| {
@@ -669,6 +689,30 @@ impl<'a> ShardKeys<'a> {
             }
         }
     }
+}
+
+/// Add four interleaved tables of bucket counts (`local`, four times the buckets)
+/// into `counts` (`[bucket][class]`) for class `c`, less the `zeros` counted in the
+/// bucket of the key +0 (`zero_bucket`), and clear them.
+fn flush_tables(
+    local: &mut [u32],
+    zeros: u32,
+    zero_bucket: usize,
+    counts: &mut [u64],
+    classes: usize,
+    c: usize,
+) {
+    let n = local.len() / 4;
+    for b in 0..n {
+        let sum: u64 = (0..4).map(|k| u64::from(local[k * n + b])).sum();
+        let zeros = if b == zero_bucket {
+            u64::from(zeros)
+        } else {
+            0
+        };
+        counts[b * classes + c] += sum - zeros;
+    }
+    local.fill(0);
 }
 
 /// Weights per call of the 32-bit-counting kernels.
