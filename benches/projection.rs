@@ -171,23 +171,19 @@ fn projection(c: &mut Criterion) {
         ];
         bench_case(c, &format!("{}M", n / 1_000_000), weights, costs, 0.3);
     }
-    let arch = zoo::alexnet().unwrap();
-    let model = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
-    let weights: Vec<Vec<f32>> = arch
-        .layers()
-        .iter()
-        .map(|l| normal_weights(&mut rng, l.weight_count()))
-        .collect();
-    bench_case(c, "alexnet_61M", weights, model.knapsack_costs(), 0.3);
-    // A model whose layers nearly all have rank-dependent costs (convolutions).
-    let arch = zoo::resnet18().unwrap();
-    let model = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
-    let weights: Vec<Vec<f32>> = arch
-        .layers()
-        .iter()
-        .map(|l| normal_weights(&mut rng, l.weight_count()))
-        .collect();
-    bench_case(c, "resnet18_11M", weights, model.knapsack_costs(), 0.3);
+    // AlexNet, and a model whose layers nearly all have rank-dependent costs.
+    for (name, arch) in [
+        ("alexnet_61M", zoo::alexnet().unwrap()),
+        ("resnet18_11M", zoo::resnet18().unwrap()),
+    ] {
+        let model = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+        let weights: Vec<Vec<f32>> = arch
+            .layers()
+            .iter()
+            .map(|l| normal_weights(&mut rng, l.weight_count()))
+            .collect();
+        bench_case(c, name, weights, model.knapsack_costs(), 0.3);
+    }
 }
 
 criterion_group!(benches, projection);

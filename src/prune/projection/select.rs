@@ -345,7 +345,7 @@ impl WeightStats {
 /// hundred kilobytes of a model's weights): what the cut is first estimated
 /// from, before the one pass that counts.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Sample {
+struct Sample {
     /// `(layer, value)` of the sampled weights.
     picks: Vec<(u32, f32)>,
     /// Weight positions each pick stands for.
@@ -356,9 +356,9 @@ pub(super) struct Sample {
 }
 
 impl Sample {
-    /// About [`SAMPLE`] positions of `weights` (fewer for small sets), read on up
-    /// to `threads` threads (the reads are cache misses: latency, not bandwidth).
-    pub(super) fn of<W: AsRef<[f32]> + Sync>(weights: &[W], threads: usize) -> Self {
+    /// [`sample_size`] positions of `weights`, read on up to `threads` threads
+    /// (the reads are cache misses: latency, not bandwidth).
+    fn of<W: AsRef<[f32]> + Sync>(weights: &[W], threads: usize) -> Self {
         let total: usize = weights.iter().map(|w| w.as_ref().len()).sum();
         let stride = (total / sample_size(total)).max(1);
         // Pieces of `UNIT` positions with their global offsets.
@@ -874,7 +874,7 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
             let parts: Vec<&[Item]> = scans.iter().map(|sc| &sc.band[..]).collect();
             // Band members have keys in [lo, hi] (see `mag_bound`).
             let range = (lo.is_finite() && hi.is_finite()).then_some((lo, hi));
-            let scratch = (&mut buf.items, &mut buf.buckets);
+            let scratch = (&mut buf.chosen, &mut buf.buckets);
             bucketed_select(
                 &parts,
                 range,
