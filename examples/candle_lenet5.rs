@@ -3,27 +3,24 @@
 //! take any framework's model.
 //!
 //! ```text
-//! cargo run --release --example candle_lenet5 -- [--budget 0.2]
-//!     [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--seed N] [--data DIR] [--json]
+//! cargo run --release -p energy-prune-examples --features candle --example candle_lenet5
 //! ```
-//! With `--json` the last line is
+//! With `json: true` in its settings the last line is
 //! `{"budget", "energy_ratio", "test_accuracy", "budget_met", "dense_accuracy", "seconds"}`.
-
-mod common;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, Linear, VarBuilder, VarMap};
-use common::{Progress, check, print_dense, train_dense_lenet5};
 use energy_prune::arch::zoo;
-use energy_prune::candle::{CandleLayer, CandleNetwork, max_pool2d};
 use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::{Network, NetworkState, ParamKind, Trainable};
-use energy_prune::nn::mnist::{Mnist, MnistOptions};
 use energy_prune::prune::{Data, ProjectedTraining, train_projected};
 use energy_prune::train::evaluate;
+use energy_prune_candle::{CandleLayer, CandleNetwork, max_pool2d};
+use energy_prune_nn::mnist::{Mnist, MnistOptions};
+use energy_prune_nn::workflow::{Progress, print_dense, train_dense_lenet5};
 
 struct Args {
     budget: f64,
@@ -35,47 +32,9 @@ struct Args {
     json: bool,
 }
 
-fn parse_args() -> Result<Args, lexopt::Error> {
-    use lexopt::prelude::*;
-    let d = ProjectedTraining::default();
-    let mut a = Args {
-        budget: 0.2,
-        dense_epochs: 8,
-        epochs: d.epochs,
-        finetune_epochs: d.finetune_epochs,
-        seed: 1,
-        data: PathBuf::from("data/mnist"),
-        json: false,
-    };
-    let mut p = lexopt::Parser::from_env();
-    while let Some(arg) = p.next()? {
-        match arg {
-            Long("budget") => a.budget = p.value()?.parse()?,
-            Long("dense-epochs") => a.dense_epochs = p.value()?.parse()?,
-            Long("epochs") => a.epochs = p.value()?.parse()?,
-            Long("finetune-epochs") => a.finetune_epochs = p.value()?.parse()?,
-            Long("seed") => a.seed = p.value()?.parse()?,
-            Long("data") => a.data = p.value()?.into(),
-            Long("json") => a.json = true,
-            Long("help") | Short('h') => {
-                println!(
-                    "candle_lenet5 [--budget F] [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--seed N] [--data DIR] [--json]"
-                );
-                std::process::exit(0);
-            }
-            _ => return Err(arg.unexpected()),
-        }
-    }
-    check::fraction("--budget", a.budget)?;
-    check::at_least_one("--dense-epochs", a.dense_epochs)?;
-    check::at_least_one("--epochs", a.epochs)?;
-    check::mnist_dir("--data", &a.data)?;
-    Ok(a)
-}
-
 /// LeNet-5 in plain candle: conv 6@5x5, max-pool 2, conv 16@5x5, max-pool 2,
 /// FC 400-120-84-10, ReLU after every layer but the last. The pools are
-/// `energy_prune::candle::max_pool2d` (exact gradient; candle 0.9's own scales it
+/// `energy_prune_candle::max_pool2d` (exact gradient; candle 0.9's own scales it
 /// by 1/4).
 struct LeNet5 {
     conv1: Conv2d,
@@ -136,8 +95,25 @@ fn seeded_init(net: &mut impl Trainable, seed: u64) -> energy_prune::Result<()> 
     Ok(())
 }
 
-fn main() {
-    common::run_main(parse_args, run);
+/// The example's settings (edit them here: the example shows the library, not a
+/// command line; the `energy-prune` tool has the jobs with flags).
+fn main() -> std::process::ExitCode {
+    let args = Args {
+        budget: 0.2,
+        dense_epochs: 8,
+        epochs: ProjectedTraining::default().epochs,
+        finetune_epochs: ProjectedTraining::default().finetune_epochs,
+        seed: 1,
+        data: PathBuf::from("data/mnist"),
+        json: false,
+    };
+    match run(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 fn run(args: &Args) -> energy_prune::Result<()> {
@@ -220,5 +196,10 @@ fn run(args: &Args) -> energy_prune::Result<()> {
             })
         );
     }
-    common::require_budget_met("the candle network", met, energy / e_dense, args.budget)
+    energy_prune_nn::workflow::require_budget_met(
+        "the candle network",
+        met,
+        energy / e_dense,
+        args.budget,
+    )
 }

@@ -8,27 +8,23 @@
 //! contributes one call per update: `WeightProjection::step`.
 //!
 //! ```text
-//! cargo run --release --example custom_training_loop -- [--budget 0.3] [--epochs 3]
-//!     [--finetune-epochs 1] [--seed N] [--data DIR] [--json]
+//! cargo run --release -p energy-prune-examples --example custom_training_loop
 //! ```
-//! With `--json` the last line of stdout is
+//! With `json: true` in its settings the last line of stdout is
 //! `{"budget": f64, "energy": f64, "budget_met": bool, "test_accuracy": f64}`, the
 //! energy as a fraction of the dense network's.
-
-mod common;
-use common::check;
 
 use std::path::PathBuf;
 
 use energy_prune::arch::{ArchBuilder, Architecture};
 use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::{Network, NetworkMut, NetworkState};
-use energy_prune::nn::mnist::{Mnist, MnistOptions};
 use energy_prune::prune::{
     ConstrainedOptimizer, Phase, RunInfo, StepContext, WeightProjection, WeightProjectionConfig,
 };
 use energy_prune::train::{Dataset, argmax_rows, cross_entropy};
 use energy_prune::{Error, Result};
+use energy_prune_nn::mnist::{Mnist, MnistOptions};
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -41,9 +37,10 @@ struct Args {
     json: bool,
 }
 
-fn parse_args() -> std::result::Result<Args, lexopt::Error> {
-    use lexopt::prelude::*;
-    let mut a = Args {
+/// The example's settings (edit them here: the example shows the library, not a
+/// command line; the `energy-prune` tool has the jobs with flags).
+fn main() -> std::process::ExitCode {
+    let args = Args {
         budget: 0.3,
         epochs: 3,
         finetune_epochs: 1,
@@ -51,31 +48,13 @@ fn parse_args() -> std::result::Result<Args, lexopt::Error> {
         data: PathBuf::from("data/mnist"),
         json: false,
     };
-    let mut p = lexopt::Parser::from_env();
-    while let Some(arg) = p.next()? {
-        match arg {
-            Long("budget") => a.budget = p.value()?.parse()?,
-            Long("epochs") => a.epochs = p.value()?.parse()?,
-            Long("finetune-epochs") => a.finetune_epochs = p.value()?.parse()?,
-            Long("seed") => a.seed = p.value()?.parse()?,
-            Long("data") => a.data = p.value()?.into(),
-            Long("json") => a.json = true,
-            Long("help") | Short('h') => {
-                println!(
-                    "custom_training_loop [--budget FRACTION] [--epochs N] [--finetune-epochs N] [--seed N] [--data DIR] [--json]"
-                );
-                std::process::exit(0);
-            }
-            _ => return Err(arg.unexpected()),
+    match run(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
         }
     }
-    check::fraction("--budget", a.budget)?;
-    check::mnist_dir("--data", &a.data)?;
-    Ok(a)
-}
-
-fn main() {
-    common::run_main(parse_args, run);
 }
 
 /// The user's model: two dense layers, weights stored `[in][out]`.
@@ -331,5 +310,5 @@ fn run(args: &Args) -> Result<()> {
             serde_json::json!({"budget": args.budget, "energy": st.cost / dense, "budget_met": st.met, "test_accuracy": acc})
         );
     }
-    common::require_budget_met("the pruned MLP", st.met, st.cost, st.budget)
+    energy_prune_nn::workflow::require_budget_met("the pruned MLP", st.met, st.cost, st.budget)
 }

@@ -1,0 +1,201 @@
+//! Build a cost model of YOUR hardware: profile random layer widths of a network on
+//! this machine's CPU under the measurement protocol (warm-up, interleaved
+//! repeats, a low quantile, re-measurement of noisy configurations, a noise
+//! report), measure every layer alone on a grid, fit ECC's bilinear model (CVPR
+//! 2019, with and without linear terms) and the per-layer lookup table on the same
+//! measurements, validate each on held-out configurations, and save the best as
+//! JSON with its kind.
+//!
+//! ```text
+//! cargo run --release --example calibrate -- [--net vgg-mnist|lenet5]
+//!     [--samples N] [--batch N] [--repeats N] [--grid N] [--min-fraction F] [--seed N] [--out FILE] [--csv FILE]
+//!     [--min-fraction F] [--json]
+//! ```
+//! The cost is the median forward latency (ms) of one batch at the machine's
+//! thread count. Free widths are sampled uniformly in `[F * max, max]`,
+//! `F = --min-fraction` (default 0.25, the range channel pruning works in; 0 gives
+//! the full `[1, max]`). With `--json` the last stdout line is one JSON object.
+
+use crate::common::check;
+use energy_prune_nn::workflow::{CalibrationSettings, calibrate_latency, print_calibration};
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use energy_prune::energy::{FitOptions, WidthCostModel};
+use energy_prune::network::Network;
+use energy_prune_nn::{Cnn, LatencyOracle};
+
+use crate::args::Usage;
+
+/// Flags of this job.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Network to calibrate: vgg-mnist or lenet5.
+    #[arg(long, default_value = "vgg-mnist")]
+    pub net: String,
+    /// Random width configurations measured.
+    #[arg(long, default_value_t = 300)]
+    pub samples: usize,
+    /// Batch size of the latency measurements.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Repeats of each measurement.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Grid points per layer of the layer table.
+    #[arg(long, default_value_t = 5)]
+    pub grid: usize,
+    #[command(flatten)]
+    pub rng: crate::args::Seed,
+    /// Write the fitted models (JSON) to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write the measurements as CSV to this file.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    #[command(flatten)]
+    pub print: crate::args::Json,
+    /// Smallest width fraction sampled.
+    #[arg(long, default_value_t = 0.25)]
+    pub min_fraction: f64,
+    /// Statistic of repeated measurements: q25, q10, min, median or trim20.
+    #[arg(long, value_parser = crate::args::statistic, default_value = "q25")]
+    pub statistic: energy_prune::energy::Statistic,
+}
+
+impl Args {
+    /// Checks of values and files, before any work (exit code 2 on failure).
+    pub fn check(&mut self) -> Result<(), Usage> {
+        let a = self;
+        if !["vgg-mnist", "lenet5"].contains(&a.net.as_str()) {
+            return Err(format!("--net {}: expected vgg-mnist or lenet5", a.net).into());
+        }
+        check::at_least_one("--samples", a.samples)?;
+        check::at_least_one("--batch", a.batch)?;
+        check::at_least_one("--repeats", a.repeats)?;
+        if a.grid < 2 {
+            return Err(format!("--grid {}: a grid needs >= 2 points per axis", a.grid).into());
+        }
+        check::within("--min-fraction", a.min_fraction, 0.0, 1.0)?;
+        for (flag, p) in [("--out", &a.out), ("--csv", &a.csv)] {
+            if let Some(p) = p {
+                check::writable(flag, p)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Run the job.
+pub fn run(args: &Args) -> energy_prune::Result<()> {
+    let start = Instant::now();
+    let (net, input, specs) = match args.net.as_str() {
+        "vgg-mnist" => (Cnn::vgg_mnist(0)?, (1, 28, 28), Cnn::vgg_mnist_specs()),
+        "lenet5" => (Cnn::lenet5(0)?, (1, 32, 32), Cnn::lenet5_specs()),
+        other => {
+            return Err(energy_prune::Error::InvalidParameter {
+                name: "net",
+                value: other.into(),
+                reason: "choose vgg-mnist or lenet5".into(),
+            });
+        }
+    };
+    let arch = net.architecture().clone();
+    let mut oracle = LatencyOracle::new(input, &specs)?;
+    oracle.batch = args.batch;
+    let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
+    let dense = oracle.measure_stats(&full)?;
+    println!(
+        "{}: dense forward of a batch of {} on {} threads: median {:.3} ms (min {:.3}, max {:.3})",
+        args.net, args.batch, oracle.threads, dense.median_ms, dense.min_ms, dense.max_ms
+    );
+    let cal = calibrate_latency(
+        &arch,
+        input,
+        &specs,
+        &CalibrationSettings {
+            samples: args.samples,
+            min_fraction: args.min_fraction,
+            batch: args.batch,
+            repeats: args.repeats,
+            grid: args.grid,
+            seed: args.rng.seed,
+            statistic: args.statistic,
+        },
+    )?;
+    let data = &cal.data;
+    if let Some(p) = &args.csv {
+        data.save_csv(p)?;
+        println!("measurements written to {}", p.display());
+    }
+    let report = cal
+        .models
+        .iter()
+        .find(|m| m.1 == cal.chosen)
+        .map(|m| m.2)
+        .expect("the chosen model is one of the fitted ones");
+    println!(
+        "\nvalidation on {} held-out configurations:\n",
+        report.validation.samples
+    );
+    print_calibration(&cal);
+    let model = &cal.chosen;
+    let opts = FitOptions {
+        seed: args.rng.seed,
+        ..FitOptions::default()
+    };
+    let (_, val) = data.split(opts.validation, opts.seed)?;
+    let mut worst: Vec<(f64, Vec<usize>, f64, f64)> = val
+        .iter()
+        .map(|(w, c)| {
+            let f = model.cost_of_widths(w).unwrap_or(f64::NAN);
+            ((f - c).abs() / c, w.to_vec(), c, f)
+        })
+        .collect();
+    worst.sort_by(|a, b| b.0.total_cmp(&a.0));
+    println!("\nworst held-out predictions (widths, measured ms, predicted ms, error):");
+    for (e, w, c, f) in worst.iter().take(5) {
+        println!("  {w:?}  {c:.3}  {f:.3}  {:.1} %", 100.0 * e);
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("calibrate-{}.json", args.net)));
+    let provenance = energy_prune::energy::FitProvenance::new(
+        &arch,
+        data.len(),
+        report.validation,
+        format!(
+            "CPU latency in ms of a forward pass, batch {}, {} threads, {:?} of the repeats",
+            args.batch, oracle.threads, cal.noise.statistic
+        ),
+    );
+    model.save_json_with_provenance(&out, &provenance)?;
+    println!(
+        "\nmodel written to {}  (whole run {:.1} s)",
+        out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    if args.print.json {
+        let v = report.validation;
+        let val = |v: &energy_prune::energy::FitMetrics| serde_json::json!({"mrae": v.mrae, "max_rel_error": v.max_rel_error, "within_10pct": v.within_10pct, "r2": v.r2});
+        let models: Vec<serde_json::Value> = cal
+            .models
+            .iter()
+            .map(|(name, m, r)| serde_json::json!({"kind": m.kind(), "name": name, "validation": val(&r.validation)}))
+            .collect();
+        let line = serde_json::json!({
+            "net": args.net,
+            "samples": args.samples,
+            "min_fraction": args.min_fraction,
+            "validation": val(&v),
+            "model": serde_json::to_value(model).map_err(energy_prune::Error::external)?,
+            "models": models,
+            "noise": {"median_cv": cal.noise.median_cv, "max_cv": cal.noise.max_cv, "remeasured": cal.noise.remeasured, "unstable": cal.noise.unstable, "warning": cal.noise.warning, "statistic": format!("{:?}", cal.noise.statistic)},
+            "dense_latency_ms": dense.median_ms,
+        });
+        println!("{line}");
+    }
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! Project an ONNX model's weights onto a fraction of its dense energy on the
+//! systolic-array model, one shot (no training: retrain in your framework), and
+//! write the pruned model.
+//!
+//! ```text
+//! energy-prune prune --budget 0.5 IN.onnx OUT.onnx
+//!     [--input CxHxW] [--compact] [--plan PLAN.json] [--json]
+//! ```
+//! `--compact` also removes every channel left without weights (the file then
+//! holds a physically smaller model); `--plan` saves the pruning plan with its
+//! provenance. The output file is re-imported and its energy checked against the
+//! projected one. With `--json` the last line is
+//! `{"budget", "dense_energy", "energy", "energy_ratio", "reimported_energy", "layers": [...]}`.
+
+use std::path::PathBuf;
+
+use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
+use energy_prune::network::{CostModelRecord, Network, NetworkState, Provenance, PruningPlan};
+use energy_prune::prune::project;
+use energy_prune_onnx::OnnxModel;
+
+use crate::args::Usage;
+use crate::common::check;
+
+/// Flags of this job.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// ONNX model to read.
+    #[arg(value_name = "IN.onnx")]
+    pub input_file: PathBuf,
+    /// ONNX model to write (never one of the inputs).
+    #[arg(value_name = "OUT.onnx")]
+    pub output_file: PathBuf,
+    /// Budget as a fraction of the dense model's energy, in (0, 1].
+    #[arg(long)]
+    pub budget: f64,
+    /// Input shape CxHxW for models without a fixed one, e.g. 3x224x224.
+    #[arg(long, value_parser = crate::args::chw)]
+    pub input: Option<[usize; 3]>,
+    /// Also remove every channel left without weights (a physically smaller model).
+    #[arg(long)]
+    pub compact: bool,
+    /// Write the pruning plan (JSON, with provenance) to this file.
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
+    #[command(flatten)]
+    pub print: crate::args::Json,
+}
+
+impl Args {
+    /// Checks of values and files, before any work (exit code 2 on failure).
+    pub fn check(&mut self) -> Result<(), Usage> {
+        check::fraction("--budget", self.budget)?;
+        check::readable("IN.onnx", &self.input_file)?;
+        check::writable("OUT.onnx", &self.output_file)?;
+        if let Some(plan) = &self.plan {
+            check::writable("--plan", plan)?;
+        }
+        Ok(())
+    }
+}
+
+/// Run the job.
+pub fn run(args: &Args) -> energy_prune::Result<()> {
+    let mut model = OnnxModel::load(&args.input_file, args.input)?;
+    let arch = model.architecture().clone();
+    let hw = SystolicArray::new(&arch, SystolicConfig::default())?;
+    let dense = hw.energy(&NetworkState::dense(&arch))?;
+    let mut state = NetworkState::from_network(&model)?;
+    let before = hw.energy(&state)?;
+    let budget = args.budget * dense.total;
+    println!(
+        "{}: {} prunable layers, {} weights; dense energy {:.4e}, as loaded {:.4e}, budget {:.4e} ({})",
+        args.input_file.display(),
+        arch.layers().len(),
+        arch.weight_count(),
+        dense.total,
+        before.total,
+        budget,
+        args.budget
+    );
+    let outcome = project(&hw, &mut state, budget)?;
+    state.write_weights_to(&mut model)?;
+    let after = hw.energy(&state)?;
+    println!(
+        "\n{:<32} {:>11} {:>11} {:>11} {:>12} {:>12}",
+        "layer", "weights", "nonzero", "kept", "E before", "E after"
+    );
+    let mut layers = Vec::new();
+    for (b, a) in before.layers.iter().zip(&after.layers) {
+        println!(
+            "{:<32} {:>11} {:>11} {:>11} {:>12.4e} {:>12.4e}",
+            b.name, b.weights, b.nonzero, a.nonzero, b.total, a.total
+        );
+        layers.push(serde_json::json!({
+            "name": b.name, "weights": b.weights, "nonzero_before": b.nonzero,
+            "nonzero": a.nonzero, "energy_before": b.total, "energy": a.total,
+        }));
+    }
+    println!(
+        "\nkept {} of {} weights; energy {:.4e} = {:.4} of dense (budget {})",
+        outcome.kept,
+        outcome.nonzero_before,
+        after.total,
+        after.total / dense.total,
+        args.budget
+    );
+    energy_prune_nn::workflow::require_budget_met(
+        "projected energy",
+        after.total <= budget * (1.0 + 1e-9),
+        after.total / dense.total,
+        args.budget,
+    )?;
+
+    let plan = PruningPlan::from_network(&model)?.with_provenance(Provenance {
+        cost_model: Some(CostModelRecord {
+            kind: "systolic".into(),
+            parameters: serde_json::to_string(&SystolicConfig::default())
+                .map_err(energy_prune::Error::external)?,
+        }),
+        budget: Some(args.budget),
+        budget_unit: Some("fraction of dense energy".into()),
+        predicted_cost: Some(after.total / dense.total),
+        ..Provenance::this_version()
+    });
+    let written = if args.compact {
+        let compact = model.compact(&plan)?;
+        let removed: usize = plan
+            .widths()
+            .iter()
+            .zip(arch.widths())
+            .map(|(k, w)| w.channels - k)
+            .sum();
+        println!("compacted: {removed} channels without weights removed");
+        compact
+    } else {
+        model
+    };
+    written.save(&args.output_file)?;
+    drop(written);
+    if let Some(path) = &args.plan {
+        plan.save_json(path)?;
+        println!("plan written to {}", path.display());
+    }
+    // Read the file back: the energy a user will see when they load it.
+    let back = OnnxModel::load(&args.output_file, args.input)?;
+    let back_arch = back.architecture();
+    let back_hw = SystolicArray::new(back_arch, SystolicConfig::default())?;
+    let reimported = back_hw.energy(&NetworkState::from_network(&back)?)?.total;
+    println!(
+        "wrote {} ({} layers, {} weights); re-imported energy {:.4e} = {:.4} of dense{}",
+        args.output_file.display(),
+        back_arch.layers().len(),
+        back_arch.weight_count(),
+        reimported,
+        reimported / dense.total,
+        if reimported == after.total {
+            " (identical)"
+        } else {
+            ""
+        }
+    );
+    if args.print.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "budget": args.budget,
+                "dense_energy": dense.total,
+                "energy": after.total,
+                "energy_ratio": after.total / dense.total,
+                "reimported_energy": reimported,
+                "compact": args.compact,
+                "layers": layers,
+            })
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! The tool checks its arguments before any long work: a bad flag exits with code
+//! 2 and a message naming it, in well under a second of work; the jobs run end to
+//! end on small inputs.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The subcommand of the tool that runs the job once called `name`.
+fn job(name: &str) -> &'static [&'static str] {
+    match name {
+        "lenet5_energy" => &["lab", "lenet5"],
+        "ecc_latency" => &["lab", "ecc"],
+        "multi_budget" => &["lab", "multi-budget"],
+        "train_lenet5" => &["lab", "train-lenet5"],
+        "project_sharded" => &["lab", "sharded"],
+        "sweep" => &["lab", "sweep"],
+        "calibrate" => &["calibrate"],
+        "energy_report" => &["report"],
+        "prune_onnx" => &["prune"],
+        "compact" => &["compact"],
+        "plan" => &["plan"],
+        other => panic!("no job {other}"),
+    }
+}
+
+/// The tool, run from the workspace root (where `data/mnist` is).
+fn tool(name: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_energy-prune"));
+    c.args(job(name))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
+    c
+}
+
+fn rejects(name: &str, args: &[&str], says: &str) {
+    let start = Instant::now();
+    let out = tool(name).args(args).output().unwrap();
+    let took = start.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {stderr}");
+    assert!(stderr.contains(says), "{name} {args:?}: {stderr}");
+    assert!(
+        took < Duration::from_secs(5),
+        "{name} {args:?} took {took:?}"
+    );
+}
+
+/// `flags` followed by one path argument.
+fn flags_then(flags: &[&str], path: &std::path::Path) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = flags.iter().map(Into::into).collect();
+    v.push(path.into());
+    v
+}
+
+/// Run example `name` from the crate directory, require success, and parse the
+/// last line of its stdout as JSON.
+fn run_json<S: AsRef<std::ffi::OsStr>>(name: &str, args: &[S]) -> serde_json::Value {
+    let out = tool(name).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{name}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("{name}: last line not JSON ({e}): {last}"))
+}
+
+#[test]
+fn bad_flags_fail_fast_with_code_2() {
+    let missing = "/nonexistent-dir/x.bin";
+    rejects("lenet5_energy", &["--budget", "-1"], "--budget -1");
+    rejects("lenet5_energy", &["--budget", "NaN"], "(0, 1]");
+    rejects("lenet5_energy", &["--budget", "1.5"], "(0, 1]");
+    rejects("lenet5_energy", &["--lr", "0"], "--lr");
+    rejects("lenet5_energy", &["--data", "/nonexistent-dir"], "--data");
+    rejects("lenet5_energy", &["--dense", missing], "--dense");
+    rejects("lenet5_energy", &["--save-dense", missing], "--save-dense");
+    rejects("ecc_latency", &["--budget", "NaN"], "--budget");
+    rejects("ecc_latency", &["--cost-model", missing], "--cost-model");
+    rejects("ecc_latency", &["--model", "flops"], "--model");
+    rejects("ecc_latency", &["--budgets", "0.5,x"], "--budgets");
+    rejects("ecc_latency", &["--seeds", "0"], "--seeds");
+    rejects("ecc_latency", &["--tolerance", "-1"], "--tolerance");
+    rejects("ecc_latency", &["--budgets", "0.5,0"], "(0, 1]");
+    rejects("calibrate", &["--min-fraction", "NaN"], "--min-fraction");
+    rejects("calibrate", &["--out", missing], "--out");
+    rejects("calibrate", &["--samples", "0"], "--samples");
+    rejects("calibrate", &["--grid", "1"], "--grid");
+    rejects("multi_budget", &["--level", "layer"], "--level");
+    rejects("multi_budget", &["--tolerance", "2"], "--tolerance");
+    rejects("multi_budget", &["--latency", "0"], "--latency");
+    rejects("multi_budget", &["--cost-model", missing], "--cost-model");
+    rejects("train_lenet5", &["--save", missing], "--save");
+    rejects("train_lenet5", &["--batch-size", "0"], "--batch-size");
+    rejects("project_sharded", &["--budget", "2"], "--budget");
+    rejects("multi_budget", &["--params", "0"], "--params");
+    rejects("multi_budget", &["--energy", "NaN"], "--energy");
+    rejects("project_sharded", &["--shards", "0"], "--shards");
+    rejects("sweep", &["--budgets", "0.2,x"], "--budgets");
+    rejects("sweep", &["--budgets", "0.2,1.5"], "(0, 1]");
+    rejects("sweep", &["--methods", "random"], "--methods");
+    rejects(
+        "sweep",
+        &["--budgets", "0.2", "--breakdown-budget", "0.3"],
+        "--breakdown-budget",
+    );
+    rejects("sweep", &["--train-limit", "5"], "--train-limit");
+    rejects("sweep", &["--input-mask", "sometimes"], "--input-mask");
+    rejects("sweep", &["--dense", missing], "--dense");
+    rejects("sweep", &["--out", "/proc/none"], "--out");
+    rejects(
+        "project_sharded",
+        &["--weights", "10", "--shards", "1"],
+        "--weights",
+    );
+}
+
+/// The out-of-core example end to end on a small model: the sharded result equals
+/// the in-memory one and the budget holds.
+#[test]
+fn project_sharded_runs_small() {
+    let dir = std::env::temp_dir().join(format!("ep-sharded-{}", std::process::id()));
+    let args = flags_then(
+        &[
+            "--weights",
+            "300000",
+            "--shards",
+            "5",
+            "--check-weights",
+            "200000",
+            "--json",
+            "--dir",
+        ],
+        &dir,
+    );
+    let last = run_json("project_sharded", &args);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(last["identical_to_in_memory"], true, "{last}");
+    assert_eq!(last["shards"], 5, "{last}");
+}
+
+/// The sweep end to end on a few hundred images: every output is written and
+/// well formed, every feasible point is within its budget, and the magnitude
+/// baselines are infeasible below the unmasked all-zero energy while the
+/// energy-constrained run (with input masks) reaches it.
+#[test]
+fn sweep_runs_small_and_writes_its_outputs() {
+    let dir = std::env::temp_dir().join(format!("ep-sweep-{}", std::process::id()));
+    let args = flags_then(
+        &[
+            "--train-limit",
+            "400",
+            "--test-limit",
+            "200",
+            "--dense-epochs",
+            "1",
+            "--epochs",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--mask-rounds",
+            "1",
+            "--budgets",
+            "0.3,0.15",
+            "--json",
+            "--out",
+        ],
+        &dir,
+    );
+    let last = run_json("sweep", &args);
+    let points = last["points"].as_array().unwrap();
+    assert_eq!(points.len(), 6, "{last}");
+    for p in points {
+        let (method, budget) = (p["method"].as_str().unwrap(), p["budget"].as_f64().unwrap());
+        match p["energy_ratio"].as_f64() {
+            Some(r) => {
+                assert!(r <= budget, "{p}");
+                let acc = p["test_accuracy"].as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&acc), "{p}");
+            }
+            // Below the all-zero energy of the unmasked network (0.1523 of dense).
+            None => assert!(method != "energy-constrained" && budget < 0.1523, "{p}"),
+        }
+    }
+    assert!(points.iter().any(|p| p["energy_ratio"].is_null()), "{last}");
+    let svg = last["svg"].as_array().unwrap();
+    assert_eq!(svg.len(), 2);
+    for path in svg {
+        let text = std::fs::read_to_string(path.as_str().unwrap()).unwrap();
+        assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
+        assert!(text.contains("energy-constrained"), "legend or panel title");
+    }
+    let csv = std::fs::read_to_string(dir.join("sweep.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 7);
+    assert!(rows.iter().all(|r| r.split(',').count() == 11), "{csv}");
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(full["points"].as_array().unwrap().len(), 6);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// ECC end to end on a few hundred images with the exact systolic model (no
+/// calibration, so the run is short and deterministic in its costs): two budgets,
+/// two seeds, the plot and the JSON with per-seed accuracies, every ECC network
+/// within its budget on the model.
+#[test]
+fn ecc_latency_runs_small_with_seeds_and_a_plot() {
+    let dir = std::env::temp_dir().join(format!("ep-ecc-{}", std::process::id()));
+    let plot = dir.join("accuracy_latency.svg");
+    let args = flags_then(
+        &[
+            "--model",
+            "systolic",
+            "--budgets",
+            "0.9,0.8",
+            "--seeds",
+            "2",
+            "--train-size",
+            "300",
+            "--prune-train-size",
+            "300",
+            "--dense-epochs",
+            "1",
+            "--epochs",
+            "3",
+            "--finetune-epochs",
+            "0",
+            "--json",
+            "--plot",
+        ],
+        &plot,
+    );
+    let last = run_json("ecc_latency", &args);
+    let runs = last["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{last}");
+    for r in runs {
+        let budget = r["budget"].as_f64().unwrap();
+        let dense = last["dense"]["predicted"].as_f64().unwrap();
+        for m in ["ecc", "uniform"] {
+            let accs = r[m]["accuracies"].as_array().unwrap();
+            assert_eq!(accs.len(), 2, "{r}");
+            let mean = accs.iter().map(|a| a.as_f64().unwrap()).sum::<f64>() / 2.0;
+            assert!((mean - r[m]["test_accuracy"].as_f64().unwrap()).abs() < 1e-12);
+        }
+        assert!(
+            r["ecc"]["predicted"].as_f64().unwrap() <= budget * dense * (1.0 + 1e-9),
+            "{r}"
+        );
+    }
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("ECC") && svg.contains("uniform"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The ONNX route end to end: write a torchvision-shaped SqueezeNet, report its
+/// energy, prune it to 40 % with compaction and a plan, and read the output back
+/// through `energy_report --onnx` to the same energy.
+#[test]
+fn onnx_examples_run_end_to_end() {
+    let dir = std::env::temp_dir().join(format!("ep-onnx-ex-{}", std::process::id()));
+    let os = |s: &str| std::ffi::OsString::from(s);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("squeezenet1_0.onnx");
+    let graph = energy_prune_testing::onnx::torchvision::squeezenet1_0(0);
+    std::fs::write(&model, energy_prune_testing::onnx::to_bytes(&graph)).unwrap();
+    let pruned = dir.join("pruned.onnx");
+    let plan = dir.join("plan.json");
+    let dense = run_json(
+        "energy_report",
+        &[&os("--onnx"), model.as_os_str(), &os("--json")],
+    );
+    let report = run_json(
+        "prune_onnx",
+        &[
+            &os("--budget"),
+            &os("0.4"),
+            model.as_os_str(),
+            pruned.as_os_str(),
+            &os("--compact"),
+            &os("--plan"),
+            plan.as_os_str(),
+            &os("--json"),
+        ],
+    );
+    assert_eq!(report["dense_energy"], dense["total"]);
+    assert!(
+        report["energy_ratio"].as_f64().unwrap() <= 0.4 + 1e-9,
+        "{report}"
+    );
+    assert_eq!(report["reimported_energy"], report["energy"]);
+    let again = run_json(
+        "energy_report",
+        &[&os("--onnx"), pruned.as_os_str(), &os("--json")],
+    );
+    assert_eq!(again["total"], report["energy"]);
+    assert!(plan.is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+    rejects(
+        "prune_onnx",
+        &["--budget", "0.5", "only-one.onnx"],
+        "OUT.onnx",
+    );
+    rejects(
+        "energy_report",
+        &["--onnx", "/no/such.onnx"],
+        "cannot be read",
+    );
+    rejects(
+        "energy_report",
+        &["--onnx", "x.onnx", "--input", "3x0x4"],
+        "CxHxW",
+    );
+}

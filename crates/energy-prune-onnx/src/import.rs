@@ -1,0 +1,1010 @@
+//! The graph walk that turns an ONNX `ModelProto` into an [`OnnxModel`].
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::proto::{GraphProto, ModelProto, NodeProto, TensorProto, type_proto};
+use super::tensor::{self, attr, attr_float, attr_int, attr_ints, attr_str, corrupt};
+use super::{ConstSource, Constant, LayerBinding, OnnxModel, Op, Shape, Step, Window};
+use energy_prune::arch::{
+    Architecture, Conv2dGeometry, InputSegment, Layer, LayerKind, LinearGeometry, Width, WidthId,
+    pooled_size,
+};
+
+impl Shape {
+    /// The layer input reading this tensor, `spatial` features per channel.
+    fn inputs(&self, spatial: usize) -> Vec<InputSegment> {
+        self.segments
+            .iter()
+            .map(|&(width, _)| InputSegment { width, spatial })
+            .collect()
+    }
+}
+use energy_prune::error::{Error, Result};
+
+/// Operators the import understands (listed in messages).
+const SUPPORTED: &str = "Conv, Gemm, MatMul, Relu, Clip, Dropout, Identity, BatchNormalization, \
+     MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean over H and W, Flatten, \
+     Reshape, Add, Concat, Constant";
+
+/// Provisional widths joined by residual additions (union-find).
+#[derive(Default)]
+struct Widths {
+    names: Vec<String>,
+    channels: Vec<usize>,
+    parent: Vec<usize>,
+}
+
+impl Widths {
+    fn add(&mut self, name: &str, channels: usize) -> WidthId {
+        self.names.push(name.to_string());
+        self.channels.push(channels);
+        self.parent.push(self.parent.len());
+        WidthId(self.parent.len() - 1)
+    }
+    fn find(&mut self, mut a: usize) -> usize {
+        while self.parent[a] != a {
+            self.parent[a] = self.parent[self.parent[a]];
+            a = self.parent[a];
+        }
+        a
+    }
+    /// Join two widths (the older one names the result).
+    fn union(&mut self, a: WidthId, b: WidthId) {
+        let (ra, rb) = (self.find(a.0), self.find(b.0));
+        if ra != rb {
+            let (lo, hi) = (ra.min(rb), ra.max(rb));
+            self.parent[hi] = lo;
+        }
+    }
+}
+
+struct Importer<'a> {
+    graph: &'a GraphProto,
+    src: &'a Path,
+    /// Value name -> slot in `shapes`.
+    slots: HashMap<&'a str, usize>,
+    shapes: Vec<Shape>,
+    /// Name -> constant tensor (initializers and `Constant` nodes).
+    constants: HashMap<&'a str, (&'a TensorProto, ConstSource)>,
+    widths: Widths,
+    layers: Vec<Layer>,
+    bindings: Vec<LayerBinding>,
+    weights: Vec<Vec<f32>>,
+    steps: Vec<Step>,
+    used_weights: Vec<bool>,
+}
+
+/// Read a decoded model (see [`OnnxModel::from_bytes`]).
+pub(super) fn import(
+    mut proto: ModelProto,
+    input: Option<[usize; 3]>,
+    src: &Path,
+) -> Result<OnnxModel> {
+    let graph = proto
+        .graph
+        .as_ref()
+        .ok_or_else(|| corrupt(src, "the model has no graph"))?;
+    let mut imp = Importer {
+        graph,
+        src,
+        slots: HashMap::new(),
+        shapes: Vec::new(),
+        constants: HashMap::new(),
+        widths: Widths::default(),
+        layers: Vec::new(),
+        bindings: Vec::new(),
+        weights: Vec::new(),
+        steps: Vec::new(),
+        used_weights: vec![false; graph.initializer.len()],
+    };
+    for (i, t) in graph.initializer.iter().enumerate() {
+        imp.constants
+            .insert(t.name.as_str(), (t, ConstSource::Initializer(i)));
+    }
+    let input_slot = imp.graph_input(input)?;
+    for (i, node) in graph.node.iter().enumerate() {
+        imp.node(i, node)?;
+    }
+    let output_slot = imp.graph_output()?;
+    let name = if graph.name.is_empty() || graph.name == "main_graph" {
+        src.file_stem()
+            .map_or("onnx".to_string(), |s| s.to_string_lossy().into_owned())
+    } else {
+        graph.name.clone()
+    };
+    let (arch, shapes) = imp.finish(&name, input_slot, output_slot)?;
+    let Importer {
+        bindings,
+        weights,
+        steps,
+        ..
+    } = imp;
+    // The prunable weights now live in `weights`: drop their copies in the proto.
+    if let Some(g) = proto.graph.as_mut() {
+        for b in &bindings {
+            let t = &mut g.initializer[b.weight];
+            t.raw_data = Vec::new();
+            t.float_data = Vec::new();
+            t.double_data = Vec::new();
+        }
+    }
+    Ok(OnnxModel {
+        proto,
+        arch,
+        bindings,
+        weights,
+        steps,
+        shapes,
+        input: input_slot,
+        output: output_slot,
+        source: src.to_path_buf(),
+    })
+}
+
+fn label(node: &NodeProto, index: usize) -> String {
+    if node.name.is_empty() {
+        format!("#{index} ({})", node.op_type)
+    } else {
+        format!("`{}` ({})", node.name, node.op_type)
+    }
+}
+
+fn unsupported(node: &NodeProto, index: usize, what: impl std::fmt::Display) -> Error {
+    Error::unsupported(
+        format!("node {}: {what}", label(node, index)),
+        format!(
+            "supported operators and attributes are listed in the energy_prune_onnx docs \
+             ({SUPPORTED}); simplify the model before export"
+        ),
+    )
+}
+
+impl<'a> Importer<'a> {
+    fn new_slot(&mut self, name: &'a str, shape: Shape) -> usize {
+        self.shapes.push(shape);
+        let slot = self.shapes.len() - 1;
+        self.slots.insert(name, slot);
+        slot
+    }
+
+    /// The slot of a value read by `node`.
+    fn value(&self, node: &NodeProto, index: usize, k: usize) -> Result<usize> {
+        let name = node.input.get(k).map(String::as_str).unwrap_or("");
+        if name.is_empty() {
+            return Err(corrupt(
+                self.src,
+                format!("node {} lacks input {k}", label(node, index)),
+            ));
+        }
+        if self.constants.contains_key(name) {
+            return Err(unsupported(
+                node,
+                index,
+                format!("input {k} (`{name}`) is a constant where a tensor was expected"),
+            ));
+        }
+        self.slots.get(name).copied().ok_or_else(|| {
+            corrupt(
+                self.src,
+                format!(
+                    "node {} reads `{name}`, which no earlier node produces \
+                     (the graph is not in topological order, or an input is missing)",
+                    label(node, index)
+                ),
+            )
+        })
+    }
+
+    /// A constant read by `node` (initializer or `Constant` output), if input `k` is one.
+    fn constant(&self, node: &NodeProto, k: usize) -> Option<(&'a TensorProto, ConstSource)> {
+        let name = node.input.get(k)?;
+        self.constants.get(name.as_str()).copied()
+    }
+
+    fn constant_floats(&self, node: &NodeProto, index: usize, k: usize) -> Result<Constant> {
+        let (t, source) = self.constant(node, k).ok_or_else(|| {
+            unsupported(node, index, format!("input {k} must be a constant tensor"))
+        })?;
+        let values = tensor::floats(t, self.src)?;
+        energy_prune::error::check_finite(&format!("tensor `{}`", t.name), &values)?;
+        Ok(Constant {
+            source,
+            input: k,
+            dims: tensor::dims(t, self.src)?,
+            values,
+        })
+    }
+
+    fn output(&mut self, node: &'a NodeProto, index: usize, shape: Shape, op: Op) -> Result<()> {
+        let name = node
+            .output
+            .first()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                corrupt(
+                    self.src,
+                    format!("node {} has no output", label(node, index)),
+                )
+            })?;
+        let inputs = match &op {
+            Op::Add => vec![self.value(node, index, 0)?, self.value(node, index, 1)?],
+            Op::Concat => (0..node.input.len())
+                .map(|k| self.value(node, index, k))
+                .collect::<Result<_>>()?,
+            Op::AddConst(_) => {
+                let k = usize::from(self.constant(node, 0).is_some());
+                vec![self.value(node, index, k)?]
+            }
+            _ => vec![self.value(node, index, 0)?],
+        };
+        let slot = self.new_slot(name.as_str(), shape);
+        self.steps.push(Step {
+            node: index,
+            op,
+            inputs,
+            output: slot,
+        });
+        Ok(())
+    }
+
+    fn graph_input(&mut self, given: Option<[usize; 3]>) -> Result<usize> {
+        let graph = self.graph;
+        let inputs: Vec<_> = graph
+            .input
+            .iter()
+            .filter(|v| !self.constants.contains_key(v.name.as_str()))
+            .collect();
+        let [v] = inputs.as_slice() else {
+            return Err(Error::unsupported(
+                format!("a graph with {} data inputs", inputs.len()),
+                "the model must take exactly one input tensor (N x C x H x W)",
+            ));
+        };
+        let dims: Vec<Option<usize>> = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(type_proto::Value::TensorType(t)) => t
+                .shape
+                .as_ref()
+                .map(|s| {
+                    s.dim
+                        .iter()
+                        .map(|d| match d.value {
+                            Some(super::proto::tensor_shape_proto::dimension::Value::DimValue(
+                                x,
+                            )) => usize::try_from(x).ok().filter(|&x| x > 0),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let [c, h, w] = match (given, dims.as_slice()) {
+            (Some(s), _) => s,
+            (None, [_, Some(c), Some(h), Some(w)]) => [*c, *h, *w],
+            _ => {
+                return Err(Error::unsupported(
+                    format!(
+                        "input `{}` of shape {dims:?} (symbolic or not N x C x H x W)",
+                        v.name
+                    ),
+                    "give the input size explicitly (e.g. --input 3x224x224)",
+                ));
+            }
+        };
+        if c == 0 || h == 0 || w == 0 {
+            return Err(Error::param(
+                "input",
+                format!("{c}x{h}x{w}"),
+                "every input dimension must be >= 1",
+            ));
+        }
+        let id = self.widths.add("input", c);
+        Ok(self.new_slot(
+            v.name.as_str(),
+            Shape {
+                segments: vec![(id, c)],
+                h,
+                w,
+                flat: false,
+            },
+        ))
+    }
+
+    fn graph_output(&self) -> Result<usize> {
+        let [out] = self.graph.output.as_slice() else {
+            return Err(Error::unsupported(
+                format!("a graph with {} outputs", self.graph.output.len()),
+                "the model must have exactly one output (the logits)",
+            ));
+        };
+        self.slots.get(out.name.as_str()).copied().ok_or_else(|| {
+            corrupt(
+                self.src,
+                format!("the graph output `{}` is produced by no node", out.name),
+            )
+        })
+    }
+
+    fn node(&mut self, index: usize, node: &'a NodeProto) -> Result<()> {
+        if !(node.domain.is_empty() || node.domain == "ai.onnx") {
+            return Err(unsupported(
+                node,
+                index,
+                format!("operator of domain `{}`", node.domain),
+            ));
+        }
+        match node.op_type.as_str() {
+            "Constant" => {
+                let name = node.output.first().map(String::as_str).unwrap_or("");
+                let t = attr(node, "value")
+                    .and_then(|a| a.t.as_ref())
+                    .ok_or_else(|| {
+                        unsupported(node, index, "a Constant without a `value` tensor")
+                    })?;
+                self.constants.insert(name, (t, ConstSource::Node(index)));
+                Ok(())
+            }
+            "Identity" if self.constant(node, 0).is_some() => {
+                // A renamed constant (PyTorch's exporter shares equal tensors this way).
+                if let (Some(alias), Some(out)) = (self.constant(node, 0), node.output.first()) {
+                    self.constants.insert(out.as_str(), alias);
+                }
+                Ok(())
+            }
+            "ReduceMean" => self.reduce_mean(index, node),
+            "Conv" => self.conv(index, node),
+            "Gemm" | "MatMul" => self.linear(index, node),
+            "Relu" | "Dropout" | "Identity" | "Clip" => {
+                let s = self.shapes[self.value(node, index, 0)?].clone();
+                let op = match node.op_type.as_str() {
+                    "Relu" => Op::Relu,
+                    "Clip" => self.clip(index, node)?,
+                    _ => Op::Identity,
+                };
+                self.output(node, index, s, op)
+            }
+            "BatchNormalization" => self.batch_norm(index, node),
+            "MaxPool" | "AveragePool" => self.pool(index, node),
+            "GlobalAveragePool" | "GlobalMaxPool" => {
+                let s = self.map_input(node, index)?;
+                let op = Op::GlobalPool {
+                    max: node.op_type == "GlobalMaxPool",
+                };
+                self.output(node, index, Shape { h: 1, w: 1, ..s }, op)
+            }
+            "Flatten" => {
+                let s = self.shapes[self.value(node, index, 0)?].clone();
+                if attr_int(node, "axis", 1) != 1 {
+                    return Err(unsupported(node, index, "Flatten with axis != 1"));
+                }
+                self.output(node, index, Shape { flat: true, ..s }, Op::Flatten(None))
+            }
+            "Reshape" => self.reshape(index, node),
+            "Add" => self.add(index, node),
+            "Concat" => self.concat(index, node),
+            other => Err(unsupported(
+                node,
+                index,
+                format!("operator `{other}` is not supported"),
+            )),
+        }
+    }
+
+    /// The 4-D (not flattened) shape of input 0.
+    fn map_input(&self, node: &NodeProto, index: usize) -> Result<Shape> {
+        let s = self.shapes[self.value(node, index, 0)?].clone();
+        if s.flat {
+            return Err(unsupported(
+                node,
+                index,
+                "reads a flattened tensor where an N x C x H x W map is expected",
+            ));
+        }
+        Ok(s)
+    }
+
+    fn clip(&self, index: usize, node: &NodeProto) -> Result<Op> {
+        // Opset >= 11: min and max are optional inputs; before: attributes.
+        let bound = |k: usize, attr_name: &str, default: f32| -> Result<f32> {
+            match node.input.get(k).filter(|n| !n.is_empty()) {
+                Some(_) => {
+                    let c = self.constant_floats(node, index, k)?;
+                    c.values.first().copied().ok_or_else(|| {
+                        corrupt(
+                            self.src,
+                            format!("empty Clip bound in {}", label(node, index)),
+                        )
+                    })
+                }
+                None => Ok(attr_float(node, attr_name, default)),
+            }
+        };
+        Ok(Op::Clip(
+            bound(1, "min", f32::NEG_INFINITY)?,
+            bound(2, "max", f32::INFINITY)?,
+        ))
+    }
+
+    /// Symmetric `[h, w]` padding and equal-to-one dilations, or an error.
+    fn window_attrs(
+        &self,
+        index: usize,
+        node: &NodeProto,
+        kernel: [usize; 2],
+    ) -> Result<([usize; 2], [usize; 2])> {
+        let auto_pad = attr_str(node, "auto_pad");
+        if !(auto_pad.is_empty() || auto_pad == "NOTSET" || auto_pad == "VALID") {
+            return Err(unsupported(
+                node,
+                index,
+                format!("auto_pad = {auto_pad} (export with explicit pads)"),
+            ));
+        }
+        let dil = attr_ints(node, "dilations");
+        if dil.iter().any(|&d| d != 1) {
+            return Err(unsupported(node, index, format!("dilations {dil:?}")));
+        }
+        let to_usize = |v: i64, what: &str| {
+            usize::try_from(v).map_err(|_| {
+                corrupt(
+                    self.src,
+                    format!("negative {what} in {}", label(node, index)),
+                )
+            })
+        };
+        let strides = attr_ints(node, "strides");
+        let stride = match strides {
+            [] => [1, 1],
+            [a, b] => [to_usize(*a, "stride")?, to_usize(*b, "stride")?],
+            other => return Err(unsupported(node, index, format!("strides {other:?}"))),
+        };
+        let pads = attr_ints(node, "pads");
+        let pad = match pads {
+            [] => [0, 0],
+            [t, l, b, r] if t == b && l == r => [to_usize(*t, "pad")?, to_usize(*l, "pad")?],
+            other => {
+                return Err(unsupported(
+                    node,
+                    index,
+                    format!("asymmetric pads {other:?} (begin and end must be equal)"),
+                ));
+            }
+        };
+        if stride.contains(&0) || kernel.contains(&0) {
+            return Err(corrupt(
+                self.src,
+                format!("zero kernel or stride in {}", label(node, index)),
+            ));
+        }
+        Ok((stride, pad))
+    }
+
+    fn conv(&mut self, index: usize, node: &'a NodeProto) -> Result<()> {
+        let x = self.map_input(node, index)?;
+        let (wt, wsrc) = self
+            .constant(node, 1)
+            .ok_or_else(|| unsupported(node, index, "weights that are not a constant"))?;
+        let dims = tensor::dims(wt, self.src)?;
+        let [d, cg, kh, kw] = dims[..] else {
+            return Err(unsupported(
+                node,
+                index,
+                format!("weights of shape {dims:?} (only 2-D convolutions are supported)"),
+            ));
+        };
+        let kernel = attr_ints(node, "kernel_shape");
+        if !kernel.is_empty() && kernel != [kh as i64, kw as i64] {
+            return Err(corrupt(
+                self.src,
+                format!(
+                    "{}: kernel_shape {kernel:?} disagrees with the weights {dims:?}",
+                    label(node, index)
+                ),
+            ));
+        }
+        let (stride, pad) = self.window_attrs(index, node, [kh, kw])?;
+        if stride[0] != stride[1] || pad[0] != pad[1] {
+            return Err(unsupported(
+                node,
+                index,
+                format!("different strides {stride:?} or pads {pad:?} along height and width"),
+            ));
+        }
+        let groups = usize::try_from(attr_int(node, "group", 1))
+            .ok()
+            .filter(|&g| g >= 1)
+            .ok_or_else(|| corrupt(self.src, format!("bad group in {}", label(node, index))))?;
+        let c = x.channels();
+        if cg.checked_mul(groups) != Some(c) {
+            return Err(Error::arch(format!(
+                "conv {}: weights {dims:?} with {groups} groups need {} input channels, \
+                 the input has {c}",
+                label(node, index),
+                cg.saturating_mul(groups)
+            )));
+        }
+        // One filter per channel. A 1 -> 1 convolution is one too: a depthwise layer
+        // compacted to a single channel must keep sharing its input's width.
+        let depthwise = groups == c && d == c && (groups > 1 || x.segments.len() == 1);
+        let name = self.layer_name(node, index, wt);
+        let output = if depthwise {
+            if x.segments.len() != 1 {
+                return Err(unsupported(
+                    node,
+                    index,
+                    "a depthwise convolution of concatenated tensors",
+                ));
+            }
+            x.segments[0].0
+        } else {
+            self.widths.add(&name, d)
+        };
+        let geom = Conv2dGeometry {
+            in_channels: c,
+            in_h: x.h,
+            in_w: x.w,
+            out_channels: d,
+            kernel_h: kh,
+            kernel_w: kw,
+            stride: stride[0],
+            padding: pad[0],
+            groups,
+        };
+        geom.validate()
+            .map_err(|e| Error::arch(format!("conv {}: {e}", label(node, index))))?;
+        let bias = self.bias(node, index, 2, d)?;
+        let (h, w) = (geom.out_h(), geom.out_w());
+        self.push_layer(
+            Layer {
+                name,
+                kind: LayerKind::Conv2d(geom),
+                input: x.inputs(1),
+                output,
+                bias: bias.is_some(),
+            },
+            LayerBinding {
+                node: index,
+                weight: self.initializer_index(node, index, wsrc)?,
+                transposed: false,
+                bias,
+                dims,
+            },
+            tensor::floats(wt, self.src)?,
+        )?;
+        let shape = Shape {
+            segments: vec![(output, d)],
+            h,
+            w,
+            flat: false,
+        };
+        self.output(node, index, shape, Op::Layer(self.layers.len() - 1))
+    }
+
+    fn linear(&mut self, index: usize, node: &'a NodeProto) -> Result<()> {
+        let x = self.shapes[self.value(node, index, 0)?].clone();
+        let gemm = node.op_type == "Gemm";
+        if !x.flat && (x.h, x.w) != (1, 1) {
+            return Err(unsupported(
+                node,
+                index,
+                "a matrix product on an N x C x H x W map (flatten it first)",
+            ));
+        }
+        if gemm {
+            if attr_int(node, "transA", 0) != 0 {
+                return Err(unsupported(node, index, "transA = 1"));
+            }
+            let (alpha, beta) = (
+                attr_float(node, "alpha", 1.0),
+                attr_float(node, "beta", 1.0),
+            );
+            if alpha != 1.0 || (beta != 1.0 && node.input.len() > 2) {
+                return Err(unsupported(
+                    node,
+                    index,
+                    format!("alpha = {alpha}, beta = {beta} (only 1 is supported)"),
+                ));
+            }
+        }
+        let (wt, wsrc) = self
+            .constant(node, 1)
+            .ok_or_else(|| unsupported(node, index, "weights that are not a constant"))?;
+        let dims = tensor::dims(wt, self.src)?;
+        let [a, b] = dims[..] else {
+            return Err(unsupported(
+                node,
+                index,
+                format!("weights of shape {dims:?} (2-D expected)"),
+            ));
+        };
+        let transposed = !gemm || attr_int(node, "transB", 0) == 0;
+        let (out, inp) = if transposed { (b, a) } else { (a, b) };
+        let spatial = x.h * x.w;
+        if inp != x.len() {
+            return Err(Error::arch(format!(
+                "{}: weights {dims:?} expect {inp} inputs, the input has {}",
+                label(node, index),
+                x.len()
+            )));
+        }
+        let name = self.layer_name(node, index, wt);
+        let output = self.widths.add(&name, out);
+        let bias = if gemm {
+            self.bias(node, index, 2, out)?
+        } else {
+            None
+        };
+        let stored = tensor::floats(wt, self.src)?;
+        let canonical = if transposed {
+            super::transpose(&stored, a, b)
+        } else {
+            stored
+        };
+        self.push_layer(
+            Layer {
+                name,
+                kind: LayerKind::Linear(LinearGeometry {
+                    in_features: inp,
+                    out_features: out,
+                }),
+                input: x.inputs(spatial),
+                output,
+                bias: bias.is_some(),
+            },
+            LayerBinding {
+                node: index,
+                weight: self.initializer_index(node, index, wsrc)?,
+                transposed,
+                bias,
+                dims,
+            },
+            canonical,
+        )?;
+        let shape = Shape {
+            segments: vec![(output, out)],
+            h: 1,
+            w: 1,
+            flat: true,
+        };
+        self.output(node, index, shape, Op::Layer(self.layers.len() - 1))
+    }
+
+    fn push_layer(&mut self, layer: Layer, binding: LayerBinding, weights: Vec<f32>) -> Result<()> {
+        energy_prune::error::check_finite(&format!("weights of layer `{}`", layer.name), &weights)?;
+        if self.used_weights[binding.weight] {
+            return Err(Error::unsupported(
+                format!(
+                    "layer `{}` shares its weights with another layer",
+                    layer.name
+                ),
+                "tied weights cannot be pruned independently; untie them before export",
+            ));
+        }
+        self.used_weights[binding.weight] = true;
+        self.layers.push(layer);
+        self.bindings.push(binding);
+        self.weights.push(weights);
+        Ok(())
+    }
+
+    fn initializer_index(&self, node: &NodeProto, index: usize, src: ConstSource) -> Result<usize> {
+        match src {
+            ConstSource::Initializer(i) => Ok(i),
+            ConstSource::Node(_) => Err(unsupported(
+                node,
+                index,
+                "weights held in a Constant node (export with weights as initializers)",
+            )),
+        }
+    }
+
+    /// The bias initializer at input `k`, if present, checked to hold `n` values.
+    fn bias(&self, node: &NodeProto, index: usize, k: usize, n: usize) -> Result<Option<usize>> {
+        if node.input.get(k).is_none_or(String::is_empty) {
+            return Ok(None);
+        }
+        let c = self.constant_floats(node, index, k)?;
+        if c.values.len() != n {
+            return Err(Error::arch(format!(
+                "{}: bias of {} values for {n} outputs",
+                label(node, index),
+                c.values.len()
+            )));
+        }
+        self.initializer_index(node, index, c.source).map(Some)
+    }
+
+    /// A unique, readable layer name: the weight's name without `.weight`
+    /// (PyTorch's module path), else the node's name.
+    fn layer_name(&self, node: &NodeProto, index: usize, weight: &TensorProto) -> String {
+        let base = weight
+            .name
+            .strip_suffix(".weight")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .or_else(|| (!node.name.is_empty()).then(|| node.name.clone()))
+            .unwrap_or_else(|| format!("{}_{index}", node.op_type));
+        let mut name = base.clone();
+        let mut k = 1;
+        while self.layers.iter().any(|l| l.name == name) {
+            k += 1;
+            name = format!("{base}#{k}");
+        }
+        name
+    }
+
+    fn batch_norm(&mut self, index: usize, node: &'a NodeProto) -> Result<()> {
+        let x = self.map_input(node, index)?;
+        if attr_int(node, "training_mode", 0) != 0 || node.output.len() > 1 {
+            return Err(unsupported(
+                node,
+                index,
+                "training-mode batch normalisation (export the model in eval mode)",
+            ));
+        }
+        let c = x.channels();
+        let mut params = Vec::with_capacity(4);
+        for k in 1..=4 {
+            let p = self.constant_floats(node, index, k)?;
+            if p.values.len() != c {
+                return Err(Error::arch(format!(
+                    "{}: parameter {k} holds {} values for {c} channels",
+                    label(node, index),
+                    p.values.len()
+                )));
+            }
+            params.push(p);
+        }
+        let params: [Constant; 4] = params
+            .try_into()
+            .map_err(|_| corrupt(self.src, "batch-norm parameters"))?;
+        let eps = attr_float(node, "epsilon", 1e-5);
+        self.output(node, index, x, Op::BatchNorm(Box::new(params), eps))
+    }
+
+    fn pool(&mut self, index: usize, node: &'a NodeProto) -> Result<()> {
+        let x = self.map_input(node, index)?;
+        let kernel = match attr_ints(node, "kernel_shape") {
+            [a, b] if *a > 0 && *b > 0 => [*a as usize, *b as usize],
+            other => {
+                return Err(unsupported(
+                    node,
+                    index,
+                    format!("kernel_shape {other:?} (2-D pooling expected)"),
+                ));
+            }
+        };
+        let (stride, pad) = self.window_attrs(index, node, kernel)?;
+        let ceil = attr_int(node, "ceil_mode", 0) != 0;
+        let h = pooled_size(x.h, kernel[0], stride[0], pad[0], ceil);
+        let w = pooled_size(x.w, kernel[1], stride[1], pad[1], ceil);
+        if h == 0 || w == 0 || pad[0] * 2 > kernel[0] || pad[1] * 2 > kernel[1] {
+            return Err(Error::arch(format!(
+                "pool {}: window {kernel:?} / stride {stride:?} / pads {pad:?} does not fit a {}x{} map",
+                label(node, index),
+                x.h,
+                x.w
+            )));
+        }
+        let op = Op::Pool {
+            max: node.op_type == "MaxPool",
+            window: Window {
+                kernel,
+                stride,
+                pad,
+            },
+            count_include_pad: attr_int(node, "count_include_pad", 0) != 0,
+        };
+        self.output(node, index, Shape { h, w, ..x }, op)
+    }
+
+    /// `ReduceMean` over the two spatial axes: a global average pool (flattened
+    /// when `keepdims = 0`). Axes come from the attribute (opset < 18) or input 1.
+    fn reduce_mean(&mut self, index: usize, node: &'a NodeProto) -> Result<()> {
+        let x = self.map_input(node, index)?;
+        let axes: Vec<i64> = match node.input.get(1).filter(|n| !n.is_empty()) {
+            Some(_) => {
+                let (t, _) = self
+                    .constant(node, 1)
+                    .ok_or_else(|| unsupported(node, index, "axes that are not a constant"))?;
+                tensor::ints(t, self.src)?
+            }
+            None => attr_ints(node, "axes").to_vec(),
+        };
+        let mut axes: Vec<i64> = axes
+            .iter()
+            .map(|&a| if a < 0 { a + 4 } else { a })
+            .collect();
+        axes.sort_unstable();
+        if axes != [2, 3] {
+            return Err(unsupported(
+                node,
+                index,
+                format!("ReduceMean over axes {axes:?} (only the spatial axes [2, 3])"),
+            ));
+        }
+        let flat = attr_int(node, "keepdims", 1) == 0;
+        let shape = Shape {
+            h: 1,
+            w: 1,
+            flat,
+            ..x
+        };
+        self.output(node, index, shape, Op::GlobalPool { max: false })
+    }
+
+    fn reshape(&mut self, index: usize, node: &'a NodeProto) -> Result<()> {
+        let x = self.shapes[self.value(node, index, 0)?].clone();
+        let (t, src) = self
+            .constant(node, 1)
+            .ok_or_else(|| unsupported(node, index, "a shape that is not a constant"))?;
+        let shape = tensor::ints(t, self.src)?;
+        let features = x.len() as i64;
+        match shape[..] {
+            [n, f]
+                if (n == -1 || n >= 0) && (f == -1 || f == features) && !(n == -1 && f == -1) =>
+            {
+                self.output(
+                    node,
+                    index,
+                    Shape { flat: true, ..x },
+                    Op::Flatten(Some(src)),
+                )
+            }
+            _ => Err(unsupported(
+                node,
+                index,
+                format!(
+                    "Reshape to {shape:?} (only [batch, features] with features = {features} or -1)"
+                ),
+            )),
+        }
+    }
+
+    fn add(&mut self, index: usize, node: &'a NodeProto) -> Result<()> {
+        if node.input.len() != 2 {
+            return Err(corrupt(
+                self.src,
+                format!("{} needs two inputs", label(node, index)),
+            ));
+        }
+        let consts = [
+            self.constant(node, 0).is_some(),
+            self.constant(node, 1).is_some(),
+        ];
+        if consts[0] || consts[1] {
+            let (k, ck) = if consts[0] { (1, 0) } else { (0, 1) };
+            let x = self.shapes[self.value(node, index, k)?].clone();
+            let c = self.constant_floats(node, index, ck)?;
+            let n = c.values.len();
+            let per_channel = if x.flat { x.len() } else { x.channels() };
+            let trailing_ok = c.dims.iter().rev().take_while(|&&d| d == 1).count();
+            let fits =
+                n == 1 || (n == per_channel && (x.flat || c.dims.len() >= 3 && trailing_ok >= 2));
+            if !fits {
+                return Err(unsupported(
+                    node,
+                    index,
+                    format!(
+                        "adding a constant of shape {:?} (only a scalar or one value per channel)",
+                        c.dims
+                    ),
+                ));
+            }
+            return self.output(node, index, x, Op::AddConst(c));
+        }
+        let (a, b) = (
+            self.shapes[self.value(node, index, 0)?].clone(),
+            self.shapes[self.value(node, index, 1)?].clone(),
+        );
+        let same_layout = a.segments.len() == b.segments.len()
+            && a.segments.iter().zip(&b.segments).all(|(p, q)| p.1 == q.1)
+            && (a.h, a.w, a.flat) == (b.h, b.w, b.flat);
+        if !same_layout {
+            return Err(unsupported(
+                node,
+                index,
+                format!(
+                    "residual addition of tensors with different layouts ({} channels {}x{} \
+                     and {} channels {}x{})",
+                    a.channels(),
+                    a.h,
+                    a.w,
+                    b.channels(),
+                    b.h,
+                    b.w
+                ),
+            ));
+        }
+        for (p, q) in a.segments.iter().zip(&b.segments) {
+            self.widths.union(p.0, q.0);
+        }
+        self.output(node, index, a, Op::Add)
+    }
+
+    fn concat(&mut self, index: usize, node: &'a NodeProto) -> Result<()> {
+        let parts: Vec<Shape> = (0..node.input.len())
+            .map(|k| self.value(node, index, k).map(|s| self.shapes[s].clone()))
+            .collect::<Result<_>>()?;
+        let Some(first) = parts.first() else {
+            return Err(corrupt(
+                self.src,
+                format!("{} has no inputs", label(node, index)),
+            ));
+        };
+        let axis = attr_int(node, "axis", 1);
+        let ok_axis = axis == 1 || (!first.flat && axis == -3);
+        if !ok_axis
+            || first.flat
+            || parts
+                .iter()
+                .any(|p| (p.h, p.w, p.flat) != (first.h, first.w, first.flat))
+        {
+            return Err(unsupported(
+                node,
+                index,
+                format!("Concat on axis {axis} (only channel concatenation of equally sized maps)"),
+            ));
+        }
+        let shape = Shape {
+            segments: parts.iter().flat_map(|p| p.segments.clone()).collect(),
+            ..first.clone()
+        };
+        self.output(node, index, shape, Op::Concat)
+    }
+
+    /// Resolve the residual unions into final widths and build the architecture.
+    fn finish(
+        &mut self,
+        name: &str,
+        input: usize,
+        output: usize,
+    ) -> Result<(Architecture, Vec<Shape>)> {
+        let n = self.widths.parent.len();
+        let mut id_of_root = vec![usize::MAX; n];
+        let mut widths = Vec::new();
+        let mut remap = vec![WidthId(0); n];
+        for (i, r) in remap.iter_mut().enumerate() {
+            let root = self.widths.find(i);
+            if id_of_root[root] == usize::MAX {
+                id_of_root[root] = widths.len();
+                widths.push(Width {
+                    name: self.widths.names[root].clone(),
+                    channels: self.widths.channels[root],
+                    fixed: false,
+                });
+            }
+            *r = WidthId(id_of_root[root]);
+        }
+        for l in &mut self.layers {
+            l.output = remap[l.output.0];
+            for s in &mut l.input {
+                s.width = remap[s.width.0];
+            }
+        }
+        let shapes: Vec<Shape> = self
+            .shapes
+            .iter()
+            .map(|s| Shape {
+                segments: s.segments.iter().map(|&(w, c)| (remap[w.0], c)).collect(),
+                ..s.clone()
+            })
+            .collect();
+        let out = &shapes[output];
+        let [(out_width, _)] = out.segments[..] else {
+            return Err(Error::unsupported(
+                "a model whose output concatenates several layers' channels",
+                "the output must come from one layer (the classifier)",
+            ));
+        };
+        let arch = Architecture::new(
+            name,
+            widths,
+            std::mem::take(&mut self.layers),
+            shapes[input].segments[0].0,
+            out_width,
+        )?;
+        Ok((arch, shapes))
+    }
+}

@@ -1,0 +1,358 @@
+#![warn(missing_docs)]
+//! # energy-prune-onnx
+//!
+//! ONNX models in and out: read a model exported from PyTorch (or any ONNX
+//! producer) into an [`Architecture`] plus a network implementing
+//! [`Network`]/[`NetworkMut`], price and prune it with the rest of the crate, and
+//! write it back, either with the pruned weights (zeros where projected away) or
+//! **compacted**, with the pruned channels physically removed.
+//!
+//! ```no_run
+//! use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
+//! use energy_prune::network::{NetworkState, Network};
+//! use energy_prune_onnx::OnnxModel;
+//! # fn main() -> energy_prune::Result<()> {
+//! let model = OnnxModel::load("resnet18.onnx", None)?;
+//! let hw = SystolicArray::new(model.architecture(), SystolicConfig::default())?;
+//! let state = NetworkState::from_network(&model)?;
+//! let joules = hw.energy(&state)?.total;
+//! println!("{}: {} layers, energy {joules:.3e}", model.architecture().name(),
+//!          model.architecture().layers().len());
+//! # Ok(()) }
+//! ```
+//!
+//! # What is read
+//! The graph is walked in node order (ONNX graphs are topologically sorted) and
+//! every tensor's channel structure is tracked as a list of [`Width`](energy_prune::arch::Width)s:
+//!
+//! | operator | effect on widths and sizes |
+//! |---|---|
+//! | `Conv` (groups, depthwise, strides, symmetric pads) | a prunable layer; a new width, or the input's for a depthwise conv |
+//! | `Gemm`, `MatMul` with a constant weight | a prunable linear layer reading the flattened input |
+//! | `Relu`, `Clip` (ReLU6), `Dropout`, `Identity`, `BatchNormalization` | none (normalisation follows its input's channels) |
+//! | `MaxPool`, `AveragePool` (incl. `ceil_mode`), `GlobalAveragePool`, `GlobalMaxPool`, `ReduceMean` over H and W | spatial size only |
+//! | `Flatten` (axis 1), `Reshape` to `[batch, features]` | the map is flattened: each channel feeds `H * W` features |
+//! | `Add` of two tensors | residual: both sides' widths become one (pruned together) |
+//! | `Add` of a constant | none (a bias) |
+//! | `Concat` on channels | widths concatenated |
+//! | `Constant`, `Identity` of a constant | a constant for the nodes above |
+//!
+//! Anything else is an [`Error::Unsupported`] naming the node and its operator.
+//! Dilated convolutions, asymmetric padding, `auto_pad` `SAME_*`, weights shared by
+//! two layers and tensors stored outside the file are refused with a message that
+//! says so. Batch normalisation stays a separate node whose per-channel tensors
+//! follow their input's channels (sliced with them when compacting).
+//!
+//! # Exporting from PyTorch
+//! Both of PyTorch's exporters (torch.export, the default, and the TorchScript one
+//! with `dynamo=False`) give files this module reads; tested with PyTorch 2.15.
+//! ```text
+//! import torch, torchvision
+//! m = torchvision.models.resnet18(weights="DEFAULT").eval()
+//! torch.onnx.export(m, (torch.randn(1, 3, 224, 224),), "resnet18.onnx", opset_version=17)
+//! ```
+
+mod compact;
+mod import;
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+mod proto;
+mod run;
+mod tensor;
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+use energy_prune::arch::{Architecture, WidthId};
+use energy_prune::error::{Error, Result};
+use energy_prune::network::{Network, NetworkMut};
+use proto::ModelProto;
+
+/// How a prunable layer's weights sit in the ONNX file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LayerBinding {
+    /// Index of the node computing the layer.
+    node: usize,
+    /// Index of the weight initializer in `graph.initializer`.
+    weight: usize,
+    /// Stored as `[in][out]` (MatMul, Gemm with `transB = 0`) rather than the
+    /// canonical `[out][in]`.
+    transposed: bool,
+    /// Index of the bias initializer, if any.
+    bias: Option<usize>,
+    /// The weight tensor's dims as stored.
+    dims: Vec<usize>,
+}
+
+/// Where a constant used by a non-prunable node lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ConstSource {
+    /// `graph.initializer[i]`.
+    Initializer(usize),
+    /// The `value` attribute of `graph.node[i]` (a `Constant` node).
+    Node(usize),
+}
+
+/// A constant tensor read at import (small: biases, normalisation statistics).
+#[derive(Debug, Clone, PartialEq)]
+struct Constant {
+    source: ConstSource,
+    /// Which input of its consuming node reads it.
+    input: usize,
+    dims: Vec<usize>,
+    values: Vec<f32>,
+}
+
+/// Pooling window of a `MaxPool`/`AveragePool` node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Window {
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pad: [usize; 2],
+}
+
+/// One node of the imported graph, as the interpreter and the compaction see it.
+#[derive(Debug, Clone, PartialEq)]
+enum Op {
+    /// Prunable layer `.0` (Conv, Gemm or MatMul).
+    Layer(usize),
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, lo), hi)`.
+    Clip(f32, f32),
+    /// Dropout or Identity.
+    Identity,
+    /// Max (`true`) or average pooling; `count_include_pad` for averages.
+    Pool {
+        max: bool,
+        window: Window,
+        count_include_pad: bool,
+    },
+    /// Global average (`false`) or max (`true`) pooling.
+    GlobalPool { max: bool },
+    /// Flatten or Reshape to `[batch, features]`; the constant holding a Reshape's
+    /// target shape, if any.
+    Flatten(Option<ConstSource>),
+    /// Sum of two tensors.
+    Add,
+    /// Tensor plus constant (broadcast per channel or scalar).
+    AddConst(Constant),
+    /// Concatenation on channels.
+    Concat,
+    /// Inference-mode batch normalisation: scale, bias, mean, variance, epsilon.
+    BatchNorm(Box<[Constant; 4]>, f32),
+}
+
+/// A node with the value slots it reads and writes.
+#[derive(Debug, Clone, PartialEq)]
+struct Step {
+    node: usize,
+    op: Op,
+    inputs: Vec<usize>,
+    output: usize,
+}
+
+/// The channel structure and size of one tensor of the graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shape {
+    /// Widths concatenated along the channels, with their channel counts.
+    segments: Vec<(WidthId, usize)>,
+    h: usize,
+    w: usize,
+    /// Flattened to `[batch, channels * h * w]`.
+    flat: bool,
+}
+
+impl Shape {
+    fn channels(&self) -> usize {
+        self.segments.iter().map(|s| s.1).sum()
+    }
+    fn len(&self) -> usize {
+        self.channels() * self.h * self.w
+    }
+}
+
+/// An ONNX model read into the crate: its [`Architecture`] and prunable weights
+/// (as a [`Network`]/[`NetworkMut`]), with everything else of the file kept so
+/// that [`OnnxModel::save`] writes a complete model back.
+#[derive(Debug, Clone)]
+pub struct OnnxModel {
+    /// The model with the prunable weights' data moved out into `weights`.
+    proto: ModelProto,
+    arch: Architecture,
+    bindings: Vec<LayerBinding>,
+    /// Canonical weights per prunable layer.
+    weights: Vec<Vec<f32>>,
+    steps: Vec<Step>,
+    shapes: Vec<Shape>,
+    /// Value slot of the graph input and output.
+    input: usize,
+    output: usize,
+    /// Where the model came from (for messages).
+    source: PathBuf,
+}
+
+impl OnnxModel {
+    /// Read a model file. `input` is the `[channels, height, width]` of one sample,
+    /// needed when the graph's input has symbolic (or no) dimensions; when given it
+    /// overrides the graph's.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be read, [`Error::CorruptData`] if it is not
+    /// a valid ONNX model, [`Error::Unsupported`] naming the first node whose
+    /// operator or attributes are not supported, [`Error::InvalidArchitecture`] if
+    /// the layer sizes do not chain, [`Error::NonFinite`] for NaN or infinite weights.
+    pub fn load(path: impl AsRef<Path>, input: Option<[usize; 3]>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let proto = decode(&bytes, path)?;
+        drop(bytes); // the decoded model holds its own copy of the tensors
+        import::import(proto, input, path)
+    }
+
+    /// Read a model from the bytes of an `.onnx` file; `source` names it in messages
+    /// and becomes the architecture's name (its file stem) when the graph has none.
+    ///
+    /// # Errors
+    /// As [`OnnxModel::load`].
+    pub fn from_bytes(bytes: &[u8], input: Option<[usize; 3]>, source: &Path) -> Result<Self> {
+        import::import(decode(bytes, source)?, input, source)
+    }
+
+    /// The model as ONNX protobuf bytes, with the current weights.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_proto().encode_to_vec()
+    }
+
+    /// Write the model with the current weights (zeros where pruned) to `path`,
+    /// through a temporary file: on error nothing is half-written.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be written.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        energy_prune::files::write_atomic(path.as_ref(), &self.to_bytes())
+    }
+
+    /// The complete ONNX model with the current weights.
+    pub(crate) fn to_proto(&self) -> ModelProto {
+        let mut proto = self.proto.clone();
+        if let Some(graph) = proto.graph.as_mut() {
+            for (b, w) in self.bindings.iter().zip(&self.weights) {
+                let stored = if b.transposed {
+                    transpose(w, b.dims[1], b.dims[0])
+                } else {
+                    w.clone()
+                };
+                tensor::set_floats(&mut graph.initializer[b.weight], &b.dims, &stored);
+            }
+        }
+        proto
+    }
+
+    /// `[channels, height, width]` of one input sample.
+    pub fn input_shape(&self) -> [usize; 3] {
+        let s = &self.shapes[self.input];
+        [s.channels(), s.h, s.w]
+    }
+
+    /// Number of outputs per sample (the class count).
+    pub fn output_len(&self) -> usize {
+        self.shapes[self.output].len()
+    }
+
+    /// Name of the ONNX weight initializer of prunable layer `layer`.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] for a bad layer index.
+    pub fn weight_name(&self, layer: usize) -> Result<&str> {
+        let b = self.binding(layer)?;
+        Ok(self.graph().initializer[b.weight].name.as_str())
+    }
+
+    fn graph(&self) -> &proto::GraphProto {
+        // `import` refuses a model without a graph.
+        self.proto.graph.as_ref().unwrap_or(&EMPTY_GRAPH)
+    }
+
+    fn binding(&self, layer: usize) -> Result<&LayerBinding> {
+        self.bindings.get(layer).ok_or(Error::IndexOutOfRange {
+            what: "layer",
+            index: layer,
+            len: self.bindings.len(),
+        })
+    }
+}
+
+fn decode(bytes: &[u8], source: &Path) -> Result<ModelProto> {
+    ModelProto::decode(bytes)
+        .map_err(|e| tensor::corrupt(source, format!("not an ONNX model (protobuf: {e})")))
+}
+
+static EMPTY_GRAPH: proto::GraphProto = proto::GraphProto {
+    node: Vec::new(),
+    name: String::new(),
+    initializer: Vec::new(),
+    sparse_initializer: Vec::new(),
+    doc_string: String::new(),
+    input: Vec::new(),
+    output: Vec::new(),
+    value_info: Vec::new(),
+    quantization_annotation: Vec::new(),
+    metadata_props: Vec::new(),
+};
+
+/// `rows x cols` row-major to `cols x rows`.
+fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; src.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = src[r * cols + c];
+        }
+    }
+    out
+}
+
+impl Network for OnnxModel {
+    fn architecture(&self) -> &Architecture {
+        &self.arch
+    }
+
+    fn read_weights(&self, layer: usize, dst: &mut [f32]) -> Result<()> {
+        let w = self.weights.get(layer).ok_or(Error::IndexOutOfRange {
+            what: "layer",
+            index: layer,
+            len: self.weights.len(),
+        })?;
+        if dst.len() != w.len() {
+            return Err(Error::shape(
+                format!("weights of layer `{}`", self.arch.layers()[layer].name),
+                w.len(),
+                dst.len(),
+            ));
+        }
+        dst.copy_from_slice(w);
+        Ok(())
+    }
+}
+
+impl NetworkMut for OnnxModel {
+    fn write_weights(&mut self, layer: usize, src: &[f32]) -> Result<()> {
+        let len = self.weights.len();
+        let name = self.arch.layer(layer)?.name.clone();
+        let w = self.weights.get_mut(layer).ok_or(Error::IndexOutOfRange {
+            what: "layer",
+            index: layer,
+            len,
+        })?;
+        if src.len() != w.len() {
+            return Err(Error::shape(
+                format!("weights of layer `{name}`"),
+                w.len(),
+                src.len(),
+            ));
+        }
+        energy_prune::error::check_finite(&format!("weights of layer `{name}`"), src)?;
+        w.copy_from_slice(src);
+        Ok(())
+    }
+}

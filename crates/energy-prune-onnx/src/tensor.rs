@@ -1,0 +1,249 @@
+//! Reading and writing the numbers inside ONNX `TensorProto`s and attributes.
+
+use std::path::Path;
+
+use super::proto::{AttributeProto, NodeProto, TensorProto, tensor_proto::DataLocation};
+use energy_prune::error::{Error, Result};
+
+/// [`Error::CorruptData`] for the model file `src`.
+pub(crate) fn corrupt(src: &Path, reason: impl Into<String>) -> Error {
+    Error::CorruptData {
+        path: src.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// `TensorProto.DataType` codes this module reads.
+pub(crate) const FLOAT: i32 = 1;
+const INT32: i32 = 6;
+const INT64: i32 = 7;
+const DOUBLE: i32 = 11;
+
+/// Number of elements of a tensor, from its dims (checked: no negative dims, no overflow).
+pub(crate) fn numel(t: &TensorProto, src: &Path) -> Result<usize> {
+    t.dims.iter().try_fold(1usize, |acc, &d| {
+        usize::try_from(d)
+            .ok()
+            .and_then(|d| acc.checked_mul(d))
+            .ok_or_else(|| {
+                corrupt(
+                    src,
+                    format!("tensor `{}` has an invalid dimension {d}", t.name),
+                )
+            })
+    })
+}
+
+/// The dims of a tensor as `usize` (negative dims are an error).
+pub(crate) fn dims(t: &TensorProto, src: &Path) -> Result<Vec<usize>> {
+    numel(t, src)?;
+    Ok(t.dims.iter().map(|&d| d as usize).collect())
+}
+
+fn reject_external(t: &TensorProto) -> Result<()> {
+    if t.data_location == DataLocation::External as i32 || !t.external_data.is_empty() {
+        return Err(Error::unsupported(
+            format!("tensor `{}` stores its data in an external file", t.name),
+            "save the model with its weights inside the .onnx file \
+             (in Python: onnx.save(onnx.load(path), out, save_as_external_data=False))",
+        ));
+    }
+    Ok(())
+}
+
+/// The values of a float tensor (FLOAT, or DOUBLE converted to f32), checked
+/// against its dims; `src` names the file in errors.
+pub(crate) fn floats(t: &TensorProto, src: &Path) -> Result<Vec<f32>> {
+    reject_external(t)?;
+    let n = numel(t, src)?;
+    let wrong = |got: usize| {
+        corrupt(
+            src,
+            format!(
+                "tensor `{}` holds {got} values but its dims say {n}",
+                t.name
+            ),
+        )
+    };
+    let values = match t.data_type {
+        FLOAT if !t.raw_data.is_empty() => {
+            if t.raw_data.len() != n.saturating_mul(4) {
+                return Err(wrong(t.raw_data.len() / 4));
+            }
+            t.raw_data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        }
+        FLOAT => {
+            if t.float_data.len() != n {
+                return Err(wrong(t.float_data.len()));
+            }
+            t.float_data.clone()
+        }
+        DOUBLE if !t.raw_data.is_empty() => {
+            if t.raw_data.len() != n.saturating_mul(8) {
+                return Err(wrong(t.raw_data.len() / 8));
+            }
+            t.raw_data
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
+                .collect()
+        }
+        DOUBLE => {
+            if t.double_data.len() != n {
+                return Err(wrong(t.double_data.len()));
+            }
+            t.double_data.iter().map(|&v| v as f32).collect()
+        }
+        other => {
+            return Err(Error::unsupported(
+                format!("tensor `{}` of ONNX data type {other}", t.name),
+                "only float32 and float64 weights can be read; convert the model to float32 \
+                 first (quantised models are not supported)",
+            ));
+        }
+    };
+    Ok(values)
+}
+
+/// The values of an integer tensor (INT64 or INT32), checked against its dims.
+pub(crate) fn ints(t: &TensorProto, src: &Path) -> Result<Vec<i64>> {
+    reject_external(t)?;
+    let n = numel(t, src)?;
+    let values: Vec<i64> = match t.data_type {
+        INT64 if !t.raw_data.is_empty() => t
+            .raw_data
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+            .collect(),
+        INT64 => t.int64_data.clone(),
+        INT32 if !t.raw_data.is_empty() => t
+            .raw_data
+            .chunks_exact(4)
+            .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            .collect(),
+        INT32 => t.int32_data.iter().map(|&v| i64::from(v)).collect(),
+        other => {
+            return Err(corrupt(
+                src,
+                format!(
+                    "tensor `{}` should hold integers but has ONNX data type {other}",
+                    t.name
+                ),
+            ));
+        }
+    };
+    if values.len() != n {
+        return Err(corrupt(
+            src,
+            format!(
+                "tensor `{}` holds {} integers but its dims say {n}",
+                t.name,
+                values.len()
+            ),
+        ));
+    }
+    Ok(values)
+}
+
+/// Store `values` in `t` as little-endian float32 `raw_data` with the given dims.
+pub(crate) fn set_floats(t: &mut TensorProto, dims: &[usize], values: &[f32]) {
+    t.dims = dims.iter().map(|&d| d as i64).collect();
+    t.data_type = FLOAT;
+    t.float_data.clear();
+    t.double_data.clear();
+    t.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+}
+
+/// Store `values` in `t` as INT64 `raw_data` with the given dims.
+pub(crate) fn set_ints(t: &mut TensorProto, dims: &[usize], values: &[i64]) {
+    t.dims = dims.iter().map(|&d| d as i64).collect();
+    t.data_type = INT64;
+    t.int64_data.clear();
+    t.int32_data.clear();
+    t.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+}
+
+/// A named attribute of a node.
+pub(crate) fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    node.attribute.iter().find(|a| a.name == name)
+}
+
+/// An integer attribute, or `default`.
+pub(crate) fn attr_int(node: &NodeProto, name: &str, default: i64) -> i64 {
+    attr(node, name).map_or(default, |a| a.i)
+}
+
+/// A float attribute, or `default`.
+pub(crate) fn attr_float(node: &NodeProto, name: &str, default: f32) -> f32 {
+    attr(node, name).map_or(default, |a| a.f)
+}
+
+/// An integer-list attribute (empty when absent).
+pub(crate) fn attr_ints<'a>(node: &'a NodeProto, name: &str) -> &'a [i64] {
+    attr(node, name).map_or(&[], |a| a.ints.as_slice())
+}
+
+/// A string attribute (empty when absent).
+pub(crate) fn attr_str(node: &NodeProto, name: &str) -> String {
+    attr(node, name)
+        .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(dims: &[i64], data_type: i32) -> TensorProto {
+        TensorProto {
+            name: "t".into(),
+            dims: dims.to_vec(),
+            data_type,
+            ..TensorProto::default()
+        }
+    }
+
+    const SRC: &str = "test.onnx";
+    fn floats(t: &TensorProto) -> Result<Vec<f32>> {
+        super::floats(t, Path::new(SRC))
+    }
+    fn ints(t: &TensorProto) -> Result<Vec<i64>> {
+        super::ints(t, Path::new(SRC))
+    }
+
+    #[test]
+    fn floats_round_trip_and_length_checks() {
+        let mut t = tensor(&[], FLOAT);
+        set_floats(&mut t, &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, -6.5]);
+        assert_eq!(floats(&t).unwrap()[5], -6.5);
+        t.raw_data.pop();
+        assert!(matches!(floats(&t), Err(Error::CorruptData { .. })));
+        let mut f = tensor(&[2], FLOAT);
+        f.float_data = vec![1.0, 2.0];
+        assert_eq!(floats(&f).unwrap(), vec![1.0, 2.0]);
+        let mut d = tensor(&[1], DOUBLE);
+        d.double_data = vec![0.25];
+        assert_eq!(floats(&d).unwrap(), vec![0.25]);
+        assert!(floats(&tensor(&[-1], FLOAT)).is_err());
+        assert!(matches!(
+            floats(&tensor(&[1], 10)),
+            Err(Error::Unsupported { .. })
+        ));
+        let mut ext = tensor(&[1], FLOAT);
+        ext.data_location = DataLocation::External as i32;
+        assert!(matches!(floats(&ext), Err(Error::Unsupported { .. })));
+    }
+
+    #[test]
+    fn ints_read_both_encodings() {
+        let mut t = tensor(&[], INT64);
+        set_ints(&mut t, &[2], &[-1, 9216]);
+        assert_eq!(ints(&t).unwrap(), vec![-1, 9216]);
+        let mut i = tensor(&[2], INT32);
+        i.int32_data = vec![3, 4];
+        assert_eq!(ints(&i).unwrap(), vec![3, 4]);
+        assert!(ints(&tensor(&[1], FLOAT)).is_err());
+    }
+}

@@ -1,0 +1,103 @@
+#![warn(missing_docs)]
+//! # energy-prune
+//!
+//! Compress deep neural networks so that they fit a hardware **energy budget**,
+//! losing as little accuracy as possible. Parameter counts are a poor proxy for
+//! energy: on real accelerators data movement dominates arithmetic, so
+//! energy-prune makes the budget a hard constraint of training, priced by a model
+//! of the hardware.
+//!
+//! ## The layers
+//! Dependencies point down only; each module knows nothing of the ones above it.
+//!
+//! | layer | module | what it holds |
+//! |---|---|---|
+//! | adapters | [`onnx`] | ONNX models in and out: import into an architecture plus a [`Network`](network::Network), export with pruned weights or compacted (feature `onnx`, on by default); [`candle`]: a candle model through the same traits (feature `candle`, on by default) |
+//! | adapters | [`nn`] | the reference CNN (im2col + GEMM, data-parallel), MNIST loader, compaction, CPU latency oracle: one implementation of the traits below |
+//! | constrained optimizers | [`prune`] | the [`ConstrainedOptimizer`](prune::ConstrainedOptimizer) trait and its solvers ([`WeightProjection`](prune::WeightProjection), [`AdmmPruning`](prune::AdmmPruning), the baselines), the one driver [`train_constrained`](prune::train_constrained) with typed observer events and a termination reason |
+//! | training | [`train`] | [`DataSource`](train::DataSource), [`Loss`](train::Loss) (cross-entropy, distillation, your own), fallible [`Optimizer`](train::Optimizer) (SGD, Adam, the mask optimizer), the epoch loop and evaluation |
+//! | cost models | [`energy`] | [`WeightEnergyModel`](energy::WeightEnergyModel) and [`WidthCostModel`](energy::WidthCostModel); the analytic [`SystolicArray`](energy::SystolicArray); exact counts ([`CountingModel`](energy::CountingModel)); the learned [`Bilinear`](energy::Bilinear) and [`LayerTable`](energy::LayerTable) with their calibration workflow and measurement [`protocol`](energy::protocol) |
+//! | network | [`network`] | [`Network`](network::Network), [`NetworkMut`](network::NetworkMut), [`Trainable`](network::Trainable); [`NetworkState`](network::NetworkState) (a snapshot of weights and masks), [`PruningPlan`](network::PruningPlan) (kept channels) |
+//! | architecture | [`arch`] | [`Architecture`](arch::Architecture): prunable layers, widths, [`SlotLayout`](arch::SlotLayout) (where a channel's weights sit), the zoo |
+//! | errors | [`error`] | one [`Error`] enum |
+//!
+//! ## The picture
+//! A user brings three things:
+//! 1. a static description of the network's prunable layers, an
+//!    [`Architecture`](arch::Architecture) (conv incl. strided/padded/grouped/depthwise,
+//!    linear; channel groups that prune together are *widths*);
+//! 2. access to its weights (and, for training, gradients) through the capability
+//!    traits of [`network`]: [`Network`](network::Network) (read),
+//!    [`NetworkMut`](network::NetworkMut) (write), [`Trainable`](network::Trainable)
+//!    (forward/backward on a batch); weights are copied in and out in one canonical
+//!    layout, so they may live in any framework;
+//! 3. a cost model of the target hardware from [`energy`]: the analytic
+//!    [`SystolicArray`](energy::SystolicArray) model of an Eyeriss-like chip (Yang,
+//!    Zhu, Liu, ICLR 2019), usable at weight level (exact energy of a sparsity
+//!    state, per-weight knapsack costs) and at width level (cost and gradient for
+//!    continuous channel counts); or, for hardware that is a black box, the
+//!    bilinear model of ECC (Yang, Zhu, Liu, CVPR 2019) fitted to measurements of
+//!    any [`CostOracle`](energy::CostOracle) ([`energy::profile`]).
+//!
+//! The constrained optimizers of [`prune`] then keep the network within the budget
+//! while it trains:
+//! * [`WeightProjection`](prune::WeightProjection): weighted sparse projection onto
+//!   `{energy <= budget}` (a 0/1 knapsack solved greedily in expected `O(n)`) every
+//!   k updates on a decaying budget schedule; optional rounds of learnable layer
+//!   input masks lower the weight-independent energy ([`prune::train_projected`]);
+//! * [`AdmmPruning`](prune::AdmmPruning): ECC's ADMM on channel groups (proximal
+//!   step, step on the continuous widths, dual ascent) until the model's cost of
+//!   the live widths meets the budget ([`prune::train_admm`]), or every budget of
+//!   a set ([`prune::train_admm_budgets`]);
+//! * [`MultiBudgetProjection`](prune::MultiBudgetProjection): the projection under
+//!   several weight-level budgets at once;
+//! * the baselines [`MagnitudePruning`](prune::MagnitudePruning) (global or
+//!   layer-uniform) and [`UniformScaling`](prune::UniformScaling), through the same
+//!   driver.
+//!
+//! Each is a step you can also call from your own training loop (see the example
+//! `custom_training_loop`): `begin`, `begin_phase`, `step` after each update,
+//! `hold` while fine-tuning, `status` for the cost against the budget.
+
+//! ## Quick start
+//! ```
+//! use energy_prune::arch::zoo;
+//! use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
+//! use energy_prune::network::NetworkState;
+//! use energy_prune::prune::project;
+//!
+//! # fn main() -> energy_prune::Result<()> {
+//! // The hardware model for LeNet-5 on the default 12 x 14 systolic array.
+//! let arch = zoo::lenet5()?;
+//! let model = SystolicArray::new(&arch, SystolicConfig::default())?;
+//!
+//! // Weights would come from a trained network (`NetworkState::from_network`).
+//! let mut state = NetworkState::dense(&arch);
+//! for (l, w) in state.weights.iter_mut().enumerate() {
+//!     w.iter_mut().enumerate().for_each(|(i, v)| *v = ((i * 31 + l) % 97) as f32 - 48.0);
+//! }
+//! let dense = model.energy(&state)?.total;
+//!
+//! // Project onto 30 % of the dense energy: the result provably fits.
+//! let out = project(&model, &mut state, 0.3 * dense)?;
+//! let exact = model.energy(&state)?;
+//! assert!(exact.total <= 0.3 * dense);
+//! println!("{exact}"); // per-layer table
+//! # let _ = out;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Errors
+//! Every fallible function returns [`Result`] with the single [`Error`] enum; its
+//! messages say what was wrong and how to fix it (mismatched shapes, non-finite
+//! weights, a budget below the smallest achievable energy, an input buffer too
+//! small for a layer, corrupt data files).
+pub mod arch;
+pub mod energy;
+pub mod error;
+pub mod files;
+pub mod network;
+pub mod prune;
+pub mod train;
+
+pub use error::{Error, Result};

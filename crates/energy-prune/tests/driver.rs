@@ -1,0 +1,238 @@
+//! The driver and the constrained-optimizer trait on a network that is not the
+//! reference CNN: a linear classifier with its own storage, trained through
+//! `train_constrained`; observers that stop or fail the run; terminations.
+
+use energy_prune::arch::{ArchBuilder, Architecture};
+use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
+use energy_prune::network::{
+    Network, NetworkMut, NetworkState, ParamKind, ParamVisitor, Trainable,
+};
+use energy_prune::prune::{
+    EpochEvent, NoObserver, Observer, Phase, SolverEvent, Termination, TrainingConfig,
+    WeightProjection, WeightProjectionConfig, train_constrained,
+};
+use energy_prune::train::{Control, Sgd};
+use energy_prune::{Error, Result};
+
+use common::synthetic;
+use energy_prune_testing::data as common;
+
+/// Softmax regression on 64 inputs, 4 classes; weights `[out][in]`.
+struct Linear {
+    arch: Architecture,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    gw: Vec<f32>,
+    gb: Vec<f32>,
+    x: Vec<f32>,
+}
+
+impl Linear {
+    fn new() -> Self {
+        let mut b = ArchBuilder::new("linear");
+        let x = b.input(64, 1, 1).unwrap();
+        let y = b.linear("fc", &x, 4, true).unwrap();
+        Self {
+            arch: b.finish(&y).unwrap(),
+            w: (0..256)
+                .map(|i| ((i * 7919) % 13) as f32 / 100.0 - 0.06)
+                .collect(),
+            b: vec![0.0; 4],
+            gw: vec![0.0; 256],
+            gb: vec![0.0; 4],
+            x: Vec::new(),
+        }
+    }
+}
+
+impl Network for Linear {
+    fn architecture(&self) -> &Architecture {
+        &self.arch
+    }
+    fn read_weights(&self, _layer: usize, dst: &mut [f32]) -> Result<()> {
+        dst.copy_from_slice(&self.w);
+        Ok(())
+    }
+}
+
+impl NetworkMut for Linear {
+    fn write_weights(&mut self, _layer: usize, src: &[f32]) -> Result<()> {
+        self.w.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+impl Trainable for Linear {
+    fn input_len(&self) -> usize {
+        64
+    }
+    fn num_classes(&self) -> usize {
+        4
+    }
+    fn forward(&mut self, input: &[f32], batch: usize, logits: &mut Vec<f32>) -> Result<()> {
+        self.x = input.to_vec();
+        logits.clear();
+        for n in 0..batch {
+            for o in 0..4 {
+                let row = &self.w[o * 64..(o + 1) * 64];
+                let x = &input[n * 64..(n + 1) * 64];
+                logits.push(self.b[o] + row.iter().zip(x).map(|(w, x)| w * x).sum::<f32>());
+            }
+        }
+        Ok(())
+    }
+    fn backward(&mut self, g: &[f32]) -> Result<()> {
+        self.gw.fill(0.0);
+        self.gb.fill(0.0);
+        for (n, gn) in g.chunks_exact(4).enumerate() {
+            for (o, go) in gn.iter().enumerate() {
+                self.gb[o] += go;
+                for i in 0..64 {
+                    self.gw[o * 64 + i] += go * self.x[n * 64 + i];
+                }
+            }
+        }
+        Ok(())
+    }
+    fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
+        f(ParamKind::Weight(0), &mut self.w, &self.gw);
+        f(ParamKind::Bias(0), &mut self.b, &self.gb);
+    }
+}
+
+fn setup() -> (Linear, SystolicArray, f64) {
+    let net = Linear::new();
+    let model = SystolicArray::new(net.architecture(), SystolicConfig::default()).unwrap();
+    let dense = model
+        .energy(&NetworkState::dense(net.architecture()))
+        .unwrap()
+        .total;
+    let floor = model.dense_floor();
+    (net, model, floor + 0.25 * (dense - floor))
+}
+
+fn config() -> TrainingConfig {
+    TrainingConfig {
+        epochs: 3,
+        finetune_epochs: 1,
+        batch_size: 16,
+        distill_weight: Some(0.3),
+        ..TrainingConfig::default()
+    }
+}
+
+#[derive(Default)]
+struct Record {
+    phases: Vec<Phase>,
+    projections: usize,
+}
+
+impl Observer for Record {
+    fn on_epoch(&mut self, e: &EpochEvent) -> Result<Control> {
+        self.phases.push(e.phase);
+        Ok(Control::Continue)
+    }
+    fn on_solver(&mut self, e: &SolverEvent) -> Result<Control> {
+        if let SolverEvent::Projection(p) = e {
+            assert!(p.relaxed_energy <= p.budget);
+            self.projections += 1;
+        }
+        Ok(Control::Continue)
+    }
+}
+
+#[test]
+fn a_foreign_network_trains_within_budget_through_the_driver() {
+    let (train, test) = (synthetic(256, 1), synthetic(128, 2));
+    let (mut net, model, budget) = setup();
+    let cfg = WeightProjectionConfig {
+        project_every: 4,
+        ..WeightProjectionConfig::default()
+    };
+    let mut solver = WeightProjection::new(&model, budget, cfg).unwrap();
+    let mut opt = Sgd::new(0.05, 0.9, 0.0).unwrap();
+    let data = energy_prune::prune::Data {
+        train: &train,
+        validation: None,
+        test: Some(&test),
+    };
+    let mut rec = Record::default();
+    let r = train_constrained(&mut net, &mut opt, &mut solver, data, &config(), &mut rec).unwrap();
+    assert_eq!(r.termination, Termination::Completed { epochs: 4 });
+    assert_eq!(
+        rec.phases,
+        vec![
+            Phase::Constrained,
+            Phase::Constrained,
+            Phase::Constrained,
+            Phase::FineTune
+        ]
+    );
+    assert_eq!(rec.projections, 3 * 16 / 4);
+    let exact = model
+        .energy(&NetworkState::from_network(&net).unwrap())
+        .unwrap()
+        .total;
+    assert!(r.budget_met() && exact <= budget, "{exact} > {budget}");
+    assert_eq!(r.status.cost, exact);
+    // Chance is 0.25; the pruned linear model keeps well above it.
+    assert!(r.test_accuracy.unwrap() > 0.4, "{:?}", r.test_accuracy);
+    assert!(r.termination.to_string().contains("within the budget"));
+}
+
+#[test]
+fn observers_can_stop_or_fail_a_run() {
+    let train = synthetic(128, 1);
+    let (net0, model, budget) = setup();
+    struct StopAfterOne;
+    impl Observer for StopAfterOne {
+        fn on_epoch(&mut self, _: &EpochEvent) -> Result<Control> {
+            Ok(Control::Stop)
+        }
+    }
+    struct Fail;
+    impl Observer for Fail {
+        fn on_solver(&mut self, _: &SolverEvent) -> Result<Control> {
+            Err(Error::external("observer refused"))
+        }
+    }
+    let data = energy_prune::prune::Data::train(&train);
+    let run = |obs: &mut dyn Observer| {
+        let mut net = net0_clone(&net0);
+        let mut solver =
+            WeightProjection::new(&model, budget, WeightProjectionConfig::default()).unwrap();
+        let mut opt = Sgd::new(0.05, 0.9, 0.0).unwrap();
+        train_constrained(&mut net, &mut opt, &mut solver, data, &config(), obs)
+    };
+    let r = run(&mut StopAfterOne).unwrap();
+    assert_eq!(r.termination, Termination::Stopped { epoch: 1 });
+    assert_eq!(r.history.len(), 1);
+    let err = run(&mut Fail).unwrap_err();
+    assert!(err.to_string().contains("observer refused"), "{err}");
+    // Configurations are validated before anything runs.
+    let bad = TrainingConfig {
+        batch_size: 0,
+        ..config()
+    };
+    let mut net = net0_clone(&net0);
+    let mut solver =
+        WeightProjection::new(&model, budget, WeightProjectionConfig::default()).unwrap();
+    let mut opt = Sgd::new(0.05, 0.9, 0.0).unwrap();
+    let err = train_constrained(&mut net, &mut opt, &mut solver, data, &bad, &mut NoObserver)
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidParameter { .. }), "{err}");
+    // A network without input masks says so in the error type.
+    let err = net.write_input_mask(0, &[1.0; 64]).unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+}
+
+fn net0_clone(n: &Linear) -> Linear {
+    Linear {
+        arch: n.arch.clone(),
+        w: n.w.clone(),
+        b: n.b.clone(),
+        gw: n.gw.clone(),
+        gb: n.gb.clone(),
+        x: Vec::new(),
+    }
+}

@@ -1,0 +1,481 @@
+//! The parallel and sharded projections equal the in-memory one exactly: same
+//! weights kept, same counts and charged cost, on random instances with ties,
+//! zeros, rank-dependent costs, shards that cut through layers, and extreme scales.
+#![cfg(feature = "serde")]
+
+use energy_prune::energy::LayerCost;
+use energy_prune::prune::projection::sharded::{Reply, Request, Shard, answer, coordinate};
+use energy_prune::prune::{
+    ProjectionWorkspace, ShardedProblem, WEIGHTS_PER_THREAD, greedy_knapsack,
+};
+use energy_prune_testing::greedy_knapsack_on_threads;
+use proptest::prelude::*;
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+fn weight(extreme: bool) -> BoxedStrategy<f32> {
+    let ordinary = prop_oneof![
+        2 => Just(0.0f32),
+        2 => Just(0.5f32),
+        1 => Just(-0.5f32),
+        6 => -2.0f32..2.0,
+    ];
+    if extreme {
+        prop_oneof![
+            3 => ordinary,
+            2 => (-44i32..38, 1.0f32..9.99).prop_map(|(e, m)| (m as f64 * 10f64.powi(e)) as f32),
+        ]
+        .boxed()
+    } else {
+        ordinary.boxed()
+    }
+}
+
+fn instance(extreme: bool) -> impl Strategy<Value = (Vec<Vec<f32>>, Vec<LayerCost>)> {
+    prop::collection::vec(
+        (1usize..40).prop_flat_map(move |n| {
+            (
+                prop::collection::vec(weight(extreme), n),
+                prop_oneof![Just(1.0f64), Just(2.5), 0.5f64..5.0],
+                prop_oneof![Just(0.0), 0.0f64..3.0],
+                0..=n,
+            )
+        }),
+        1..5,
+    )
+    .prop_map(|layers| {
+        let mut w = Vec::new();
+        let mut c = Vec::new();
+        for (wl, base, surcharge, buffered) in layers {
+            w.push(wl);
+            c.push(LayerCost {
+                base,
+                surcharge,
+                buffered,
+            });
+        }
+        (w, c)
+    })
+}
+
+fn dense_cost(w: &[Vec<f32>], c: &[LayerCost]) -> f64 {
+    w.iter()
+        .zip(c)
+        .map(|(l, k)| l.len() as f64 * (k.base + k.surcharge))
+        .sum()
+}
+
+/// The sharded protocol with every message serialised to JSON and back, as a
+/// transport between machines would carry it.
+fn over_the_wire(w: &mut [Vec<f32>], costs: &[LayerCost], capacity: f64, parts: usize) -> usize {
+    let problem = ShardedProblem {
+        costs: costs.to_vec(),
+        layer_lens: w.iter().map(|l| l.len() as u64).collect(),
+        capacity,
+    };
+    let mut shards = Shard::split(w, parts);
+    let out = coordinate(&problem, |req| {
+        let req: Request = serde_json::from_str(&serde_json::to_string(req).unwrap()).unwrap();
+        shards
+            .iter_mut()
+            .enumerate()
+            .map(|(i, s)| {
+                let r = answer(&problem, i, s, &req)?;
+                Ok(serde_json::from_str::<Reply>(&serde_json::to_string(&r).unwrap()).unwrap())
+            })
+            .collect()
+    })
+    .unwrap();
+    out.rounds
+}
+
+fn check(w: Vec<Vec<f32>>, c: Vec<LayerCost>, fraction: f64) -> Result<(), TestCaseError> {
+    let capacity = dense_cost(&w, &c) * fraction;
+    let mut a = w.clone();
+    let sel = greedy_knapsack(&mut a, &c, capacity, &mut ProjectionWorkspace::new()).unwrap();
+    for threads in [1, 2, 3, 7] {
+        let mut b = w.clone();
+        let out = greedy_knapsack_on_threads(
+            &mut b,
+            &c,
+            capacity,
+            &mut ProjectionWorkspace::new(),
+            threads,
+        )
+        .unwrap();
+        prop_assert_eq!(&a, &b, "threads {}", threads);
+        // Identical in every field, kept value included.
+        prop_assert_eq!(out, sel);
+    }
+    let mut d = w.clone();
+    over_the_wire(&mut d, &c, capacity, 4);
+    prop_assert_eq!(&a, &d, "serialised messages");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1500))]
+
+    #[test]
+    fn parallel_and_sharded_equal_in_memory((w, c) in instance(false), f in 0.0f64..1.1) {
+        check(w, c, f)?;
+    }
+
+    #[test]
+    fn parallel_and_sharded_equal_in_memory_at_extreme_scales((w, c) in instance(true), f in 0.0f64..1.1) {
+        check(w, c, f)?;
+    }
+}
+
+/// Large layers (the bracket and radix paths at scale), rank-dependent costs,
+/// many exact ties, and rounds counted.
+#[test]
+fn large_instances_with_many_ties_are_identical() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let n = 200_000;
+    let layers: Vec<Vec<f32>> = (0..3)
+        .map(|l| {
+            (0..n)
+                .map(|_| match rng.random_range(0..10) {
+                    0 => 0.0,
+                    1..=3 => [0.25f32, -0.5, 1.0][l],
+                    _ => rng.random_range(-1.0f32..1.0),
+                })
+                .collect()
+        })
+        .collect();
+    let costs = vec![
+        LayerCost {
+            base: 3.0,
+            surcharge: 5.0,
+            buffered: n / 4,
+        },
+        LayerCost {
+            base: 1.5,
+            surcharge: 0.0,
+            buffered: n,
+        },
+        LayerCost {
+            base: 0.7,
+            surcharge: 0.3,
+            buffered: n / 2,
+        },
+    ];
+    for fraction in [0.01, 0.1, 0.3, 0.6, 0.95] {
+        let capacity = dense_cost(&layers, &costs) * fraction;
+        let mut a = layers.clone();
+        let sel =
+            greedy_knapsack(&mut a, &costs, capacity, &mut ProjectionWorkspace::new()).unwrap();
+        let mut b = layers.clone();
+        let out = greedy_knapsack_on_threads(
+            &mut b,
+            &costs,
+            capacity,
+            &mut ProjectionWorkspace::new(),
+            2,
+        )
+        .unwrap();
+        assert!(a == b, "fraction {fraction}");
+        assert_eq!(out, sel);
+        let mut d = layers.clone();
+        assert!(over_the_wire(&mut d, &costs, capacity, 5) <= 10);
+        assert!(a == d);
+    }
+}
+
+#[test]
+fn bad_shards_and_non_finite_weights_are_errors() {
+    let costs = vec![LayerCost {
+        base: 1.0,
+        surcharge: 0.0,
+        buffered: 4,
+    }];
+    let mut w = vec![vec![1.0f32, f32::NAN, 2.0, 3.0]];
+    let before = format!("{w:?}");
+    let e = greedy_knapsack_on_threads(&mut w, &costs, 1.0, &mut ProjectionWorkspace::new(), 2)
+        .unwrap_err();
+    assert!(
+        matches!(e, energy_prune::Error::NonFinite { index: 1, .. }),
+        "{e}"
+    );
+    assert_eq!(format!("{w:?}"), before, "unchanged on error");
+    // The protocol names the global position of a non-finite weight.
+    let problem1 = ShardedProblem {
+        costs: costs.clone(),
+        layer_lens: vec![4],
+        capacity: 1.0,
+    };
+    let mut shards = Shard::split(&mut w, 2);
+    let e = coordinate(&problem1, |req| {
+        shards
+            .iter_mut()
+            .enumerate()
+            .map(|(i, s)| answer(&problem1, i, s, req))
+            .collect()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("global position"), "{e}");
+    // Shards out of order.
+    let problem = ShardedProblem {
+        costs: costs.clone(),
+        layer_lens: vec![4],
+        capacity: 1.0,
+    };
+    let mut w = vec![vec![1.0f32, 2.0, 3.0, 4.0]];
+    let mut shards = Shard::split(&mut w, 2);
+    shards.reverse();
+    let e = coordinate(&problem, |req| {
+        shards
+            .iter_mut()
+            .enumerate()
+            .map(|(i, s)| answer(&problem, i, s, req))
+            .collect()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("tile"), "{e}");
+    // A problem whose lengths do not match its costs.
+    let bad = ShardedProblem {
+        layer_lens: vec![4, 1],
+        ..problem
+    };
+    assert!(bad.validate().is_err());
+}
+
+/// A coordinator facing a broken transport or malformed replies returns an error
+/// naming the problem, and a shard facing a malformed request does too.
+#[test]
+fn malformed_messages_are_errors() {
+    let costs = vec![
+        LayerCost {
+            base: 1.0,
+            surcharge: 2.0,
+            buffered: 3,
+        },
+        LayerCost {
+            base: 2.0,
+            surcharge: 0.0,
+            buffered: 8,
+        },
+    ];
+    let problem = ShardedProblem {
+        costs,
+        layer_lens: vec![8, 8],
+        capacity: 6.0,
+    };
+    let fresh = || vec![(0..8).map(|i| i as f32 - 3.5).collect::<Vec<f32>>(); 2];
+    // `tamper(round, replies)` edits the honest replies of each round.
+    let run = |tamper: &dyn Fn(usize, &mut Vec<Reply>)| {
+        let mut w = fresh();
+        let mut shards = Shard::split(&mut w, 2);
+        let mut round = 0;
+        coordinate(&problem, |req| {
+            let mut replies: Vec<Reply> = shards
+                .iter_mut()
+                .enumerate()
+                .map(|(i, s)| answer(&problem, i, s, req))
+                .collect::<energy_prune::Result<_>>()?;
+            tamper(round, &mut replies);
+            round += 1;
+            Ok(replies)
+        })
+    };
+    assert!(run(&|_, _| {}).is_ok());
+    let says = |tamper: &dyn Fn(usize, &mut Vec<Reply>), what: &str| {
+        let e = run(tamper).unwrap_err().to_string();
+        assert!(e.contains(what), "expected `{what}` in: {e}");
+    };
+    says(
+        &|r, rs| {
+            if r == 1 {
+                rs.pop();
+            }
+        },
+        "one per shard",
+    );
+    says(
+        &|r, rs| {
+            if r == 0 {
+                rs[0] = Reply::Done
+            }
+        },
+        "expected Stats",
+    );
+    says(
+        &|r, rs| {
+            if r == 0 {
+                rs.pop();
+            }
+        },
+        "weights held by the shards",
+    );
+    says(
+        &|r, rs| {
+            if r == 0 {
+                rs.swap(0, 1)
+            }
+        },
+        "tile",
+    );
+    says(
+        &|r, rs| {
+            if r == 1 {
+                rs[0] = Reply::Done
+            }
+        },
+        "expected Magnitudes",
+    );
+    says(
+        &|r, rs| {
+            if r == 1
+                && let Reply::Magnitudes(h) = &mut rs[0]
+            {
+                h.push(Vec::new());
+            }
+        },
+        "one histogram per layer",
+    );
+    says(
+        &|r, rs| {
+            if r == 4 {
+                rs[1] = Reply::Done
+            }
+        },
+        "expected Keys",
+    );
+    says(
+        &|r, rs| {
+            if r == 4
+                && let Reply::Keys(h) = &mut rs[0]
+            {
+                h.push((0, 99, 1));
+            }
+        },
+        "out of range",
+    );
+    says(
+        &|r, rs| {
+            if let Reply::Applied { kept, .. } = &mut rs[0] {
+                kept.pop();
+                let _ = r;
+            }
+        },
+        "one count per class",
+    );
+    says(
+        &|r, rs| {
+            if r == 0
+                && let Reply::Stats { nonzeros, .. } = &mut rs[0]
+            {
+                nonzeros.push((7, 1));
+            }
+        },
+        "layer out of range",
+    );
+    // Shard side.
+    let mut w = fresh();
+    let mut shards = Shard::split(&mut w, 1);
+    let bad_step = Request::Magnitudes {
+        layers: vec![(
+            0,
+            energy_prune::prune::projection::sharded::RadixStep {
+                prefix: 0,
+                known: 30,
+                bits: 12,
+            },
+        )],
+    };
+    let e = answer(&problem, 0, &mut shards[0], &bad_step).unwrap_err();
+    assert!(e.to_string().contains("radix step"), "{e}");
+    let bad_layer = Request::Magnitudes {
+        layers: vec![(
+            9,
+            energy_prune::prune::projection::sharded::RadixStep {
+                prefix: 0,
+                known: 0,
+                bits: 12,
+            },
+        )],
+    };
+    assert!(answer(&problem, 0, &mut shards[0], &bad_layer).is_err());
+    let bad_ctx = Request::Ties {
+        ctx: energy_prune::prune::projection::sharded::KeyContext {
+            logarithmic: false,
+            params: vec![1.0],
+            classes: Vec::new(),
+        },
+        cut: 0,
+    };
+    let e = answer(&problem, 0, &mut shards[0], &bad_ctx).unwrap_err();
+    assert!(e.to_string().contains("key context"), "{e}");
+    let mut buf = vec![0.0f32; 10];
+    assert!(
+        Shard::from_range(&problem, 10, &mut buf).is_err(),
+        "past the last weight"
+    );
+}
+
+/// The public parallel entry point gives small problems fewer threads than asked
+/// (each thread at least `WEIGHTS_PER_THREAD` weights) and large ones all of them:
+/// either way the result is the sequential one.
+#[test]
+fn parallel_entry_point_equals_sequential_at_both_sizes() {
+    let mut rng = StdRng::seed_from_u64(9);
+    for n in [1000, 2 * WEIGHTS_PER_THREAD + 17] {
+        let w: Vec<Vec<f32>> = vec![(0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()];
+        let costs = [LayerCost {
+            base: 1.0,
+            surcharge: 2.0,
+            buffered: n / 3,
+        }];
+        let capacity = dense_cost(&w, &costs) * 0.2;
+        let mut a = w.clone();
+        let sel =
+            greedy_knapsack(&mut a, &costs, capacity, &mut ProjectionWorkspace::new()).unwrap();
+        let mut b = w.clone();
+        let par = energy_prune::prune::greedy_knapsack_parallel(
+            &mut b,
+            &costs,
+            capacity,
+            &mut ProjectionWorkspace::new(),
+            4,
+        )
+        .unwrap();
+        assert!(a == b, "n {n}");
+        assert_eq!(par, sel);
+    }
+}
+
+/// Shards cut at odd places through layers of odd lengths (block and unit edges),
+/// rank-dependent costs with small buffers, quantised weights: the protocol keeps
+/// exactly what the in-memory selection keeps.
+#[test]
+fn shards_at_odd_places_equal_in_memory() {
+    let mut rng = StdRng::seed_from_u64(12);
+    for case in 0..40 {
+        let w: Vec<Vec<f32>> = [65, 4097, 65_537, 70_001][..rng.random_range(1..5)]
+            .iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|_| (rng.random_range(0..200) - 100) as f32 / 64.0)
+                    .collect()
+            })
+            .collect();
+        let costs: Vec<LayerCost> = w
+            .iter()
+            .map(|l| LayerCost {
+                base: rng.random_range(0.5..2.0),
+                surcharge: if rng.random_bool(0.5) {
+                    rng.random_range(0.5..3.0)
+                } else {
+                    0.0
+                },
+                buffered: rng.random_range(0..l.len().min(500)),
+            })
+            .collect();
+        let capacity = dense_cost(&w, &costs) * rng.random_range(0.001..0.9);
+        let mut a = w.clone();
+        greedy_knapsack(&mut a, &costs, capacity, &mut ProjectionWorkspace::new()).unwrap();
+        let mut d = w.clone();
+        over_the_wire(&mut d, &costs, capacity, rng.random_range(2..9));
+        assert!(a == d, "case {case}");
+    }
+}
