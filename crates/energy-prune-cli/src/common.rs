@@ -9,9 +9,7 @@ pub fn parse_statistic(s: &str) -> Result<energy_prune::energy::Statistic, Strin
         "min" => Ok(Statistic::Min),
         "median" => Ok(Statistic::Median),
         "trim20" => Ok(Statistic::TrimmedMean(0.2)),
-        other => {
-            Err(format!("--statistic {other}: expected q25, q10, min, median or trim20").into())
-        }
+        other => Err(format!("{other}: expected q25, q10, min, median or trim20")),
     }
 }
 

@@ -5,7 +5,6 @@ use energy_prune_nn::{Cnn, LayerSpec};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 /// 1x8x8 images whose class is the quadrant holding the brightest pixel.
-
 pub fn synthetic(n: usize, seed: u64) -> Dataset {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut images = Vec::with_capacity(n * 64);

@@ -101,3 +101,8 @@ pub mod prune;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// The README's library example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
