@@ -73,16 +73,16 @@ pub struct Hardware {
     #[arg(long, default_value_t = DEFAULT_HW.weight_buffer)]
     pub weight_buffer: u64,
     /// Energy of one MAC (units of the model).
-    #[arg(long, allow_negative_numbers = true, default_value_t = DEFAULT_HW.e_mac)]
+    #[arg(long, default_value_t = DEFAULT_HW.e_mac)]
     pub e_mac: f64,
     /// Energy of one DRAM access.
-    #[arg(long, allow_negative_numbers = true, default_value_t = DEFAULT_HW.e_dram)]
+    #[arg(long, default_value_t = DEFAULT_HW.e_dram)]
     pub e_dram: f64,
     /// Energy of one global-buffer access.
-    #[arg(long, allow_negative_numbers = true, default_value_t = DEFAULT_HW.e_buf)]
+    #[arg(long, default_value_t = DEFAULT_HW.e_buf)]
     pub e_buf: f64,
     /// Energy of one register-file access.
-    #[arg(long, allow_negative_numbers = true, default_value_t = DEFAULT_HW.e_rf)]
+    #[arg(long, default_value_t = DEFAULT_HW.e_rf)]
     pub e_rf: f64,
 }
 

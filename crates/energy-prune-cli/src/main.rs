@@ -20,7 +20,7 @@ mod common;
 mod jobs;
 mod plot;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Energy-constrained compression of deep neural networks.
 #[derive(Parser, Debug)]
@@ -87,9 +87,18 @@ fn dispatch<A>(
     }
 }
 
+/// Negative values reach the checks (`--budget -1` is out of range, not an
+/// unknown flag) in every command.
+fn allow_negative_numbers(cmd: clap::Command) -> clap::Command {
+    cmd.allow_negative_numbers(true)
+        .mut_subcommands(allow_negative_numbers)
+}
+
 fn main() -> std::process::ExitCode {
     use jobs::*;
-    match Cli::parse().command {
+    let matches = allow_negative_numbers(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match cli.command {
         Command::Report(a) => dispatch(a, energy_report::Args::check, energy_report::run),
         Command::Prune(a) => dispatch(a, prune_onnx::Args::check, prune_onnx::run),
         Command::Compact(a) => dispatch(a, compact::Args::check, compact::run),

@@ -9,11 +9,14 @@
 //!
 //! ## The layers
 //! Dependencies point down only; each module knows nothing of the ones above it.
+//! The adapters are crates of their own that depend on this one, never the
+//! reverse: `energy-prune-nn` (the reference CNN, MNIST loader, compaction, CPU
+//! latency oracles, the closed latency loop), `energy-prune-onnx` (ONNX models in
+//! and out), `energy-prune-candle` (candle models), and the `energy-prune`
+//! command-line tool (`energy-prune-cli`).
 //!
 //! | layer | module | what it holds |
 //! |---|---|---|
-//! | adapters | [`onnx`] | ONNX models in and out: import into an architecture plus a [`Network`](network::Network), export with pruned weights or compacted (feature `onnx`, on by default); [`candle`]: a candle model through the same traits (feature `candle`, on by default) |
-//! | adapters | [`nn`] | the reference CNN (im2col + GEMM, data-parallel), MNIST loader, compaction, CPU latency oracle: one implementation of the traits below |
 //! | constrained optimizers | [`prune`] | the [`ConstrainedOptimizer`](prune::ConstrainedOptimizer) trait and its solvers ([`WeightProjection`](prune::WeightProjection), [`AdmmPruning`](prune::AdmmPruning), the baselines), the one driver [`train_constrained`](prune::train_constrained) with typed observer events and a termination reason |
 //! | training | [`train`] | [`DataSource`](train::DataSource), [`Loss`](train::Loss) (cross-entropy, distillation, your own), fallible [`Optimizer`](train::Optimizer) (SGD, Adam, the mask optimizer), the epoch loop and evaluation |
 //! | cost models | [`energy`] | [`WeightEnergyModel`](energy::WeightEnergyModel) and [`WidthCostModel`](energy::WidthCostModel); the analytic [`SystolicArray`](energy::SystolicArray); exact counts ([`CountingModel`](energy::CountingModel)); the learned [`Bilinear`](energy::Bilinear) and [`LayerTable`](energy::LayerTable) with their calibration workflow and measurement [`protocol`](energy::protocol) |
@@ -56,9 +59,19 @@
 //!   driver.
 //!
 //! Each is a step you can also call from your own training loop (see the example
-//! `custom_training_loop`): `begin`, `begin_phase`, `step` after each update,
+//! `custom_training_loop` of the workspace): `begin`, `begin_phase`, `step` after each update,
 //! `hold` while fine-tuning, `status` for the cost against the budget.
 
+//!
+//! Every solver implements the dyn-compatible
+//! [`ConstrainedOptimizer`](prune::ConstrainedOptimizer): a `Box<dyn ConstrainedOptimizer>`
+//! chosen at run time goes through the same driver.
+//!
+//! ## Features
+//! `serde` (off by default): derives and JSON files of architectures, plans,
+//! profiles and calibrated models (with `serde_json`). Without it the crate
+//! depends on nalgebra, rand, num-traits and thiserror only.
+//!
 //! ## Quick start
 //! ```
 //! use energy_prune::arch::zoo;

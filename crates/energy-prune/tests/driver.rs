@@ -8,8 +8,8 @@ use energy_prune::network::{
     Network, NetworkMut, NetworkState, ParamKind, ParamVisitor, Trainable,
 };
 use energy_prune::prune::{
-    EpochEvent, NoObserver, Observer, Phase, SolverEvent, Termination, TrainingConfig,
-    WeightProjection, WeightProjectionConfig, train_constrained,
+    ConstrainedOptimizer, EpochEvent, MagnitudePruning, NoObserver, Observer, Phase, SolverEvent,
+    Termination, TrainingConfig, WeightProjection, WeightProjectionConfig, train_constrained,
 };
 use energy_prune::train::{Control, Sgd};
 use energy_prune::{Error, Result};
@@ -234,5 +234,52 @@ fn net0_clone(n: &Linear) -> Linear {
         gw: n.gw.clone(),
         gb: n.gb.clone(),
         x: Vec::new(),
+    }
+}
+
+/// The solver is a trait object chosen at run time (from a name, as a command line
+/// would): the driver runs each through `&mut dyn ConstrainedOptimizer`, and every
+/// one ends within the budget.
+#[test]
+fn solvers_chosen_at_run_time_as_trait_objects() {
+    let (train, test) = (synthetic(256, 1), synthetic(128, 2));
+    let (net0, model, budget) = setup();
+    let choose = |name: &str| -> Box<dyn ConstrainedOptimizer + '_> {
+        match name {
+            "projection" => Box::new(
+                WeightProjection::new(&model, budget, WeightProjectionConfig::default()).unwrap(),
+            ),
+            "magnitude" => Box::new(MagnitudePruning::new(&model, budget).unwrap()),
+            other => panic!("no solver {other}"),
+        }
+    };
+    for name in ["projection", "magnitude"] {
+        let mut solver = choose(name);
+        let mut net = net0_clone(&net0);
+        let mut opt = Sgd::new(0.05, 0.9, 0.0).unwrap();
+        let data = energy_prune::prune::Data {
+            train: &train,
+            validation: None,
+            test: Some(&test),
+        };
+        let r = train_constrained(
+            &mut net,
+            &mut opt,
+            &mut *solver,
+            data,
+            &config(),
+            &mut NoObserver,
+        )
+        .unwrap();
+        assert_eq!(r.solver, name);
+        assert!(
+            r.status.met && r.status.cost <= budget,
+            "{name}: {:?}",
+            r.status
+        );
+        let exact = model
+            .relaxed_energy_of(&NetworkState::from_network(&net).unwrap())
+            .unwrap();
+        assert!(exact <= budget, "{name}: {exact} > {budget}");
     }
 }

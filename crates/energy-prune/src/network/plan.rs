@@ -6,7 +6,7 @@
 //! filter `k` of a depthwise convolution). A [`PruningPlan`] lists the live slots of
 //! every width; it can be read off a pruned network, applied to a fresh copy (zeroing
 //! the dead slots), and used to build a physically smaller network
-//! (for the reference CNN, [`Cnn::compact`](crate::nn::Cnn::compact)); the slot
+//! (for the reference CNN, `Cnn::compact` of the `energy-prune-nn` crate); the slot
 //! geometry is [`SlotLayout`]'s.
 
 use super::{Network, NetworkMut};

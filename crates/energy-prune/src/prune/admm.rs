@@ -844,22 +844,18 @@ impl<M: WidthCostModel> ConstrainedOptimizer for AdmmPruning<M> {
         self.admm.budgets[0]
     }
 
-    fn begin<N: NetworkMut + ?Sized>(&mut self, net: &mut N, _run: &RunInfo) -> Result<()> {
+    fn begin(&mut self, net: &mut dyn NetworkMut, _run: &RunInfo) -> Result<()> {
         check_same_architecture(net.architecture(), &self.admm.arch)
     }
 
-    fn begin_phase<N: Network + ?Sized>(&mut self, net: &N, phase: Phase, _: usize) -> Result<()> {
+    fn begin_phase(&mut self, net: &dyn Network, phase: Phase, _: usize) -> Result<()> {
         if phase == Phase::FineTune && self.frozen.is_none() {
             self.frozen = Some(PruningPlan::from_network(net)?);
         }
         Ok(())
     }
 
-    fn step<N: NetworkMut + ?Sized>(
-        &mut self,
-        net: &mut N,
-        ctx: &StepContext<'_>,
-    ) -> Result<StepReport> {
+    fn step(&mut self, net: &mut dyn NetworkMut, ctx: &StepContext<'_>) -> Result<StepReport> {
         if let Some(plan) = &self.frozen {
             plan.apply(net)?;
             return Ok(StepReport::held(true));
@@ -906,14 +902,14 @@ impl<M: WidthCostModel> ConstrainedOptimizer for AdmmPruning<M> {
         })
     }
 
-    fn hold<N: NetworkMut + ?Sized>(&mut self, net: &mut N) -> Result<()> {
+    fn hold(&mut self, net: &mut dyn NetworkMut) -> Result<()> {
         match &self.frozen {
             Some(plan) => plan.apply(net),
             None => Ok(()),
         }
     }
 
-    fn status<N: Network + ?Sized>(&self, _net: &N) -> Result<ConstraintStatus> {
+    fn status(&self, _net: &dyn Network) -> Result<ConstraintStatus> {
         let live = self.live();
         let all = self.budget_status(&live)?;
         // The tightest budget (largest cost / budget) speaks for the set.

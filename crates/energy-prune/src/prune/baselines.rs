@@ -217,7 +217,7 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for MagnitudePruning<M> {
         self.budget
     }
 
-    fn begin<N: NetworkMut + ?Sized>(&mut self, net: &mut N, _run: &RunInfo) -> Result<()> {
+    fn begin(&mut self, net: &mut dyn NetworkMut, _run: &RunInfo) -> Result<()> {
         let mut state = NetworkState::from_network(&*net)?;
         magnitude_prune_by(&self.model, &mut state, self.budget, self.rule)?;
         state.write_weights_to(net)?;
@@ -225,25 +225,21 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for MagnitudePruning<M> {
         Ok(())
     }
 
-    fn begin_phase<N: Network + ?Sized>(&mut self, net: &N, _: Phase, _: usize) -> Result<()> {
+    fn begin_phase(&mut self, net: &dyn Network, _: Phase, _: usize) -> Result<()> {
         self.support.freeze(NetworkState::from_network(net)?);
         Ok(())
     }
 
-    fn step<N: NetworkMut + ?Sized>(
-        &mut self,
-        net: &mut N,
-        _: &StepContext<'_>,
-    ) -> Result<StepReport> {
+    fn step(&mut self, net: &mut dyn NetworkMut, _: &StepContext<'_>) -> Result<StepReport> {
         self.hold(net)?;
         Ok(StepReport::held(true))
     }
 
-    fn hold<N: NetworkMut + ?Sized>(&mut self, net: &mut N) -> Result<()> {
+    fn hold(&mut self, net: &mut dyn NetworkMut) -> Result<()> {
         self.support.apply(net)
     }
 
-    fn status<N: Network + ?Sized>(&self, net: &N) -> Result<ConstraintStatus> {
+    fn status(&self, net: &dyn Network) -> Result<ConstraintStatus> {
         weight_status(&self.model, net, self.budget, self.budget)
     }
 }
@@ -343,29 +339,25 @@ impl<M: WidthCostModel> ConstrainedOptimizer for UniformScaling<M> {
         self.budget
     }
 
-    fn begin<N: NetworkMut + ?Sized>(&mut self, net: &mut N, _run: &RunInfo) -> Result<()> {
+    fn begin(&mut self, net: &mut dyn NetworkMut, _run: &RunInfo) -> Result<()> {
         check_same_architecture(net.architecture(), &self.arch)?;
         self.plan.apply(net)
     }
 
-    fn begin_phase<N: Network + ?Sized>(&mut self, _: &N, _: Phase, _: usize) -> Result<()> {
+    fn begin_phase(&mut self, _: &dyn Network, _: Phase, _: usize) -> Result<()> {
         Ok(())
     }
 
-    fn step<N: NetworkMut + ?Sized>(
-        &mut self,
-        net: &mut N,
-        _: &StepContext<'_>,
-    ) -> Result<StepReport> {
+    fn step(&mut self, net: &mut dyn NetworkMut, _: &StepContext<'_>) -> Result<StepReport> {
         self.plan.apply(net)?;
         Ok(StepReport::held(true))
     }
 
-    fn hold<N: NetworkMut + ?Sized>(&mut self, net: &mut N) -> Result<()> {
+    fn hold(&mut self, net: &mut dyn NetworkMut) -> Result<()> {
         self.plan.apply(net)
     }
 
-    fn status<N: Network + ?Sized>(&self, _net: &N) -> Result<ConstraintStatus> {
+    fn status(&self, _net: &dyn Network) -> Result<ConstraintStatus> {
         let cost = self.model.cost_of_widths(&self.widths)?;
         Ok(ConstraintStatus {
             cost,

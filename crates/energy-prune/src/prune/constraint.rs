@@ -265,42 +265,33 @@ pub trait ConstrainedOptimizer {
     /// # Errors
     /// [`Error::InfeasibleBudget`](crate::Error::InfeasibleBudget) if the budget
     /// cannot be reached; shape errors if the network does not fit the model.
-    fn begin<N: NetworkMut + ?Sized>(&mut self, net: &mut N, run: &RunInfo) -> Result<()>;
+    fn begin(&mut self, net: &mut dyn NetworkMut, run: &RunInfo) -> Result<()>;
 
     /// A phase of `steps` updates starts ([`Phase::FineTune`]: freeze the current
     /// support, which [`ConstrainedOptimizer::hold`] then keeps).
     ///
     /// # Errors
     /// Errors of the network and the model.
-    fn begin_phase<N: Network + ?Sized>(
-        &mut self,
-        net: &N,
-        phase: Phase,
-        steps: usize,
-    ) -> Result<()>;
+    fn begin_phase(&mut self, net: &dyn Network, phase: Phase, steps: usize) -> Result<()>;
 
     /// The constrained step after one update of the constrained phases.
     ///
     /// # Errors
     /// Errors of the network and the model.
-    fn step<N: NetworkMut + ?Sized>(
-        &mut self,
-        net: &mut N,
-        ctx: &StepContext<'_>,
-    ) -> Result<StepReport>;
+    fn step(&mut self, net: &mut dyn NetworkMut, ctx: &StepContext<'_>) -> Result<StepReport>;
 
     /// Keep the frozen support after a fine-tuning update (pruned weights or
     /// channels back to zero).
     ///
     /// # Errors
     /// Errors of the network.
-    fn hold<N: NetworkMut + ?Sized>(&mut self, net: &mut N) -> Result<()>;
+    fn hold(&mut self, net: &mut dyn NetworkMut) -> Result<()>;
 
     /// Where `net` stands against the budget now.
     ///
     /// # Errors
     /// Errors of the network and the model.
-    fn status<N: Network + ?Sized>(&self, net: &N) -> Result<ConstraintStatus>;
+    fn status(&self, net: &dyn Network) -> Result<ConstraintStatus>;
 
     /// For costs with a part that no weight can remove but layer input masks can
     /// (the input energy of the systolic model): `Some(floor)` while that part, with
@@ -308,7 +299,7 @@ pub trait ConstrainedOptimizer {
     ///
     /// # Errors
     /// Errors of the network and the model.
-    fn unreachable_floor<N: Network + ?Sized>(&self, net: &N) -> Result<Option<f64>> {
+    fn unreachable_floor(&self, net: &dyn Network) -> Result<Option<f64>> {
         let _ = net;
         Ok(None)
     }

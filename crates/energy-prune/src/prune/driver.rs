@@ -357,7 +357,7 @@ pub fn train_constrained<N, O, C>(
     obs: &mut dyn Observer,
 ) -> Result<TrainingReport>
 where
-    N: Trainable + ?Sized,
+    N: Trainable,
     O: Optimizer + ?Sized,
     C: ConstrainedOptimizer + ?Sized,
 {
@@ -379,7 +379,7 @@ pub fn train_constrained_with_loss<N, O, C>(
     obs: &mut dyn Observer,
 ) -> Result<TrainingReport>
 where
-    N: Trainable + ?Sized,
+    N: Trainable,
     O: Optimizer + ?Sized,
     C: ConstrainedOptimizer + ?Sized,
 {
@@ -437,7 +437,7 @@ where
     })
 }
 
-struct Run<'a, 'l, N: ?Sized, O: ?Sized, C: ?Sized> {
+struct Run<'a, 'l, N, O: ?Sized, C: ?Sized> {
     net: &'a mut N,
     opt: &'a mut O,
     solver: &'a mut C,
@@ -485,7 +485,7 @@ fn for_each_mask<N: Trainable + ?Sized>(
 
 impl<N, O, C> Run<'_, '_, N, O, C>
 where
-    N: Trainable + ?Sized,
+    N: Trainable,
     O: Optimizer + ?Sized,
     C: ConstrainedOptimizer + ?Sized,
 {

@@ -137,7 +137,7 @@ pub fn train_projected<N, M>(
     obs: &mut dyn Observer,
 ) -> Result<TrainingReport>
 where
-    N: Trainable + ?Sized,
+    N: Trainable,
     M: WeightEnergyModel + ?Sized,
 {
     cfg.validate()?;
@@ -162,7 +162,7 @@ pub fn train_magnitude<N, M>(
     obs: &mut dyn Observer,
 ) -> Result<TrainingReport>
 where
-    N: Trainable + ?Sized,
+    N: Trainable,
     M: WeightEnergyModel + ?Sized,
 {
     train_magnitude_by(net, model, budget, MagnitudeRule::Global, data, cfg, obs)
@@ -183,7 +183,7 @@ pub fn train_magnitude_by<N, M>(
     obs: &mut dyn Observer,
 ) -> Result<TrainingReport>
 where
-    N: Trainable + ?Sized,
+    N: Trainable,
     M: WeightEnergyModel + ?Sized,
 {
     cfg.validate()?;
@@ -276,7 +276,7 @@ pub fn train_admm<N, M>(
     obs: &mut dyn Observer,
 ) -> Result<TrainingReport>
 where
-    N: Trainable + ?Sized,
+    N: Trainable,
     M: WidthCostModel + ?Sized,
 {
     ensure(cfg.epochs > 0, "epochs", cfg.epochs, "must be >= 1")?;
@@ -302,7 +302,7 @@ pub fn train_admm_budgets<N, M>(
     obs: &mut dyn Observer,
 ) -> Result<TrainingReport>
 where
-    N: Trainable + ?Sized,
+    N: Trainable,
     M: WidthCostModel,
 {
     ensure(cfg.epochs > 0, "epochs", cfg.epochs, "must be >= 1")?;
@@ -328,7 +328,7 @@ pub fn train_uniform<N, M>(
     obs: &mut dyn Observer,
 ) -> Result<TrainingReport>
 where
-    N: Trainable + ?Sized,
+    N: Trainable,
     M: WidthCostModel + ?Sized,
 {
     let arch = net.architecture().clone();

@@ -5,7 +5,7 @@
 //! This layer knows the network only through [`Trainable`](crate::network::Trainable)
 //! and nothing about pruning; the constrained optimizers of [`prune`](crate::prune)
 //! build on it. Any model that implements the network traits (the reference CNN of
-//! [`nn`](crate::nn), or a user's own) trains with it.
+//! the reference CNN of `energy-prune-nn`, or a user's own) trains with it.
 
 mod data;
 mod epoch;

@@ -27,7 +27,7 @@ use super::select::{Classifier, WeightStats, charged_of_classes};
 use super::{ProjectionWorkspace, greedy_knapsack};
 use crate::energy::{LayerCost, WeightEnergyModel};
 use crate::error::{Error, Result};
-use crate::network::NetworkState;
+use crate::network::{Network, NetworkMut, NetworkState};
 use crate::prune::constraint::BudgetStatus;
 
 /// One budget: per-layer knapsack costs and the capacity they must fit.
@@ -596,9 +596,9 @@ impl crate::prune::ConstrainedOptimizer for MultiBudgetProjection {
         self.budgets[0].budget
     }
 
-    fn begin<N: crate::network::NetworkMut + ?Sized>(
+    fn begin(
         &mut self,
-        net: &mut N,
+        net: &mut dyn NetworkMut,
         run: &crate::prune::constraint::RunInfo,
     ) -> Result<()> {
         let state = NetworkState::from_network(&*net)?;
@@ -624,9 +624,9 @@ impl crate::prune::ConstrainedOptimizer for MultiBudgetProjection {
         Ok(())
     }
 
-    fn begin_phase<N: crate::network::Network + ?Sized>(
+    fn begin_phase(
         &mut self,
-        net: &N,
+        net: &dyn Network,
         phase: crate::prune::Phase,
         steps: usize,
     ) -> Result<()> {
@@ -664,9 +664,9 @@ impl crate::prune::ConstrainedOptimizer for MultiBudgetProjection {
         Ok(())
     }
 
-    fn step<N: crate::network::NetworkMut + ?Sized>(
+    fn step(
         &mut self,
-        net: &mut N,
+        net: &mut dyn NetworkMut,
         ctx: &crate::prune::StepContext<'_>,
     ) -> Result<crate::prune::StepReport> {
         let last = ctx.is_last();
@@ -698,14 +698,11 @@ impl crate::prune::ConstrainedOptimizer for MultiBudgetProjection {
         })
     }
 
-    fn hold<N: crate::network::NetworkMut + ?Sized>(&mut self, net: &mut N) -> Result<()> {
+    fn hold(&mut self, net: &mut dyn NetworkMut) -> Result<()> {
         self.support.apply(net)
     }
 
-    fn status<N: crate::network::Network + ?Sized>(
-        &self,
-        net: &N,
-    ) -> Result<crate::prune::ConstraintStatus> {
+    fn status(&self, net: &dyn Network) -> Result<crate::prune::ConstraintStatus> {
         let all = self.budget_status(net)?;
         let state = NetworkState::from_network(net)?;
         // Report the budget with the largest cost relative to its limit.
@@ -727,10 +724,7 @@ impl crate::prune::ConstrainedOptimizer for MultiBudgetProjection {
         })
     }
 
-    fn unreachable_floor<N: crate::network::Network + ?Sized>(
-        &self,
-        net: &N,
-    ) -> Result<Option<f64>> {
+    fn unreachable_floor(&self, net: &dyn Network) -> Result<Option<f64>> {
         let state = NetworkState::from_network(net)?;
         let mut worst: Option<f64> = None;
         for b in &self.budgets {

@@ -232,7 +232,7 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for WeightProjection<M> {
         self.budget
     }
 
-    fn begin<N: NetworkMut + ?Sized>(&mut self, net: &mut N, run: &RunInfo) -> Result<()> {
+    fn begin(&mut self, net: &mut dyn NetworkMut, run: &RunInfo) -> Result<()> {
         let state = NetworkState::from_network(&*net)?;
         state.check(self.model.architecture())?;
         // With input-mask rounds the reachable floor is that of all-zero masks.
@@ -255,12 +255,7 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for WeightProjection<M> {
         Ok(())
     }
 
-    fn begin_phase<N: Network + ?Sized>(
-        &mut self,
-        net: &N,
-        phase: Phase,
-        steps: usize,
-    ) -> Result<()> {
+    fn begin_phase(&mut self, net: &dyn Network, phase: Phase, steps: usize) -> Result<()> {
         let state = NetworkState::from_network(net)?;
         match phase {
             Phase::Constrained => {
@@ -290,11 +285,7 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for WeightProjection<M> {
         Ok(())
     }
 
-    fn step<N: NetworkMut + ?Sized>(
-        &mut self,
-        net: &mut N,
-        ctx: &StepContext<'_>,
-    ) -> Result<StepReport> {
+    fn step(&mut self, net: &mut dyn NetworkMut, ctx: &StepContext<'_>) -> Result<StepReport> {
         let last = ctx.is_last();
         if !ctx.step.is_multiple_of(self.cfg.project_every) && !last {
             if !self.regrow {
@@ -329,15 +320,15 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for WeightProjection<M> {
         })
     }
 
-    fn hold<N: NetworkMut + ?Sized>(&mut self, net: &mut N) -> Result<()> {
+    fn hold(&mut self, net: &mut dyn NetworkMut) -> Result<()> {
         self.support.apply(net)
     }
 
-    fn status<N: Network + ?Sized>(&self, net: &N) -> Result<ConstraintStatus> {
+    fn status(&self, net: &dyn Network) -> Result<ConstraintStatus> {
         weight_status(&self.model, net, self.current, self.budget)
     }
 
-    fn unreachable_floor<N: Network + ?Sized>(&self, net: &N) -> Result<Option<f64>> {
+    fn unreachable_floor(&self, net: &dyn Network) -> Result<Option<f64>> {
         let mut masks = Vec::with_capacity(net.architecture().layers().len());
         for (l, layer) in net.architecture().layers().iter().enumerate() {
             let mut m = vec![0.0; layer.in_features()];
