@@ -8,6 +8,7 @@
 //! With `json: true` in its settings the last line is
 //! `{"budget", "energy_ratio", "test_accuracy", "budget_met", "dense_accuracy", "seconds"}`.
 
+use energy_prune::prune::Budget;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -167,7 +168,13 @@ fn run(args: &Args) -> energy_prune::Result<()> {
         validation: None,
         test: Some(&data.test),
     };
-    let report = train_projected(&mut net, &hw, budget, data_c, &cfg, &mut progress)?;
+    let report = train_projected(
+        &mut net,
+        vec![Budget::absolute("energy", &hw, budget)],
+        data_c,
+        &cfg,
+        &mut progress,
+    )?;
     let energy = hw.energy(&NetworkState::from_network(&net)?)?.total;
     let accuracy = evaluate(&mut net, &data.test, 1000)?;
     let met = energy <= budget;

@@ -14,6 +14,7 @@ use energy_prune::arch::{ArchBuilder, Architecture, Conv, LayerKind};
 use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::NetworkState;
 use energy_prune::network::{Network, NetworkMut};
+use energy_prune::prune::Budget;
 use energy_prune::prune::{project, weight_costs};
 use energy_prune::{Error, Result};
 
@@ -145,7 +146,10 @@ fn main() -> Result<()> {
 
     // 6. Project onto half of the dense energy and write the result back.
     let mut pruned = state.clone();
-    let out = project(&model, &mut pruned, 0.5 * dense.total)?;
+    let out = project(
+        &mut pruned,
+        &[Budget::absolute("energy", &model, 0.5 * dense.total)],
+    )?;
     pruned.write_weights_to(&mut net)?;
     let after = model.energy(&NetworkState::from_network(&net)?)?;
     println!(

@@ -14,6 +14,7 @@
 //! `{"budget": f64, "energy": f64, "budget_met": bool, "test_accuracy": f64}`, the
 //! energy as a fraction of the dense network's.
 
+use energy_prune::prune::Budget;
 use std::path::PathBuf;
 
 use energy_prune::arch::{ArchBuilder, Architecture};
@@ -237,7 +238,7 @@ fn run(args: &Args) -> Result<()> {
         project_every: 50,
         ..WeightProjectionConfig::default()
     };
-    let mut solver = WeightProjection::new(&model, budget, cfg)?;
+    let mut solver = WeightProjection::new(vec![Budget::absolute("energy", &model, budget)], cfg)?;
     solver.begin(&mut net, &RunInfo::default())?;
 
     let (bs, lr) = (64usize, 0.05f32);

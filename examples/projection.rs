@@ -8,6 +8,7 @@
 use energy_prune::arch::zoo;
 use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::NetworkState;
+use energy_prune::prune::Budget;
 use energy_prune::prune::project;
 
 fn main() -> energy_prune::Result<()> {
@@ -22,7 +23,7 @@ fn main() -> energy_prune::Result<()> {
         }
     }
     let dense = hw.energy(&state)?.total;
-    let outcome = project(&hw, &mut state, 0.3 * dense)?;
+    let outcome = project(&mut state, &[Budget::absolute("energy", &hw, 0.3 * dense)])?;
     let exact = hw.energy(&state)?;
     println!("{exact}");
     println!(

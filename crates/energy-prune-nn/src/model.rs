@@ -6,7 +6,7 @@ use super::executor::{Op, Params, Shape, Worker};
 use super::spec::LayerSpec;
 use super::threads::{parallel_for_each, shard_range, sum_into};
 use energy_prune::arch::{ArchBuilder, Architecture, Conv, FeatureMap, LayerKind};
-use energy_prune::error::{Error, Result, check_finite};
+use energy_prune::error::{Error, Origin, Result, check_finite, check_finite_from};
 use energy_prune::network::{Network, NetworkMut, ParamKind, ParamVisitor, Trainable};
 
 /// A small, fast, pure-Rust sequential CNN that implements [`Trainable`].
@@ -511,7 +511,7 @@ impl Trainable for Cnn {
                 grad_logits.len(),
             ));
         }
-        check_finite("grad_logits", grad_logits)?;
+        check_finite_from(Origin::Training, "grad_logits", grad_logits)?;
         let shards = self.workers.len();
         let (ops, shapes) = (&self.ops, &self.shapes);
         let prm = Params {

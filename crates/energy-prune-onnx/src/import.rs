@@ -207,7 +207,11 @@ impl<'a> Importer<'a> {
             unsupported(node, index, format!("input {k} must be a constant tensor"))
         })?;
         let values = tensor::floats(t, self.src)?;
-        energy_prune::error::check_finite(&format!("tensor `{}`", t.name), &values)?;
+        energy_prune::error::check_finite_from(
+            energy_prune::Origin::File,
+            &format!("tensor `{}`", t.name),
+            &values,
+        )?;
         Ok(Constant {
             source,
             input: k,
@@ -671,7 +675,11 @@ impl<'a> Importer<'a> {
     }
 
     fn push_layer(&mut self, layer: Layer, binding: LayerBinding, weights: Vec<f32>) -> Result<()> {
-        energy_prune::error::check_finite(&format!("weights of layer `{}`", layer.name), &weights)?;
+        energy_prune::error::check_finite_from(
+            energy_prune::Origin::File,
+            &format!("weights of layer `{}`", layer.name),
+            &weights,
+        )?;
         if self.used_weights[binding.weight] {
             return Err(Error::unsupported(
                 format!(

@@ -1,6 +1,7 @@
 //! ONNX import, export and compaction on graphs written in Rust the way
 //! `torch.onnx.export` writes torchvision's models.
 
+use energy_prune::prune::Budget;
 use std::path::Path;
 
 use approx::assert_relative_eq;
@@ -179,7 +180,7 @@ fn projected_export_reimports_to_the_same_energy() {
     let arch = model.architecture().clone();
     let hw = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
     let mut state = NetworkState::from_network(&model).unwrap();
-    let out = project(&hw, &mut state, 0.4 * dense).unwrap();
+    let out = project(&mut state, &[Budget::absolute("energy", &hw, 0.4 * dense)]).unwrap();
     assert!(out.relaxed_energy <= 0.4 * dense * (1.0 + 1e-9));
     assert!(out.kept < out.nonzero_before);
     state.write_weights_to(&mut model).unwrap();

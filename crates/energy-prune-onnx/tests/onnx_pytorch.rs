@@ -4,6 +4,7 @@
 //! average pools; TorchScript and torch.export exporters), checked against the
 //! outputs onnxruntime computed for them.
 
+use energy_prune::prune::Budget;
 use std::path::{Path, PathBuf};
 
 use energy_prune::arch::{Architecture, zoo};
@@ -116,7 +117,7 @@ fn pytorch_exports_prune_compact_and_round_trip() {
             let floor = hw.dense_floor();
             let budget = floor + 0.3 * (dense - floor);
             let mut state = NetworkState::from_network(&model).unwrap();
-            project(&hw, &mut state, budget).unwrap();
+            project(&mut state, &[Budget::absolute("energy", &hw, budget)]).unwrap();
             state.write_weights_to(&mut model).unwrap();
             assert!(energy(&model) <= budget * (1.0 + 1e-9), "{file}");
             // Saved and read back: the same weights and energy.

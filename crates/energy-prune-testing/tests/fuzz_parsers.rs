@@ -346,7 +346,7 @@ fn parsers_never_panic() {
 }
 
 #[test]
-#[ignore = "long run: cargo test --release --test fuzz_parsers -- --ignored"]
+#[ignore = "long run: cargo test --release -p energy-prune-testing --test fuzz_parsers -- --ignored"]
 fn parsers_never_panic_long() {
     let n = cases(100_000);
     idx(n);

@@ -8,7 +8,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use energy_prune::arch::zoo;
 use energy_prune::energy::{SystolicArray, SystolicConfig, WidthCostModel};
-use energy_prune::prune::{Admm, AdmmConfig};
+use energy_prune::prune::{Admm, AdmmConfig, Budget};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 fn admm(c: &mut Criterion) {
@@ -30,13 +30,14 @@ fn admm(c: &mut Criterion) {
     let grads = precond.clone();
     let (mut m, mut v) = (precond.clone(), precond.clone());
     let n = arch.weight_count() as u64;
-    let mut admm = Admm::new(&arch, &model, budget, AdmmConfig::default()).unwrap();
+    let one = [Budget::absolute("energy", &model, budget)];
+    let mut admm = Admm::new(&arch, &one, AdmmConfig::default()).unwrap();
     let mut group = c.benchmark_group("alexnet_61M");
     group.throughput(Throughput::Elements(n));
     group.sample_size(10);
     group.bench_function("admm_step", |b| {
         b.iter(|| {
-            admm.step(black_box(&mut weights), &precond, 1e-5, &model)
+            admm.step(black_box(&mut weights), &precond, 1e-5, &one)
                 .unwrap()
         })
     });

@@ -51,15 +51,40 @@ pub enum Error {
         hint: String,
     },
 
-    /// A weight, gradient, input or cost is NaN or infinite.
-    #[error(
-        "non-finite value in {what} at index {index}: training diverged or the input is corrupt; lower the learning rate or check the data"
-    )]
+    /// A weight, gradient, input or cost is NaN or infinite; the advice depends
+    /// on where the value came from.
+    #[error("non-finite value in {what} at index {index}: {}", origin.advice())]
     NonFinite {
         /// Which buffer contained the value.
         what: String,
         /// Index of the first non-finite element.
         index: usize,
+        /// Where the value came from.
+        origin: Origin,
+    },
+
+    /// A value could not be written in or read from a serialised form (JSON of a
+    /// model, plan or profile), outside any file.
+    #[error("cannot serialise {what}: {reason}")]
+    Serialization {
+        /// What was being written or read.
+        what: String,
+        /// The serialiser's message.
+        reason: String,
+    },
+
+    /// A message of the sharded projection protocol does not fit the exchange: a
+    /// reply of another round or version, counts that do not add up, values out of
+    /// range. Nothing has been changed by the message that raised it.
+    #[error(
+        "sharded protocol, {round}: {reason}; every shard must run the same crate version and answer the request it was sent"
+    )]
+    Protocol {
+        /// The round (`"stats"`, `"keys"`, `"apply"`, ...) or `"request"` for a
+        /// request a shard refused.
+        round: &'static str,
+        /// What is wrong.
+        reason: String,
     },
 
     /// A budget is below the smallest cost the model allows (all weights zero at
@@ -137,7 +162,69 @@ pub enum Error {
     External(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
+/// Where a non-finite value came from, which decides what to do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Origin {
+    /// Values passed in by the caller (weights, masks, inputs, widths).
+    Input,
+    /// A training step (loss, gradients, optimizer update): training diverged.
+    Training,
+    /// A file that was read (a model, a plan, a data set).
+    File,
+    /// A cost model's own coefficients or output.
+    Model,
+}
+
+impl Origin {
+    /// What to do about a non-finite value of this origin.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Origin::Input => {
+                "the values passed in hold NaN or infinity; check them (and what computed them) before the call"
+            }
+            Origin::Training => {
+                "training diverged; lower the learning rate, raise the batch size or restore the last good state"
+            }
+            Origin::File => {
+                "the file holds NaN or infinity; re-export it from its source or check the producer"
+            }
+            Origin::Model => {
+                "the cost model produced it; check its coefficients or configuration (refit a calibrated model)"
+            }
+        }
+    }
+}
+
 impl Error {
+    /// [`Error::NonFinite`] for element `index` of `what`, of the given origin.
+    #[cold]
+    pub fn non_finite(what: impl Into<String>, index: usize, origin: Origin) -> Self {
+        Error::NonFinite {
+            what: what.into(),
+            index,
+            origin,
+        }
+    }
+
+    /// [`Error::Serialization`] of `what` with the serialiser's message.
+    #[cold]
+    pub fn serialization(what: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Error::Serialization {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// [`Error::Protocol`] in `round`.
+    #[cold]
+    pub fn protocol(round: &'static str, reason: impl Into<String>) -> Self {
+        Error::Protocol {
+            round,
+            reason: reason.into(),
+        }
+    }
+
     /// Wrap an arbitrary error raised by user code.
     pub fn external<E>(err: E) -> Self
     where
@@ -210,14 +297,21 @@ pub fn ensure(
     }
 }
 
-/// Return an error if `values` holds a NaN or infinity.
+/// Return an error if `values` (passed in by the caller) holds a NaN or infinity.
 pub fn check_finite<F: num_traits::Float>(what: &str, values: &[F]) -> Result<()> {
+    check_finite_from(Origin::Input, what, values)
+}
+
+/// [`check_finite`] for values of the given origin (a file, a training step, a
+/// model), so that the error's advice fits.
+pub fn check_finite_from<F: num_traits::Float>(
+    origin: Origin,
+    what: &str,
+    values: &[F],
+) -> Result<()> {
     match values.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
-        Some(index) => Err(Error::NonFinite {
-            what: what.to_string(),
-            index,
-        }),
+        Some(index) => Err(Error::non_finite(what, index, origin)),
     }
 }
 
@@ -241,5 +335,23 @@ mod tests {
         assert!(msg.contains("raise the budget"), "{msg}");
         assert!(check_finite("w", &[1.0, f32::NAN]).is_err());
         assert!(check_finite("w", &[1.0, 2.0]).is_ok());
+        // The advice follows the origin.
+        let e = check_finite_from(Origin::Training, "gradients", &[f32::INFINITY]).unwrap_err();
+        assert!(e.to_string().contains("lower the learning rate"), "{e}");
+        let e = check_finite_from(Origin::File, "weights", &[f64::NAN]).unwrap_err();
+        assert!(e.to_string().contains("re-export"), "{e}");
+        let e = check_finite("weights", &[0.0, f64::NAN]).unwrap_err();
+        assert!(
+            e.to_string().contains("index 1") && e.to_string().contains("passed in"),
+            "{e}"
+        );
+        let e = Error::protocol("keys", "one histogram per layer asked, 3 sent");
+        assert!(e.to_string().contains("sharded protocol, keys"), "{e}");
+        let e = Error::serialization("the calibrated model", "key must be a string");
+        assert!(
+            e.to_string()
+                .contains("cannot serialise the calibrated model"),
+            "{e}"
+        );
     }
 }

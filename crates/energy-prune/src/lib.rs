@@ -42,18 +42,18 @@
 //!    bilinear model of ECC (Yang, Zhu, Liu, CVPR 2019) fitted to measurements of
 //!    any [`CostOracle`](energy::CostOracle) ([`energy::profile`]).
 //!
-//! The constrained optimizers of [`prune`] then keep the network within the budget
-//! while it trains:
+//! The constrained optimizers of [`prune`] then keep the network within its
+//! budgets while it trains. A [`Budget`](prune::Budget) is a name, a model and a
+//! limit (absolute, or a fraction of the dense cost); every solver takes a
+//! non-empty list of them, and one budget is a list of one:
 //! * [`WeightProjection`](prune::WeightProjection): weighted sparse projection onto
-//!   `{energy <= budget}` (a 0/1 knapsack solved greedily in expected `O(n)`) every
-//!   k updates on a decaying budget schedule; optional rounds of learnable layer
-//!   input masks lower the weight-independent energy ([`prune::train_projected`]);
+//!   `{energy <= budget}` (a 0/1 knapsack solved greedily in expected `O(n)`; with
+//!   several budgets a multi-dimensional knapsack) every k updates on a decaying
+//!   budget schedule; optional rounds of learnable layer input masks lower the
+//!   weight-independent energy ([`prune::train_projected`]);
 //! * [`AdmmPruning`](prune::AdmmPruning): ECC's ADMM on channel groups (proximal
-//!   step, step on the continuous widths, dual ascent) until the model's cost of
-//!   the live widths meets the budget ([`prune::train_admm`]), or every budget of
-//!   a set ([`prune::train_admm_budgets`]);
-//! * [`MultiBudgetProjection`](prune::MultiBudgetProjection): the projection under
-//!   several weight-level budgets at once;
+//!   step, step on the continuous widths, dual ascent per budget) until the models'
+//!   costs of the live widths meet every budget ([`prune::train_admm`]);
 //! * the baselines [`MagnitudePruning`](prune::MagnitudePruning) (global or
 //!   layer-uniform) and [`UniformScaling`](prune::UniformScaling), through the same
 //!   driver.
@@ -77,7 +77,7 @@
 //! use energy_prune::arch::zoo;
 //! use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
 //! use energy_prune::network::NetworkState;
-//! use energy_prune::prune::project;
+//! use energy_prune::prune::{Budget, project};
 //!
 //! # fn main() -> energy_prune::Result<()> {
 //! // The hardware model for LeNet-5 on the default 12 x 14 systolic array.
@@ -92,7 +92,7 @@
 //! let dense = model.energy(&state)?.total;
 //!
 //! // Project onto 30 % of the dense energy: the result provably fits.
-//! let out = project(&model, &mut state, 0.3 * dense)?;
+//! let out = project(&mut state, &[Budget::absolute("energy", &model, 0.3 * dense)])?;
 //! let exact = model.energy(&state)?;
 //! assert!(exact.total <= 0.3 * dense);
 //! println!("{exact}"); // per-layer table
@@ -113,7 +113,7 @@ pub mod network;
 pub mod prune;
 pub mod train;
 
-pub use error::{Error, Result};
+pub use error::{Error, Origin, Result};
 
 /// The README's library example, compiled and run as a doc test.
 #[cfg(doctest)]

@@ -3,6 +3,7 @@
 use energy_prune::Error;
 use energy_prune::energy::{SystolicArray, SystolicConfig, WidthCostModel};
 use energy_prune::network::{Network, PruningPlan, Trainable};
+use energy_prune::prune::Budget;
 use energy_prune::prune::{
     AdmmConfig, AdmmTraining, Data, NoObserver, Termination, train_admm, uniform_widths,
 };
@@ -45,7 +46,14 @@ fn admm_meets_the_budget_and_the_plan_compacts() {
         validation: None,
         test: Some(&test),
     };
-    let r = train_admm(&mut n, &model, budget, data, &cfg, &mut NoObserver).unwrap();
+    let r = train_admm(
+        &mut n,
+        vec![Budget::absolute("cost", &model, budget)],
+        data,
+        &cfg,
+        &mut NoObserver,
+    )
+    .unwrap();
     assert!(
         matches!(r.termination, Termination::BudgetMet { .. }),
         "{:?}",
@@ -92,17 +100,16 @@ fn infeasible_budgets_are_errors_and_uniform_widths_are_maximal() {
     };
     let err = train_admm(
         &mut n,
-        &model,
-        0.9 * floor,
+        vec![Budget::absolute("cost", &model, 0.9 * floor)],
         data,
         &AdmmTraining::default(),
         &mut NoObserver,
     )
     .unwrap_err();
     assert!(matches!(err, Error::InfeasibleBudget { .. }), "{err}");
-    assert!(uniform_widths(&arch, &model, 0.9 * floor).is_err());
+    assert!(uniform_widths(&arch, &[Budget::absolute("cost", &model, 0.9 * floor)]).is_err());
     let budget = 0.5 * model.cost(&full(&n)).unwrap();
-    let w = uniform_widths(&arch, &model, budget).unwrap();
+    let w = uniform_widths(&arch, &[Budget::absolute("cost", &model, budget)]).unwrap();
     let cost = |w: &[usize]| {
         model
             .cost(&w.iter().map(|v| *v as f64).collect::<Vec<_>>())

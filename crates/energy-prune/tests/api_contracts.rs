@@ -2,6 +2,7 @@
 //! through references and boxes, default trait methods, per-weight costs, top-k,
 //! and the uniform-scaling solver end to end.
 
+use energy_prune::prune::Budget;
 use std::sync::Arc;
 
 use energy_prune::arch::zoo;
@@ -98,11 +99,27 @@ fn observers_forward_and_default_to_continue() {
     // Through `&mut Counter` (the forwarding impl) and a default-only observer.
     let mut by_ref = &mut c;
     let mut n = net.clone();
-    train_uniform(&mut n, &model, budget, data, 2, &cfg, &mut by_ref).unwrap();
+    train_uniform(
+        &mut n,
+        vec![Budget::absolute("cost", &model, budget)],
+        data,
+        2,
+        &cfg,
+        &mut by_ref,
+    )
+    .unwrap();
     assert_eq!(c.epochs, 2, "one event per epoch, `epochs` in all");
     let mut silent = Silent;
     let mut n = net.clone();
-    train_uniform(&mut n, &model, budget, data, 1, &cfg, &mut silent).unwrap();
+    train_uniform(
+        &mut n,
+        vec![Budget::absolute("cost", &model, budget)],
+        data,
+        1,
+        &cfg,
+        &mut silent,
+    )
+    .unwrap();
 }
 
 fn tiny() -> Cnn {
@@ -127,7 +144,7 @@ fn uniform_scaling_keeps_leading_channels_within_budget() {
     let model = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
     let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
     let budget = 0.4 * model.cost_of_widths(&full).unwrap();
-    let mut u = UniformScaling::new(&arch, &model, budget).unwrap();
+    let mut u = UniformScaling::new(&arch, vec![Budget::absolute("cost", &model, budget)]).unwrap();
     assert_eq!(u.name(), "uniform");
     assert_eq!(u.target(), budget);
     assert!(model.cost_of_widths(u.widths()).unwrap() <= budget);
@@ -152,8 +169,8 @@ fn uniform_scaling_keeps_leading_channels_within_budget() {
     // Another architecture is refused; a budget below the narrowest network too.
     let mut other = Cnn::lenet5(0).unwrap();
     assert!(u.begin(&mut other, &Default::default()).is_err());
-    assert!(UniformScaling::new(&arch, &model, 1e-9).is_err());
-    assert!(UniformScaling::new(&arch, &model, f64::NAN).is_err());
+    assert!(UniformScaling::new(&arch, vec![Budget::absolute("cost", &model, 1e-9)]).is_err());
+    assert!(UniformScaling::new(&arch, vec![Budget::absolute("cost", &model, f64::NAN)]).is_err());
 }
 
 #[test]
@@ -262,18 +279,21 @@ fn projection_errors_leave_the_state_unchanged() {
     let mut s = NetworkState::dense(&arch);
     let before = s.clone();
     for budget in [f64::NAN, f64::INFINITY, -1.0, 0.5 * m.dense_floor()] {
-        assert!(project(&m, &mut s, budget).is_err(), "{budget}");
+        assert!(
+            project(&mut s, &[Budget::absolute("energy", &m, budget)]).is_err(),
+            "{budget}"
+        );
         assert_eq!(s, before);
     }
     // Already within budget: unchanged, and a NaN weight is still reported.
     let dense = m.relaxed_energy_of(&s).unwrap();
-    let out = project(&m, &mut s, dense).unwrap();
+    let out = project(&mut s, &[Budget::absolute("energy", &m, dense)]).unwrap();
     assert_eq!((out.kept, s.clone()), (out.nonzero_before, before.clone()));
     s.weights[1][0] = f32::NAN;
-    assert!(project(&m, &mut s, 2.0 * dense).is_err());
+    assert!(project(&mut s, &[Budget::absolute("energy", &m, 2.0 * dense)]).is_err());
     let mut short = before.clone();
     short.weights[0].pop();
-    assert!(project(&m, &mut short, dense).is_err());
+    assert!(project(&mut short, &[Budget::absolute("energy", &m, dense)]).is_err());
 }
 
 /// The blanket impls for `&N` and `&mut N` forward every method; a network without
@@ -332,7 +352,14 @@ fn solver_events_reach_observers_by_reference() {
         test: Some(&test),
     };
     let mut by_ref = &mut c;
-    train_projected(&mut net, &model, 0.5 * dense, data, &cfg, &mut by_ref).unwrap();
+    train_projected(
+        &mut net,
+        vec![Budget::absolute("energy", &model, 0.5 * dense)],
+        data,
+        &cfg,
+        &mut by_ref,
+    )
+    .unwrap();
     assert!(c.solver >= 1, "projections reported");
     let mut dst = [0.0f32; 2];
     to_canonical(&[1.5f32, -2.0], &mut dst).unwrap();
@@ -387,8 +414,11 @@ fn profiles_oracles_and_solver_defaults() {
         .collect();
     let u = UniformScaling::new(
         net.architecture(),
-        &model,
-        model.cost_of_widths(&full).unwrap(),
+        vec![Budget::absolute(
+            "cost",
+            &model,
+            model.cost_of_widths(&full).unwrap(),
+        )],
     )
     .unwrap();
     assert_eq!(u.unreachable_floor(&net).unwrap(), None);

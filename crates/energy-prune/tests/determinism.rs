@@ -7,6 +7,7 @@ use energy_prune::energy::{
     WeightEnergyModel, WidthCostModel, WidthSampler,
 };
 use energy_prune::network::{Network, NetworkState};
+use energy_prune::prune::Budget;
 use energy_prune::prune::{
     AdmmTraining, Data, MaskRounds, NoObserver, ProjectedTraining, TrainingReport, train_admm,
     train_projected,
@@ -66,7 +67,14 @@ fn projected_training_is_deterministic() {
             validation: Some(&validation),
             test: Some(&test),
         };
-        let r = train_projected(&mut n, &model, budget, data, &cfg, &mut NoObserver).unwrap();
+        let r = train_projected(
+            &mut n,
+            vec![Budget::absolute("energy", &model, budget)],
+            data,
+            &cfg,
+            &mut NoObserver,
+        )
+        .unwrap();
         (trace(&r), NetworkState::from_network(&n).unwrap())
     });
 }
@@ -96,7 +104,14 @@ fn admm_training_is_deterministic() {
             validation: None,
             test: Some(&test),
         };
-        let r = train_admm(&mut n, &model, budget, data, &cfg, &mut NoObserver).unwrap();
+        let r = train_admm(
+            &mut n,
+            vec![Budget::absolute("cost", &model, budget)],
+            data,
+            &cfg,
+            &mut NoObserver,
+        )
+        .unwrap();
         (trace(&r), NetworkState::from_network(&n).unwrap())
     });
 }

@@ -7,6 +7,7 @@ use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::{
     Network, NetworkMut, NetworkState, ParamKind, ParamVisitor, Trainable,
 };
+use energy_prune::prune::{Budget, MagnitudeRule};
 use energy_prune::prune::{
     ConstrainedOptimizer, EpochEvent, MagnitudePruning, NoObserver, Observer, Phase, SolverEvent,
     Termination, TrainingConfig, WeightProjection, WeightProjectionConfig, train_constrained,
@@ -149,7 +150,8 @@ fn a_foreign_network_trains_within_budget_through_the_driver() {
         project_every: 4,
         ..WeightProjectionConfig::default()
     };
-    let mut solver = WeightProjection::new(&model, budget, cfg).unwrap();
+    let mut solver =
+        WeightProjection::new(vec![Budget::absolute("energy", &model, budget)], cfg).unwrap();
     let mut opt = Sgd::new(0.05, 0.9, 0.0).unwrap();
     let data = energy_prune::prune::Data {
         train: &train,
@@ -199,8 +201,11 @@ fn observers_can_stop_or_fail_a_run() {
     let data = energy_prune::prune::Data::train(&train);
     let run = |obs: &mut dyn Observer| {
         let mut net = net0_clone(&net0);
-        let mut solver =
-            WeightProjection::new(&model, budget, WeightProjectionConfig::default()).unwrap();
+        let mut solver = WeightProjection::new(
+            vec![Budget::absolute("energy", &model, budget)],
+            WeightProjectionConfig::default(),
+        )
+        .unwrap();
         let mut opt = Sgd::new(0.05, 0.9, 0.0).unwrap();
         train_constrained(&mut net, &mut opt, &mut solver, data, &config(), obs)
     };
@@ -215,8 +220,11 @@ fn observers_can_stop_or_fail_a_run() {
         ..config()
     };
     let mut net = net0_clone(&net0);
-    let mut solver =
-        WeightProjection::new(&model, budget, WeightProjectionConfig::default()).unwrap();
+    let mut solver = WeightProjection::new(
+        vec![Budget::absolute("energy", &model, budget)],
+        WeightProjectionConfig::default(),
+    )
+    .unwrap();
     let mut opt = Sgd::new(0.05, 0.9, 0.0).unwrap();
     let err = train_constrained(&mut net, &mut opt, &mut solver, data, &bad, &mut NoObserver)
         .unwrap_err();
@@ -247,9 +255,19 @@ fn solvers_chosen_at_run_time_as_trait_objects() {
     let choose = |name: &str| -> Box<dyn ConstrainedOptimizer + '_> {
         match name {
             "projection" => Box::new(
-                WeightProjection::new(&model, budget, WeightProjectionConfig::default()).unwrap(),
+                WeightProjection::new(
+                    vec![Budget::absolute("energy", &model, budget)],
+                    WeightProjectionConfig::default(),
+                )
+                .unwrap(),
             ),
-            "magnitude" => Box::new(MagnitudePruning::new(&model, budget).unwrap()),
+            "magnitude" => Box::new(
+                MagnitudePruning::new(
+                    vec![Budget::absolute("energy", &model, budget)],
+                    MagnitudeRule::Global,
+                )
+                .unwrap(),
+            ),
             other => panic!("no solver {other}"),
         }
     };

@@ -3,6 +3,7 @@
 
 use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::{Network, NetworkState};
+use energy_prune::prune::{Budget, MagnitudeRule};
 use energy_prune::prune::{
     ConstrainedOptimizer, Data, EpochEvent, MagnitudePruning, MaskRounds, ProjectedTraining,
     StepContext, Termination, WeightProjection, WeightProjectionConfig, train_projected,
@@ -62,8 +63,7 @@ fn an_observer_can_stop_a_run_and_mask_rounds_need_validation() {
     }
     let r = train_projected(
         &mut net,
-        &model,
-        0.6 * dense,
+        vec![Budget::absolute("energy", &model, 0.6 * dense)],
         data,
         &cfg,
         &mut StopAfterFirst,
@@ -76,8 +76,7 @@ fn an_observer_can_stop_a_run_and_mask_rounds_need_validation() {
     };
     let e = train_projected(
         &mut net,
-        &model,
-        0.6 * dense,
+        vec![Budget::absolute("energy", &model, 0.6 * dense)],
         data,
         &with_masks,
         &mut energy_prune::prune::NoObserver,
@@ -94,18 +93,32 @@ fn weight_level_solvers_expose_their_state() {
         .relaxed_energy_of(&NetworkState::from_network(&net).unwrap())
         .unwrap();
     let budget = 0.5 * dense;
-    let p = WeightProjection::new(&model, budget, WeightProjectionConfig::default()).unwrap();
+    let p = WeightProjection::new(
+        vec![Budget::absolute("energy", &model, budget)],
+        WeightProjectionConfig::default(),
+    )
+    .unwrap();
     assert_eq!((p.name(), p.target()), ("projection", budget));
     assert_eq!(p.model().architecture(), net.architecture());
     let report = p.energy_report(&net).unwrap();
     assert_eq!(report.layers.len(), net.architecture().layers().len());
-    let mut m = MagnitudePruning::new(&model, budget).unwrap();
+    let mut m = MagnitudePruning::new(
+        vec![Budget::absolute("energy", &model, budget)],
+        MagnitudeRule::Global,
+    )
+    .unwrap();
     assert_eq!((m.name(), m.target()), ("magnitude", budget));
     m.begin(&mut net, &Default::default()).unwrap();
     let held = m.step(&mut net, &StepContext::new(1, 1)).unwrap();
     assert!(!held.acted && held.frozen);
     assert!(m.status(&net).unwrap().cost <= budget);
-    assert!(MagnitudePruning::new(&model, f64::NAN).is_err());
+    assert!(
+        MagnitudePruning::new(
+            vec![Budget::absolute("energy", &model, f64::NAN)],
+            MagnitudeRule::Global
+        )
+        .is_err()
+    );
 }
 
 #[test]

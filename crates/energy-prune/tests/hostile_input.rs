@@ -9,6 +9,7 @@ use energy_prune::energy::{
 };
 use energy_prune::network::NetworkState;
 use energy_prune::prune::{Admm, AdmmConfig, magnitude_prune};
+use energy_prune::prune::{Budget, MagnitudeRule};
 use energy_prune_nn::Cnn;
 
 fn lenet_model() -> SystolicArray {
@@ -38,7 +39,12 @@ fn magnitude_prune_rejects_a_nan_budget_and_keeps_the_state() {
     let mut s = NetworkState::dense(&m.architecture().clone());
     let before = s.clone();
     for budget in [f64::NAN, f64::INFINITY] {
-        let e = magnitude_prune(&m, &mut s, budget).unwrap_err();
+        let e = magnitude_prune(
+            &mut s,
+            &[Budget::absolute("energy", &m, budget)],
+            MagnitudeRule::Global,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("budget"), "{e}");
         assert_eq!(s, before);
     }
@@ -52,7 +58,7 @@ fn admm_rejects_non_finite_weights_and_unknown_frozen_widths() {
         frozen: vec![n + 90],
         ..AdmmConfig::default()
     };
-    let e = Admm::new(&arch, &m_width(&arch), 1e6, cfg).unwrap_err();
+    let e = Admm::new(&arch, &[Budget::absolute("cost", m_width(&arch), 1e6)], cfg).unwrap_err();
     assert!(
         matches!(
             e,
@@ -64,12 +70,13 @@ fn admm_rejects_non_finite_weights_and_unknown_frozen_widths() {
         "{e}"
     );
     let model = m_width(&arch);
-    let mut admm = Admm::new(&arch, &model, 0.5 * full_cost(&arch), AdmmConfig::default()).unwrap();
+    let one = [Budget::absolute("cost", &model, 0.5 * full_cost(&arch))];
+    let mut admm = Admm::new(&arch, &one, AdmmConfig::default()).unwrap();
     let mut w = NetworkState::dense(&arch).weights;
     w[2][0] = f32::NAN;
     let before = w.clone();
     let pre: Vec<Vec<f32>> = w.iter().map(|l| vec![1.0; l.len()]).collect();
-    let e = admm.step(&mut w, &pre, 1e-3, &model).unwrap_err();
+    let e = admm.step(&mut w, &pre, 1e-3, &one).unwrap_err();
     assert!(matches!(e, Error::NonFinite { .. }), "{e}");
     assert_eq!(format!("{w:?}"), format!("{before:?}"), "weights unchanged");
 }

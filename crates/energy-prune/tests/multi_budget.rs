@@ -4,7 +4,10 @@
 //! multi-dimensional knapsack (by enumeration).
 
 use energy_prune::energy::LayerCost;
-use energy_prune::prune::{KnapsackBudget, ProjectionWorkspace, greedy_knapsack, project_multi};
+use energy_prune::prune::Budget;
+use energy_prune::prune::{
+    KnapsackConstraint, ProjectionWorkspace, greedy_knapsack, multi_knapsack,
+};
 use proptest::prelude::*;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -40,7 +43,7 @@ fn used(orig: &[Vec<f32>], kept: &[Vec<f32>], costs: &[LayerCost]) -> f64 {
     total
 }
 
-fn instance(rng: &mut StdRng, layers: usize, n: usize) -> (Vec<Vec<f32>>, Vec<KnapsackBudget>) {
+fn instance(rng: &mut StdRng, layers: usize, n: usize) -> (Vec<Vec<f32>>, Vec<KnapsackConstraint>) {
     let w: Vec<Vec<f32>> = (0..layers)
         .map(|_| {
             (0..n)
@@ -69,19 +72,19 @@ fn instance(rng: &mut StdRng, layers: usize, n: usize) -> (Vec<Vec<f32>>, Vec<Kn
         .collect();
     let dense = |c: &[LayerCost]| used(&w, &w, c);
     let mut budgets = vec![
-        KnapsackBudget {
+        KnapsackConstraint {
             name: "energy".into(),
             capacity: dense(&energy) * rng.random_range(0.1..0.9),
             costs: energy,
         },
-        KnapsackBudget {
+        KnapsackConstraint {
             name: "parameters".into(),
             capacity: dense(&params) * rng.random_range(0.1..0.9),
             costs: params,
         },
     ];
     if rng.random_bool(0.5) {
-        budgets.push(KnapsackBudget {
+        budgets.push(KnapsackConstraint {
             name: "macs".into(),
             capacity: dense(&macs) * rng.random_range(0.1..0.9),
             costs: macs,
@@ -98,7 +101,7 @@ fn every_budget_holds_on_random_instances() {
         let (layers, n) = (rng.random_range(1..4), rng.random_range(1..60));
         let (w, budgets) = instance(&mut rng, layers, n);
         let mut p = w.clone();
-        let sel = project_multi(&mut p, &budgets, &mut ws).unwrap();
+        let sel = multi_knapsack(&mut p, &budgets, &mut ws).unwrap();
         for (k, b) in budgets.iter().enumerate() {
             let u = used(&w, &p, &b.costs);
             assert!(
@@ -118,7 +121,7 @@ fn every_budget_holds_on_random_instances() {
         }
         // Projecting the result again changes nothing.
         let mut again = p.clone();
-        project_multi(&mut again, &budgets, &mut ws).unwrap();
+        multi_knapsack(&mut again, &budgets, &mut ws).unwrap();
         assert_eq!(again, p, "case {case}: a state that fits is unchanged");
     }
 }
@@ -132,14 +135,14 @@ fn one_budget_is_the_single_budget_projection() {
         let (w, budgets) = instance(&mut rng, layers, n);
         let one = &budgets[..1];
         let (mut a, mut b) = (w.clone(), w.clone());
-        project_multi(&mut a, one, &mut ws).unwrap();
+        multi_knapsack(&mut a, one, &mut ws).unwrap();
         greedy_knapsack(&mut b, &one[0].costs, one[0].capacity, &mut ws).unwrap();
         assert_eq!(a, b);
     }
 }
 
 /// Exact optimum of the multi-dimensional knapsack with flat costs, by enumeration.
-fn optimum(w: &[Vec<f32>], budgets: &[KnapsackBudget]) -> f64 {
+fn optimum(w: &[Vec<f32>], budgets: &[KnapsackConstraint]) -> f64 {
     let items: Vec<(f64, Vec<f64>)> = w
         .iter()
         .enumerate()
@@ -182,7 +185,7 @@ fn kept_value_against_the_exact_optimum() {
         }
         let opt = optimum(&w, &budgets);
         let mut p = w.clone();
-        let sel = project_multi(&mut p, &budgets, &mut ws).unwrap();
+        let sel = multi_knapsack(&mut p, &budgets, &mut ws).unwrap();
         if opt > 0.0 {
             let r = sel.kept_value / opt;
             assert!(r <= 1.0 + 1e-9);
@@ -207,7 +210,7 @@ proptest! {
         budgets[0].capacity *= fa;
         budgets[1].capacity *= fb;
         let mut p = w.clone();
-        project_multi(&mut p, &budgets, &mut ProjectionWorkspace::new()).unwrap();
+        multi_knapsack(&mut p, &budgets, &mut ProjectionWorkspace::new()).unwrap();
         for b in &budgets {
             prop_assert!(used(&w, &p, &b.costs) <= b.capacity * (1.0 + 1e-12));
         }
@@ -219,9 +222,9 @@ fn bad_budget_sets_are_errors_naming_the_problem() {
     let mut w = vec![vec![1.0f32, -2.0, 0.5]];
     let before = w.clone();
     let mut ws = ProjectionWorkspace::new();
-    let e = project_multi(&mut w, &[], &mut ws).unwrap_err();
+    let e = multi_knapsack(&mut w, &[], &mut ws).unwrap_err();
     assert!(e.to_string().contains("at least one budget"), "{e}");
-    let b = |name: &str, capacity: f64, surcharge: f64| KnapsackBudget {
+    let b = |name: &str, capacity: f64, surcharge: f64| KnapsackConstraint {
         name: name.into(),
         costs: vec![LayerCost {
             base: 1.0,
@@ -230,14 +233,14 @@ fn bad_budget_sets_are_errors_naming_the_problem() {
         }],
         capacity,
     };
-    let e = project_multi(
+    let e = multi_knapsack(
         &mut w,
         &[b("energy", 1.0, 0.0), b("size", -1.0, 0.0)],
         &mut ws,
     )
     .unwrap_err();
     assert!(e.to_string().contains("budget `size`"), "{e}");
-    let e = project_multi(
+    let e = multi_knapsack(
         &mut w,
         &[b("energy", 1.0, 2.0), b("latency", 1.0, 1.0)],
         &mut ws,
@@ -246,7 +249,7 @@ fn bad_budget_sets_are_errors_naming_the_problem() {
     assert!(e.to_string().contains("`energy` and `latency`"), "{e}");
     assert_eq!(w, before, "unchanged on error");
     // A zero capacity admits only the empty selection.
-    let sel = project_multi(
+    let sel = multi_knapsack(
         &mut w,
         &[b("energy", 5.0, 0.0), b("size", 0.0, 0.0)],
         &mut ws,
@@ -279,11 +282,12 @@ fn lenet5_energy_and_parameters_at_once() {
     let mut binds = [false, false];
     for (fe, fp) in [(0.25, 0.03), (0.25, 0.2), (0.5, 0.03)] {
         let budgets = [
-            KnapsackBudget::fraction_of_dense("energy", &energy, fe).unwrap(),
-            KnapsackBudget::fraction_of_dense("parameters", &params, fp).unwrap(),
+            KnapsackConstraint::fraction_of_dense("energy", &energy, fe).unwrap(),
+            KnapsackConstraint::fraction_of_dense("parameters", &params, fp).unwrap(),
         ];
         let mut s = state.clone();
-        let sel = project_multi(&mut s.weights, &budgets, &mut ProjectionWorkspace::new()).unwrap();
+        let sel =
+            multi_knapsack(&mut s.weights, &budgets, &mut ProjectionWorkspace::new()).unwrap();
         let e = energy.energy_total(&s).unwrap();
         let p = params.energy_total(&s).unwrap();
         assert!(e <= fe * e_dense, "energy {} > {fe}", e / e_dense);
@@ -296,12 +300,12 @@ fn lenet5_energy_and_parameters_at_once() {
         binds[1] |= sel.binding[1];
     }
     assert_eq!(binds, [true, true], "each budget binds for some pair");
-    let e = KnapsackBudget::fraction_of_dense("energy", &energy, 0.1).unwrap_err();
+    let e = KnapsackConstraint::fraction_of_dense("energy", &energy, 0.1).unwrap_err();
     assert!(
         matches!(e, energy_prune::Error::InfeasibleBudget { .. }),
         "{e}"
     );
-    assert!(KnapsackBudget::fraction_of_dense("energy", &energy, 1.5).is_err());
+    assert!(KnapsackConstraint::fraction_of_dense("energy", &energy, 1.5).is_err());
 }
 
 use energy_prune_testing::data as common;
@@ -312,20 +316,12 @@ fn energy_and_parameters(
     e_budget: f64,
     params: energy_prune::energy::CountingModel,
     p_budget: f64,
-) -> energy_prune::prune::MultiBudgetProjection {
-    use energy_prune::prune::{ModelBudget, MultiBudgetProjection, WeightProjectionConfig};
-    MultiBudgetProjection::new(
+) -> energy_prune::prune::WeightProjection<Box<dyn energy_prune::energy::WeightEnergyModel>> {
+    use energy_prune::prune::{WeightProjection, WeightProjectionConfig};
+    WeightProjection::new(
         vec![
-            ModelBudget {
-                name: "energy".into(),
-                model: Box::new(energy),
-                budget: e_budget,
-            },
-            ModelBudget {
-                name: "parameters".into(),
-                model: Box::new(params),
-                budget: p_budget,
-            },
+            Budget::absolute("energy", Box::new(energy) as Box<_>, e_budget),
+            Budget::absolute("parameters", Box::new(params) as Box<_>, p_budget),
         ],
         WeightProjectionConfig {
             project_every: 5,
@@ -387,7 +383,7 @@ fn training_under_two_budgets_meets_both() {
         "{seen:?}"
     );
     assert_eq!(r.status.budgets.len(), 2);
-    let all = solver.budget_status(&net).unwrap();
+    let all = solver.status(&net).unwrap().budgets;
     assert!(all.iter().all(|b| b.met), "{all:?}");
     assert!(all.iter().any(|b| b.binding), "{all:?}");
     assert!(r.status.met);
@@ -441,7 +437,9 @@ fn input_mask_rounds_under_two_budgets() {
     };
     let mut opt = Sgd::new(0.05, 0.9, 0.0).unwrap();
     let r = train_constrained(&mut net, &mut opt, &mut solver, data, &cfg, &mut NoObserver);
-    let all = solver.budget_status(&net).unwrap();
+    let all = energy_prune::prune::ConstrainedOptimizer::status(&solver, &net)
+        .unwrap()
+        .budgets;
     let state = NetworkState::from_network(&net).unwrap();
     let e = energy.energy_total(&state).unwrap();
     let r = r.unwrap();
@@ -461,8 +459,7 @@ fn admm_under_two_width_budgets_meets_both() {
     };
     use energy_prune::network::{Network, PruningPlan};
     use energy_prune::prune::{
-        AdmmConfig, AdmmPruning, AdmmTraining, Data, OnEpoch, SolverEvent, WidthBudget,
-        train_admm_budgets,
+        AdmmConfig, AdmmPruning, AdmmTraining, Data, Limit, OnEpoch, SolverEvent, train_admm,
     };
     use energy_prune::train::Control;
     let (train, test) = (common::synthetic(512, 1), common::synthetic(256, 2));
@@ -475,18 +472,14 @@ fn admm_under_two_width_budgets_meets_both() {
         energy.cost_of_widths(&full).unwrap(),
         params.cost_of_widths(&full).unwrap(),
     );
-    let budgets = || -> Vec<WidthBudget> {
+    let budgets = || -> Vec<Budget<Box<dyn WidthCostModel>>> {
         vec![
-            WidthBudget {
-                name: "energy".into(),
-                model: Box::new(energy.clone()),
-                budget: 0.6 * e_dense,
-            },
-            WidthBudget {
-                name: "parameters".into(),
-                model: Box::new(params.clone()),
-                budget: 0.3 * p_dense,
-            },
+            Budget::absolute("energy", Box::new(energy.clone()) as Box<_>, 0.6 * e_dense),
+            Budget::absolute(
+                "parameters",
+                Box::new(params.clone()) as Box<_>,
+                0.3 * p_dense,
+            ),
         ]
     };
     let cfg = AdmmTraining {
@@ -515,7 +508,7 @@ fn admm_under_two_width_budgets_meets_both() {
                 .collect::<Vec<_>>(),
         );
     });
-    let r = train_admm_budgets(&mut net, budgets(), data, &cfg, &mut obs).unwrap();
+    let r = train_admm(&mut net, budgets(), data, &cfg, &mut obs).unwrap();
     assert!(r.status.met, "{:?}", r.status);
     assert!(
         names.iter().all(|n| n == &["energy", "parameters"]),
@@ -533,7 +526,7 @@ fn admm_under_two_width_budgets_meets_both() {
     assert_eq!(r.status.budgets.len(), 2);
     assert!(r.status.budgets.iter().all(|b| b.met));
     // Events of the ADMM phase carry both budgets' costs and duals.
-    let mut solver = AdmmPruning::with_budgets(&arch, budgets(), cfg.admm.clone()).unwrap();
+    let mut solver = AdmmPruning::new(&arch, budgets(), cfg.admm.clone()).unwrap();
     let mut net2 = common::small_cnn(8, 24, 3);
     struct Events(usize);
     impl energy_prune::prune::Observer for Events {
@@ -561,19 +554,135 @@ fn admm_under_two_width_budgets_meets_both() {
     assert!(obs.0 > 0);
     // Errors: a budget below what the narrowest widths cost, and duplicate names.
     let mut low = budgets();
-    low[1].budget = 1.0;
+    low[1].limit = Limit::Absolute(1.0);
     assert!(matches!(
-        AdmmPruning::with_budgets(&arch, low, AdmmConfig::default()),
+        AdmmPruning::new(&arch, low, AdmmConfig::default()),
         Err(energy_prune::Error::InfeasibleBudget { .. })
     ));
     let mut same = budgets();
     same[1].name = "energy".into();
-    assert!(AdmmPruning::with_budgets(&arch, same, AdmmConfig::default()).is_err());
+    assert!(AdmmPruning::new(&arch, same, AdmmConfig::default()).is_err());
     // Budgets as fractions of dense.
-    let b = WidthBudget::fraction_of_dense("parameters", params.clone(), &arch, 0.3).unwrap();
-    assert_eq!(b.budget, 0.3 * p_dense);
-    assert!(WidthBudget::fraction_of_dense("p", params.clone(), &arch, 0.0).is_err());
-    assert!(WidthBudget::fraction_of_dense("p", params.clone(), &arch, f64::NAN).is_err());
+    let b = Budget::fraction("parameters", params.clone(), 0.3);
+    assert_eq!(b.width_limit(&arch).unwrap(), 0.3 * p_dense);
+    assert!(
+        Budget::fraction("p", params.clone(), 0.0)
+            .width_limit(&arch)
+            .is_err()
+    );
+    assert!(
+        Budget::fraction("p", params.clone(), f64::NAN)
+            .width_limit(&arch)
+            .is_err()
+    );
     let other = energy_prune::arch::zoo::lenet5().unwrap();
-    assert!(WidthBudget::fraction_of_dense("p", params, &other, 0.5).is_err());
+    assert!(
+        Budget::fraction("p", params, 0.5)
+            .width_limit(&other)
+            .is_err()
+    );
+}
+
+/// `project` with several budgets: a state that already meets every budget is
+/// returned unchanged (also with unit energies scaled far from 1, where rounding
+/// of the knapsack's cost accounting and the model's own sum differ), a state over
+/// budget ends within every budget on the models' own relaxed cost, and the outcome
+/// lists every budget.
+#[test]
+fn project_onto_several_budgets_keeps_states_that_fit() {
+    use energy_prune::arch::zoo;
+    use energy_prune::energy::{
+        Count, CountingModel, SystolicArray, SystolicConfig, WeightEnergyModel,
+    };
+    use energy_prune::network::NetworkState;
+    use energy_prune::prune::project;
+    let arch = zoo::lenet5().unwrap();
+    for scale in [1.0, 123.456, 1e-13] {
+        let d = SystolicConfig::default();
+        let cfg = SystolicConfig {
+            e_mac: d.e_mac * scale,
+            e_dram: d.e_dram * scale,
+            e_buf: d.e_buf * scale,
+            e_rf: d.e_rf * scale,
+            ..d
+        };
+        let energy = SystolicArray::new(&arch, cfg).unwrap();
+        let params = CountingModel::new(&arch, Count::Parameters).unwrap();
+        for seed in 0..5 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut state = NetworkState::dense(&arch);
+            for w in &mut state.weights {
+                w.iter_mut().for_each(|v| {
+                    *v = if rng.random_range(0.0..1.0) < 0.3 {
+                        rng.random_range(-1.0f32..1.0)
+                    } else {
+                        0.0
+                    }
+                });
+            }
+            let own: Vec<Budget<&dyn WeightEnergyModel>> = vec![
+                Budget::absolute("energy", &energy, energy.relaxed_energy_of(&state).unwrap()),
+                Budget::absolute(
+                    "parameters",
+                    &params,
+                    params.relaxed_energy_of(&state).unwrap(),
+                ),
+            ];
+            let mut same = state.clone();
+            let out = project(&mut same, &own).unwrap();
+            assert_eq!(
+                same, state,
+                "scale {scale} seed {seed}: a state that fits is kept"
+            );
+            assert_eq!(out.kept, out.nonzero_before);
+            assert_eq!(out.budgets.len(), 2);
+            let tight: Vec<Budget<&dyn WeightEnergyModel>> = vec![
+                Budget::fraction("energy", &energy, 0.3),
+                Budget::fraction("parameters", &params, 0.05),
+            ];
+            let mut s = state.clone();
+            let out = project(&mut s, &tight).unwrap();
+            for (b, st) in tight.iter().zip(&out.budgets) {
+                let cost = b.model.relaxed_energy_of(&s).unwrap();
+                assert_eq!(st.name, b.name);
+                assert!(cost <= b.weight_limit().unwrap(), "{}: {cost}", b.name);
+                assert!(st.met);
+            }
+        }
+    }
+}
+
+/// One budget through `project` is exactly the single-budget projection, whether
+/// the limit is given absolute or as a fraction of the dense energy.
+#[test]
+fn project_with_one_budget_is_the_single_budget_projection() {
+    use energy_prune::arch::zoo;
+    use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
+    use energy_prune::network::NetworkState;
+    use energy_prune::prune::project;
+    let arch = zoo::lenet5().unwrap();
+    let hw = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut state = NetworkState::dense(&arch);
+    for w in &mut state.weights {
+        w.iter_mut()
+            .for_each(|v| *v = rng.random_range(-1.0f32..1.0));
+    }
+    let dense = hw.energy_total(&NetworkState::dense(&arch)).unwrap();
+    let (mut a, mut b) = (state.clone(), state.clone());
+    let oa = project(&mut a, &[Budget::absolute("energy", &hw, 0.3 * dense)]).unwrap();
+    let ob = project(&mut b, &[Budget::fraction("energy", &hw, 0.3)]).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(oa, ob);
+    let costs = hw.knapsack_costs();
+    let mut c = state.clone();
+    let sel = greedy_knapsack(
+        &mut c.weights,
+        &costs,
+        0.3 * dense - oa.constant,
+        &mut ProjectionWorkspace::new(),
+    )
+    .unwrap();
+    assert_eq!(c, a, "the same selection as the greedy knapsack");
+    assert_eq!(sel.kept, oa.kept);
 }

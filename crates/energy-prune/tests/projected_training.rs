@@ -2,6 +2,7 @@
 //! exact model), bad inputs are errors, input-mask rounds leave 0/1 masks.
 
 use energy_prune::Error;
+use energy_prune::prune::Budget;
 
 use common::synthetic;
 use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
@@ -9,7 +10,7 @@ use energy_prune::network::Network;
 use energy_prune::network::NetworkState;
 use energy_prune::prune::{
     Data, MagnitudeRule, MaskRounds, NoObserver, OnEpoch, ProjectedTraining, magnitude_prune,
-    magnitude_prune_by, train_magnitude, train_magnitude_by, train_projected,
+    train_magnitude, train_projected,
 };
 use energy_prune_nn::Cnn;
 use energy_prune_testing::data as common;
@@ -46,7 +47,14 @@ fn projected_training_meets_the_budget_and_learns() {
         validation: None,
         test: Some(&test),
     };
-    let r = train_projected(&mut n, &model, budget, data, &cfg(), &mut obs).unwrap();
+    let r = train_projected(
+        &mut n,
+        vec![Budget::absolute("energy", &model, budget)],
+        data,
+        &cfg(),
+        &mut obs,
+    )
+    .unwrap();
     assert!(
         r.budget_met() && r.status.cost <= budget,
         "{} > {budget}",
@@ -73,7 +81,15 @@ fn projected_training_meets_the_budget_and_learns() {
         validation: None,
         test: Some(&test),
     };
-    let rm = train_magnitude(&mut m, &model, budget, data, &cfg(), &mut NoObserver).unwrap();
+    let rm = train_magnitude(
+        &mut m,
+        vec![Budget::absolute("energy", &model, budget)],
+        MagnitudeRule::Global,
+        data,
+        &cfg(),
+        &mut NoObserver,
+    )
+    .unwrap();
     assert!(rm.budget_met() && rm.status.cost <= budget);
 }
 
@@ -85,7 +101,13 @@ fn magnitude_prune_keeps_the_most_weights_that_fit() {
     let full = model.energy(&dense).unwrap().total;
     let budget = model.dense_floor() + 0.4 * (full - model.dense_floor());
     let mut s = dense.clone();
-    let r = magnitude_prune(&model, &mut s, budget).unwrap();
+    let r = magnitude_prune(
+        &mut s,
+        &[Budget::absolute("energy", &model, budget)],
+        MagnitudeRule::Global,
+    )
+    .unwrap()
+    .remove(0);
     assert!(r.total <= budget);
     // Restoring the largest pruned weight would exceed the budget.
     let (mut best, mut at) = (0.0f32, (0, 0));
@@ -101,7 +123,15 @@ fn magnitude_prune_keeps_the_most_weights_that_fit() {
     assert!(model.energy(&s).unwrap().total > budget);
     let mut s = dense.clone();
     assert!(matches!(
-        magnitude_prune(&model, &mut s, 0.5 * model.dense_floor()),
+        magnitude_prune(
+            &mut s,
+            &[Budget::absolute(
+                "energy",
+                &model,
+                0.5 * model.dense_floor()
+            )],
+            MagnitudeRule::Global
+        ),
         Err(Error::InfeasibleBudget { .. })
     ));
 }
@@ -130,7 +160,13 @@ fn layer_uniform_magnitude_keeps_the_same_fraction_of_every_layer() {
     for share in [0.15, 0.4, 0.8] {
         let budget = model.dense_floor() + share * (full - model.dense_floor());
         let mut s = dense.clone();
-        let r = magnitude_prune_by(&model, &mut s, budget, MagnitudeRule::LayerUniform).unwrap();
+        let r = magnitude_prune(
+            &mut s,
+            &[Budget::absolute("energy", &model, budget)],
+            MagnitudeRule::LayerUniform,
+        )
+        .unwrap()
+        .remove(0);
         assert!(r.total <= budget);
         assert_eq!(r.total, model.energy(&s).unwrap().total);
         let fractions: Vec<f64> = s
@@ -170,10 +206,13 @@ fn layer_uniform_magnitude_keeps_the_same_fraction_of_every_layer() {
     // Below the all-zero energy: an error, and the state is unchanged.
     let mut s = dense.clone();
     assert!(matches!(
-        magnitude_prune_by(
-            &model,
+        magnitude_prune(
             &mut s,
-            0.5 * model.dense_floor(),
+            &[Budget::absolute(
+                "energy",
+                &model,
+                0.5 * model.dense_floor()
+            )],
             MagnitudeRule::LayerUniform
         ),
         Err(Error::InfeasibleBudget { .. })
@@ -182,8 +221,18 @@ fn layer_uniform_magnitude_keeps_the_same_fraction_of_every_layer() {
     // Global is the default rule and the one of magnitude_prune.
     let budget = model.dense_floor() + 0.3 * (full - model.dense_floor());
     let (mut a, mut b) = (dense.clone(), dense.clone());
-    magnitude_prune(&model, &mut a, budget).unwrap();
-    magnitude_prune_by(&model, &mut b, budget, MagnitudeRule::default()).unwrap();
+    magnitude_prune(
+        &mut a,
+        &[Budget::absolute("energy", &model, budget)],
+        MagnitudeRule::Global,
+    )
+    .unwrap();
+    magnitude_prune(
+        &mut b,
+        &[Budget::absolute("energy", &model, budget)],
+        MagnitudeRule::default(),
+    )
+    .unwrap();
     assert_eq!(a, b);
 }
 
@@ -202,10 +251,9 @@ fn layer_uniform_baseline_trains_within_the_budget() {
         validation: None,
         test: Some(&test),
     };
-    let r = train_magnitude_by(
+    let r = train_magnitude(
         &mut n,
-        &model,
-        budget,
+        vec![Budget::absolute("energy", &model, budget)],
         MagnitudeRule::LayerUniform,
         data,
         &cfg(),
@@ -233,8 +281,11 @@ fn bad_budgets_and_configs_are_errors() {
     };
     let err = train_projected(
         &mut n,
-        &model,
-        0.5 * model.dense_floor(),
+        vec![Budget::absolute(
+            "energy",
+            &model,
+            0.5 * model.dense_floor(),
+        )],
         data,
         &cfg(),
         &mut NoObserver,
@@ -248,8 +299,11 @@ fn bad_budgets_and_configs_are_errors() {
     assert!(
         train_projected(
             &mut n,
-            &model,
-            2.0 * model.dense_floor(),
+            vec![Budget::absolute(
+                "energy",
+                &model,
+                2.0 * model.dense_floor()
+            )],
             data,
             &bad,
             &mut NoObserver
@@ -262,15 +316,27 @@ fn bad_budgets_and_configs_are_errors() {
     };
     let err = train_projected(
         &mut n,
-        &model,
-        2.0 * model.dense_floor(),
+        vec![Budget::absolute(
+            "energy",
+            &model,
+            2.0 * model.dense_floor(),
+        )],
         data,
         &masks,
         &mut NoObserver,
     )
     .unwrap_err();
     assert!(err.to_string().contains("validation"), "{err}");
-    assert!(train_projected(&mut n, &model, f64::NAN, data, &cfg(), &mut NoObserver).is_err());
+    assert!(
+        train_projected(
+            &mut n,
+            vec![Budget::absolute("energy", &model, f64::NAN)],
+            data,
+            &cfg(),
+            &mut NoObserver
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -298,7 +364,14 @@ fn input_mask_rounds_leave_binary_masks_within_budget() {
         validation: Some(&val),
         test: Some(&val),
     };
-    let r = train_projected(&mut n, &model, budget, data, &c, &mut NoObserver).unwrap();
+    let r = train_projected(
+        &mut n,
+        vec![Budget::absolute("energy", &model, budget)],
+        data,
+        &c,
+        &mut NoObserver,
+    )
+    .unwrap();
     assert!(r.budget_met() && r.status.cost <= budget);
     for l in 0..2 {
         let m = n.input_mask(l).unwrap();
@@ -339,7 +412,14 @@ fn input_masks_reach_budgets_below_the_unmasked_floor() {
         validation: Some(&val),
         test: None,
     };
-    let r = train_projected(&mut n, &model, budget, data, &c, &mut NoObserver).unwrap();
+    let r = train_projected(
+        &mut n,
+        vec![Budget::absolute("energy", &model, budget)],
+        data,
+        &c,
+        &mut NoObserver,
+    )
+    .unwrap();
     assert!(
         r.budget_met() && r.status.cost <= budget,
         "{} > {budget}",
@@ -352,7 +432,13 @@ fn input_masks_reach_budgets_below_the_unmasked_floor() {
         validation: None,
         test: None,
     };
-    let err =
-        train_projected(&mut plain, &model, budget, data, &cfg(), &mut NoObserver).unwrap_err();
+    let err = train_projected(
+        &mut plain,
+        vec![Budget::absolute("energy", &model, budget)],
+        data,
+        &cfg(),
+        &mut NoObserver,
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::InfeasibleBudget { .. }));
 }

@@ -7,6 +7,7 @@
 use energy_prune::arch::zoo;
 use energy_prune::energy::{LayerCost, SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::NetworkState;
+use energy_prune::prune::Budget;
 use energy_prune::prune::{ProjectionWorkspace, greedy_knapsack, project};
 use energy_prune_testing::project_sorted;
 use proptest::prelude::*;
@@ -287,7 +288,7 @@ fn systolic_projection_is_identity_on_feasible_states_and_idempotent() {
         }
         let own = model.relaxed_energy_of(&s).unwrap();
         let mut same = s.clone();
-        project(&model, &mut same, own).unwrap();
+        project(&mut same, &[Budget::absolute("energy", &model, own)]).unwrap();
         assert_eq!(
             same, s,
             "case {case}: a state at its own energy must not change"
@@ -295,12 +296,12 @@ fn systolic_projection_is_identity_on_feasible_states_and_idempotent() {
         for fraction in [0.3, 0.7, 0.95] {
             let budget = model.dense_floor().max(own * fraction);
             let mut p = s.clone();
-            let out = project(&model, &mut p, budget).unwrap();
+            let out = project(&mut p, &[Budget::absolute("energy", &model, budget)]).unwrap();
             assert!(out.relaxed_energy <= budget);
             assert!(model.relaxed_energy_of(&p).unwrap() <= budget);
             assert!(model.energy(&p).unwrap().total <= budget);
             let mut again = p.clone();
-            project(&model, &mut again, budget).unwrap();
+            project(&mut again, &[Budget::absolute("energy", &model, budget)]).unwrap();
             assert_eq!(again, p, "case {case}: projecting twice equals once");
         }
     }

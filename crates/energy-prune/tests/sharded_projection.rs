@@ -4,7 +4,9 @@
 #![cfg(feature = "serde")]
 
 use energy_prune::energy::LayerCost;
-use energy_prune::prune::projection::sharded::{Reply, Request, Shard, answer, coordinate};
+use energy_prune::prune::projection::sharded::{
+    PROTOCOL_VERSION, Reply, ReplyMessage, Request, RequestMessage, Shard, answer, coordinate,
+};
 use energy_prune::prune::{
     ProjectionWorkspace, ShardedProblem, WEIGHTS_PER_THREAD, greedy_knapsack,
 };
@@ -74,13 +76,17 @@ fn over_the_wire(w: &mut [Vec<f32>], costs: &[LayerCost], capacity: f64, parts: 
     };
     let mut shards = Shard::split(w, parts);
     let out = coordinate(&problem, |req| {
-        let req: Request = serde_json::from_str(&serde_json::to_string(req).unwrap()).unwrap();
+        let req: RequestMessage =
+            serde_json::from_str(&serde_json::to_string(req).unwrap()).unwrap();
         shards
             .iter_mut()
             .enumerate()
             .map(|(i, s)| {
                 let r = answer(&problem, i, s, &req)?;
-                Ok(serde_json::from_str::<Reply>(&serde_json::to_string(&r).unwrap()).unwrap())
+                Ok(
+                    serde_json::from_str::<ReplyMessage>(&serde_json::to_string(&r).unwrap())
+                        .unwrap(),
+                )
             })
             .collect()
     })
@@ -271,11 +277,11 @@ fn malformed_messages_are_errors() {
             let mut replies: Vec<Reply> = shards
                 .iter_mut()
                 .enumerate()
-                .map(|(i, s)| answer(&problem, i, s, req))
+                .map(|(i, s)| answer(&problem, i, s, req).map(|m| m.reply))
                 .collect::<energy_prune::Result<_>>()?;
             tamper(round, &mut replies);
             round += 1;
-            Ok(replies)
+            Ok(replies.into_iter().map(ReplyMessage::new).collect())
         })
     };
     assert!(run(&|_, _| {}).is_ok());
@@ -383,7 +389,7 @@ fn malformed_messages_are_errors() {
             },
         )],
     };
-    let e = answer(&problem, 0, &mut shards[0], &bad_step).unwrap_err();
+    let e = answer(&problem, 0, &mut shards[0], &RequestMessage::new(bad_step)).unwrap_err();
     assert!(e.to_string().contains("radix step"), "{e}");
     let bad_layer = Request::Magnitudes {
         layers: vec![(
@@ -395,7 +401,7 @@ fn malformed_messages_are_errors() {
             },
         )],
     };
-    assert!(answer(&problem, 0, &mut shards[0], &bad_layer).is_err());
+    assert!(answer(&problem, 0, &mut shards[0], &RequestMessage::new(bad_layer)).is_err());
     let bad_ctx = Request::Ties {
         ctx: energy_prune::prune::projection::sharded::KeyContext {
             logarithmic: false,
@@ -404,13 +410,38 @@ fn malformed_messages_are_errors() {
         },
         cut: 0,
     };
-    let e = answer(&problem, 0, &mut shards[0], &bad_ctx).unwrap_err();
+    let e = answer(&problem, 0, &mut shards[0], &RequestMessage::new(bad_ctx)).unwrap_err();
     assert!(e.to_string().contains("key context"), "{e}");
     let mut buf = vec![0.0f32; 10];
     assert!(
         Shard::from_range(&problem, 10, &mut buf).is_err(),
         "past the last weight"
     );
+    // Messages of another protocol version are refused on both sides, before any
+    // weight changes.
+    let mut old = RequestMessage::new(Request::Stats);
+    old.version = PROTOCOL_VERSION + 1;
+    let e = answer(&problem, 0, &mut shards[0], &old).unwrap_err();
+    assert!(
+        matches!(e, energy_prune::Error::Protocol { .. }) && e.to_string().contains("version"),
+        "{e}"
+    );
+    let mut w = fresh();
+    let mut shards = Shard::split(&mut w, 2);
+    let e = coordinate(&problem, |req| {
+        shards
+            .iter_mut()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut r = answer(&problem, i, s, req)?;
+                r.version = 1;
+                Ok(r)
+            })
+            .collect()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("protocol version 1"), "{e}");
+    assert_eq!(w, fresh(), "nothing changed");
 }
 
 /// The public parallel entry point gives small problems fewer threads than asked

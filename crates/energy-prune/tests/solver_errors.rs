@@ -5,6 +5,7 @@ use energy_prune::Error;
 use energy_prune::arch::zoo;
 use energy_prune::energy::{SystolicArray, SystolicConfig, WidthCostModel};
 use energy_prune::network::NetworkState;
+use energy_prune::prune::Budget;
 use energy_prune::prune::{Admm, AdmmConfig, AdmmPruning, ConstrainedOptimizer};
 
 fn lenet() -> (energy_prune::arch::Architecture, SystolicArray, f64) {
@@ -78,37 +79,56 @@ fn admm_construction_and_steps_reject_bad_input() {
     // A model of another architecture.
     let other = SystolicArray::new(&zoo::alexnet().unwrap(), SystolicConfig::default()).unwrap();
     says(
-        Admm::new(&arch, &other, dense, AdmmConfig::default()),
+        Admm::new(
+            &arch,
+            &[Budget::absolute("cost", &other, dense)],
+            AdmmConfig::default(),
+        ),
         "widths of the cost model",
     );
     // A budget below the narrowest network.
-    let e = Admm::new(&arch, &m, 1e-9 * dense, AdmmConfig::default()).unwrap_err();
+    let e = Admm::new(
+        &arch,
+        &[Budget::absolute("cost", &m, 1e-9 * dense)],
+        AdmmConfig::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::InfeasibleBudget { .. }), "{e}");
     says(
-        Admm::new(&arch, &m, f64::NAN, AdmmConfig::default()),
+        Admm::new(
+            &arch,
+            &[Budget::absolute("cost", &m, f64::NAN)],
+            AdmmConfig::default(),
+        ),
         "budget",
     );
-    let mut admm = Admm::new(&arch, &m, 0.5 * dense, AdmmConfig::default()).unwrap();
+    let one = [Budget::absolute("cost", &m, 0.5 * dense)];
+    let mut admm = Admm::new(&arch, &one, AdmmConfig::default()).unwrap();
     assert_eq!(admm.s().len(), arch.widths().len());
     assert!(admm.y().iter().all(|v| *v == 0.0));
-    assert_eq!(admm.z(), 0.0);
+    assert_eq!(admm.duals(), &[0.0]);
     let w = NetworkState::dense(&arch).weights;
     let pre: Vec<Vec<f32>> = w.iter().map(|l| vec![1.0; l.len()]).collect();
     let mut w1 = w.clone();
-    says(admm.step(&mut w1, &pre, f64::NAN, &m), "alpha");
-    says(admm.step(&mut w1[..2], &pre, 1e-3, &m), "layers");
+    says(admm.step(&mut w1, &pre, f64::NAN, &one), "alpha");
+    says(admm.step(&mut w1[..2], &pre, 1e-3, &one), "layers");
     let mut short = pre.clone();
     short[1].pop();
-    says(admm.step(&mut w1, &short, 1e-3, &m), "preconditioner");
+    says(admm.step(&mut w1, &short, 1e-3, &one), "preconditioner");
     assert_eq!(w1, w, "weights unchanged on error");
-    let step = admm.step(&mut w1, &pre, 1e-3, &m).unwrap();
+    let step = admm.step(&mut w1, &pre, 1e-3, &one).unwrap();
     assert!(step.cost.is_finite());
 }
 
 #[test]
 fn admm_pruning_exposes_its_state() {
     let (arch, m, dense) = lenet();
-    let p = AdmmPruning::new(&arch, &m, 0.5 * dense, AdmmConfig::default()).unwrap();
+    let p = AdmmPruning::new(
+        &arch,
+        vec![Budget::absolute("cost", &m, 0.5 * dense)],
+        AdmmConfig::default(),
+    )
+    .unwrap();
     assert_eq!(p.name(), "admm");
     assert_eq!(p.target(), 0.5 * dense);
     assert!(p.plan().is_none(), "no plan before the budget is met");
@@ -116,8 +136,7 @@ fn admm_pruning_exposes_its_state() {
     says(
         AdmmPruning::new(
             &arch,
-            &m,
-            0.5 * dense,
+            vec![Budget::absolute("cost", &m, 0.5 * dense)],
             AdmmConfig {
                 eta_s: 0.0,
                 ..AdmmConfig::default()

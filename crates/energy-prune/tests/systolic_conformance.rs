@@ -2,6 +2,7 @@
 //! implementation on the paper's LeNet-5 with default hardware) to 1e-9 relative.
 
 use energy_prune::arch::zoo;
+use energy_prune::energy::systolic::{COMPUTE, INPUT_MOVEMENT, WEIGHT_MOVEMENT};
 use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::NetworkState;
 
@@ -37,14 +38,14 @@ fn dense_per_layer_breakdown() {
     for (l, w) in r.layers.iter().zip(want) {
         assert_eq!(l.name, w.0);
         assert_eq!(l.weights, w.1);
-        close(l.compute, w.2);
-        close(l.weight_access, w.3);
-        close(l.input_access, w.4);
+        close(l.part(COMPUTE).unwrap(), w.2);
+        close(l.part(WEIGHT_MOVEMENT).unwrap(), w.3);
+        close(l.part(INPUT_MOVEMENT).unwrap(), w.4);
         close(l.total, w.5);
     }
-    close(r.compute(), 1_249_560.0);
-    close(r.weight_access(), 13_253_040.0);
-    close(r.input_access(), 2_604_944.0);
+    close(r.part(COMPUTE).unwrap(), 1_249_560.0);
+    close(r.part(WEIGHT_MOVEMENT).unwrap(), 13_253_040.0);
+    close(r.part(INPUT_MOVEMENT).unwrap(), 2_604_944.0);
     close(r.total, 17_107_544.0);
     // Relaxed equals exact here (no padding, dense input).
     let relaxed = m
@@ -67,7 +68,7 @@ fn hand_check_of_conv1() {
     assert_eq!(r.layers[0].macs, 6 * 25 * 784);
     close(
         200.0 * (1_024.0 + 6.0 * 784.0) + 6.0 * 19_600.0 + 19_600.0 * 6.0,
-        r.layers[0].input_access,
+        r.layers[0].part(INPUT_MOVEMENT).unwrap(),
     );
 }
 
@@ -151,9 +152,9 @@ fn sparse_states_keep_largest_magnitudes_per_layer() {
         }
         assert_eq!(state.nonzeros(), kept.to_vec());
         let r = m.energy(&state).unwrap();
-        close(r.weight_access(), ew);
-        close(r.compute(), ec);
-        close(r.input_access(), 2_604_944.0);
+        close(r.part(WEIGHT_MOVEMENT).unwrap(), ew);
+        close(r.part(COMPUTE).unwrap(), ec);
+        close(r.part(INPUT_MOVEMENT).unwrap(), 2_604_944.0);
         close(r.total, total);
         let relaxed = m
             .relaxed_total(&state.nonzeros(), m.dense_input_energy())

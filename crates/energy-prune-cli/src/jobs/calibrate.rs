@@ -190,7 +190,8 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
             "samples": args.samples,
             "min_fraction": args.min_fraction,
             "validation": val(&v),
-            "model": serde_json::to_value(model).map_err(energy_prune::Error::external)?,
+            "model": serde_json::to_value(model)
+                .map_err(|e| energy_prune::Error::serialization("the calibrated model", e))?,
             "models": models,
             "noise": {"median_cv": cal.noise.median_cv, "max_cv": cal.noise.max_cv, "remeasured": cal.noise.remeasured, "unstable": cal.noise.unstable, "warning": cal.noise.warning, "statistic": format!("{:?}", cal.noise.statistic)},
             "dense_latency_ms": dense.median_ms,

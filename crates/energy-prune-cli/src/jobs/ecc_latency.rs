@@ -26,6 +26,7 @@
 //! `--plot` (default `ecc-results/accuracy_latency.svg`) receives test accuracy
 //! against measured latency (a fraction of the dense network's) for both methods.
 
+use energy_prune::prune::Budget;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -267,7 +268,18 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
                 unit,
             };
             ecc.push(looped(&mut |n, target| {
-                train_admm(n, model.as_ref(), target, data, &cfg, &mut print).map(|_| ())
+                train_admm(
+                    n,
+                    vec![Budget::absolute(
+                        args.model.as_str(),
+                        model.as_ref(),
+                        target,
+                    )],
+                    data,
+                    &cfg,
+                    &mut print,
+                )
+                .map(|_| ())
             })?);
             println!(
                 "\n== budget {fraction}, seed {}: uniform width scaling\n",
@@ -275,7 +287,19 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
             );
             let epochs = cfg.epochs + cfg.finetune_epochs;
             uniform.push(looped(&mut |n, target| {
-                train_uniform(n, model.as_ref(), target, data, epochs, &cfg, &mut print).map(|_| ())
+                train_uniform(
+                    n,
+                    vec![Budget::absolute(
+                        args.model.as_str(),
+                        model.as_ref(),
+                        target,
+                    )],
+                    data,
+                    epochs,
+                    &cfg,
+                    &mut print,
+                )
+                .map(|_| ())
             })?);
         }
         results.push(BudgetRuns {

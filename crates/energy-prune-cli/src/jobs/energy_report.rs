@@ -13,6 +13,7 @@
 //! `--net all`: `{"networks": [...]}`).
 
 use energy_prune::arch::{Architecture, zoo};
+use energy_prune::energy::systolic::{COMPUTE, INPUT_MOVEMENT, WEIGHT_MOVEMENT};
 use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::{Network, NetworkState};
 use std::path::PathBuf;
@@ -89,8 +90,8 @@ fn report(
         .map(|(l, r)| {
             serde_json::json!({
                 "name": l.name, "kind": l.kind.as_str(), "weights": l.weights, "nonzero": l.nonzero,
-                "macs": l.macs, "compute": l.compute, "weight_access": l.weight_access,
-                "input_access": l.input_access, "total": l.total, "relaxed_total": r.total,
+                "macs": l.macs, "compute": l.part(COMPUTE), "weight_access": l.part(WEIGHT_MOVEMENT),
+                "input_access": l.part(INPUT_MOVEMENT), "total": l.total, "relaxed_total": r.total,
             })
         })
         .collect();

@@ -9,6 +9,7 @@
 //! `--budget` is a fraction of the dense network's exact energy. With `--json` the
 //! last line of stdout is one JSON object with the results.
 
+use energy_prune::prune::{Budget, MagnitudeRule};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -182,8 +183,7 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
     };
     let ec = train_projected(
         &mut constrained,
-        &model,
-        budget,
+        vec![Budget::absolute("energy", &model, budget)],
         data_c,
         &cfg,
         &mut progress,
@@ -210,7 +210,14 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         test: Some(&data.test),
     };
     // Magnitude pruning cannot mask inputs: below the all-zero energy it has no answer.
-    let em = match train_magnitude(&mut magnitude, &model, budget, data_m, &cfg, &mut progress) {
+    let em = match train_magnitude(
+        &mut magnitude,
+        vec![Budget::absolute("energy", &model, budget)],
+        MagnitudeRule::Global,
+        data_m,
+        &cfg,
+        &mut progress,
+    ) {
         Ok(r) => Some((r, model.energy(&NetworkState::from_network(&magnitude)?)?)),
         Err(Error::InfeasibleBudget { min_achievable, .. }) => {
             println!(

@@ -6,7 +6,7 @@
 //! * **width level**: VGG-MNIST with CPU latency <= 0.5 (ECC's bilinear model,
 //!   calibrated here, or `--cost-model FILE`) and systolic energy <= 0.4 of the
 //!   dense network, met together by one ADMM run with a dual per budget
-//!   (`train_admm_budgets`); the compact network's latency is then measured and
+//!   (`train_admm` with two budgets); the compact network's latency is then measured and
 //!   the loop closed on it: while it measures over `--margin` (2 %) below the
 //!   budget, the latency target is tightened by the observed ratio and ADMM
 //!   continues (at most `--loop-rounds`, 3); the latency budget is judged on a
@@ -27,6 +27,7 @@
 //! fraction of dense (at the width level `reached` is the model's prediction, and
 //! `measured_latency` the measured ratio); a level not run is null.
 
+use energy_prune::prune::Budget;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -37,8 +38,8 @@ use energy_prune::energy::{
 };
 use energy_prune::network::{Network, NetworkState, PruningPlan};
 use energy_prune::prune::{
-    AdmmConfig, AdmmTraining, Data, ModelBudget, MultiBudgetProjection, ProjectedTraining,
-    WidthBudget, train_admm, train_admm_budgets, train_constrained, train_projected,
+    AdmmConfig, AdmmTraining, ConstrainedOptimizer, Data, ProjectedTraining, WeightProjection,
+    train_admm, train_constrained, train_projected,
 };
 use energy_prune::train::{Sgd, evaluate};
 use energy_prune_nn::mnist::{Mnist, MnistOptions};
@@ -255,18 +256,14 @@ fn weight_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<
 
     // 1. Both budgets in one training.
     let mut both = dense.clone();
-    let mut solver = MultiBudgetProjection::new(
+    let mut solver = WeightProjection::new(
         vec![
-            ModelBudget {
-                name: "energy".into(),
-                model: Box::new(energy.clone()),
-                budget: e_budget,
-            },
-            ModelBudget {
-                name: "parameters".into(),
-                model: Box::new(params.clone()),
-                budget: p_budget,
-            },
+            Budget::absolute(
+                "energy",
+                Box::new(energy.clone()) as Box<dyn WeightEnergyModel>,
+                e_budget,
+            ),
+            Budget::absolute("parameters", Box::new(params.clone()) as Box<_>, p_budget),
         ],
         cfg.projection(),
     )?;
@@ -281,7 +278,7 @@ fn weight_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<
         &cfg.training(),
         &mut p,
     )?;
-    let status = solver.budget_status(&both)?;
+    let status = solver.status(&both)?.budgets;
     let row_both = measure(
         &both,
         "both budgets at once",
@@ -292,7 +289,13 @@ fn weight_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<
     println!("\nenergy budget alone:");
     let mut only_e = dense.clone();
     let mut p = progress(e_dense, "of dense energy");
-    let re = train_projected(&mut only_e, &energy, e_budget, split, &cfg, &mut p)?;
+    let re = train_projected(
+        &mut only_e,
+        vec![Budget::absolute("energy", &energy, e_budget)],
+        split,
+        &cfg,
+        &mut p,
+    )?;
     let row_e = measure(
         &only_e,
         "energy alone",
@@ -301,7 +304,13 @@ fn weight_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<
     println!("\nparameter budget alone:");
     let mut only_p = dense.clone();
     let mut p = progress(p_dense, "of dense parameters");
-    let rp = train_projected(&mut only_p, &params, p_budget, split, &cfg, &mut p)?;
+    let rp = train_projected(
+        &mut only_p,
+        vec![Budget::absolute("energy", &params, p_budget)],
+        split,
+        &cfg,
+        &mut p,
+    )?;
     let row_p = measure(
         &only_p,
         "parameters alone",
@@ -312,7 +321,13 @@ fn weight_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<
     println!("\nchained (energy, then parameters):");
     let mut chained = only_e.clone();
     let mut p = progress(p_dense, "of dense parameters");
-    let rc = train_projected(&mut chained, &params, p_budget, split, &cfg, &mut p)?;
+    let rc = train_projected(
+        &mut chained,
+        vec![Budget::absolute("energy", &params, p_budget)],
+        split,
+        &cfg,
+        &mut p,
+    )?;
     let row_c = measure(
         &chained,
         "chained: energy, then parameters",
@@ -507,23 +522,15 @@ fn width_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<M
         args.loop_rounds,
         &predict,
         &mut |net, target| {
-            let budgets: Vec<WidthBudget> = vec![
-                WidthBudget {
-                    name: "latency".into(),
-                    model: Box::new(latency.clone()),
-                    budget: target,
-                },
-                WidthBudget {
-                    name: "energy".into(),
-                    model: Box::new(energy.clone()),
-                    budget: e_budget,
-                },
+            let budgets: Vec<Budget<Box<dyn WidthCostModel>>> = vec![
+                Budget::absolute("latency", Box::new(latency.clone()) as Box<_>, target),
+                Budget::absolute("energy", Box::new(energy.clone()) as Box<_>, e_budget),
             ];
             let mut p = Progress {
                 reference: 1.0,
                 unit: "(budget closest to its limit, own unit)",
             };
-            train_admm_budgets(net, budgets, data, &cfg, &mut p).map(|_| ())
+            train_admm(net, budgets, data, &cfg, &mut p).map(|_| ())
         },
     )?;
     let row_both = finish(&both, "both budgets at once", rounds.len())?;
@@ -545,7 +552,14 @@ fn width_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<M
                 reference: l_dense,
                 unit: "of dense latency (predicted)",
             };
-            train_admm(net, &latency, target, data, &cfg, &mut p).map(|_| ())
+            train_admm(
+                net,
+                vec![Budget::absolute("latency", &latency, target)],
+                data,
+                &cfg,
+                &mut p,
+            )
+            .map(|_| ())
         },
     )?;
     let row_l = finish(&only_l, "latency alone", rounds.len())?;
@@ -555,11 +569,23 @@ fn width_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<M
         reference: e_dense,
         unit: "of dense energy",
     };
-    train_admm(&mut only_e, &energy, e_budget, data, &cfg, &mut p)?;
+    train_admm(
+        &mut only_e,
+        vec![Budget::absolute("energy", &energy, e_budget)],
+        data,
+        &cfg,
+        &mut p,
+    )?;
     let row_e = finish(&only_e, "energy alone", 1)?;
     println!("\nchained (latency, then energy):");
     let mut chained = only_l.clone();
-    train_admm(&mut chained, &energy, e_budget, data, &cfg, &mut p)?;
+    train_admm(
+        &mut chained,
+        vec![Budget::absolute("energy", &energy, e_budget)],
+        data,
+        &cfg,
+        &mut p,
+    )?;
     let row_c = finish(&chained, "chained: latency, then energy", 1)?;
 
     println!(

@@ -208,7 +208,10 @@ fn project_files(
 ) -> energy_prune::Result<energy_prune::prune::ShardedOutcome> {
     let mut buf: Vec<f32> = Vec::new();
     coordinate(problem, |req| {
-        let writes = matches!(req, Request::Apply { .. } | Request::KeepOnly { .. });
+        let writes = matches!(
+            &req.request,
+            Request::Apply { .. } | Request::KeepOnly { .. }
+        );
         let mut replies = Vec::with_capacity(ranges.len());
         for (s, &(a, b)) in ranges.iter().enumerate() {
             let path = shard_path(dir, s);

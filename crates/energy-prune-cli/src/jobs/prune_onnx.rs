@@ -12,6 +12,7 @@
 //! projected one. With `--json` the last line is
 //! `{"budget", "dense_energy", "energy", "energy_ratio", "reimported_energy", "layers": [...]}`.
 
+use energy_prune::prune::Budget;
 use std::path::PathBuf;
 
 use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
@@ -79,7 +80,7 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         budget,
         args.budget
     );
-    let outcome = project(&hw, &mut state, budget)?;
+    let outcome = project(&mut state, &[Budget::absolute("energy", &hw, budget)])?;
     state.write_weights_to(&mut model)?;
     let after = hw.energy(&state)?;
     println!(
@@ -116,7 +117,7 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         cost_model: Some(CostModelRecord {
             kind: "systolic".into(),
             parameters: serde_json::to_string(&SystolicConfig::default())
-                .map_err(energy_prune::Error::external)?,
+                .map_err(|e| energy_prune::Error::serialization("the systolic config", e))?,
         }),
         budget: Some(args.budget),
         budget_unit: Some("fraction of dense energy".into()),

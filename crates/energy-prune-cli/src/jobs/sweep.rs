@@ -30,6 +30,7 @@
 //! With `--json` the last line of stdout is
 //! `{"points": [{"method", "budget", "energy_ratio", "test_accuracy"}...], "svg": [...]}`.
 
+use energy_prune::prune::Budget;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -38,10 +39,11 @@ use std::time::Instant;
 use crate::common::check;
 use crate::plot::{Breakdown, Series, accuracy_plot, breakdown_plot, save};
 use energy_prune::Error;
+use energy_prune::energy::systolic::{COMPUTE, INPUT_MOVEMENT, WEIGHT_MOVEMENT};
 use energy_prune::energy::{EnergyReport, SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::{Network, NetworkState};
 use energy_prune::prune::{
-    Data, EpochEvent, MagnitudeRule, MaskRounds, Observer, ProjectedTraining, train_magnitude_by,
+    Data, EpochEvent, MagnitudeRule, MaskRounds, Observer, ProjectedTraining, train_magnitude,
     train_projected,
 };
 use energy_prune::train::{Control, Dataset, evaluate};
@@ -392,8 +394,7 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
                     };
                     train_projected(
                         &mut net,
-                        &model,
-                        budget * e_dense,
+                        vec![Budget::absolute("energy", &model, budget * e_dense)],
                         data,
                         run_cfg,
                         &mut progress,
@@ -410,10 +411,9 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
                         validation: None,
                         test: Some(&test),
                     };
-                    train_magnitude_by(
+                    train_magnitude(
                         &mut net,
-                        &model,
-                        budget * e_dense,
+                        vec![Budget::absolute("energy", &model, budget * e_dense)],
                         rule,
                         data,
                         run_cfg,
@@ -519,9 +519,9 @@ fn parts(r: &EnergyReport, e_dense: f64) -> Vec<(String, [f64; 3])> {
             (
                 l.name.clone(),
                 [
-                    l.weight_access / e_dense,
-                    l.compute / e_dense,
-                    l.input_access / e_dense,
+                    l.part(WEIGHT_MOVEMENT).unwrap_or(0.0) / e_dense,
+                    l.part(COMPUTE).unwrap_or(0.0) / e_dense,
+                    l.part(INPUT_MOVEMENT).unwrap_or(0.0) / e_dense,
                 ],
             )
         })
@@ -569,8 +569,8 @@ fn write_outputs(
         r.layers
             .iter()
             .map(|l| {
-                serde_json::json!({"name": l.name, "nonzero": l.nonzero, "weights": l.weight_access,
-                    "compute": l.compute, "inputs": l.input_access, "total": l.total})
+                serde_json::json!({"name": l.name, "nonzero": l.nonzero, "weights": l.part(WEIGHT_MOVEMENT),
+                    "compute": l.part(COMPUTE), "inputs": l.part(INPUT_MOVEMENT), "total": l.total})
             })
             .collect()
     };

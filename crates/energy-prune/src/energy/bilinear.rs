@@ -23,7 +23,7 @@ use nalgebra::{Cholesky, DMatrix, DVector};
 use super::WidthCostModel;
 use super::profile::ProfileSet;
 use crate::arch::Architecture;
-use crate::error::{Error, Result};
+use crate::error::{Error, Origin, Result};
 
 /// One term of the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -310,10 +310,7 @@ impl Bilinear {
             ));
         }
         if let Some(i) = coefficients.iter().position(|c| !c.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "bilinear coefficients".into(),
-                index: i,
-            });
+            return Err(Error::non_finite("bilinear coefficients", i, Origin::Model));
         }
         m.coefficients = coefficients;
         Ok(m)
@@ -490,7 +487,8 @@ impl Bilinear {
     /// [`Error::Io`].
     #[cfg(feature = "serde")]
     pub fn save_json(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(Error::external)?;
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::serialization("the bilinear model", e))?;
         crate::files::write_atomic(path.as_ref(), text.as_bytes())
     }
 
@@ -524,10 +522,7 @@ impl WidthCostModel for Bilinear {
             ));
         }
         if let Some(i) = widths.iter().position(|s| !s.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "widths".into(),
-                index: i,
-            });
+            return Err(Error::non_finite("widths", i, Origin::Input));
         }
         if self.coefficients.len() != self.terms.len() + 1 {
             return Err(Error::param(

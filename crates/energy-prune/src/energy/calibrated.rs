@@ -126,9 +126,11 @@ impl CalibratedModel {
     /// Write the model with its kind as JSON (through a temporary file).
     ///
     /// # Errors
-    /// [`crate::Error::Io`] if the file cannot be written.
+    /// [`crate::Error::Io`] if the file cannot be written;
+    /// [`crate::Error::Serialization`] if the model cannot be written as JSON.
     pub fn save_json(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(crate::Error::external)?;
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| crate::Error::serialization("the calibrated model", e))?;
         crate::files::write_atomic(path.as_ref(), text.as_bytes())
     }
 
@@ -136,18 +138,22 @@ impl CalibratedModel {
     /// temporary file).
     ///
     /// # Errors
-    /// [`crate::Error::Io`] if the file cannot be written.
+    /// [`crate::Error::Io`] if the file cannot be written;
+    /// [`crate::Error::Serialization`] if the model cannot be written as JSON.
     pub fn save_json_with_provenance(
         &self,
         path: impl AsRef<std::path::Path>,
         provenance: &FitProvenance,
     ) -> Result<()> {
-        let mut value = serde_json::to_value(self).map_err(crate::Error::external)?;
-        let prov = serde_json::to_value(provenance).map_err(crate::Error::external)?;
+        let mut value = serde_json::to_value(self)
+            .map_err(|e| crate::Error::serialization("the calibrated model", e))?;
+        let prov = serde_json::to_value(provenance)
+            .map_err(|e| crate::Error::serialization("the fit provenance", e))?;
         if let Some(obj) = value.as_object_mut() {
             obj.insert("provenance".into(), prov);
         }
-        let text = serde_json::to_string_pretty(&value).map_err(crate::Error::external)?;
+        let text = serde_json::to_string_pretty(&value)
+            .map_err(|e| crate::Error::serialization("the calibrated model", e))?;
         crate::files::write_atomic(path.as_ref(), text.as_bytes())
     }
 

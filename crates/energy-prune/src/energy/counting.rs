@@ -1,6 +1,6 @@
 //! Exact counting models: nonzero parameters, multiply-accumulates, and bytes of
 //! sparse storage, as [`WeightEnergyModel`]s, so that they can be budgets next to
-//! the systolic energy (see [`project_multi`](crate::prune::project_multi)).
+//! the systolic energy (see [`Budget`](crate::prune::Budget) and [`project`](crate::prune::project)).
 //!
 //! Per nonzero weight of a layer:
 //! ```text
@@ -18,7 +18,7 @@
 //! input), times the per-weight unit above. Exact at integer widths, bilinear in
 //! between.
 
-use super::{EnergyReport, LayerCost, LayerEnergy, WeightEnergyModel, WidthCostModel};
+use super::{CostPart, EnergyReport, LayerCost, LayerEnergy, WeightEnergyModel, WidthCostModel};
 use crate::arch::{Architecture, LayerKind};
 use crate::error::{Error, Result};
 use crate::network::NetworkState;
@@ -126,7 +126,12 @@ impl CountingModel {
                     LayerKind::Conv2d(g) => nz * g.out_positions() as u64,
                     LayerKind::Linear(_) => nz,
                 };
-                LayerEnergy::of(layer, nz, macs, nz as f64 * u, 0.0, 0.0)
+                LayerEnergy::of(
+                    layer,
+                    nz,
+                    macs,
+                    vec![CostPart::new(self.count.name(), nz as f64 * u)],
+                )
             })
             .collect();
         EnergyReport::from_layers(layers)

@@ -71,7 +71,31 @@ impl fmt::Display for LayerType {
     }
 }
 
-/// Energy of one layer, split as in the ICLR 2019 model.
+/// One named part of a layer's cost. The model that made the report names its
+/// parts: the systolic model's are [`systolic::COMPUTE`], [`systolic::WEIGHT_MOVEMENT`]
+/// and [`systolic::INPUT_MOVEMENT`]; a [`CountingModel`] has one part named by
+/// what it counts (`"parameters"`, `"macs"`, `"bytes"`). A model with more
+/// structure (bit-widths, another memory hierarchy) adds parts of its own.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct CostPart {
+    /// The part's name, as the model gives it.
+    pub name: String,
+    /// Its cost, in the model's unit.
+    pub value: f64,
+}
+
+impl CostPart {
+    /// A part named `name` of cost `value`.
+    pub fn new(name: &str, value: f64) -> Self {
+        Self {
+            name: name.to_owned(),
+            value,
+        }
+    }
+}
+
+/// The cost of one layer, split into the parts its model names.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LayerEnergy {
@@ -85,41 +109,40 @@ pub struct LayerEnergy {
     pub nonzero: u64,
     /// Multiply-accumulates counted by the model (`N_mac`).
     pub macs: u64,
-    /// `E_compute`.
-    pub compute: f64,
-    /// `E_weights` (weight movement through DRAM, buffer and register files).
-    pub weight_access: f64,
-    /// `E_input` (input movement plus output write-back).
-    pub input_access: f64,
-    /// Sum of the three parts.
+    /// The parts of the cost, in the model's order (the same for every layer of a
+    /// report).
+    pub parts: Vec<CostPart>,
+    /// Sum of the parts.
     pub total: f64,
 }
 
 impl LayerEnergy {
-    /// The breakdown of `layer`, its total being the sum of the three parts.
+    /// The breakdown of `layer`, its total being the sum of `parts` in order.
     pub(crate) fn of(
         layer: &crate::arch::Layer,
         nonzero: u64,
         macs: u64,
-        compute: f64,
-        weight_access: f64,
-        input_access: f64,
+        parts: Vec<CostPart>,
     ) -> Self {
+        let total = parts.iter().map(|p| p.value).sum();
         Self {
             name: layer.name.clone(),
             kind: kind_name(&layer.kind),
             weights: layer.weight_count() as u64,
             nonzero,
             macs,
-            compute,
-            weight_access,
-            input_access,
-            total: compute + weight_access + input_access,
+            parts,
+            total,
         }
+    }
+
+    /// The cost of the part named `name`, if the model has one.
+    pub fn part(&self, name: &str) -> Option<f64> {
+        self.parts.iter().find(|p| p.name == name).map(|p| p.value)
     }
 }
 
-/// A per-layer energy breakdown and its total.
+/// A per-layer cost breakdown and its total.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct EnergyReport {
@@ -134,17 +157,26 @@ impl EnergyReport {
         let total = layers.iter().map(|l| l.total).sum();
         Self { layers, total }
     }
-    /// Sum of `E_compute` over layers.
-    pub fn compute(&self) -> f64 {
-        self.layers.iter().map(|l| l.compute).sum()
+
+    /// The names of the parts, in the model's order.
+    pub fn part_names(&self) -> Vec<&str> {
+        self.layers.first().map_or_else(Vec::new, |l| {
+            l.parts.iter().map(|p| p.name.as_str()).collect()
+        })
     }
-    /// Sum of `E_weights` over layers.
-    pub fn weight_access(&self) -> f64 {
-        self.layers.iter().map(|l| l.weight_access).sum()
-    }
-    /// Sum of `E_input` over layers.
-    pub fn input_access(&self) -> f64 {
-        self.layers.iter().map(|l| l.input_access).sum()
+
+    /// The sum over layers of the part named `name` (`None` if the model has no
+    /// such part).
+    pub fn part(&self, name: &str) -> Option<f64> {
+        let mut found = false;
+        let mut sum = 0.0;
+        for l in &self.layers {
+            if let Some(v) = l.part(name) {
+                found = true;
+                sum += v;
+            }
+        }
+        found.then_some(sum)
     }
 }
 
@@ -157,50 +189,40 @@ impl fmt::Display for EnergyReport {
             .max()
             .unwrap_or(5)
             .max(5);
-        writeln!(
+        let names = self.part_names();
+        let col = |n: &str| n.len().max(14);
+        write!(
             f,
-            "{:<name_w$}  {:<6}  {:>11}  {:>11}  {:>14}  {:>14}  {:>14}  {:>14}  {:>14}",
-            "layer",
-            "kind",
-            "weights",
-            "nonzero",
-            "MACs",
-            "E_compute",
-            "E_weights",
-            "E_input",
-            "total"
+            "{:<name_w$}  {:<6}  {:>11}  {:>11}  {:>14}",
+            "layer", "kind", "weights", "nonzero", "MACs"
         )?;
+        for n in &names {
+            write!(f, "  {:>w$}", n, w = col(n))?;
+        }
+        writeln!(f, "  {:>14}", "total")?;
         for l in &self.layers {
-            writeln!(
+            write!(
                 f,
-                "{:<name_w$}  {:<6}  {:>11}  {:>11}  {:>14}  {:>14.6e}  {:>14.6e}  {:>14.6e}  {:>14.6e}",
-                l.name,
-                l.kind,
-                l.weights,
-                l.nonzero,
-                l.macs,
-                l.compute,
-                l.weight_access,
-                l.input_access,
-                l.total
+                "{:<name_w$}  {:<6}  {:>11}  {:>11}  {:>14}",
+                l.name, l.kind, l.weights, l.nonzero, l.macs
             )?;
+            for n in &names {
+                write!(f, "  {:>w$.6e}", l.part(n).unwrap_or(0.0), w = col(n))?;
+            }
+            writeln!(f, "  {:>14.6e}", l.total)?;
         }
         let (w, nz, macs) = self.layers.iter().fold((0, 0, 0), |(a, b, c), l| {
             (a + l.weights, b + l.nonzero, c + l.macs)
         });
         write!(
             f,
-            "{:<name_w$}  {:<6}  {:>11}  {:>11}  {:>14}  {:>14.6e}  {:>14.6e}  {:>14.6e}  {:>14.6e}",
-            "total",
-            "",
-            w,
-            nz,
-            macs,
-            self.compute(),
-            self.weight_access(),
-            self.input_access(),
-            self.total
-        )
+            "{:<name_w$}  {:<6}  {:>11}  {:>11}  {:>14}",
+            "total", "", w, nz, macs
+        )?;
+        for n in &names {
+            write!(f, "  {:>w$.6e}", self.part(n).unwrap_or(0.0), w = col(n))?;
+        }
+        write!(f, "  {:>14.6e}", self.total)
     }
 }
 

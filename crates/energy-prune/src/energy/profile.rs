@@ -355,7 +355,8 @@ impl ProfileSet {
     /// # Errors
     /// [`Error::Io`].
     pub fn save_json(&self, path: impl AsRef<Path>) -> Result<()> {
-        let text = serde_json::to_string(self).map_err(Error::external)?;
+        let text =
+            serde_json::to_string(self).map_err(|e| Error::serialization("the profile set", e))?;
         crate::files::write_atomic(path.as_ref(), text.as_bytes())
     }
 

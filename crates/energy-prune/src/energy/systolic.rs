@@ -53,7 +53,9 @@
 //! overlap of computation with data movement.
 
 use crate::arch::{Architecture, Conv2dGeometry, Layer, LayerKind, valid_range};
-use crate::energy::{EnergyReport, LayerCost, LayerEnergy, WeightEnergyModel, WidthCostModel};
+use crate::energy::{
+    CostPart, EnergyReport, LayerCost, LayerEnergy, WeightEnergyModel, WidthCostModel,
+};
 use crate::error::{Error, Result, ensure};
 use crate::network::{NetworkState, check_mask_len};
 
@@ -136,6 +138,23 @@ impl TryFrom<SystolicConfigFields> for SystolicConfig {
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// Name of the report part `E_compute` (MACs and register-file reads).
+pub const COMPUTE: &str = "compute";
+/// Name of the report part `E_weights` (weight movement through DRAM, buffer and
+/// register files).
+pub const WEIGHT_MOVEMENT: &str = "weight movement";
+/// Name of the report part `E_input` (input movement plus output write-back).
+pub const INPUT_MOVEMENT: &str = "input movement";
+
+/// The three parts of a layer's energy in the systolic model.
+fn parts(compute: f64, weight_access: f64, input_access: f64) -> Vec<CostPart> {
+    vec![
+        CostPart::new(COMPUTE, compute),
+        CostPart::new(WEIGHT_MOVEMENT, weight_access),
+        CostPart::new(INPUT_MOVEMENT, input_access),
+    ]
 }
 
 impl Default for SystolicConfig {
@@ -754,9 +773,7 @@ impl WeightEnergyModel for SystolicArray {
                 layer,
                 nw,
                 macs,
-                compute,
-                weight_access,
-                input_access,
+                parts(compute, weight_access, input_access),
             ));
         }
         Ok(EnergyReport::from_layers(out))
@@ -808,7 +825,7 @@ impl WeightEnergyModel for SystolicArray {
                     Pre::Conv(pc) => pc.a * nw,
                     Pre::Linear { .. } => nw,
                 };
-                LayerEnergy::of(layer, nw, macs, compute, weight_access, ie)
+                LayerEnergy::of(layer, nw, macs, parts(compute, weight_access, ie))
             })
             .collect();
         Ok(EnergyReport::from_layers(layers))
@@ -961,12 +978,12 @@ mod tests {
             let r = m.energy(&state).unwrap();
             let nw = w.iter().filter(|v| **v != 0.0).count() as f64;
             let q = (g.out_positions() as f64 / 12.0).ceil();
-            assert_eq!(r.layers[0].input_access, u as f64, "{g:?}");
-            assert_eq!(r.layers[0].weight_access, q * nw);
+            assert_eq!(r.layers[0].part(INPUT_MOVEMENT).unwrap(), u as f64, "{g:?}");
+            assert_eq!(r.layers[0].part(WEIGHT_MOVEMENT).unwrap(), q * nw);
             let m = SystolicArray::new(&arch, only(0.0, 1.0, 0.0, 0.0)).unwrap();
             let r = m.energy(&state).unwrap();
             assert_eq!(
-                r.layers[0].input_access,
+                r.layers[0].part(INPUT_MOVEMENT).unwrap(),
                 (nx + (g.out_channels * g.out_positions()) as u64) as f64
             );
             // Dense mask gives the same as no mask.

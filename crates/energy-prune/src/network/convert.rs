@@ -5,7 +5,7 @@
 
 use num_traits::Float;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Origin, Result};
 
 /// Copy `src` (any float type) into `dst` as `f32`.
 ///
@@ -32,10 +32,11 @@ pub fn to_canonical<F: Float>(src: &[F], dst: &mut [f32]) -> Result<()> {
     }
     let as_f32 = |v: F| v.to_f32().filter(|x| x.is_finite());
     if let Some(index) = src.iter().position(|v| as_f32(*v).is_none()) {
-        return Err(Error::NonFinite {
-            what: "weights converted to f32".into(),
+        return Err(Error::non_finite(
+            "weights converted to f32",
             index,
-        });
+            Origin::Input,
+        ));
     }
     for (d, s) in dst.iter_mut().zip(src) {
         *d = as_f32(*s).unwrap_or(0.0);

@@ -357,7 +357,8 @@ impl PruningPlan {
     /// # Errors
     /// [`Error::Io`] if the file cannot be written.
     pub fn save_json(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(Error::external)?;
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::serialization("the pruning plan", e))?;
         crate::files::write_atomic(path.as_ref(), text.as_bytes())
     }
 

@@ -24,7 +24,7 @@
 //!
 //! The solver stops when the model's cost of the live widths meets the budget.
 //!
-//! **Several budgets** ([`Admm::with_budgets`], [`AdmmPruning::with_budgets`]):
+//! **Several budgets** (a list of [`Budget`]s, for [`Admm::new`] and [`AdmmPruning::new`]):
 //! one cost constraint `f_k(s) <= B_k` per budget, each with its own dual `z_k` and
 //! penalty `rho_k` (default `1 / B_k`) in
 //! `L2 = sum_k (rho_k / 2) [f_k(s) - B_k]_+^2 + z_k (f_k(s) - B_k)`; the `s` step
@@ -33,6 +33,7 @@
 //! `z_k` ascends on its own constraint, and the solver stops when the live widths
 //! meet every budget. With one budget this is exactly the iteration above.
 
+use super::budget::{Budget, check_budgets};
 use super::constraint::{
     AdmmEvent, BudgetStatus, ConstrainedOptimizer, ConstraintStatus, Kept, Phase, RunInfo,
     SolverEvent, StepContext, StepReport, check_budget,
@@ -138,9 +139,7 @@ pub struct AdmmStep {
     pub budget_met: bool,
     /// The continuous widths after the step.
     pub s: Vec<f64>,
-    /// The cost dual after the step (the first budget's).
-    pub z: f64,
-    /// The cost duals after the step, per budget.
+    /// The cost duals `z_k` after the step, per budget.
     pub duals: Vec<f64>,
 }
 
@@ -173,8 +172,8 @@ pub(crate) struct SLagrangian {
     pub(crate) g2: Vec<Vec<f64>>,
 }
 
-/// The cost models of the constraints, by index: one model (the classic solver) or
-/// a slice of them.
+/// The cost models of the constraints, by index: one model (for the
+/// Lagrangian of one constraint) or the solver's budgets.
 trait Costs {
     fn count(&self) -> usize;
     fn num_widths(&self, k: usize) -> usize;
@@ -183,8 +182,10 @@ trait Costs {
 }
 
 /// One model of any (possibly unsized) type.
+#[cfg(test)]
 struct One<'a, M: ?Sized>(&'a M);
 
+#[cfg(test)]
 impl<M: WidthCostModel + ?Sized> Costs for One<'_, M> {
     fn count(&self) -> usize {
         1
@@ -200,18 +201,18 @@ impl<M: WidthCostModel + ?Sized> Costs for One<'_, M> {
     }
 }
 
-impl<M: WidthCostModel> Costs for [M] {
+impl<M: WidthCostModel> Costs for [Budget<M>] {
     fn count(&self) -> usize {
         self.len()
     }
     fn num_widths(&self, k: usize) -> usize {
-        self[k].num_widths()
+        self[k].model.num_widths()
     }
     fn cost(&self, k: usize, s: &[f64]) -> Result<f64> {
-        self[k].cost(s)
+        self[k].model.cost(s)
     }
     fn cost_and_gradient(&self, k: usize, s: &[f64], g: &mut [f64]) -> Result<f64> {
-        self[k].cost_and_gradient(s, g)
+        self[k].model.cost_and_gradient(s, g)
     }
 }
 
@@ -267,44 +268,28 @@ pub(crate) fn prox_keep(
 }
 
 impl Admm {
-    /// A solver for `arch` priced by `model`, with cost budget `budget` (model units).
+    /// A solver for `arch` with one cost constraint per budget: each budget's
+    /// model's cost of the widths must end at most its limit (a fraction is taken of
+    /// the model's cost of the full widths). `cfg.rho_z`, if set, is the penalty of
+    /// every constraint; otherwise each gets `1 / B_k`. One budget is the classic
+    /// ECC solver.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for a bad configuration or budget;
-    /// [`Error::InfeasibleBudget`] if even the minimum widths cost more than the budget.
-    pub fn new<M: WidthCostModel + ?Sized>(
+    /// [`Error::InvalidParameter`] for no budget, two budgets of one name, a bad
+    /// configuration or limit; [`Error::ShapeMismatch`] if a model has another
+    /// number of widths; [`Error::InfeasibleBudget`] (naming the first such budget's
+    /// figures) if the minimum widths cost more than a budget.
+    pub fn new<M: WidthCostModel>(
         arch: &Architecture,
-        model: &M,
-        budget: f64,
+        budgets: &[Budget<M>],
         cfg: AdmmConfig,
     ) -> Result<Self> {
-        Self::build(arch, &One(model), &[budget], cfg)
-    }
-
-    /// A solver for `arch` with one cost constraint per (model, budget) pair:
-    /// `models[k]`'s cost of the widths must end at most `budgets[k]` (its unit).
-    /// `cfg.rho_z`, if set, is the penalty of every constraint; otherwise each gets
-    /// `1 / B_k`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidParameter`] for no budget, a bad configuration or budget;
-    /// [`Error::ShapeMismatch`] if `models` and `budgets` differ in length or a
-    /// model has another number of widths; [`Error::InfeasibleBudget`] (naming the
-    /// first such budget's figures) if the minimum widths cost more than a budget.
-    pub fn with_budgets<M: WidthCostModel>(
-        arch: &Architecture,
-        models: &[M],
-        budgets: &[f64],
-        cfg: AdmmConfig,
-    ) -> Result<Self> {
-        if models.len() != budgets.len() {
-            return Err(Error::shape(
-                "budgets (one per model)",
-                models.len(),
-                budgets.len(),
-            ));
-        }
-        Self::build(arch, models, budgets, cfg)
+        check_budgets(budgets)?;
+        let limits = budgets
+            .iter()
+            .map(|b| b.width_limit(arch))
+            .collect::<Result<Vec<f64>>>()?;
+        Self::build(arch, budgets, &limits, cfg)
     }
 
     fn build<C: Costs + ?Sized>(
@@ -398,10 +383,6 @@ impl Admm {
     pub fn y(&self) -> &[f64] {
         &self.y
     }
-    /// The cost dual `z` (of the first budget).
-    pub fn z(&self) -> f64 {
-        self.z[0]
-    }
     /// The cost duals `z_k`, one per budget.
     pub fn duals(&self) -> &[f64] {
         &self.z
@@ -444,36 +425,19 @@ impl Admm {
     /// One ADMM iteration on the weights of every prunable layer (canonical
     /// layout), after an Adam step with rate `alpha` whose preconditioner is
     /// `precond` (`sqrt(v) + eps` per weight). Zeroes pruned slots in place.
-    /// For a solver made by [`Admm::new`] (one budget).
+    /// `budgets` are the solver's, in its order.
     ///
     /// # Errors
-    /// Shape errors (also for a solver with several budgets: use
-    /// [`Admm::step_budgets`]), model errors, [`Error::InvalidParameter`] for a bad
-    /// `alpha`.
-    pub fn step<M: WidthCostModel + ?Sized>(
+    /// Shape errors (also when `budgets` has another length than the solver's),
+    /// model errors, [`Error::InvalidParameter`] for a bad `alpha`.
+    pub fn step<M: WidthCostModel>(
         &mut self,
         weights: &mut [Vec<f32>],
         precond: &[Vec<f32>],
         alpha: f64,
-        model: &M,
+        budgets: &[Budget<M>],
     ) -> Result<AdmmStep> {
-        self.step_with(weights, precond, alpha, &One(model))
-    }
-
-    /// [`Admm::step`] for a solver made by [`Admm::with_budgets`]: `models` in the
-    /// order of its budgets.
-    ///
-    /// # Errors
-    /// As [`Admm::step`], and a shape error if `models` has another length than the
-    /// budgets.
-    pub fn step_budgets<M: WidthCostModel>(
-        &mut self,
-        weights: &mut [Vec<f32>],
-        precond: &[Vec<f32>],
-        alpha: f64,
-        models: &[M],
-    ) -> Result<AdmmStep> {
-        self.step_with(weights, precond, alpha, models)
+        self.step_with(weights, precond, alpha, budgets)
     }
 
     fn step_with<C: Costs + ?Sized>(
@@ -599,7 +563,6 @@ impl Admm {
             budget_met: costs.iter().zip(&self.budgets).all(|(c, b)| c <= b),
             costs,
             s: self.s.clone(),
-            z: self.z[0],
             duals: self.z.clone(),
         })
     }
@@ -676,64 +639,16 @@ impl Admm {
     }
 }
 
-/// One budget of [`AdmmPruning::with_budgets`]: a width-level cost model and the
-/// budget (in the model's unit) its cost of the live widths must meet.
-#[derive(Debug)]
-pub struct WidthBudget<M = Box<dyn WidthCostModel>> {
-    /// A name for reports (`"latency"`, `"energy"`, ...).
-    pub name: String,
-    /// The model pricing the widths.
-    pub model: M,
-    /// The budget, in the model's unit.
-    pub budget: f64,
-}
-
-impl<M: WidthCostModel> WidthBudget<M> {
-    /// A budget given as a fraction of the dense cost: `fraction` times `model`'s
-    /// cost of the full widths of `arch`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidParameter`] for a fraction outside (0, 1];
-    /// [`Error::ShapeMismatch`] if the model has another number of widths than
-    /// `arch`; model errors.
-    pub fn fraction_of_dense(
-        name: impl Into<String>,
-        model: M,
-        arch: &Architecture,
-        fraction: f64,
-    ) -> Result<Self> {
-        if !(fraction > 0.0 && fraction <= 1.0) {
-            return Err(Error::param("fraction", fraction, "must be in (0, 1]"));
-        }
-        let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
-        if model.num_widths() != full.len() {
-            return Err(Error::shape(
-                "widths of the cost model (the architecture's widths)",
-                full.len(),
-                model.num_widths(),
-            ));
-        }
-        let budget = fraction * model.cost_of_widths(&full)?;
-        Ok(Self {
-            name: name.into(),
-            model,
-            budget,
-        })
-    }
-}
-
 /// ADMM channel pruning as a constrained optimizer: after each update of an
 /// adaptive optimizer (Adam: its preconditioner and rate enter the proximal step),
 /// one [`Admm::step`] on the weights, until the model's cost of the live widths
-/// meets the budget (every budget, for [`AdmmPruning::with_budgets`]); from then
+/// meets every budget; from then
 /// on the support is frozen (a [`PruningPlan`] applied after every update) and the
 /// driver moves on to fine-tuning.
 #[derive(Debug)]
 pub struct AdmmPruning<M> {
     admm: Admm,
-    models: Vec<M>,
-    /// Budget names, for several budgets (empty for one).
-    names: Vec<String>,
+    budgets: Vec<Budget<M>>,
     weights: Vec<Vec<f32>>,
     precond: Vec<Vec<f32>>,
     last: Option<AdmmStep>,
@@ -741,60 +656,29 @@ pub struct AdmmPruning<M> {
 }
 
 impl<M: WidthCostModel> AdmmPruning<M> {
-    /// ADMM on `arch` priced by `model` with budget `budget` (model units).
+    /// ADMM on `arch` under `budgets`: one cost constraint and dual per budget on
+    /// the same widths ([`Admm::new`]); the support freezes when the live widths
+    /// meet every budget. [`ConstraintStatus::budgets`] reports each one (cost,
+    /// budget, met, binding); the top-level cost and budget are those of the budget
+    /// closest to (or furthest over) its limit.
     ///
     /// # Errors
     /// As [`Admm::new`].
-    pub fn new(arch: &Architecture, model: M, budget: f64, cfg: AdmmConfig) -> Result<Self> {
-        let admm = Admm::new(arch, &model, budget, cfg)?;
-        Ok(Self::from_parts(arch, admm, vec![model], Vec::new()))
-    }
-
-    /// ADMM on `arch` under several budgets at once: one cost constraint and dual per
-    /// budget on the same widths ([`Admm::with_budgets`]); the support freezes when
-    /// the live widths meet every budget. [`ConstraintStatus::budgets`] reports each
-    /// one (cost, budget, met, binding); the top-level cost and budget are those of
-    /// the budget closest to (or furthest over) its limit.
-    ///
-    /// # Errors
-    /// As [`Admm::with_budgets`]; [`Error::InvalidParameter`] for two budgets of the
-    /// same name.
-    pub fn with_budgets(
-        arch: &Architecture,
-        budgets: Vec<WidthBudget<M>>,
-        cfg: AdmmConfig,
-    ) -> Result<Self> {
-        for (i, b) in budgets.iter().enumerate() {
-            if budgets[..i].iter().any(|o| o.name == b.name) {
-                return Err(Error::param(
-                    "budget name",
-                    &b.name,
-                    "names must be distinct",
-                ));
-            }
-        }
-        let limits: Vec<f64> = budgets.iter().map(|b| b.budget).collect();
-        let (names, models): (Vec<String>, Vec<M>) =
-            budgets.into_iter().map(|b| (b.name, b.model)).unzip();
-        let admm = Admm::with_budgets(arch, &models, &limits, cfg)?;
-        Ok(Self::from_parts(arch, admm, models, names))
-    }
-
-    fn from_parts(arch: &Architecture, admm: Admm, models: Vec<M>, names: Vec<String>) -> Self {
+    pub fn new(arch: &Architecture, budgets: Vec<Budget<M>>, cfg: AdmmConfig) -> Result<Self> {
+        let admm = Admm::new(arch, &budgets, cfg)?;
         let weights: Vec<Vec<f32>> = arch
             .layers()
             .iter()
             .map(|l| vec![0.0; l.weight_count()])
             .collect();
-        Self {
+        Ok(Self {
             admm,
-            models,
-            names,
+            budgets,
             precond: weights.clone(),
             weights,
             last: None,
             frozen: None,
-        }
+        })
     }
 
     /// The solver state `(s, y, z)`.
@@ -817,14 +701,13 @@ impl<M: WidthCostModel> AdmmPruning<M> {
     /// Per budget: the cost of `live` widths, the budget, whether it is met and
     /// whether it binds (less than 1 % of it left).
     fn budget_status(&self, live: &[usize]) -> Result<Vec<BudgetStatus>> {
-        self.models
+        self.budgets
             .iter()
             .zip(self.admm.budgets())
-            .enumerate()
-            .map(|(k, (m, &budget))| {
-                let cost = m.cost_of_widths(live)?;
+            .map(|(b, &budget)| {
+                let cost = b.model.cost_of_widths(live)?;
                 Ok(BudgetStatus {
-                    name: self.names.get(k).cloned().unwrap_or_else(|| "cost".into()),
+                    name: b.name.clone(),
                     cost,
                     budget,
                     met: cost <= budget,
@@ -874,7 +757,7 @@ impl<M: WidthCostModel> ConstrainedOptimizer for AdmmPruning<M> {
             &mut self.weights,
             &self.precond,
             ctx.learning_rate,
-            self.models.as_slice(),
+            self.budgets.as_slice(),
         )?;
         for (l, w) in self.weights.iter().enumerate() {
             net.write_weights(l, w)?;
@@ -889,7 +772,6 @@ impl<M: WidthCostModel> ConstrainedOptimizer for AdmmPruning<M> {
             costs: st.costs.clone(),
             s: st.s.clone(),
             y: self.admm.y.clone(),
-            z: st.z,
             duals: st.duals.clone(),
             budget_met: st.budget_met,
         };
@@ -922,16 +804,12 @@ impl<M: WidthCostModel> ConstrainedOptimizer for AdmmPruning<M> {
             .unwrap_or(0);
         Ok(ConstraintStatus {
             cost: all[k].cost,
-            relaxed_cost: self.models[k].cost(self.admm.s())?,
+            relaxed_cost: self.budgets[k].model.cost(self.admm.s())?,
             budget: all[k].budget,
             target: all[k].budget,
             met: all.iter().all(|b| b.met),
             kept: Kept::Channels { live },
-            budgets: if self.names.is_empty() {
-                Vec::new()
-            } else {
-                all
-            },
+            budgets: all,
         })
     }
 }
@@ -1015,7 +893,8 @@ mod tests {
         let model = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
         let full: Vec<f64> = arch.widths().iter().map(|w| w.channels as f64).collect();
         let budget = 0.3 * model.cost(&full).unwrap();
-        let mut admm = Admm::new(&arch, &model, budget, AdmmConfig::default()).unwrap();
+        let one = [Budget::absolute("energy", &model, budget)];
+        let mut admm = Admm::new(&arch, &one, AdmmConfig::default()).unwrap();
         admm.y = vec![0.3, 1.5, 0.0, 2.0, 0.7, 0.0];
         admm.z = vec![0.25 / budget];
         let live = vec![1.0, 6.0, 12.0, 100.0, 50.0, 10.0];
@@ -1045,14 +924,17 @@ mod tests {
             0.3 * models[0].cost(&full).unwrap(),
             0.2 * models[1].cost(&full).unwrap(),
         ];
-        let mut admm = Admm::with_budgets(&arch, &models, &budgets, AdmmConfig::default()).unwrap();
+        let list: Vec<Budget<&dyn WidthCostModel>> = vec![
+            Budget::absolute("energy", models[0].as_ref(), budgets[0]),
+            Budget::absolute("parameters", models[1].as_ref(), budgets[1]),
+        ];
+        let mut admm = Admm::new(&arch, &list, AdmmConfig::default()).unwrap();
         admm.y = vec![0.3, 1.5, 0.0, 2.0, 0.7, 0.0];
         admm.z = vec![0.25 / budgets[0], 0.5 / budgets[1]];
         let live = vec![1.0, 6.0, 12.0, 100.0, 50.0, 10.0];
         let s = vec![1.0, 4.3, 9.7, 80.2, 60.1, 10.0];
-        let SLagrangian { g1, g2, .. } = admm
-            .s_lagrangian_with(&live, &s, models.as_slice())
-            .unwrap();
+        let SLagrangian { g1, g2, .. } =
+            admm.s_lagrangian_with(&live, &s, list.as_slice()).unwrap();
         assert_eq!(g2.len(), 2);
         let grad: Vec<f64> = (1..5)
             .map(|u| g1[u] + admm.z[0] * g2[0][u] + admm.z[1] * g2[1][u])
@@ -1060,27 +942,27 @@ mod tests {
         energy_prune_testing::check_gradient(&s[1..5], &grad, 1e-4, 1e-6, 1e-6, |free| {
             let mut x = s.clone();
             x[1..5].copy_from_slice(free);
-            admm.s_lagrangian_with(&live, &x, models.as_slice())
+            admm.s_lagrangian_with(&live, &x, list.as_slice())
                 .unwrap()
                 .value
         })
         .unwrap();
     }
 
+    /// One budget given as a fraction or as the same absolute value runs the same
+    /// iterations; a solver refuses another number of budgets in `step`, and an
+    /// empty or duplicated list at construction.
     #[test]
-    fn one_budget_through_with_budgets_is_the_classic_iteration() {
+    fn one_budget_as_fraction_or_absolute_is_the_same_iteration() {
         let arch = zoo::lenet5().unwrap();
         let model = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
         let full: Vec<f64> = arch.widths().iter().map(|w| w.channels as f64).collect();
         let budget = 0.3 * model.cost(&full).unwrap();
-        let mut a = Admm::new(&arch, &model, budget, AdmmConfig::default()).unwrap();
-        let mut b = Admm::with_budgets(
-            &arch,
-            std::slice::from_ref(&model),
-            &[budget],
-            AdmmConfig::default(),
-        )
-        .unwrap();
+        let abs = [Budget::absolute("energy", model.clone(), budget)];
+        let frac = [Budget::fraction("energy", model.clone(), 0.3)];
+        let mut a = Admm::new(&arch, &abs, AdmmConfig::default()).unwrap();
+        let mut b = Admm::new(&arch, &frac, AdmmConfig::default()).unwrap();
+        assert_eq!(a.budgets(), b.budgets());
         let mut rng = StdRng::seed_from_u64(3);
         let mut w: Vec<Vec<f32>> = arch
             .layers()
@@ -1094,21 +976,28 @@ mod tests {
         let d: Vec<Vec<f32>> = w.iter().map(|l| vec![1.0; l.len()]).collect();
         let mut w2 = w.clone();
         for _ in 0..40 {
-            let sa = a.step(&mut w, &d, 0.01, &model).unwrap();
-            let sb = b
-                .step_budgets(&mut w2, &d, 0.01, std::slice::from_ref(&model))
-                .unwrap();
+            let sa = a.step(&mut w, &d, 0.01, &abs).unwrap();
+            let sb = b.step(&mut w2, &d, 0.01, &frac).unwrap();
             assert_eq!(sa, sb);
             assert_eq!(sa.costs, vec![sa.cost]);
+            assert_eq!(sa.duals.len(), 1);
         }
         assert_eq!(w, w2);
-        // A solver with one budget refuses two models, and the reverse.
-        let two = [model.clone(), model.clone()];
-        assert!(a.step_budgets(&mut w, &d, 0.01, &two).is_err());
-        assert!(Admm::with_budgets(&arch, &two, &[budget], AdmmConfig::default()).is_err());
-        assert!(
-            Admm::with_budgets::<SystolicArray>(&arch, &[], &[], AdmmConfig::default()).is_err()
-        );
+        let two = [
+            Budget::absolute("a", model.clone(), budget),
+            Budget::absolute("b", model.clone(), budget),
+        ];
+        assert!(a.step(&mut w, &d, 0.01, &two).is_err());
+        let none: [Budget<SystolicArray>; 0] = [];
+        assert!(Admm::new(&arch, &none, AdmmConfig::default()).is_err());
+        let same = [
+            Budget::absolute("a", model.clone(), budget),
+            Budget::absolute("a", model.clone(), budget),
+        ];
+        let e = Admm::new(&arch, &same, AdmmConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("distinct"), "{e}");
+        let bad = [Budget::fraction("energy", model, 1.5)];
+        assert!(Admm::new(&arch, &bad, AdmmConfig::default()).is_err());
     }
 
     #[test]
@@ -1153,12 +1042,12 @@ mod tests {
                 eta_s: 2.0,
                 ..AdmmConfig::default()
             };
-            let mut admm = Admm::with_budgets(&arch, &models, &budgets, cfg).unwrap();
+            let list: Vec<Budget<&dyn WidthCostModel>> = (0..2)
+                .map(|k| Budget::absolute(format!("b{k}"), models[k].as_ref(), budgets[k]))
+                .collect();
+            let mut admm = Admm::new(&arch, &list, cfg).unwrap();
             let st = (0..2000)
-                .map(|_| {
-                    admm.step_budgets(&mut weights, &precond, 1e-3, &models)
-                        .unwrap()
-                })
+                .map(|_| admm.step(&mut weights, &precond, 1e-3, &list).unwrap())
                 .find(|st| st.budget_met)
                 .unwrap_or_else(|| panic!("case {case} {fractions:?}: budgets not reached"));
             let live: Vec<f64> = st.live.iter().map(|v| *v as f64).collect();
@@ -1205,10 +1094,10 @@ mod tests {
         // Adam-sized preconditioner (sqrt(v) ~ gradient magnitudes).
         let precond: Vec<Vec<f32>> = weights.iter().map(|w| vec![1e-3; w.len()]).collect();
         let budget = 0.5 * dense;
+        let one = [Budget::absolute("energy", &model, budget)];
         let mut admm = Admm::new(
             &arch,
-            &model,
-            budget,
+            &one,
             AdmmConfig {
                 eta_s: 2.0,
                 ..AdmmConfig::default()
@@ -1217,7 +1106,7 @@ mod tests {
         .unwrap();
         let mut met = None;
         for it in 0..500 {
-            let st = admm.step(&mut weights, &precond, 1e-3, &model).unwrap();
+            let st = admm.step(&mut weights, &precond, 1e-3, &one).unwrap();
             assert!(
                 st.live
                     .iter()
@@ -1262,14 +1151,17 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(
-            Admm::new(&arch, &model, 0.5 * floor, AdmmConfig::default()),
+            Admm::new(
+                &arch,
+                &[Budget::absolute("energy", &model, 0.5 * floor)],
+                AdmmConfig::default()
+            ),
             Err(Error::InfeasibleBudget { .. })
         ));
         assert!(
             Admm::new(
                 &arch,
-                &model,
-                budget,
+                &one,
                 AdmmConfig {
                     min_channels: 0,
                     ..AdmmConfig::default()

@@ -3,7 +3,7 @@
 //! epochs:
 //!
 //! * [`MagnitudePruning`]: magnitude pruning to the same exact energy
-//!   ([`magnitude_prune_by`]: globally the largest `k` weights by magnitude, or
+//!   ([`magnitude_prune`]: globally the largest `k` weights by magnitude, or
 //!   layer-uniformly the same fraction of every layer ([`MagnitudeRule`]), the
 //!   support size found by bisection on the exact energy), then fine-tuning with the
 //!   support fixed;
@@ -12,9 +12,10 @@
 //!   width kept, then fine-tuning.
 
 use super::admm::check_same_architecture;
+use super::budget::{Budget, check_budgets};
 use super::constraint::{
-    ConstrainedOptimizer, ConstraintStatus, Kept, Phase, RunInfo, StepContext, StepReport,
-    check_budget,
+    BudgetStatus, ConstrainedOptimizer, ConstraintStatus, Kept, Phase, RunInfo, StepContext,
+    StepReport,
 };
 use super::projection::{WeightSupport, weight_status};
 use crate::arch::Architecture;
@@ -49,42 +50,32 @@ impl MagnitudeRule {
     }
 }
 
-/// Global magnitude pruning of `state` to exact energy `<= budget`: keep the `k`
-/// largest-magnitude weights (ties by position) for the largest `k` whose exact
-/// energy fits, found by bisection (exact energy grows with the support).
-/// The same as [`magnitude_prune_by`] with [`MagnitudeRule::Global`].
+/// Magnitude pruning of `state` under `rule` to exact cost `<=` every budget's
+/// limit: the largest support of the rule whose exact cost fits every budget,
+/// found by bisection over the support size (global: the number `k` of weights
+/// kept, the usual global magnitude pruning; layer-uniform: the kept fraction `q`,
+/// on the finite set of fractions at which some layer's count changes). Supports
+/// are nested, so each cost grows with the support and so does "fits every
+/// budget". Weights outside the support are set to zero; the kept ones keep their
+/// values. Input masks are left as they are and priced. Returns each budget's exact
+/// per-layer report of the result, in order.
 ///
 /// # Errors
-/// [`Error::InfeasibleBudget`] if even the all-zero state exceeds the budget;
-/// [`Error::NonFinite`] for NaN weights; model errors.
-pub fn magnitude_prune<M: WeightEnergyModel + ?Sized>(
-    model: &M,
-    state: &mut NetworkState,
-    budget: f64,
-) -> Result<EnergyReport> {
-    magnitude_prune_by(model, state, budget, MagnitudeRule::Global)
-}
-
-/// Magnitude pruning of `state` under `rule` to exact energy `<= budget`: the
-/// largest support of the rule whose exact energy fits, found by bisection over the
-/// support size (global: the number `k` of weights kept; layer-uniform: the kept
-/// fraction `q`, on the finite set of fractions at which some layer's count
-/// changes). Weights outside the support are set to zero; the kept ones keep their
-/// values. Input masks are left as they are and priced.
-///
-/// # Errors
-/// [`Error::InfeasibleBudget`] if even the all-zero state exceeds the budget (the
+/// [`Error::InfeasibleBudget`] if even the all-zero state exceeds a budget (the
 /// state is then unchanged); [`Error::NonFinite`] for NaN or infinite weights;
-/// [`Error::InvalidParameter`] for a budget that is not finite; model errors.
-pub fn magnitude_prune_by<M: WeightEnergyModel + ?Sized>(
-    model: &M,
+/// [`Error::InvalidParameter`] for no budget or a bad limit; model errors.
+pub fn magnitude_prune<M: WeightEnergyModel>(
     state: &mut NetworkState,
-    budget: f64,
+    budgets: &[Budget<M>],
     rule: MagnitudeRule,
-) -> Result<EnergyReport> {
-    state.check(model.architecture())?;
-    if !budget.is_finite() {
-        return Err(Error::param("budget", budget, "must be finite"));
+) -> Result<Vec<EnergyReport>> {
+    check_budgets(budgets)?;
+    let limits = budgets
+        .iter()
+        .map(Budget::weight_limit)
+        .collect::<Result<Vec<f64>>>()?;
+    for b in budgets {
+        state.check(b.model.architecture())?;
     }
     for (l, w) in state.weights.iter().enumerate() {
         crate::error::check_finite(&format!("weights of layer {l}"), w)?;
@@ -147,26 +138,36 @@ pub fn magnitude_prune_by<M: WeightEnergyModel + ?Sized>(
         }
     };
     keep(0, state);
-    let floor = model.energy(state)?;
-    if floor.total > budget {
-        state.weights = original;
-        return Err(Error::InfeasibleBudget {
-            budget,
-            min_achievable: floor.total,
-        });
+    for (b, &limit) in budgets.iter().zip(&limits) {
+        let floor = b.model.energy(state)?;
+        if floor.total > limit {
+            state.weights = original;
+            return Err(Error::InfeasibleBudget {
+                budget: limit,
+                min_achievable: floor.total,
+            });
+        }
     }
-    let (mut lo, mut hi) = (0usize, steps); // energy(lo) <= budget
+    let fits = |st: &NetworkState| -> Result<bool> {
+        for (b, &limit) in budgets.iter().zip(&limits) {
+            if b.model.energy(st)?.total > limit {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    let (mut lo, mut hi) = (0usize, steps); // fits(lo)
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
         keep(mid, state);
-        if model.energy(state)?.total <= budget {
+        if fits(state)? {
             lo = mid;
         } else {
             hi = mid - 1;
         }
     }
     keep(lo, state);
-    model.energy(state)
+    budgets.iter().map(|b| b.model.energy(state)).collect()
 }
 
 /// Resolution of the layer-uniform fraction `q` (in steps of `2^-24`): finer than
@@ -174,34 +175,31 @@ pub fn magnitude_prune_by<M: WeightEnergyModel + ?Sized>(
 /// candidate there.
 const LAYER_UNIFORM_STEPS: usize = 1 << 24;
 
-/// Magnitude pruning as a one-shot constrained optimizer: [`magnitude_prune_by`]
+/// Magnitude pruning as a one-shot constrained optimizer: [`magnitude_prune`]
 /// when the run begins, then the support held fixed.
 #[derive(Debug)]
 pub struct MagnitudePruning<M> {
-    model: M,
-    budget: f64,
+    budgets: Vec<Budget<M>>,
+    limits: Vec<f64>,
     rule: MagnitudeRule,
     support: WeightSupport,
 }
 
 impl<M: WeightEnergyModel> MagnitudePruning<M> {
-    /// Global magnitude pruning to exact energy `<= budget` under `model`.
+    /// Magnitude pruning under `rule` to exact cost within every budget.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for a budget that is not finite and positive.
-    pub fn new(model: M, budget: f64) -> Result<Self> {
-        Self::with_rule(model, budget, MagnitudeRule::Global)
-    }
-
-    /// Magnitude pruning under `rule` to exact energy `<= budget` under `model`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidParameter`] for a budget that is not finite and positive.
-    pub fn with_rule(model: M, budget: f64, rule: MagnitudeRule) -> Result<Self> {
-        check_budget(budget)?;
+    /// [`Error::InvalidParameter`] for no budget, two of one name, or a limit that
+    /// is not finite and positive; model errors of a fraction's dense cost.
+    pub fn new(budgets: Vec<Budget<M>>, rule: MagnitudeRule) -> Result<Self> {
+        check_budgets(&budgets)?;
+        let limits = budgets
+            .iter()
+            .map(Budget::weight_limit)
+            .collect::<Result<Vec<f64>>>()?;
         Ok(Self {
-            model,
-            budget,
+            budgets,
+            limits,
             rule,
             support: WeightSupport::default(),
         })
@@ -214,12 +212,12 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for MagnitudePruning<M> {
     }
 
     fn target(&self) -> f64 {
-        self.budget
+        self.limits[0]
     }
 
     fn begin(&mut self, net: &mut dyn NetworkMut, _run: &RunInfo) -> Result<()> {
         let mut state = NetworkState::from_network(&*net)?;
-        magnitude_prune_by(&self.model, &mut state, self.budget, self.rule)?;
+        magnitude_prune(&mut state, &self.budgets, self.rule)?;
         state.write_weights_to(net)?;
         self.support.freeze(state);
         Ok(())
@@ -240,20 +238,54 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for MagnitudePruning<M> {
     }
 
     fn status(&self, net: &dyn Network) -> Result<ConstraintStatus> {
-        weight_status(&self.model, net, self.budget, self.budget)
+        let state = NetworkState::from_network(net)?;
+        let all = self
+            .budgets
+            .iter()
+            .zip(&self.limits)
+            .map(|(b, &limit)| {
+                Ok(BudgetStatus::of(
+                    &b.name,
+                    b.model.energy_total(&state)?,
+                    limit,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let k = tightest(&all);
+        let mut st = weight_status(&self.budgets[k].model, net, self.limits[k], self.limits[k])?;
+        st.met = all.iter().all(|b| b.met);
+        st.budgets = all;
+        Ok(st)
     }
 }
 
+/// The budget with the largest cost relative to its limit (the first of equals).
+pub(crate) fn tightest(all: &[BudgetStatus]) -> usize {
+    (0..all.len())
+        .max_by(|&i, &j| {
+            (all[i].cost / all[i].budget)
+                .total_cmp(&(all[j].cost / all[j].budget))
+                .then(j.cmp(&i))
+        })
+        .unwrap_or(0)
+}
+
 /// The uniform baseline: every free width scaled by the largest multiplier `m`
-/// (widths `max(1, floor(m S_u))`) whose model cost is at most `budget`.
+/// (widths `max(1, floor(m S_u))`) whose cost under every budget's model is within
+/// its limit (each cost grows with `m`).
 ///
 /// # Errors
-/// [`Error::InfeasibleBudget`] if widths of 1 already cost more; model errors.
-pub fn uniform_widths<M: WidthCostModel + ?Sized>(
+/// [`Error::InfeasibleBudget`] if widths of 1 already cost more than a budget;
+/// [`Error::InvalidParameter`] for no budget or a bad limit; model errors.
+pub fn uniform_widths<M: WidthCostModel>(
     arch: &Architecture,
-    model: &M,
-    budget: f64,
+    budgets: &[Budget<M>],
 ) -> Result<Vec<usize>> {
+    check_budgets(budgets)?;
+    let limits = budgets
+        .iter()
+        .map(|b| b.width_limit(arch))
+        .collect::<Result<Vec<f64>>>()?;
     let at = |m: f64| -> Vec<usize> {
         arch.widths()
             .iter()
@@ -266,25 +298,30 @@ pub fn uniform_widths<M: WidthCostModel + ?Sized>(
             })
             .collect()
     };
-    let cost = |w: &[usize]| model.cost_of_widths(w);
-    let lowest = cost(&at(0.0))?;
-    if lowest > budget {
-        return Err(Error::InfeasibleBudget {
-            budget,
-            min_achievable: lowest,
-        });
+    for (b, &limit) in budgets.iter().zip(&limits) {
+        let lowest = b.model.cost_of_widths(&at(0.0))?;
+        if lowest > limit {
+            return Err(Error::InfeasibleBudget {
+                budget: limit,
+                min_achievable: lowest,
+            });
+        }
     }
+    let fits = |w: &[usize]| -> Result<bool> {
+        for (b, &limit) in budgets.iter().zip(&limits) {
+            if b.model.cost_of_widths(w)? > limit {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
     let (mut lo, mut hi) = (0.0f64, 1.0f64);
-    if cost(&at(1.0))? <= budget {
+    if fits(&at(1.0))? {
         return Ok(at(1.0));
     }
     for _ in 0..60 {
         let mid = 0.5 * (lo + hi);
-        if cost(&at(mid))? <= budget {
-            lo = mid
-        } else {
-            hi = mid
-        }
+        if fits(&at(mid))? { lo = mid } else { hi = mid }
     }
     Ok(at(lo))
 }
@@ -294,26 +331,29 @@ pub fn uniform_widths<M: WidthCostModel + ?Sized>(
 /// run begins and after every update.
 #[derive(Debug)]
 pub struct UniformScaling<M> {
-    model: M,
+    budgets: Vec<Budget<M>>,
+    limits: Vec<f64>,
     arch: Architecture,
-    budget: f64,
     widths: Vec<usize>,
     plan: PruningPlan,
 }
 
 impl<M: WidthCostModel> UniformScaling<M> {
-    /// Uniform widths for `arch` under `model` with budget `budget` (model units).
+    /// Uniform widths for `arch` within every budget.
     ///
     /// # Errors
     /// As [`uniform_widths`].
-    pub fn new(arch: &Architecture, model: M, budget: f64) -> Result<Self> {
-        check_budget(budget)?;
-        let widths = uniform_widths(arch, &model, budget)?;
+    pub fn new(arch: &Architecture, budgets: Vec<Budget<M>>) -> Result<Self> {
+        let widths = uniform_widths(arch, &budgets)?;
+        let limits = budgets
+            .iter()
+            .map(|b| b.width_limit(arch))
+            .collect::<Result<Vec<f64>>>()?;
         let plan = PruningPlan::leading(arch, &widths)?;
         Ok(Self {
-            model,
+            budgets,
+            limits,
             arch: arch.clone(),
-            budget,
             widths,
             plan,
         })
@@ -336,7 +376,7 @@ impl<M: WidthCostModel> ConstrainedOptimizer for UniformScaling<M> {
     }
 
     fn target(&self) -> f64 {
-        self.budget
+        self.limits[0]
     }
 
     fn begin(&mut self, net: &mut dyn NetworkMut, _run: &RunInfo) -> Result<()> {
@@ -358,17 +398,29 @@ impl<M: WidthCostModel> ConstrainedOptimizer for UniformScaling<M> {
     }
 
     fn status(&self, _net: &dyn Network) -> Result<ConstraintStatus> {
-        let cost = self.model.cost_of_widths(&self.widths)?;
+        let all = self
+            .budgets
+            .iter()
+            .zip(&self.limits)
+            .map(|(b, &limit)| {
+                Ok(BudgetStatus::of(
+                    &b.name,
+                    b.model.cost_of_widths(&self.widths)?,
+                    limit,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let k = tightest(&all);
         Ok(ConstraintStatus {
-            cost,
-            relaxed_cost: cost,
-            budget: self.budget,
-            target: self.budget,
-            met: cost <= self.budget,
+            cost: all[k].cost,
+            relaxed_cost: all[k].cost,
+            budget: all[k].budget,
+            target: all[k].budget,
+            met: all.iter().all(|b| b.met),
             kept: Kept::Channels {
                 live: self.widths.clone(),
             },
-            budgets: Vec::new(),
+            budgets: all,
         })
     }
 }

@@ -160,8 +160,8 @@ pub struct ConstraintStatus {
     pub met: bool,
     /// What is kept.
     pub kept: Kept,
-    /// Every budget, for solvers with several (empty for one budget, which the
-    /// fields above describe).
+    /// Every budget, in the solver's order (one entry for one budget; the fields
+    /// above describe the tightest).
     pub budgets: Vec<BudgetStatus>,
 }
 
@@ -178,6 +178,19 @@ pub struct BudgetStatus {
     pub met: bool,
     /// Less than 1 % of the budget left.
     pub binding: bool,
+}
+
+impl BudgetStatus {
+    /// The status of budget `name` at `cost` against `budget`.
+    pub fn of(name: &str, cost: f64, budget: f64) -> Self {
+        Self {
+            name: name.to_owned(),
+            cost,
+            budget,
+            met: cost <= budget,
+            binding: budget - cost <= 0.01 * budget,
+        }
+    }
 }
 
 /// What one [`ConstrainedOptimizer::step`] did.
@@ -232,9 +245,7 @@ pub struct AdmmEvent {
     pub s: Vec<f64>,
     /// The width duals `y`.
     pub y: Vec<f64>,
-    /// The cost dual `z` (the first budget's).
-    pub z: f64,
-    /// The cost duals, per budget.
+    /// The cost duals `z_k`, per budget.
     pub duals: Vec<f64>,
     /// Whether the live widths meet every budget (the support is frozen from now on).
     pub budget_met: bool,

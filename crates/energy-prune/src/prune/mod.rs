@@ -3,11 +3,12 @@
 //! | piece | what it is |
 //! |---|---|
 //! | [`ConstrainedOptimizer`] | the trait: a step after each weight update that keeps (or brings) the network within budget, its status, its frozen support |
-//! | [`WeightProjection`] | weighted sparse projection onto `{energy <= budget}` on a budget schedule (ICLR 2019); [`project`] is one projection |
+//! | [`WeightProjection`] | weighted sparse projection onto `{energy <= budget}` of every budget on a budget schedule (ICLR 2019); [`project`] is one projection |
 //! | [`AdmmPruning`] | ADMM channel pruning under a width-level cost model (ECC, CVPR 2019); [`Admm`] is one iteration |
 //! | [`MagnitudePruning`], [`UniformScaling`] | the baselines, as solvers |
 //! | [`train_constrained`] | the one driver: phases, teacher, schedule, observers, termination |
-//! | [`train_projected`], [`train_magnitude`] ([`train_magnitude_by`]), [`train_admm`], [`train_uniform`] | the papers' settings in one call |
+//! | [`Budget`] | what every solver constrains: a name, a model, a limit (absolute or a fraction of dense); every solver takes a non-empty list |
+//! | [`train_projected`], [`train_magnitude`], [`train_admm`], [`train_uniform`] | the papers' settings in one call |
 //!
 //! Everything here knows networks only through the [`network`](crate::network)
 //! traits and trains through [`train`](crate::train); nothing depends on the
@@ -15,6 +16,7 @@
 
 pub mod admm;
 pub mod baselines;
+pub mod budget;
 pub mod constraint;
 pub mod driver;
 pub mod observer;
@@ -22,11 +24,11 @@ pub mod projection;
 pub mod recipes;
 pub mod schedule;
 
-pub use admm::{Admm, AdmmConfig, AdmmPruning, AdmmStep, WidthBudget};
+pub use admm::{Admm, AdmmConfig, AdmmPruning, AdmmStep};
 pub use baselines::{
-    MagnitudePruning, MagnitudeRule, UniformScaling, magnitude_prune, magnitude_prune_by,
-    uniform_widths,
+    MagnitudePruning, MagnitudeRule, UniformScaling, magnitude_prune, uniform_widths,
 };
+pub use budget::{Budget, Limit};
 pub use constraint::{
     AdmmEvent, BudgetStatus, ConstrainedOptimizer, ConstraintStatus, Kept, Phase, ProjectionEvent,
     RunInfo, SolverEvent, StepContext, StepReport,
@@ -36,9 +38,7 @@ pub use driver::{
     train_constrained_with_loss,
 };
 pub use observer::{EpochEvent, NoObserver, Observer, OnEpoch};
-pub use projection::multi::{
-    KnapsackBudget, ModelBudget, MultiBudgetProjection, MultiSelection, project_multi,
-};
+pub use projection::multi::{KnapsackConstraint, MultiSelection, multi_knapsack};
 pub use projection::sharded::{ShardedOutcome, ShardedProblem};
 pub use projection::{
     ProjectionOutcome, ProjectionWorkspace, Selection, WEIGHTS_PER_THREAD, WeightProjection,
@@ -46,7 +46,6 @@ pub use projection::{
     project_with_workspace, weight_costs,
 };
 pub use recipes::{
-    AdmmTraining, ProjectedTraining, train_admm, train_admm_budgets, train_magnitude,
-    train_magnitude_by, train_projected, train_uniform,
+    AdmmTraining, ProjectedTraining, train_admm, train_magnitude, train_projected, train_uniform,
 };
 pub use schedule::BudgetSchedule;

@@ -1,18 +1,20 @@
-//! Ready-made runs of the driver: the settings the papers use, in one call.
+//! Ready-made runs of the driver: the settings the papers use, in one call. Each
+//! takes a non-empty list of [`Budget`]s.
 //!
 //! | function | optimizer | solver | schedule |
 //! |---|---|---|---|
 //! | [`train_projected`] | SGD with momentum | [`WeightProjection`] | cosine per phase, optional input-mask rounds |
-//! | [`train_magnitude`], [`train_magnitude_by`] | SGD with momentum | [`MagnitudePruning`] (global or layer-uniform) | the same epochs and loss as `train_projected`, all fine-tuning |
-//! | [`train_admm`], [`train_admm_budgets`] | Adam | [`AdmmPruning`] (one budget or several) | constant rate, until every budget is met, then fine-tuning |
+//! | [`train_magnitude`] | SGD with momentum | [`MagnitudePruning`] (global or layer-uniform) | the same epochs and loss as `train_projected`, all fine-tuning |
+//! | [`train_admm`] | Adam | [`AdmmPruning`] (one budget or several) | constant rate, until every budget is met, then fine-tuning |
 //! | [`train_uniform`] | Adam | [`UniformScaling`] | the same loss, all fine-tuning |
 //!
 //! Each builds its optimizer and solver and calls
 //! [`train_constrained`]; use that directly for any
 //! other combination.
 
-use super::admm::{AdmmConfig, AdmmPruning, WidthBudget};
+use super::admm::{AdmmConfig, AdmmPruning};
 use super::baselines::{MagnitudePruning, MagnitudeRule, UniformScaling};
+use super::budget::Budget;
 use super::driver::{
     Data, LrSchedule, MaskRounds, TrainingConfig, TrainingReport, train_constrained,
 };
@@ -122,61 +124,40 @@ impl ProjectedTraining {
     }
 }
 
-/// Train `net` so that its energy under `model` ends at most `budget` (absolute, in
-/// the model's units): projected SGD, optional input-mask rounds, then
-/// fixed-support fine-tuning (ICLR 2019).
+/// Train `net` so that its cost under every budget's model ends within the budget:
+/// projected SGD, optional input-mask rounds, then fixed-support fine-tuning (ICLR
+/// 2019). One budget (energy) is the paper's setting; several (energy and
+/// parameters, say) are projected onto together ([`WeightProjection`]).
 ///
 /// # Errors
-/// As [`train_constrained`].
+/// As [`WeightProjection::new`] and [`train_constrained`].
 pub fn train_projected<N, M>(
     net: &mut N,
-    model: &M,
-    budget: f64,
+    budgets: Vec<Budget<M>>,
     data: Data<'_>,
     cfg: &ProjectedTraining,
     obs: &mut dyn Observer,
 ) -> Result<TrainingReport>
 where
     N: Trainable,
-    M: WeightEnergyModel + ?Sized,
+    M: WeightEnergyModel,
 {
     cfg.validate()?;
     let mut opt = Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay)?;
-    let mut solver = WeightProjection::new(model, budget, cfg.projection())?;
+    let mut solver = WeightProjection::new(budgets, cfg.projection())?;
     train_constrained(net, &mut opt, &mut solver, data, &cfg.training(), obs)
 }
 
-/// The baseline of [`train_projected`]: global magnitude pruning to the same exact
-/// energy, then fine-tuning with the support fixed for `epochs + finetune_epochs`
-/// epochs (the same number of epochs, optimizer and loss). The same as
-/// [`train_magnitude_by`] with [`MagnitudeRule::Global`].
+/// The baseline of [`train_projected`]: magnitude pruning under `rule` (global or
+/// layer-uniform) to the same exact cost, within every budget, then fine-tuning
+/// with the support fixed for `epochs + finetune_epochs` epochs (the same number of
+/// epochs, optimizer and loss).
 ///
 /// # Errors
-/// As [`train_projected`].
+/// As [`MagnitudePruning::new`] and [`train_constrained`].
 pub fn train_magnitude<N, M>(
     net: &mut N,
-    model: &M,
-    budget: f64,
-    data: Data<'_>,
-    cfg: &ProjectedTraining,
-    obs: &mut dyn Observer,
-) -> Result<TrainingReport>
-where
-    N: Trainable,
-    M: WeightEnergyModel + ?Sized,
-{
-    train_magnitude_by(net, model, budget, MagnitudeRule::Global, data, cfg, obs)
-}
-
-/// [`train_magnitude`] with the magnitude `rule` of the baseline (global or
-/// layer-uniform).
-///
-/// # Errors
-/// As [`train_projected`].
-pub fn train_magnitude_by<N, M>(
-    net: &mut N,
-    model: &M,
-    budget: f64,
+    budgets: Vec<Budget<M>>,
     rule: MagnitudeRule,
     data: Data<'_>,
     cfg: &ProjectedTraining,
@@ -184,11 +165,11 @@ pub fn train_magnitude_by<N, M>(
 ) -> Result<TrainingReport>
 where
     N: Trainable,
-    M: WeightEnergyModel + ?Sized,
+    M: WeightEnergyModel,
 {
     cfg.validate()?;
     let mut opt = Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay)?;
-    let mut solver = MagnitudePruning::with_rule(model, budget, rule)?;
+    let mut solver = MagnitudePruning::new(budgets, rule)?;
     let training = TrainingConfig {
         epochs: 0,
         finetune_epochs: cfg.epochs + cfg.finetune_epochs,
@@ -257,46 +238,22 @@ impl AdmmTraining {
     }
 }
 
-/// Prune the channels of `net` until `model`'s cost of its live widths is at most
-/// `budget` (model units), training all the while with Adam, then fine-tune with the
-/// channel support fixed (ECC, CVPR 2019). The kept channels are
+/// Prune the channels of `net` until every budget's model cost of its live widths
+/// is within its limit, training all the while with Adam, then fine-tune with the
+/// channel support fixed (ECC, CVPR 2019). One cost constraint and dual per budget
+/// on the same widths ([`AdmmPruning::new`]); one budget is the paper's setting. The
+/// report's [`status`](TrainingReport::status) lists every budget (cost, budget,
+/// met, binding). The kept channels are
 /// [`PruningPlan::from_network`](crate::network::PruningPlan::from_network) of the
 /// result.
 ///
 /// # Errors
-/// [`crate::Error::InfeasibleBudget`] if the minimum widths cost more than the
-/// budget, [`crate::Error::InvalidParameter`] for a bad configuration, and errors of
-/// the network, the model or the data.
+/// [`crate::Error::InfeasibleBudget`] if the minimum widths cost more than a
+/// budget, [`crate::Error::InvalidParameter`] for a bad configuration or budget
+/// list, and errors of the network, the models or the data.
 pub fn train_admm<N, M>(
     net: &mut N,
-    model: &M,
-    budget: f64,
-    data: Data<'_>,
-    cfg: &AdmmTraining,
-    obs: &mut dyn Observer,
-) -> Result<TrainingReport>
-where
-    N: Trainable,
-    M: WidthCostModel + ?Sized,
-{
-    ensure(cfg.epochs > 0, "epochs", cfg.epochs, "must be >= 1")?;
-    let arch = net.architecture().clone();
-    let mut solver = AdmmPruning::new(&arch, model, budget, cfg.admm.clone())?;
-    let mut opt = Adam::new(cfg.lr)?;
-    train_constrained(net, &mut opt, &mut solver, data, &cfg.training(), obs)
-}
-
-/// [`train_admm`] under several width-level budgets at once: one cost constraint and
-/// dual per budget on the same widths ([`AdmmPruning::with_budgets`]), pruning until
-/// the live widths meet every budget, then fine-tuning. The report's
-/// [`status`](TrainingReport::status) lists every budget (cost, budget, met,
-/// binding).
-///
-/// # Errors
-/// As [`train_admm`] and [`AdmmPruning::with_budgets`].
-pub fn train_admm_budgets<N, M>(
-    net: &mut N,
-    budgets: Vec<WidthBudget<M>>,
+    budgets: Vec<Budget<M>>,
     data: Data<'_>,
     cfg: &AdmmTraining,
     obs: &mut dyn Observer,
@@ -307,7 +264,7 @@ where
 {
     ensure(cfg.epochs > 0, "epochs", cfg.epochs, "must be >= 1")?;
     let arch = net.architecture().clone();
-    let mut solver = AdmmPruning::with_budgets(&arch, budgets, cfg.admm.clone())?;
+    let mut solver = AdmmPruning::new(&arch, budgets, cfg.admm.clone())?;
     let mut opt = Adam::new(cfg.lr)?;
     train_constrained(net, &mut opt, &mut solver, data, &cfg.training(), obs)
 }
@@ -320,8 +277,7 @@ where
 /// As [`train_admm`].
 pub fn train_uniform<N, M>(
     net: &mut N,
-    model: &M,
-    budget: f64,
+    budgets: Vec<Budget<M>>,
     data: Data<'_>,
     epochs: usize,
     cfg: &AdmmTraining,
@@ -329,10 +285,10 @@ pub fn train_uniform<N, M>(
 ) -> Result<TrainingReport>
 where
     N: Trainable,
-    M: WidthCostModel + ?Sized,
+    M: WidthCostModel,
 {
     let arch = net.architecture().clone();
-    let mut solver = UniformScaling::new(&arch, model, budget)?;
+    let mut solver = UniformScaling::new(&arch, budgets)?;
     let mut opt = Adam::new(cfg.lr)?;
     let training = TrainingConfig {
         epochs: 0,

@@ -7,7 +7,7 @@ use rand::seq::SliceRandom;
 use super::data::DataSource;
 use super::loss::{Batch, Loss, argmax_rows};
 use super::optim::Optimizer;
-use crate::error::{Error, Result};
+use crate::error::{Error, Origin, Result};
 use crate::network::Trainable;
 
 /// Whether a run goes on after a hook: returned by step hooks and observers.
@@ -98,10 +98,7 @@ where
         };
         let value = loss.accumulate(&logits, &batch, 1.0, &mut grad)?;
         if !value.is_finite() {
-            return Err(Error::NonFinite {
-                what: "training loss".into(),
-                index: step,
-            });
+            return Err(Error::non_finite("training loss", step, Origin::Training));
         }
         correct += argmax_rows(&logits, k)
             .zip(&labels)

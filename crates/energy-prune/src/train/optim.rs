@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Origin, Result};
 use crate::network::{ParamKind, Trainable};
 
 /// One optimizer update from the gradients of the last backward pass.
@@ -113,10 +113,11 @@ impl FiniteGuard {
     fn into_result(self) -> Result<()> {
         match self.0 {
             None => Ok(()),
-            Some((kind, index)) => Err(Error::NonFinite {
-                what: format!("{kind:?} after the optimizer step"),
+            Some((kind, index)) => Err(Error::non_finite(
+                format!("{kind:?} after the optimizer step"),
                 index,
-            }),
+                Origin::Training,
+            )),
         }
     }
 }

@@ -7,8 +7,10 @@
 //!
 //! Bounds are the bits of non-negative `f32` magnitudes as `i32` (they order like
 //! the values); `-1` and `i32::MAX` serve as "everything" and "nothing" bounds.
-
-use super::select::Classifier;
+//!
+//! The module depends on no other part of the projection: the selection
+//! (`select`) and the sharded protocol use it, and hand it cost classes in the
+//! integer form [`Ranks`].
 
 /// Weights per block of the branch-free loops (band members and ties are looked
 /// up per block, from one 64-bit mask).
@@ -63,8 +65,9 @@ fn max_abs(w: &[f32]) -> f32 {
 }
 }
 
-/// A [`Classifier`] in integer form for branch-free loops: weights with `|w|`
-/// bits above `thr` are base, those equal to it base while `seen < ties`.
+/// A layer's cost classes in integer form for branch-free loops (made by the
+/// selection's classifier): weights with `|w|` bits above `thr` are base, those
+/// equal to it base while `seen < ties`; `thr = -1` charges every weight base.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Ranks {
     pub(super) thr: i32,
@@ -72,19 +75,6 @@ pub(super) struct Ranks {
 }
 
 impl Ranks {
-    /// The integer form of `c`.
-    pub(super) fn of(c: &Classifier) -> Self {
-        if c.all_base {
-            Self { thr: -1, ties: 0 }
-        } else {
-            // An infinite threshold (nothing buffered) compares above every finite |w|.
-            Self {
-                thr: (c.thr.to_bits() & 0x7fff_ffff) as i32,
-                ties: c.ties_left as u64,
-            }
-        }
-    }
-
     /// [`Self::surcharged`] in a block holding `at` weights at the threshold: with
     /// none, no tie to count and no branch.
     #[inline(always)]

@@ -53,17 +53,25 @@ pub(crate) use solver::{WeightSupport, weight_status};
 use crate::energy::{LayerCost, WeightEnergyModel};
 use crate::error::{Error, Result};
 use crate::network::NetworkState;
+use crate::prune::budget::{Budget, check_budgets};
+use crate::prune::constraint::BudgetStatus;
+use multi::{KnapsackConstraint, multi_knapsack};
 use select::{Classifier, WeightStats, check_inputs};
 
-/// What a projection did.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What a projection did. With several budgets, `budget`, `constant` and
+/// `relaxed_energy` are those of the tightest budget (largest relaxed cost
+/// relative to its limit) and `budgets` lists every one.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProjectionOutcome {
-    /// The budget projected onto.
+    /// The budget projected onto (model units).
     pub budget: f64,
     /// The weight-independent energy (`E_const`).
     pub constant: f64,
     /// Relaxed energy of the projected weights, evaluated by the model (`<= budget`).
     pub relaxed_energy: f64,
+    /// Every budget in the order given: its relaxed cost after the projection
+    /// (`cost`), its limit, whether it is met (always) and whether it binds.
+    pub budgets: Vec<BudgetStatus>,
     /// Nonzero weights kept.
     pub kept: u64,
     /// Nonzero weights before the projection.
@@ -76,43 +84,75 @@ pub struct ProjectionOutcome {
     pub single_item: bool,
 }
 
-/// Project the weights of `state` onto `{relaxed energy <= budget}` under `model`,
-/// in place. See the [module docs](self).
+/// Project the weights of `state` onto `{relaxed cost <= limit}` of every budget,
+/// in place. With one budget this is the greedy 0/1 knapsack of the
+/// [module docs](self); with several, the multi-dimensional knapsack of
+/// [`multi_knapsack`] (Lagrangian relaxation, repair and fill), with each model's
+/// relaxed cost checked and the capacity tightened where rounding left it a few ulps
+/// over. A state that already meets every budget is returned unchanged.
 ///
 /// # Examples
 /// ```
 /// use energy_prune::arch::zoo;
-/// use energy_prune::energy::{SystolicArray, SystolicConfig};
+/// use energy_prune::energy::{Count, CountingModel, SystolicArray, SystolicConfig, WeightEnergyModel};
 /// use energy_prune::network::NetworkState;
-/// use energy_prune::prune::project;
+/// use energy_prune::prune::{Budget, project};
 /// # fn main() -> energy_prune::Result<()> {
 /// let arch = zoo::lenet5()?;
-/// let model = SystolicArray::new(&arch, SystolicConfig::default())?;
+/// let hw = SystolicArray::new(&arch, SystolicConfig::default())?;
 /// let mut state = NetworkState::dense(&arch);
-/// let budget = 0.3 * 17_107_544.0;
-/// let out = project(&model, &mut state, budget)?;
-/// assert!(out.relaxed_energy <= budget);
+/// let out = project(&mut state, &[Budget::fraction("energy", &hw, 0.3)])?;
+/// assert!(out.relaxed_energy <= out.budget);
+///
+/// // Energy and parameters at once.
+/// let params = CountingModel::new(&arch, Count::Parameters)?;
+/// let mut state = NetworkState::dense(&arch);
+/// let both: Vec<Budget<&dyn WeightEnergyModel>> = vec![
+///     Budget::fraction("energy", &hw, 0.3),
+///     Budget::absolute("parameters", &params, 2_000.0),
+/// ];
+/// let out = project(&mut state, &both)?;
+/// assert!(out.budgets.iter().all(|b| b.met));
 /// # Ok(()) }
 /// ```
 ///
 /// # Errors
-/// [`Error::InfeasibleBudget`] if `budget` is below the all-zero energy;
-/// [`Error::NonFinite`] for NaN or infinite weights; shape errors if the state
-/// does not fit the model. The state is unchanged on error.
-pub fn project<M: WeightEnergyModel + ?Sized>(
-    model: &M,
+/// [`Error::InvalidParameter`] for no budget, two of one name or a limit that is
+/// not finite and positive; [`Error::InfeasibleBudget`] if a limit is below its
+/// model's all-zero cost; [`Error::NonFinite`] for NaN or infinite weights; shape
+/// errors if the state does not fit a model. The state is unchanged on error.
+pub fn project<M: WeightEnergyModel>(
     state: &mut NetworkState,
-    budget: f64,
+    budgets: &[Budget<M>],
 ) -> Result<ProjectionOutcome> {
-    project_with_workspace(model, state, budget, &mut ProjectionWorkspace::new())
+    project_with_workspace(state, budgets, &mut ProjectionWorkspace::new())
 }
 
 /// [`project`] with a reusable workspace: no allocation after the first call of a
-/// given size (besides the model's own per-layer vectors).
+/// given size (besides the models' own per-layer vectors).
 ///
 /// # Errors
 /// As [`project`].
-pub fn project_with_workspace<M: WeightEnergyModel + ?Sized>(
+pub fn project_with_workspace<M: WeightEnergyModel>(
+    state: &mut NetworkState,
+    budgets: &[Budget<M>],
+    ws: &mut ProjectionWorkspace,
+) -> Result<ProjectionOutcome> {
+    check_budgets(budgets)?;
+    let limits = budgets
+        .iter()
+        .map(Budget::weight_limit)
+        .collect::<Result<Vec<f64>>>()?;
+    if let [one] = budgets {
+        let mut out = project_one(&one.model, state, limits[0], ws)?;
+        out.budgets = vec![BudgetStatus::of(&one.name, out.relaxed_energy, limits[0])];
+        return Ok(out);
+    }
+    project_several(state, budgets, &limits, ws)
+}
+
+/// The projection onto one budget of `model` (the single-budget engine).
+pub(crate) fn project_one<M: WeightEnergyModel + ?Sized>(
     model: &M,
     state: &mut NetworkState,
     budget: f64,
@@ -148,6 +188,7 @@ pub fn project_with_workspace<M: WeightEnergyModel + ?Sized>(
             kept_value: value,
             total_value: value,
             single_item: false,
+            budgets: Vec::new(),
         });
     }
     let costs = model.knapsack_costs();
@@ -170,6 +211,7 @@ pub fn project_with_workspace<M: WeightEnergyModel + ?Sized>(
                 kept_value: sel.kept_value,
                 total_value: total,
                 single_item: sel.single_item,
+                budgets: Vec::new(),
             });
         }
         // Terminates: the capacity falls by at least the overshoot each round, and at
@@ -180,6 +222,87 @@ pub fn project_with_workspace<M: WeightEnergyModel + ?Sized>(
         } else {
             0.0
         };
+    }
+}
+
+/// The projection onto several budgets: [`multi_knapsack`] on the budgets'
+/// knapsack constraints, then each model's own relaxed cost checked; a budget left
+/// a few ulps over by rounding gets its capacity tightened and the selection runs
+/// again from the result.
+fn project_several<M: WeightEnergyModel>(
+    state: &mut NetworkState,
+    budgets: &[Budget<M>],
+    limits: &[f64],
+    ws: &mut ProjectionWorkspace,
+) -> Result<ProjectionOutcome> {
+    for b in budgets {
+        state.check(b.model.architecture())?;
+    }
+    let total_value = WeightStats::of(&state.weights, 1)?.total_value;
+    let mut constraints = Vec::with_capacity(budgets.len());
+    let mut constants = Vec::with_capacity(budgets.len());
+    for (b, &limit) in budgets.iter().zip(limits) {
+        let c = KnapsackConstraint::of_model_with_masks(
+            b.name.clone(),
+            &b.model,
+            limit,
+            &state.input_masks,
+        )?;
+        constants.push(limit - c.capacity);
+        constraints.push(c);
+    }
+    let relaxed = |state: &NetworkState| -> Result<Vec<f64>> {
+        budgets
+            .iter()
+            .map(|b| b.model.relaxed_energy_of(state))
+            .collect()
+    };
+    let nonzero_before: u64 = state.nonzeros().iter().sum();
+    let outcome = |used: Vec<f64>, kept: u64, kept_value: f64| {
+        let k = (0..used.len())
+            .max_by(|&i, &j| (used[i] / limits[i]).total_cmp(&(used[j] / limits[j])))
+            .unwrap_or(0);
+        ProjectionOutcome {
+            budget: limits[k],
+            constant: constants[k],
+            relaxed_energy: used[k],
+            kept,
+            nonzero_before,
+            kept_value,
+            total_value,
+            single_item: false,
+            budgets: budgets
+                .iter()
+                .zip(limits)
+                .zip(&used)
+                .map(|((b, &limit), &cost)| BudgetStatus::of(&b.name, cost, limit))
+                .collect(),
+        }
+    };
+    let before = relaxed(state)?;
+    if before.iter().zip(limits).all(|(c, l)| c <= l) {
+        // Already within every budget: the identity.
+        return Ok(outcome(before, nonzero_before, total_value));
+    }
+    loop {
+        let sel = multi_knapsack(&mut state.weights, &constraints, ws)?;
+        let used = relaxed(state)?;
+        if used.iter().zip(limits).all(|(c, l)| c <= l) {
+            return Ok(outcome(used, sel.kept, sel.kept_value));
+        }
+        // Terminates as in the single-budget case: each over budget loses at least
+        // its overshoot of capacity per round, and at capacity 0 its cost is the
+        // floor, which meets the limit.
+        for ((c, &u), &limit) in constraints.iter_mut().zip(&used).zip(limits) {
+            if u > limit {
+                let over = 2.0 * (u - limit) + c.capacity * f64::EPSILON;
+                c.capacity = if c.capacity > over {
+                    c.capacity - over
+                } else {
+                    0.0
+                };
+            }
+        }
     }
 }
 

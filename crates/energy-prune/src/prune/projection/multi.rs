@@ -28,11 +28,14 @@ use super::{ProjectionWorkspace, greedy_knapsack};
 use crate::energy::{LayerCost, WeightEnergyModel};
 use crate::error::{Error, Result};
 use crate::network::{Network, NetworkMut, NetworkState};
+use crate::prune::budget::Budget;
 use crate::prune::constraint::BudgetStatus;
 
-/// One budget: per-layer knapsack costs and the capacity they must fit.
+/// One constraint of the multi-dimensional knapsack: per-layer knapsack costs and
+/// the capacity they must fit (a [`Budget`] priced by its model; see
+/// [`KnapsackConstraint::of_model`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct KnapsackBudget {
+pub struct KnapsackConstraint {
     /// A name for reports and errors (`"energy"`, `"parameters"`, ...).
     pub name: String,
     /// Cost of the weights of every layer under this budget.
@@ -41,7 +44,7 @@ pub struct KnapsackBudget {
     pub capacity: f64,
 }
 
-impl KnapsackBudget {
+impl KnapsackConstraint {
     /// A budget of `budget` in the model's unit (energy, parameters, MACs, bytes):
     /// the knapsack capacity is the budget minus the model's weight-independent part
     /// with no input masks (the systolic model's input energy; 0 for counting
@@ -59,11 +62,11 @@ impl KnapsackBudget {
         Self::of_model_with_masks(name, model, budget, &none)
     }
 
-    /// [`KnapsackBudget::of_model`] with the weight-independent part taken with the
+    /// [`KnapsackConstraint::of_model`] with the weight-independent part taken with the
     /// given layer input masks.
     ///
     /// # Errors
-    /// As [`KnapsackBudget::of_model`], and mask-length errors of the model.
+    /// As [`KnapsackConstraint::of_model`], and mask-length errors of the model.
     pub fn of_model_with_masks<M: WeightEnergyModel + ?Sized>(
         name: impl Into<String>,
         model: &M,
@@ -85,11 +88,11 @@ impl KnapsackBudget {
         })
     }
 
-    /// [`KnapsackBudget::of_model`] with the budget given as a fraction of the
+    /// [`KnapsackConstraint::of_model`] with the budget given as a fraction of the
     /// dense network's cost under the model.
     ///
     /// # Errors
-    /// As [`KnapsackBudget::of_model`]; [`Error::InvalidParameter`] for a fraction
+    /// As [`KnapsackConstraint::of_model`]; [`Error::InvalidParameter`] for a fraction
     /// outside (0, 1].
     pub fn fraction_of_dense<M: WeightEnergyModel + ?Sized>(
         name: impl Into<String>,
@@ -132,9 +135,9 @@ const ROUNDS: usize = 24;
 /// cost per layer; [`Error::Unsupported`] if two budgets make the same layer's cost
 /// depend on rank; [`Error::NonFinite`] for a NaN or infinite weight. Weights are
 /// unchanged on error.
-pub fn project_multi<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync + Clone>(
+pub fn multi_knapsack<W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync + Clone>(
     weights: &mut [W],
-    budgets: &[KnapsackBudget],
+    budgets: &[KnapsackConstraint],
     ws: &mut ProjectionWorkspace,
 ) -> Result<MultiSelection> {
     let layers = weights.len();
@@ -343,7 +346,7 @@ fn repair<W: AsMut<[f32]> + AsRef<[f32]>>(
     w: &mut [W],
     classes: &[Vec<u8>],
     class_costs: &[Vec<f64>],
-    budgets: &[KnapsackBudget],
+    budgets: &[KnapsackConstraint],
 ) {
     let layers = w.len();
     let mut counts = kept_counts(w, classes, layers);
@@ -399,7 +402,7 @@ fn fill<W: AsMut<[f32]> + AsRef<[f32]>>(
     original: &[W],
     classes: &[Vec<u8>],
     class_costs: &[Vec<f64>],
-    budgets: &[KnapsackBudget],
+    budgets: &[KnapsackConstraint],
     lambda: &[f64],
 ) {
     let layers = w.len();
@@ -441,7 +444,7 @@ fn fill<W: AsMut<[f32]> + AsRef<[f32]>>(
 fn summary<W: AsRef<[f32]>>(
     w: &[W],
     used: Vec<f64>,
-    budgets: &[KnapsackBudget],
+    budgets: &[KnapsackConstraint],
     lambda: &[f64],
     rounds: usize,
 ) -> MultiSelection {
@@ -464,30 +467,17 @@ fn summary<W: AsRef<[f32]>>(
     }
 }
 
-/// One budget of a [`MultiBudgetProjection`]: a weight-level model and the budget
-/// (in the model's unit) its exact cost must meet.
+/// The engine of [`WeightProjection`](super::WeightProjection) for several
+/// budgets: every projection made by [`multi_knapsack`] onto per-budget schedules
+/// that decay from the network's cost at the start of the constrained phase to
+/// each target. Input-mask rounds run as for one budget: while the masks keep a
+/// budget's weight-independent cost above it, the weights are projected onto that
+/// cost plus 30 % of the room the budget leaves above its all-zero-mask floor.
 #[derive(Debug)]
-pub struct ModelBudget {
-    /// A name for reports (`"energy"`, `"parameters"`, ...).
-    pub name: String,
-    /// The model pricing the weights.
-    pub model: Box<dyn WeightEnergyModel>,
-    /// The budget, in the model's unit.
-    pub budget: f64,
-}
-
-/// Projected training under several weight-level budgets at once: as
-/// [`WeightProjection`](super::WeightProjection), with every projection made by
-/// [`project_multi`] onto per-budget schedules that decay from the network's cost
-/// at the start of the constrained phase to each target. Input-mask
-/// rounds run as for one budget: while the masks keep a budget's weight-independent
-/// cost above it, the weights are projected onto that cost plus 30 % of the room the
-/// budget leaves above its all-zero-mask floor. [`ConstraintStatus`](crate::prune::ConstraintStatus) reports the budget closest
-/// to (or furthest over) its limit; [`MultiBudgetProjection::budget_status`] reports
-/// every one.
-#[derive(Debug)]
-pub struct MultiBudgetProjection {
-    budgets: Vec<ModelBudget>,
+pub(crate) struct Multi<M> {
+    budgets: Vec<Budget<M>>,
+    /// Per budget, its limit in the model's unit.
+    limits: Vec<f64>,
     /// Per budget, the weight-independent cost with all input masks at zero (the
     /// lowest reachable; the plain floor without input-mask rounds).
     min_floor: Vec<f64>,
@@ -498,57 +488,45 @@ pub struct MultiBudgetProjection {
     ws: ProjectionWorkspace,
 }
 
-impl MultiBudgetProjection {
-    /// Projection onto every budget of `budgets`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidParameter`] for no budget, a budget that is not finite and
-    /// positive, models of different architectures, or a bad configuration.
-    pub fn new(budgets: Vec<ModelBudget>, cfg: super::WeightProjectionConfig) -> Result<Self> {
-        cfg.validate()?;
-        let Some(first) = budgets.first() else {
-            return Err(Error::param("budgets", 0, "give at least one budget"));
-        };
-        for b in &budgets {
-            crate::prune::constraint::check_budget(b.budget)?;
-            if b.model.architecture().fingerprint() != first.model.architecture().fingerprint() {
-                return Err(Error::param(
-                    "budgets",
-                    b.name.clone(),
-                    "every model must price the same architecture",
-                ));
-            }
-        }
-        Ok(Self {
+impl<M: WeightEnergyModel> Multi<M> {
+    /// Projection onto every budget (checked by the caller: at least two, distinct
+    /// names, one architecture, `limits` resolved).
+    pub(crate) fn new(
+        budgets: Vec<Budget<M>>,
+        limits: Vec<f64>,
+        cfg: super::WeightProjectionConfig,
+    ) -> Self {
+        Self {
             min_floor: vec![0.0; budgets.len()],
             budgets,
+            limits,
             cfg,
             schedules: Vec::new(),
             support: super::WeightSupport::default(),
             state: NetworkState::default(),
             ws: ProjectionWorkspace::new(),
-        })
+        }
+    }
+
+    /// The model of budget `k`.
+    pub(crate) fn model(&self, k: usize) -> &M {
+        &self.budgets[k].model
     }
 
     /// Every budget's exact cost on `net`.
-    ///
-    /// # Errors
-    /// Errors of the network and the models.
-    pub fn budget_status<N: crate::network::Network + ?Sized>(
-        &self,
-        net: &N,
-    ) -> Result<Vec<BudgetStatus>> {
+    fn budget_status(&self, net: &dyn Network) -> Result<Vec<BudgetStatus>> {
         let state = NetworkState::from_network(net)?;
         self.budgets
             .iter()
-            .map(|b| {
+            .zip(&self.limits)
+            .map(|(b, &limit)| {
                 let cost = b.model.energy_total(&state)?;
                 Ok(BudgetStatus {
                     name: b.name.clone(),
                     cost,
-                    budget: b.budget,
-                    met: cost <= b.budget,
-                    binding: b.budget - cost <= 0.01 * b.budget,
+                    budget: limit,
+                    met: cost <= limit,
+                    binding: limit - cost <= 0.01 * limit,
                 })
             })
             .collect()
@@ -556,15 +534,15 @@ impl MultiBudgetProjection {
 
     /// The knapsack budgets in force at `step` (`None`: the targets), with each
     /// model's weight-independent cost taken with the network's current masks.
-    fn knapsack(&self, step: Option<usize>) -> Result<Vec<KnapsackBudget>> {
+    fn knapsack(&self, step: Option<usize>) -> Result<Vec<KnapsackConstraint>> {
         self.budgets
             .iter()
             .zip(&self.schedules)
             .map(|(b, s)| {
                 let target = step.map_or(s.target(), |t| s.at(t));
-                KnapsackBudget::of_model_with_masks(
+                KnapsackConstraint::of_model_with_masks(
                     b.name.clone(),
-                    b.model.as_ref(),
+                    &b.model,
                     target,
                     &self.state.input_masks,
                 )
@@ -576,24 +554,24 @@ impl MultiBudgetProjection {
     /// input masks keep its weight-independent cost above it, that cost plus 30 %
     /// of the room the budget leaves above its all-zero-mask floor.
     fn weight_target(&self, k: usize, state: &NetworkState) -> Result<f64> {
-        let b = &self.budgets[k];
+        let (b, limit) = (&self.budgets[k], self.limits[k]);
         let floor = b.model.floor(&state.input_masks)?;
-        Ok(if floor <= b.budget {
-            b.budget
+        Ok(if floor <= limit {
+            limit
         } else {
-            floor + 0.3 * (b.budget - self.min_floor[k])
+            floor + 0.3 * (limit - self.min_floor[k])
         })
     }
 }
 
-impl crate::prune::ConstrainedOptimizer for MultiBudgetProjection {
+impl<M: WeightEnergyModel> crate::prune::ConstrainedOptimizer for Multi<M> {
     fn name(&self) -> &'static str {
         "multi-budget projection"
     }
 
     /// The first budget's target (reports; every budget is checked by `status`).
     fn target(&self) -> f64 {
-        self.budgets[0].budget
+        self.limits[0]
     }
 
     fn begin(
@@ -608,12 +586,12 @@ impl crate::prune::ConstrainedOptimizer for MultiBudgetProjection {
                 m.fill(0.0);
             }
         }
-        for (k, b) in self.budgets.iter().enumerate() {
+        for (k, (b, &limit)) in self.budgets.iter().zip(&self.limits).enumerate() {
             state.check(b.model.architecture())?;
             let floor = b.model.floor(&masks)?;
-            if b.budget < floor {
+            if limit < floor {
                 return Err(Error::InfeasibleBudget {
-                    budget: b.budget,
+                    budget: limit,
                     min_achievable: floor,
                 });
             }
@@ -688,7 +666,7 @@ impl crate::prune::ConstrainedOptimizer for MultiBudgetProjection {
             }
         }
         let budgets = self.knapsack(if last { None } else { Some(ctx.step) })?;
-        project_multi(&mut self.state.weights, &budgets, &mut self.ws)?;
+        multi_knapsack(&mut self.state.weights, &budgets, &mut self.ws)?;
         self.state.write_weights_to(net)?;
         self.support.update(&self.state);
         Ok(crate::prune::StepReport {
@@ -727,9 +705,9 @@ impl crate::prune::ConstrainedOptimizer for MultiBudgetProjection {
     fn unreachable_floor(&self, net: &dyn Network) -> Result<Option<f64>> {
         let state = NetworkState::from_network(net)?;
         let mut worst: Option<f64> = None;
-        for b in &self.budgets {
+        for (b, &limit) in self.budgets.iter().zip(&self.limits) {
             let floor = b.model.floor(&state.input_masks)?;
-            if floor > b.budget {
+            if floor > limit {
                 worst = Some(worst.map_or(floor, |w: f64| w.max(floor)));
             }
         }

@@ -125,6 +125,19 @@ impl Classifier {
         }
     }
 
+    /// The integer form of the classes, for the kernels.
+    pub(super) fn ranks(&self) -> Ranks {
+        if self.all_base {
+            Ranks { thr: -1, ties: 0 }
+        } else {
+            // An infinite threshold (nothing buffered) compares above every finite |w|.
+            Ranks {
+                thr: (self.thr.to_bits() & 0x7fff_ffff) as i32,
+                ties: self.ties_left as u64,
+            }
+        }
+    }
+
     /// Whether the next weight (in index order) is charged the surcharge.
     #[inline]
     pub(super) fn surcharged(&mut self, v: f32) -> bool {
@@ -670,7 +683,7 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
             // unit is the whole layer unless magnitude alone decides), and then
             // the same magnitude bounds as below, one pair per class.
             let w = &layer[u.start..u.end];
-            let ranks = Ranks::of(&self.classifiers[l]);
+            let ranks = self.classifiers[l].ranks();
             let (hi_b, lo_b) = self.class_bounds(l, hi, lo);
             let mut idx = Vec::new();
             let counts = ranked_scan(w, ranks, hi_b, lo_b, &mut idx);
@@ -949,7 +962,7 @@ impl<K: KeyFn + Sync> Scan<'_, K> {
         // Rank-dependent costs (the unit is the whole layer unless magnitude alone
         // decides the class): classes as in the scan, then per class the bounds of
         // `key > cut` and `key >= cut`.
-        let ranks = Ranks::of(&cls);
+        let ranks = cls.ranks();
         let (keep_b, tie_b) = self.class_bounds(l, threshold, threshold);
         let mut seen = 0u64;
         for (ci, chunk) in w.chunks_mut(CHUNK).enumerate() {
@@ -1609,6 +1622,7 @@ mod tests {
     use crate::arch::zoo;
     use crate::energy::{SystolicArray, SystolicConfig};
     use crate::network::NetworkState;
+    use crate::prune::Budget;
     use crate::prune::projection::{project, project_sorted, project_top_k};
     use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -2029,7 +2043,7 @@ mod tests {
         for frac in [0.16, 0.2, 0.3, 0.5, 0.9, 1.0] {
             let budget = full * frac;
             let mut s = dense.clone();
-            let out = project(&model, &mut s, budget).unwrap();
+            let out = project(&mut s, &[Budget::absolute("energy", &model, budget)]).unwrap();
             assert!(
                 out.relaxed_energy <= budget,
                 "{frac}: {} > {budget}",
@@ -2046,11 +2060,11 @@ mod tests {
                 .total;
             assert!(exact <= out.relaxed_energy + 1e-6);
             let mut again = s.clone();
-            project(&model, &mut again, budget).unwrap();
+            project(&mut again, &[Budget::absolute("energy", &model, budget)]).unwrap();
             assert_eq!(again, s, "projection must be idempotent");
         }
         let mut s = dense.clone();
-        match project(&model, &mut s, floor * 0.99) {
+        match project(&mut s, &[Budget::absolute("energy", &model, floor * 0.99)]) {
             Err(Error::InfeasibleBudget { min_achievable, .. }) => {
                 assert_eq!(min_achievable, floor)
             }
@@ -2059,7 +2073,7 @@ mod tests {
         assert_eq!(s, dense, "state unchanged on error");
         s.weights[2][5] = f32::NAN;
         assert!(matches!(
-            project(&model, &mut s, full),
+            project(&mut s, &[Budget::absolute("energy", &model, full)]),
             Err(Error::NonFinite { .. })
         ));
     }

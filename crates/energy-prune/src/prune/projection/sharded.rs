@@ -9,11 +9,14 @@
 //! consecutive positions; shard `s` holds positions `[start_s, start_s + len_s)`
 //! and shards are numbered in position order. Every party knows the
 //! [`ShardedProblem`] (per-layer costs and lengths, the capacity). A coordinator
-//! sends a [`Request`] to every shard, each shard answers with a [`Reply`]
-//! computed by [`answer`] from its own weights only, and the coordinator merges
-//! the replies; [`coordinate`] runs the whole exchange through one callback, so any
-//! transport (threads, MPI, torch.distributed through bindings, Ray, Spark, files)
-//! can carry it. Requests and replies serialise with serde.
+//! ([`Coordinator`], a state machine with one merge step per round) sends a
+//! [`Request`] to every shard, each shard answers with a [`Reply`] computed by
+//! [`answer`] from its own weights only, and the coordinator merges the replies;
+//! [`coordinate`] runs the whole exchange through one callback, so any transport
+//! (threads, MPI, torch.distributed through bindings, Ray, Spark, files) can carry
+//! it. On the wire every message is a [`RequestMessage`] or [`ReplyMessage`]
+//! carrying the [`PROTOCOL_VERSION`]; a message of another version, or a reply of
+//! another round, is an [`Error::Protocol`]. Messages serialise with serde.
 //!
 //! | round | request | a shard replies | size of a reply |
 //! |---|---|---|---|
@@ -48,7 +51,7 @@ use super::select::{
     classes_of_nonzeros,
 };
 use crate::energy::LayerCost;
-use crate::error::{Error, Result};
+use crate::error::{Error, Origin, Result};
 
 /// The knapsack every party agrees on.
 #[derive(Debug, Clone, PartialEq)]
@@ -274,9 +277,10 @@ impl RadixStep {
     }
 }
 
-/// A message from the coordinator to every shard.
+/// A message from the coordinator to every shard (sent as a [`RequestMessage`]).
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum Request {
     /// Round 1: span, value, largest magnitude, nonzeros, best weight, finiteness.
     Stats,
@@ -332,9 +336,10 @@ pub struct BestWeight {
 /// A sparse histogram: `(bucket, class, count)`, sorted by bucket then class.
 pub type Histogram = Vec<(u32, u32, u64)>;
 
-/// A shard's answer.
+/// A shard's answer (sent as a [`ReplyMessage`]).
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum Reply {
     /// To [`Request::Stats`].
     Stats {
@@ -726,9 +731,21 @@ const CHUNK: usize = 4096;
 /// modify the weights; the other requests only read them.
 ///
 /// # Errors
-/// [`Error::InvalidParameter`] for a request that does not fit the problem (a
-/// layer or class out of range, a malformed radix step).
+/// [`Error::Protocol`] for a request of another protocol version or one that does
+/// not fit the problem (a layer or class out of range, a malformed radix step);
+/// [`Error::IndexOutOfRange`] for a shard holding a layer the problem does not
+/// have.
 pub fn answer(
+    problem: &ShardedProblem,
+    index: usize,
+    shard: &mut Shard<'_>,
+    message: &RequestMessage,
+) -> Result<ReplyMessage> {
+    check_version("request", message.version)?;
+    answer_request(problem, index, shard, &message.request).map(ReplyMessage::new)
+}
+
+fn answer_request(
     problem: &ShardedProblem,
     index: usize,
     shard: &mut Shard<'_>,
@@ -744,20 +761,18 @@ pub fn answer(
     }
     let check_ctx = |ctx: &KeyContext| -> Result<()> {
         if ctx.params.len() != 2 * layers || ctx.classes.iter().any(|c| c.layer >= layers) {
-            return Err(Error::param(
+            return Err(Error::protocol(
                 "request",
-                "key context",
-                "does not fit the problem (params per class, layers in range)",
+                "key context: does not fit the problem (params per class, layers in range)",
             ));
         }
         Ok(())
     };
     let check_step = |s: &RadixStep| -> Result<()> {
-        if s.bits == 0 || s.bits > 16 || s.known + s.bits > 32 {
-            return Err(Error::param(
+        if s.bits == 0 || s.bits > 16 || s.known.checked_add(s.bits).is_none_or(|t| t > 32) {
+            return Err(Error::protocol(
                 "request",
-                "radix step",
-                "bits in 1..=16, known + bits <= 32",
+                "radix step: bits in 1..=16, known + bits <= 32",
             ));
         }
         Ok(())
@@ -954,10 +969,9 @@ fn add_into(dense: &mut [u64], classes: usize, h: &Histogram) -> Result<()> {
     for &(b, c, n) in h {
         let i = b as usize * classes + c as usize;
         if c as usize >= classes || i >= dense.len() {
-            return Err(Error::param(
-                "reply",
-                "histogram",
-                "bucket or class out of range",
+            return Err(Error::protocol(
+                "keys",
+                "histogram bucket or class out of range",
             ));
         }
         dense[i] = dense[i].saturating_add(n);
@@ -980,186 +994,432 @@ pub struct ShardedOutcome {
 /// Bits the three radix rounds fix.
 const RADIX_BITS: [u32; 3] = [12, 12, 8];
 
-/// Run the sharded projection: `exchange(request)` must deliver the request to
-/// every shard and return their replies in shard order (each from [`answer`]).
-/// The weights end as [`greedy_knapsack`](super::greedy_knapsack) would leave them
-/// on the concatenated shards (see the [module docs](self) for the one exception).
-///
-/// # Errors
-/// A bad problem ([`ShardedProblem::validate`]); shards that do not tile the
-/// weights in position order; [`Error::NonFinite`] naming the global position of
-/// a NaN or infinite weight (nothing is changed then); malformed replies; and the
-/// transport's errors.
-pub fn coordinate(
-    problem: &ShardedProblem,
-    mut exchange: impl FnMut(&Request) -> Result<Vec<Reply>>,
-) -> Result<ShardedOutcome> {
-    problem.validate()?;
-    let layers = problem.costs.len();
-    let class_cost = problem.class_cost();
-    let classes = class_cost.len();
-    let mut rounds = 0usize;
-    let mut largest = 0usize;
-    let mut ask = |r: &Request, expect: Option<usize>| -> Result<Vec<Reply>> {
-        rounds += 1;
-        let replies = exchange(r)?;
-        if expect.is_some_and(|n| n != replies.len()) {
-            return Err(Error::shape(
-                "replies (one per shard)",
-                expect.unwrap_or(0),
-                replies.len(),
-            ));
-        }
-        for rep in &replies {
-            largest = largest.max(reply_numbers(rep));
-        }
-        Ok(replies)
-    };
-    // Round 1: stats.
-    let stats = ask(&Request::Stats, None)?;
-    let shards = stats.len();
-    let mut pos = 0u64;
-    let mut total_value = 0.0f64;
-    let mut max_abs = 0.0f32;
-    let mut nonzeros = vec![0u64; layers];
-    let mut best: Option<BestWeight> = None;
-    let mut shard_lens: Vec<u64> = Vec::with_capacity(shards);
-    for (s, rep) in stats.iter().enumerate() {
-        let Reply::Stats {
-            start,
-            len,
-            sum_sq,
-            max_abs: m,
-            nonzeros: nz,
-            best: b,
-            non_finite,
-        } = rep
-        else {
-            return Err(Error::param("reply", s, "expected Stats"));
-        };
-        if let Some(p) = non_finite {
-            return Err(Error::NonFinite {
-                what: "weights (global position)".into(),
-                index: *p as usize,
-            });
-        }
-        if *start != pos {
-            return Err(Error::param(
-                "shards",
-                format!("shard {s} starts at {start}"),
-                format!("shards must tile the weights in position order; expected start {pos}"),
-            ));
-        }
-        pos = pos
-            .checked_add(*len)
-            .filter(|p| *p <= problem.total())
-            .ok_or_else(|| Error::param("reply", s, "shard length past the last weight"))?;
-        shard_lens.push(*len);
-        total_value += sum_sq;
-        max_abs = max_abs.max(*m);
-        for &(l, n) in nz {
-            if l >= layers {
-                return Err(Error::param("reply", s, "layer out of range"));
-            }
-            nonzeros[l] = nonzeros[l].saturating_add(n);
-        }
-        for cand in b {
-            if cand.layer >= layers {
-                return Err(Error::param("reply", s, "layer out of range"));
-            }
-            // Affordable as the layer's largest weight: base class unless no weight
-            // is buffered.
-            let c = &problem.costs[cand.layer];
-            let class_of_top = 2 * cand.layer + usize::from(c.surcharge != 0.0 && c.buffered == 0);
-            if class_cost[class_of_top] > problem.capacity {
-                continue;
-            }
-            if best.is_none_or(|bw| cand.weight.abs() > bw.weight.abs()) {
-                best = Some(*cand);
-            }
+/// The version of the messages this crate sends and accepts; a message of another
+/// version is refused with [`Error::Protocol`] (every party must run the same
+/// protocol).
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// A [`Request`] on the wire, with the protocol version.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct RequestMessage {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u32,
+    /// The request.
+    pub request: Request,
+}
+
+impl RequestMessage {
+    /// `request` at this crate's [`PROTOCOL_VERSION`].
+    pub fn new(request: Request) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            request,
         }
     }
-    if pos != problem.total() {
-        return Err(Error::shape(
-            "weights held by the shards",
-            problem.total() as usize,
-            pos as usize,
+}
+
+/// A [`Reply`] on the wire, with the protocol version.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct ReplyMessage {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u32,
+    /// The reply.
+    pub reply: Reply,
+}
+
+impl ReplyMessage {
+    /// `reply` at this crate's [`PROTOCOL_VERSION`].
+    pub fn new(reply: Reply) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            reply,
+        }
+    }
+}
+
+/// An error unless a message of `version` can be read here.
+fn check_version(round: &'static str, version: u32) -> Result<()> {
+    if version != PROTOCOL_VERSION {
+        return Err(Error::protocol(
+            round,
+            format!("message of protocol version {version}, this side speaks {PROTOCOL_VERSION}"),
         ));
     }
-    let (counts, _) = classes_of_nonzeros(&problem.costs, &nonzeros);
-    let charged_now = charged_of_classes(&counts, &class_cost);
-    if charged_now <= problem.capacity {
-        return Ok(ShardedOutcome {
-            selection: Selection {
-                kept: nonzeros.iter().sum(),
-                charged: charged_now,
-                kept_value: total_value,
-                total_value,
-                single_item: false,
-            },
-            rounds,
-            largest_reply_numbers: largest,
-        });
+    Ok(())
+}
+
+/// Where a [`Coordinator`] stands: the request it sends next.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Round {
+    Stats,
+    /// Radix step `step` (0..3) on the magnitudes of the rank-dependent layers.
+    Magnitudes(usize),
+    /// Radix step `step` (0..3) on the keys.
+    Keys(usize),
+    Ties,
+    Apply,
+    KeepOnly,
+    Done,
+}
+
+impl Round {
+    fn name(self) -> &'static str {
+        match self {
+            Round::Stats => "stats",
+            Round::Magnitudes(_) => "magnitudes",
+            Round::Keys(_) => "keys",
+            Round::Ties => "ties",
+            Round::Apply => "apply",
+            Round::KeepOnly => "keep-only",
+            Round::Done => "done",
+        }
     }
-    // Rounds 2-4: thresholds of the rank-dependent layers (the k-th largest |w|).
-    let ranked: Vec<usize> = (0..layers).filter(|&l| problem.rank_dependent(l)).collect();
-    let mut class_info = Vec::new();
-    if !ranked.is_empty() {
-        let mut state: Vec<(u32, u32, u64)> = vec![(0, 0, 0); ranked.len()]; // prefix, known, above
-        let mut per_shard_last: Vec<Vec<Histogram>> = Vec::new();
-        for bits in RADIX_BITS {
-            let asked: Vec<(usize, RadixStep)> = ranked
-                .iter()
-                .zip(&state)
-                .map(|(&l, &(prefix, known, _))| {
-                    (
-                        l,
-                        RadixStep {
-                            prefix,
-                            known,
-                            bits,
-                        },
-                    )
-                })
-                .collect();
-            let replies = ask(&Request::Magnitudes { layers: asked }, Some(shards))?;
-            let mut dense = vec![vec![0u64; 1 << bits]; ranked.len()];
-            per_shard_last.clear();
-            for (s, rep) in replies.iter().enumerate() {
-                let Reply::Magnitudes(hs) = rep else {
-                    return Err(Error::param("reply", s, "expected Magnitudes"));
-                };
-                if hs.len() != ranked.len() {
-                    return Err(Error::param("reply", s, "one histogram per layer asked"));
+}
+
+/// The coordinator of the sharded projection as a state machine: ask it for the
+/// next request ([`Coordinator::next_request`]), deliver that request to every
+/// shard, and hand it the replies in shard order ([`Coordinator::receive`]),
+/// until `receive` returns the outcome. Each round has its own merge step
+/// (`on_stats`, `on_magnitudes`, `on_keys`, `on_ties`, `on_applied`); a reply of
+/// another round or protocol version, or one that does not fit what the earlier
+/// rounds established, is an [`Error::Protocol`]. [`coordinate`] runs the whole
+/// exchange through one callback.
+#[derive(Debug)]
+pub struct Coordinator<'p> {
+    problem: &'p ShardedProblem,
+    class_cost: Vec<f64>,
+    round: Round,
+    rounds: usize,
+    largest: usize,
+    // Round 1.
+    shard_lens: Vec<u64>,
+    total_value: f64,
+    max_abs: f32,
+    nonzeros: Vec<u64>,
+    best: Option<BestWeight>,
+    // Rounds 2-4: per rank-dependent layer `(prefix, known, above)`.
+    ranked: Vec<usize>,
+    magnitude_state: Vec<(u32, u32, u64)>,
+    last_magnitudes: Vec<Vec<Histogram>>,
+    // Rounds 5-8.
+    ctx: Option<KeyContext>,
+    above: Vec<u64>,
+    prefix: u32,
+    known: u32,
+    cut: Option<u32>,
+    tie_quota: Vec<u64>,
+    // Round 9.
+    kept: Vec<u64>,
+    kept_value: f64,
+}
+
+impl<'p> Coordinator<'p> {
+    /// A coordinator for `problem`, about to ask for the statistics.
+    ///
+    /// # Errors
+    /// A bad problem ([`ShardedProblem::validate`]).
+    pub fn new(problem: &'p ShardedProblem) -> Result<Self> {
+        problem.validate()?;
+        let class_cost = problem.class_cost();
+        Ok(Self {
+            nonzeros: vec![0; problem.costs.len()],
+            above: vec![0; class_cost.len()],
+            class_cost,
+            problem,
+            round: Round::Stats,
+            rounds: 0,
+            largest: 0,
+            shard_lens: Vec::new(),
+            total_value: 0.0,
+            max_abs: 0.0,
+            best: None,
+            ranked: Vec::new(),
+            magnitude_state: Vec::new(),
+            last_magnitudes: Vec::new(),
+            ctx: None,
+            prefix: 0,
+            known: 0,
+            cut: None,
+            tie_quota: Vec::new(),
+            kept: Vec::new(),
+            kept_value: 0.0,
+        })
+    }
+
+    /// The request to send to every shard now; `None` once the outcome is known.
+    pub fn next_request(&self) -> Option<RequestMessage> {
+        let ctx = || {
+            self.ctx
+                .clone()
+                .expect("key context set after the magnitudes")
+        };
+        let request = match self.round {
+            Round::Stats => Request::Stats,
+            Round::Magnitudes(step) => Request::Magnitudes {
+                layers: self
+                    .ranked
+                    .iter()
+                    .zip(&self.magnitude_state)
+                    .map(|(&l, &(prefix, known, _))| {
+                        (
+                            l,
+                            RadixStep {
+                                prefix,
+                                known,
+                                bits: RADIX_BITS[step],
+                            },
+                        )
+                    })
+                    .collect(),
+            },
+            Round::Keys(step) => Request::Keys {
+                ctx: ctx(),
+                step: RadixStep {
+                    prefix: self.prefix,
+                    known: self.known,
+                    bits: RADIX_BITS[step],
+                },
+            },
+            Round::Ties => Request::Ties {
+                ctx: ctx(),
+                cut: self.prefix,
+            },
+            Round::Apply => Request::Apply {
+                ctx: ctx(),
+                cut: self.cut,
+                tie_quota: self.tie_quota.clone(),
+            },
+            Round::KeepOnly => {
+                let b = self.best.expect("a best weight for the single-item round");
+                Request::KeepOnly {
+                    position: b.position,
+                    weight: b.weight,
                 }
-                for (d, h) in dense.iter_mut().zip(hs) {
-                    add_into(d, 1, h)?;
-                }
-                per_shard_last.push(hs.clone());
             }
-            for (j, &l) in ranked.iter().enumerate() {
-                let k = problem.costs[l].buffered as u64;
-                let (prefix, known, above) = state[j];
-                let mut acc = above;
-                let mut chosen = 0u32;
-                for b in (0..(1u32 << bits)).rev() {
-                    let n = dense[j][b as usize];
-                    if acc.saturating_add(n) >= k {
-                        chosen = b;
-                        break;
-                    }
-                    acc = acc.saturating_add(n);
+            Round::Done => return None,
+        };
+        Some(RequestMessage::new(request))
+    }
+
+    /// Merge the replies to the last request (one per shard, in shard order): the
+    /// outcome once the projection is complete, `None` while more rounds follow.
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] for replies of another version or round, a reply count
+    /// other than the shards', shards that do not tile the weights, layers or
+    /// classes out of range; [`Error::NonFinite`] naming the global position of a
+    /// NaN or infinite weight (after round 1, so nothing has changed).
+    pub fn receive(&mut self, replies: &[ReplyMessage]) -> Result<Option<ShardedOutcome>> {
+        let round = self.round;
+        if round == Round::Done {
+            return Err(Error::protocol(
+                "done",
+                "the projection is complete; no reply is expected",
+            ));
+        }
+        if round != Round::Stats && replies.len() != self.shard_lens.len() {
+            return Err(Error::protocol(
+                round.name(),
+                format!(
+                    "{} replies, expected one per shard ({})",
+                    replies.len(),
+                    self.shard_lens.len()
+                ),
+            ));
+        }
+        for r in replies {
+            check_version(round.name(), r.version)?;
+            self.largest = self.largest.max(reply_numbers(&r.reply));
+        }
+        self.rounds += 1;
+        let replies: Vec<&Reply> = replies.iter().map(|r| &r.reply).collect();
+        match round {
+            Round::Stats => self.on_stats(&replies),
+            Round::Magnitudes(step) => self.on_magnitudes(step, &replies).map(|()| None),
+            Round::Keys(step) => self.on_keys(step, &replies).map(|()| None),
+            Round::Ties => self.on_ties(&replies).map(|()| None),
+            Round::Apply => self.on_applied(&replies),
+            Round::KeepOnly => Ok(Some(self.single_item_outcome())),
+            Round::Done => unreachable!("refused above"),
+        }
+    }
+
+    fn outcome(&self, selection: Selection) -> ShardedOutcome {
+        ShardedOutcome {
+            selection,
+            rounds: self.rounds,
+            largest_reply_numbers: self.largest,
+        }
+    }
+
+    /// The class of a layer's largest weight: base unless no weight is buffered.
+    fn class_of_top(&self, layer: usize) -> usize {
+        let c = &self.problem.costs[layer];
+        2 * layer + usize::from(c.surcharge != 0.0 && c.buffered == 0)
+    }
+
+    /// Round 1: spans, values, nonzeros, the best weight; the identity when the
+    /// state already fits.
+    fn on_stats(&mut self, replies: &[&Reply]) -> Result<Option<ShardedOutcome>> {
+        let problem = self.problem;
+        let layers = problem.costs.len();
+        let mut pos = 0u64;
+        for (s, rep) in replies.iter().enumerate() {
+            let Reply::Stats {
+                start,
+                len,
+                sum_sq,
+                max_abs: m,
+                nonzeros: nz,
+                best: b,
+                non_finite,
+            } = rep
+            else {
+                return Err(Error::protocol(
+                    "stats",
+                    format!("shard {s}: expected Stats"),
+                ));
+            };
+            if let Some(p) = non_finite {
+                return Err(Error::non_finite(
+                    "weights (global position)",
+                    *p as usize,
+                    Origin::Input,
+                ));
+            }
+            if *start != pos {
+                return Err(Error::protocol(
+                    "stats",
+                    format!(
+                        "shard {s} starts at {start}; shards must tile the weights in position order (expected start {pos})"
+                    ),
+                ));
+            }
+            pos = pos
+                .checked_add(*len)
+                .filter(|p| *p <= problem.total())
+                .ok_or_else(|| {
+                    Error::protocol(
+                        "stats",
+                        format!("shard {s}: shard length past the last weight"),
+                    )
+                })?;
+            self.shard_lens.push(*len);
+            self.total_value += sum_sq;
+            self.max_abs = self.max_abs.max(*m);
+            for &(l, n) in nz {
+                if l >= layers {
+                    return Err(Error::protocol(
+                        "stats",
+                        format!("shard {s}: layer out of range"),
+                    ));
                 }
-                state[j] = ((prefix << bits) | chosen, known + bits, acc);
+                self.nonzeros[l] = self.nonzeros[l].saturating_add(n);
+            }
+            for cand in b {
+                if cand.layer >= layers {
+                    return Err(Error::protocol(
+                        "stats",
+                        format!("shard {s}: layer out of range"),
+                    ));
+                }
+                if self.class_cost[self.class_of_top(cand.layer)] > problem.capacity {
+                    continue;
+                }
+                if self
+                    .best
+                    .is_none_or(|bw| cand.weight.abs() > bw.weight.abs())
+                {
+                    self.best = Some(*cand);
+                }
             }
         }
-        for (j, &l) in ranked.iter().enumerate() {
-            let (thr_bits, _, above) = state[j];
-            let k = problem.costs[l].buffered as u64;
+        if pos != problem.total() {
+            return Err(Error::shape(
+                "weights held by the shards",
+                problem.total() as usize,
+                pos as usize,
+            ));
+        }
+        let (counts, _) = classes_of_nonzeros(&problem.costs, &self.nonzeros);
+        let charged_now = charged_of_classes(&counts, &self.class_cost);
+        if charged_now <= problem.capacity {
+            self.round = Round::Done;
+            return Ok(Some(self.outcome(Selection {
+                kept: self.nonzeros.iter().sum(),
+                charged: charged_now,
+                kept_value: self.total_value,
+                total_value: self.total_value,
+                single_item: false,
+            })));
+        }
+        self.ranked = (0..layers).filter(|&l| problem.rank_dependent(l)).collect();
+        self.magnitude_state = vec![(0, 0, 0); self.ranked.len()];
+        if self.ranked.is_empty() {
+            self.start_keys(Vec::new());
+        } else {
+            self.round = Round::Magnitudes(0);
+        }
+        Ok(None)
+    }
+
+    /// Rounds 2-4: one radix step towards each rank-dependent layer's threshold
+    /// (its `buffered`-th largest `|w|`); after the last, the layers' classes.
+    fn on_magnitudes(&mut self, step: usize, replies: &[&Reply]) -> Result<()> {
+        let bits = RADIX_BITS[step];
+        let n = self.ranked.len();
+        let mut dense = vec![vec![0u64; 1 << bits]; n];
+        self.last_magnitudes.clear();
+        for (s, rep) in replies.iter().enumerate() {
+            let Reply::Magnitudes(hs) = rep else {
+                return Err(Error::protocol(
+                    "magnitudes",
+                    format!("shard {s}: expected Magnitudes"),
+                ));
+            };
+            if hs.len() != n {
+                return Err(Error::protocol(
+                    "magnitudes",
+                    format!("shard {s}: one histogram per layer asked"),
+                ));
+            }
+            for (d, h) in dense.iter_mut().zip(hs) {
+                add_into(d, 1, h)?;
+            }
+            self.last_magnitudes.push(hs.clone());
+        }
+        for (j, &l) in self.ranked.iter().enumerate() {
+            let k = self.problem.costs[l].buffered as u64;
+            let (prefix, known, above) = self.magnitude_state[j];
+            let mut acc = above;
+            let mut chosen = 0u32;
+            for b in (0..(1u32 << bits)).rev() {
+                let n = dense[j][b as usize];
+                if acc.saturating_add(n) >= k {
+                    chosen = b;
+                    break;
+                }
+                acc = acc.saturating_add(n);
+            }
+            self.magnitude_state[j] = ((prefix << bits) | chosen, known + bits, acc);
+        }
+        if step + 1 < RADIX_BITS.len() {
+            self.round = Round::Magnitudes(step + 1);
+            return Ok(());
+        }
+        let mut class_info = Vec::with_capacity(n);
+        for (j, &l) in self.ranked.iter().enumerate() {
+            let (thr_bits, _, above) = self.magnitude_state[j];
+            let k = self.problem.costs[l].buffered as u64;
             // (Saturating: replies that do not add up must not wrap around.)
             let mut left = k.saturating_sub(above);
             let bucket = thr_bits & 0xff;
-            let base_ties = per_shard_last
+            let base_ties = self
+                .last_magnitudes
                 .iter()
                 .map(|hs| {
                     let n = hs[j]
@@ -1177,96 +1437,98 @@ pub fn coordinate(
                 base_ties,
             });
         }
+        self.start_keys(class_info);
+        Ok(())
     }
-    let scale = KeyScale::choose(max_abs, &class_cost, problem.capacity);
-    let ctx = KeyContext {
-        logarithmic: scale == KeyScale::Logarithmic,
-        params: class_cost
-            .iter()
-            .map(|&c| scale.param(c, problem.capacity))
-            .collect(),
-        classes: class_info,
-    };
-    // Rounds 5-7: the cut.
-    let mut above = vec![0u64; classes];
-    let (mut prefix, mut known) = (0u32, 0u32);
-    let mut everything_fits = false;
-    for bits in RADIX_BITS {
-        let step = RadixStep {
-            prefix,
-            known,
-            bits,
-        };
-        let replies = ask(
-            &Request::Keys {
-                ctx: ctx.clone(),
-                step,
-            },
-            Some(shards),
-        )?;
+
+    /// The key context of rounds 5-9, and the first key round.
+    fn start_keys(&mut self, classes: Vec<LayerClasses>) {
+        let capacity = self.problem.capacity;
+        let scale = KeyScale::choose(self.max_abs, &self.class_cost, capacity);
+        self.ctx = Some(KeyContext {
+            logarithmic: scale == KeyScale::Logarithmic,
+            params: self
+                .class_cost
+                .iter()
+                .map(|&c| scale.param(c, capacity))
+                .collect(),
+            classes,
+        });
+        self.round = Round::Keys(0);
+    }
+
+    /// Rounds 5-7: one radix step towards the cut, the bucket whose cumulative
+    /// cost crosses the capacity.
+    fn on_keys(&mut self, step: usize, replies: &[&Reply]) -> Result<()> {
+        let bits = RADIX_BITS[step];
+        let classes = self.class_cost.len();
         let mut dense = vec![0u64; (1usize << bits) * classes];
         for (s, rep) in replies.iter().enumerate() {
             let Reply::Keys(h) = rep else {
-                return Err(Error::param("reply", s, "expected Keys"));
+                return Err(Error::protocol("keys", format!("shard {s}: expected Keys")));
             };
             add_into(&mut dense, classes, h)?;
         }
         let mut chosen = None;
-        let mut trial = above.clone();
+        let mut trial = self.above.clone();
         for b in (0..(1usize << bits)).rev() {
             let row = &dense[b * classes..(b + 1) * classes];
             trial
                 .iter_mut()
                 .zip(row)
                 .for_each(|(t, n)| *t = t.saturating_add(*n));
-            if charged_of_classes(&trial, &class_cost) > problem.capacity {
+            if charged_of_classes(&trial, &self.class_cost) > self.problem.capacity {
                 chosen = Some(b as u32);
                 break;
             }
-            above.copy_from_slice(&trial);
+            self.above.copy_from_slice(&trial);
         }
         match chosen {
             Some(b) => {
-                prefix = (prefix << bits) | b;
-                known += bits;
+                self.prefix = (self.prefix << bits) | b;
+                self.known += bits;
+                self.round = if step + 1 < RADIX_BITS.len() {
+                    Round::Keys(step + 1)
+                } else {
+                    Round::Ties
+                };
             }
             None => {
-                everything_fits = true;
-                break;
+                // Every affordable weight fits: no cut, no ties.
+                self.cut = None;
+                self.tie_quota = vec![0; self.shard_lens.len()];
+                self.round = Round::Apply;
             }
         }
+        Ok(())
     }
-    // Round 8: ties at the cut, kept in position order while they fit.
-    let (cut, tie_quota) = if everything_fits {
-        (None, vec![0; shards])
-    } else {
-        let replies = ask(
-            &Request::Ties {
-                ctx: ctx.clone(),
-                cut: prefix,
-            },
-            Some(shards),
-        )?;
-        let mut counts = above.clone();
+
+    /// Round 8: the weights at the cut, kept in position order while they fit.
+    fn on_ties(&mut self, replies: &[&Reply]) -> Result<()> {
+        let classes = self.class_cost.len();
+        let mut counts = self.above.clone();
         let mut open = true;
-        let mut quota = Vec::with_capacity(shards);
+        let mut quota = Vec::with_capacity(replies.len());
         for (s, rep) in replies.iter().enumerate() {
             let Reply::Ties(runs) = rep else {
-                return Err(Error::param("reply", s, "expected Ties"));
+                return Err(Error::protocol("ties", format!("shard {s}: expected Ties")));
             };
             let mut q = 0u64;
             for &(c, n) in runs {
                 let c = c as usize;
                 if c >= classes {
-                    return Err(Error::param("reply", s, "class out of range"));
+                    return Err(Error::protocol(
+                        "ties",
+                        format!("shard {s}: class out of range"),
+                    ));
                 }
                 // A shard cannot hold more ties than weights (bounds a lying reply).
-                for _ in 0..n.min(shard_lens[s]) {
+                for _ in 0..n.min(self.shard_lens[s]) {
                     if !open {
                         break;
                     }
                     counts[c] += 1;
-                    if charged_of_classes(&counts, &class_cost) <= problem.capacity {
+                    if charged_of_classes(&counts, &self.class_cost) <= self.problem.capacity {
                         q += 1;
                     } else {
                         counts[c] -= 1;
@@ -1276,72 +1538,97 @@ pub fn coordinate(
             }
             quota.push(q);
         }
-        (Some(prefix), quota)
-    };
-    // Round 9: apply.
-    let replies = ask(
-        &Request::Apply {
-            ctx: ctx.clone(),
-            cut,
-            tie_quota,
-        },
-        Some(shards),
-    )?;
-    let mut kept = vec![0u64; classes];
-    let mut kept_value = 0.0f64;
-    for (s, rep) in replies.iter().enumerate() {
-        let Reply::Applied {
-            kept_value: v,
-            kept: k,
-        } = rep
-        else {
-            return Err(Error::param("reply", s, "expected Applied"));
-        };
-        if k.len() != classes {
-            return Err(Error::param("reply", s, "one count per class"));
-        }
-        kept_value += v;
-        kept.iter_mut()
-            .zip(k)
-            .for_each(|(a, b)| *a = a.saturating_add(*b));
+        self.cut = Some(self.prefix);
+        self.tie_quota = quota;
+        self.round = Round::Apply;
+        Ok(())
     }
-    // Round 10 (rare): the best single weight beats the greedy prefix.
-    if let Some(b) = best {
-        let value = f64::from(b.weight) * f64::from(b.weight);
-        if value > kept_value {
-            ask(
-                &Request::KeepOnly {
-                    position: b.position,
-                    weight: b.weight,
-                },
-                Some(shards),
-            )?;
-            let c = &problem.costs[b.layer];
-            let class = 2 * b.layer + usize::from(c.surcharge != 0.0 && c.buffered == 0);
-            return Ok(ShardedOutcome {
-                selection: Selection {
-                    kept: 1,
-                    charged: class_cost[class],
-                    kept_value: value,
-                    total_value,
-                    single_item: true,
-                },
-                rounds,
-                largest_reply_numbers: largest,
-            });
+
+    /// Round 9: what the shards kept; round 10 follows when the best single weight
+    /// beats the greedy prefix.
+    fn on_applied(&mut self, replies: &[&Reply]) -> Result<Option<ShardedOutcome>> {
+        let classes = self.class_cost.len();
+        let mut kept = vec![0u64; classes];
+        let mut kept_value = 0.0f64;
+        for (s, rep) in replies.iter().enumerate() {
+            let Reply::Applied {
+                kept_value: v,
+                kept: k,
+            } = rep
+            else {
+                return Err(Error::protocol(
+                    "apply",
+                    format!("shard {s}: expected Applied"),
+                ));
+            };
+            if k.len() != classes {
+                return Err(Error::protocol(
+                    "apply",
+                    format!("shard {s}: one count per class"),
+                ));
+            }
+            kept_value += v;
+            kept.iter_mut()
+                .zip(k)
+                .for_each(|(a, b)| *a = a.saturating_add(*b));
         }
-    }
-    Ok(ShardedOutcome {
-        selection: Selection {
-            kept: kept.iter().sum(),
-            charged: charged_of_classes(&kept, &class_cost),
+        self.kept = kept;
+        self.kept_value = kept_value;
+        if let Some(b) = self.best {
+            let value = f64::from(b.weight) * f64::from(b.weight);
+            if value > kept_value {
+                self.round = Round::KeepOnly;
+                return Ok(None);
+            }
+        }
+        self.round = Round::Done;
+        Ok(Some(self.outcome(Selection {
+            kept: self.kept.iter().sum(),
+            charged: charged_of_classes(&self.kept, &self.class_cost),
             kept_value,
-            total_value,
+            total_value: self.total_value,
             single_item: false,
-        },
-        rounds,
-        largest_reply_numbers: largest,
-    })
+        })))
+    }
+
+    /// Round 10 done: the best single weight alone.
+    fn single_item_outcome(&mut self) -> ShardedOutcome {
+        let b = self.best.expect("a best weight for the single-item round");
+        let value = f64::from(b.weight) * f64::from(b.weight);
+        self.round = Round::Done;
+        self.outcome(Selection {
+            kept: 1,
+            charged: self.class_cost[self.class_of_top(b.layer)],
+            kept_value: value,
+            total_value: self.total_value,
+            single_item: true,
+        })
+    }
+}
+
+/// Run the sharded projection: `exchange(request)` must deliver the request to
+/// every shard and return their replies in shard order (each from [`answer`]).
+/// The weights end as [`greedy_knapsack`](super::greedy_knapsack) would leave them
+/// on the concatenated shards (see the [module docs](self) for the one exception).
+/// A loop over a [`Coordinator`].
+///
+/// # Errors
+/// As [`Coordinator::new`] and [`Coordinator::receive`], and the transport's
+/// errors.
+pub fn coordinate(
+    problem: &ShardedProblem,
+    mut exchange: impl FnMut(&RequestMessage) -> Result<Vec<ReplyMessage>>,
+) -> Result<ShardedOutcome> {
+    let mut c = Coordinator::new(problem)?;
+    loop {
+        let request = c
+            .next_request()
+            .ok_or_else(|| Error::protocol("done", "no outcome after the last round"))?;
+        let replies = exchange(&request)?;
+        if let Some(out) = c.receive(&replies)? {
+            return Ok(out);
+        }
+    }
 }
 
 /// Numbers in a reply (its serialised size is about 8 bytes each).
@@ -1436,7 +1723,14 @@ mod tests {
             }
         }
         let mut shards = Shard::split(&mut w, 1);
-        let reply = answer(&problem, 0, &mut shards[0], &Request::Keys { ctx, step }).unwrap();
+        let reply = answer(
+            &problem,
+            0,
+            &mut shards[0],
+            &RequestMessage::new(Request::Keys { ctx, step }),
+        )
+        .unwrap()
+        .reply;
         let Reply::Keys(h) = reply else {
             panic!("a key histogram")
         };

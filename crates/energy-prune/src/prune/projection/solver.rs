@@ -13,14 +13,15 @@
 //! (input-mask rounds), the weights are projected onto that energy plus 30 % of the
 //! room the budget leaves above the all-zero-mask floor.
 
-use super::{ProjectionWorkspace, project_with_workspace};
+use super::multi::Multi;
+use super::{ProjectionWorkspace, project_one};
 use crate::energy::{EnergyReport, WeightEnergyModel};
 use crate::error::{Error, Result, ensure};
 use crate::network::{Network, NetworkMut, NetworkState};
-use crate::prune::constraint::check_budget;
+use crate::prune::budget::{Budget, check_budgets};
 use crate::prune::constraint::{
-    ConstrainedOptimizer, ConstraintStatus, Kept, Phase, ProjectionEvent, RunInfo, SolverEvent,
-    StepContext, StepReport,
+    BudgetStatus, ConstrainedOptimizer, ConstraintStatus, Kept, Phase, ProjectionEvent, RunInfo,
+    SolverEvent, StepContext, StepReport,
 };
 use crate::prune::schedule::BudgetSchedule;
 
@@ -73,10 +74,11 @@ impl WeightProjectionConfig {
     }
 }
 
-/// Projected training onto `{energy <= budget}` under a weight-level model; see the
-/// [module docs](self).
+/// The engine of [`WeightProjection`] for one budget: projected training onto
+/// `{energy <= budget}` under one weight-level model.
 #[derive(Debug)]
-pub struct WeightProjection<M> {
+pub(crate) struct Single<M> {
+    name: String,
     model: M,
     budget: f64,
     cfg: WeightProjectionConfig,
@@ -92,16 +94,11 @@ pub struct WeightProjection<M> {
     ws: ProjectionWorkspace,
 }
 
-impl<M: WeightEnergyModel> WeightProjection<M> {
-    /// Projection onto `budget` (absolute, model units) under `model`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidParameter`] for a budget that is not finite and positive or a
-    /// bad configuration.
-    pub fn new(model: M, budget: f64, cfg: WeightProjectionConfig) -> Result<Self> {
-        cfg.validate()?;
-        check_budget(budget)?;
+impl<M: WeightEnergyModel> Single<M> {
+    /// Projection onto `budget` (absolute, model units, checked) under `model`.
+    fn new(name: String, model: M, budget: f64, cfg: WeightProjectionConfig) -> Result<Self> {
         Ok(Self {
+            name,
             model,
             budget,
             cfg,
@@ -113,19 +110,6 @@ impl<M: WeightEnergyModel> WeightProjection<M> {
             state: NetworkState::default(),
             ws: ProjectionWorkspace::new(),
         })
-    }
-
-    /// The energy model.
-    pub fn model(&self) -> &M {
-        &self.model
-    }
-
-    /// The exact per-layer energy of `net`.
-    ///
-    /// # Errors
-    /// Errors of the network and the model.
-    pub fn energy_report<N: Network + ?Sized>(&self, net: &N) -> Result<EnergyReport> {
-        self.model.energy(&NetworkState::from_network(net)?)
     }
 
     fn input_floor(&self, state: &NetworkState) -> Result<f64> {
@@ -223,7 +207,7 @@ pub(crate) fn weight_status<M: WeightEnergyModel + ?Sized, N: Network + ?Sized>(
     })
 }
 
-impl<M: WeightEnergyModel> ConstrainedOptimizer for WeightProjection<M> {
+impl<M: WeightEnergyModel> ConstrainedOptimizer for Single<M> {
     fn name(&self) -> &'static str {
         "projection"
     }
@@ -304,7 +288,7 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for WeightProjection<M> {
         for (l, w) in self.state.weights.iter_mut().enumerate() {
             net.read_weights(l, w)?;
         }
-        let out = project_with_workspace(&self.model, &mut self.state, b, &mut self.ws)?;
+        let out = project_one(&self.model, &mut self.state, b, &mut self.ws)?;
         self.state.write_weights_to(net)?;
         self.current = b;
         self.support.update(&self.state);
@@ -325,7 +309,15 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for WeightProjection<M> {
     }
 
     fn status(&self, net: &dyn Network) -> Result<ConstraintStatus> {
-        weight_status(&self.model, net, self.current, self.budget)
+        let mut st = weight_status(&self.model, net, self.current, self.budget)?;
+        st.budgets = vec![BudgetStatus {
+            name: self.name.clone(),
+            cost: st.cost,
+            budget: self.budget,
+            met: st.met,
+            binding: self.budget - st.cost <= 0.01 * self.budget,
+        }];
+        Ok(st)
     }
 
     fn unreachable_floor(&self, net: &dyn Network) -> Result<Option<f64>> {
@@ -336,5 +328,135 @@ impl<M: WeightEnergyModel> ConstrainedOptimizer for WeightProjection<M> {
         }
         let floor = self.model.floor(&masks)?;
         Ok((floor > self.budget).then_some(floor))
+    }
+}
+
+/// Projected training under one or several weight-level budgets (ICLR 2019,
+/// projected SGD); see the [module docs](self). With one budget every projection
+/// is the single-budget greedy knapsack ([`project`](super::project)); with several
+/// (energy and parameters, say) each projection solves the multi-dimensional
+/// knapsack of [`multi_knapsack`](super::multi::multi_knapsack) on per-budget
+/// schedules. [`ConstraintStatus`] reports the tightest budget and lists every one.
+///
+/// # Examples
+/// ```
+/// use energy_prune::arch::zoo;
+/// use energy_prune::energy::{SystolicArray, SystolicConfig};
+/// use energy_prune::prune::{Budget, ConstrainedOptimizer, WeightProjection, WeightProjectionConfig};
+/// # fn main() -> energy_prune::Result<()> {
+/// let arch = zoo::lenet5()?;
+/// let hw = SystolicArray::new(&arch, SystolicConfig::default())?;
+/// let solver = WeightProjection::new(
+///     vec![Budget::fraction("energy", &hw, 0.2)],
+///     WeightProjectionConfig::default(),
+/// )?;
+/// assert_eq!(solver.name(), "projection");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct WeightProjection<M> {
+    engine: Engine<M>,
+}
+
+#[derive(Debug)]
+enum Engine<M> {
+    One(Single<M>),
+    Many(Multi<M>),
+}
+
+impl<M: WeightEnergyModel> WeightProjection<M> {
+    /// Projection onto every budget of `budgets` (a fraction is taken of the
+    /// model's exact cost of the dense network).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for no budget, two budgets of one name, a limit
+    /// that is not finite and positive, models of different architectures, or a
+    /// bad configuration.
+    pub fn new(budgets: Vec<Budget<M>>, cfg: WeightProjectionConfig) -> Result<Self> {
+        cfg.validate()?;
+        check_budgets(&budgets)?;
+        let first = budgets[0].model.architecture().fingerprint();
+        let mut limits = Vec::with_capacity(budgets.len());
+        for b in &budgets {
+            if b.model.architecture().fingerprint() != first {
+                return Err(Error::param(
+                    "budgets",
+                    b.name.clone(),
+                    "every model must price the same architecture",
+                ));
+            }
+            limits.push(b.weight_limit()?);
+        }
+        let engine = if budgets.len() == 1 {
+            let b = budgets.into_iter().next().expect("one budget");
+            Engine::One(Single::new(b.name, b.model, limits[0], cfg)?)
+        } else {
+            Engine::Many(Multi::new(budgets, limits, cfg))
+        };
+        Ok(Self { engine })
+    }
+
+    /// The model of the first budget.
+    pub fn model(&self) -> &M {
+        match &self.engine {
+            Engine::One(s) => &s.model,
+            Engine::Many(m) => m.model(0),
+        }
+    }
+
+    /// The exact per-layer energy of `net` under the first budget's model.
+    ///
+    /// # Errors
+    /// Errors of the network and the model.
+    pub fn energy_report<N: Network + ?Sized>(&self, net: &N) -> Result<EnergyReport> {
+        self.model().energy(&NetworkState::from_network(net)?)
+    }
+
+    fn solver(&self) -> &dyn ConstrainedOptimizer {
+        match &self.engine {
+            Engine::One(s) => s,
+            Engine::Many(m) => m,
+        }
+    }
+
+    fn solver_mut(&mut self) -> &mut dyn ConstrainedOptimizer {
+        match &mut self.engine {
+            Engine::One(s) => s,
+            Engine::Many(m) => m,
+        }
+    }
+}
+
+impl<M: WeightEnergyModel> ConstrainedOptimizer for WeightProjection<M> {
+    fn name(&self) -> &'static str {
+        self.solver().name()
+    }
+
+    fn target(&self) -> f64 {
+        self.solver().target()
+    }
+
+    fn begin(&mut self, net: &mut dyn NetworkMut, run: &RunInfo) -> Result<()> {
+        self.solver_mut().begin(net, run)
+    }
+
+    fn begin_phase(&mut self, net: &dyn Network, phase: Phase, steps: usize) -> Result<()> {
+        self.solver_mut().begin_phase(net, phase, steps)
+    }
+
+    fn step(&mut self, net: &mut dyn NetworkMut, ctx: &StepContext<'_>) -> Result<StepReport> {
+        self.solver_mut().step(net, ctx)
+    }
+
+    fn hold(&mut self, net: &mut dyn NetworkMut) -> Result<()> {
+        self.solver_mut().hold(net)
+    }
+
+    fn status(&self, net: &dyn Network) -> Result<ConstraintStatus> {
+        self.solver().status(net)
+    }
+
+    fn unreachable_floor(&self, net: &dyn Network) -> Result<Option<f64>> {
+        self.solver().unreachable_floor(net)
     }
 }
