@@ -70,8 +70,8 @@ impl Module for LeNet5 {
 }
 
 fn seeded_init(net: &mut impl Trainable, seed: u64) -> energy_prune::Result<()> {
-    use rand::{RngExt, SeedableRng, rngs::StdRng};
-    let mut rng = StdRng::seed_from_u64(seed);
+    use rand::{RngExt, SeedableRng, rngs::ChaCha12Rng};
+    let mut rng = ChaCha12Rng::seed_from_u64(seed);
     let fan_in: Vec<usize> = net
         .architecture()
         .layers()

@@ -1,6 +1,6 @@
 //! The reference CNN: a sequential stack of layers with data-parallel training.
 
-use rand::{RngExt, SeedableRng, rngs::StdRng};
+use rand::{RngExt, SeedableRng, rngs::ChaCha12Rng};
 
 use super::executor::{Op, Params, Shape, Worker};
 use super::spec::LayerSpec;
@@ -253,7 +253,7 @@ impl Cnn {
 
     /// Re-draw all weights (He-normal, `std = sqrt(2 / fan_in)`) and zero the biases.
     pub fn reinitialize(&mut self, seed: u64) {
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = ChaCha12Rng::seed_from_u64(seed);
         for (l, layer) in self.arch.layers().iter().enumerate() {
             let fan_in = layer.weight_count() / layer.out_channels();
             let std = (2.0 / fan_in as f64).sqrt();
@@ -372,7 +372,7 @@ impl Cnn {
 }
 
 /// A standard normal draw (Box-Muller).
-pub(crate) fn standard_normal(rng: &mut StdRng) -> f64 {
+pub(crate) fn standard_normal(rng: &mut ChaCha12Rng) -> f64 {
     let u1: f64 = rng.random_range(f64::EPSILON..1.0);
     let u2: f64 = rng.random();
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()

@@ -10,7 +10,7 @@ use energy_prune::prune::{EpochEvent, Observer};
 use energy_prune::train::{
     Control, CrossEntropy, DataSource, Optimizer, cosine_lr, evaluate, train_epoch,
 };
-use rand::rngs::StdRng;
+use rand::rngs::ChaCha12Rng;
 
 /// How the dense network is trained.
 pub struct DenseTraining {
@@ -52,7 +52,7 @@ pub fn train_dense<N, O>(
     train: &dyn DataSource,
     test: &dyn DataSource,
     cfg: &DenseTraining,
-    rng: &mut StdRng,
+    rng: &mut ChaCha12Rng,
     each: &mut dyn FnMut(&DenseEpoch),
 ) -> energy_prune::Result<()>
 where
@@ -102,7 +102,7 @@ pub fn train_dense_lenet5<N: Trainable>(
         schedule_epochs: epochs,
         batch_size: 64,
     };
-    let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let mut rng = <ChaCha12Rng as rand::SeedableRng>::seed_from_u64(seed);
     train_dense(net, &mut opt, train, test, &cfg, &mut rng, each)
 }
 
@@ -124,7 +124,7 @@ pub fn train_dense_vgg<N: Trainable>(
         schedule_epochs: epochs + 1,
         batch_size: 64,
     };
-    let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let mut rng = <ChaCha12Rng as rand::SeedableRng>::seed_from_u64(seed);
     train_dense(net, &mut opt, train, test, &cfg, &mut rng, each)
 }
 

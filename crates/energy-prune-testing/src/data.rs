@@ -2,11 +2,11 @@
 
 use energy_prune::train::Dataset;
 use energy_prune_nn::{Cnn, LayerSpec};
-use rand::{RngExt, SeedableRng, rngs::StdRng};
+use rand::{RngExt, SeedableRng, rngs::ChaCha12Rng};
 
 /// 1x8x8 images whose class is the quadrant holding the brightest pixel.
 pub fn synthetic(n: usize, seed: u64) -> Dataset {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = ChaCha12Rng::seed_from_u64(seed);
     let mut images = Vec::with_capacity(n * 64);
     let mut labels = Vec::with_capacity(n);
     for _ in 0..n {

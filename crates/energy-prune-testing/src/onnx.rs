@@ -6,7 +6,7 @@
 //! own copy of the generated types, so tests can also write hostile files field by
 //! field) and go into the importer as bytes ([`to_bytes`]).
 
-use rand::{RngExt, SeedableRng, rngs::StdRng};
+use rand::{RngExt, SeedableRng, rngs::ChaCha12Rng};
 
 use proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
@@ -65,7 +65,7 @@ pub struct GraphWriter {
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
     input: ValueInfoProto,
-    rng: StdRng,
+    rng: ChaCha12Rng,
     count: usize,
     /// Opset written into the model (17 by default, as PyTorch 2.x exports).
     pub opset: i64,
@@ -135,7 +135,7 @@ impl GraphWriter {
                 nodes: Vec::new(),
                 initializers: Vec::new(),
                 input,
-                rng: StdRng::seed_from_u64(seed),
+                rng: ChaCha12Rng::seed_from_u64(seed),
                 count: 0,
                 opset: 17,
             },

@@ -11,7 +11,7 @@ use energy_prune::prune::Budget;
 use energy_prune::prune::{ProjectionWorkspace, greedy_knapsack, project};
 use energy_prune_testing::project_sorted;
 use proptest::prelude::*;
-use rand::{RngExt, SeedableRng, rngs::StdRng};
+use rand::{RngExt, SeedableRng, rngs::ChaCha12Rng};
 
 /// A weight: zero, an exact tie value, an ordinary value, or an extreme magnitude.
 fn weight(extreme: bool) -> impl Strategy<Value = f32> {
@@ -273,7 +273,7 @@ fn systolic_projection_is_identity_on_feasible_states_and_idempotent() {
         ..SystolicConfig::default()
     };
     let model = SystolicArray::new(&arch, cfg).unwrap();
-    let mut rng = StdRng::seed_from_u64(11);
+    let mut rng = ChaCha12Rng::seed_from_u64(11);
     for case in 0..20 {
         let mut s = NetworkState::dense(&arch);
         let density = rng.random_range(0.01..0.9);
@@ -314,7 +314,7 @@ fn systolic_projection_is_identity_on_feasible_states_and_idempotent() {
 /// what the sort-based reference keeps, and never exceeds the budget.
 #[test]
 fn medium_instances_at_block_and_unit_edges_match_the_reference() {
-    let mut rng = StdRng::seed_from_u64(31);
+    let mut rng = ChaCha12Rng::seed_from_u64(31);
     let lens = [
         0usize, 1, 63, 64, 65, 4095, 4097, 20_000, 65_535, 65_537, 140_001,
     ];

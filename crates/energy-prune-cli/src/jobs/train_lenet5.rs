@@ -14,7 +14,7 @@ use energy_prune::train::Sgd;
 use energy_prune_nn::Cnn;
 use energy_prune_nn::mnist::{Mnist, MnistOptions};
 use energy_prune_nn::workflow::{DenseTraining, train_dense};
-use rand::{SeedableRng, rngs::StdRng};
+use rand::{SeedableRng, rngs::ChaCha12Rng};
 
 use crate::args::Usage;
 
@@ -75,7 +75,7 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         net.set_threads(t);
     }
     let mut opt = Sgd::new(args.lr, 0.9, 5e-4)?;
-    let mut rng = StdRng::seed_from_u64(args.rng.seed);
+    let mut rng = ChaCha12Rng::seed_from_u64(args.rng.seed);
     let cfg = DenseTraining {
         epochs: args.epochs as usize,
         lr: args.lr,

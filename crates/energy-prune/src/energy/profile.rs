@@ -30,7 +30,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use rand::{RngExt, SeedableRng, rngs::StdRng};
+use rand::{RngExt, SeedableRng, rngs::ChaCha12Rng};
 
 use super::WidthCostModel;
 use crate::arch::Architecture;
@@ -77,7 +77,7 @@ impl<M: WidthCostModel> CostOracle for ModelOracle<M> {
 #[derive(Debug)]
 pub struct WidthSampler {
     bounds: Vec<(usize, usize)>,
-    rng: StdRng,
+    rng: ChaCha12Rng,
 }
 
 impl WidthSampler {
@@ -96,7 +96,7 @@ impl WidthSampler {
             .collect();
         Self {
             bounds,
-            rng: StdRng::seed_from_u64(seed),
+            rng: ChaCha12Rng::seed_from_u64(seed),
         }
     }
 
@@ -252,7 +252,7 @@ impl ProfileSet {
             ));
         }
         let mut idx: Vec<usize> = (0..self.len()).collect();
-        rand::seq::SliceRandom::shuffle(&mut idx[..], &mut StdRng::seed_from_u64(seed));
+        rand::seq::SliceRandom::shuffle(&mut idx[..], &mut ChaCha12Rng::seed_from_u64(seed));
         let n_val = ((self.len() as f64) * validation).round() as usize;
         let mut train = ProfileSet::new(self.num_widths);
         let mut val = ProfileSet::new(self.num_widths);

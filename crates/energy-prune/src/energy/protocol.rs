@@ -366,14 +366,14 @@ mod tests {
     use crate::arch::zoo;
     use crate::energy::profile::WidthSampler;
     use crate::energy::{ModelOracle, SystolicArray, SystolicConfig, WidthCostModel};
-    use rand::{RngExt, SeedableRng, rngs::StdRng};
+    use rand::{RngExt, SeedableRng, rngs::ChaCha12Rng};
 
     /// A noisy machine: the exact cost times a slow drift over the calls, plus
     /// multiplicative noise and rare slow spikes (interference), recording the order
     /// of the calls.
     struct Noisy {
         exact: ModelOracle<SystolicArray>,
-        rng: StdRng,
+        rng: ChaCha12Rng,
         calls: Vec<Vec<usize>>,
         noise: f64,
         spikes: f64,
@@ -403,7 +403,7 @@ mod tests {
         let configs = (0..30).map(|_| sampler.sample()).collect();
         let oracle = Noisy {
             exact: ModelOracle(model),
-            rng: StdRng::seed_from_u64(9),
+            rng: ChaCha12Rng::seed_from_u64(9),
             calls: Vec::new(),
             noise,
             spikes,
@@ -488,7 +488,7 @@ mod tests {
     /// at all (interference only ever adds time).
     struct Busy {
         exact: ModelOracle<SystolicArray>,
-        rng: StdRng,
+        rng: ChaCha12Rng,
     }
 
     impl CostOracle for Busy {
@@ -509,7 +509,7 @@ mod tests {
         let exact = o.exact.0.clone();
         let mut busy = Busy {
             exact: o.exact,
-            rng: StdRng::seed_from_u64(4),
+            rng: ChaCha12Rng::seed_from_u64(4),
         };
         let adaptive = measure_interleaved(&mut busy, &configs, &Protocol::default()).unwrap();
         assert_eq!(adaptive.noise.statistic, Statistic::Min);

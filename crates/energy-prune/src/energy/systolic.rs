@@ -876,7 +876,7 @@ impl WidthCostModel for SystolicArray {
 mod tests {
     use super::*;
     use crate::arch::{ArchBuilder, Conv, zoo};
-    use rand::{RngExt, SeedableRng, rngs::StdRng};
+    use rand::{RngExt, SeedableRng, rngs::ChaCha12Rng};
 
     fn one_conv(c: usize, h: usize, conv: Conv) -> Architecture {
         let mut b = ArchBuilder::new("one");
@@ -937,7 +937,7 @@ mod tests {
 
     #[test]
     fn exact_counts_match_brute_force_with_masks_padding_stride_groups() {
-        let mut rng = StdRng::seed_from_u64(3);
+        let mut rng = ChaCha12Rng::seed_from_u64(3);
         let cases = [
             (3, 9, Conv::new(4, 3).padding(1)),
             (4, 11, Conv::new(6, 3).stride(2).padding(1).groups(2)),
@@ -1095,7 +1095,7 @@ mod tests {
 
     #[test]
     fn width_gradient_matches_finite_differences() {
-        let mut rng = StdRng::seed_from_u64(9);
+        let mut rng = ChaCha12Rng::seed_from_u64(9);
         for arch in [
             zoo::lenet5().unwrap(),
             zoo::mobilenet_v1().unwrap(),

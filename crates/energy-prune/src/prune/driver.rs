@@ -30,7 +30,7 @@
 use std::fmt;
 use std::time::Instant;
 
-use rand::{SeedableRng, rngs::StdRng};
+use rand::{SeedableRng, rngs::ChaCha12Rng};
 
 use super::constraint::{ConstrainedOptimizer, ConstraintStatus, Phase, RunInfo, StepContext};
 use super::observer::{EpochEvent, Observer};
@@ -414,7 +414,7 @@ where
         cfg,
         loss: &mut *loss,
         obs,
-        rng: StdRng::seed_from_u64(cfg.seed),
+        rng: ChaCha12Rng::seed_from_u64(cfg.seed),
         history: Vec::new(),
         epoch: 0,
         total_epochs: cfg.epochs + mask_epochs + cfg.finetune_epochs,
@@ -445,7 +445,7 @@ struct Run<'a, 'l, N, O: ?Sized, C: ?Sized> {
     cfg: &'a TrainingConfig,
     loss: &'a mut (dyn Loss + 'l),
     obs: &'a mut dyn Observer,
-    rng: StdRng,
+    rng: ChaCha12Rng,
     history: Vec<EpochEvent>,
     epoch: usize,
     total_epochs: usize,
@@ -619,7 +619,7 @@ where
                     }
                     Ok(Control::Continue)
                 };
-                let mut rng = StdRng::seed_from_u64(self.cfg.seed ^ (round as u64 + 1) << 32);
+                let mut rng = ChaCha12Rng::seed_from_u64(self.cfg.seed ^ (round as u64 + 1) << 32);
                 let st = train_epoch(
                     self.net,
                     &mut adam,

@@ -1,7 +1,7 @@
 //! The epoch loop and evaluation, for any [`Trainable`] network, [`DataSource`],
 //! [`Loss`] and [`Optimizer`].
 
-use rand::rngs::StdRng;
+use rand::rngs::ChaCha12Rng;
 use rand::seq::SliceRandom;
 
 use super::data::DataSource;
@@ -59,7 +59,7 @@ pub fn train_epoch<N, O, D, L>(
     data: &D,
     loss: &mut L,
     batch_size: usize,
-    rng: &mut StdRng,
+    rng: &mut ChaCha12Rng,
     after_step: &mut dyn FnMut(&mut N, &O, usize) -> Result<Control>,
 ) -> Result<EpochStats>
 where
