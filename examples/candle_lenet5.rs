@@ -5,11 +5,7 @@
 //! ```text
 //! cargo run --release -p energy-prune-examples --features candle --example candle_lenet5
 //! ```
-//! With `json: true` in its settings the last line is
-//! `{"budget", "energy_ratio", "test_accuracy", "budget_met", "dense_accuracy", "seconds"}`.
 
-use energy_prune::prune::Budget;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Module, Tensor};
@@ -17,21 +13,11 @@ use candle_nn::{Conv2d, Linear, VarBuilder, VarMap};
 use energy_prune::arch::zoo;
 use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::{Network, NetworkState, ParamKind, Trainable};
-use energy_prune::prune::{Data, ProjectedTraining, train_projected};
+use energy_prune::prune::{Budget, Data, ProjectedTraining, train_projected};
 use energy_prune::train::evaluate;
 use energy_prune_candle::{CandleLayer, CandleNetwork, max_pool2d};
 use energy_prune_nn::mnist::{Mnist, MnistOptions};
 use energy_prune_nn::workflow::{Progress, print_dense, train_dense_lenet5};
-
-struct Args {
-    budget: f64,
-    dense_epochs: usize,
-    epochs: usize,
-    finetune_epochs: usize,
-    seed: u64,
-    data: PathBuf,
-    json: bool,
-}
 
 /// LeNet-5 in plain candle: conv 6@5x5, max-pool 2, conv 16@5x5, max-pool 2,
 /// FC 400-120-84-10, ReLU after every layer but the last. The pools are
@@ -96,33 +82,12 @@ fn seeded_init(net: &mut impl Trainable, seed: u64) -> energy_prune::Result<()> 
     Ok(())
 }
 
-/// The example's settings (edit them here: the example shows the library, not a
-/// command line; the `energy-prune` tool has the jobs with flags).
-fn main() -> std::process::ExitCode {
-    let args = Args {
-        budget: 0.2,
-        dense_epochs: 8,
-        epochs: ProjectedTraining::default().epochs,
-        finetune_epochs: ProjectedTraining::default().finetune_epochs,
-        seed: 1,
-        data: PathBuf::from("data/mnist"),
-        json: false,
-    };
-    match run(&args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(args: &Args) -> energy_prune::Result<()> {
+fn main() -> energy_prune::Result<()> {
+    let (fraction, dense_epochs, seed) = (0.2, 8, 1);
     let start = Instant::now();
-    let data = Mnist::load(&args.data, MnistOptions::default())?;
+    let data = Mnist::load("data/mnist", MnistOptions::default())?;
     let vars = VarMap::new();
-    let device = Device::Cpu;
-    let vb = VarBuilder::from_varmap(&vars, DType::F32, &device);
+    let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
     let model = LeNet5::new(&vb).map_err(energy_prune::Error::external)?;
     let layers = ["conv1", "conv2", "fc1", "fc2", "fc3"]
         .iter()
@@ -132,81 +97,48 @@ fn run(args: &Args) -> energy_prune::Result<()> {
     let mut net = CandleNetwork::new(zoo::lenet5()?, model, layers, vec![], [1, 32, 32])?;
     // candle's CPU generator cannot be seeded: draw PyTorch's default initialisation
     // (uniform in +-1/sqrt(fan_in)) from the seed, through the network traits.
-    seeded_init(&mut net, args.seed)?;
+    seeded_init(&mut net, seed)?;
 
     println!("candle LeNet-5 on MNIST: dense training");
-    train_dense_lenet5(
-        &mut net,
-        &data.train,
-        &data.test,
-        args.dense_epochs,
-        args.seed,
-        &mut |e| print_dense("dense", args.dense_epochs, e),
-    )?;
-    let dense_acc = evaluate(&mut net, &data.test, 1000)?;
+    let (train, test) = (&data.train, &data.test);
+    let each = &mut |e: &_| print_dense("dense", dense_epochs, e);
+    train_dense_lenet5(&mut net, train, test, dense_epochs, seed, each)?;
+    let dense_acc = evaluate(&mut net, test, 1000)?;
     let hw = SystolicArray::new(net.architecture(), SystolicConfig::default())?;
     let e_dense = hw.energy(&NetworkState::from_network(&net)?)?.total;
-    let budget = args.budget * e_dense;
+    let budget = fraction * e_dense;
     println!(
-        "\ndense: test accuracy {:.2} %, energy {:.6e}; budget {} of dense\n",
-        100.0 * dense_acc,
-        e_dense,
-        args.budget
+        "\ndense: test accuracy {:.2} %, energy {e_dense:.6e}\n",
+        100.0 * dense_acc
     );
     let cfg = ProjectedTraining {
-        epochs: args.epochs,
-        finetune_epochs: args.finetune_epochs,
-        seed: args.seed,
+        seed,
         ..ProjectedTraining::default()
     };
     let mut progress = Progress {
         reference: e_dense,
         unit: "of dense",
     };
-    let data_c = Data {
-        train: &data.train,
+    let split = Data {
+        train,
         validation: None,
-        test: Some(&data.test),
+        test: Some(test),
     };
-    let report = train_projected(
-        &mut net,
-        vec![Budget::absolute("energy", &hw, budget)],
-        data_c,
-        &cfg,
-        &mut progress,
-    )?;
+    let budgets = vec![Budget::absolute("energy", &hw, budget)];
+    let report = train_projected(&mut net, budgets, split, &cfg, &mut progress)?;
     let energy = hw.energy(&NetworkState::from_network(&net)?)?.total;
-    let accuracy = evaluate(&mut net, &data.test, 1000)?;
+    let accuracy = evaluate(&mut net, test, 1000)?;
     let met = energy <= budget;
-    let seconds = start.elapsed().as_secs_f64();
     println!("\n{}\n", report.termination);
     println!("| network | test accuracy | energy (of dense) | budget met |");
     println!("|---|---|---|---|");
     println!("| dense (candle) | {:.2} % | 1.0000 | |", 100.0 * dense_acc);
+    let ratio = energy / e_dense;
+    let yes = if met { "yes" } else { "NO" };
     println!(
-        "| energy-constrained (candle) | {:.2} % | {:.4} | {} |",
-        100.0 * accuracy,
-        energy / e_dense,
-        if met { "yes" } else { "NO" }
+        "| energy-constrained (candle) | {:.2} % | {ratio:.4} | {yes} |",
+        100.0 * accuracy
     );
-    println!("\nwhole run: {seconds:.1} s");
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "budget": args.budget,
-                "energy_ratio": energy / e_dense,
-                "test_accuracy": accuracy,
-                "budget_met": met,
-                "dense_accuracy": dense_acc,
-                "seconds": seconds,
-            })
-        );
-    }
-    energy_prune_nn::workflow::require_budget_met(
-        "the candle network",
-        met,
-        energy / e_dense,
-        args.budget,
-    )
+    println!("\nwhole run: {:.1} s", start.elapsed().as_secs_f64());
+    energy_prune_nn::workflow::require_budget_met("the candle network", met, ratio, fraction)
 }

@@ -417,6 +417,31 @@ fn malformed_messages_are_errors() {
         Shard::from_range(&problem, 10, &mut buf).is_err(),
         "past the last weight"
     );
+    // Requests that would wrap or write non-finite values are refused.
+    let wrap = Request::Magnitudes {
+        layers: vec![(
+            0,
+            energy_prune::prune::projection::sharded::RadixStep {
+                prefix: 0,
+                known: u32::MAX,
+                bits: 1,
+            },
+        )],
+    };
+    let e = answer(&problem, 0, &mut shards[0], &RequestMessage::new(wrap)).unwrap_err();
+    assert!(e.to_string().contains("radix step"), "{e}");
+    for (position, weight) in [(0, f32::NAN), (0, f32::INFINITY), (16, 1.0)] {
+        let keep = Request::KeepOnly { position, weight };
+        let e = answer(&problem, 0, &mut shards[0], &RequestMessage::new(keep)).unwrap_err();
+        assert!(matches!(e, energy_prune::Error::Protocol { .. }), "{e}");
+    }
+    let huge = ShardedProblem {
+        costs: problem.costs.clone(),
+        layer_lens: vec![u64::MAX, 2],
+        capacity: 1.0,
+    };
+    assert!(huge.validate().is_err(), "lengths whose sum overflows");
+    assert!(coordinate(&huge, |_| Ok(Vec::new())).is_err());
     // Messages of another protocol version are refused on both sides, before any
     // weight changes.
     let mut old = RequestMessage::new(Request::Stats);

@@ -79,22 +79,36 @@ impl ShardedProblem {
                 self.layer_lens.len(),
             ));
         }
+        if self
+            .layer_lens
+            .iter()
+            .try_fold(0u64, |sum, &n| sum.checked_add(n))
+            .is_none()
+        {
+            return Err(Error::param(
+                "layer_lens",
+                format!("{:?}", self.layer_lens),
+                "the layers' lengths must add up to at most 2^64 - 1 weights",
+            ));
+        }
         let empty: Vec<&[f32]> = vec![&[]; self.costs.len()];
         check_inputs(&empty, &self.costs, self.capacity, false)
     }
 
     /// Total number of weights.
     pub fn total(&self) -> u64 {
-        self.layer_lens.iter().sum()
+        self.layer_lens
+            .iter()
+            .fold(0u64, |a, &n| a.saturating_add(n))
     }
 
     /// First global position of every layer.
     fn offsets(&self) -> Vec<u64> {
         let mut o = Vec::with_capacity(self.layer_lens.len());
-        let mut at = 0;
+        let mut at = 0u64;
         for &n in &self.layer_lens {
             o.push(at);
-            at += n;
+            at = at.saturating_add(n);
         }
         o
     }
@@ -943,6 +957,14 @@ fn answer_request(
             Ok(Reply::Applied { kept_value, kept })
         }
         Request::KeepOnly { position, weight } => {
+            if !weight.is_finite() || *position >= problem.total() {
+                return Err(Error::protocol(
+                    "request",
+                    format!(
+                        "keep-only of weight {weight} at position {position}: must be finite and inside the weights"
+                    ),
+                ));
+            }
             for seg in shard.segments.iter_mut() {
                 let base = offsets[seg.layer] + seg.offset;
                 let end = base + seg.weights.len() as u64;
