@@ -85,7 +85,7 @@ where
     Ok(())
 }
 
-/// The dense LeNet-5 of the examples: `epochs` epochs of SGD (momentum 0.9, weight
+/// The dense LeNet-5 of the tool's jobs: `epochs` epochs of SGD (momentum 0.9, weight
 /// decay 5e-4, batch 64) with a cosine learning rate from 0.02, data order from `seed`.
 pub fn train_dense_lenet5<N: Trainable>(
     net: &mut N,
@@ -106,7 +106,7 @@ pub fn train_dense_lenet5<N: Trainable>(
     train_dense(net, &mut opt, train, test, &cfg, &mut rng, each)
 }
 
-/// The dense VGG-MNIST of the examples: `epochs` epochs of Adam (rate 1e-3, batch
+/// The dense VGG-MNIST of the tool's jobs: `epochs` epochs of Adam (rate 1e-3, batch
 /// 64; this deeper network without normalisation diverges under plain SGD at
 /// LeNet-5's rate) with a cosine over `epochs + 1`, data order from `seed`.
 pub fn train_dense_vgg<N: Trainable>(
@@ -254,7 +254,7 @@ pub fn calibrate_latency(
     })
 }
 
-/// [`calibrate_latency`] for VGG-MNIST with the examples' defaults (widths in
+/// [`calibrate_latency`] for VGG-MNIST with the tool's defaults (widths in
 /// `[max/4, max]`, batch 64, 5 repeats, a 5-point grid).
 pub fn calibrate_vgg_latency(
     arch: &energy_prune::arch::Architecture,
@@ -322,7 +322,7 @@ pub fn print_calibration(c: &Calibration) {
     println!("chosen: {name} (lowest validation MRAE)");
 }
 
-/// The dense progress line of the examples.
+/// The dense progress line of the tool's jobs.
 pub fn print_dense(label: &str, epochs: usize, e: &DenseEpoch) {
     println!(
         "{label:<24} {:>3}/{:<3} loss {:.4}  train {:6.2} %  test {:6.2} %  {:>6.0} img/s",

@@ -7,7 +7,7 @@
 //! JSON with its kind.
 //!
 //! ```text
-//! cargo run --release --example calibrate -- [--net vgg-mnist|lenet5]
+//! energy-prune calibrate [--net vgg-mnist|lenet5]
 //!     [--samples N] [--batch N] [--repeats N] [--grid N] [--min-fraction F] [--seed N] [--out FILE] [--csv FILE]
 //!     [--min-fraction F] [--json]
 //! ```

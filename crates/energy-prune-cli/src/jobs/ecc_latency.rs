@@ -4,7 +4,7 @@
 //! uniform width scaling.
 //!
 //! ```text
-//! cargo run --release --example ecc_latency -- [--budget 0.5 | --budgets 0.25,0.5,0.75]
+//! energy-prune lab ecc [--budget 0.5 | --budgets 0.25,0.5,0.75]
 //!     [--seeds N] [--model latency|systolic] [--cost-model FILE] [--samples N]
 //!     [--train-size N] [--prune-train-size N] [--dense-epochs N] [--epochs N]
 //!     [--finetune-epochs N] [--tolerance F] [--loop-rounds N] [--seed N] [--data DIR]
@@ -18,7 +18,7 @@
 //! reports means and standard deviations. The latency model is calibrated on this
 //! machine first (measurement protocol, bilinear models and the layer table, the
 //! best by held-out error; about a minute) unless `--cost-model` names a JSON file
-//! written by the `calibrate` example. **Closed loop**: after compaction the
+//! written by `energy-prune calibrate`. **Closed loop**: after compaction the
 //! network is measured against the dense one (interleaved); while it is more than
 //! `--tolerance` (default 3 %) over its budget, the latency target is tightened by
 //! the observed ratio and pruning continues from it (at most `--loop-rounds`, 3),

@@ -2,7 +2,7 @@
 //! systolic-array model, and compare with magnitude pruning at the same energy.
 //!
 //! ```text
-//! cargo run --release --example lenet5_energy -- [--budget 0.2] [--epochs N]
+//! energy-prune lab lenet5 [--budget 0.2] [--epochs N]
 //!     [--finetune-epochs N] [--dense FILE] [--save-dense FILE] [--dense-epochs N]
 //!     [--project-every N] [--lr X] [--seed N] [--data DIR] [--json]
 //! ```

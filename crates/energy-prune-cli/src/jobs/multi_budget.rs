@@ -2,7 +2,7 @@
 //!
 //! * **weight level**: LeNet-5 on MNIST with systolic energy <= 0.25 and nonzero
 //!   parameters <= 0.03 of the dense network, met together by one projected
-//!   training (`MultiBudgetProjection`);
+//!   training (`WeightProjection` with two budgets);
 //! * **width level**: VGG-MNIST with CPU latency <= 0.5 (ECC's bilinear model,
 //!   calibrated here, or `--cost-model FILE`) and systolic energy <= 0.4 of the
 //!   dense network, met together by one ADMM run with a dual per budget
@@ -16,9 +16,9 @@
 //! single-budget trainings.
 //!
 //! ```sh
-//! cargo run --release --example multi_budget            # about 15 minutes on 2 cores
-//! cargo run --release --example multi_budget -- --level weight --energy 0.25 --params 0.03 --json
-//! cargo run --release --example multi_budget -- --level width --latency 0.5 --width-energy 0.4
+//! energy-prune lab multi-budget            # about 15 minutes on 2 cores
+//! energy-prune lab multi-budget --level weight --energy 0.25 --params 0.03 --json
+//! energy-prune lab multi-budget --level width --latency 0.5 --width-energy 0.4
 //! ```
 //!
 //! With `--json` the last line is
@@ -54,7 +54,7 @@ use crate::args::Usage;
 /// Flags of this job.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Which budgets: weight, width or all.
+    /// Which budgets: weight, width or both.
     #[arg(long, default_value = "both")]
     pub level: String,
     /// Energy budget as a fraction of dense.

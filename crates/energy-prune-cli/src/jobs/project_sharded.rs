@@ -3,11 +3,11 @@
 //! protocol while holding one shard in memory at a time.
 //!
 //! ```sh
-//! cargo run --release --example project_sharded              # 10^9 weights, 32 shards
-//! cargo run --release --example project_sharded -- --weights 50000000 --shards 8 --json
+//! energy-prune lab sharded              # 10^9 weights, 32 shards
+//! energy-prune lab sharded --weights 50000000 --shards 8 --json
 //! ```
 //!
-//! The example first checks the protocol on a smaller instance (`--check-weights`,
+//! The job first checks the protocol on a smaller instance (`--check-weights`,
 //! default 2 * 10^7) against the in-memory projection (weights compared bit for
 //! bit), then generates the large model (`--dir`, default `target/project_sharded`),
 //! projects it and prints the time, the passes over the data, the peak resident

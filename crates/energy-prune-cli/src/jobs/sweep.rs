@@ -3,7 +3,7 @@
 //! baselines, with a CSV, a JSON and two SVG plots.
 //!
 //! ```text
-//! cargo run --release --example sweep -- [--budgets 0.15,0.2,0.3,0.4,0.5,0.7]
+//! energy-prune lab sweep [--budgets 0.15,0.2,0.3,0.4,0.5,0.7]
 //!     [--methods energy,magnitude,layer-uniform] [--dense FILE] [--save-dense FILE]
 //!     [--dense-epochs N] [--epochs N] [--finetune-epochs N] [--input-mask auto|always|never]
 //!     [--mask-rounds N] [--breakdown-budget F] [--out DIR] [--data DIR]

@@ -1,7 +1,7 @@
 //! Train the paper's LeNet-5 on the full MNIST training set and report test accuracy.
 //!
 //! ```text
-//! cargo run --release --example train_lenet5 -- [--epochs N] [--batch-size N] [--lr X]
+//! energy-prune lab train-lenet5 [--epochs N] [--batch-size N] [--lr X]
 //!     [--seed N] [--data DIR] [--save FILE] [--threads N] [--json]
 //! ```
 //! With `--json` the last line of stdout is one JSON object with the results.

@@ -39,8 +39,8 @@
 //!
 //! Messages stay small: a sparse histogram holds at most 4096 buckets times the
 //! classes present in them (two per layer); on AlexNet's 61 M weights the largest
-//! reply measured is reported by the `projection` bench and the `project_sharded`
-//! example.
+//! reply measured is reported by the `projection` bench and by
+//! `energy-prune lab sharded`.
 
 use super::kernels::{
     self, BLOCK, Ranks, abs_bits, bound_keep, bound_scan, largest_magnitude_bits, ranked_keep,
