@@ -20,6 +20,14 @@ pub mod check {
 
     use crate::args::Usage;
 
+    /// The MNIST IDX files a data directory holds.
+    const MNIST: [&str; 4] = [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ];
+
     type R<T> = Result<T, Usage>;
 
     fn fail(msg: String) -> Usage {
@@ -71,6 +79,14 @@ pub mod check {
 
     /// A file that exists and can be opened.
     pub fn readable(flag: &str, path: &Path) -> R<()> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| fail(format!("{flag} {}: cannot be read ({e})", path.display())))?;
+        if !meta.is_file() {
+            return Err(fail(format!(
+                "{flag} {}: not a regular file (a directory or a device); give a file",
+                path.display()
+            )));
+        }
         std::fs::File::open(path)
             .map(|_| ())
             .map_err(|e| fail(format!("{flag} {}: cannot be read ({e})", path.display())))
@@ -78,12 +94,7 @@ pub mod check {
 
     /// A directory holding the four MNIST IDX files.
     pub fn mnist_dir(flag: &str, dir: &Path) -> R<()> {
-        for f in [
-            "train-images-idx3-ubyte.gz",
-            "train-labels-idx1-ubyte.gz",
-            "t10k-images-idx3-ubyte.gz",
-            "t10k-labels-idx1-ubyte.gz",
-        ] {
+        for f in MNIST {
             if !dir.join(f).is_file() {
                 return Err(fail(format!(
                     "{flag} {}: no {f} there (expects the four MNIST IDX .gz files)",
@@ -97,7 +108,18 @@ pub mod check {
     /// An output path that is none of the inputs (so a run never overwrites what it
     /// reads).
     pub fn distinct(flag: &str, out: &Path, inputs: &[&Path]) -> R<()> {
-        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        // A path that does not exist yet is its folder's canonical path joined with
+        // its name, so that `dir/../x` and `x` compare equal.
+        let canon = |p: &Path| {
+            std::fs::canonicalize(p).unwrap_or_else(|_| {
+                let dir = match p.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
+                };
+                let name = p.file_name().map(Path::new).unwrap_or(p);
+                std::fs::canonicalize(dir).map_or_else(|_| p.to_path_buf(), |d| d.join(name))
+            })
+        };
         let o = canon(out);
         if inputs.iter().any(|i| canon(i) == o) {
             return Err(fail(format!(
@@ -111,8 +133,35 @@ pub mod check {
     /// A path a file can be written to: its directory exists and accepts a file.
     /// (A probe file next to it is created and removed; an existing file is untouched.)
     pub fn writable(flag: &str, path: &Path) -> R<()> {
-        let probe = path.with_extension("write-probe");
-        std::fs::write(&probe, b"")
+        if path.is_dir() {
+            return Err(fail(format!(
+                "{flag} {}: is a directory; give a file name",
+                path.display()
+            )));
+        }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(fail(format!(
+                "{flag} {}: its folder {} does not exist",
+                path.display(),
+                dir.display()
+            )));
+        }
+        // A probe of a fresh, unique name: never an existing file.
+        let probe = dir.join(format!(
+            ".energy-prune-write-probe-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
             .and_then(|_| std::fs::remove_file(&probe))
             .map_err(|e| {
                 fail(format!(
@@ -120,6 +169,29 @@ pub mod check {
                     path.display()
                 ))
             })
+    }
+
+    /// Every output path differs from every input and from the other outputs, so a
+    /// run never overwrites what it reads or writes one file twice.
+    pub fn outputs_apart(outputs: &[(&str, &Path)], inputs: &[&Path]) -> R<()> {
+        for (i, (flag, out)) in outputs.iter().enumerate() {
+            distinct(flag, out, inputs)?;
+            let others: Vec<&Path> = outputs[..i].iter().map(|(_, p)| *p).collect();
+            if !others.is_empty() {
+                distinct(flag, out, &others).map_err(|_| {
+                    fail(format!(
+                        "{flag} {}: is also another output; give each output its own file",
+                        out.display()
+                    ))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The four MNIST files of `dir` (inputs that no output may replace).
+    pub fn mnist_files(dir: &Path) -> Vec<std::path::PathBuf> {
+        MNIST.iter().map(|f| dir.join(f)).collect()
     }
 }
 
@@ -132,4 +204,72 @@ pub fn parse_chw(s: &str) -> Result<[usize; 3], String> {
         .unwrap_or_default();
     <[usize; 3]>::try_from(parts)
         .map_err(|_| format!("{s}: expected CxHxW with whole numbers >= 1, e.g. 3x224x224"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check;
+    use std::path::Path;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("ep-check-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn writable_refuses_directories_and_missing_folders_and_keeps_other_files() {
+        let d = scratch("w");
+        let e = check::writable("--out", &d).unwrap_err();
+        assert!(e.0.contains("is a directory"), "{e}");
+        let e = check::writable("--out", &d.join("no/such/x.json")).unwrap_err();
+        assert!(e.0.contains("does not exist"), "{e}");
+        // A file named like the old probe is not touched.
+        let neighbour = d.join("m.write-probe");
+        std::fs::write(&neighbour, b"keep").unwrap();
+        check::writable("--out", &d.join("m.json")).unwrap();
+        assert_eq!(std::fs::read(&neighbour).unwrap(), b"keep");
+        // The probe itself is gone.
+        let left: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn readable_wants_a_regular_file() {
+        let d = scratch("r");
+        assert!(
+            check::readable("--onnx", &d)
+                .unwrap_err()
+                .0
+                .contains("not a regular file")
+        );
+        assert!(check::readable("--onnx", Path::new("/dev/zero")).is_err());
+        let f = d.join("a.onnx");
+        std::fs::write(&f, b"x").unwrap();
+        check::readable("--onnx", &f).unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn outputs_differ_from_inputs_and_from_each_other() {
+        let d = scratch("o");
+        let input = d.join("in.onnx");
+        std::fs::write(&input, b"x").unwrap();
+        let out = d.join("out.onnx");
+        let same_by_another_name = d.join("sub/../in.onnx");
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        let e =
+            check::outputs_apart(&[("OUT.onnx", &same_by_another_name)], &[&input]).unwrap_err();
+        assert!(e.0.contains("is also an input"), "{e}");
+        let e =
+            check::outputs_apart(&[("OUT.onnx", &out), ("--plan", &out)], &[&input]).unwrap_err();
+        assert!(e.0.contains("another output"), "{e}");
+        check::outputs_apart(
+            &[("OUT.onnx", &out), ("--plan", &d.join("p.json"))],
+            &[&input],
+        )
+        .unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -117,6 +117,69 @@ fn bad_flags_fail_fast_with_code_2() {
     );
 }
 
+/// Outputs are checked before any work: never a directory, never one of the
+/// inputs (the training data, the model read), and the inputs stay as they were.
+#[test]
+fn outputs_never_replace_inputs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let train = root.join("data/mnist/train-images-idx3-ubyte.gz");
+    let before = std::fs::metadata(&train).unwrap().len();
+    let train_arg = train.to_str().unwrap();
+    rejects("train_lenet5", &["--save", train_arg], "is also an input");
+    rejects(
+        "lenet5_energy",
+        &["--save-dense", train_arg],
+        "is also an input",
+    );
+    assert_eq!(std::fs::metadata(&train).unwrap().len(), before);
+    let dir = std::env::temp_dir().join(format!("ep-outputs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("in.onnx");
+    let graph = energy_prune_testing::onnx::torchvision::squeezenet1_0(0);
+    let bytes = energy_prune_testing::onnx::to_bytes(&graph);
+    std::fs::write(&model, &bytes).unwrap();
+    let (m, out, d) = (
+        model.to_str().unwrap(),
+        dir.join("out.onnx"),
+        dir.to_str().unwrap(),
+    );
+    let o = out.to_str().unwrap();
+    rejects(
+        "prune_onnx",
+        &["--budget", "0.5", m, o, "--plan", m],
+        "is also an input",
+    );
+    rejects("prune_onnx", &["--budget", "0.5", m, m], "is also an input");
+    rejects(
+        "prune_onnx",
+        &["--budget", "0.5", m, o, "--plan", o],
+        "another output",
+    );
+    rejects("prune_onnx", &["--budget", "0.5", m, d], "is a directory");
+    rejects("lenet5_energy", &["--save-dense", d], "is a directory");
+    rejects("energy_report", &["--onnx", d], "not a regular file");
+    rejects(
+        "energy_report",
+        &["--onnx", "/dev/zero"],
+        "not a regular file",
+    );
+    rejects("lenet5_energy", &["--epochs", "0"], "--epochs");
+    rejects("train_lenet5", &["--epochs", "0"], "--epochs");
+    rejects("ecc_latency", &["--samples", "0"], "--samples");
+    rejects(
+        "lenet5_energy",
+        &["--input-mask", "--mask-rounds", "0"],
+        "--mask-rounds",
+    );
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        bytes,
+        "the input model is untouched"
+    );
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The out-of-core example end to end on a small model: the sharded result equals
 /// the in-memory one and the budget holds.
 #[test]

@@ -78,12 +78,14 @@ impl Args {
             return Err(format!("--grid {}: a grid needs >= 2 points per axis", a.grid).into());
         }
         check::within("--min-fraction", a.min_fraction, 0.0, 1.0)?;
+        let mut outputs = Vec::new();
         for (flag, p) in [("--out", &a.out), ("--csv", &a.csv)] {
             if let Some(p) = p {
                 check::writable(flag, p)?;
+                outputs.push((flag, p.as_path()));
             }
         }
-        Ok(())
+        check::outputs_apart(&outputs, &[])
     }
 }
 

@@ -42,9 +42,8 @@ impl Args {
         check::readable("IN.onnx", &self.input_file)?;
         check::readable("PLAN.json", &self.plan)?;
         check::writable("OUT.onnx", &self.output_file)?;
-        check::distinct(
-            "OUT.onnx",
-            &self.output_file,
+        check::outputs_apart(
+            &[("OUT.onnx", &self.output_file)],
             &[&self.input_file, &self.plan],
         )
     }

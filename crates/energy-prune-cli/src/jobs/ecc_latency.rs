@@ -123,6 +123,8 @@ impl Args {
         check::at_least_one("--train-size", a.train_size)?;
         check::at_least_one("--prune-train-size", a.prune_train_size)?;
         check::at_least_one("--seeds", a.seeds)?;
+        check::at_least_one("--samples", a.samples)?;
+        check::at_least_one("--epochs", a.epochs)?;
         check::at_least_one("--loop-rounds", a.loop_rounds)?;
         check::within("--tolerance", a.tolerance, 0.0, 1.0)?;
         check::mnist_dir("--data", &a.mnist.data)?;
@@ -131,10 +133,15 @@ impl Args {
                 check::readable(flag, p)?;
             }
         }
+        let mut outputs = vec![("--plot", a.plot.as_path())];
         if let Some(p) = &a.save_dense {
             check::writable("--save-dense", p)?;
+            outputs.push(("--save-dense", p.as_path()));
         }
-        Ok(())
+        let mut inputs = check::mnist_files(&a.mnist.data);
+        inputs.extend(a.cost_model.iter().chain(&a.dense).cloned());
+        let inputs: Vec<&std::path::Path> = inputs.iter().map(|p| p.as_path()).collect();
+        check::outputs_apart(&outputs, &inputs)
     }
 }
 

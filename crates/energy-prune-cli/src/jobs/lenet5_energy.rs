@@ -89,12 +89,20 @@ impl Args {
         check::positive("--mask-lr", f64::from(a.mask_lr))?;
         check::within("--distill", f64::from(a.distill), 0.0, 1.0)?;
         check::at_least_one("--project-every", a.project_every)?;
+        check::at_least_one("--epochs", a.epochs)?;
+        if a.input_mask {
+            check::at_least_one("--mask-rounds", a.mask_rounds)?;
+        }
         check::mnist_dir("--data", &a.mnist.data)?;
         if let Some(p) = &a.dense {
             check::readable("--dense", p)?;
         }
         if let Some(p) = &a.save_dense {
             check::writable("--save-dense", p)?;
+            let mut inputs = check::mnist_files(&a.mnist.data);
+            inputs.extend(a.dense.iter().cloned());
+            let inputs: Vec<&std::path::Path> = inputs.iter().map(|p| p.as_path()).collect();
+            check::outputs_apart(&[("--save-dense", p)], &inputs)?;
         }
         Ok(())
     }

@@ -130,6 +130,7 @@ impl Args {
         check::at_least_one("--samples", a.samples)?;
         check::at_least_one("--train-size", a.train_size)?;
         check::at_least_one("--admm-epochs", a.admm_epochs)?;
+        check::at_least_one("--epochs", a.epochs)?;
         check::at_least_one("--loop-rounds", a.loop_rounds)?;
         check::within("--tolerance", a.tolerance, 0.0, 1.0)?;
         check::within("--margin", a.margin, 0.0, 0.5)?;

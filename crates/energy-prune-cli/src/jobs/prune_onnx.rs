@@ -54,10 +54,12 @@ impl Args {
         check::fraction("--budget", self.budget)?;
         check::readable("IN.onnx", &self.input_file)?;
         check::writable("OUT.onnx", &self.output_file)?;
+        let mut outputs = vec![("OUT.onnx", self.output_file.as_path())];
         if let Some(plan) = &self.plan {
             check::writable("--plan", plan)?;
+            outputs.push(("--plan", plan.as_path()));
         }
-        Ok(())
+        check::outputs_apart(&outputs, &[&self.input_file])
     }
 }
 

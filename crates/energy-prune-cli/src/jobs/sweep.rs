@@ -188,6 +188,13 @@ impl Args {
         }
         if let Some(p) = &a.save_dense {
             check::writable("--save-dense", p)?;
+            let mut inputs = check::mnist_files(&a.mnist.data);
+            inputs.extend(a.dense.iter().cloned());
+            let inputs: Vec<&std::path::Path> = inputs.iter().map(|p| p.as_path()).collect();
+            check::outputs_apart(&[("--save-dense", p)], &inputs)?;
+        }
+        if a.out.exists() && !a.out.is_dir() {
+            return Err(format!("--out {}: is a file; give a directory", a.out.display()).into());
         }
         std::fs::create_dir_all(&a.out)
             .map_err(|e| format!("--out {}: cannot be created ({e})", a.out.display()))?;

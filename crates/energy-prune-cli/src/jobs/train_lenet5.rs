@@ -49,10 +49,14 @@ impl Args {
     pub fn check(&mut self) -> Result<(), Usage> {
         let a = self;
         check::at_least_one("--batch-size", a.batch_size)?;
+        check::at_least_one("--epochs", a.epochs as usize)?;
         check::positive("--lr", f64::from(a.lr))?;
         check::mnist_dir("--data", &a.mnist.data)?;
         if let Some(p) = &a.save {
             check::writable("--save", p)?;
+            let inputs = check::mnist_files(&a.mnist.data);
+            let inputs: Vec<&std::path::Path> = inputs.iter().map(|p| p.as_path()).collect();
+            check::outputs_apart(&[("--save", p)], &inputs)?;
         }
         Ok(())
     }
