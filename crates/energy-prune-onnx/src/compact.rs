@@ -148,6 +148,7 @@ impl OnnxModel {
         let graph = graph_mut(&mut proto)?;
         // Intermediate shapes changed; they are optional in ONNX.
         graph.value_info.clear();
+        super::prepare::sync_initializer_inputs(graph);
         super::import::import(proto, Some(self.input_shape()), &self.source)
     }
 }

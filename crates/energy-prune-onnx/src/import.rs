@@ -73,6 +73,12 @@ struct Importer<'a> {
     weights: Vec<Vec<f32>>,
     steps: Vec<Step>,
     used_weights: Vec<bool>,
+    /// Opset of the default domain (attributes and inputs of some operators
+    /// changed between versions).
+    opset: super::prepare::Opset,
+    /// The graph input's batch size when it is a fixed number (exporters that
+    /// trace with an example batch write it into Reshape targets).
+    batch: Option<i64>,
 }
 
 /// Read a decoded model (see [`OnnxModel::from_bytes`]).
@@ -81,11 +87,14 @@ pub(super) fn import(
     input: Option<[usize; 3]>,
     src: &Path,
 ) -> Result<OnnxModel> {
+    let opset = super::prepare::prepare(&mut proto, src)?;
     let graph = proto
         .graph
         .as_ref()
         .ok_or_else(|| corrupt(src, "the model has no graph"))?;
     let mut imp = Importer {
+        opset,
+        batch: None,
         graph,
         src,
         slots: HashMap::new(),
@@ -161,11 +170,19 @@ fn unsupported(node: &NodeProto, index: usize, what: impl std::fmt::Display) -> 
 }
 
 impl<'a> Importer<'a> {
-    fn new_slot(&mut self, name: &'a str, shape: Shape) -> usize {
+    /// Record a tensor of the graph; its size (channels, then `C * H * W`) is
+    /// checked, so that every later product of its dims fits.
+    fn new_slot(&mut self, name: &'a str, shape: Shape) -> Result<usize> {
+        let channels = shape
+            .segments
+            .iter()
+            .try_fold(0usize, |acc, s| acc.checked_add(s.1))
+            .unwrap_or(usize::MAX);
+        super::prepare::checked_len(&[channels, shape.h, shape.w], || format!("tensor `{name}`"))?;
         self.shapes.push(shape);
         let slot = self.shapes.len() - 1;
         self.slots.insert(name, slot);
-        slot
+        Ok(slot)
     }
 
     /// The slot of a value read by `node`.
@@ -242,7 +259,7 @@ impl<'a> Importer<'a> {
             }
             _ => vec![self.value(node, index, 0)?],
         };
-        let slot = self.new_slot(name.as_str(), shape);
+        let slot = self.new_slot(name.as_str(), shape)?;
         self.steps.push(Step {
             node: index,
             op,
@@ -265,6 +282,19 @@ impl<'a> Importer<'a> {
                 "the model must take exactly one input tensor (N x C x H x W)",
             ));
         };
+        if let Some(type_proto::Value::TensorType(t)) =
+            v.r#type.as_ref().and_then(|t| t.value.as_ref())
+            && t.elem_type != tensor::FLOAT
+            && t.elem_type != 0
+        {
+            return Err(Error::unsupported(
+                format!(
+                    "input `{}` of ONNX element type {} (float32 expected)",
+                    v.name, t.elem_type
+                ),
+                "export the model with a float32 input",
+            ));
+        }
         let dims: Vec<Option<usize>> = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
             Some(type_proto::Value::TensorType(t)) => t
                 .shape
@@ -283,6 +313,9 @@ impl<'a> Importer<'a> {
                 .unwrap_or_default(),
             _ => Vec::new(),
         };
+        if let [Some(n), _, _, _] = dims[..] {
+            self.batch = i64::try_from(n).ok();
+        }
         let [c, h, w] = match (given, dims.as_slice()) {
             (Some(s), _) => s,
             (None, [_, Some(c), Some(h), Some(w)]) => [*c, *h, *w],
@@ -304,7 +337,7 @@ impl<'a> Importer<'a> {
             ));
         }
         let id = self.widths.add("input", c);
-        Ok(self.new_slot(
+        self.new_slot(
             v.name.as_str(),
             Shape {
                 segments: vec![(id, c)],
@@ -312,7 +345,7 @@ impl<'a> Importer<'a> {
                 w,
                 flat: false,
             },
-        ))
+        )
     }
 
     fn graph_output(&self) -> Result<usize> {
@@ -410,16 +443,33 @@ impl<'a> Importer<'a> {
 
     fn clip(&self, index: usize, node: &NodeProto) -> Result<Op> {
         // Opset >= 11: min and max are optional inputs; before: attributes.
+        let inputs_form = self.opset >= 11;
+        let has_attrs = attr(node, "min").is_some() || attr(node, "max").is_some();
+        let has_inputs = node.input.iter().skip(1).any(|n| !n.is_empty());
+        if (inputs_form && has_attrs) || (!inputs_form && has_inputs) || node.input.len() > 3 {
+            return Err(unsupported(
+                node,
+                index,
+                format!(
+                    "Clip bounds given as {} under opset {} (opset 11 and later take them as \
+                     inputs, earlier opsets as attributes)",
+                    if has_attrs { "attributes" } else { "inputs" },
+                    self.opset
+                ),
+            ));
+        }
         let bound = |k: usize, attr_name: &str, default: f32| -> Result<f32> {
             match node.input.get(k).filter(|n| !n.is_empty()) {
                 Some(_) => {
                     let c = self.constant_floats(node, index, k)?;
-                    c.values.first().copied().ok_or_else(|| {
-                        corrupt(
-                            self.src,
-                            format!("empty Clip bound in {}", label(node, index)),
-                        )
-                    })
+                    match c.values[..] {
+                        [v] if c.dims.is_empty() || c.dims == [1] => Ok(v),
+                        _ => Err(unsupported(
+                            node,
+                            index,
+                            format!("a Clip bound of shape {:?} (a scalar expected)", c.dims),
+                        )),
+                    }
                 }
                 None => Ok(attr_float(node, attr_name, default)),
             }
@@ -443,6 +493,13 @@ impl<'a> Importer<'a> {
                 node,
                 index,
                 format!("auto_pad = {auto_pad} (export with explicit pads)"),
+            ));
+        }
+        if auto_pad == "VALID" && attr(node, "pads").is_some() {
+            return Err(unsupported(
+                node,
+                index,
+                "auto_pad = VALID together with explicit pads (ONNX allows pads only with NOTSET)",
             ));
         }
         let dil = attr_ints(node, "dilations");
@@ -485,6 +542,16 @@ impl<'a> Importer<'a> {
     }
 
     fn conv(&mut self, index: usize, node: &'a NodeProto) -> Result<()> {
+        if !(2..=3).contains(&node.input.len()) {
+            return Err(corrupt(
+                self.src,
+                format!(
+                    "{} has {} inputs (Conv takes X, W and an optional B)",
+                    label(node, index),
+                    node.input.len()
+                ),
+            ));
+        }
         let x = self.map_input(node, index)?;
         let (wt, wsrc) = self
             .constant(node, 1)
@@ -588,11 +655,19 @@ impl<'a> Importer<'a> {
     fn linear(&mut self, index: usize, node: &'a NodeProto) -> Result<()> {
         let x = self.shapes[self.value(node, index, 0)?].clone();
         let gemm = node.op_type == "Gemm";
-        if !x.flat && (x.h, x.w) != (1, 1) {
+        if !x.flat {
             return Err(unsupported(
                 node,
                 index,
-                "a matrix product on an N x C x H x W map (flatten it first)",
+                "a matrix product on an N x C x H x W map (ONNX multiplies its last two axes; \
+                 flatten it first)",
+            ));
+        }
+        let arity = if gemm { 2..=3 } else { 2..=2 };
+        if !arity.contains(&node.input.len()) {
+            return Err(corrupt(
+                self.src,
+                format!("{} has {} inputs", label(node, index), node.input.len()),
             ));
         }
         if gemm {
@@ -708,16 +783,22 @@ impl<'a> Importer<'a> {
     }
 
     /// The bias initializer at input `k`, if present, checked to hold `n` values.
+    /// A Conv's bias must be `[n]`; a Gemm's broadcasts to `[batch, n]`.
     fn bias(&self, node: &NodeProto, index: usize, k: usize, n: usize) -> Result<Option<usize>> {
         if node.input.get(k).is_none_or(String::is_empty) {
             return Ok(None);
         }
         let c = self.constant_floats(node, index, k)?;
-        if c.values.len() != n {
+        let fits = if node.op_type == "Conv" {
+            c.dims == [n]
+        } else {
+            c.values.len() == n && super::prepare::broadcast_vector(&c.dims, n, 0, 2).is_some()
+        };
+        if !fits {
             return Err(Error::arch(format!(
-                "{}: bias of {} values for {n} outputs",
+                "{}: a bias of shape {:?} for {n} outputs (expected [{n}])",
                 label(node, index),
-                c.values.len()
+                c.dims
             )));
         }
         self.initializer_index(node, index, c.source).map(Some)
@@ -755,11 +836,11 @@ impl<'a> Importer<'a> {
         let mut params = Vec::with_capacity(4);
         for k in 1..=4 {
             let p = self.constant_floats(node, index, k)?;
-            if p.values.len() != c {
+            if p.dims != [c] {
                 return Err(Error::arch(format!(
-                    "{}: parameter {k} holds {} values for {c} channels",
+                    "{}: parameter {k} has shape {:?} for {c} channels (expected [{c}])",
                     label(node, index),
-                    p.values.len()
+                    p.dims
                 )));
             }
             params.push(p);
@@ -768,6 +849,13 @@ impl<'a> Importer<'a> {
             .try_into()
             .map_err(|_| corrupt(self.src, "batch-norm parameters"))?;
         let eps = attr_float(node, "epsilon", 1e-5);
+        if let Some(v) = params[3].values.iter().find(|&&v| (v + eps).partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)) {
+            return Err(Error::arch(format!(
+                "{}: a variance of {v} with epsilon {eps} (variance + epsilon must be > 0, \
+                 or the normalisation divides by the square root of a non-positive number)",
+                label(node, index)
+            )));
+        }
         self.output(node, index, x, Op::BatchNorm(Box::new(params), eps))
     }
 
@@ -811,6 +899,24 @@ impl<'a> Importer<'a> {
     /// when `keepdims = 0`). Axes come from the attribute (opset < 18) or input 1.
     fn reduce_mean(&mut self, index: usize, node: &'a NodeProto) -> Result<()> {
         let x = self.map_input(node, index)?;
+        let axes_input = node.input.get(1).is_some_and(|n| !n.is_empty());
+        let axes_attr = attr(node, "axes").is_some();
+        if (self.opset >= 18 && axes_attr) || (self.opset < 18 && axes_input) {
+            return Err(unsupported(
+                node,
+                index,
+                format!(
+                    "ReduceMean axes given as {} under opset {} (opset 18 and later take them \
+                     as an input, earlier opsets as an attribute)",
+                    if axes_attr {
+                        "an attribute"
+                    } else {
+                        "an input"
+                    },
+                    self.opset
+                ),
+            ));
+        }
         let axes: Vec<i64> = match node.input.get(1).filter(|n| !n.is_empty()) {
             Some(_) => {
                 let (t, _) = self
@@ -849,9 +955,21 @@ impl<'a> Importer<'a> {
             .ok_or_else(|| unsupported(node, index, "a shape that is not a constant"))?;
         let shape = tensor::ints(t, self.src)?;
         let features = x.len() as i64;
+        // The batch is kept by `0` (copied, unless `allowzero`), by `-1` next to the
+        // explicit feature count, or by `1` for one sample at a time.
+        let copy_zero = attr_int(node, "allowzero", 0) == 0;
+        if node.input.len() != 2 || tensor::dims(t, self.src)?.len() != 1 {
+            return Err(unsupported(
+                node,
+                index,
+                "a Reshape whose shape is not a 1-D constant",
+            ));
+        }
         match shape[..] {
             [n, f]
-                if (n == -1 || n >= 0) && (f == -1 || f == features) && !(n == -1 && f == -1) =>
+                if ((n == 0 && copy_zero && (f == -1 || f == features))
+                    || (n == -1 && f == features)
+                    || (Some(n) == self.batch.or(Some(1)) && (f == -1 || f == features))) =>
             {
                 self.output(
                     node,
@@ -864,7 +982,10 @@ impl<'a> Importer<'a> {
                 node,
                 index,
                 format!(
-                    "Reshape to {shape:?} (only [batch, features] with features = {features} or -1)"
+                    "Reshape to {shape:?} (only [batch, features] keeping the batch: [0, -1], \
+                     [-1, {features}], [0, {features}], or the input's fixed batch {} with -1 \
+                     or {features})",
+                    self.batch.unwrap_or(1)
                 ),
             )),
         }
@@ -885,18 +1006,21 @@ impl<'a> Importer<'a> {
             let (k, ck) = if consts[0] { (1, 0) } else { (0, 1) };
             let x = self.shapes[self.value(node, index, k)?].clone();
             let c = self.constant_floats(node, index, ck)?;
-            let n = c.values.len();
-            let per_channel = if x.flat { x.len() } else { x.channels() };
-            let trailing_ok = c.dims.iter().rev().take_while(|&&d| d == 1).count();
-            let fits =
-                n == 1 || (n == per_channel && (x.flat || c.dims.len() >= 3 && trailing_ok >= 2));
-            if !fits {
+            let fits = if x.flat {
+                super::prepare::broadcast_vector(&c.dims, x.len(), 0, 2)
+            } else {
+                super::prepare::broadcast_vector(&c.dims, x.channels(), 2, 4)
+            };
+            if fits.is_none() {
                 return Err(unsupported(
                     node,
                     index,
                     format!(
-                        "adding a constant of shape {:?} (only a scalar or one value per channel)",
-                        c.dims
+                        "adding a constant of shape {:?} to a {} tensor (only a scalar or one \
+                         value per channel, [C, 1, 1], or per feature, [F], broadcast without \
+                         changing the tensor's shape)",
+                        c.dims,
+                        if x.flat { "[N, F]" } else { "[N, C, H, W]" }
                     ),
                 ));
             }

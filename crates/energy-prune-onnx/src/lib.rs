@@ -31,17 +31,51 @@
 //! | `Gemm`, `MatMul` with a constant weight | a prunable linear layer reading the flattened input |
 //! | `Relu`, `Clip` (ReLU6), `Dropout`, `Identity`, `BatchNormalization` | none (normalisation follows its input's channels) |
 //! | `MaxPool`, `AveragePool` (incl. `ceil_mode`), `GlobalAveragePool`, `GlobalMaxPool`, `ReduceMean` over H and W | spatial size only |
-//! | `Flatten` (axis 1), `Reshape` to `[batch, features]` | the map is flattened: each channel feeds `H * W` features |
+//! | `Flatten` (axis 1), `Reshape` to `[batch, features]` keeping the batch | the map is flattened: each channel feeds `H * W` features |
 //! | `Add` of two tensors | residual: both sides' widths become one (pruned together) |
-//! | `Add` of a constant | none (a bias) |
+//! | `Add` of a constant (scalar, per channel or per feature) | none (a bias) |
 //! | `Concat` on channels | widths concatenated |
 //! | `Constant`, `Identity` of a constant | a constant for the nodes above |
 //!
 //! Anything else is an [`Error::Unsupported`] naming the node and its operator.
-//! Dilated convolutions, asymmetric padding, `auto_pad` `SAME_*`, weights shared by
-//! two layers and tensors stored outside the file are refused with a message that
-//! says so. Batch normalisation stays a separate node whose per-channel tensors
-//! follow their input's channels (sliced with them when compacting).
+//! Dilated convolutions, asymmetric padding, `auto_pad` `SAME_*` and tensors stored
+//! outside the file are refused with a message that says so. Batch normalisation
+//! stays a separate node whose per-channel tensors follow their input's channels
+//! (sliced with them when compacting).
+//!
+//! # The ONNX rule
+//! What the import accepts, it evaluates as ONNX defines (as onnxruntime runs it);
+//! what [`OnnxModel::save`] and [`OnnxModel::compact`] write, onnxruntime loads and
+//! runs to the same outputs. In particular:
+//! * **Shared initializers are untied on import.** Exporters merge equal tensors
+//!   into one initializer (a zero bias, a shape, a weight equal to a scale); a
+//!   constant read by several node inputs gets one copy per use, so pruning or
+//!   compacting one user never changes another, and a saved model computes what
+//!   the model in memory computes. Two layers tied to one weight become two
+//!   independently prunable layers (each saved with its own copy).
+//! * **Broadcasting is ONNX's.** A constant added to an `N x C x H x W` map is a
+//!   scalar or per channel only when its shape broadcasts without changing the
+//!   map's shape (`[C, 1, 1]`, `[1, C, 1, 1]`; not `[C, 1, 1, 1]` nor `[C]`); to a
+//!   flattened `[N, F]`, `[F]` or `[1, F]` (not `[F, 1]`). Biases are `[C]`,
+//!   batch-norm parameters `[C]` with variance + epsilon > 0.
+//! * **The model is well formed**: an opset of the default domain is declared,
+//!   value names are unique, operator forms match the opset (Clip bounds and
+//!   ReduceMean axes as attributes or inputs), `Conv` has 2 or 3 inputs, `pads`
+//!   only with `auto_pad = NOTSET`, `Gemm`/`MatMul` read a flattened `[N, F]`, a
+//!   Reshape keeps the batch (`[0, -1]`, `[-1, F]`, `[0, F]`, or the input's fixed
+//!   batch), the input is float32.
+//! * **Sizes are checked**: every tensor's `C * H * W` and every initializer's
+//!   element count fit [`MAX_ELEMENTS`](energy_prune::arch::MAX_ELEMENTS) without
+//!   wrapping.
+//! * Initializers also listed as graph inputs (`keep_initializers_as_inputs`)
+//!   keep declared shapes equal to their compacted dims.
+//!
+//! Tested by a differential test against onnxruntime's outputs on 800 structurally
+//! random models (`energy-prune-testing/tests/onnx_differential.rs`, fixtures
+//! written by `scripts/check_onnx_differential.py`, which runs the comparison live
+//! on any number of models) and by a structural fuzzer (`fuzz_parsers.rs`: every
+//! accepted model runs, saves and re-imports bit for bit, compacts to what the
+//! masked model computes).
 //!
 //! # Exporting from PyTorch
 //! Both of PyTorch's exporters (torch.export, the default, and the TorchScript one
@@ -54,6 +88,7 @@
 
 mod compact;
 mod import;
+mod prepare;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 mod proto;
 mod run;

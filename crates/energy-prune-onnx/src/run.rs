@@ -12,7 +12,10 @@ impl OnnxModel {
     /// values.
     ///
     /// This is a plain reference interpreter of the supported operators (see the
-    /// [module docs](crate)); use an ONNX runtime for speed.
+    /// [module docs](crate)); use an ONNX runtime for speed. Samples are computed
+    /// independently: a model exported with a fixed batch (a Reshape to `[1, -1]`,
+    /// an input of batch 2) gives for each sample what it computes for it at its
+    /// own batch size.
     ///
     /// # Errors
     /// [`Error::ShapeMismatch`] for a wrong input length; [`Error::NonFinite`] for a

@@ -65,10 +65,22 @@ pub(crate) fn floats(t: &TensorProto, src: &Path) -> Result<Vec<f32>> {
             ),
         )
     };
+    let wrong_bytes = |width: usize| {
+        corrupt(
+            src,
+            format!(
+                "tensor `{}` holds {} bytes of raw data but its dims say {n} values \
+                 ({} bytes)",
+                t.name,
+                t.raw_data.len(),
+                n.saturating_mul(width)
+            ),
+        )
+    };
     let values = match t.data_type {
         FLOAT if !t.raw_data.is_empty() => {
             if t.raw_data.len() != n.saturating_mul(4) {
-                return Err(wrong(t.raw_data.len() / 4));
+                return Err(wrong_bytes(4));
             }
             t.raw_data
                 .chunks_exact(4)
@@ -83,7 +95,7 @@ pub(crate) fn floats(t: &TensorProto, src: &Path) -> Result<Vec<f32>> {
         }
         DOUBLE if !t.raw_data.is_empty() => {
             if t.raw_data.len() != n.saturating_mul(8) {
-                return Err(wrong(t.raw_data.len() / 8));
+                return Err(wrong_bytes(8));
             }
             t.raw_data
                 .chunks_exact(8)
@@ -111,6 +123,19 @@ pub(crate) fn floats(t: &TensorProto, src: &Path) -> Result<Vec<f32>> {
 pub(crate) fn ints(t: &TensorProto, src: &Path) -> Result<Vec<i64>> {
     reject_external(t)?;
     let n = numel(t, src)?;
+    let width = if t.data_type == INT32 { 4 } else { 8 };
+    if !t.raw_data.is_empty() && t.raw_data.len() != n.saturating_mul(width) {
+        return Err(corrupt(
+            src,
+            format!(
+                "tensor `{}` holds {} bytes of raw data but its dims say {n} integers \
+                 ({} bytes)",
+                t.name,
+                t.raw_data.len(),
+                n.saturating_mul(width)
+            ),
+        ));
+    }
     let values: Vec<i64> = match t.data_type {
         INT64 if !t.raw_data.is_empty() => t
             .raw_data

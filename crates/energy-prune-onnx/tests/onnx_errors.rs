@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use energy_prune::network::Network;
+use energy_prune::network::{Network, NetworkMut};
 use energy_prune_onnx::OnnxModel;
 use energy_prune_testing::onnx::GraphWriter;
 use energy_prune_testing::onnx::proto::{
@@ -127,7 +127,7 @@ fn convolution_attributes() {
     let b = &mut p.graph.as_mut().unwrap().initializer[1];
     b.dims = vec![2];
     b.raw_data.truncate(8);
-    refused(&p, "bias of 2 values");
+    refused(&p, "a bias of shape [2] for 4 outputs");
 }
 
 #[test]
@@ -140,7 +140,7 @@ fn grouped_depthwise_and_tied_weights() {
         g.conv(&c, "dw", 4, 4, 3, 1, 1, 4, false)
     });
     refused(&p, "depthwise convolution of concatenated");
-    // Two convs reading one weight initializer.
+    // Two convs reading one weight initializer: untied on import, each its own copy.
     let mut p = net(|g, x| g.conv(&x, "c2", 4, 4, 1, 1, 0, 1, false));
     let w2 = p.graph.as_ref().unwrap().initializer[2].name.clone();
     let g = p.graph.as_mut().unwrap();
@@ -154,7 +154,16 @@ fn grouped_depthwise_and_tied_weights() {
         output: vec!["tied_out".into()],
         ..NodeProto::default()
     });
-    refused(&p, "shares its weights");
+    let mut m = load(&p).unwrap();
+    let n = m.architecture().layers().len();
+    let tied = m.architecture().layers()[n - 1].weight_count();
+    m.write_weights(n - 1, &vec![0.0; tied]).unwrap();
+    let mut c2 = vec![0.0; tied];
+    m.read_weights(1, &mut c2).unwrap();
+    assert!(
+        c2.iter().all(|&v| v != 0.0),
+        "pruning the copy changed `c2`"
+    );
     // Weights held by a Constant node.
     let (mut g, x) = GraphWriter::new([1, 4, 4], 1);
     let w = g.raw(
@@ -203,6 +212,7 @@ fn linear_layers() {
     refused(&g.finish(&x, 2), "flatten it first");
     // MatMul + Add(bias) runs and has the right shape.
     let (mut g, x) = GraphWriter::new([2, 1, 1], 1);
+    let x = g.flatten(&x);
     let y = g.matmul(&x, "fc", 2, 3);
     let m = load(&g.finish(&y, 3)).unwrap();
     assert_eq!(m.run(&[1.0, -1.0], 1).unwrap().len(), 3);
@@ -224,7 +234,7 @@ fn normalisation_pooling_and_shapes() {
         .unwrap();
     bn.dims = vec![3];
     bn.raw_data.truncate(12);
-    refused(&p, "3 values for 4 channels");
+    refused(&p, "has shape [3] for 4 channels");
     let mut p = net(|g, x| g.pool(&x, true, 2, 2, 0, false));
     set_attr(&mut p, "MaxPool", ints("kernel_shape", &[2]));
     refused(&p, "2-D pooling");
@@ -267,15 +277,24 @@ fn normalisation_pooling_and_shapes() {
     let x = g.conv(&x, "c", 1, 2, 1, 1, 0, 1, true);
     let y = g.raw("ReduceMean", &[&x], vec![ints("axes", &[1])]);
     refused(&g.finish(&y, 2), "spatial axes");
-    // GlobalMaxPool and opset-6 Clip attributes run.
-    let (mut g, x) = GraphWriter::new([1, 4, 4], 1);
-    let x = g.conv(&x, "c", 1, 2, 1, 1, 0, 1, true);
-    let x = g.raw("Clip", &[&x], vec![float("min", 0.0), float("max", 0.5)]);
-    let x = g.raw("GlobalMaxPool", &[&x], vec![]);
-    let x = g.flatten(&x);
-    let x = g.linear(&x, "fc", 2, 3);
-    let m = load(&g.finish(&x, 3)).unwrap();
+    // GlobalMaxPool and opset-6 Clip attributes run; under opset 17 Clip takes
+    // inputs, and attributes are refused (as onnxruntime does).
+    let clip_attrs = |opset: i64| {
+        let (mut g, x) = GraphWriter::new([1, 4, 4], 1);
+        g.opset = opset;
+        let x = g.conv(&x, "c", 1, 2, 1, 1, 0, 1, true);
+        let x = g.raw("Clip", &[&x], vec![float("min", 0.0), float("max", 0.5)]);
+        let x = g.raw("GlobalMaxPool", &[&x], vec![]);
+        let x = g.flatten(&x);
+        let x = g.linear(&x, "fc", 2, 3);
+        g.finish(&x, 3)
+    };
+    let m = load(&clip_attrs(6)).unwrap();
     assert!(m.run(&[1.0; 16], 1).unwrap().iter().all(|v| v.is_finite()));
+    refused(
+        &clip_attrs(17),
+        "Clip bounds given as attributes under opset 17",
+    );
 }
 
 #[test]

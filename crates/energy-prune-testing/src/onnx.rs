@@ -8,6 +8,8 @@
 
 use rand::{RngExt, SeedableRng, rngs::ChaCha12Rng};
 
+pub mod cases;
+
 use proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto,

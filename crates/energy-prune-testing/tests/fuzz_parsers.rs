@@ -336,6 +336,35 @@ fn onnx_models(n: usize) {
     });
 }
 
+/// Structurally random models ([`energy_prune_testing::onnx::cases`]): no panic,
+/// and every accepted model runs, saves and re-imports to the same outputs, and
+/// compacts to a model computing what the masked one does.
+fn onnx_structures(n: usize) {
+    use energy_prune_testing::onnx::cases::{case, evaluate};
+    let (mut accepted, mut refused) = (0usize, 0usize);
+    for seed in 0..n as u64 {
+        let c = case(seed);
+        match catch_unwind(AssertUnwindSafe(|| evaluate(&c))) {
+            Ok(Ok(e)) if e.refused.is_none() => accepted += 1,
+            Ok(Ok(_)) => refused += 1,
+            Ok(Err(msg)) => panic!("onnx structure: seed {seed} ({:?}): {msg}", c.twists),
+            Err(_) => panic!("onnx structure: seed {seed} ({:?}) panicked", c.twists),
+        }
+    }
+    eprintln!(
+        "onnx structure: {n} generated models, {accepted} accepted, {refused} refused, 0 panics"
+    );
+    assert!(
+        accepted * 2 > n,
+        "the generator should mostly make valid models"
+    );
+}
+
+#[test]
+fn onnx_structures_hold_their_guarantees() {
+    onnx_structures(cases(2_000));
+}
+
 #[test]
 fn parsers_never_panic() {
     let n = cases(10_000);
@@ -343,6 +372,7 @@ fn parsers_never_panic() {
     text_formats(n);
     saved_networks(n);
     onnx_models(n);
+    onnx_structures(n);
 }
 
 #[test]
@@ -353,4 +383,5 @@ fn parsers_never_panic_long() {
     text_formats(n);
     saved_networks(n);
     onnx_models(n);
+    onnx_structures(n);
 }
