@@ -849,7 +849,11 @@ impl<'a> Importer<'a> {
             .try_into()
             .map_err(|_| corrupt(self.src, "batch-norm parameters"))?;
         let eps = attr_float(node, "epsilon", 1e-5);
-        if let Some(v) = params[3].values.iter().find(|&&v| (v + eps).partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)) {
+        if let Some(v) = params[3]
+            .values
+            .iter()
+            .find(|&&v| (v + eps).partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater))
+        {
             return Err(Error::arch(format!(
                 "{}: a variance of {v} with epsilon {eps} (variance + epsilon must be > 0, \
                  or the normalisation divides by the square root of a non-positive number)",

@@ -364,7 +364,7 @@ fn malformed_messages_are_errors() {
                 let _ = r;
             }
         },
-        "one count per class",
+        "per class where the earlier rounds established",
     );
     says(
         &|r, rs| {
@@ -374,7 +374,7 @@ fn malformed_messages_are_errors() {
                 nonzeros.push((7, 1));
             }
         },
-        "layer out of range",
+        "layers must be in range",
     );
     // Shard side.
     let mut w = fresh();
@@ -534,4 +534,281 @@ fn shards_at_odd_places_equal_in_memory() {
         over_the_wire(&mut d, &costs, capacity, rng.random_range(2..9));
         assert!(a == d, "case {case}");
     }
+}
+
+/// How a lying (or broken) shard or transport corrupts the honest replies of one
+/// round: every edit the coordinator must catch before it returns `Ok` over the
+/// capacity.
+#[derive(Debug, Clone, Copy)]
+enum Lie {
+    Swap,
+    Inflate(u64),
+    Deflate,
+    Empty,
+    WrongLayer,
+    BestValue(f32),
+    NaNValue,
+    Duplicate,
+}
+
+fn lie() -> impl Strategy<Value = Lie> {
+    prop_oneof![
+        Just(Lie::Swap),
+        (1u64..1000).prop_map(Lie::Inflate),
+        Just(Lie::Deflate),
+        Just(Lie::Empty),
+        Just(Lie::WrongLayer),
+        prop_oneof![
+            Just(f32::INFINITY),
+            Just(1e30f32),
+            Just(-7.0f32),
+            Just(1e-3f32)
+        ]
+        .prop_map(Lie::BestValue),
+        Just(Lie::NaNValue),
+        Just(Lie::Duplicate),
+    ]
+}
+
+fn tell(lie: Lie, shard: usize, replies: &mut [Reply]) {
+    let n = replies.len();
+    let r = &mut replies[shard % n];
+    match (lie, r) {
+        (Lie::Swap, _) if n > 1 => replies.swap(shard % n, (shard + 1) % n),
+        (Lie::Inflate(k), Reply::Stats { nonzeros, .. }) => {
+            nonzeros.iter_mut().for_each(|e| e.1 += k)
+        }
+        (Lie::Deflate, Reply::Stats { nonzeros, .. }) => nonzeros.iter_mut().for_each(|e| e.1 /= 2),
+        (Lie::Empty, Reply::Stats { nonzeros, best, .. }) => {
+            nonzeros.clear();
+            best.clear();
+        }
+        (Lie::WrongLayer, Reply::Stats { best, nonzeros, .. }) => {
+            best.iter_mut().for_each(|b| b.layer = (b.layer + 1) % 4);
+            nonzeros.iter_mut().for_each(|e| e.0 = (e.0 + 1) % 4);
+        }
+        (Lie::BestValue(v), Reply::Stats { best, .. }) => {
+            best.iter_mut().for_each(|b| b.weight = v)
+        }
+        (Lie::NaNValue, Reply::Stats { sum_sq, .. }) => *sum_sq = f64::NAN,
+        (Lie::Inflate(k), Reply::Magnitudes(hs)) => hs.iter_mut().flatten().for_each(|e| e.2 += k),
+        (Lie::Deflate | Lie::Empty, Reply::Magnitudes(hs)) => hs.iter_mut().for_each(Vec::clear),
+        (Lie::Inflate(k), Reply::Keys(h)) => h.iter_mut().for_each(|e| e.2 += k),
+        (Lie::Deflate, Reply::Keys(h)) => h.iter_mut().for_each(|e| e.2 /= 2),
+        (Lie::Empty, Reply::Keys(h)) => h.clear(),
+        (Lie::WrongLayer, Reply::Keys(h)) => h.iter_mut().for_each(|e| e.1 ^= 2),
+        (Lie::Duplicate, Reply::Keys(h)) => {
+            let copy = h.clone();
+            h.extend(copy);
+        }
+        (Lie::Inflate(k), Reply::Ties(runs)) => runs.iter_mut().for_each(|e| e.1 += k),
+        (Lie::Empty | Lie::Deflate, Reply::Ties(runs)) => runs.clear(),
+        (Lie::WrongLayer, Reply::Ties(runs)) => runs.iter_mut().for_each(|e| e.0 ^= 1),
+        (Lie::Inflate(k), Reply::Applied { kept, .. }) => kept.iter_mut().for_each(|e| *e += k),
+        (Lie::Deflate | Lie::Empty, Reply::Applied { kept, .. }) => {
+            kept.iter_mut().for_each(|e| *e /= 2)
+        }
+        (Lie::NaNValue, Reply::Applied { kept_value, .. }) => *kept_value = f64::NAN,
+        (Lie::BestValue(v), Reply::Applied { kept_value, .. }) => *kept_value = f64::from(v),
+        _ => {}
+    }
+}
+
+/// The true cost of weights: nonzeros per layer priced as the in-memory
+/// projection prices them (rank-dependent surcharges included).
+fn true_cost(w: &[Vec<f32>], c: &[LayerCost]) -> f64 {
+    w.iter()
+        .zip(c)
+        .map(|(l, k)| {
+            let nz = l.iter().filter(|v| **v != 0.0).count();
+            let surcharged = nz.saturating_sub(k.buffered);
+            nz as f64 * k.base + surcharged as f64 * k.surcharge
+        })
+        .sum()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1500))]
+
+    /// One reply of one round corrupted: the coordinator either errors or returns
+    /// weights within the capacity, never `Ok` over it, and never writes a value
+    /// no shard held.
+    #[test]
+    fn a_lying_shard_never_gets_ok_over_capacity(
+        (w, c) in instance(false),
+        f in 0.0f64..1.1,
+        parts in 2usize..5,
+        round in 0usize..11,
+        shard in 0usize..5,
+        lie in lie(),
+    ) {
+        let capacity = dense_cost(&w, &c) * f;
+        let problem = ShardedProblem {
+            costs: c.clone(),
+            layer_lens: w.iter().map(|l| l.len() as u64).collect(),
+            capacity,
+        };
+        let mut d = w.clone();
+        let mut shards = Shard::split(&mut d, parts);
+        let mut at = 0;
+        let out = coordinate(&problem, |req| {
+            let mut replies: Vec<Reply> = shards
+                .iter_mut()
+                .enumerate()
+                .map(|(i, s)| answer(&problem, i, s, req).map(|m| m.reply))
+                .collect::<energy_prune::Result<_>>()?;
+            if at == round {
+                tell(lie, shard, &mut replies);
+            }
+            at += 1;
+            Ok(replies.into_iter().map(ReplyMessage::new).collect())
+        });
+        drop(shards);
+        if out.is_ok() {
+            let cost = true_cost(&d, &c);
+            prop_assert!(
+                cost <= capacity * (1.0 + 1e-9) + 1e-12,
+                "Ok with true cost {} over capacity {} ({:?} in round {})",
+                cost, capacity, lie, round
+            );
+            let held: Vec<u32> = w.iter().flatten().map(|v| v.to_bits()).collect();
+            for v in d.iter().flatten().filter(|v| **v != 0.0) {
+                prop_assert!(held.contains(&v.to_bits()), "wrote {} that no shard held", v);
+            }
+        }
+    }
+}
+
+/// The corruptions the reliability review observed, each caught.
+#[test]
+fn the_coordinator_checks_replies_against_earlier_rounds() {
+    let costs = vec![
+        LayerCost {
+            base: 1.0,
+            surcharge: 2.0,
+            buffered: 3,
+        },
+        LayerCost {
+            base: 2.0,
+            surcharge: 0.0,
+            buffered: 8,
+        },
+    ];
+    let problem = ShardedProblem {
+        costs: costs.clone(),
+        layer_lens: vec![8, 8],
+        capacity: 6.0,
+    };
+    let fresh = || vec![(0..8).map(|i| i as f32 - 3.5).collect::<Vec<f32>>(); 2];
+    let run = |round: usize, lie: Lie, problem: &ShardedProblem| {
+        let mut w = fresh();
+        let mut shards = Shard::split(&mut w, 2);
+        let mut at = 0;
+        let out = coordinate(problem, |req| {
+            let mut replies: Vec<Reply> = shards
+                .iter_mut()
+                .enumerate()
+                .map(|(i, s)| answer(problem, i, s, req).map(|m| m.reply))
+                .collect::<energy_prune::Result<_>>()?;
+            if at == round {
+                tell(lie, 0, &mut replies);
+            }
+            at += 1;
+            Ok(replies.into_iter().map(ReplyMessage::new).collect())
+        });
+        (out, w)
+    };
+    // Rounds: 0 stats, 1-3 magnitudes, 4-6 keys, 7 ties, 8 apply.
+    for (round, lie, says) in [
+        (
+            0,
+            Lie::Deflate,
+            "8 keys in layer 0, which holds 4 nonzero weights",
+        ),
+        (
+            0,
+            Lie::Inflate(5),
+            "13 nonzeros in layer 0, which has 8 weights",
+        ),
+        (
+            0,
+            Lie::Empty,
+            "0 nonzeros, sum of squares 42 and largest magnitude 3.5 do not fit",
+        ),
+        (
+            0,
+            Lie::WrongLayer,
+            "8 nonzeros in layer 1, which has 0 weights",
+        ),
+        (
+            0,
+            Lie::BestValue(f32::INFINITY),
+            "best weight inf of layer 0",
+        ),
+        (
+            0,
+            Lie::BestValue(1e30),
+            "must be a finite nonzero of at most the shard's largest",
+        ),
+        (
+            0,
+            Lie::NaNValue,
+            "sum of squares NaN and largest magnitude 3.5 must be finite",
+        ),
+        (
+            1,
+            Lie::Inflate(3),
+            "20 magnitudes of layer 0 where earlier rounds established 8",
+        ),
+        (
+            4,
+            Lie::Empty,
+            "0 keys in layer 0, which holds 8 nonzero weights",
+        ),
+        (
+            5,
+            Lie::Inflate(1),
+            "[2, 0, 0, 0] where the previous round established [1, 0, 0, 0]",
+        ),
+        (
+            7,
+            Lie::Swap,
+            "ties per class [0, 0, 2, 0] where the key rounds established",
+        ),
+        (
+            8,
+            Lie::Inflate(1),
+            "kept [4, 1, 1, 1] per class where the earlier rounds established",
+        ),
+        (8, Lie::NaNValue, "kept value NaN"),
+    ] {
+        let (out, _) = run(round, lie, &problem);
+        let e = out.expect_err(says).to_string();
+        assert!(
+            e.contains(says),
+            "{lie:?} in round {round}: expected `{says}` in: {e}"
+        );
+    }
+    // A state that fits: an under-reported second pass is caught, the state unchanged.
+    let loose = ShardedProblem {
+        capacity: 1e9,
+        ..problem.clone()
+    };
+    let (out, w) = run(1, Lie::Deflate, &loose);
+    assert!(
+        out.unwrap_err()
+            .to_string()
+            .contains("changed between two passes")
+    );
+    assert_eq!(w, fresh());
+    // A keep-only request carrying a value the shard does not hold is refused.
+    let mut w = fresh();
+    let mut shards = Shard::split(&mut w, 1);
+    let req = RequestMessage::new(Request::KeepOnly {
+        position: 3,
+        weight: 1e30,
+    });
+    assert!(answer(&problem, 0, &mut shards[0], &req).is_err());
+    drop(shards);
+    assert_eq!(w, fresh());
 }

@@ -20,14 +20,15 @@
 //!
 //! | round | request | a shard replies | size of a reply |
 //! |---|---|---|---|
-//! | 1 | `Stats` | its span, sum of squares, largest magnitude, nonzeros per layer, best single weight, first non-finite value | `O(layers)` |
+//! | 1 (and 2 when the state fits) | `Stats` | its span, sum of squares, largest magnitude, nonzeros per layer, best single weight, first non-finite value | `O(layers)` |
 //! | 2-4 | `Magnitudes` (only layers whose cost depends on rank) | counts of magnitude bits per bucket (4096, 4096, 256 buckets) | `O(buckets)` per layer, sparse |
 //! | 5-7 | `Keys` | per-class counts of the ratio keys per bucket, affordable nonzero weights only | `O(buckets x classes)`, sparse |
 //! | 8 | `Ties` (if weights sit exactly at the cut) | the classes of its weights at the cut, in order, run-length coded | `O(runs)` |
 //! | 9 | `Apply` | kept value and per-class kept counts, after zeroing what is not kept | `O(classes)` |
 //! | 10 | `KeepOnly` (rare: the best single weight beats the greedy prefix) | nothing | `O(1)` |
 //!
-//! A state that already fits stops after round 1, unchanged. The radix rounds fix
+//! A state that already fits stops after round 2 (the statistics asked twice and
+//! compared), unchanged. The radix rounds fix
 //! 12, 12 and 8 bits of the cut's key: each narrows the search to one bucket whose
 //! cumulative cost (per-class counts priced exactly by the canonical sum) crosses
 //! the capacity, so the cut, the weights above it and the ties at it are exactly
@@ -36,6 +37,29 @@
 //! different order is the single-weight fallback (`value(best) > kept value`),
 //! which can differ from the in-memory result only when the two values agree to
 //! about 1e-15 relative.
+//!
+//! # The sharded rule
+//! The coordinator checks every reply against what it already knows, and a shard
+//! checks every request, before anything changes where possible:
+//! * round 1: values finite and non-negative, layers in range and increasing,
+//!   nonzeros at most the shard's weights of each layer, nonzeros, sum of squares
+//!   and largest magnitude consistent, one best weight per layer with nonzeros,
+//!   finite, inside the layer and the shard, none larger than the shard's largest;
+//! * every radix round: each shard's histogram adds up, per layer or class, to
+//!   what the previous round established for that shard (its weights of the layer,
+//!   its affordable nonzeros, its count in the bucket chosen last); the ties add
+//!   up to its count in the last key bucket;
+//! * apply: each shard's kept counts per class equal what the earlier rounds
+//!   predict for it, its kept value lies in `[0, its value]`, and the total cost,
+//!   computed from the shards' reports, is within the capacity before `Ok`;
+//! * keep-only: the weight must be the one the shard holds.
+//!
+//! A reply that breaks a rule is an [`Error::Protocol`] naming the shard and the
+//! numbers. Tested by a property test with a lying shard (every kind of corrupted
+//! reply, in every round: never `Ok` over the capacity, never a value no shard
+//! held) and one case per corruption. A shard that lies consistently about its
+//! own weights in every round is indistinguishable from one holding other
+//! weights; what it is asked to apply, it applies to the weights it holds.
 //!
 //! Messages stay small: a sparse histogram holds at most 4096 buckets times the
 //! classes present in them (two per layer); on AlexNet's 61 M weights the largest
@@ -965,6 +989,25 @@ fn answer_request(
                     ),
                 ));
             }
+            // The weight must be the one this shard holds there (or zeroed by the
+            // apply round): a request carrying another value is refused before
+            // anything changes.
+            for seg in shard.segments.iter() {
+                let base = offsets[seg.layer] + seg.offset;
+                let end = base + seg.weights.len() as u64;
+                if (base..end).contains(position) {
+                    let held = seg.weights[(position - base) as usize];
+                    if held != 0.0 && held.to_bits() != weight.to_bits() {
+                        return Err(Error::protocol(
+                            "request",
+                            format!(
+                                "keep-only of weight {weight} at position {position}, where \
+                                 this shard holds {held}"
+                            ),
+                        ));
+                    }
+                }
+            }
             for seg in shard.segments.iter_mut() {
                 let base = offsets[seg.layer] + seg.offset;
                 let end = base + seg.weights.len() as u64;
@@ -1078,6 +1121,8 @@ fn check_version(round: &'static str, version: u32) -> Result<()> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Round {
     Stats,
+    /// The statistics asked again when the state already fits, and compared.
+    Verify,
     /// Radix step `step` (0..3) on the magnitudes of the rank-dependent layers.
     Magnitudes(usize),
     /// Radix step `step` (0..3) on the keys.
@@ -1092,6 +1137,7 @@ impl Round {
     fn name(self) -> &'static str {
         match self {
             Round::Stats => "stats",
+            Round::Verify => "verify",
             Round::Magnitudes(_) => "magnitudes",
             Round::Keys(_) => "keys",
             Round::Ties => "ties",
@@ -1117,8 +1163,13 @@ pub struct Coordinator<'p> {
     round: Round,
     rounds: usize,
     largest: usize,
-    // Round 1.
+    // Round 1, per shard: span, value, nonzeros per layer (and the replies, for
+    // the verification pass of a state that fits).
     shard_lens: Vec<u64>,
+    shard_starts: Vec<u64>,
+    shard_value: Vec<f64>,
+    shard_nonzeros: Vec<Vec<(usize, u64)>>,
+    stats_replies: Vec<Reply>,
     total_value: f64,
     max_abs: f32,
     nonzeros: Vec<u64>,
@@ -1127,7 +1178,14 @@ pub struct Coordinator<'p> {
     ranked: Vec<usize>,
     magnitude_state: Vec<(u32, u32, u64)>,
     last_magnitudes: Vec<Vec<Histogram>>,
-    // Rounds 5-8.
+    /// Per shard and searched layer, the count in the bucket the last step chose
+    /// (what the next step's histogram must add up to).
+    magnitude_at: Vec<Vec<u64>>,
+    // Rounds 5-8, per shard and class: counts above the buckets chosen so far and
+    // in the bucket chosen last; the ties kept.
+    key_above: Vec<Vec<u64>>,
+    key_at: Vec<Vec<u64>>,
+    tie_kept: Vec<Vec<u64>>,
     ctx: Option<KeyContext>,
     above: Vec<u64>,
     prefix: u32,
@@ -1156,6 +1214,14 @@ impl<'p> Coordinator<'p> {
             rounds: 0,
             largest: 0,
             shard_lens: Vec::new(),
+            shard_starts: Vec::new(),
+            shard_value: Vec::new(),
+            shard_nonzeros: Vec::new(),
+            stats_replies: Vec::new(),
+            magnitude_at: Vec::new(),
+            key_above: Vec::new(),
+            key_at: Vec::new(),
+            tie_kept: Vec::new(),
             total_value: 0.0,
             max_abs: 0.0,
             best: None,
@@ -1180,7 +1246,7 @@ impl<'p> Coordinator<'p> {
                 .expect("key context set after the magnitudes")
         };
         let request = match self.round {
-            Round::Stats => Request::Stats,
+            Round::Stats | Round::Verify => Request::Stats,
             Round::Magnitudes(step) => Request::Magnitudes {
                 layers: self
                     .ranked
@@ -1261,11 +1327,20 @@ impl<'p> Coordinator<'p> {
         let replies: Vec<&Reply> = replies.iter().map(|r| &r.reply).collect();
         match round {
             Round::Stats => self.on_stats(&replies),
+            Round::Verify => self.on_verify(&replies),
             Round::Magnitudes(step) => self.on_magnitudes(step, &replies).map(|()| None),
             Round::Keys(step) => self.on_keys(step, &replies).map(|()| None),
             Round::Ties => self.on_ties(&replies).map(|()| None),
             Round::Apply => self.on_applied(&replies),
-            Round::KeepOnly => Ok(Some(self.single_item_outcome())),
+            Round::KeepOnly => {
+                if let Some(s) = replies.iter().position(|r| !matches!(r, Reply::Done)) {
+                    return Err(Error::protocol(
+                        "keep-only",
+                        format!("shard {s}: expected Done"),
+                    ));
+                }
+                Ok(Some(self.single_item_outcome()))
+            }
             Round::Done => unreachable!("refused above"),
         }
     }
@@ -1284,11 +1359,22 @@ impl<'p> Coordinator<'p> {
         2 * layer + usize::from(c.surcharge != 0.0 && c.buffered == 0)
     }
 
-    /// Round 1: spans, values, nonzeros, the best weight; the identity when the
-    /// state already fits.
+    /// The overlap of shard `s`'s span with layer `l`.
+    fn overlap(&self, offsets: &[u64], s: usize, l: usize) -> u64 {
+        let (a, b) = (
+            self.shard_starts[s],
+            self.shard_starts[s] + self.shard_lens[s],
+        );
+        let (c, d) = (offsets[l], offsets[l] + self.problem.layer_lens[l]);
+        b.min(d).saturating_sub(a.max(c))
+    }
+
+    /// Round 1: spans, values, nonzeros, the best weight, each checked against
+    /// the shard's span; a state that already fits is verified by a second pass.
     fn on_stats(&mut self, replies: &[&Reply]) -> Result<Option<ShardedOutcome>> {
         let problem = self.problem;
         let layers = problem.costs.len();
+        let offsets = problem.offsets();
         let mut pos = 0u64;
         for (s, rep) in replies.iter().enumerate() {
             let Reply::Stats {
@@ -1330,25 +1416,84 @@ impl<'p> Coordinator<'p> {
                         format!("shard {s}: shard length past the last weight"),
                     )
                 })?;
+            self.shard_starts.push(*start);
             self.shard_lens.push(*len);
+            let bad = |why: String| Error::protocol("stats", format!("shard {s}: {why}"));
+            if !(sum_sq.is_finite() && *sum_sq >= 0.0 && m.is_finite() && *m >= 0.0) {
+                return Err(bad(format!(
+                    "sum of squares {sum_sq} and largest magnitude {m} must be finite and >= 0"
+                )));
+            }
+            let mut count = 0u64;
+            let mut prev: Option<usize> = None;
+            for &(l, n) in nz {
+                if l >= layers || prev.is_some_and(|p| l <= p) {
+                    return Err(bad(format!(
+                        "nonzeros of layer {l}: layers must be in range and increasing"
+                    )));
+                }
+                prev = Some(l);
+                let room = self.overlap(&offsets, s, l);
+                if n > room {
+                    return Err(bad(format!(
+                        "{n} nonzeros in layer {l}, which has {room} weights in the shard"
+                    )));
+                }
+                count += n;
+            }
+            // Each nonzero weight adds at most m^2; the largest adds m^2.
+            let m2 = f64::from(*m) * f64::from(*m);
+            let slack = 1e-6 * m2 + f64::MIN_POSITIVE;
+            if (count == 0) != (*m == 0.0)
+                || *sum_sq > count as f64 * m2 * (1.0 + 1e-6) + slack
+                || *sum_sq < m2 * (1.0 - 1e-6) - slack
+            {
+                return Err(bad(format!(
+                    "{count} nonzeros, sum of squares {sum_sq} and largest magnitude {m} do not fit together"
+                )));
+            }
+            let mut top = 0.0f32;
+            let mut prev: Option<usize> = None;
+            for cand in b {
+                let l = cand.layer;
+                let held = nz.iter().find(|e| e.0 == l).map_or(0, |e| e.1);
+                let in_layer = l < layers
+                    && (offsets[l]..offsets[l] + problem.layer_lens[l]).contains(&cand.position);
+                let in_shard = (*start..*start + *len).contains(&cand.position);
+                if !in_layer
+                    || !in_shard
+                    || held == 0
+                    || prev.is_some_and(|p| l <= p)
+                    || !cand.weight.is_finite()
+                    || cand.weight == 0.0
+                    || cand.weight.abs() > *m
+                {
+                    return Err(bad(format!(
+                        "best weight {} of layer {l} at position {}: must be a finite nonzero \
+                         of at most the shard's largest magnitude, in a layer with nonzeros, \
+                         inside the layer and the shard, one per layer in order",
+                        cand.weight, cand.position
+                    )));
+                }
+                prev = Some(l);
+                top = top.max(cand.weight.abs());
+            }
+            if top != *m || b.len() != nz.iter().filter(|e| e.1 > 0).count() {
+                return Err(bad(format!(
+                    "one best weight per layer with nonzeros, the largest of magnitude {m} \
+                     (got {} for {} layers, largest {top})",
+                    b.len(),
+                    nz.iter().filter(|e| e.1 > 0).count()
+                )));
+            }
             self.total_value += sum_sq;
+            self.shard_value.push(*sum_sq);
             self.max_abs = self.max_abs.max(*m);
             for &(l, n) in nz {
-                if l >= layers {
-                    return Err(Error::protocol(
-                        "stats",
-                        format!("shard {s}: layer out of range"),
-                    ));
-                }
-                self.nonzeros[l] = self.nonzeros[l].saturating_add(n);
+                self.nonzeros[l] += n;
             }
+            self.shard_nonzeros.push(nz.clone());
             for cand in b {
-                if cand.layer >= layers {
-                    return Err(Error::protocol(
-                        "stats",
-                        format!("shard {s}: layer out of range"),
-                    ));
-                }
                 if self.class_cost[self.class_of_top(cand.layer)] > problem.capacity {
                     continue;
                 }
@@ -1367,17 +1512,18 @@ impl<'p> Coordinator<'p> {
                 pos as usize,
             ));
         }
+        let shards = replies.len();
+        let classes = self.class_cost.len();
+        self.key_above = vec![vec![0; classes]; shards];
+        self.key_at = vec![vec![0; classes]; shards];
         let (counts, _) = classes_of_nonzeros(&problem.costs, &self.nonzeros);
         let charged_now = charged_of_classes(&counts, &self.class_cost);
         if charged_now <= problem.capacity {
-            self.round = Round::Done;
-            return Ok(Some(self.outcome(Selection {
-                kept: self.nonzeros.iter().sum(),
-                charged: charged_now,
-                kept_value: self.total_value,
-                total_value: self.total_value,
-                single_item: false,
-            })));
+            // Nothing to change: the same statistics once more, so that a reply
+            // corrupted on its way cannot make an over-budget state pass as fitting.
+            self.stats_replies = replies.iter().map(|r| (*r).clone()).collect();
+            self.round = Round::Verify;
+            return Ok(None);
         }
         self.ranked = (0..layers).filter(|&l| problem.rank_dependent(l)).collect();
         self.magnitude_state = vec![(0, 0, 0); self.ranked.len()];
@@ -1389,11 +1535,39 @@ impl<'p> Coordinator<'p> {
         Ok(None)
     }
 
+    /// The second statistics pass of a state that fits: the same replies, and the
+    /// state unchanged.
+    fn on_verify(&mut self, replies: &[&Reply]) -> Result<Option<ShardedOutcome>> {
+        if replies.len() != self.stats_replies.len()
+            || replies
+                .iter()
+                .zip(&self.stats_replies)
+                .any(|(a, b)| *a != b)
+        {
+            return Err(Error::protocol(
+                "verify",
+                "the shards' statistics changed between two passes over unchanged weights",
+            ));
+        }
+        let (counts, _) = classes_of_nonzeros(&self.problem.costs, &self.nonzeros);
+        self.round = Round::Done;
+        Ok(Some(self.outcome(Selection {
+            kept: self.nonzeros.iter().sum(),
+            charged: charged_of_classes(&counts, &self.class_cost),
+            kept_value: self.total_value,
+            total_value: self.total_value,
+            single_item: false,
+        })))
+    }
+
     /// Rounds 2-4: one radix step towards each rank-dependent layer's threshold
     /// (its `buffered`-th largest `|w|`); after the last, the layers' classes.
+    /// Each shard's histogram of a layer adds up to its weights of the layer
+    /// (first step) or to its count in the bucket the previous step chose.
     fn on_magnitudes(&mut self, step: usize, replies: &[&Reply]) -> Result<()> {
         let bits = RADIX_BITS[step];
         let n = self.ranked.len();
+        let offsets = self.problem.offsets();
         let mut dense = vec![vec![0u64; 1 << bits]; n];
         self.last_magnitudes.clear();
         for (s, rep) in replies.iter().enumerate() {
@@ -1409,11 +1583,34 @@ impl<'p> Coordinator<'p> {
                     format!("shard {s}: one histogram per layer asked"),
                 ));
             }
-            for (d, h) in dense.iter_mut().zip(hs) {
+            for (j, (d, h)) in dense.iter_mut().zip(hs).enumerate() {
+                if h.iter().any(|e| e.1 != 0) {
+                    return Err(Error::protocol(
+                        "magnitudes",
+                        format!("shard {s}: magnitude histograms have class 0 only"),
+                    ));
+                }
                 add_into(d, 1, h)?;
+                let total = h.iter().fold(0u64, |a, e| a.saturating_add(e.2));
+                let want = if step == 0 {
+                    self.overlap(&offsets, s, self.ranked[j])
+                } else {
+                    self.magnitude_at[s][j]
+                };
+                if total != want {
+                    return Err(Error::protocol(
+                        "magnitudes",
+                        format!(
+                            "shard {s}: {total} magnitudes of layer {} where earlier rounds \
+                             established {want}",
+                            self.ranked[j]
+                        ),
+                    ));
+                }
             }
             self.last_magnitudes.push(hs.clone());
         }
+        let mut chosen_buckets = Vec::with_capacity(n);
         for (j, &l) in self.ranked.iter().enumerate() {
             let k = self.problem.costs[l].buffered as u64;
             let (prefix, known, above) = self.magnitude_state[j];
@@ -1428,7 +1625,18 @@ impl<'p> Coordinator<'p> {
                 acc = acc.saturating_add(n);
             }
             self.magnitude_state[j] = ((prefix << bits) | chosen, known + bits, acc);
+            chosen_buckets.push(chosen);
         }
+        self.magnitude_at = self
+            .last_magnitudes
+            .iter()
+            .map(|hs| {
+                hs.iter()
+                    .zip(&chosen_buckets)
+                    .map(|(h, &b)| h.iter().find(|e| e.0 == b).map_or(0, |e| e.2))
+                    .collect()
+            })
+            .collect();
         if step + 1 < RADIX_BITS.len() {
             self.round = Round::Magnitudes(step + 1);
             return Ok(());
@@ -1437,18 +1645,12 @@ impl<'p> Coordinator<'p> {
         for (j, &l) in self.ranked.iter().enumerate() {
             let (thr_bits, _, above) = self.magnitude_state[j];
             let k = self.problem.costs[l].buffered as u64;
-            // (Saturating: replies that do not add up must not wrap around.)
             let mut left = k.saturating_sub(above);
-            let bucket = thr_bits & 0xff;
             let base_ties = self
-                .last_magnitudes
+                .magnitude_at
                 .iter()
-                .map(|hs| {
-                    let n = hs[j]
-                        .iter()
-                        .find(|(b, _, _)| *b == bucket)
-                        .map_or(0, |e| e.2);
-                    let q = n.min(left);
+                .map(|at| {
+                    let q = at[j].min(left);
                     left -= q;
                     q
                 })
@@ -1479,17 +1681,57 @@ impl<'p> Coordinator<'p> {
         self.round = Round::Keys(0);
     }
 
+    /// Check shard `s`'s per-class key counts `totals` of one key round against
+    /// what is known: in the first step, the affordable nonzero weights of each
+    /// layer it holds; later, its counts in the bucket the previous step chose.
+    fn check_key_totals(&self, s: usize, step: usize, totals: &[u64]) -> Result<()> {
+        let bad = |why: String| Error::protocol("keys", format!("shard {s}: {why}"));
+        if step > 0 {
+            if totals != self.key_at[s].as_slice() {
+                return Err(bad(format!(
+                    "key counts per class {totals:?} where the previous round established {:?}",
+                    self.key_at[s]
+                )));
+            }
+            return Ok(());
+        }
+        for (l, pair) in totals.chunks_exact(2).enumerate() {
+            let held = self.shard_nonzeros[s]
+                .iter()
+                .find(|e| e.0 == l)
+                .map_or(0, |e| e.1);
+            let affordable =
+                [2 * l, 2 * l + 1].map(|c| self.class_cost[c] <= self.problem.capacity);
+            let counted = pair[0].saturating_add(pair[1]);
+            let unaffordable_counted = (0..2).any(|k| !affordable[k] && pair[k] > 0);
+            let exact = affordable[0] && affordable[1];
+            if unaffordable_counted || counted > held || (exact && counted != held) {
+                return Err(bad(format!(
+                    "{counted} keys in layer {l}, which holds {held} nonzero weights in the shard"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Rounds 5-7: one radix step towards the cut, the bucket whose cumulative
     /// cost crosses the capacity.
     fn on_keys(&mut self, step: usize, replies: &[&Reply]) -> Result<()> {
         let bits = RADIX_BITS[step];
         let classes = self.class_cost.len();
         let mut dense = vec![0u64; (1usize << bits) * classes];
+        let mut hists = Vec::with_capacity(replies.len());
         for (s, rep) in replies.iter().enumerate() {
             let Reply::Keys(h) = rep else {
                 return Err(Error::protocol("keys", format!("shard {s}: expected Keys")));
             };
             add_into(&mut dense, classes, h)?;
+            let mut totals = vec![0u64; classes];
+            for &(_, c, n) in h {
+                totals[c as usize] = totals[c as usize].saturating_add(n);
+            }
+            self.check_key_totals(s, step, &totals)?;
+            hists.push(h);
         }
         let mut chosen = None;
         let mut trial = self.above.clone();
@@ -1505,6 +1747,19 @@ impl<'p> Coordinator<'p> {
             }
             self.above.copy_from_slice(&trial);
         }
+        // Per shard: what lies above the chosen bucket is kept, what is in it is
+        // searched further (everything is kept when no bucket crosses).
+        for (s, h) in hists.iter().enumerate() {
+            self.key_at[s].iter_mut().for_each(|v| *v = 0);
+            for &(b, c, n) in h.iter() {
+                let c = c as usize;
+                match chosen {
+                    Some(cb) if b == cb => self.key_at[s][c] += n,
+                    Some(cb) if b < cb => {}
+                    _ => self.key_above[s][c] = self.key_above[s][c].saturating_add(n),
+                }
+            }
+        }
         match chosen {
             Some(b) => {
                 self.prefix = (self.prefix << bits) | b;
@@ -1519,6 +1774,7 @@ impl<'p> Coordinator<'p> {
                 // Every affordable weight fits: no cut, no ties.
                 self.cut = None;
                 self.tie_quota = vec![0; self.shard_lens.len()];
+                self.tie_kept = vec![vec![0; classes]; self.shard_lens.len()];
                 self.round = Round::Apply;
             }
         }
@@ -1526,32 +1782,54 @@ impl<'p> Coordinator<'p> {
     }
 
     /// Round 8: the weights at the cut, kept in position order while they fit.
+    /// Each shard's ties add up, per class, to its count in the last key bucket.
     fn on_ties(&mut self, replies: &[&Reply]) -> Result<()> {
         let classes = self.class_cost.len();
-        let mut counts = self.above.clone();
-        let mut open = true;
-        let mut quota = Vec::with_capacity(replies.len());
         for (s, rep) in replies.iter().enumerate() {
             let Reply::Ties(runs) = rep else {
                 return Err(Error::protocol("ties", format!("shard {s}: expected Ties")));
             };
-            let mut q = 0u64;
+            let mut per_class = vec![0u64; classes];
             for &(c, n) in runs {
-                let c = c as usize;
-                if c >= classes {
+                if c as usize >= classes || n == 0 {
                     return Err(Error::protocol(
                         "ties",
-                        format!("shard {s}: class out of range"),
+                        format!("shard {s}: class out of range or an empty run"),
                     ));
                 }
-                // A shard cannot hold more ties than weights (bounds a lying reply).
-                for _ in 0..n.min(self.shard_lens[s]) {
+                per_class[c as usize] = per_class[c as usize].saturating_add(n);
+            }
+            if per_class != self.key_at[s] {
+                return Err(Error::protocol(
+                    "ties",
+                    format!(
+                        "shard {s}: ties per class {per_class:?} where the key rounds \
+                         established {:?}",
+                        self.key_at[s]
+                    ),
+                ));
+            }
+        }
+        let mut counts = self.above.clone();
+        let mut open = true;
+        let mut quota = Vec::with_capacity(replies.len());
+        let mut kept = Vec::with_capacity(replies.len());
+        for rep in replies {
+            let Reply::Ties(runs) = rep else {
+                unreachable!("checked above")
+            };
+            let mut q = 0u64;
+            let mut k = vec![0u64; classes];
+            for &(c, n) in runs {
+                let c = c as usize;
+                for _ in 0..n {
                     if !open {
                         break;
                     }
                     counts[c] += 1;
                     if charged_of_classes(&counts, &self.class_cost) <= self.problem.capacity {
                         q += 1;
+                        k[c] += 1;
                     } else {
                         counts[c] -= 1;
                         open = false;
@@ -1559,15 +1837,18 @@ impl<'p> Coordinator<'p> {
                 }
             }
             quota.push(q);
+            kept.push(k);
         }
         self.cut = Some(self.prefix);
         self.tie_quota = quota;
+        self.tie_kept = kept;
         self.round = Round::Apply;
         Ok(())
     }
 
-    /// Round 9: what the shards kept; round 10 follows when the best single weight
-    /// beats the greedy prefix.
+    /// Round 9: what the shards kept, each shard's counts equal to what the
+    /// earlier rounds predict and the total cost verified against the capacity;
+    /// round 10 follows when the best single weight beats the greedy prefix.
     fn on_applied(&mut self, replies: &[&Reply]) -> Result<Option<ShardedOutcome>> {
         let classes = self.class_cost.len();
         let mut kept = vec![0u64; classes];
@@ -1583,16 +1864,40 @@ impl<'p> Coordinator<'p> {
                     format!("shard {s}: expected Applied"),
                 ));
             };
-            if k.len() != classes {
+            let want: Vec<u64> = self.key_above[s]
+                .iter()
+                .zip(&self.tie_kept[s])
+                .map(|(a, t)| a + t)
+                .collect();
+            if *k != want {
                 return Err(Error::protocol(
                     "apply",
-                    format!("shard {s}: one count per class"),
+                    format!(
+                        "shard {s}: kept {k:?} per class where the earlier rounds established {want:?}"
+                    ),
+                ));
+            }
+            let value = self.shard_value[s];
+            if !(v.is_finite() && *v >= 0.0 && *v <= value * (1.0 + 1e-9) + f64::MIN_POSITIVE) {
+                return Err(Error::protocol(
+                    "apply",
+                    format!("shard {s}: kept value {v} outside [0, {value}]"),
                 ));
             }
             kept_value += v;
             kept.iter_mut()
                 .zip(k)
                 .for_each(|(a, b)| *a = a.saturating_add(*b));
+        }
+        let charged = charged_of_classes(&kept, &self.class_cost);
+        if charged > self.problem.capacity {
+            return Err(Error::protocol(
+                "apply",
+                format!(
+                    "the kept weights cost {charged}, over the capacity {}",
+                    self.problem.capacity
+                ),
+            ));
         }
         self.kept = kept;
         self.kept_value = kept_value;
@@ -1606,7 +1911,7 @@ impl<'p> Coordinator<'p> {
         self.round = Round::Done;
         Ok(Some(self.outcome(Selection {
             kept: self.kept.iter().sum(),
-            charged: charged_of_classes(&self.kept, &self.class_cost),
+            charged,
             kept_value,
             total_value: self.total_value,
             single_item: false,
