@@ -68,13 +68,38 @@ pub mod check {
         }
     }
 
-    /// An integer >= 1.
-    pub fn at_least_one(flag: &str, v: usize) -> R<usize> {
-        if v >= 1 {
-            Ok(v)
-        } else {
-            Err(fail(format!("{flag} {v}: must be >= 1")))
+    /// The largest value a count flag accepts: enough for any real run, small
+    /// enough that a typo cannot start a job that runs until killed or fills the
+    /// disk.
+    pub fn limit_of(flag: &str) -> usize {
+        match flag {
+            f if f.ends_with("epochs") => 10_000,
+            "--seeds" => 1_000,
+            "--samples" => 100_000,
+            "--loop-rounds" | "--mask-rounds" => 100,
+            "--batch" | "--batch-size" => 65_536,
+            "--repeats" => 10_000,
+            "--shards" => 1_000_000,
+            "--grid" => 1_000,
+            _ => 100_000_000,
         }
+    }
+
+    /// An integer in `[lo, limit_of(flag)]`.
+    pub fn count(flag: &str, v: usize, lo: usize) -> R<usize> {
+        let hi = limit_of(flag);
+        if v < lo {
+            Err(fail(format!("{flag} {v}: must be >= {lo}")))
+        } else if v > hi {
+            Err(fail(format!("{flag} {v}: must be at most {hi}")))
+        } else {
+            Ok(v)
+        }
+    }
+
+    /// An integer in `[1, limit_of(flag)]`.
+    pub fn at_least_one(flag: &str, v: usize) -> R<usize> {
+        count(flag, v, 1)
     }
 
     /// A file that exists and can be opened.

@@ -45,7 +45,7 @@ pub fn save(path: &Path, text: &str) -> energy_prune::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
-    std::fs::write(path, text).map_err(io(path))
+    energy_prune::files::write_atomic(path, text.as_bytes())
 }
 
 /// A padded range around `values` (never empty).

@@ -117,6 +117,65 @@ fn bad_flags_fail_fast_with_code_2() {
     );
 }
 
+/// Counts have upper limits (a typo must not start a job that runs until killed or
+/// fills the disk), devices are not read as files, and a cost model that cannot
+/// serve is refused before any training.
+#[test]
+fn huge_counts_and_hostile_inputs_are_refused_before_work() {
+    let max = "18446744073709551615";
+    rejects("ecc_latency", &["--seeds", max], "--seeds");
+    rejects("ecc_latency", &["--samples", "100000000"], "at most 100000");
+    rejects(
+        "project_sharded",
+        &["--check-weights", max],
+        "--check-weights",
+    );
+    rejects("project_sharded", &["--weights", max], "--weights");
+    rejects(
+        "lenet5_energy",
+        &["--epochs", "1000000"],
+        "--epochs 1000000: must be at most",
+    );
+    rejects(
+        "lenet5_energy",
+        &["--finetune-epochs", "1000000"],
+        "--finetune-epochs",
+    );
+    rejects("sweep", &["--dense-epochs", "1000000"], "--dense-epochs");
+    rejects(
+        "multi_budget",
+        &["--admm-finetune-epochs", "99999"],
+        "--admm-finetune-epochs",
+    );
+    rejects("calibrate", &["--grid", "100000"], "--grid");
+    rejects("energy_report", &["--onnx", "/dev/zero"], "--onnx");
+    rejects(
+        "ecc_latency",
+        &["--cost-model", "/dev/zero"],
+        "--cost-model",
+    );
+    // A cost model of an unknown kind: exit 1 at once, before the dense training.
+    let dir = std::env::temp_dir().join(format!("ep-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("quadratic.json");
+    std::fs::write(&model, r#"{"kind": "quadratic", "max": [1.0]}"#).unwrap();
+    for name in ["ecc_latency", "multi_budget"] {
+        let start = Instant::now();
+        let out = tool(name)
+            .args(flags_then(&["--cost-model"], &model))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains("known kind"), "{name}: {stderr}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{name} trained first"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Outputs are checked before any work: never a directory, never one of the
 /// inputs (the training data, the model read), and the inputs stay as they were.
 #[test]

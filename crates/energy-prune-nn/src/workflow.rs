@@ -278,25 +278,28 @@ pub fn calibrate_vgg_latency(
 }
 
 #[cfg(feature = "serde")]
-/// Load a calibrated cost model written by `calibrate` and check that it prices
-/// the widths of `arch` (and, when it records its provenance, that it was fitted
-/// for `arch`).
+/// Load a calibrated cost model written by `calibrate` and check that it was
+/// fitted for `arch` (its provenance, required, names `arch`'s fingerprint) and
+/// prices its widths (the same dense channels); the file itself is validated on
+/// reading (finite, non-negative costs and finite gradients, grids within the
+/// widths).
 pub fn load_cost_model(
     path: &std::path::Path,
     arch: &energy_prune::arch::Architecture,
 ) -> energy_prune::Result<energy_prune::energy::CalibratedModel> {
-    use energy_prune::energy::WidthCostModel;
     let (m, provenance) = energy_prune::energy::CalibratedModel::load_json_with_provenance(path)?;
-    if let Some(p) = &provenance {
-        p.check(arch)?;
-    }
-    if m.num_widths() != arch.widths().len() {
-        return Err(energy_prune::Error::ShapeMismatch {
-            what: format!("widths of the cost model {}", path.display()),
-            expected: arch.widths().len(),
-            got: m.num_widths(),
+    let Some(p) = &provenance else {
+        return Err(energy_prune::Error::CorruptData {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the cost model records no provenance, so it cannot be checked against `{}`; \
+                 re-run `energy-prune calibrate` (it records the network the model was fitted for)",
+                arch.name()
+            ),
         });
-    }
+    };
+    p.check(arch)?;
+    m.check_architecture(arch)?;
     Ok(m)
 }
 

@@ -103,6 +103,10 @@ use energy_prune::error::{Error, Result};
 use energy_prune::network::{Network, NetworkMut};
 use proto::ModelProto;
 
+/// The largest `.onnx` file [`OnnxModel::load`] reads: 2 GiB, the most a protobuf
+/// message can hold (larger models keep their weights in external data files).
+pub const MAX_FILE_BYTES: u64 = 2 << 30;
+
 /// How a prunable layer's weights sit in the ONNX file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct LayerBinding {
@@ -239,7 +243,8 @@ impl OnnxModel {
     /// the layer sizes do not chain, [`Error::NonFinite`] for NaN or infinite weights.
     pub fn load(path: impl AsRef<Path>, input: Option<[usize; 3]>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        // A protobuf message holds at most 2 GiB.
+        let bytes = energy_prune::files::read_bounded(path, MAX_FILE_BYTES)?;
         let proto = decode(&bytes, path)?;
         drop(bytes); // the decoded model holds its own copy of the tensors
         import::import(proto, input, path)

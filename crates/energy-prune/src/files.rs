@@ -11,7 +11,15 @@ use crate::error::{Error, Result};
 /// rename: on any error the previous file (if any) is untouched and the temporary
 /// file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp-write");
+    // `NAME.PID.tmp-write` next to the target: one writer's temporary file never
+    // collides with another's, nor with a file of another extension.
+    let name = path.file_name().map_or_else(
+        || std::ffi::OsString::from("output"),
+        std::ffi::OsStr::to_os_string,
+    );
+    let mut tmp_name = name;
+    tmp_name.push(format!(".{}.tmp-write", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
     let res = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -24,10 +32,47 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// Read a text file: [`Error::Io`] if it cannot be read, [`Error::CorruptData`] if
-/// it is not UTF-8 (with the offset of the first bad byte).
+/// The largest text file (JSON, CSV) the crate reads: 256 MiB.
+pub const MAX_TEXT_BYTES: u64 = 256 << 20;
+
+/// Read at most `limit` bytes of a regular file: [`Error::Io`] if it cannot be
+/// read, [`Error::CorruptData`] if it is not a regular file or is larger than
+/// `limit` (checked before reading, and bounded while reading, so that a device
+/// or a growing file cannot exhaust memory).
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let corrupt = |reason: String| Error::CorruptData {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(corrupt("not a regular file".into()));
+    }
+    if meta.len() > limit {
+        return Err(corrupt(format!(
+            "{} bytes, more than the {limit} this reader accepts",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(corrupt(format!(
+            "grew past the {limit} bytes this reader accepts while being read"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Read a text file of at most [`MAX_TEXT_BYTES`]: [`Error::Io`] if it cannot be
+/// read, [`Error::CorruptData`] if it is not a regular file, too large, or not
+/// UTF-8 (with the offset of the first bad byte).
 pub fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_bounded(path, MAX_TEXT_BYTES)?;
     String::from_utf8(bytes).map_err(|e| Error::CorruptData {
         path: path.to_path_buf(),
         reason: format!(

@@ -74,9 +74,7 @@ impl Args {
         check::at_least_one("--samples", a.samples)?;
         check::at_least_one("--batch", a.batch)?;
         check::at_least_one("--repeats", a.repeats)?;
-        if a.grid < 2 {
-            return Err(format!("--grid {}: a grid needs >= 2 points per axis", a.grid).into());
-        }
+        check::count("--grid", a.grid, 2)?;
         check::within("--min-fraction", a.min_fraction, 0.0, 1.0)?;
         let mut outputs = Vec::new();
         for (flag, p) in [("--out", &a.out), ("--csv", &a.csv)] {

@@ -126,6 +126,8 @@ impl Args {
         check::at_least_one("--samples", a.samples)?;
         check::at_least_one("--epochs", a.epochs)?;
         check::at_least_one("--loop-rounds", a.loop_rounds)?;
+        check::count("--dense-epochs", a.dense_epochs, 0)?;
+        check::count("--finetune-epochs", a.finetune_epochs, 0)?;
         check::within("--tolerance", a.tolerance, 0.0, 1.0)?;
         check::mnist_dir("--data", &a.mnist.data)?;
         for (flag, p) in [("--cost-model", &a.cost_model), ("--dense", &a.dense)] {

@@ -90,6 +90,9 @@ impl Args {
         check::within("--distill", f64::from(a.distill), 0.0, 1.0)?;
         check::at_least_one("--project-every", a.project_every)?;
         check::at_least_one("--epochs", a.epochs)?;
+        check::count("--dense-epochs", a.dense_epochs, 0)?;
+        check::count("--finetune-epochs", a.finetune_epochs, 0)?;
+        check::count("--mask-rounds", a.mask_rounds, 0)?;
         if a.input_mask {
             check::at_least_one("--mask-rounds", a.mask_rounds)?;
         }

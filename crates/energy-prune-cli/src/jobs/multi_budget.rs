@@ -132,6 +132,14 @@ impl Args {
         check::at_least_one("--admm-epochs", a.admm_epochs)?;
         check::at_least_one("--epochs", a.epochs)?;
         check::at_least_one("--loop-rounds", a.loop_rounds)?;
+        for (flag, v) in [
+            ("--vgg-dense-epochs", a.vgg_dense_epochs),
+            ("--admm-finetune-epochs", a.admm_finetune_epochs),
+            ("--dense-epochs", a.dense_epochs),
+            ("--finetune-epochs", a.finetune_epochs),
+        ] {
+            check::count(flag, v, 0)?;
+        }
         check::within("--tolerance", a.tolerance, 0.0, 1.0)?;
         check::within("--margin", a.margin, 0.0, 0.5)?;
         if let Some(p) = &a.cost_model {
@@ -156,6 +164,11 @@ struct Row {
 /// Run the job.
 pub fn run(args: &Args) -> energy_prune::Result<()> {
     let start = Instant::now();
+    // A given cost model is checked against the width level's network before the
+    // weight level trains anything.
+    if let (Some(path), true) = (&args.cost_model, args.level != "weight") {
+        load_cost_model(path, Cnn::vgg_mnist(args.rng.seed)?.architecture())?;
+    }
     let weight = if args.level != "width" {
         Some(weight_level(args)?)
     } else {
@@ -440,6 +453,11 @@ fn width_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<M
     let mut dense = Cnn::vgg_mnist(args.rng.seed)?;
     let arch = dense.architecture().clone();
     let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
+    // A given cost model is read and checked against the network before training.
+    let loaded = match &args.cost_model {
+        Some(path) => Some(load_cost_model(path, &arch)?),
+        None => None,
+    };
     train_dense_vgg(
         &mut dense,
         &train,
@@ -448,8 +466,8 @@ fn width_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<M
         args.rng.seed,
         &mut |e| print_dense("dense vgg-mnist", args.vgg_dense_epochs, e),
     )?;
-    let latency: CalibratedModel = match &args.cost_model {
-        Some(path) => load_cost_model(path, &arch)?,
+    let latency: CalibratedModel = match loaded {
+        Some(m) => m,
         None => {
             let c = calibrate_vgg_latency(&arch, args.samples, args.rng.seed)?;
             print_calibration(&c);

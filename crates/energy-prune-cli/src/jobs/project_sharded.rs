@@ -61,6 +61,24 @@ impl Args {
         let a = self;
         check::fraction("--budget", a.budget)?;
         check::at_least_one("--shards", a.shards)?;
+        // The weights live in files (4 bytes each), the checked ones in memory too.
+        const MAX_WEIGHTS: u64 = 1 << 36;
+        const MAX_CHECKED: u64 = 1 << 28;
+        if a.weights > MAX_WEIGHTS {
+            return Err(format!(
+                "--weights {}: at most 2^36 ({MAX_WEIGHTS}, 256 GiB of shard files)",
+                a.weights
+            )
+            .into());
+        }
+        if a.check_weights > MAX_CHECKED.min(a.weights) {
+            return Err(format!(
+                "--check-weights {}: at most 2^28 ({MAX_CHECKED}, 1 GiB in memory) and at most \
+                 --weights ({})",
+                a.check_weights, a.weights
+            )
+            .into());
+        }
         if a.weights < 1000 || a.check_weights < 1000 {
             return Err("--weights and --check-weights must be at least 1000".into());
         }
@@ -187,16 +205,21 @@ fn read_shard(path: &Path, buf: &mut Vec<f32>, len: usize) -> energy_prune::Resu
     Ok(())
 }
 
+/// Write a shard file through a temporary file and a rename: a failed write
+/// leaves the previous shard intact.
 fn write_shard(path: &Path, buf: &[f32]) -> energy_prune::Result<()> {
     let io = |e| energy_prune::Error::Io {
         path: path.to_path_buf(),
         source: e,
     };
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(path).map_err(io)?);
+    let tmp = path.with_extension("f32.tmp-write");
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io)?);
     for v in buf {
         out.write_all(&v.to_le_bytes()).map_err(io)?;
     }
-    out.flush().map_err(io)
+    out.flush().map_err(io)?;
+    drop(out);
+    std::fs::rename(&tmp, path).map_err(io)
 }
 
 /// Project the shard files of `problem` in `dir`, one shard in memory at a time.

@@ -163,6 +163,8 @@ impl Args {
             return Err("--methods: name at least one of energy, magnitude, layer-uniform".into());
         }
         check::at_least_one("--epochs", a.epochs)?;
+        check::count("--dense-epochs", a.dense_epochs, 0)?;
+        check::count("--finetune-epochs", a.finetune_epochs, 0)?;
         check::at_least_one("--mask-rounds", a.mask_rounds)?;
         if let Some(b) = a.breakdown_budget
             && !a.budgets.contains(&b)

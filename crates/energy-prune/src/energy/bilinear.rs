@@ -205,11 +205,20 @@ impl TryFrom<BilinearFields> for Bilinear {
             return Err(bad(format!("width {u} has a maximum below 1")));
         }
         for (l, lw) in f.layers.iter().enumerate() {
-            let widths_ok =
-                lw.output < n && lw.input.iter().all(|(u, sp)| *u < n && sp.is_finite());
-            if !widths_ok || !lw.in_norm.is_finite() {
+            let widths_ok = lw.output < n
+                && lw
+                    .input
+                    .iter()
+                    .all(|(u, sp)| *u < n && sp.is_finite() && *sp >= 0.0);
+            if !widths_ok {
                 return Err(bad(format!(
-                    "layer {l} names a width out of range (there are {n})"
+                    "layer {l} names a width out of range (there are {n}) or a negative size"
+                )));
+            }
+            if !(lw.in_norm.is_finite() && lw.in_norm > 0.0) {
+                return Err(bad(format!(
+                    "layer {l} has the input normalisation {} (must be finite and > 0)",
+                    lw.in_norm
                 )));
             }
         }
@@ -222,17 +231,45 @@ impl TryFrom<BilinearFields> for Bilinear {
                 return Err(bad(format!("term {t:?} is out of range")));
             }
         }
-        Ok(Bilinear {
+        let model = Bilinear {
             max: f.max,
             fixed: f.fixed,
             layers: f.layers,
             terms: f.terms,
             coefficients: f.coefficients,
-        })
+        };
+        // Every term is non-negative and largest at the dense widths: the sum of
+        // |coefficient x term| there bounds the cost at any widths.
+        let mut feats = Vec::new();
+        model.features(&model.max, &mut feats);
+        let bound: f64 = feats
+            .iter()
+            .zip(&model.coefficients)
+            .map(|(x, a)| (x * a).abs())
+            .sum();
+        if !bound.is_finite() {
+            return Err(bad(format!(
+                "coefficients {:?} overflow at the dense widths",
+                model.coefficients
+            )));
+        }
+        let min: Vec<f64> = model
+            .max
+            .iter()
+            .zip(&model.fixed)
+            .map(|(&m, &fixed)| if fixed { m } else { 1.0 })
+            .collect();
+        super::check_model_evaluates(&model, &min, &model.max, "bilinear model")?;
+        Ok(model)
     }
 }
 
 impl Bilinear {
+    /// Channels of every width of the dense network.
+    pub fn dense_channels(&self) -> Vec<usize> {
+        self.max.iter().map(|&m| m as usize).collect()
+    }
+
     /// The terms the model uses for `arch` (before fitting).
     pub fn terms_for(arch: &Architecture, linear_terms: bool) -> Vec<Term> {
         let widths = arch.widths();
@@ -553,7 +590,7 @@ impl WidthCostModel for Bilinear {
                 }
             }
         }
-        Ok(f)
+        super::finite_cost(f, grad, "bilinear model")
     }
 }
 

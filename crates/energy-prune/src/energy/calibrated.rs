@@ -98,6 +98,45 @@ impl CalibratedModel {
         }
     }
 
+    /// Channels of every width of the dense network the model was fitted for.
+    pub fn dense_channels(&self) -> Vec<usize> {
+        match self {
+            CalibratedModel::Bilinear(m) => m.dense_channels(),
+            CalibratedModel::LayerTable(m) => m.dense_channels(),
+        }
+    }
+
+    /// Check that the model prices the widths of `arch`: as many widths, each
+    /// with the same dense channel count.
+    ///
+    /// # Errors
+    /// [`crate::Error::ShapeMismatch`] naming the first width that differs.
+    pub fn check_architecture(&self, arch: &crate::arch::Architecture) -> Result<()> {
+        let mine = self.dense_channels();
+        if mine.len() != arch.widths().len() {
+            return Err(crate::Error::shape(
+                format!("widths of the cost model for `{}`", arch.name()),
+                arch.widths().len(),
+                mine.len(),
+            ));
+        }
+        for (w, &c) in arch.widths().iter().zip(&mine) {
+            if w.channels != c {
+                return Err(crate::Error::shape(
+                    format!(
+                        "dense channels of width `{}` in the cost model for `{}` (fitted for \
+                         another network?)",
+                        w.name,
+                        arch.name()
+                    ),
+                    w.channels,
+                    c,
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn inner(&self) -> &dyn WidthCostModel {
         match self {
             CalibratedModel::Bilinear(m) => m,
@@ -186,10 +225,17 @@ impl CalibratedModel {
             .map_err(|e| corrupt(format!("not a calibrated cost model ({e})")))?;
         let model = match CalibratedModel::deserialize(&value) {
             Ok(m) => m,
-            Err(tagged) => match Bilinear::deserialize(&value) {
+            // Only a file without a kind is an older bilinear file; an unknown kind
+            // is refused, not read as another one.
+            Err(tagged) if value.get("kind").is_none() => match Bilinear::deserialize(&value) {
                 Ok(b) => CalibratedModel::Bilinear(b),
                 Err(_) => return Err(corrupt(format!("not a calibrated cost model ({tagged})"))),
             },
+            Err(tagged) => {
+                return Err(corrupt(format!(
+                    "not a calibrated cost model of a known kind (bilinear, layer_table): {tagged}"
+                )));
+            }
         };
         let provenance = match value.get("provenance") {
             None => None,

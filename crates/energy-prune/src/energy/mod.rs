@@ -38,7 +38,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::arch::{Architecture, LayerKind};
-use crate::error::{Error, Result};
+use crate::error::{Error, Origin, Result};
 use crate::network::NetworkState;
 
 /// Whether a layer is a convolution or a linear layer (serialised as `"conv"` / `"linear"`).
@@ -364,6 +364,57 @@ forward_models!(&T, Box<T>, Arc<T>);
 
 /// The common input check of [`WidthCostModel::cost_and_gradient`]: `n` widths and
 /// as many gradient entries, every width finite and `>= 0`.
+/// A loaded width cost model must give finite, non-negative costs with finite
+/// gradients at the dense widths `max` and at the smallest widths `min` (and,
+/// the caller checks, everywhere between): a file that does not is refused when it
+/// is read, not after training.
+pub(crate) fn check_model_evaluates(
+    model: &dyn WidthCostModel,
+    min: &[f64],
+    max: &[f64],
+    what: &'static str,
+) -> Result<()> {
+    let mut grad = vec![0.0; max.len()];
+    for (at, widths) in [("dense", max), ("smallest", min)] {
+        let cost = model.cost_and_gradient(widths, &mut grad)?;
+        if !cost.is_finite() || grad.iter().any(|g| !g.is_finite()) {
+            return Err(Error::param(
+                what,
+                format!("cost {cost} at the {at} widths"),
+                "the model gives a non-finite cost or gradient; re-run the calibration",
+            ));
+        }
+        if cost < 0.0 {
+            return Err(Error::param(
+                what,
+                format!("cost {cost} at the {at} widths"),
+                "a cost model must not predict negative costs; re-run the calibration \
+                 with more samples or a ridge lambda",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A cost and gradient computed by a model: finite, or an error naming the model.
+pub(crate) fn finite_cost(cost: f64, grad: &[f64], what: &'static str) -> Result<f64> {
+    if let Some(i) = grad.iter().position(|g| !g.is_finite()) {
+        return Err(Error::non_finite(
+            &format!("gradient of the {what}"),
+            i,
+            Origin::Model,
+        ));
+    }
+    if !cost.is_finite() {
+        return Err(Error::non_finite(
+            &format!("cost of the {what}"),
+            0,
+            Origin::Model,
+        ));
+    }
+    Ok(cost)
+}
+
 pub(crate) fn check_widths(n: usize, widths: &[f64], grad: &[f64]) -> Result<()> {
     if widths.len() != n || grad.len() != n {
         return Err(Error::shape(

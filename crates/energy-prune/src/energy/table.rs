@@ -343,6 +343,11 @@ impl LayerTable {
         Ok(fit_metrics(data, |s| self.value(s)))
     }
 
+    /// Channels of every width of the dense network.
+    pub fn dense_channels(&self) -> Vec<usize> {
+        self.max.clone()
+    }
+
     /// Check the tables' shapes and values (after deserialising).
     ///
     /// # Errors
@@ -358,8 +363,14 @@ impl LayerTable {
         if self.max.is_empty() || self.layers.is_empty() {
             return bad("no widths or no layers".into());
         }
-        if !(self.constant.is_finite() && self.scale.is_finite()) {
-            return bad(format!("constant {} / scale {}", self.constant, self.scale));
+        if !(self.constant.is_finite() && self.scale.is_finite() && self.scale > 0.0) {
+            return bad(format!(
+                "constant {} / scale {} (finite, scale > 0)",
+                self.constant, self.scale
+            ));
+        }
+        if let Some(u) = self.max.iter().position(|&m| m == 0) {
+            return bad(format!("width {u} has a maximum of 0 channels"));
         }
         for (l, g) in self.layers.iter().enumerate() {
             let ok = !g.inputs.is_empty()
@@ -367,14 +378,29 @@ impl LayerTable {
                 && g.inputs.windows(2).all(|w| w[0] < w[1])
                 && g.outputs.windows(2).all(|w| w[0] < w[1])
                 && g.cost.len() == g.inputs.len() * g.outputs.len()
-                && g.cost.iter().all(|c| c.is_finite())
+                && g.cost.iter().all(|c| c.is_finite() && *c >= 0.0)
                 && g.output_width < self.max.len()
                 && g.input_widths.iter().all(|&u| u < self.max.len());
             if !ok {
-                return bad(format!("grid of layer {l}"));
+                return bad(format!(
+                    "grid of layer {l} (increasing points, one finite non-negative cost per \
+                     point, widths in range)"
+                ));
+            }
+            let in_max: usize = g.input_widths.iter().map(|&u| self.max[u]).sum();
+            let out_max = self.max[g.output_width];
+            let (i_last, o_last) = (g.inputs[g.inputs.len() - 1], g.outputs[g.outputs.len() - 1]);
+            if g.inputs[0] == 0 || g.outputs[0] == 0 || i_last > in_max || o_last > out_max {
+                return bad(format!(
+                    "grid of layer {l} spans inputs {}..={i_last} and outputs {}..={o_last}, \
+                     outside 1..={in_max} and 1..={out_max}",
+                    g.inputs[0], g.outputs[0]
+                ));
             }
         }
-        Ok(())
+        let max: Vec<f64> = self.max.iter().map(|&m| m as f64).collect();
+        let min = vec![1.0; max.len()];
+        super::check_model_evaluates(self, &min, &max, "layer table")
     }
 }
 
@@ -386,7 +412,8 @@ impl WidthCostModel for LayerTable {
     fn cost_and_gradient(&self, widths: &[f64], grad: &mut [f64]) -> Result<f64> {
         super::check_widths(self.max.len(), widths, grad)?;
         grad.fill(0.0);
-        Ok(self.constant + self.scale * self.layer_sum(widths, Some((grad, self.scale))))
+        let cost = self.constant + self.scale * self.layer_sum(widths, Some((grad, self.scale)));
+        super::finite_cost(cost, grad, "layer table")
     }
 }
 
