@@ -400,14 +400,14 @@ pub(crate) fn check_model_evaluates(
 pub(crate) fn finite_cost(cost: f64, grad: &[f64], what: &'static str) -> Result<f64> {
     if let Some(i) = grad.iter().position(|g| !g.is_finite()) {
         return Err(Error::non_finite(
-            &format!("gradient of the {what}"),
+            format!("gradient of the {what}"),
             i,
             Origin::Model,
         ));
     }
     if !cost.is_finite() {
         return Err(Error::non_finite(
-            &format!("cost of the {what}"),
+            format!("cost of the {what}"),
             0,
             Origin::Model,
         ));
