@@ -303,6 +303,15 @@ pub fn load_cost_model(
     Ok(m)
 }
 
+/// Training images held out for the input-mask rounds' validation: a twelfth of
+/// the set (5 000 of MNIST's 60 000), at least 1 and at most 5 000, so that a
+/// small data set keeps most of its images for training.
+pub fn held_out(train_len: usize) -> usize {
+    (train_len / 12)
+        .clamp(1, 5_000)
+        .min(train_len.saturating_sub(1))
+}
+
 /// Print the validation table of a calibration.
 pub fn print_calibration(c: &Calibration) {
     println!("| model | validation MRAE | max rel. error | within +-10 % | R^2 |");

@@ -113,6 +113,18 @@ pub enum Error {
         budget: f64,
     },
 
+    /// Training diverged and the run stopped ([`Termination::Diverged`](crate::prune::Termination)):
+    /// a failed run, not a result.
+    #[error(
+        "{what}: training diverged ({reason}); its result is not reported. Lower the learning rate, train the dense network longer, or loosen the budget"
+    )]
+    TrainingDiverged {
+        /// What was trained.
+        what: String,
+        /// The driver's account of the divergence.
+        reason: String,
+    },
+
     /// The input buffer of the modelled accelerator cannot hold the rows one output row needs.
     #[error(
         "input buffer of {buffer} elements is too small for layer `{layer}`: it needs at least {needed} elements (R rows of the padded input); raise `input_buffer`"

@@ -301,3 +301,138 @@ fn solvers_chosen_at_run_time_as_trait_objects() {
         assert!(exact <= budget, "{name}: {exact} > {budget}");
     }
 }
+
+/// Cross-entropy, bent on the steps in `bad` (counted over the whole run): a
+/// NaN loss, or a loss reported ten times too large.
+struct Sabotage {
+    step: usize,
+    bad: std::ops::Range<usize>,
+    nan: bool,
+}
+
+impl energy_prune::train::Loss for Sabotage {
+    fn accumulate(
+        &mut self,
+        logits: &[f32],
+        batch: &energy_prune::train::Batch<'_>,
+        scale: f32,
+        grad: &mut [f32],
+    ) -> Result<f64> {
+        let v = energy_prune::train::CrossEntropy.accumulate(logits, batch, scale, grad)?;
+        let hit = self.bad.contains(&self.step);
+        self.step += 1;
+        Ok(match (hit, self.nan) {
+            (true, true) => f64::NAN,
+            (true, false) => 10.0 * v + 10.0,
+            _ => v,
+        })
+    }
+}
+
+fn run_with(
+    loss: &mut dyn energy_prune::train::Loss,
+    lr: f32,
+    divergence: Option<energy_prune::prune::Divergence>,
+) -> (Result<energy_prune::prune::TrainingReport>, Linear) {
+    let (train, test) = (synthetic(256, 1), synthetic(128, 2));
+    let (mut net, model, budget) = setup();
+    let mut solver = WeightProjection::new(
+        vec![Budget::absolute("energy", &model, budget)],
+        WeightProjectionConfig::default(),
+    )
+    .unwrap();
+    let mut opt = Sgd::new(lr, 0.9, 0.0).unwrap();
+    let data = energy_prune::prune::Data {
+        train: &train,
+        validation: None,
+        test: Some(&test),
+    };
+    let cfg = TrainingConfig {
+        epochs: 4,
+        distill_weight: None,
+        divergence,
+        ..config()
+    };
+    let r = energy_prune::prune::train_constrained_with_loss(
+        &mut net,
+        &mut opt,
+        &mut solver,
+        data,
+        &cfg,
+        loss,
+        &mut NoObserver,
+    );
+    (r, net)
+}
+
+/// Training that diverges is undone (last good state, lower step) and goes on,
+/// or stops as diverged: never a collapsed network reported as a result.
+#[test]
+fn training_that_collapses_is_undone_or_reported_diverged() {
+    use energy_prune::prune::{Divergence, DivergenceCause};
+    // 16 steps per epoch: a NaN loss in the second epoch.
+    let mut nan = Sabotage {
+        step: 0,
+        bad: 20..21,
+        nan: true,
+    };
+    let (r, net) = run_with(&mut nan, 0.05, Some(Divergence::default()));
+    let r = r.unwrap();
+    assert_eq!(r.restarts, 1);
+    assert!(!r.diverged() && r.budget_met(), "{}", r.termination);
+    assert!(net.w.iter().all(|v| v.is_finite()));
+    assert!(r.test_accuracy.unwrap() > 0.4, "{:?}", r.test_accuracy);
+    // Without the guard the same run is an error.
+    let mut nan = Sabotage {
+        step: 0,
+        bad: 20..21,
+        nan: true,
+    };
+    assert!(matches!(
+        run_with(&mut nan, 0.05, None).0,
+        Err(Error::NonFinite { .. })
+    ));
+    // A loss ten times the previous epoch's (the third epoch): undone.
+    let mut jump = Sabotage {
+        step: 0,
+        bad: 32..48,
+        nan: false,
+    };
+    let (r, _) = run_with(&mut jump, 0.05, Some(Divergence::default()));
+    let r = r.unwrap();
+    assert_eq!(
+        r.restarts,
+        1,
+        "{:?}",
+        r.history.iter().map(|e| e.loss).collect::<Vec<_>>()
+    );
+    // A loss that stays broken: after the allowed restores the run stops as
+    // diverged, with the last good network (finite weights).
+    let mut broken = Sabotage {
+        step: 0,
+        bad: 16..usize::MAX,
+        nan: true,
+    };
+    let (r, net) = run_with(&mut broken, 0.05, Some(Divergence::default()));
+    let r = r.unwrap();
+    assert!(r.diverged(), "{}", r.termination);
+    assert!(matches!(
+        r.termination,
+        Termination::Diverged {
+            cause: DivergenceCause::NonFiniteLoss,
+            ..
+        }
+    ));
+    assert_eq!(r.restarts, 2);
+    assert!(r.termination.to_string().contains("diverged"));
+    assert!(net.w.iter().all(|v| v.is_finite()));
+    // Settings are checked.
+    let bad = TrainingConfig {
+        divergence: Some(Divergence {
+            loss_factor: 0.5,
+            ..Divergence::default()
+        }),
+        ..config()
+    };
+    assert!(bad.validate().is_err());
+}

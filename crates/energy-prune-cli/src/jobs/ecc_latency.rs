@@ -288,7 +288,7 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
                     &cfg,
                     &mut print,
                 )
-                .map(|_| ())
+                .and_then(|r| r.converged("the ECC network").map(|_| ()))
             })?);
             println!(
                 "\n== budget {fraction}, seed {}: uniform width scaling\n",
@@ -308,7 +308,7 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
                     &cfg,
                     &mut print,
                 )
-                .map(|_| ())
+                .and_then(|r| r.converged("the uniformly scaled network").map(|_| ()))
             })?);
         }
         results.push(BudgetRuns {

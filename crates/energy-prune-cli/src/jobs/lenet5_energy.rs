@@ -23,7 +23,7 @@ use energy_prune::prune::{
 use energy_prune::train::evaluate;
 use energy_prune_nn::Cnn;
 use energy_prune_nn::mnist::{Mnist, MnistOptions};
-use energy_prune_nn::workflow::{Progress, print_dense, train_dense_lenet5};
+use energy_prune_nn::workflow::{Progress, held_out, print_dense, train_dense_lenet5};
 
 use crate::args::Usage;
 
@@ -173,8 +173,10 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         reference: e_dense,
         unit: "of dense",
     };
-    // Input-mask rounds decide on a validation hold-out (the last 5 000 training images).
-    let (train_part, validation) = data.train.split(data.train.len() - 5_000);
+    // Input-mask rounds decide on a validation hold-out sized to the data set.
+    let (train_part, validation) = data
+        .train
+        .split(data.train.len() - held_out(data.train.len()));
     let mut constrained = dense.clone();
     let data_c = if args.input_mask {
         for l in 0..3 {
@@ -198,7 +200,8 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         data_c,
         &cfg,
         &mut progress,
-    )?;
+    )?
+    .converged("the energy-constrained network")?;
     let ec_energy = model.energy(&NetworkState::from_network(&constrained)?)?;
     println!("energy-constrained: {}\n", ec.termination);
     if args.skip_baseline {
@@ -229,7 +232,10 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         &cfg,
         &mut progress,
     ) {
-        Ok(r) => Some((r, model.energy(&NetworkState::from_network(&magnitude)?)?)),
+        Ok(r) => Some((
+            r.converged("the magnitude-pruned network")?,
+            model.energy(&NetworkState::from_network(&magnitude)?)?,
+        )),
         Err(Error::InfeasibleBudget { min_achievable, .. }) => {
             println!(
                 "magnitude baseline: infeasible, its smallest energy is {:.4} of dense",

@@ -291,7 +291,8 @@ fn weight_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<
         split,
         &cfg.training(),
         &mut p,
-    )?;
+    )?
+    .converged("the network under both budgets")?;
     let status = solver.status(&both)?.budgets;
     let row_both = measure(
         &both,
@@ -309,7 +310,8 @@ fn weight_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<
         split,
         &cfg,
         &mut p,
-    )?;
+    )?
+    .converged("the projected network")?;
     let row_e = measure(
         &only_e,
         "energy alone",
@@ -324,7 +326,8 @@ fn weight_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<
         split,
         &cfg,
         &mut p,
-    )?;
+    )?
+    .converged("the projected network")?;
     let row_p = measure(
         &only_p,
         "parameters alone",
@@ -341,7 +344,8 @@ fn weight_level(args: &Args) -> energy_prune::Result<(serde_json::Value, Option<
         split,
         &cfg,
         &mut p,
-    )?;
+    )?
+    .converged("the projected network")?;
     let row_c = measure(
         &chained,
         "chained: energy, then parameters",

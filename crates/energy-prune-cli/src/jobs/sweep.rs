@@ -49,7 +49,7 @@ use energy_prune::prune::{
 use energy_prune::train::{Control, Dataset, evaluate};
 use energy_prune_nn::Cnn;
 use energy_prune_nn::mnist::{Mnist, MnistOptions};
-use energy_prune_nn::workflow::{epoch_line, print_dense, train_dense_lenet5};
+use energy_prune_nn::workflow::{epoch_line, held_out, print_dense, train_dense_lenet5};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// When the energy-constrained runs learn input masks.
@@ -220,7 +220,13 @@ struct RunResult {
     energy: EnergyReport,
     test_accuracy: f64,
     seconds: f64,
+    /// Why the run does not count as a result (it diverged, or its accuracy is
+    /// at chance): shown in the table and files, left out of the curve.
+    failed: Option<String>,
 }
+
+/// Test accuracy at or below this multiple of chance marks a run as failed.
+const CHANCE_FACTOR: f64 = 1.5;
 
 /// Epoch lines above a progress bar over all epochs of the sweep.
 struct SweepProgress {
@@ -257,10 +263,8 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         limit(&mnist.train, args.train_limit),
         limit(&mnist.test, args.test_limit),
     );
-    // Input-mask rounds decide on a hold-out: the last 5 000 training images (or a
-    // sixth of a smaller set).
-    let held = (train.len() / 6).min(5_000);
-    let (train_part, validation) = train.split(train.len() - held);
+    // Input-mask rounds decide on a hold-out sized to the data set.
+    let (train_part, validation) = train.split(train.len() - held_out(train.len()));
 
     let cfg = ProjectedTraining {
         epochs: args.epochs,
@@ -435,19 +439,39 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
             let point = match outcome {
                 Ok(report) => {
                     let energy = model.energy(&NetworkState::from_network(&net)?)?;
+                    let test_accuracy = report.test_accuracy.unwrap_or(f64::NAN);
+                    let classes = energy_prune::network::Trainable::num_classes(&net);
+                    let chance = 1.0 / classes.max(1) as f64;
+                    let failed = if report.diverged() {
+                        Some(report.termination.to_string())
+                    } else if test_accuracy.is_nan() || test_accuracy <= CHANCE_FACTOR * chance {
+                        Some(format!(
+                            "test accuracy {:.2} % is at chance ({:.0} % for {} classes)",
+                            100.0 * test_accuracy,
+                            100.0 * chance,
+                            classes
+                        ))
+                    } else {
+                        None
+                    };
                     let run = RunResult {
-                        test_accuracy: report.test_accuracy.unwrap_or(f64::NAN),
+                        test_accuracy,
                         energy,
                         seconds: t.elapsed().as_secs_f64(),
+                        failed,
                     };
-                    progress.bar.suspend(|| {
-                        println!(
+                    progress.bar.suspend(|| match &run.failed {
+                        None => println!(
                             "==> {} at budget {budget}: test accuracy {:.2} %, energy {:.4} of dense, {:.0} s\n",
                             method.name(),
                             100.0 * run.test_accuracy,
                             run.energy.total / e_dense,
                             run.seconds
-                        )
+                        ),
+                        Some(why) => println!(
+                            "==> {} at budget {budget}: FAILED, {why}; not a point of the curve\n",
+                            method.name()
+                        ),
                     });
                     Point {
                         masks: run_cfg.input_masks.is_some(),
@@ -500,6 +524,7 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
                     "budget": p.budget,
                     "energy_ratio": p.run.as_ref().map(|r| r.energy.total / e_dense),
                     "test_accuracy": p.run.as_ref().map(|r| r.test_accuracy),
+                    "failed": p.run.as_ref().and_then(|r| r.failed.clone()),
                 })
             })
             .collect();
@@ -547,13 +572,21 @@ fn write_outputs(
     let e_dense = dense.total;
     let names: Vec<&str> = dense.layers.iter().map(|l| l.name.as_str()).collect();
     // CSV: one row per point; infeasible points have empty figures.
-    let mut csv = String::from("method,budget,feasible,energy_ratio,test_accuracy,seconds");
+    let mut csv = String::from("method,budget,feasible,failed,energy_ratio,test_accuracy,seconds");
     for n in &names {
         write!(csv, ",nonzero_{n}").unwrap();
     }
     csv.push('\n');
     for p in points {
-        write!(csv, "{},{},{}", p.method.name(), p.budget, p.run.is_some()).unwrap();
+        let failed = p.run.as_ref().is_some_and(|r| r.failed.is_some());
+        write!(
+            csv,
+            "{},{},{},{failed}",
+            p.method.name(),
+            p.budget,
+            p.run.is_some()
+        )
+        .unwrap();
         match &p.run {
             Some(r) => {
                 write!(
@@ -597,6 +630,7 @@ fn write_outputs(
             "min_energy_ratio": p.min_ratio,
             "energy_ratio": p.run.as_ref().map(|r| r.energy.total / e_dense),
             "test_accuracy": p.run.as_ref().map(|r| r.test_accuracy),
+            "failed": p.run.as_ref().and_then(|r| r.failed.clone()),
             "seconds": p.run.as_ref().map(|r| r.seconds),
             "nonzero": p.run.as_ref().map(|r| r.energy.layers.iter().map(|l| l.nonzero).collect::<Vec<_>>()),
             "layers": p.run.as_ref().map(|r| layers(&r.energy)),
@@ -613,6 +647,7 @@ fn write_outputs(
                 .iter()
                 .filter(|p| p.method == m)
                 .filter_map(|p| p.run.as_ref())
+                .filter(|r| r.failed.is_none())
                 .map(|r| (r.energy.total / e_dense, 100.0 * r.test_accuracy))
                 .collect(),
         })
@@ -679,6 +714,11 @@ fn print_table(args: &Args, points: &[Point], dense_acc: f64, e_dense: f64) {
         print!("| {b} |");
         for &m in &args.methods {
             match points.iter().find(|p| p.budget == b && p.method == m) {
+                Some(Point { run: Some(r), .. }) if r.failed.is_some() => print!(
+                    " failed ({:.2} %) / {:.4} |",
+                    100.0 * r.test_accuracy,
+                    r.energy.total / e_dense
+                ),
                 Some(Point { run: Some(r), .. }) => print!(
                     " {:.2} % / {:.4} |",
                     100.0 * r.test_accuracy,

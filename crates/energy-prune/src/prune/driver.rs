@@ -21,6 +21,14 @@
 //! 3. **Fine-tuning** ([`Phase::FineTune`], `finetune_epochs` epochs) with the
 //!    support frozen, if the budget is met; which cannot change the cost.
 //!
+//! Every epoch is checked for **divergence** ([`Divergence`]): a non-finite loss,
+//! a loss several times the previous epoch's, or training accuracy fallen to
+//! chance after having been well above it. The driver then restores the network
+//! as it was after the last good epoch and lowers the learning rate (of the
+//! weights and of the masks) for the rest of the run; when that happened
+//! `max_restarts` times already, the run stops with [`Termination::Diverged`],
+//! which callers must treat as a failed run, not a result.
+//!
 //! The loss is the user's (cross-entropy by default), optionally distilled from the
 //! network as it was before the run:
 //! `(1 - w) loss + w MSE(logits, teacher logits)`. The report's
@@ -167,6 +175,86 @@ impl MaskRounds {
     }
 }
 
+/// When an epoch counts as diverged, and what the driver does about it (see the
+/// [module docs](self)).
+///
+/// | field | default | range | purpose |
+/// |---|---|---|---|
+/// | `loss_factor` | 4 | > 1 | an epoch's loss above this multiple of the previous epoch's diverged |
+/// | `chance_factor` | 1.5 | >= 1 | training accuracy below `chance_factor / classes`, after having been above twice that, is a collapse |
+/// | `max_restarts` | 2 | any | restores (each with a lower learning rate) before the run stops as diverged |
+/// | `lr_factor` | 0.5 | (0, 1) | learning-rate multiplier at each restore |
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Divergence {
+    /// Loss jump that counts as divergence.
+    pub loss_factor: f64,
+    /// Accuracy, in multiples of chance, that counts as a collapse.
+    pub chance_factor: f64,
+    /// Restores before giving up.
+    pub max_restarts: usize,
+    /// Learning-rate multiplier at each restore.
+    pub lr_factor: f32,
+}
+
+impl Default for Divergence {
+    fn default() -> Self {
+        Self {
+            loss_factor: 4.0,
+            chance_factor: 1.5,
+            max_restarts: 2,
+            lr_factor: 0.5,
+        }
+    }
+}
+
+impl Divergence {
+    /// Check every field against its range.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming the first field out of range.
+    pub fn validate(&self) -> Result<()> {
+        ensure(
+            self.loss_factor.is_finite() && self.loss_factor > 1.0,
+            "loss_factor",
+            self.loss_factor,
+            "must be finite and > 1",
+        )?;
+        ensure(
+            self.chance_factor.is_finite() && self.chance_factor >= 1.0,
+            "chance_factor",
+            self.chance_factor,
+            "must be finite and >= 1",
+        )?;
+        ensure(
+            self.lr_factor > 0.0 && self.lr_factor < 1.0,
+            "lr_factor",
+            self.lr_factor,
+            "must be in (0, 1)",
+        )
+    }
+}
+
+/// What made an epoch count as diverged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DivergenceCause {
+    /// The epoch's loss is NaN or infinite.
+    NonFiniteLoss,
+    /// The epoch's loss is many times the previous epoch's.
+    LossJump,
+    /// Training accuracy fell to chance after having been well above it.
+    AccuracyAtChance,
+}
+
+impl fmt::Display for DivergenceCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DivergenceCause::NonFiniteLoss => "a non-finite loss",
+            DivergenceCause::LossJump => "a loss several times the previous epoch's",
+            DivergenceCause::AccuracyAtChance => "training accuracy fallen to chance",
+        })
+    }
+}
+
 /// How the learning rate moves over a phase.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LrSchedule {
@@ -192,6 +280,7 @@ pub enum LrSchedule {
 /// | `distill_weight` | Some(0.5) | [0, 1] | distillation from the network before the run |
 /// | `input_masks` | None | [`MaskRounds`] | input-mask rounds for layers that carry masks |
 /// | `seed` | 0 | any | data-order seed |
+/// | `divergence` | `Some(Divergence::default())` | [`Divergence`] | divergence detection (None: off) |
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainingConfig {
     /// Constrained-training epochs.
@@ -210,6 +299,8 @@ pub struct TrainingConfig {
     pub input_masks: Option<MaskRounds>,
     /// Seed of the data order.
     pub seed: u64,
+    /// Divergence detection and recovery (None: off).
+    pub divergence: Option<Divergence>,
 }
 
 impl Default for TrainingConfig {
@@ -223,6 +314,7 @@ impl Default for TrainingConfig {
             distill_weight: Some(0.5),
             input_masks: None,
             seed: 0,
+            divergence: Some(Divergence::default()),
         }
     }
 }
@@ -264,6 +356,9 @@ impl TrainingConfig {
         if let Some(m) = &self.input_masks {
             m.validate()?;
         }
+        if let Some(d) = &self.divergence {
+            d.validate()?;
+        }
         Ok(())
     }
 }
@@ -292,6 +387,14 @@ pub enum Termination {
         /// The epoch during which it asked.
         epoch: usize,
     },
+    /// Training diverged again after the allowed restores: a failed run; the
+    /// network is as it was after the last good epoch.
+    Diverged {
+        /// The epoch that diverged last.
+        epoch: usize,
+        /// Why it counted as diverged.
+        cause: DivergenceCause,
+    },
 }
 
 impl fmt::Display for Termination {
@@ -309,6 +412,12 @@ impl fmt::Display for Termination {
                 "did not meet the budget in {epochs} epochs; raise `epochs` or the solver's step sizes"
             ),
             Termination::Stopped { epoch } => write!(f, "stopped by an observer in epoch {epoch}"),
+            Termination::Diverged { epoch, cause } => write!(
+                f,
+                "diverged in epoch {epoch} ({cause}) after the allowed restores at lower \
+                 learning rates; the network is the last good one; lower the learning rate \
+                 or loosen the budget schedule"
+            ),
         }
     }
 }
@@ -328,6 +437,8 @@ pub struct TrainingReport {
     pub epochs: usize,
     /// Input-mask rounds kept.
     pub mask_rounds: usize,
+    /// Diverged epochs undone by restoring the last good state.
+    pub restarts: usize,
     /// Wall-clock seconds.
     pub seconds: f64,
     /// One event per epoch.
@@ -338,6 +449,26 @@ impl TrainingReport {
     /// Whether the final cost is within the budget.
     pub fn budget_met(&self) -> bool {
         self.status.met
+    }
+
+    /// Whether the run ended diverged (a failed run, not a result).
+    pub fn diverged(&self) -> bool {
+        matches!(self.termination, Termination::Diverged { .. })
+    }
+
+    /// The report, or [`Error::TrainingDiverged`] naming `what` when the run
+    /// diverged: for callers that must not treat a failed run as a result.
+    ///
+    /// # Errors
+    /// [`Error::TrainingDiverged`].
+    pub fn converged(self, what: &str) -> Result<Self> {
+        if self.diverged() {
+            return Err(Error::TrainingDiverged {
+                what: what.to_string(),
+                reason: self.termination.to_string(),
+            });
+        }
+        Ok(self)
     }
 }
 
@@ -418,20 +549,48 @@ where
         history: Vec::new(),
         epoch: 0,
         total_epochs: cfg.epochs + mask_epochs + cfg.finetune_epochs,
+        guard: None,
     };
+    if let Some(d) = cfg.divergence {
+        let arch = run.net.architecture();
+        run.guard = Some(Guard {
+            cfg: d,
+            classes: arch.widths()[arch.output_width().0].channels,
+            good: snapshot(run.net),
+            last_loss: None,
+            best_accuracy: 0.0,
+            lr_scale: 1.0,
+            restarts: 0,
+            gave_up: None,
+            restored_last: false,
+        });
+    }
     let mut mask_rounds = 0;
-    let termination = match run.run(&mut mask_rounds)? {
+    let mut termination = match run.run(&mut mask_rounds)? {
         Some(t) => t,
         None => Termination::Completed { epochs: run.epoch },
     };
+    let restarts = run.guard.as_ref().map_or(0, |g| g.restarts);
+    if let Some((epoch, cause)) = run.guard.as_ref().and_then(|g| g.gave_up) {
+        termination = Termination::Diverged { epoch, cause };
+    }
     let status = run.solver.status(&*run.net)?;
+    // After an undone last epoch, the accuracy is that of the restored network.
+    let test_accuracy = match (
+        run.guard.as_ref().is_some_and(|g| g.restored_last),
+        data.test,
+    ) {
+        (true, Some(t)) => Some(evaluate(run.net, t, EVAL_BATCH)?),
+        _ => run.history.last().and_then(|e| e.test_accuracy),
+    };
     Ok(TrainingReport {
         solver: run.solver.name(),
         termination,
         status,
-        test_accuracy: run.history.last().and_then(|e| e.test_accuracy),
+        test_accuracy,
         epochs: run.epoch,
         mask_rounds,
+        restarts,
         seconds: start.elapsed().as_secs_f64(),
         history: run.history,
     })
@@ -449,6 +608,47 @@ struct Run<'a, 'l, N, O: ?Sized, C: ?Sized> {
     history: Vec<EpochEvent>,
     epoch: usize,
     total_epochs: usize,
+    guard: Option<Guard>,
+}
+
+/// The divergence guard's state.
+struct Guard {
+    cfg: Divergence,
+    classes: usize,
+    /// The parameters after the last good epoch.
+    good: Vec<Vec<f32>>,
+    last_loss: Option<f64>,
+    best_accuracy: f64,
+    /// Product of the learning-rate cuts so far.
+    lr_scale: f32,
+    restarts: usize,
+    /// Set when the run stopped as diverged.
+    gave_up: Option<(usize, DivergenceCause)>,
+    /// The last epoch was undone (its reported test accuracy is not the network's).
+    restored_last: bool,
+}
+
+impl Guard {
+    /// Why the epoch with `loss` and training accuracy `acc` diverged, if it did.
+    fn cause(&self, loss: f64, acc: f64) -> Option<DivergenceCause> {
+        if !loss.is_finite() {
+            return Some(DivergenceCause::NonFiniteLoss);
+        }
+        if self
+            .last_loss
+            .is_some_and(|prev| prev > 0.0 && loss > self.cfg.loss_factor * prev)
+        {
+            return Some(DivergenceCause::LossJump);
+        }
+        let chance = 1.0 / self.classes.max(1) as f64;
+        if self.classes >= 2
+            && self.best_accuracy > 2.0 * self.cfg.chance_factor * chance
+            && acc < self.cfg.chance_factor * chance
+        {
+            return Some(DivergenceCause::AccuracyAtChance);
+        }
+        None
+    }
 }
 
 /// Copies of every parameter tensor (weights, biases, masks), in visit order.
@@ -521,9 +721,75 @@ where
 
     fn set_lr(&mut self, phase_epoch: usize, phase_epochs: usize) {
         if let LrSchedule::Cosine { base } = self.cfg.lr {
+            let scale = self.guard.as_ref().map_or(1.0, |g| g.lr_scale);
             self.opt
-                .set_learning_rate(cosine_lr(base, phase_epoch, phase_epochs));
+                .set_learning_rate(scale * cosine_lr(base, phase_epoch, phase_epochs));
         }
+    }
+
+    /// The learning-rate multiplier of the divergence guard (1 without one).
+    fn lr_scale(&self) -> f32 {
+        self.guard.as_ref().map_or(1.0, |g| g.lr_scale)
+    }
+
+    /// After an epoch: keep it as the last good state, or undo it. `true` when
+    /// the run must stop as diverged.
+    fn guard_epoch(&mut self, st: &EpochStats) -> Result<bool> {
+        let Some(g) = self.guard.as_mut() else {
+            return Ok(false);
+        };
+        match g.cause(st.loss, st.train_accuracy) {
+            None => {
+                g.last_loss = Some(st.loss);
+                g.best_accuracy = g.best_accuracy.max(st.train_accuracy);
+                g.good = snapshot(self.net);
+                g.restored_last = false;
+                Ok(false)
+            }
+            Some(cause) => Ok(self.undo(cause)),
+        }
+    }
+
+    /// Restore the last good state and lower the learning rate; `true` (and the
+    /// run marked diverged) when the restores are used up.
+    fn undo(&mut self, cause: DivergenceCause) -> bool {
+        let Some(g) = self.guard.as_mut() else {
+            return false;
+        };
+        restore(self.net, &g.good);
+        g.restored_last = true;
+        if g.restarts >= g.cfg.max_restarts {
+            g.gave_up = Some((self.epoch, cause));
+            return true;
+        }
+        g.restarts += 1;
+        g.lr_scale *= g.cfg.lr_factor;
+        let lr = self.opt.learning_rate() * g.cfg.lr_factor;
+        self.opt.set_learning_rate(lr);
+        self.opt.reset();
+        false
+    }
+
+    /// The stats of a finished epoch, or `None` when it failed on a non-finite
+    /// value (training diverged mid-epoch) and was undone by the guard; other
+    /// errors, and any error without a guard, are returned.
+    fn guarded(&mut self, epoch: Result<EpochStats>) -> Result<Option<EpochStats>> {
+        match epoch {
+            Ok(st) => Ok(Some(st)),
+            Err(Error::NonFinite {
+                origin: crate::error::Origin::Training,
+                ..
+            }) if self.guard.is_some() => {
+                self.undo(DivergenceCause::NonFiniteLoss);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the guard stopped the run.
+    fn gave_up(&self) -> bool {
+        self.guard.as_ref().is_some_and(|g| g.gave_up.is_some())
     }
 
     /// Emit an epoch event; `true` if the observer asked to stop.
@@ -547,7 +813,8 @@ where
         };
         let control = self.obs.on_epoch(&ev)?;
         self.history.push(ev);
-        Ok(control == Control::Stop || st.stopped)
+        let diverged = self.guard_epoch(st)?;
+        Ok(control == Control::Stop || st.stopped || diverged)
     }
 
     /// Constrained training for `epochs` epochs with the solver's step after every
@@ -574,7 +841,7 @@ where
                     None => Ok(Control::Continue),
                 }
             };
-            let st = train_epoch(
+            let epoch_result = train_epoch(
                 self.net,
                 self.opt,
                 self.data.train,
@@ -582,7 +849,13 @@ where
                 self.cfg.batch_size,
                 &mut self.rng,
                 &mut hook,
-            )?;
+            );
+            let Some(st) = self.guarded(epoch_result)? else {
+                if self.gave_up() {
+                    return Ok(PhaseEnd::Stopped);
+                }
+                continue;
+            };
             if self.emit(phase, &st)? {
                 return Ok(PhaseEnd::Stopped);
             }
@@ -608,7 +881,7 @@ where
             }
             // Mask phase: Adam on the masks only, top-q projection every k steps.
             self.solver.begin_phase(&*self.net, Phase::InputMasks, 0)?;
-            let mut adam = InputMaskAdam::new(mr.lr, mr.l1)?;
+            let mut adam = InputMaskAdam::new(mr.lr * self.lr_scale(), mr.l1)?;
             let mut buf = Vec::new();
             let every = mr.project_every;
             let keep = |m: &mut [f32]| project_top_k(m, (q * m.len() as f64).ceil() as usize);
@@ -620,7 +893,7 @@ where
                     Ok(Control::Continue)
                 };
                 let mut rng = ChaCha12Rng::seed_from_u64(self.cfg.seed ^ (round as u64 + 1) << 32);
-                let st = train_epoch(
+                let epoch_result = train_epoch(
                     self.net,
                     &mut adam,
                     self.data.train,
@@ -628,7 +901,13 @@ where
                     self.cfg.batch_size,
                     &mut rng,
                     &mut hook,
-                )?;
+                );
+                let Some(st) = self.guarded(epoch_result)? else {
+                    if self.gave_up() {
+                        return Ok(None);
+                    }
+                    continue;
+                };
                 for_each_mask(self.net, &mut buf, |m| {
                     keep(m)?;
                     m.iter_mut()
@@ -683,7 +962,7 @@ where
                 solver.hold(net)?;
                 Ok(Control::Continue)
             };
-            let st = train_epoch(
+            let epoch_result = train_epoch(
                 self.net,
                 self.opt,
                 self.data.train,
@@ -691,7 +970,13 @@ where
                 self.cfg.batch_size,
                 &mut self.rng,
                 &mut hook,
-            )?;
+            );
+            let Some(st) = self.guarded(epoch_result)? else {
+                if self.gave_up() {
+                    return Ok(true);
+                }
+                continue;
+            };
             if self.emit(Phase::FineTune, &st)? {
                 return Ok(true);
             }

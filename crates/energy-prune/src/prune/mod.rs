@@ -34,8 +34,8 @@ pub use constraint::{
     RunInfo, SolverEvent, StepContext, StepReport,
 };
 pub use driver::{
-    Data, LrSchedule, MaskRounds, Termination, TrainingConfig, TrainingReport, train_constrained,
-    train_constrained_with_loss,
+    Data, Divergence, DivergenceCause, LrSchedule, MaskRounds, Termination, TrainingConfig,
+    TrainingReport, train_constrained, train_constrained_with_loss,
 };
 pub use observer::{EpochEvent, NoObserver, Observer, OnEpoch};
 pub use projection::multi::{KnapsackConstraint, MultiSelection, multi_knapsack};

@@ -120,6 +120,7 @@ impl ProjectedTraining {
             distill_weight: self.distill_weight,
             input_masks: self.input_masks.clone(),
             seed: self.seed,
+            divergence: Some(super::driver::Divergence::default()),
         }
     }
 }
@@ -234,6 +235,7 @@ impl AdmmTraining {
             distill_weight: self.distill_weight,
             input_masks: None,
             seed: self.seed,
+            divergence: Some(super::driver::Divergence::default()),
         }
     }
 }
