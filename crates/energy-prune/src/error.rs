@@ -125,6 +125,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// Some runs of a series (a sweep) failed: diverged, missed their budget, or
+    /// ended at chance accuracy; they are marked failed in the outputs.
+    #[error(
+        "{what} failed ({reasons}); they are marked failed in the outputs, not reported as results"
+    )]
+    RunsFailed {
+        /// Which runs.
+        what: String,
+        /// Why each failed.
+        reasons: String,
+    },
+
     /// The input buffer of the modelled accelerator cannot hold the rows one output row needs.
     #[error(
         "input buffer of {buffer} elements is too small for layer `{layer}`: it needs at least {needed} elements (R rows of the padded input); raise `input_buffer`"

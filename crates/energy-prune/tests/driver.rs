@@ -303,7 +303,7 @@ fn solvers_chosen_at_run_time_as_trait_objects() {
 }
 
 /// Cross-entropy, bent on the steps in `bad` (counted over the whole run): a
-/// NaN loss, or a loss reported ten times too large.
+/// NaN loss, or a loss reported ten thousand times too large.
 struct Sabotage {
     step: usize,
     bad: std::ops::Range<usize>,
@@ -323,7 +323,7 @@ impl energy_prune::train::Loss for Sabotage {
         self.step += 1;
         Ok(match (hit, self.nan) {
             (true, true) => f64::NAN,
-            (true, false) => 10.0 * v + 10.0,
+            (true, false) => 1e4 * v + 1e4,
             _ => v,
         })
     }
@@ -392,7 +392,7 @@ fn training_that_collapses_is_undone_or_reported_diverged() {
         run_with(&mut nan, 0.05, None).0,
         Err(Error::NonFinite { .. })
     ));
-    // A loss ten times the previous epoch's (the third epoch): undone.
+    // A loss ten thousand times the previous epoch's (the third epoch): undone.
     let mut jump = Sabotage {
         step: 0,
         bad: 32..48,

@@ -220,8 +220,9 @@ struct RunResult {
     energy: EnergyReport,
     test_accuracy: f64,
     seconds: f64,
-    /// Why the run does not count as a result (it diverged, or its accuracy is
-    /// at chance): shown in the table and files, left out of the curve.
+    /// Why the run does not count as a result (it diverged, missed its budget,
+    /// or its accuracy is at chance): shown in the table and files, left out of
+    /// the curve, and the job exits with code 1 after writing its outputs.
     failed: Option<String>,
 }
 
@@ -442,7 +443,7 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
                     let test_accuracy = report.test_accuracy.unwrap_or(f64::NAN);
                     let classes = energy_prune::network::Trainable::num_classes(&net);
                     let chance = 1.0 / classes.max(1) as f64;
-                    let failed = if report.diverged() {
+                    let failed = if report.diverged() || !report.budget_met() {
                         Some(report.termination.to_string())
                     } else if test_accuracy.is_nan() || test_accuracy <= CHANCE_FACTOR * chance {
                         Some(format!(
@@ -533,7 +534,7 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
     }
     // A run that reported success within budget must really be within it.
     for p in &points {
-        if let Some(r) = &p.run {
+        if let Some(r) = p.run.as_ref().filter(|r| r.failed.is_none()) {
             energy_prune_nn::workflow::require_budget_met(
                 p.method.name(),
                 r.energy.total <= p.budget * e_dense,
@@ -541,6 +542,19 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
                 p.budget * e_dense,
             )?;
         }
+    }
+    let failed: Vec<String> = points
+        .iter()
+        .filter_map(|p| {
+            let why = p.run.as_ref()?.failed.as_ref()?;
+            Some(format!("{} at {}: {why}", p.method.name(), p.budget))
+        })
+        .collect();
+    if !failed.is_empty() {
+        return Err(Error::RunsFailed {
+            what: format!("{} of {} sweep points", failed.len(), points.len()),
+            reasons: failed.join("; "),
+        });
     }
     Ok(())
 }

@@ -22,8 +22,9 @@
 //!    support frozen, if the budget is met; which cannot change the cost.
 //!
 //! Every epoch is checked for **divergence** ([`Divergence`]): a non-finite loss,
-//! a loss several times the previous epoch's, or training accuracy fallen to
-//! chance after having been well above it. The driver then restores the network
+//! a loss that exploded (a thousand times the previous epoch's), or training
+//! accuracy collapsed (to chance after having been well above it, or below a third
+//! of the best epoch's). The driver then restores the network
 //! as it was after the last good epoch and lowers the learning rate (of the
 //! weights and of the masks) for the rest of the run; when that happened
 //! `max_restarts` times already, the run stops with [`Termination::Diverged`],
@@ -180,8 +181,9 @@ impl MaskRounds {
 ///
 /// | field | default | range | purpose |
 /// |---|---|---|---|
-/// | `loss_factor` | 4 | > 1 | an epoch's loss above this multiple of the previous epoch's diverged |
+/// | `loss_factor` | 1000 | > 1 | an epoch's loss above this multiple of the previous epoch's diverged (an explosion: tightening the budget legitimately raises the loss tens of times) |
 /// | `chance_factor` | 1.5 | >= 1 | training accuracy below `chance_factor / classes`, after having been above twice that, is a collapse |
+/// | `collapse_fraction` | 1/3 | [0, 1) | so is training accuracy below this fraction of the best epoch's |
 /// | `max_restarts` | 2 | any | restores (each with a lower learning rate) before the run stops as diverged |
 /// | `lr_factor` | 0.5 | (0, 1) | learning-rate multiplier at each restore |
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -190,6 +192,8 @@ pub struct Divergence {
     pub loss_factor: f64,
     /// Accuracy, in multiples of chance, that counts as a collapse.
     pub chance_factor: f64,
+    /// Fraction of the best training accuracy below which an epoch collapsed.
+    pub collapse_fraction: f64,
     /// Restores before giving up.
     pub max_restarts: usize,
     /// Learning-rate multiplier at each restore.
@@ -199,8 +203,9 @@ pub struct Divergence {
 impl Default for Divergence {
     fn default() -> Self {
         Self {
-            loss_factor: 4.0,
+            loss_factor: 1000.0,
             chance_factor: 1.5,
+            collapse_fraction: 1.0 / 3.0,
             max_restarts: 2,
             lr_factor: 0.5,
         }
@@ -226,6 +231,12 @@ impl Divergence {
             "must be finite and >= 1",
         )?;
         ensure(
+            (0.0..1.0).contains(&self.collapse_fraction),
+            "collapse_fraction",
+            self.collapse_fraction,
+            "must be in [0, 1)",
+        )?;
+        ensure(
             self.lr_factor > 0.0 && self.lr_factor < 1.0,
             "lr_factor",
             self.lr_factor,
@@ -241,16 +252,18 @@ pub enum DivergenceCause {
     NonFiniteLoss,
     /// The epoch's loss is many times the previous epoch's.
     LossJump,
-    /// Training accuracy fell to chance after having been well above it.
-    AccuracyAtChance,
+    /// Training accuracy collapsed: to chance, or far below the best epoch's.
+    AccuracyCollapse,
 }
 
 impl fmt::Display for DivergenceCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             DivergenceCause::NonFiniteLoss => "a non-finite loss",
-            DivergenceCause::LossJump => "a loss several times the previous epoch's",
-            DivergenceCause::AccuracyAtChance => "training accuracy fallen to chance",
+            DivergenceCause::LossJump => "a loss that exploded from the previous epoch's",
+            DivergenceCause::AccuracyCollapse => {
+                "training accuracy collapsed (to chance, or far below its best)"
+            }
         })
     }
 }
@@ -550,6 +563,7 @@ where
         epoch: 0,
         total_epochs: cfg.epochs + mask_epochs + cfg.finetune_epochs,
         guard: None,
+        restored_last: false,
     };
     if let Some(d) = cfg.divergence {
         let arch = run.net.architecture();
@@ -562,7 +576,6 @@ where
             lr_scale: 1.0,
             restarts: 0,
             gave_up: None,
-            restored_last: false,
         });
     }
     let mut mask_rounds = 0;
@@ -576,10 +589,7 @@ where
     }
     let status = run.solver.status(&*run.net)?;
     // After an undone last epoch, the accuracy is that of the restored network.
-    let test_accuracy = match (
-        run.guard.as_ref().is_some_and(|g| g.restored_last),
-        data.test,
-    ) {
+    let test_accuracy = match (run.restored_last, data.test) {
         (true, Some(t)) => Some(evaluate(run.net, t, EVAL_BATCH)?),
         _ => run.history.last().and_then(|e| e.test_accuracy),
     };
@@ -609,6 +619,9 @@ struct Run<'a, 'l, N, O: ?Sized, C: ?Sized> {
     epoch: usize,
     total_epochs: usize,
     guard: Option<Guard>,
+    /// The network was restored after its last epoch event (that event's test
+    /// accuracy is not the network's).
+    restored_last: bool,
 }
 
 /// The divergence guard's state.
@@ -624,8 +637,6 @@ struct Guard {
     restarts: usize,
     /// Set when the run stopped as diverged.
     gave_up: Option<(usize, DivergenceCause)>,
-    /// The last epoch was undone (its reported test accuracy is not the network's).
-    restored_last: bool,
 }
 
 impl Guard {
@@ -641,11 +652,13 @@ impl Guard {
             return Some(DivergenceCause::LossJump);
         }
         let chance = 1.0 / self.classes.max(1) as f64;
+        let floor =
+            (self.cfg.chance_factor * chance).max(self.cfg.collapse_fraction * self.best_accuracy);
         if self.classes >= 2
             && self.best_accuracy > 2.0 * self.cfg.chance_factor * chance
-            && acc < self.cfg.chance_factor * chance
+            && acc < floor
         {
-            return Some(DivergenceCause::AccuracyAtChance);
+            return Some(DivergenceCause::AccuracyCollapse);
         }
         None
     }
@@ -743,7 +756,7 @@ where
                 g.last_loss = Some(st.loss);
                 g.best_accuracy = g.best_accuracy.max(st.train_accuracy);
                 g.good = snapshot(self.net);
-                g.restored_last = false;
+                self.restored_last = false;
                 Ok(false)
             }
             Some(cause) => Ok(self.undo(cause)),
@@ -757,7 +770,7 @@ where
             return false;
         };
         restore(self.net, &g.good);
-        g.restored_last = true;
+        self.restored_last = true;
         if g.restarts >= g.cfg.max_restarts {
             g.gave_up = Some((self.epoch, cause));
             return true;
@@ -931,6 +944,10 @@ where
             // validation accuracy improves; a round that lowers it is undone.
             if feasible_before && acc < best {
                 restore(self.net, &snap);
+                if let Some(g) = self.guard.as_mut() {
+                    g.good = snap;
+                }
+                self.restored_last = true;
                 break;
             }
             best = acc;
