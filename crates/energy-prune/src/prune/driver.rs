@@ -24,7 +24,8 @@
 //! Every epoch is checked for **divergence** ([`Divergence`]): a non-finite loss,
 //! a loss that exploded (a thousand times the previous epoch's), or training
 //! accuracy collapsed (to chance after having been well above it, or below a third
-//! of the best epoch's). The driver then restores the network
+//! of the best epoch's; measured on the validation split when one is given, else
+//! the epoch's training accuracy). The driver then restores the network
 //! as it was after the last good epoch and lowers the learning rate (of the
 //! weights and of the masks) for the rest of the run; when that happened
 //! `max_restarts` times already, the run stops with [`Termination::Diverged`],
@@ -748,13 +749,22 @@ where
     /// After an epoch: keep it as the last good state, or undo it. `true` when
     /// the run must stop as diverged.
     fn guard_epoch(&mut self, st: &EpochStats) -> Result<bool> {
+        if self.guard.is_none() {
+            return Ok(false);
+        }
+        // The network at the end of the epoch, on the validation split when there
+        // is one (the training accuracy is averaged over the epoch's updates).
+        let accuracy = match self.data.validation {
+            Some(v) => evaluate(self.net, v, EVAL_BATCH)?,
+            None => st.train_accuracy,
+        };
         let Some(g) = self.guard.as_mut() else {
             return Ok(false);
         };
-        match g.cause(st.loss, st.train_accuracy) {
+        match g.cause(st.loss, accuracy) {
             None => {
                 g.last_loss = Some(st.loss);
-                g.best_accuracy = g.best_accuracy.max(st.train_accuracy);
+                g.best_accuracy = g.best_accuracy.max(accuracy);
                 g.good = snapshot(self.net);
                 self.restored_last = false;
                 Ok(false)
