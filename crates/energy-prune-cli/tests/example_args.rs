@@ -305,7 +305,10 @@ fn sweep_marks_collapsed_runs_failed() {
             assert_eq!(out.status.code(), Some(1), "{stderr}");
             assert!(stderr.contains("marked failed"), "{stderr}");
             assert!(stdout.contains("FAILED"), "{stdout}");
-            assert!(csv.lines().nth(1).unwrap().contains(",true,true,"), "{csv} ({why})");
+            assert!(
+                csv.lines().nth(1).unwrap().contains(",true,true,"),
+                "{csv} ({why})"
+            );
         }
     }
 }
@@ -346,7 +349,11 @@ fn sweep_runs_small_and_writes_its_outputs() {
     let points = last["points"].as_array().unwrap();
     assert_eq!(points.len(), 6, "{last}");
     let any_failed = points.iter().any(|p| p["failed"].is_string());
-    assert_eq!(out.status.code(), Some(if any_failed { 1 } else { 0 }), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(if any_failed { 1 } else { 0 }),
+        "{stdout}"
+    );
     for p in points {
         let (method, budget) = (p["method"].as_str().unwrap(), p["budget"].as_f64().unwrap());
         match p["energy_ratio"].as_f64() {
@@ -489,4 +496,69 @@ fn onnx_examples_run_end_to_end() {
         &["--onnx", "x.onnx", "--input", "3x0x4"],
         "CxHxW",
     );
+}
+
+/// `calibrate --oracle rapl` end to end on a simulated powercap tree: a thread of
+/// this test plays the hardware, advancing the package counter by 10 W times the
+/// tool's CPU time (read from `/proc/PID/stat`), wrapping every 20 J. The tool
+/// measures the idle power, calibrates joules per inference, and writes a model
+/// whose provenance names the counter.
+#[test]
+fn calibrate_measures_energy_on_a_powercap_tree() {
+    let root = std::env::temp_dir().join(format!("ep-powercap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let zone = root.join("intel-rapl:0");
+    std::fs::create_dir_all(&zone).unwrap();
+    std::fs::write(zone.join("name"), "package-0\n").unwrap();
+    const RANGE: u64 = 20_000_000;
+    std::fs::write(zone.join("max_energy_range_uj"), format!("{RANGE}\n")).unwrap();
+    let write = |uj: u64| {
+        let tmp = zone.join("energy_uj.tmp");
+        std::fs::write(&tmp, format!("{}\n", uj % RANGE)).unwrap();
+        std::fs::rename(&tmp, zone.join("energy_uj")).unwrap();
+    };
+    write(RANGE - 50_000);
+    let out = root.join("model.json");
+    let mut child = tool("calibrate")
+        .args(["--net", "lenet5", "--samples", "12", "--repeats", "2", "--grid", "2"])
+        .args(["--batch", "16", "--oracle", "rapl", "--json", "--powercap-root"])
+        .arg(&root)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stat = format!("/proc/{}/stat", child.id());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if let Ok(text) = std::fs::read_to_string(&stat) {
+            let fields: Vec<&str> = text
+                .rsplit_once(')')
+                .map_or("", |(_, r)| r)
+                .split_whitespace()
+                .collect();
+            let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+            // 10 W for every 10 ms tick of CPU time: 100 000 uJ.
+            write(RANGE - 50_000 + ticks * 100_000);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["unit"], "J", "{last}");
+    let dense = last["dense_cost"].as_f64().unwrap();
+    assert!(dense > 0.0 && dense < 1.0, "{dense} J per inference");
+    let saved = std::fs::read_to_string(&out).unwrap();
+    assert!(saved.contains("J per inference on RAPL package-0"), "{saved}");
+    assert!(stdout.contains("idle"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&root);
 }

@@ -296,7 +296,13 @@ impl LayerLatencyOracle {
     /// The block of layer `l` as a network with `c_in` inputs and `c_out` outputs
     /// (`block`), or the one-output head that follows a block ending on a feature
     /// map (`!block`; `None` when the block needs none).
-    fn network(&self, l: usize, c_in: usize, c_out: usize, block: bool) -> Result<Option<Cnn>> {
+    pub(crate) fn network(
+        &self,
+        l: usize,
+        c_in: usize,
+        c_out: usize,
+        block: bool,
+    ) -> Result<Option<Cnn>> {
         let Some((specs, h, w)) = self.blocks.get(l) else {
             return Err(Error::IndexOutOfRange {
                 what: "layer",

@@ -17,6 +17,7 @@ mod executor;
 mod io;
 pub mod kernels;
 pub mod latency;
+pub mod meter;
 pub mod mnist;
 mod model;
 pub(crate) mod ops;

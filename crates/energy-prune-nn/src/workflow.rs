@@ -176,12 +176,101 @@ pub fn calibrate_latency(
     cfg: &CalibrationSettings,
 ) -> energy_prune::Result<Calibration> {
     use crate::{LatencyOracle, LayerLatencyOracle};
+    let mut oracle = LatencyOracle::new(input, specs)?;
+    (oracle.batch, oracle.warmup, oracle.repeats) = (cfg.batch, 1, 1);
+    let mut layers = LayerLatencyOracle::new(input, specs)?;
+    (layers.batch, layers.warmup, layers.repeats) = (cfg.batch, 1, 1);
+    calibrate_with(arch, &mut oracle, &mut layers, cfg, "forward passes")
+}
+
+/// Calibrate the measured **energy** per inference of a sequential stack, as
+/// [`calibrate_latency`] calibrates its latency: the whole networks and every
+/// layer alone run batches of `cfg.batch` inferences on `meter` (a RAPL or NVML
+/// counter with the idle power measured), each measurement a window long enough
+/// for the counter; the costs are joules per inference, idle subtracted.
+pub fn calibrate_energy<C: crate::meter::EnergyCounter>(
+    arch: &energy_prune::arch::Architecture,
+    input: (usize, usize, usize),
+    specs: &[crate::LayerSpec],
+    meter: &mut crate::meter::EnergyMeter<C>,
+    cfg: &CalibrationSettings,
+) -> energy_prune::Result<Calibration> {
+    use std::cell::RefCell;
+    let oracle = crate::LatencyOracle::new(input, specs)?;
+    let layers = crate::LayerLatencyOracle::new(input, specs)?;
+    let batch = cfg.batch;
+    let x = |net: &crate::Cnn| -> Vec<f32> {
+        (0..batch * net.input_len())
+            .map(|i| ((i * 7919) % 255) as f32 / 255.0)
+            .collect()
+    };
+    // The last network built, reused while the widths stay the same.
+    let cache: RefCell<Option<(Vec<usize>, crate::Cnn, Vec<f32>)>> = RefCell::new(None);
+    let meter = RefCell::new(meter);
+    let run = |net: &mut crate::Cnn, x: &[f32]| -> energy_prune::Result<usize> {
+        let mut logits = Vec::new();
+        net.predict(x, batch, &mut logits)?;
+        Ok(batch)
+    };
+    struct Whole<'a, F>(&'a F);
+    impl<F: Fn(&[usize]) -> energy_prune::Result<f64>> energy_prune::energy::CostOracle for Whole<'_, F> {
+        fn measure(&mut self, widths: &[usize]) -> energy_prune::Result<f64> {
+            (self.0)(widths)
+        }
+    }
+    struct Layers<'a, F>(&'a F);
+    impl<F: Fn(usize, usize, usize) -> energy_prune::Result<f64>> energy_prune::energy::LayerOracle
+        for Layers<'_, F>
+    {
+        fn measure_layer(&mut self, l: usize, c: usize, d: usize) -> energy_prune::Result<f64> {
+            (self.0)(l, c, d)
+        }
+    }
+    let whole = |widths: &[usize]| -> energy_prune::Result<f64> {
+        let mut slot = cache.borrow_mut();
+        if slot.as_ref().is_none_or(|(w, _, _)| w.as_slice() != widths) {
+            let net = crate::Cnn::new(input, &oracle.narrow_specs(widths)?, 1)?;
+            let input = x(&net);
+            *slot = Some((widths.to_vec(), net, input));
+        }
+        let Some((_, net, input)) = slot.as_mut() else {
+            unreachable!("set above")
+        };
+        let sample = meter.borrow_mut().measure(|| run(net, input))?;
+        Ok(sample.joules_per_inference)
+    };
+    let layer = |l: usize, c: usize, d: usize| -> energy_prune::Result<f64> {
+        let measure = |block: bool| -> energy_prune::Result<f64> {
+            match layers.network(l, c, d, block)? {
+                Some(mut net) => {
+                    let input = x(&net);
+                    Ok(meter
+                        .borrow_mut()
+                        .measure(|| run(&mut net, &input))?
+                        .joules_per_inference)
+                }
+                None => Ok(0.0),
+            }
+        };
+        let (block, head) = (measure(true)?, measure(false)?);
+        Ok((block - head).max(0.01 * block))
+    };
+    calibrate_with(arch, &mut Whole(&whole), &mut Layers(&layer), cfg, "measurement windows")
+}
+
+/// The calibration both kinds share: sample, measure under the protocol, fit the
+/// bilinear models and the layer table, choose by validation MRAE.
+fn calibrate_with(
+    arch: &energy_prune::arch::Architecture,
+    oracle: &mut dyn energy_prune::energy::CostOracle,
+    layers: &mut dyn energy_prune::energy::LayerOracle,
+    cfg: &CalibrationSettings,
+    calls: &str,
+) -> energy_prune::Result<Calibration> {
     use energy_prune::energy::{
         Bilinear, CalibratedModel, FitOptions, LayerTable, Protocol, WidthSampler,
         measure_interleaved,
     };
-    let mut oracle = LatencyOracle::new(input, specs)?;
-    (oracle.batch, oracle.warmup, oracle.repeats) = (cfg.batch, 1, 1);
     let mut sampler = WidthSampler::new(arch, cfg.seed);
     for (u, w) in arch.widths().iter().enumerate() {
         if !w.fixed {
@@ -195,10 +284,10 @@ pub fn calibrate_latency(
         statistic: cfg.statistic,
         ..Protocol::default()
     };
-    let run = measure_interleaved(&mut oracle, &configs, &protocol)?;
+    let run = measure_interleaved(oracle, &configs, &protocol)?;
     let n = &run.noise;
     println!(
-        "measured {} configurations in {} forward passes: median coefficient of variation {:.2} % (largest {:.1} %), {} re-measured, {} still unstable",
+        "measured {} configurations in {} {calls}: median coefficient of variation {:.2} % (largest {:.1} %), {} re-measured, {} still unstable",
         n.configurations,
         n.calls,
         100.0 * n.median_cv,
@@ -232,9 +321,7 @@ pub fn calibrate_latency(
         CalibratedModel::Bilinear(fit.model),
         fit.report,
     ));
-    let mut layers = LayerLatencyOracle::new(input, specs)?;
-    (layers.batch, layers.warmup, layers.repeats) = (cfg.batch, 1, 1);
-    let mut table = LayerTable::measure(arch, &mut layers, cfg.grid, cfg.min_fraction, &protocol)?;
+    let mut table = LayerTable::measure(arch, layers, cfg.grid, cfg.min_fraction, &protocol)?;
     let report = table.fit(&run.profile, &opts)?;
     models.push(("layer table", CalibratedModel::LayerTable(table), report));
     let best = (0..models.len())

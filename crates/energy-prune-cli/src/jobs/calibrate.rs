@@ -9,10 +9,15 @@
 //! ```text
 //! energy-prune calibrate [--net vgg-mnist|lenet5]
 //!     [--samples N] [--batch N] [--repeats N] [--grid N] [--min-fraction F] [--seed N] [--out FILE] [--csv FILE]
-//!     [--min-fraction F] [--json]
+//!     [--min-fraction F] [--oracle latency|rapl|nvml] [--rapl-domains package,dram]
+//!     [--powercap-root DIR] [--gpu N] [--json]
 //! ```
 //! The cost is the median forward latency (ms) of one batch at the machine's
-//! thread count. Free widths are sampled uniformly in `[F * max, max]`,
+//! thread count, or with `--oracle rapl` (Linux powercap counters; `--rapl-domains`,
+//! `--powercap-root`) or `--oracle nvml` (an NVIDIA GPU's counter, tool built with
+//! `--features nvml`; `--gpu`) the **measured energy** in joules per inference,
+//! the idle power measured first and subtracted, each measurement a window long
+//! enough for the counter (`energy_prune_nn::meter`). Free widths are sampled uniformly in `[F * max, max]`,
 //! `F = --min-fraction` (default 0.25, the range channel pruning works in; 0 gives
 //! the full `[1, max]`). With `--json` the last stdout line is one JSON object.
 
@@ -62,6 +67,19 @@ pub struct Args {
     /// Statistic of repeated measurements: q25, q10, min, median or trim20.
     #[arg(long, value_parser = crate::args::statistic, default_value = "q25")]
     pub statistic: energy_prune::energy::Statistic,
+    /// What is measured: latency (CPU time per batch), rapl (Linux powercap energy)
+    /// or nvml (NVIDIA GPU energy; needs the tool built with `--features nvml`).
+    #[arg(long, default_value = "latency")]
+    pub oracle: String,
+    /// RAPL domains summed (package, core, uncore, dram, psys), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "package")]
+    pub rapl_domains: Vec<String>,
+    /// Root of the powercap tree.
+    #[arg(long, default_value = energy_prune_nn::meter::POWERCAP_ROOT)]
+    pub powercap_root: PathBuf,
+    /// NVML index of the GPU.
+    #[arg(long, default_value_t = 0)]
+    pub gpu: u32,
 }
 
 impl Args {
@@ -75,6 +93,20 @@ impl Args {
         check::at_least_one("--batch", a.batch)?;
         check::at_least_one("--repeats", a.repeats)?;
         check::count("--grid", a.grid, 2)?;
+        if !["latency", "rapl", "nvml"].contains(&a.oracle.as_str()) {
+            return Err(format!("--oracle {}: expected latency, rapl or nvml", a.oracle).into());
+        }
+        for d in &a.rapl_domains {
+            energy_prune_nn::meter::RaplDomain::parse(d)
+                .map_err(|_| format!("--rapl-domains {d}: expected package, core, uncore, dram or psys"))?;
+        }
+        if a.oracle == "nvml" && !cfg!(feature = "nvml") {
+            return Err(
+                "--oracle nvml: this build has no NVML support; build the tool with \
+                 `cargo install energy-prune-cli --features nvml` (or `cargo run --features nvml`)"
+                    .into(),
+            );
+        }
         check::within("--min-fraction", a.min_fraction, 0.0, 1.0)?;
         let mut outputs = Vec::new();
         for (flag, p) in [("--out", &a.out), ("--csv", &a.csv)] {
@@ -105,25 +137,56 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
     let mut oracle = LatencyOracle::new(input, &specs)?;
     oracle.batch = args.batch;
     let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
-    let dense = oracle.measure_stats(&full)?;
-    println!(
-        "{}: dense forward of a batch of {} on {} threads: median {:.3} ms (min {:.3}, max {:.3})",
-        args.net, args.batch, oracle.threads, dense.median_ms, dense.min_ms, dense.max_ms
-    );
-    let cal = calibrate_latency(
-        &arch,
-        input,
-        &specs,
-        &CalibrationSettings {
-            samples: args.samples,
-            min_fraction: args.min_fraction,
-            batch: args.batch,
-            repeats: args.repeats,
-            grid: args.grid,
-            seed: args.rng.seed,
-            statistic: args.statistic,
-        },
-    )?;
+    let settings = CalibrationSettings {
+        samples: args.samples,
+        min_fraction: args.min_fraction,
+        batch: args.batch,
+        repeats: args.repeats,
+        grid: args.grid,
+        seed: args.rng.seed,
+        statistic: args.statistic,
+    };
+    let (cal, dense, unit, measured) = match args.oracle.as_str() {
+        "latency" => {
+            let dense = oracle.measure_stats(&full)?;
+            println!(
+                "{}: dense forward of a batch of {} on {} threads: median {:.3} ms (min {:.3}, max {:.3})",
+                args.net, args.batch, oracle.threads, dense.median_ms, dense.min_ms, dense.max_ms
+            );
+            let cal = calibrate_latency(&arch, input, &specs, &settings)?;
+            let measured = format!(
+                "CPU latency in ms of a forward pass, batch {}, {} threads, {:?} of the repeats",
+                args.batch, oracle.threads, cal.noise.statistic
+            );
+            (cal, dense.median_ms, "ms", measured)
+        }
+        kind => {
+            let counter = open_counter(args, kind)?;
+            let mut meter = energy_prune_nn::meter::EnergyMeter::new(
+                counter,
+                energy_prune_nn::meter::MeterSettings::default(),
+            )?;
+            println!(
+                "{}: measuring energy on {} (idle {:.3} W, subtracted; windows of at least {:.0} ms)",
+                args.net,
+                meter.describe(),
+                meter.idle_watts(),
+                meter.min_window().as_secs_f64() * 1e3
+            );
+            let cal = energy_prune_nn::workflow::calibrate_energy(
+                &arch, input, &specs, &mut meter, &settings,
+            )?;
+            let dense = energy_prune::energy::WidthCostModel::cost_of_widths(&cal.chosen, &full)?;
+            let measured = format!(
+                "energy in J per inference on {} (idle {:.3} W subtracted), batch {}, {:?} of the repeats",
+                meter.describe(),
+                meter.idle_watts(),
+                args.batch,
+                cal.noise.statistic
+            );
+            (cal, dense, "J", measured)
+        }
+    };
     let data = &cal.data;
     if let Some(p) = &args.csv {
         data.save_csv(p)?;
@@ -154,9 +217,9 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         })
         .collect();
     worst.sort_by(|a, b| b.0.total_cmp(&a.0));
-    println!("\nworst held-out predictions (widths, measured ms, predicted ms, error):");
+    println!("\nworst held-out predictions (widths, measured {unit}, predicted {unit}, error):");
     for (e, w, c, f) in worst.iter().take(5) {
-        println!("  {w:?}  {c:.3}  {f:.3}  {:.1} %", 100.0 * e);
+        println!("  {w:?}  {c:.4e}  {f:.4e}  {:.1} %", 100.0 * e);
     }
     let out = args
         .out
@@ -166,10 +229,7 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         &arch,
         data.len(),
         report.validation,
-        format!(
-            "CPU latency in ms of a forward pass, batch {}, {} threads, {:?} of the repeats",
-            args.batch, oracle.threads, cal.noise.statistic
-        ),
+        measured,
     );
     model.save_json_with_provenance(&out, &provenance)?;
     println!(
@@ -194,9 +254,36 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
                 .map_err(|e| energy_prune::Error::serialization("the calibrated model", e))?,
             "models": models,
             "noise": {"median_cv": cal.noise.median_cv, "max_cv": cal.noise.max_cv, "remeasured": cal.noise.remeasured, "unstable": cal.noise.unstable, "warning": cal.noise.warning, "statistic": format!("{:?}", cal.noise.statistic)},
-            "dense_latency_ms": dense.median_ms,
+            "oracle": args.oracle,
+            "unit": unit,
+            "dense_cost": dense,
         });
         println!("{line}");
     }
     Ok(())
+}
+
+/// The energy counter `--oracle` names.
+fn open_counter(
+    args: &Args,
+    kind: &str,
+) -> energy_prune::Result<Box<dyn energy_prune_nn::meter::EnergyCounter>> {
+    use energy_prune_nn::meter::{RaplCounter, RaplDomain};
+    match kind {
+        "rapl" => {
+            let domains = args
+                .rapl_domains
+                .iter()
+                .map(|d| RaplDomain::parse(d))
+                .collect::<energy_prune::Result<Vec<_>>>()?;
+            Ok(Box::new(RaplCounter::open(&args.powercap_root, &domains)?))
+        }
+        #[cfg(feature = "nvml")]
+        "nvml" => Ok(Box::new(energy_prune_nn::meter::NvmlCounter::open(args.gpu)?)),
+        other => Err(energy_prune::Error::param(
+            "oracle",
+            other,
+            "expected latency, rapl or nvml (nvml needs the tool built with --features nvml)",
+        )),
+    }
 }
