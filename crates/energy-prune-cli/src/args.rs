@@ -130,3 +130,65 @@ fn array(s: &str) -> Result<(usize, usize), String> {
     let (m, n) = s.split_once('x').ok_or_else(bad)?;
     Ok((m.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?))
 }
+
+/// Where measured energy comes from (`calibrate --oracle rapl|nvml`, `lab ecc
+/// --model energy`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Counter {
+    /// RAPL domains summed (package, core, uncore, dram, psys), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "package")]
+    pub rapl_domains: Vec<String>,
+    /// Root of the powercap tree.
+    #[arg(long, default_value = energy_prune_nn::meter::POWERCAP_ROOT)]
+    pub powercap_root: std::path::PathBuf,
+    /// NVML index of the GPU.
+    #[arg(long, default_value_t = 0)]
+    pub gpu: u32,
+}
+
+impl Counter {
+    /// Check the flags for a counter of `kind` (rapl or nvml).
+    pub fn check(&self, kind: &str) -> Result<(), Usage> {
+        for d in &self.rapl_domains {
+            energy_prune_nn::meter::RaplDomain::parse(d).map_err(|_| {
+                format!("--rapl-domains {d}: expected package, core, uncore, dram or psys")
+            })?;
+        }
+        if kind == "nvml" && !cfg!(feature = "nvml") {
+            return Err("nvml: this build has no NVML support; build the tool with \
+                 `cargo install energy-prune-cli --features nvml` (or `cargo run --features nvml`)"
+                .into());
+        }
+        Ok(())
+    }
+
+    /// Open the counter of `kind` (rapl or nvml).
+    ///
+    /// # Errors
+    /// The counter's errors (no powercap tree, a missing domain, no NVML).
+    pub fn open(
+        &self,
+        kind: &str,
+    ) -> energy_prune::Result<Box<dyn energy_prune_nn::meter::EnergyCounter>> {
+        use energy_prune_nn::meter::{RaplCounter, RaplDomain};
+        match kind {
+            "rapl" => {
+                let domains = self
+                    .rapl_domains
+                    .iter()
+                    .map(|d| RaplDomain::parse(d))
+                    .collect::<energy_prune::Result<Vec<_>>>()?;
+                Ok(Box::new(RaplCounter::open(&self.powercap_root, &domains)?))
+            }
+            #[cfg(feature = "nvml")]
+            "nvml" => Ok(Box::new(energy_prune_nn::meter::NvmlCounter::open(
+                self.gpu,
+            )?)),
+            other => Err(energy_prune::Error::param(
+                "energy counter",
+                other,
+                "expected rapl or nvml (nvml needs the tool built with --features nvml)",
+            )),
+        }
+    }
+}

@@ -520,8 +520,24 @@ fn calibrate_measures_energy_on_a_powercap_tree() {
     write(RANGE - 50_000);
     let out = root.join("model.json");
     let mut child = tool("calibrate")
-        .args(["--net", "lenet5", "--samples", "12", "--repeats", "2", "--grid", "2"])
-        .args(["--batch", "16", "--oracle", "rapl", "--json", "--powercap-root"])
+        .args([
+            "--net",
+            "lenet5",
+            "--samples",
+            "12",
+            "--repeats",
+            "2",
+            "--grid",
+            "2",
+        ])
+        .args([
+            "--batch",
+            "16",
+            "--oracle",
+            "rapl",
+            "--json",
+            "--powercap-root",
+        ])
         .arg(&root)
         .arg("--out")
         .arg(&out)
@@ -540,7 +556,8 @@ fn calibrate_measures_energy_on_a_powercap_tree() {
                 .map_or("", |(_, r)| r)
                 .split_whitespace()
                 .collect();
-            let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+            let ticks: u64 =
+                fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
             // 10 W for every 10 ms tick of CPU time: 100 000 uJ.
             write(RANGE - 50_000 + ticks * 100_000);
         }
@@ -558,7 +575,10 @@ fn calibrate_measures_energy_on_a_powercap_tree() {
     let dense = last["dense_cost"].as_f64().unwrap();
     assert!(dense > 0.0 && dense < 1.0, "{dense} J per inference");
     let saved = std::fs::read_to_string(&out).unwrap();
-    assert!(saved.contains("J per inference on RAPL package-0"), "{saved}");
+    assert!(
+        saved.contains("J per inference on RAPL package-0"),
+        "{saved}"
+    );
     assert!(stdout.contains("idle"), "{stdout}");
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -213,7 +213,9 @@ pub fn calibrate_energy<C: crate::meter::EnergyCounter>(
         Ok(batch)
     };
     struct Whole<'a, F>(&'a F);
-    impl<F: Fn(&[usize]) -> energy_prune::Result<f64>> energy_prune::energy::CostOracle for Whole<'_, F> {
+    impl<F: Fn(&[usize]) -> energy_prune::Result<f64>> energy_prune::energy::CostOracle
+        for Whole<'_, F>
+    {
         fn measure(&mut self, widths: &[usize]) -> energy_prune::Result<f64> {
             (self.0)(widths)
         }
@@ -255,7 +257,13 @@ pub fn calibrate_energy<C: crate::meter::EnergyCounter>(
         let (block, head) = (measure(true)?, measure(false)?);
         Ok((block - head).max(0.01 * block))
     };
-    calibrate_with(arch, &mut Whole(&whole), &mut Layers(&layer), cfg, "measurement windows")
+    calibrate_with(
+        arch,
+        &mut Whole(&whole),
+        &mut Layers(&layer),
+        cfg,
+        "measurement windows",
+    )
 }
 
 /// The calibration both kinds share: sample, measure under the protocol, fit the
@@ -513,6 +521,44 @@ pub fn measure_against(
     Ok((median(&mut a), median(&mut b)))
 }
 
+/// Energy per inference of `net` relative to `reference` on `meter`, measured
+/// interleaved like [`measure_against`]: `rounds` alternations of one window of
+/// each (batches of 64), medians compared. Returns `(median J of net, median J of
+/// reference)` per inference, idle subtracted.
+///
+/// # Errors
+/// The meter's and the forward passes' errors.
+pub fn measure_energy_against<C: crate::meter::EnergyCounter>(
+    meter: &mut crate::meter::EnergyMeter<C>,
+    net: &mut crate::Cnn,
+    reference: &mut crate::Cnn,
+    rounds: usize,
+) -> energy_prune::Result<(f64, f64)> {
+    const BATCH: usize = 64;
+    let mut window = |n: &mut crate::Cnn| -> energy_prune::Result<f64> {
+        let x: Vec<f32> = (0..BATCH * n.input_len())
+            .map(|i| ((i * 7919) % 255) as f32 / 255.0)
+            .collect();
+        let mut logits = Vec::new();
+        Ok(meter
+            .measure(|| {
+                n.predict(&x, BATCH, &mut logits)?;
+                Ok(BATCH)
+            })?
+            .joules_per_inference)
+    };
+    let (mut a, mut b) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for _ in 0..rounds.max(1) {
+        a.push(window(net)?);
+        b.push(window(reference)?);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok((median(&mut a), median(&mut b)))
+}
+
 /// One round of [`closed_loop`].
 pub struct LoopRound {
     /// The latency target the round pruned to (model units).
@@ -521,7 +567,9 @@ pub struct LoopRound {
     pub predicted: f64,
     /// Measured latency of the compact network / the dense network's.
     pub measured: f64,
-    /// Measured latency of the compact network (ms, batch 64).
+    /// Measured cost of the compact network: latency in ms per batch of 64, or
+    /// joules per inference when the loop measures energy
+    /// ([`closed_loop_with`]).
     pub ms: f64,
     /// Widths after the round.
     pub widths: Vec<usize>,
@@ -542,11 +590,39 @@ pub fn closed_loop(
     net: &mut crate::Cnn,
     dense: &crate::Cnn,
     fraction: f64,
+    target: f64,
+    tolerance: f64,
+    rounds: usize,
+    predict: &dyn Fn(&[usize]) -> energy_prune::Result<f64>,
+    prune: &mut dyn FnMut(&mut crate::Cnn, f64) -> energy_prune::Result<()>,
+) -> energy_prune::Result<Vec<LoopRound>> {
+    closed_loop_with(
+        net,
+        dense,
+        fraction,
+        target,
+        tolerance,
+        rounds,
+        predict,
+        prune,
+        &mut |n, r| measure_against(n, r, 9),
+    )
+}
+
+/// [`closed_loop`] on any measured cost: `measure(compact, dense)` returns the
+/// two networks' measured costs (e.g. [`measure_energy_against`] for joules per
+/// inference on an energy counter).
+#[allow(clippy::too_many_arguments)]
+pub fn closed_loop_with(
+    net: &mut crate::Cnn,
+    dense: &crate::Cnn,
+    fraction: f64,
     mut target: f64,
     tolerance: f64,
     rounds: usize,
     predict: &dyn Fn(&[usize]) -> energy_prune::Result<f64>,
     prune: &mut dyn FnMut(&mut crate::Cnn, f64) -> energy_prune::Result<()>,
+    measure: &mut dyn FnMut(&mut crate::Cnn, &mut crate::Cnn) -> energy_prune::Result<(f64, f64)>,
 ) -> energy_prune::Result<Vec<LoopRound>> {
     use energy_prune::network::PruningPlan;
     let mut out = Vec::new();
@@ -567,7 +643,7 @@ pub fn closed_loop(
         let plan = PruningPlan::from_network(&*net)?;
         let widths = plan.widths();
         let mut compact = net.compact(&plan)?;
-        let (ms, dense_ms) = measure_against(&mut compact, &mut reference, 9)?;
+        let (ms, dense_ms) = measure(&mut compact, &mut reference)?;
         let measured = ms / dense_ms;
         let predicted = predict(&widths)?;
         println!(

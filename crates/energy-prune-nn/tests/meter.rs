@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use energy_prune::Error;
 use energy_prune::arch::zoo;
 use energy_prune::energy::CostOracle;
-use energy_prune::network::Network;
 use energy_prune::energy::{
     Bilinear, FitOptions, ModelOracle, ProfileSet, Protocol, SystolicArray, SystolicConfig,
     WidthCostModel, WidthSampler, measure_interleaved,
 };
+use energy_prune::network::Network;
 use energy_prune_nn::meter::{
     EnergyCounter, EnergyMeter, EnergyOracle, MeterSettings, RaplCounter, RaplDomain,
     net_joules_per_inference, rapl_delta,
@@ -296,7 +296,10 @@ fn energy_calibration_runs_on_a_coarse_counter() {
     if !Path::new("/proc/self/stat").exists() {
         return;
     }
-    let arch = energy_prune_nn::Cnn::lenet5(0).unwrap().architecture().clone();
+    let arch = energy_prune_nn::Cnn::lenet5(0)
+        .unwrap()
+        .architecture()
+        .clone();
     let settings = MeterSettings {
         idle_window: Duration::from_millis(100),
         min_window: Some(Duration::from_millis(30)),
@@ -324,7 +327,36 @@ fn energy_calibration_runs_on_a_coarse_counter() {
     let full: Vec<usize> = arch.widths().iter().map(|w| w.channels).collect();
     let dense = cal.chosen.cost_of_widths(&full).unwrap();
     assert!(dense > 0.0 && dense < 1.0, "{dense} J per inference");
-    let best = cal.models.iter().map(|m| m.2.validation.mrae).fold(f64::INFINITY, f64::min);
+    let best = cal
+        .models
+        .iter()
+        .map(|m| m.2.validation.mrae)
+        .fold(f64::INFINITY, f64::min);
     eprintln!("CPU-time counter: best validation MRAE {best:.3}");
     assert!(best < 0.5, "{best}");
+}
+
+/// The closed loop's energy measurement: a network with a quarter of the
+/// channels costs clearly less per inference than the dense one.
+#[test]
+fn energy_of_a_narrow_network_is_measured_against_the_dense_one() {
+    if !Path::new("/proc/self/stat").exists() {
+        return;
+    }
+    let settings = MeterSettings {
+        idle_window: Duration::from_millis(50),
+        min_window: Some(Duration::from_millis(40)),
+        min_ticks: 4.0,
+        ..MeterSettings::default()
+    };
+    let mut meter = EnergyMeter::new(CpuTimeCounter, settings).unwrap();
+    let mut dense = energy_prune_nn::Cnn::lenet5(0).unwrap();
+    let specs = energy_prune_nn::Cnn::lenet5_specs();
+    let oracle = energy_prune_nn::LatencyOracle::new((1, 32, 32), &specs).unwrap();
+    let narrow = oracle.narrow_specs(&[1, 2, 4, 30, 21, 10]).unwrap();
+    let mut small = energy_prune_nn::Cnn::new((1, 32, 32), &narrow, 0).unwrap();
+    let (j_small, j_dense) =
+        energy_prune_nn::workflow::measure_energy_against(&mut meter, &mut small, &mut dense, 3)
+            .unwrap();
+    assert!(j_small > 0.0 && j_small < 0.8 * j_dense, "{j_small} J vs {j_dense} J");
 }

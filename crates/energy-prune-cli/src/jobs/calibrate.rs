@@ -71,15 +71,8 @@ pub struct Args {
     /// or nvml (NVIDIA GPU energy; needs the tool built with `--features nvml`).
     #[arg(long, default_value = "latency")]
     pub oracle: String,
-    /// RAPL domains summed (package, core, uncore, dram, psys), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "package")]
-    pub rapl_domains: Vec<String>,
-    /// Root of the powercap tree.
-    #[arg(long, default_value = energy_prune_nn::meter::POWERCAP_ROOT)]
-    pub powercap_root: PathBuf,
-    /// NVML index of the GPU.
-    #[arg(long, default_value_t = 0)]
-    pub gpu: u32,
+    #[command(flatten)]
+    pub counter: crate::args::Counter,
 }
 
 impl Args {
@@ -96,17 +89,7 @@ impl Args {
         if !["latency", "rapl", "nvml"].contains(&a.oracle.as_str()) {
             return Err(format!("--oracle {}: expected latency, rapl or nvml", a.oracle).into());
         }
-        for d in &a.rapl_domains {
-            energy_prune_nn::meter::RaplDomain::parse(d)
-                .map_err(|_| format!("--rapl-domains {d}: expected package, core, uncore, dram or psys"))?;
-        }
-        if a.oracle == "nvml" && !cfg!(feature = "nvml") {
-            return Err(
-                "--oracle nvml: this build has no NVML support; build the tool with \
-                 `cargo install energy-prune-cli --features nvml` (or `cargo run --features nvml`)"
-                    .into(),
-            );
-        }
+        a.counter.check(&a.oracle)?;
         check::within("--min-fraction", a.min_fraction, 0.0, 1.0)?;
         let mut outputs = Vec::new();
         for (flag, p) in [("--out", &a.out), ("--csv", &a.csv)] {
@@ -161,7 +144,7 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
             (cal, dense.median_ms, "ms", measured)
         }
         kind => {
-            let counter = open_counter(args, kind)?;
+            let counter = args.counter.open(kind)?;
             let mut meter = energy_prune_nn::meter::EnergyMeter::new(
                 counter,
                 energy_prune_nn::meter::MeterSettings::default(),
@@ -225,12 +208,8 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("calibrate-{}.json", args.net)));
-    let provenance = energy_prune::energy::FitProvenance::new(
-        &arch,
-        data.len(),
-        report.validation,
-        measured,
-    );
+    let provenance =
+        energy_prune::energy::FitProvenance::new(&arch, data.len(), report.validation, measured);
     model.save_json_with_provenance(&out, &provenance)?;
     println!(
         "\nmodel written to {}  (whole run {:.1} s)",
@@ -261,29 +240,4 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         println!("{line}");
     }
     Ok(())
-}
-
-/// The energy counter `--oracle` names.
-fn open_counter(
-    args: &Args,
-    kind: &str,
-) -> energy_prune::Result<Box<dyn energy_prune_nn::meter::EnergyCounter>> {
-    use energy_prune_nn::meter::{RaplCounter, RaplDomain};
-    match kind {
-        "rapl" => {
-            let domains = args
-                .rapl_domains
-                .iter()
-                .map(|d| RaplDomain::parse(d))
-                .collect::<energy_prune::Result<Vec<_>>>()?;
-            Ok(Box::new(RaplCounter::open(&args.powercap_root, &domains)?))
-        }
-        #[cfg(feature = "nvml")]
-        "nvml" => Ok(Box::new(energy_prune_nn::meter::NvmlCounter::open(args.gpu)?)),
-        other => Err(energy_prune::Error::param(
-            "oracle",
-            other,
-            "expected latency, rapl or nvml (nvml needs the tool built with --features nvml)",
-        )),
-    }
 }

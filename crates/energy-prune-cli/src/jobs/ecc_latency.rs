@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! energy-prune lab ecc [--budget 0.5 | --budgets 0.25,0.5,0.75]
-//!     [--seeds N] [--model latency|systolic] [--cost-model FILE] [--samples N]
+//!     [--seeds N] [--model latency|energy|systolic] [--counter rapl|nvml]
+//!     [--rapl-domains package,dram] [--powercap-root DIR] [--gpu N] [--cost-model FILE] [--samples N]
 //!     [--train-size N] [--prune-train-size N] [--dense-epochs N] [--epochs N]
 //!     [--finetune-epochs N] [--tolerance F] [--loop-rounds N] [--seed N] [--data DIR]
 //!     [--dense FILE] [--save-dense FILE] [--plot FILE] [--json]
@@ -23,7 +24,12 @@
 //! `--tolerance` (default 3 %) over its budget, the latency target is tightened by
 //! the observed ratio and pruning continues from it (at most `--loop-rounds`, 3),
 //! for ECC and uniform scaling alike.
-//! `--plot` (default `ecc-results/accuracy_latency.svg`) receives test accuracy
+//! With `--model energy` the budget is on **measured energy** per inference: the
+//! cost model is calibrated on the energy counter (`--counter rapl` on Linux
+//! powercap, `nvml` on an NVIDIA GPU with the tool built `--features nvml`; or
+//! loaded from a `calibrate --oracle rapl|nvml` file) and the loop closes on the
+//! counter's measurements of the compact against the dense network (idle power
+//! subtracted). `--plot` (default `ecc-results/accuracy_latency.svg`) receives test accuracy
 //! against measured latency (a fraction of the dense network's) for both methods.
 
 use energy_prune::prune::Budget;
@@ -38,8 +44,8 @@ use energy_prune::prune::{AdmmConfig, AdmmTraining, Data, train_admm, train_unif
 use energy_prune::train::{DataSource, evaluate};
 use energy_prune_nn::mnist::{Mnist, MnistOptions};
 use energy_prune_nn::workflow::{
-    LoopRound, Progress, calibrate_vgg_latency, closed_loop, load_cost_model, print_calibration,
-    print_dense, train_dense_vgg,
+    LoopRound, Progress, calibrate_vgg_latency, closed_loop, closed_loop_with, load_cost_model,
+    print_calibration, print_dense, train_dense_vgg,
 };
 use energy_prune_nn::{Cnn, measure_latency};
 
@@ -54,9 +60,16 @@ pub struct Args {
     /// SVG plot of accuracy against cost.
     #[arg(long, default_value = "ecc-results/accuracy_latency.svg")]
     pub plot: PathBuf,
-    /// What the budget constrains: latency (measured, calibrated) or systolic (analytic energy).
+    /// What the budget constrains: latency (measured, calibrated), energy (measured
+    /// on `--counter`, calibrated; the loop closes on measured energy) or systolic
+    /// (analytic energy).
     #[arg(long, default_value = "latency")]
     pub model: String,
+    /// The energy counter of `--model energy`: rapl or nvml.
+    #[arg(long, default_value = "rapl")]
+    pub counter: String,
+    #[command(flatten)]
+    pub counter_flags: crate::args::Counter,
     /// Load a calibrated cost model (JSON) instead of calibrating.
     #[arg(long)]
     pub cost_model: Option<PathBuf>,
@@ -117,8 +130,16 @@ impl Args {
             })?;
         }
         check::writable("--plot", &a.plot)?;
-        if !["latency", "systolic"].contains(&a.model.as_str()) {
-            return Err(format!("--model {}: expected latency or systolic", a.model).into());
+        if !["latency", "energy", "systolic"].contains(&a.model.as_str()) {
+            return Err(
+                format!("--model {}: expected latency, energy or systolic", a.model).into(),
+            );
+        }
+        if a.model == "energy" {
+            if !["rapl", "nvml"].contains(&a.counter.as_str()) {
+                return Err(format!("--counter {}: expected rapl or nvml", a.counter).into());
+            }
+            a.counter_flags.check(&a.counter)?;
         }
         check::at_least_one("--train-size", a.train_size)?;
         check::at_least_one("--prune-train-size", a.prune_train_size)?;
@@ -158,6 +179,22 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         )?),
         None => None,
     };
+    // The energy counter is opened (and the idle power measured) before any training.
+    let mut meter = match args.model.as_str() {
+        "energy" => {
+            let m = energy_prune_nn::meter::EnergyMeter::new(
+                args.counter_flags.open(&args.counter)?,
+                energy_prune_nn::meter::MeterSettings::default(),
+            )?;
+            println!(
+                "energy counter: {} (idle {:.3} W, subtracted from every measurement)",
+                m.describe(),
+                m.idle_watts()
+            );
+            Some(m)
+        }
+        _ => None,
+    };
     let mnist = Mnist::load(
         &args.mnist.data,
         MnistOptions {
@@ -193,13 +230,33 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
 
     // 2. Cost model.
     let model: Box<dyn WidthCostModel> = match (args.model.as_str(), loaded) {
-        ("latency", Some(m)) => {
+        ("latency" | "energy", Some(m)) => {
             let path = args.cost_model.as_ref().expect("loaded from a path");
             println!("cost model: {} (loaded)", path.display());
             Box::new(m)
         }
         ("latency", None) => {
             let c = calibrate_vgg_latency(&arch, args.samples, args.rng.seed)?;
+            print_calibration(&c);
+            Box::new(c.chosen)
+        }
+        ("energy", None) => {
+            let meter = meter.as_mut().expect("opened for the energy model");
+            let c = energy_prune_nn::workflow::calibrate_energy(
+                &arch,
+                (1, 28, 28),
+                &Cnn::vgg_mnist_specs(),
+                meter,
+                &energy_prune_nn::workflow::CalibrationSettings {
+                    samples: args.samples,
+                    min_fraction: 0.25,
+                    batch: 64,
+                    repeats: 5,
+                    grid: 5,
+                    seed: args.rng.seed,
+                    statistic: energy_prune::energy::Statistic::Median,
+                },
+            )?;
             print_calibration(&c);
             Box::new(c.chosen)
         }
@@ -215,10 +272,10 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
             });
         }
     };
-    let unit = if args.model == "latency" {
-        "ms"
-    } else {
-        "energy units"
+    let unit = match args.model.as_str() {
+        "latency" => "ms",
+        "energy" => "J per inference",
+        _ => "energy units",
     };
     let dense_pred = model.cost_of_widths(&full)?;
     let dense_acc = evaluate(&mut dense, test, 1000)?;
@@ -237,8 +294,8 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         validation: None,
         test: Some(test),
     };
-    // The loop closes on measured latency only when the model predicts latency.
-    let (tolerance, rounds) = if args.model == "latency" {
+    // The loop closes on measured latency or energy when the model predicts it.
+    let (tolerance, rounds) = if args.model != "systolic" {
         (args.tolerance, args.loop_rounds)
     } else {
         (f64::INFINITY, 1)
@@ -265,11 +322,24 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
                 cfg.seed
             );
             // One closed loop from the dense network per method.
-            let looped = |prune: &mut dyn FnMut(&mut Cnn, f64) -> energy_prune::Result<()>| {
+            let mut looped = |prune: &mut dyn FnMut(&mut Cnn, f64) -> energy_prune::Result<()>| {
                 let mut net = dense.clone();
-                let loops = closed_loop(
-                    &mut net, &dense, fraction, budget, tolerance, rounds, &predict, prune,
-                )?;
+                let loops = match meter.as_mut() {
+                    Some(m) => closed_loop_with(
+                        &mut net,
+                        &dense,
+                        fraction,
+                        budget,
+                        tolerance,
+                        rounds,
+                        &predict,
+                        prune,
+                        &mut |n, r| energy_prune_nn::workflow::measure_energy_against(m, n, r, 5),
+                    )?,
+                    None => closed_loop(
+                        &mut net, &dense, fraction, budget, tolerance, rounds, &predict, prune,
+                    )?,
+                };
                 finish(&net, loops, test, dense_pred)
             };
             let mut print = Progress {
@@ -397,7 +467,7 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
             .map(|r| serde_json::json!({"budget": r.fraction, "ecc": method(&r.ecc), "uniform": method(&r.uniform)}))
             .collect();
         let dense_json = serde_json::json!({"test_accuracy": dense_acc, "predicted": dense_pred, "latency_ms": dense_ms, "widths": full});
-        let mut out = serde_json::json!({"model": args.model, "seeds": args.seeds, "dense": dense_json, "runs": all, "svg": [args.plot]});
+        let mut out = serde_json::json!({"model": args.model, "unit": unit, "seeds": args.seeds, "dense": dense_json, "runs": all, "svg": [args.plot]});
         if let [r] = results.as_slice() {
             out["budget"] = serde_json::json!(r.fraction);
             out["ecc"] = method(&r.ecc);
