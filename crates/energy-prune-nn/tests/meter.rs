@@ -22,6 +22,13 @@ use energy_prune_nn::meter::{
     net_joules_per_inference, rapl_delta,
 };
 
+/// The tests measure time and this process's CPU time: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn tree(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ep-rapl-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -48,6 +55,7 @@ fn set(zone: &Path, energy: u64) {
 
 #[test]
 fn rapl_sums_sockets_and_undoes_wrap_arounds_to_the_microjoule() {
+    let _one_at_a_time = serial();
     let root = tree("wrap");
     let p0 = zone(&root, "0", "package-0", 999_990, 1_000_000);
     let p1 = zone(&root, "1", "package-1", 5, 1_000_000);
@@ -75,6 +83,7 @@ fn rapl_sums_sockets_and_undoes_wrap_arounds_to_the_microjoule() {
 
 #[test]
 fn rapl_errors_say_what_is_wrong() {
+    let _one_at_a_time = serial();
     let root = tree("errors");
     let missing = RaplCounter::open(&root.join("none"), &[RaplDomain::Package]).unwrap_err();
     assert!(
@@ -114,6 +123,7 @@ fn rapl_errors_say_what_is_wrong() {
 
 #[test]
 fn idle_power_is_subtracted_exactly() {
+    let _one_at_a_time = serial();
     // 2.5 J counted in 2 s at 1 W idle over 5 inferences: 0.1 J each.
     assert_eq!(net_joules_per_inference(2.5, 2.0, 1.0, 5).unwrap(), 0.1);
     assert_eq!(
@@ -183,6 +193,7 @@ impl Drop for Device {
 
 #[test]
 fn energy_calibration_recovers_a_simulated_device() {
+    let _one_at_a_time = serial();
     let arch = zoo::lenet5().unwrap();
     // The device's energy per inference: a bilinear function of the widths (fitted
     // to the systolic model, scaled to about 2 mJ for the dense network), with 2 %
@@ -293,6 +304,7 @@ impl EnergyCounter for CpuTimeCounter {
 /// calibration would.
 #[test]
 fn energy_calibration_runs_on_a_coarse_counter() {
+    let _one_at_a_time = serial();
     if !Path::new("/proc/self/stat").exists() {
         return;
     }
@@ -340,6 +352,7 @@ fn energy_calibration_runs_on_a_coarse_counter() {
 /// channels costs clearly less per inference than the dense one.
 #[test]
 fn energy_of_a_narrow_network_is_measured_against_the_dense_one() {
+    let _one_at_a_time = serial();
     if !Path::new("/proc/self/stat").exists() {
         return;
     }
@@ -358,5 +371,72 @@ fn energy_of_a_narrow_network_is_measured_against_the_dense_one() {
     let (j_small, j_dense) =
         energy_prune_nn::workflow::measure_energy_against(&mut meter, &mut small, &mut dense, 3)
             .unwrap();
-    assert!(j_small > 0.0 && j_small < 0.8 * j_dense, "{j_small} J vs {j_dense} J");
+    assert!(
+        j_small > 0.0 && j_small < 0.8 * j_dense,
+        "{j_small} J vs {j_dense} J"
+    );
+}
+
+/// A fake GPU board as NVML shows it: a millijoule counter refreshed every 20 ms
+/// (energy = 30 W idle plus 10 mJ per inference, both known exactly).
+struct FakeBoard {
+    start: Instant,
+    inferences: Arc<Mutex<u64>>,
+}
+
+impl EnergyCounter for FakeBoard {
+    fn joules(&mut self) -> energy_prune::Result<f64> {
+        // The board's value as of its last 20 ms refresh, in whole millijoules.
+        let t = self.start.elapsed().as_secs_f64();
+        let refreshed = (t / 0.02).floor() * 0.02;
+        let n = *self.inferences.lock().unwrap() as f64;
+        Ok(((30.0 * refreshed + 0.010 * n) * 1e3).floor() * 1e-3)
+    }
+    fn resolution(&self) -> f64 {
+        1e-3
+    }
+    fn update_interval(&self) -> Duration {
+        Duration::from_millis(20)
+    }
+    fn describe(&self) -> String {
+        "fake board".into()
+    }
+}
+
+#[test]
+fn a_coarse_board_counter_gives_joules_per_inference() {
+    let _one_at_a_time = serial();
+    let inferences = Arc::new(Mutex::new(0u64));
+    let board = FakeBoard {
+        start: Instant::now(),
+        inferences: inferences.clone(),
+    };
+    let settings = MeterSettings {
+        idle_window: Duration::from_millis(400),
+        min_window: Some(Duration::from_millis(400)),
+        ..MeterSettings::default()
+    };
+    let mut meter = EnergyMeter::new(board, settings).unwrap();
+    assert!(
+        (meter.idle_watts() - 30.0).abs() < 2.0,
+        "{}",
+        meter.idle_watts()
+    );
+    let sample = meter
+        .measure(|| {
+            std::thread::sleep(Duration::from_millis(1));
+            *inferences.lock().unwrap() += 1;
+            Ok(1)
+        })
+        .unwrap();
+    // The idle estimate and the 20 ms refresh are the error: a few percent.
+    let j = sample.joules_per_inference;
+    assert!(
+        (j - 0.010).abs() < 0.1 * 0.010,
+        "{j} J per inference ({sample:?})"
+    );
+    assert!(
+        sample.counted_joules >= 1.0,
+        "at least 1 000 counter steps: {sample:?}"
+    );
 }
