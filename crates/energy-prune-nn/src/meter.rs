@@ -17,7 +17,7 @@
 //! ```
 //!
 //! where `P_idle` is the power measured over `idle_window` with nothing running,
-//! before the first measurement ([`EnergyOracle::idle_watts`], reported apart).
+//! before the first measurement ([`EnergyMeter::idle_watts`], reported apart).
 //! Counters are whole-package or whole-board: other processes' energy is in them
 //! (the measurement protocol's interleaved repeats and robust statistic handle
 //! the disturbance). A counter that does not advance over a full window is an
@@ -616,7 +616,6 @@ mod nvml {
                     (NvmlMethod::IntegratedPower, 0)
                 }
             };
-            drop(device);
             let integrated = Arc::new(Mutex::new(0.0));
             let stop = Arc::new(AtomicBool::new(false));
             if method == NvmlMethod::IntegratedPower {

@@ -205,7 +205,8 @@ pub fn calibrate_energy<C: crate::meter::EnergyCounter>(
             .collect()
     };
     // The last network built, reused while the widths stay the same.
-    let cache: RefCell<Option<(Vec<usize>, crate::Cnn, Vec<f32>)>> = RefCell::new(None);
+    type Built = (Vec<usize>, crate::Cnn, Vec<f32>);
+    let cache: RefCell<Option<Built>> = RefCell::new(None);
     let meter = RefCell::new(meter);
     let run = |net: &mut crate::Cnn, x: &[f32]| -> energy_prune::Result<usize> {
         let mut logits = Vec::new();
@@ -609,6 +610,10 @@ pub fn closed_loop(
     )
 }
 
+/// `measure(compact, dense)`: the two networks' measured costs.
+pub type MeasureAgainst<'a> =
+    dyn FnMut(&mut crate::Cnn, &mut crate::Cnn) -> energy_prune::Result<(f64, f64)> + 'a;
+
 /// [`closed_loop`] on any measured cost: `measure(compact, dense)` returns the
 /// two networks' measured costs (e.g. [`measure_energy_against`] for joules per
 /// inference on an energy counter).
@@ -622,7 +627,7 @@ pub fn closed_loop_with(
     rounds: usize,
     predict: &dyn Fn(&[usize]) -> energy_prune::Result<f64>,
     prune: &mut dyn FnMut(&mut crate::Cnn, f64) -> energy_prune::Result<()>,
-    measure: &mut dyn FnMut(&mut crate::Cnn, &mut crate::Cnn) -> energy_prune::Result<(f64, f64)>,
+    measure: &mut MeasureAgainst<'_>,
 ) -> energy_prune::Result<Vec<LoopRound>> {
     use energy_prune::network::PruningPlan;
     let mut out = Vec::new();
