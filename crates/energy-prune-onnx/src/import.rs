@@ -87,7 +87,7 @@ pub(super) fn import(
     input: Option<[usize; 3]>,
     src: &Path,
 ) -> Result<OnnxModel> {
-    let opset = super::prepare::prepare(&mut proto, src)?;
+    let (opset, untied) = super::prepare::prepare(&mut proto, src)?;
     let graph = proto
         .graph
         .as_ref()
@@ -148,6 +148,7 @@ pub(super) fn import(
         input: input_slot,
         output: output_slot,
         source: src.to_path_buf(),
+        untied,
     })
 }
 

@@ -103,6 +103,8 @@ use energy_prune::error::{Error, Result};
 use energy_prune::network::{Network, NetworkMut};
 use proto::ModelProto;
 
+pub use prepare::Untied;
+
 /// The largest `.onnx` file [`OnnxModel::load`] reads: 2 GiB, the most a protobuf
 /// message can hold (larger models keep their weights in external data files).
 pub const MAX_FILE_BYTES: u64 = 2 << 30;
@@ -229,6 +231,8 @@ pub struct OnnxModel {
     output: usize,
     /// Where the model came from (for messages).
     source: PathBuf,
+    /// Constants copied per use on import.
+    untied: Vec<prepare::Untied>,
 }
 
 impl OnnxModel {
@@ -287,6 +291,39 @@ impl OnnxModel {
             }
         }
         proto
+    }
+
+    /// The constants (initializers or `Constant` outputs) that several nodes read
+    /// in the file and that the import copied once per extra use, so that pruning
+    /// or compacting one user never changes another (see the
+    /// [ONNX rule](crate#the-onnx-rule)); what [`OnnxModel::save`] writes holds
+    /// the copies.
+    pub fn untied(&self) -> &[Untied] {
+        &self.untied
+    }
+
+    /// One line saying which shared constants were untied, if any (for reports).
+    pub fn untied_note(&self) -> Option<String> {
+        if self.untied.is_empty() {
+            return None;
+        }
+        let names: Vec<String> = self
+            .untied
+            .iter()
+            .take(5)
+            .map(|u| format!("`{}` ({} uses)", u.name, u.uses))
+            .collect();
+        let more = self.untied.len().saturating_sub(5);
+        Some(format!(
+            "{} shared constant(s) copied per use so that pruning one use never changes another: {}{}",
+            self.untied.len(),
+            names.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ))
     }
 
     /// `[channels, height, width]` of one input sample.

@@ -23,6 +23,15 @@ use energy_prune::error::{Error, Result};
 /// Opset version of the default (`ai.onnx`) domain.
 pub(super) type Opset = i64;
 
+/// A constant read by several node inputs and copied for every extra use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Untied {
+    /// The constant's name (an initializer, or a `Constant` node's output).
+    pub name: String,
+    /// Node inputs that read it.
+    pub uses: usize,
+}
+
 /// Where a constant of the graph is defined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Root {
@@ -30,8 +39,9 @@ enum Root {
     Node(usize),
 }
 
-/// Check the model's opset and names and untie shared constants (see the module docs).
-pub(super) fn prepare(proto: &mut ModelProto, src: &Path) -> Result<Opset> {
+/// Check the model's opset and names and untie shared constants (see the module
+/// docs): the opset and the constants untied.
+pub(super) fn prepare(proto: &mut ModelProto, src: &Path) -> Result<(Opset, Vec<Untied>)> {
     let opset = proto
         .opset_import
         .iter()
@@ -56,8 +66,8 @@ pub(super) fn prepare(proto: &mut ModelProto, src: &Path) -> Result<Opset> {
         .as_mut()
         .ok_or_else(|| corrupt(src, "the model has no graph"))?;
     unique_names(graph, src)?;
-    untie(graph);
-    Ok(opset)
+    let untied = untie(graph);
+    Ok((opset, untied))
 }
 
 fn unique_names(graph: &GraphProto, src: &Path) -> Result<()> {
@@ -99,7 +109,7 @@ fn fresh_name(taken: &mut HashSet<String>, base: &str) -> String {
 }
 
 /// Give every extra use of a shared constant its own initializer.
-fn untie(graph: &mut GraphProto) {
+fn untie(graph: &mut GraphProto) -> Vec<Untied> {
     let mut root_of: HashMap<String, Root> = graph
         .initializer
         .iter()
@@ -135,8 +145,9 @@ fn untie(graph: &mut GraphProto) {
     let mut shared: Vec<(Root, Vec<(usize, usize)>)> =
         uses.into_iter().filter(|(_, u)| u.len() > 1).collect();
     if shared.is_empty() {
-        return;
+        return Vec::new();
     }
+    let mut untied = Vec::with_capacity(shared.len());
     shared.sort_unstable_by_key(|(_, u)| u[0]);
     let mut taken: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
     taken.extend(graph.node.iter().flat_map(|n| n.output.iter().cloned()));
@@ -158,6 +169,10 @@ fn untie(graph: &mut GraphProto) {
             Root::Initializer(_) => tensor.name.clone(),
             Root::Node(n) => graph.node[n].output.first().cloned().unwrap_or_default(),
         };
+        untied.push(Untied {
+            name: base.clone(),
+            uses: users.len(),
+        });
         for &(n, k) in &users[1..] {
             let name = fresh_name(&mut taken, &base);
             graph.initializer.push(TensorProto {
@@ -172,6 +187,7 @@ fn untie(graph: &mut GraphProto) {
             graph.node[n].input[k] = name;
         }
     }
+    untied
 }
 
 /// Bring the declared shapes of graph inputs that name initializers (written by

@@ -185,6 +185,14 @@ fn save_keeps_shared_initializers() {
     refused(&p, "a Clip bound of shape [2]");
     read(&mut p, "Clip", 2, "hi");
     let mut m = load(&p).unwrap();
+    // The import says what it copied: `c.bias` (conv bias and batch-norm scale).
+    let untied: Vec<(&str, usize)> = m
+        .untied()
+        .iter()
+        .map(|u| (u.name.as_str(), u.uses))
+        .collect();
+    assert!(untied.contains(&("c.bias", 2)), "{untied:?}");
+    assert!(m.untied_note().unwrap().contains("`c.bias` (2 uses)"));
     same_after_save(&m);
     // Prune everything prunable: the shared tensors keep their values.
     let x = input(&m, 2);

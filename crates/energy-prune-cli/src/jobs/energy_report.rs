@@ -121,6 +121,9 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
     let mut out = Vec::new();
     if let Some(path) = &args.onnx {
         let model = energy_prune_onnx::OnnxModel::load(path, args.input)?;
+        if let Some(note) = model.untied_note() {
+            println!("note: {note}");
+        }
         let [c, h, w] = model.input_shape();
         println!(
             "{}: input {c}x{h}x{w}, {} outputs",

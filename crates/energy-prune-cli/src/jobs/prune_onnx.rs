@@ -66,6 +66,9 @@ impl Args {
 /// Run the job.
 pub fn run(args: &Args) -> energy_prune::Result<()> {
     let mut model = OnnxModel::load(&args.input_file, args.input)?;
+    if let Some(note) = model.untied_note() {
+        println!("note: {note}");
+    }
     let arch = model.architecture().clone();
     let hw = SystolicArray::new(&arch, SystolicConfig::default())?;
     let dense = hw.energy(&NetworkState::dense(&arch))?;
