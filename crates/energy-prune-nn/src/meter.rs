@@ -141,24 +141,27 @@ pub struct RaplCounter {
 /// The powercap tree of a Linux machine.
 pub const POWERCAP_ROOT: &str = "/sys/class/powercap";
 
-fn read_u64(path: &Path) -> Result<u64> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::PermissionDenied {
-            Error::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "read access denied (the RAPL counters are root-only since Linux 5.10): \
-                         grant it with `sudo chmod a+r {}` (or a udev rule), or run as root",
-                        path.display()
-                    ),
+/// The error of reading a counter file: a permission says how to grant it.
+fn read_error(path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                e.kind(),
+                format!(
+                    "read access denied (the RAPL counters are root-only since Linux 5.10): \
+                     grant it with `sudo chmod a+r {}` (or a udev rule), or run as root",
+                    path.display()
                 ),
-            }
-        } else {
-            Error::io(path, e)
+            ),
         }
-    })?;
+    } else {
+        Error::io(path, e)
+    }
+}
+
+fn read_u64(path: &Path) -> Result<u64> {
+    let text = std::fs::read_to_string(path).map_err(|e| read_error(path, e))?;
     text.trim().parse().map_err(|_| Error::CorruptData {
         path: path.to_path_buf(),
         reason: format!(
@@ -540,6 +543,29 @@ impl<C: EnergyCounter, W: FnMut(usize, usize, usize) -> Result<usize>>
         self.meter
             .measure(|| w(l, c, d))
             .map(|s| s.joules_per_inference)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_denied_counter_says_how_to_grant_access() {
+        // Tests run as root, where file permissions do not apply: the error itself.
+        let p = Path::new("/sys/class/powercap/intel-rapl:0/energy_uj");
+        let e = read_error(
+            p,
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("sudo chmod a+r /sys/class/powercap/intel-rapl:0/energy_uj"),
+            "{msg}"
+        );
+        assert!(msg.contains("Linux 5.10"), "{msg}");
+        let other = read_error(p, std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert!(!other.to_string().contains("chmod"));
     }
 }
 
