@@ -2,9 +2,10 @@
 //! # energy-prune-nn
 //!
 //! The reference network: a small, fast, pure-Rust CNN that implements the
-//! [`network`](energy_prune::network) traits, plus MNIST loading, compaction and CPU
-//! latency measurement. One implementation of the traits among others: nothing
-//! of [`energy_prune`] depends on it.
+//! [`network`](energy_prune::network) traits, plus MNIST loading, compaction, CPU
+//! latency measurement ([`latency`]), measured energy on RAPL and NVML counters
+//! ([`meter`]) and the workflows built on them ([`workflow`]). One implementation
+//! of the traits among others: nothing of [`energy_prune`] depends on it.
 //!
 //! Layers: 2-D convolution (stride, padding, groups) via im2col + GEMM over the whole
 //! batch, linear, ReLU, max-pool, average-pool; flatten is implicit before a linear
