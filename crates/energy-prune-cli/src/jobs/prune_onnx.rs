@@ -142,6 +142,16 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
     } else {
         model
     };
+    // On models small enough for the reference interpreter, the outputs of one
+    // sample are compared after re-import too, not only the energy.
+    let probe: Option<(Vec<f32>, Vec<f32>)> = if written.architecture().macs() < 50_000_000 {
+        let n: usize = written.input_shape().iter().product();
+        let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect();
+        let y = written.run(&x, 1)?;
+        Some((x, y))
+    } else {
+        None
+    };
     written.save(&args.output_file)?;
     drop(written);
     if let Some(path) = &args.plan {
@@ -153,6 +163,20 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
     let back_arch = back.architecture();
     let back_hw = SystolicArray::new(back_arch, SystolicConfig::default())?;
     let reimported = back_hw.energy(&NetworkState::from_network(&back)?)?.total;
+    let outputs_checked = match &probe {
+        Some((x, y)) => {
+            if back.run(x, 1)? != *y {
+                return Err(energy_prune::Error::CorruptData {
+                    path: args.output_file.clone(),
+                    reason: "the written model computes other outputs than the pruned model \
+                             in memory after re-import; please report this with the input file"
+                        .into(),
+                });
+            }
+            true
+        }
+        None => false,
+    };
     println!(
         "wrote {} ({} layers, {} weights); re-imported energy {:.4e} = {:.4} of dense{}",
         args.output_file.display(),
@@ -160,10 +184,10 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         back_arch.weight_count(),
         reimported,
         reimported / dense.total,
-        if reimported == after.total {
-            " (identical)"
-        } else {
-            ""
+        match (reimported == after.total, outputs_checked) {
+            (true, true) => " (same energy, same outputs on a probe input)",
+            (true, false) => " (same energy)",
+            _ => "",
         }
     );
     if args.print.json {
