@@ -54,7 +54,10 @@ fn models() -> (Value, Value) {
 fn load(v: &Value) -> energy_prune::Result<CalibratedModel> {
     let dir = std::env::temp_dir().join(format!("ep-cal-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{:x}.json", fxhash(&v.to_string())));
+    // One file per call: the tests run in parallel and may load equal models.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("{k}-{:x}.json", fxhash(&v.to_string())));
     std::fs::write(&path, v.to_string()).unwrap();
     let r = CalibratedModel::load_json(&path);
     let _ = std::fs::remove_file(&path);
