@@ -101,7 +101,7 @@ use prost::Message;
 use energy_prune::arch::{Architecture, WidthId};
 use energy_prune::error::{Error, Result};
 use energy_prune::network::{Network, NetworkMut};
-use proto::ModelProto;
+use proto::{ModelProto, TensorProto};
 
 pub use prepare::Untied;
 
@@ -271,10 +271,104 @@ impl OnnxModel {
     /// Write the model with the current weights (zeros where pruned) to `path`,
     /// through a temporary file: on error nothing is half-written.
     ///
+    /// The weights are streamed from memory into the file, never copied into a
+    /// message first, so saving needs little memory beyond the model's own (the
+    /// file decodes to the same model as [`OnnxModel::to_bytes`]; only the order of
+    /// the fields differs).
+    ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be written.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        energy_prune::files::write_atomic(path.as_ref(), &self.to_bytes())
+        energy_prune::files::write_atomic_with(path.as_ref(), |w| self.write_to(w))
+    }
+
+    /// Stream the model: the model's fields without its graph, then the graph's
+    /// fields without its initializers, then every initializer; a prunable
+    /// layer's tensor as its header and its `raw_data` written from the weights.
+    /// Protocol buffers merge fields in any order, so this decodes to the model.
+    fn write_to(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+        let mut head = self.proto.clone();
+        let mut graph = head.graph.take().unwrap_or_default();
+        let initializers = std::mem::take(&mut graph.initializer);
+        let mut layer_of = vec![None; initializers.len()];
+        for (l, b) in self.bindings.iter().enumerate() {
+            layer_of[b.weight] = Some(l);
+        }
+        // Headers of the layers' tensors (dims and type of the stored floats).
+        let header = |i: usize| -> TensorProto {
+            let mut t = initializers[i].clone();
+            if let Some(l) = layer_of[i] {
+                t.dims = self.bindings[l].dims.iter().map(|&d| d as i64).collect();
+                t.data_type = tensor::FLOAT;
+                t.raw_data = Vec::new();
+                t.float_data = Vec::new();
+                t.double_data = Vec::new();
+            }
+            t
+        };
+        let raw_len = |i: usize| layer_of[i].map(|l| 4 * self.weights[l].len());
+        let tensor_len = |t: &TensorProto, raw: Option<usize>| {
+            t.encoded_len() + raw.map_or(0, |n| key_len(9) + encoded_len_varint(n as u64) + n)
+        };
+        let lens: Vec<usize> = (0..initializers.len())
+            .map(|i| tensor_len(&header(i), raw_len(i)))
+            .collect();
+        let graph_len = graph.encoded_len()
+            + lens
+                .iter()
+                .map(|&n| key_len(5) + encoded_len_varint(n as u64) + n)
+                .sum::<usize>();
+        let mut buf = Vec::new();
+        head.encode(&mut buf).map_err(std::io::Error::other)?;
+        encode_key(7, WireType::LengthDelimited, &mut buf);
+        encode_varint(graph_len as u64, &mut buf);
+        graph.encode(&mut buf).map_err(std::io::Error::other)?;
+        w.write_all(&buf)?;
+        for (i, &len) in lens.iter().enumerate() {
+            buf.clear();
+            encode_key(5, WireType::LengthDelimited, &mut buf);
+            encode_varint(len as u64, &mut buf);
+            let t = header(i);
+            t.encode(&mut buf).map_err(std::io::Error::other)?;
+            if let (Some(l), Some(n)) = (layer_of[i], raw_len(i)) {
+                encode_key(9, WireType::LengthDelimited, &mut buf);
+                encode_varint(n as u64, &mut buf);
+                w.write_all(&buf)?;
+                self.write_weights_raw(l, w)?;
+            } else {
+                w.write_all(&buf)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The little-endian float32 bytes of layer `l`'s weights in the stored layout.
+    fn write_weights_raw(&self, l: usize, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        let (b, weights) = (&self.bindings[l], &self.weights[l]);
+        let mut chunk = Vec::with_capacity(1 << 16);
+        let mut put = |v: f32, chunk: &mut Vec<u8>| -> std::io::Result<()> {
+            chunk.extend_from_slice(&v.to_le_bytes());
+            if chunk.len() >= 1 << 16 {
+                w.write_all(chunk)?;
+                chunk.clear();
+            }
+            Ok(())
+        };
+        if b.transposed {
+            // Stored `[in][out]`, held `[out][in]`.
+            let (rows, cols) = (b.dims[0], b.dims[1]);
+            for r in 0..rows {
+                for c in 0..cols {
+                    put(weights[c * rows + r], &mut chunk)?;
+                }
+            }
+        } else {
+            for &v in weights {
+                put(v, &mut chunk)?;
+            }
+        }
+        w.write_all(&chunk)
     }
 
     /// The complete ONNX model with the current weights.
@@ -300,6 +394,47 @@ impl OnnxModel {
     /// the copies.
     pub fn untied(&self) -> &[Untied] {
         &self.untied
+    }
+
+    /// Move the weights out as a [`NetworkState`](energy_prune::network::NetworkState)
+    /// (no copy: for projecting a large model in place), leaving the model without
+    /// weights until [`OnnxModel::put_state`] gives them back; reading, running or
+    /// saving the model in between is an error or sees empty layers.
+    pub fn take_state(&mut self) -> energy_prune::network::NetworkState {
+        energy_prune::network::NetworkState {
+            input_masks: vec![None; self.weights.len()],
+            weights: std::mem::take(&mut self.weights),
+        }
+    }
+
+    /// Give the weights back after [`OnnxModel::take_state`] (or any state of
+    /// this architecture), checked: one tensor per layer of the right length, all
+    /// finite; on error the model keeps no weights and the state is returned in it.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for another number of layers or a wrong length,
+    /// [`Error::NonFinite`] for a NaN or infinite weight.
+    pub fn put_state(&mut self, state: energy_prune::network::NetworkState) -> Result<()> {
+        let layers = self.arch.layers();
+        if state.weights.len() != layers.len() {
+            return Err(Error::shape(
+                "weight tensors (one per prunable layer)",
+                layers.len(),
+                state.weights.len(),
+            ));
+        }
+        for (l, w) in layers.iter().zip(&state.weights) {
+            if w.len() != l.weight_count() {
+                return Err(Error::shape(
+                    format!("weights of layer `{}`", l.name),
+                    l.weight_count(),
+                    w.len(),
+                ));
+            }
+            energy_prune::error::check_finite(&format!("weights of layer `{}`", l.name), w)?;
+        }
+        self.weights = state.weights;
+        Ok(())
     }
 
     /// One line saying which shared constants were untied, if any (for reports).

@@ -432,3 +432,65 @@ fn compaction_of_shared_constants() {
         "holds 13 bytes of raw data but its dims say 3 values (12 bytes)",
     );
 }
+
+/// `save` streams the weights into the file; what it writes decodes to the same
+/// model as `to_bytes` (random structures, transposed MatMul weights, pruned
+/// weights, a torchvision-shaped network).
+#[test]
+fn save_streams_the_model_to_bytes_describes() {
+    let dir = std::env::temp_dir().join(format!("ep-save-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.onnx");
+    let mut checked = 0;
+    let mut models: Vec<ModelProto> = (0..300)
+        .map(|s| energy_prune_testing::onnx::cases::case(s).model)
+        .collect();
+    models.push(energy_prune_testing::onnx::torchvision::resnet18(1));
+    for p in &models {
+        let Ok(mut m) = load(p) else { continue };
+        // Prune half of the first layer to make the weights differ from the file's.
+        let n = m.architecture().layers()[0].weight_count();
+        let mut w = vec![0.0; n];
+        m.read_weights(0, &mut w).unwrap();
+        w.iter_mut().step_by(2).for_each(|v| *v = 0.0);
+        energy_prune::network::NetworkMut::write_weights(&mut m, 0, &w).unwrap();
+        m.save(&path).unwrap();
+        let streamed = from_bytes(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(streamed, from_bytes(&m.to_bytes()).unwrap());
+        checked += 1;
+    }
+    assert!(checked > 150, "{checked}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The weights move out for an in-place projection and back, checked.
+#[test]
+fn weights_move_out_and_back_without_a_copy() {
+    let mut m = (0..50)
+        .find_map(|s| load(&energy_prune_testing::onnx::cases::case(s).model).ok())
+        .expect("one of the first 50 generated models imports");
+    let x = input(&m, 2);
+    let before = m.run(&x, 2).unwrap();
+    let state = m.take_state();
+    assert!(
+        m.read_weights(0, &mut [0.0; 1]).is_err(),
+        "no weights while taken"
+    );
+    let mut wrong = energy_prune::network::NetworkState {
+        weights: state.weights.clone(),
+        input_masks: state.input_masks.clone(),
+    };
+    wrong.weights[0].pop();
+    assert!(m.put_state(wrong).is_err());
+    let mut nan = energy_prune::network::NetworkState {
+        weights: state.weights.clone(),
+        input_masks: state.input_masks.clone(),
+    };
+    nan.weights[0][0] = f32::NAN;
+    assert!(matches!(
+        m.put_state(nan),
+        Err(energy_prune::Error::NonFinite { .. })
+    ));
+    m.put_state(state).unwrap();
+    assert_eq!(m.run(&x, 2).unwrap(), before);
+}

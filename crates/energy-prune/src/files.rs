@@ -32,6 +32,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// [`write_atomic`] for a writer that streams: `write(file)` writes the whole
+/// content into a buffered temporary file next to `path`, which then replaces
+/// `path`; on any error the previous file is untouched and the temporary removed.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be written.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let name = path.file_name().map_or_else(
+        || std::ffi::OsString::from("output"),
+        std::ffi::OsStr::to_os_string,
+    );
+    let mut tmp_name = name;
+    tmp_name.push(format!(".{}.tmp-write", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        write(&mut f)?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    res.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
 /// The largest text file (JSON, CSV) the crate reads: 256 MiB.
 pub const MAX_TEXT_BYTES: u64 = 256 << 20;
 

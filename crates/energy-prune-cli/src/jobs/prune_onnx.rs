@@ -72,7 +72,8 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
     let arch = model.architecture().clone();
     let hw = SystolicArray::new(&arch, SystolicConfig::default())?;
     let dense = hw.energy(&NetworkState::dense(&arch))?;
-    let mut state = NetworkState::from_network(&model)?;
+    // The weights move out of the model for the projection and back (no copy).
+    let mut state = model.take_state();
     let before = hw.energy(&state)?;
     let budget = args.budget * dense.total;
     println!(
@@ -86,8 +87,8 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         args.budget
     );
     let outcome = project(&mut state, &[Budget::absolute("energy", &hw, budget)])?;
-    state.write_weights_to(&mut model)?;
     let after = hw.energy(&state)?;
+    model.put_state(state)?;
     println!(
         "\n{:<32} {:>11} {:>11} {:>11} {:>12} {:>12}",
         "layer", "weights", "nonzero", "kept", "E before", "E after"
