@@ -67,3 +67,25 @@ pub fn small_cnn(conv: usize, fc: usize, seed: u64) -> Cnn {
     ];
     Cnn::new((1, 8, 8), &specs, seed).unwrap()
 }
+
+/// `n` width configurations of LeNet-5 (sampler seed `seed`) priced by the
+/// systolic model: a calibration data set with exact costs.
+pub fn lenet5_profiles(n: usize, seed: u64) -> energy_prune::energy::ProfileSet {
+    use energy_prune::energy::{
+        CostOracle, ModelOracle, ProfileSet, SystolicArray, SystolicConfig, WidthSampler,
+    };
+    let arch = energy_prune::arch::zoo::lenet5().expect("the zoo's LeNet-5 is valid");
+    let truth =
+        SystolicArray::new(&arch, SystolicConfig::default()).expect("the default config is valid");
+    let mut oracle = ModelOracle(&truth);
+    let mut sampler = WidthSampler::new(&arch, seed);
+    let mut data = ProfileSet::new(arch.widths().len());
+    for _ in 0..n {
+        let w = sampler.sample();
+        let c = oracle
+            .measure(&w)
+            .expect("the systolic model prices every sample");
+        data.push(w, c).expect("one width per architecture width");
+    }
+    data
+}

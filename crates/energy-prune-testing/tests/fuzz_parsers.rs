@@ -14,8 +14,7 @@ use std::path::Path;
 
 use energy_prune::arch::{Architecture, zoo};
 use energy_prune::energy::{
-    Bilinear, CalibratedModel, CostOracle, FitOptions, ModelOracle, ProfileSet, SystolicArray,
-    SystolicConfig, WidthSampler,
+    Bilinear, CalibratedModel, FitOptions, ProfileSet, SystolicArray, SystolicConfig,
 };
 use energy_prune::network::PruningPlan;
 use energy_prune_nn::mnist::MnistOptions;
@@ -181,17 +180,7 @@ fn idx(n: usize) {
 }
 
 fn profiles() -> ProfileSet {
-    let arch = zoo::lenet5().unwrap();
-    let truth = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
-    let mut oracle = ModelOracle(&truth);
-    let mut sampler = WidthSampler::new(&arch, 2);
-    let mut data = ProfileSet::new(arch.widths().len());
-    for _ in 0..60 {
-        let w = sampler.sample();
-        let c = oracle.measure(&w).unwrap();
-        data.push(w, c).unwrap();
-    }
-    data
+    energy_prune_testing::data::lenet5_profiles(60, 2)
 }
 
 fn text_formats(n: usize) {

@@ -11,25 +11,7 @@ use crate::error::{Error, Result};
 /// rename: on any error the previous file (if any) is untouched and the temporary
 /// file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    // `NAME.PID.tmp-write` next to the target: one writer's temporary file never
-    // collides with another's, nor with a file of another extension.
-    let name = path.file_name().map_or_else(
-        || std::ffi::OsString::from("output"),
-        std::ffi::OsStr::to_os_string,
-    );
-    let mut tmp_name = name;
-    tmp_name.push(format!(".{}.tmp-write", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    res.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    write_atomic_with(path, |f| f.write_all(bytes))
 }
 
 /// [`write_atomic`] for a writer that streams: `write(file)` writes the whole
@@ -42,6 +24,8 @@ pub fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<()> {
+    // `NAME.PID.tmp-write` next to the target: one writer's temporary file never
+    // collides with another's, nor with a file of another extension.
     let name = path.file_name().map_or_else(
         || std::ffi::OsString::from("output"),
         std::ffi::OsStr::to_os_string,

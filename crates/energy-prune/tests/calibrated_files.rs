@@ -6,23 +6,13 @@
 
 use energy_prune::arch::zoo;
 use energy_prune::energy::{
-    Bilinear, CalibratedModel, CostOracle, FitOptions, LayerOracle, LayerTable, ModelOracle,
-    ProfileSet, Protocol, SystolicArray, SystolicConfig, WidthCostModel, WidthSampler,
+    Bilinear, CalibratedModel, FitOptions, LayerOracle, LayerTable, ProfileSet, Protocol,
+    WidthCostModel,
 };
 use serde_json::{Value, json};
 
 fn profiles() -> ProfileSet {
-    let arch = zoo::lenet5().unwrap();
-    let truth = SystolicArray::new(&arch, SystolicConfig::default()).unwrap();
-    let mut oracle = ModelOracle(&truth);
-    let mut sampler = WidthSampler::new(&arch, 2);
-    let mut data = ProfileSet::new(arch.widths().len());
-    for _ in 0..60 {
-        let w = sampler.sample();
-        let c = oracle.measure(&w).unwrap();
-        data.push(w, c).unwrap();
-    }
-    data
+    energy_prune_testing::data::lenet5_profiles(60, 2)
 }
 
 struct Flat;
