@@ -65,18 +65,7 @@ pub(crate) fn floats(t: &TensorProto, src: &Path) -> Result<Vec<f32>> {
             ),
         )
     };
-    let wrong_bytes = |width: usize| {
-        corrupt(
-            src,
-            format!(
-                "tensor `{}` holds {} bytes of raw data but its dims say {n} values \
-                 ({} bytes)",
-                t.name,
-                t.raw_data.len(),
-                n.saturating_mul(width)
-            ),
-        )
-    };
+    let wrong_bytes = |width: usize| raw_len_error(t, n, width, "values", src);
     let values = match t.data_type {
         FLOAT if !t.raw_data.is_empty() => {
             if t.raw_data.len() != n.saturating_mul(4) {
@@ -119,22 +108,26 @@ pub(crate) fn floats(t: &TensorProto, src: &Path) -> Result<Vec<f32>> {
     Ok(values)
 }
 
+/// The error of `raw_data` whose length is not `n` elements of `width` bytes.
+fn raw_len_error(t: &TensorProto, n: usize, width: usize, what: &str, src: &Path) -> Error {
+    corrupt(
+        src,
+        format!(
+            "tensor `{}` holds {} bytes of raw data but its dims say {n} {what} ({} bytes)",
+            t.name,
+            t.raw_data.len(),
+            n.saturating_mul(width)
+        ),
+    )
+}
+
 /// The values of an integer tensor (INT64 or INT32), checked against its dims.
 pub(crate) fn ints(t: &TensorProto, src: &Path) -> Result<Vec<i64>> {
     reject_external(t)?;
     let n = numel(t, src)?;
     let width = if t.data_type == INT32 { 4 } else { 8 };
     if !t.raw_data.is_empty() && t.raw_data.len() != n.saturating_mul(width) {
-        return Err(corrupt(
-            src,
-            format!(
-                "tensor `{}` holds {} bytes of raw data but its dims say {n} integers \
-                 ({} bytes)",
-                t.name,
-                t.raw_data.len(),
-                n.saturating_mul(width)
-            ),
-        ));
+        return Err(raw_len_error(t, n, width, "integers", src));
     }
     let values: Vec<i64> = match t.data_type {
         INT64 if !t.raw_data.is_empty() => t

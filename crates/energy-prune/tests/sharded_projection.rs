@@ -614,6 +614,32 @@ fn tell(lie: Lie, shard: usize, replies: &mut [Reply]) {
     }
 }
 
+/// The honest protocol over `parts` shards of `w`, with the replies of round
+/// `round` corrupted by `lie` (told by shard `shard`).
+fn exchange_with_lie(
+    problem: &ShardedProblem,
+    w: &mut [Vec<f32>],
+    parts: usize,
+    round: usize,
+    shard: usize,
+    lie: Lie,
+) -> energy_prune::Result<energy_prune::prune::ShardedOutcome> {
+    let mut shards = Shard::split(w, parts);
+    let mut at = 0;
+    coordinate(problem, |req| {
+        let mut replies: Vec<Reply> = shards
+            .iter_mut()
+            .enumerate()
+            .map(|(i, s)| answer(problem, i, s, req).map(|m| m.reply))
+            .collect::<energy_prune::Result<_>>()?;
+        if at == round {
+            tell(lie, shard, &mut replies);
+        }
+        at += 1;
+        Ok(replies.into_iter().map(ReplyMessage::new).collect())
+    })
+}
+
 /// The true cost of weights: nonzeros per layer priced as the in-memory
 /// projection prices them (rank-dependent surcharges included).
 fn true_cost(w: &[Vec<f32>], c: &[LayerCost]) -> f64 {
@@ -649,21 +675,7 @@ proptest! {
             capacity,
         };
         let mut d = w.clone();
-        let mut shards = Shard::split(&mut d, parts);
-        let mut at = 0;
-        let out = coordinate(&problem, |req| {
-            let mut replies: Vec<Reply> = shards
-                .iter_mut()
-                .enumerate()
-                .map(|(i, s)| answer(&problem, i, s, req).map(|m| m.reply))
-                .collect::<energy_prune::Result<_>>()?;
-            if at == round {
-                tell(lie, shard, &mut replies);
-            }
-            at += 1;
-            Ok(replies.into_iter().map(ReplyMessage::new).collect())
-        });
-        drop(shards);
+        let out = exchange_with_lie(&problem, &mut d, parts, round, shard, lie);
         if out.is_ok() {
             let cost = true_cost(&d, &c);
             prop_assert!(
@@ -702,20 +714,7 @@ fn the_coordinator_checks_replies_against_earlier_rounds() {
     let fresh = || vec![(0..8).map(|i| i as f32 - 3.5).collect::<Vec<f32>>(); 2];
     let run = |round: usize, lie: Lie, problem: &ShardedProblem| {
         let mut w = fresh();
-        let mut shards = Shard::split(&mut w, 2);
-        let mut at = 0;
-        let out = coordinate(problem, |req| {
-            let mut replies: Vec<Reply> = shards
-                .iter_mut()
-                .enumerate()
-                .map(|(i, s)| answer(problem, i, s, req).map(|m| m.reply))
-                .collect::<energy_prune::Result<_>>()?;
-            if at == round {
-                tell(lie, 0, &mut replies);
-            }
-            at += 1;
-            Ok(replies.into_iter().map(ReplyMessage::new).collect())
-        });
+        let out = exchange_with_lie(problem, &mut w, 2, round, 0, lie);
         (out, w)
     };
     // Rounds: 0 stats, 1-3 magnitudes, 4-6 keys, 7 ties, 8 apply.
