@@ -101,6 +101,7 @@ impl Hardware {
             e_dram: self.e_dram,
             e_buf: self.e_buf,
             e_rf: self.e_rf,
+            precision: energy_prune::energy::PrecisionScaling::HOROWITZ,
         }
     }
 

@@ -9,7 +9,9 @@
 //! Bytes:      (value_bits + index_bits) / 8   (a value and its index in a sparse format)
 //! ```
 //! Costs do not depend on rank, input masks are ignored (no weight-independent
-//! part), and the relaxed cost equals the exact one.
+//! part), and the relaxed cost equals the exact one. Once a precision is set
+//! ([`PrecisionModel::at_precision`]), a layer's stored value takes its weight
+//! format's bits in place of `value_bits`; parameters and MACs do not depend on it.
 //!
 //! The same counts are a [`WidthCostModel`] of the layer widths (for channel
 //! pruning, e.g. an ADMM constraint next to latency): a layer with `c` input and `d`
@@ -18,6 +20,7 @@
 //! input), times the per-weight unit above. Exact at integer widths, bilinear in
 //! between.
 
+use super::precision::{LayerPrecision, PrecisionModel, check_precision};
 use super::{CostPart, EnergyReport, LayerCost, LayerEnergy, WeightEnergyModel, WidthCostModel};
 use crate::arch::{Architecture, LayerKind};
 use crate::error::{Error, Result};
@@ -56,6 +59,9 @@ pub struct CountingModel {
     arch: Architecture,
     count: Count,
     unit: Vec<f64>,
+    /// The precision set by [`PrecisionModel::at_precision`] (the reference until
+    /// then, when bytes take `value_bits`).
+    precision: Vec<LayerPrecision>,
 }
 
 impl CountingModel {
@@ -96,6 +102,7 @@ impl CountingModel {
             arch: arch.clone(),
             count,
             unit,
+            precision: vec![LayerPrecision::REFERENCE; arch.layers().len()],
         })
     }
 
@@ -184,6 +191,24 @@ impl WeightEnergyModel for CountingModel {
                 buffered: l.weight_count(),
             })
             .collect()
+    }
+}
+
+impl PrecisionModel for CountingModel {
+    fn precision(&self) -> &[LayerPrecision] {
+        &self.precision
+    }
+
+    fn at_precision(&self, precision: &[LayerPrecision]) -> Result<Box<dyn PrecisionModel>> {
+        check_precision(&self.arch, precision)?;
+        let mut model = self.clone();
+        if let Count::Bytes { index_bits, .. } = self.count {
+            for (u, p) in model.unit.iter_mut().zip(precision) {
+                *u = (f64::from(p.weights.bits()) + f64::from(index_bits)) / 8.0;
+            }
+        }
+        model.precision = precision.to_vec();
+        Ok(Box::new(model))
     }
 }
 

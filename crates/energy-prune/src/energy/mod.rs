@@ -21,6 +21,7 @@
 pub mod bilinear;
 pub mod calibrated;
 pub mod counting;
+pub mod precision;
 pub mod profile;
 pub mod protocol;
 pub mod systolic;
@@ -29,6 +30,9 @@ pub mod table;
 pub use bilinear::{Bilinear, FitMetrics, FitOptions, FitReport, Fitted, Term};
 pub use calibrated::{CalibratedModel, FitProvenance};
 pub use counting::{Count, CountingModel};
+pub use precision::{
+    LayerPrecision, NumberFormat, PrecisionModel, PrecisionScaling, REFERENCE_BITS, check_precision,
+};
 pub use profile::{CostOracle, ModelOracle, ProfileSet, WidthSampler};
 pub use protocol::{Measured, MeasuredSet, NoiseReport, Protocol, Statistic, measure_interleaved};
 pub use systolic::{SystolicArray, SystolicConfig, WeightAccessEnergy};

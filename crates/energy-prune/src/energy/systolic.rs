@@ -53,6 +53,7 @@
 //! overlap of computation with data movement.
 
 use crate::arch::{Architecture, Conv2dGeometry, Layer, LayerKind, valid_range};
+use crate::energy::precision::{LayerPrecision, NumberFormat, PrecisionScaling, check_precision};
 use crate::energy::{
     CostPart, EnergyReport, LayerCost, LayerEnergy, WeightEnergyModel, WidthCostModel,
 };
@@ -105,6 +106,9 @@ pub struct SystolicConfig {
     pub e_buf: f64,
     /// Energy of one register-file access.
     pub e_rf: f64,
+    /// How the unit energies and buffer sizes scale with a layer's precision
+    /// (see [`precision`](super::precision)); irrelevant at 16 bits.
+    pub precision: PrecisionScaling,
 }
 
 /// The serialised form of a [`SystolicConfig`], validated on the way in.
@@ -119,6 +123,8 @@ struct SystolicConfigFields {
     e_dram: f64,
     e_buf: f64,
     e_rf: f64,
+    #[serde(default)]
+    precision: PrecisionScaling,
 }
 
 #[cfg(feature = "serde")]
@@ -134,6 +140,7 @@ impl TryFrom<SystolicConfigFields> for SystolicConfig {
             e_dram: f.e_dram,
             e_buf: f.e_buf,
             e_rf: f.e_rf,
+            precision: f.precision,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -176,6 +183,7 @@ impl SystolicConfig {
         e_dram: 200.0,
         e_buf: 6.0,
         e_rf: 1.0,
+        precision: PrecisionScaling::HOROWITZ,
     };
 
     /// Check every field against its range.
@@ -221,6 +229,7 @@ impl SystolicConfig {
                 ));
             }
         }
+        self.precision.validate()?;
         ensure(
             self.e_mac + self.e_dram + self.e_buf + self.e_rf > 0.0,
             "unit energies",
@@ -252,6 +261,41 @@ struct ConvPre {
     beta_out: f64,
 }
 
+/// The unit energies and buffer sizes of one layer at its precision: `w` prices
+/// the weights (and, in `w.e_mac`, the MACs), `x` the input and output activations.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Units {
+    w: SystolicConfig,
+    x: SystolicConfig,
+}
+
+impl Units {
+    /// The scaling of [`precision`](super::precision); the configuration itself at
+    /// the reference precision.
+    fn of(cfg: &SystolicConfig, precision: LayerPrecision) -> Self {
+        let side = |format: NumberFormat| {
+            let k = PrecisionScaling::movement(format);
+            SystolicConfig {
+                e_dram: cfg.e_dram * k,
+                e_buf: cfg.e_buf * k,
+                e_rf: cfg.e_rf * k,
+                input_buffer: PrecisionScaling::capacity(cfg.input_buffer, format),
+                weight_buffer: PrecisionScaling::capacity(cfg.weight_buffer, format),
+                ..*cfg
+            }
+        };
+        if precision.is_reference() {
+            return Self { w: *cfg, x: *cfg };
+        }
+        let mut w = side(precision.weights);
+        w.e_mac = cfg.precision.mac_energy(cfg.e_mac, precision);
+        Self {
+            w,
+            x: side(precision.activations),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Pre {
     Conv(Box<ConvPre>),
@@ -276,6 +320,8 @@ enum Pre {
 pub struct SystolicArray {
     arch: Architecture,
     cfg: SystolicConfig,
+    precision: Vec<LayerPrecision>,
+    units: Vec<Units>,
     pre: Vec<Pre>,
     dense_input: Vec<f64>,
 }
@@ -292,12 +338,47 @@ impl SystolicArray {
     /// [`Error::BufferTooSmall`] if the input buffer cannot hold the `R` rows of some
     /// layer's dense input that one output row needs.
     pub fn new(arch: &Architecture, cfg: SystolicConfig) -> Result<Self> {
+        Self::with_precision(
+            arch,
+            cfg,
+            &vec![LayerPrecision::REFERENCE; arch.layers().len()],
+        )
+    }
+
+    /// The model for `arch` with layer `l` at `precision[l]` (see
+    /// [`precision`](super::precision) for the scaling; [`SystolicArray::new`] is
+    /// every layer at the 16-bit reference).
+    ///
+    /// ```
+    /// use energy_prune::arch::zoo;
+    /// use energy_prune::energy::{LayerPrecision, SystolicArray, SystolicConfig, WeightEnergyModel};
+    /// use energy_prune::network::NetworkState;
+    /// # fn main() -> energy_prune::Result<()> {
+    /// let arch = zoo::lenet5()?;
+    /// let int8 = vec![LayerPrecision::int(8, 8)?; arch.layers().len()];
+    /// let m16 = SystolicArray::new(&arch, SystolicConfig::default())?;
+    /// let m8 = SystolicArray::with_precision(&arch, SystolicConfig::default(), &int8)?;
+    /// let dense = NetworkState::dense(&arch);
+    /// assert!(m8.energy_total(&dense)? < 0.6 * m16.energy_total(&dense)?);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`SystolicArray::new`]; as [`check_precision`].
+    pub fn with_precision(
+        arch: &Architecture,
+        cfg: SystolicConfig,
+        precision: &[LayerPrecision],
+    ) -> Result<Self> {
         cfg.validate()?;
-        let (m, e) = (cfg.rows as u64, &cfg);
+        check_precision(arch, precision)?;
+        let units: Vec<Units> = precision.iter().map(|p| Units::of(&cfg, *p)).collect();
+        let m = cfg.rows as u64;
         let pre: Vec<Pre> = arch
             .layers()
             .iter()
-            .map(|layer| match &layer.kind {
+            .zip(&units)
+            .map(|(layer, u)| match &layer.kind {
                 LayerKind::Conv2d(g) => {
                     let (oh, ow) = (g.out_h(), g.out_w());
                     let a = (oh * ow) as u64;
@@ -328,7 +409,7 @@ impl SystolicArray {
                         .iter()
                         .flat_map(|ty| tap_x.iter().map(move |tx| ty * tx))
                         .collect();
-                    let (qf, af) = (q as f64, a as f64);
+                    let (qf, af, e) = (q as f64, a as f64, &u.w);
                     Pre::Conv(Box::new(ConvPre {
                         g: *g,
                         a,
@@ -351,6 +432,8 @@ impl SystolicArray {
         let mut model = Self {
             arch: arch.clone(),
             cfg,
+            precision: precision.to_vec(),
+            units,
             pre,
             dense_input: Vec::new(),
         };
@@ -361,6 +444,11 @@ impl SystolicArray {
     /// The hardware parameters.
     pub fn config(&self) -> &SystolicConfig {
         &self.cfg
+    }
+
+    /// The precision of every layer.
+    pub fn precision(&self) -> &[LayerPrecision] {
+        &self.precision
     }
 
     /// The per-weight access energies `beta_in` / `beta_out` of conv layer `layer`
@@ -402,8 +490,8 @@ impl SystolicArray {
         Ok(())
     }
 
-    fn conv_weight_energy(&self, p: &ConvPre, nw: u64) -> f64 {
-        let e = &self.cfg;
+    fn conv_weight_energy(u: &Units, p: &ConvPre, nw: u64) -> f64 {
+        let e = &u.w;
         let sw = e.weight_buffer;
         e.e_buf * (p.q * nw) as f64
             + e.e_rf * (p.a * nw) as f64
@@ -411,10 +499,13 @@ impl SystolicArray {
     }
 
     /// (compute, weight access) of the relaxed model for `nw` nonzero weights.
-    fn relaxed_weight_terms(&self, p: &Pre, nw: u64) -> (f64, f64) {
-        let e = &self.cfg;
+    fn relaxed_weight_terms(u: &Units, p: &Pre, nw: u64) -> (f64, f64) {
+        let e = &u.w;
         match p {
-            Pre::Conv(c) => (e.e_mac * (c.a * nw) as f64, self.conv_weight_energy(c, nw)),
+            Pre::Conv(c) => (
+                e.e_mac * (c.a * nw) as f64,
+                Self::conv_weight_energy(u, c, nw),
+            ),
             Pre::Linear { .. } => (
                 e.e_mac * nw as f64,
                 (e.e_dram + e.e_buf + e.e_rf) * nw as f64,
@@ -422,9 +513,9 @@ impl SystolicArray {
         }
     }
 
-    fn linear_input_energy(&self, nx: u64, d: u64) -> f64 {
-        let e = &self.cfg;
-        let dn = ceil_div(d, self.cfg.cols as u64);
+    fn linear_input_energy(u: &Units, nx: u64, d: u64) -> f64 {
+        let e = &u.x;
+        let dn = ceil_div(d, e.cols as u64);
         let sin = e.input_buffer;
         e.e_buf * (dn * nx) as f64
             + e.e_rf * (d * nx) as f64
@@ -433,9 +524,14 @@ impl SystolicArray {
     }
 
     /// `E_input` of a conv layer given its input mask (None = dense).
-    fn conv_input_energy(&self, layer: &Layer, p: &ConvPre, mask: Option<&[f32]>) -> Result<f64> {
+    fn conv_input_energy(
+        u: &Units,
+        layer: &Layer,
+        p: &ConvPre,
+        mask: Option<&[f32]>,
+    ) -> Result<f64> {
         let g = &p.g;
-        let e = &self.cfg;
+        let e = &u.x;
         let (h, w) = (g.in_h, g.in_w);
         let (nx, u, rows): (u64, u64, Vec<u64>) = match mask {
             None => {
@@ -466,16 +562,16 @@ impl SystolicArray {
                 (nx, u, rows)
             }
         };
-        let l = self.reloads(layer, g, &rows)?;
+        let l = Self::reloads(e.input_buffer, layer, g, &rows)?;
         let d = g.out_channels as u64;
         let dg = g.out_per_group() as u64;
         Ok(e.e_dram * (nx + l + d * p.a) as f64
-            + e.e_buf * (u * ceil_div(dg, self.cfg.cols as u64)) as f64
+            + e.e_buf * (u * ceil_div(dg, e.cols as u64)) as f64
             + e.e_rf * (u * dg) as f64)
     }
 
     /// Input reloads `L` from the nonzero count of each (unpadded) input row.
-    fn reloads(&self, layer: &Layer, g: &Conv2dGeometry, rows: &[u64]) -> Result<u64> {
+    fn reloads(sin: u64, layer: &Layer, g: &Conv2dGeometry, rows: &[u64]) -> Result<u64> {
         let pad = g.padding;
         let hp = rows.len() + 2 * pad;
         let r_at = |y: usize| -> u64 {
@@ -485,7 +581,7 @@ impl SystolicArray {
                 rows[y - pad]
             }
         };
-        let (kh, t, sin) = (g.kernel_h, g.stride, self.cfg.input_buffer);
+        let (kh, t) = (g.kernel_h, g.stride);
         let too_small = || {
             // The smallest buffer that holds any R-row window a band can start at.
             let needed = (0..hp.saturating_sub(kh) + 1)
@@ -610,13 +706,13 @@ impl SystolicArray {
 
     /// Energy `E(C, D)` of one layer at continuous input features `c` and outputs `d`,
     /// with `(dE/dc, dE/dd)`.
-    fn width_layer(&self, layer: &Layer, p: &Pre, c: f64, d: f64) -> Result<(f64, f64, f64)> {
-        let e = &self.cfg;
-        let n = self.cfg.cols as f64;
+    fn width_layer(u: &Units, layer: &Layer, p: &Pre, c: f64, d: f64) -> Result<(f64, f64, f64)> {
+        let (ew_, e) = (&u.w, &u.x);
+        let n = e.cols as f64;
         match p {
             Pre::Linear { .. } => {
                 let sin = e.input_buffer as f64;
-                let per_w = e.e_mac + e.e_dram + e.e_buf + e.e_rf;
+                let per_w = ew_.e_mac + ew_.e_dram + ew_.e_buf + ew_.e_rf;
                 let over = (c - sin).max(0.0);
                 let energy = per_w * c * d
                     + e.e_buf * (d / n) * c
@@ -644,15 +740,15 @@ impl SystolicArray {
                     (c / gr, d / gr, 1.0 / gr, 1.0 / gr)
                 };
                 let nw = d * cg * kk;
-                let sw = e.weight_buffer as f64;
-                let per_w = e.e_buf * q + e.e_rf * a;
-                let ew = per_w * nw + e.e_dram * (nw.min(sw) + q * (nw - sw).max(0.0));
-                let dew_dnw = per_w + e.e_dram * if nw < sw { 1.0 } else { q };
-                let ec = e.e_mac * d * cg * taps;
+                let sw = ew_.weight_buffer as f64;
+                let per_w = ew_.e_buf * q + ew_.e_rf * a;
+                let ew = per_w * nw + ew_.e_dram * (nw.min(sw) + q * (nw - sw).max(0.0));
+                let dew_dnw = per_w + ew_.e_dram * if nw < sw { 1.0 } else { q };
+                let ec = ew_.e_mac * d * cg * taps;
                 let u = c * taps;
                 // Reloads at this (continuous) channel count; rows scale with c.
                 let row = c * g.in_w as f64;
-                let rows_reloaded = self.reloaded_rows(layer, g, row)?;
+                let rows_reloaded = Self::reloaded_rows(e.input_buffer, layer, g, row)?;
                 let l = row * rows_reloaded;
                 // ceil((D/G) / n) relaxed to (D/G) / n; a depthwise layer has D/G = 1
                 // whatever its width, so its ceiling stays exact.
@@ -666,12 +762,12 @@ impl SystolicArray {
                 // Partial derivatives, holding the band structure fixed.
                 let dnw_dc = d * dcg_dc * kk;
                 let dnw_dd = cg * kk;
-                let dc = e.e_mac * d * dcg_dc * taps
+                let dc = ew_.e_mac * d * dcg_dc * taps
                     + dew_dnw * dnw_dc
                     + e.e_dram * (hw + g.in_w as f64 * rows_reloaded)
                     + e.e_buf * taps * tiles
                     + e.e_rf * taps * dg;
-                let dd = e.e_mac * cg * taps
+                let dd = ew_.e_mac * cg * taps
                     + dew_dnw * dnw_dd
                     + e.e_dram * a
                     + e.e_buf * u * dtiles_dd
@@ -684,7 +780,7 @@ impl SystolicArray {
 
     /// Rows read again per band overlap for a dense input whose rows hold `row`
     /// (possibly fractional) elements each.
-    fn reloaded_rows(&self, layer: &Layer, g: &Conv2dGeometry, row: f64) -> Result<f64> {
+    fn reloaded_rows(buffer: u64, layer: &Layer, g: &Conv2dGeometry, row: f64) -> Result<f64> {
         let pad = g.padding;
         let hp = g.in_h + 2 * pad;
         let r_at = |y: usize| {
@@ -694,7 +790,7 @@ impl SystolicArray {
                 row
             }
         };
-        let sin = self.cfg.input_buffer as f64;
+        let sin = buffer as f64;
         let (kh, t) = (g.kernel_h, g.stride);
         let (mut b, mut reloaded) = (0usize, 0.0);
         loop {
@@ -706,7 +802,7 @@ impl SystolicArray {
             if e - b < kh {
                 return Err(Error::BufferTooSmall {
                     layer: layer.name.clone(),
-                    buffer: self.cfg.input_buffer,
+                    buffer,
                     needed: (row * kh as f64).ceil() as u64,
                 });
             }
@@ -731,10 +827,11 @@ impl WeightEnergyModel for SystolicArray {
         Ok(self
             .pre
             .iter()
+            .zip(&self.units)
             .zip(nonzeros)
             .zip(input_energy)
-            .map(|((p, &nw), ie)| {
-                let (c, w) = self.relaxed_weight_terms(p, nw);
+            .map(|(((p, u), &nw), ie)| {
+                let (c, w) = Self::relaxed_weight_terms(u, p, nw);
                 c + w + ie
             })
             .sum())
@@ -743,9 +840,9 @@ impl WeightEnergyModel for SystolicArray {
     fn energy(&self, state: &NetworkState) -> Result<EnergyReport> {
         state.check(&self.arch)?;
         state.check_finite()?;
-        let e = &self.cfg;
         let mut out = Vec::with_capacity(self.pre.len());
         for (l, (layer, p)) in self.arch.layers().iter().zip(&self.pre).enumerate() {
+            let u = &self.units[l];
             let w = &state.weights[l];
             let mask = state.input_masks[l].as_deref();
             let nw = w.iter().filter(|v| **v != 0.0).count() as u64;
@@ -754,19 +851,19 @@ impl WeightEnergyModel for SystolicArray {
                     let macs = self.conv_macs(pc, w, mask);
                     let ein = match mask {
                         None => self.dense_input[l],
-                        Some(m) => self.conv_input_energy(layer, pc, Some(m))?,
+                        Some(m) => Self::conv_input_energy(u, layer, pc, Some(m))?,
                     };
                     (
                         macs,
-                        e.e_mac * macs as f64,
-                        self.conv_weight_energy(pc, nw),
+                        u.w.e_mac * macs as f64,
+                        Self::conv_weight_energy(u, pc, nw),
                         ein,
                     )
                 }
                 Pre::Linear { c, d } => {
                     let nx = mask.map_or(*c, |m| m.iter().filter(|v| **v != 0.0).count() as u64);
-                    let (compute, wa) = self.relaxed_weight_terms(p, nw);
-                    (nw, compute, wa, self.linear_input_energy(nx, *d))
+                    let (compute, wa) = Self::relaxed_weight_terms(u, p, nw);
+                    (nw, compute, wa, Self::linear_input_energy(u, nx, *d))
                 }
             };
             out.push(LayerEnergy::of(
@@ -791,20 +888,20 @@ impl WeightEnergyModel for SystolicArray {
         self.arch
             .layers()
             .iter()
-            .zip(&self.pre)
+            .zip(self.pre.iter().zip(&self.units))
             .zip(input_masks)
-            .map(|((layer, p), m)| {
+            .map(|((layer, (p, u)), m)| {
                 check_mask_len(layer, m.as_deref())?;
                 if let Some(m) = m {
                     crate::error::check_finite(&format!("input mask of layer {}", layer.name), m)?;
                 }
                 match p {
-                    Pre::Conv(pc) => self.conv_input_energy(layer, pc, m.as_deref()),
+                    Pre::Conv(pc) => Self::conv_input_energy(u, layer, pc, m.as_deref()),
                     Pre::Linear { c, d } => {
                         let nx = m
                             .as_ref()
                             .map_or(*c, |m| m.iter().filter(|v| **v != 0.0).count() as u64);
-                        Ok(self.linear_input_energy(nx, *d))
+                        Ok(Self::linear_input_energy(u, nx, *d))
                     }
                 }
             })
@@ -817,10 +914,10 @@ impl WeightEnergyModel for SystolicArray {
             .arch
             .layers()
             .iter()
-            .zip(&self.pre)
+            .zip(self.pre.iter().zip(&self.units))
             .zip(nonzeros.iter().zip(input_energy))
-            .map(|((layer, p), (&nw, &ie))| {
-                let (compute, weight_access) = self.relaxed_weight_terms(p, nw);
+            .map(|((layer, (p, u)), (&nw, &ie))| {
+                let (compute, weight_access) = Self::relaxed_weight_terms(u, p, nw);
                 let macs = match p {
                     Pre::Conv(pc) => pc.a * nw,
                     Pre::Linear { .. } => nw,
@@ -832,12 +929,11 @@ impl WeightEnergyModel for SystolicArray {
     }
 
     fn knapsack_costs(&self) -> Vec<LayerCost> {
-        let e = &self.cfg;
         self.arch
             .layers()
             .iter()
-            .zip(&self.pre)
-            .map(|(layer, p)| match p {
+            .zip(self.pre.iter().zip(&self.units))
+            .map(|(layer, (p, Units { w: e, .. }))| match p {
                 Pre::Conv(pc) => LayerCost {
                     base: pc.beta_in + e.e_mac * pc.a as f64,
                     surcharge: pc.beta_out - pc.beta_in,
@@ -853,6 +949,21 @@ impl WeightEnergyModel for SystolicArray {
     }
 }
 
+impl crate::energy::PrecisionModel for SystolicArray {
+    fn precision(&self) -> &[LayerPrecision] {
+        &self.precision
+    }
+
+    fn at_precision(
+        &self,
+        precision: &[LayerPrecision],
+    ) -> Result<Box<dyn crate::energy::PrecisionModel>> {
+        Ok(Box::new(Self::with_precision(
+            &self.arch, self.cfg, precision,
+        )?))
+    }
+}
+
 impl WidthCostModel for SystolicArray {
     fn num_widths(&self) -> usize {
         self.arch.widths().len()
@@ -862,9 +973,14 @@ impl WidthCostModel for SystolicArray {
         super::check_widths(self.arch.widths().len(), widths, grad)?;
         grad.fill(0.0);
         let mut total = 0.0;
-        for (layer, p) in self.arch.layers().iter().zip(&self.pre) {
+        for (layer, (p, u)) in self
+            .arch
+            .layers()
+            .iter()
+            .zip(self.pre.iter().zip(&self.units))
+        {
             let (c, d) = super::layer_extent(layer, widths);
-            let (energy, dc, dd) = self.width_layer(layer, p, c, d)?;
+            let (energy, dc, dd) = Self::width_layer(u, layer, p, c, d)?;
             total += energy;
             super::add_layer_gradient(layer, grad, dc, dd);
         }
