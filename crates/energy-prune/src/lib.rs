@@ -118,6 +118,7 @@ pub mod error;
 pub mod files;
 pub mod network;
 pub mod prune;
+pub mod quant;
 pub mod train;
 
 pub use error::{Error, Origin, Result};

@@ -182,6 +182,75 @@ fn a_foreign_network_trains_within_budget_through_the_driver() {
     assert!(r.termination.to_string().contains("within the budget"));
 }
 
+/// The joint solver trains a foreign network quantization-aware through the traits:
+/// below the 16-bit floor of pruning alone, the network ends holding quantized
+/// weights (per output channel, on the grid of the chosen format) whose exact
+/// energy at the chosen precision meets the budget, and the full-precision copy
+/// has kept learning.
+#[test]
+fn the_joint_solver_trains_a_foreign_network_quantization_aware() {
+    use energy_prune::energy::{NumberFormat, PrecisionModel};
+    use energy_prune::prune::{JointConfig, JointQuantization, precision_options};
+    let (train, test) = (synthetic(256, 1), synthetic(128, 2));
+    let (mut net, model, _) = setup();
+    let dense = model
+        .energy(&NetworkState::dense(net.architecture()))
+        .unwrap()
+        .total;
+    let budget = 0.6 * model.dense_floor();
+    let bits = [
+        NumberFormat::Int(4),
+        NumberFormat::INT8,
+        NumberFormat::INT16,
+    ];
+    let cfg = JointConfig {
+        projection: WeightProjectionConfig {
+            project_every: 4,
+            ..WeightProjectionConfig::default()
+        },
+        ..JointConfig::default()
+    };
+    let mut solver = JointQuantization::new(
+        vec![Budget::absolute("energy", &model, budget)],
+        precision_options(1, &bits, &bits).unwrap(),
+        cfg,
+    )
+    .unwrap();
+    let mut opt = Sgd::new(0.05, 0.9, 0.0).unwrap();
+    let data = energy_prune::prune::Data {
+        train: &train,
+        validation: None,
+        test: Some(&test),
+    };
+    let r = train_constrained(
+        &mut net,
+        &mut opt,
+        &mut solver,
+        data,
+        &config(),
+        &mut NoObserver,
+    )
+    .unwrap();
+    let precision = solver.precision().to_vec();
+    assert!(!precision[0].is_reference(), "{precision:?}");
+    let at = model.at_precision(&precision).unwrap();
+    let state = NetworkState::from_network(&net).unwrap();
+    let exact = at.energy(&state).unwrap().total;
+    assert!(exact <= budget && budget < dense, "{exact} > {budget}");
+    assert!(r.budget_met() && r.status.cost == exact);
+    // The network holds quantized weights; the solver the full-precision ones.
+    let levels = precision[0].weights.levels().unwrap();
+    for channel in state.weights[0].chunks(64) {
+        let max = channel.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for v in channel {
+            let k = v / (max / levels);
+            assert!((k - k.round()).abs() < 1e-3, "{v} is off the grid of {max}");
+        }
+    }
+    assert_ne!(solver.full_precision().weights, state.weights);
+    assert!(r.test_accuracy.unwrap() > 0.4, "{:?}", r.test_accuracy);
+}
+
 #[test]
 fn observers_can_stop_or_fail_a_run() {
     let train = synthetic(128, 1);

@@ -314,4 +314,11 @@ pub trait ConstrainedOptimizer {
         let _ = net;
         Ok(None)
     }
+
+    /// The precision of every layer the solver prices the network at, for solvers
+    /// that choose it ([`JointQuantization`](super::joint::JointQuantization));
+    /// `None` (the default) for solvers that leave it to the models.
+    fn precision(&self) -> Option<&[crate::energy::LayerPrecision]> {
+        None
+    }
 }

@@ -5,6 +5,7 @@
 //! | [`ConstrainedOptimizer`] | the trait: a step after each weight update that keeps (or brings) the network within budget, its status, its frozen support |
 //! | [`WeightProjection`] | weighted sparse projection onto `{energy <= budget}` of every budget on a budget schedule (ICLR 2019); [`project`] is one projection |
 //! | [`AdmmPruning`] | ADMM channel pruning under a width-level cost model (ECC, CVPR 2019); [`Admm`] is one iteration |
+//! | [`JointQuantization`] | pruning and per-layer precision chosen together under the budgets; [`joint::project_joint`] is one projection |
 //! | [`MagnitudePruning`], [`UniformScaling`] | the baselines, as solvers |
 //! | [`train_constrained`] | the one driver: phases, teacher, schedule, observers, termination |
 //! | [`Budget`] | what every solver constrains: a name, a model, a limit (absolute or a fraction of dense); every solver takes a non-empty list |
@@ -19,6 +20,7 @@ pub mod baselines;
 pub mod budget;
 pub mod constraint;
 pub mod driver;
+pub mod joint;
 pub mod observer;
 pub mod projection;
 pub mod recipes;
@@ -37,6 +39,7 @@ pub use driver::{
     Data, Divergence, DivergenceCause, LrSchedule, MaskRounds, Termination, TrainingConfig,
     TrainingReport, train_constrained, train_constrained_with_loss,
 };
+pub use joint::{JointConfig, JointOutcome, JointQuantization, precision_options, project_joint};
 pub use observer::{EpochEvent, NoObserver, Observer, OnEpoch};
 pub use projection::multi::{KnapsackConstraint, MultiSelection, multi_knapsack};
 pub use projection::sharded::{ShardedOutcome, ShardedProblem};

@@ -157,6 +157,20 @@ impl WeightSupport {
         }
     }
 
+    /// Zero the weights of `state` wherever the frozen support is zero.
+    pub(crate) fn apply_to_state(&self, state: &mut NetworkState) {
+        let Some(support) = &self.support else {
+            return;
+        };
+        for (w, s) in state.weights.iter_mut().zip(&support.weights) {
+            for (wi, si) in w.iter_mut().zip(s) {
+                if *si == 0.0 {
+                    *wi = 0.0;
+                }
+            }
+        }
+    }
+
     /// Zero the weights of `net` wherever the frozen support is zero.
     pub(crate) fn apply<N: NetworkMut + ?Sized>(&mut self, net: &mut N) -> Result<()> {
         let Some(support) = &self.support else {

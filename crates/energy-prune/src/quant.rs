@@ -1,0 +1,315 @@
+//! Uniform symmetric quantization: the quantizers of quantization-aware training
+//! and the error model the joint pruning and quantization solver prices.
+//!
+//! A value `x` in an integer format of `b < 16` bits with scale `s` becomes
+//! ```text
+//! q(x) = s * clamp(round(x / s), -L, L),    L = 2^(b-1) - 1
+//! ```
+//! Weights take one scale per output channel, `s_c = max_i |w_ci| / L` (the
+//! largest weight of the channel is represented exactly); activations one scale per
+//! tensor, `s = a_max / L` from a running maximum `a_max` of `|x|` ([`ActivationQuantizer`]).
+//! Formats of 16 bits or more are lossless here (see
+//! [`precision`](crate::energy::precision)): nothing is rounded.
+//!
+//! Training uses the straight-through estimator: the forward pass sees `q(x)`, the
+//! backward pass takes `dq/dx = 1` inside the clipping range `|x| <= L s` and `0`
+//! outside.
+//!
+//! # Error model
+//! Rounding to a step `s` adds an error of mean square `s^2 / 12` (the additive
+//! noise model of uniform quantization). The joint solver charges a kept weight of
+//! a layer the mean over its channels of `s_c^2 / 12`
+//! ([`weight_noise`]), and scales its value by one minus the activations'
+//! noise-to-signal ratio `(s_a^2 / 12) / E[x^2]` ([`ActivationStats::noise_ratio`]).
+
+use crate::arch::Layer;
+use crate::energy::NumberFormat;
+use crate::error::{Error, Result, check_finite};
+
+/// The weights of one output channel of `layer`: `weight_count / out_channels`.
+fn channel_len(layer: &Layer, weights: &[f32]) -> Result<usize> {
+    if weights.len() != layer.weight_count() {
+        return Err(Error::shape(
+            format!("weights of layer {}", layer.name),
+            layer.weight_count(),
+            weights.len(),
+        ));
+    }
+    Ok(weights.len() / layer.out_channels().max(1))
+}
+
+/// The per-output-channel scales `max |w| / L` of `weights` in `format` (`None`
+/// for a lossless format). A channel of zeros has scale 0.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] if `weights` is not the layer's size;
+/// [`Error::NonFinite`] for NaN or infinite weights.
+pub fn channel_scales(
+    layer: &Layer,
+    weights: &[f32],
+    format: NumberFormat,
+) -> Result<Option<Vec<f32>>> {
+    let len = channel_len(layer, weights)?;
+    check_finite(&format!("weights of layer {}", layer.name), weights)?;
+    let Some(levels) = format.levels() else {
+        return Ok(None);
+    };
+    Ok(Some(
+        weights
+            .chunks_exact(len.max(1))
+            .map(|c| c.iter().fold(0.0f32, |m, v| m.max(v.abs())) / levels)
+            .collect(),
+    ))
+}
+
+/// Round `x` to the grid of `scale` with `levels` levels either side of zero.
+#[inline]
+pub fn quantize_value(x: f32, scale: f32, levels: f32) -> f32 {
+    if scale > 0.0 {
+        scale * (x / scale).round().clamp(-levels, levels)
+    } else {
+        0.0
+    }
+}
+
+/// Quantize the weights of `layer` in place, per output channel (nothing for a
+/// lossless format). Zeros stay zero, so a pruned support is kept.
+///
+/// # Errors
+/// As [`channel_scales`].
+pub fn quantize_weights(layer: &Layer, weights: &mut [f32], format: NumberFormat) -> Result<()> {
+    let Some(scales) = channel_scales(layer, weights, format)? else {
+        return Ok(());
+    };
+    let levels = format.levels().unwrap_or(1.0);
+    let len = weights.len() / scales.len().max(1);
+    for (c, s) in weights.chunks_exact_mut(len.max(1)).zip(&scales) {
+        for v in c {
+            *v = quantize_value(*v, *s, levels);
+        }
+    }
+    Ok(())
+}
+
+/// The mean square rounding error per kept weight of `layer` in `format` under the
+/// noise model: the mean over output channels of `s_c^2 / 12` (0 when lossless).
+///
+/// # Errors
+/// As [`channel_scales`].
+pub fn weight_noise(layer: &Layer, weights: &[f32], format: NumberFormat) -> Result<f64> {
+    let Some(scales) = channel_scales(layer, weights, format)? else {
+        return Ok(0.0);
+    };
+    let n = scales.len().max(1) as f64;
+    Ok(scales
+        .iter()
+        .map(|s| f64::from(*s) * f64::from(*s) / 12.0)
+        .sum::<f64>()
+        / n)
+}
+
+/// Statistics of a layer's input activations, for pricing their quantization.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActivationStats {
+    /// Largest `|x|` seen (the clipping range of a max-calibrated quantizer).
+    pub max_abs: f64,
+    /// Mean of `x^2`.
+    pub mean_square: f64,
+}
+
+impl ActivationStats {
+    /// The statistics of a batch of activations.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for NaN or infinite values; [`Error::InvalidParameter`]
+    /// for an empty batch.
+    pub fn of(values: &[f32]) -> Result<Self> {
+        check_finite("activations", values)?;
+        if values.is_empty() {
+            return Err(Error::param(
+                "activations",
+                "[]",
+                "statistics need at least one value",
+            ));
+        }
+        let (max_abs, sum) = values.iter().fold((0.0f64, 0.0f64), |(m, s), v| {
+            let v = f64::from(*v);
+            (m.max(v.abs()), s + v * v)
+        });
+        Ok(Self {
+            max_abs,
+            mean_square: sum / values.len() as f64,
+        })
+    }
+
+    /// Merge the statistics of `other`, a batch of `n_other` values, into these of
+    /// `n_self` values.
+    pub fn merge(&self, n_self: usize, other: &Self, n_other: usize) -> Self {
+        let total = (n_self + n_other).max(1) as f64;
+        Self {
+            max_abs: self.max_abs.max(other.max_abs),
+            mean_square: (self.mean_square * n_self as f64 + other.mean_square * n_other as f64)
+                / total,
+        }
+    }
+
+    /// The noise-to-signal ratio `(s^2 / 12) / E[x^2]` of quantizing these
+    /// activations in `format` with `s = max_abs / L` (0 when lossless or when the
+    /// activations are all zero).
+    pub fn noise_ratio(&self, format: NumberFormat) -> f64 {
+        match format.levels() {
+            Some(levels) if self.mean_square > 0.0 => {
+                let s = self.max_abs / f64::from(levels);
+                s * s / 12.0 / self.mean_square
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// A per-tensor activation quantizer with a calibrated, then tracked, range.
+///
+/// [`ActivationQuantizer::observe`] raises the range to the batch's largest `|x|`
+/// while calibrating, and follows it with an exponential moving average
+/// (`momentum`) afterwards; [`ActivationQuantizer::forward`] fake-quantizes in
+/// place and [`ActivationQuantizer::backward`] applies the straight-through
+/// estimator.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActivationQuantizer {
+    /// The format (lossless formats leave the activations unchanged).
+    pub format: NumberFormat,
+    /// The clipping range `a_max` (0 until the first observation).
+    pub range: f32,
+    /// Weight of a new batch's maximum in the moving average, in (0, 1].
+    pub momentum: f32,
+    /// Whether the quantizer is still calibrating (range = running maximum).
+    pub calibrating: bool,
+}
+
+impl ActivationQuantizer {
+    /// A quantizer in `format`, calibrating, with momentum 0.01.
+    pub fn new(format: NumberFormat) -> Self {
+        Self {
+            format,
+            range: 0.0,
+            momentum: 0.01,
+            calibrating: true,
+        }
+    }
+
+    /// Whether the quantizer changes values (an integer format below 16 bits).
+    pub fn is_active(&self) -> bool {
+        self.format.levels().is_some()
+    }
+
+    /// Update the range from a batch (non-finite values are ignored).
+    pub fn observe(&mut self, values: &[f32]) {
+        let max = values
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(0.0f32, |m, v| m.max(v.abs()));
+        self.range = if self.calibrating || self.range == 0.0 {
+            self.range.max(max)
+        } else {
+            (1.0 - self.momentum) * self.range + self.momentum * max
+        };
+    }
+
+    /// The step `range / L` (0 when inactive or before any observation).
+    pub fn scale(&self) -> f32 {
+        self.format.levels().map_or(0.0, |l| self.range / l)
+    }
+
+    /// Fake-quantize `values` in place.
+    pub fn forward(&self, values: &mut [f32]) {
+        let (Some(levels), s) = (self.format.levels(), self.scale()) else {
+            return;
+        };
+        if s > 0.0 {
+            for v in values {
+                *v = quantize_value(*v, s, levels);
+            }
+        }
+    }
+
+    /// The straight-through gradient: `grad` kept where `|x| <= range` of the
+    /// unquantized input `x`, zeroed outside.
+    pub fn backward(&self, inputs: &[f32], grad: &mut [f32]) {
+        if !self.is_active() || self.scale() == 0.0 {
+            return;
+        }
+        for (g, x) in grad.iter_mut().zip(inputs) {
+            if x.abs() > self.range {
+                *g = 0.0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::zoo;
+
+    #[test]
+    fn weights_round_per_channel_and_keep_zeros() {
+        let arch = zoo::lenet5().unwrap();
+        let layer = &arch.layers()[4]; // fc 84 -> 10
+        let mut w: Vec<f32> = (0..layer.weight_count())
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        w[3] = 0.0;
+        let orig = w.clone();
+        quantize_weights(layer, &mut w, NumberFormat::Int(4)).unwrap();
+        assert_eq!(w[3], 0.0);
+        for (c, (q, o)) in w.chunks(84).zip(orig.chunks(84)).enumerate() {
+            let max = o.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let s = max / 7.0;
+            for (a, b) in q.iter().zip(o) {
+                assert!((a - b).abs() <= s / 2.0 + 1e-6, "channel {c}");
+                let k = a / s;
+                assert!((k - k.round()).abs() < 1e-4 && k.abs() <= 7.0 + 1e-4);
+            }
+        }
+        let mut same = orig.clone();
+        quantize_weights(layer, &mut same, NumberFormat::INT16).unwrap();
+        assert_eq!(same, orig);
+        assert_eq!(
+            weight_noise(layer, &orig, NumberFormat::Float32).unwrap(),
+            0.0
+        );
+        let n8 = weight_noise(layer, &orig, NumberFormat::INT8).unwrap();
+        let n4 = weight_noise(layer, &orig, NumberFormat::Int(4)).unwrap();
+        // The step grows by 127/7 from 8 to 4 bits: the noise by its square.
+        assert!((n4 / n8 - (127.0f64 / 7.0).powi(2)).abs() < 1e-3 * n4 / n8);
+        assert!(quantize_weights(layer, &mut w[1..], NumberFormat::INT8).is_err());
+    }
+
+    #[test]
+    fn activation_quantizer_calibrates_tracks_and_passes_gradients_straight_through() {
+        let mut q = ActivationQuantizer::new(NumberFormat::Int(4));
+        q.observe(&[0.5, -1.4, 0.2]);
+        q.observe(&[0.7]);
+        assert_eq!(q.range, 1.4);
+        let mut x = vec![0.1, 0.3, -2.0, 1.4];
+        let inputs = x.clone();
+        q.forward(&mut x);
+        let s = 1.4 / 7.0;
+        assert!((x[0] - 0.0).abs() < 1e-7 && (x[1] - 2.0 * s).abs() < 1e-6);
+        assert!((x[2] + 1.4).abs() < 1e-6 && (x[3] - 1.4).abs() < 1e-6);
+        let mut g = vec![1.0; 4];
+        q.backward(&inputs, &mut g);
+        assert_eq!(g, vec![1.0, 1.0, 0.0, 1.0]);
+        q.calibrating = false;
+        q.observe(&[2.4]);
+        assert!((q.range - (0.99 * 1.4 + 0.01 * 2.4)).abs() < 1e-6);
+        let stats = ActivationStats::of(&[1.0, -1.0, 0.0, 2.0]).unwrap();
+        assert_eq!(stats.max_abs, 2.0);
+        assert_eq!(stats.mean_square, 1.5);
+        let r = stats.noise_ratio(NumberFormat::INT8);
+        assert!((r - (2.0f64 / 127.0).powi(2) / 12.0 / 1.5).abs() < 1e-15);
+        assert_eq!(stats.noise_ratio(NumberFormat::Float16), 0.0);
+        assert!(ActivationStats::of(&[]).is_err());
+        assert!(ActivationStats::of(&[f32::NAN]).is_err());
+    }
+}
