@@ -4,6 +4,7 @@
 
 use super::ops::{self, PoolGeometry};
 use energy_prune::arch::Conv2dGeometry;
+use energy_prune::quant::{ActivationQuantizer, quantize_value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Shape {
@@ -45,6 +46,13 @@ pub(super) struct Worker {
     masked: Vec<Vec<f32>>,
     /// Input-mask gradients, per prunable layer (empty when unmasked).
     pub(super) mgrad: Vec<Vec<f32>>,
+    /// Quantized copies of prunable layers' inputs, per op, and whether the
+    /// last forward pass used them.
+    quantized: Vec<Vec<f32>>,
+    quant_used: Vec<bool>,
+    /// Largest `|x|` of each prunable layer's (masked) input in the last forward
+    /// pass, where its activations are quantized.
+    pub(super) in_max: Vec<f32>,
 }
 
 /// Parameters shared read-only by the workers.
@@ -53,6 +61,35 @@ pub(super) struct Params<'a> {
     pub(super) weights: &'a [Vec<f32>],
     pub(super) biases: &'a [Vec<f32>],
     pub(super) masks: &'a [Option<Vec<f32>>],
+    pub(super) quant: &'a [Option<ActivationQuantizer>],
+}
+
+/// Quantize the layer input `x` into `out` if `q` rounds (returning whether it
+/// did), recording its largest magnitude in `max` when a quantizer is set.
+fn quantize_input(
+    q: Option<&ActivationQuantizer>,
+    x: &[f32],
+    out: &mut Vec<f32>,
+    max: &mut f32,
+) -> bool {
+    let Some(q) = q else {
+        return false;
+    };
+    *max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let (Some(levels), scale) = (q.format.levels(), q.scale()) else {
+        return false;
+    };
+    if scale <= 0.0 {
+        return false;
+    }
+    out.clear();
+    out.extend(x.iter().map(|v| quantize_value(*v, scale, levels)));
+    true
+}
+
+/// The straight-through gradient of the input quantizer: zero outside its range.
+fn quantize_backward(q: &ActivationQuantizer, x: &[f32], d: &mut [f32]) {
+    q.backward(x, d);
 }
 
 /// `out = x * m` for activations `[C][B][P]` and a mask `[C][P]`.
@@ -102,6 +139,9 @@ impl Worker {
         self.batch = batch;
         self.masked.resize_with(ops.len(), Vec::new);
         self.mgrad.resize_with(prm.masks.len(), Vec::new);
+        self.quantized.resize_with(ops.len(), Vec::new);
+        self.quant_used.resize(ops.len(), false);
+        self.in_max.resize(prm.masks.len(), 0.0);
         for (i, op) in ops.iter().enumerate() {
             if let Op::Conv { layer, .. } | Op::Linear { layer, .. } = op {
                 match &prm.masks[*layer] {
@@ -175,13 +215,22 @@ impl Worker {
             let (si, so) = (shapes[i], shapes[i + 1]);
             match op {
                 Op::Conv { geom, layer } => {
-                    let xin: &[f32] = match &prm.masks[*layer] {
+                    let mut xin: &[f32] = match &prm.masks[*layer] {
                         Some(m) => {
                             apply_mask(si.c, b, si.h * si.w, x, m, &mut self.masked[i]);
                             &self.masked[i]
                         }
                         None => x,
                     };
+                    self.quant_used[i] = quantize_input(
+                        prm.quant[*layer].as_ref(),
+                        xin,
+                        &mut self.quantized[i],
+                        &mut self.in_max[*layer],
+                    );
+                    if self.quant_used[i] {
+                        xin = &self.quantized[i];
+                    }
                     let (w, bias) = (&weights[*layer], Some(&biases[*layer][..]));
                     ops::conv2d_forward(geom, b, xin, w, bias, &mut self.cols[i], y);
                 }
@@ -196,6 +245,15 @@ impl Worker {
                     if let Some(m) = &prm.masks[*layer] {
                         apply_mask(f, b, 1, xin, m, &mut self.masked[i]);
                         xin = &self.masked[i];
+                    }
+                    self.quant_used[i] = quantize_input(
+                        prm.quant[*layer].as_ref(),
+                        xin,
+                        &mut self.quantized[i],
+                        &mut self.in_max[*layer],
+                    );
+                    if self.quant_used[i] {
+                        xin = &self.quantized[i];
                     }
                     let (w, bias) = (&weights[*layer], Some(&biases[*layer][..]));
                     ops::linear_forward(*out, f, b, xin, w, bias, y);
@@ -231,7 +289,15 @@ impl Worker {
             match op {
                 Op::Conv { geom, layer } => {
                     let mask = prm.masks[*layer].as_deref();
-                    let xin: &[f32] = if mask.is_some() { &self.masked[i] } else { x };
+                    let pre: &[f32] = if mask.is_some() { &self.masked[i] } else { x };
+                    let quant = self.quant_used[i]
+                        .then(|| prm.quant[*layer].as_ref())
+                        .flatten();
+                    let xin: &[f32] = if quant.is_some() {
+                        &self.quantized[i]
+                    } else {
+                        pre
+                    };
                     // The input gradient is needed below, or for the mask gradient.
                     let want_dx = i > 0 || mask.is_some();
                     ops::conv2d_backward(
@@ -246,6 +312,9 @@ impl Worker {
                         want_dx.then_some(&mut *dx),
                         &mut self.dcol,
                     );
+                    if let (Some(q), true) = (quant, want_dx) {
+                        quantize_backward(q, pre, dx);
+                    }
                     if let Some(m) = mask {
                         mask_backward(si.c, b, si.h * si.w, x, m, dx, &mut self.mgrad[*layer]);
                     }
@@ -255,10 +324,18 @@ impl Worker {
                     let flat = si.h * si.w > 1;
                     let mask = prm.masks[*layer].as_deref();
                     let unmasked: &[f32] = if flat { &self.cols[i] } else { x };
-                    let xin: &[f32] = if mask.is_some() {
+                    let pre: &[f32] = if mask.is_some() {
                         &self.masked[i]
                     } else {
                         unmasked
+                    };
+                    let quant = self.quant_used[i]
+                        .then(|| prm.quant[*layer].as_ref())
+                        .flatten();
+                    let xin: &[f32] = if quant.is_some() {
+                        &self.quantized[i]
+                    } else {
+                        pre
                     };
                     let want_dx = i > 0 || mask.is_some();
                     // The gradient of the (flattened) input goes to dcol when it must be
@@ -279,6 +356,9 @@ impl Worker {
                         Some(&mut self.bgrad[*layer][..]),
                         want_dx.then_some(&mut *dbuf),
                     );
+                    if let (Some(q), true) = (quant, want_dx) {
+                        quantize_backward(q, pre, dbuf);
+                    }
                     if let Some(m) = mask {
                         mask_backward(f, b, 1, unmasked, m, dbuf, &mut self.mgrad[*layer]);
                     }

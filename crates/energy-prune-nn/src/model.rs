@@ -6,8 +6,10 @@ use super::executor::{Op, Params, Shape, Worker};
 use super::spec::LayerSpec;
 use super::threads::{parallel_for_each, shard_range, sum_into};
 use energy_prune::arch::{ArchBuilder, Architecture, Conv, FeatureMap, LayerKind};
+use energy_prune::energy::NumberFormat;
 use energy_prune::error::{Error, Origin, Result, check_finite, check_finite_from};
 use energy_prune::network::{Network, NetworkMut, ParamKind, ParamVisitor, Trainable};
+use energy_prune::quant::{ActivationQuantizer, ActivationStats};
 
 /// A small, fast, pure-Rust sequential CNN that implements [`Trainable`].
 ///
@@ -41,6 +43,8 @@ pub struct Cnn {
     /// Optional input mask per prunable layer, and its gradient.
     masks: Vec<Option<Vec<f32>>>,
     mgrad: Vec<Vec<f32>>,
+    /// Activation quantizer of each prunable layer's input (`None`: never set).
+    act_quant: Vec<Option<ActivationQuantizer>>,
     workers: Vec<Worker>,
     threads: usize,
     pending_backward: bool,
@@ -147,6 +151,7 @@ impl Cnn {
             bgrad: biases.clone(),
             masks: vec![None; weights.len()],
             mgrad: vec![Vec::new(); weights.len()],
+            act_quant: vec![None; weights.len()],
             arch,
             specs: specs.to_vec(),
             ops,
@@ -352,6 +357,103 @@ impl Cnn {
         (&mut self.weights, &mut self.biases)
     }
 
+    /// Quantize the input activations of prunable layer `layer` in `format` in every
+    /// pass from now on (see [`energy_prune::quant`]): per tensor, symmetric, with
+    /// the range calibrated on the first training batches (their running maximum)
+    /// and then tracked by a moving average; the backward pass is straight-through
+    /// inside the range. A lossless format stops rounding but keeps tracking the
+    /// range, so that a later format starts calibrated. Inference
+    /// ([`Trainable::predict`]) uses the range without changing it.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] for a bad layer; as [`NumberFormat::validate`].
+    pub fn set_activation_quantization(
+        &mut self,
+        layer: usize,
+        format: NumberFormat,
+    ) -> Result<()> {
+        self.arch.layer(layer)?;
+        format.validate()?;
+        match &mut self.act_quant[layer] {
+            Some(q) => q.format = format,
+            slot => *slot = Some(ActivationQuantizer::new(format)),
+        }
+        Ok(())
+    }
+
+    /// The activation quantizer of every prunable layer (`None` where never set).
+    pub fn activation_quantizers(&self) -> &[Option<ActivationQuantizer>] {
+        &self.act_quant
+    }
+
+    /// The activation quantizer of `layer`, to set its range or momentum by hand
+    /// (`None` where never set).
+    pub fn activation_quantizer_mut(&mut self, layer: usize) -> Option<&mut ActivationQuantizer> {
+        self.act_quant.get_mut(layer).and_then(Option::as_mut)
+    }
+
+    /// Statistics of every prunable layer's input activations (before masks and
+    /// quantization) over `inputs`, `n` samples in batches of `batch`: what the
+    /// joint solver prices the activations' rounding with.
+    ///
+    /// # Errors
+    /// Shape errors for an input that is not `n` samples; [`Error::InvalidParameter`]
+    /// for no samples or a zero batch.
+    pub fn activation_stats(
+        &mut self,
+        inputs: &[f32],
+        n: usize,
+        batch: usize,
+    ) -> Result<Vec<ActivationStats>> {
+        let per = self.input_len();
+        if n == 0 || batch == 0 {
+            return Err(Error::param(
+                "activation statistics",
+                format!("{n} samples in batches of {batch}"),
+                "give at least one sample and a batch of at least one",
+            ));
+        }
+        if inputs.len() != n * per {
+            return Err(Error::shape(
+                "inputs (n * input_len)",
+                n * per,
+                inputs.len(),
+            ));
+        }
+        let first_op: Vec<usize> = (0..self.weights.len())
+            .map(|l| {
+                self.ops
+                    .iter()
+                    .position(|op| matches!(op, Op::Conv { layer, .. } | Op::Linear { layer, .. } if *layer == l))
+                    .expect("every prunable layer has an op")
+            })
+            .collect();
+        let mut acc: Vec<(ActivationStats, usize)> = vec![
+            (
+                ActivationStats {
+                    max_abs: 0.0,
+                    mean_square: 0.0,
+                },
+                0
+            );
+            self.weights.len()
+        ];
+        let mut logits = Vec::new();
+        for lo in (0..n).step_by(batch) {
+            let hi = (lo + batch).min(n);
+            self.run_forward(&inputs[lo * per..hi * per], hi - lo, &mut logits, false)?;
+            for (l, &op) in first_op.iter().enumerate() {
+                for wk in &self.workers {
+                    let x = &wk.acts[op];
+                    let st = ActivationStats::of(x)?;
+                    acc[l] = (acc[l].0.merge(acc[l].1, &st, x.len()), acc[l].1 + x.len());
+                }
+            }
+        }
+        self.pending_backward = false;
+        Ok(acc.into_iter().map(|(s, _)| s).collect())
+    }
+
     fn shard_count(&self, batch: usize) -> usize {
         self.threads.min(batch / MIN_SHARD).max(1)
     }
@@ -365,6 +467,7 @@ impl Cnn {
                 weights: &self.weights,
                 biases: &self.biases,
                 masks: &self.masks,
+                quant: &self.act_quant,
             };
             wk.prepare(&self.ops, &self.shapes, prm, hi - lo);
         }
@@ -445,6 +548,12 @@ impl NetworkMut for Cnn {
         self.weights[layer].copy_from_slice(src);
         Ok(())
     }
+
+    /// [`Cnn::set_activation_quantization`]; always `true`.
+    fn set_activation_format(&mut self, layer: usize, format: NumberFormat) -> Result<bool> {
+        self.set_activation_quantization(layer, format)?;
+        Ok(true)
+    }
 }
 
 impl Trainable for Cnn {
@@ -457,6 +566,37 @@ impl Trainable for Cnn {
     }
 
     fn forward(&mut self, input: &[f32], batch: usize, logits: &mut Vec<f32>) -> Result<()> {
+        self.run_forward(input, batch, logits, true)
+    }
+
+    /// Inference: as `forward`, without tracking the activation ranges.
+    fn predict(&mut self, input: &[f32], batch: usize, logits: &mut Vec<f32>) -> Result<()> {
+        self.run_forward(input, batch, logits, false)
+    }
+
+    fn backward(&mut self, grad_logits: &[f32]) -> Result<()> {
+        self.run_backward(grad_logits)
+    }
+
+    fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
+        for l in 0..self.weights.len() {
+            f(ParamKind::Weight(l), &mut self.weights[l], &self.wgrad[l]);
+            f(ParamKind::Bias(l), &mut self.biases[l], &self.bgrad[l]);
+            if let Some(m) = &mut self.masks[l] {
+                f(ParamKind::InputMask(l), m, &self.mgrad[l]);
+            }
+        }
+    }
+}
+
+impl Cnn {
+    fn run_forward(
+        &mut self,
+        input: &[f32],
+        batch: usize,
+        logits: &mut Vec<f32>,
+        track: bool,
+    ) -> Result<()> {
         let per = self.input_len();
         if batch == 0 || input.len() != batch * per {
             return Err(Error::shape(
@@ -473,6 +613,7 @@ impl Trainable for Cnn {
             weights: &self.weights,
             biases: &self.biases,
             masks: &self.masks,
+            quant: &self.act_quant,
         };
         let run = |(i, wk): (usize, &mut Worker)| {
             let (lo, hi) = shard_range(batch, shards, i);
@@ -490,11 +631,19 @@ impl Trainable for Cnn {
                 }
             }
         }
+        if track {
+            for (l, q) in self.act_quant.iter_mut().enumerate() {
+                if let Some(q) = q {
+                    let max = self.workers.iter().fold(0.0f32, |m, w| m.max(w.in_max[l]));
+                    q.observe_max(max);
+                }
+            }
+        }
         self.pending_backward = true;
         Ok(())
     }
 
-    fn backward(&mut self, grad_logits: &[f32]) -> Result<()> {
+    fn run_backward(&mut self, grad_logits: &[f32]) -> Result<()> {
         let batch = self.workers.iter().map(|w| w.batch).sum::<usize>();
         let k = self.num_classes();
         if !self.pending_backward {
@@ -518,6 +667,7 @@ impl Trainable for Cnn {
             weights: &self.weights,
             biases: &self.biases,
             masks: &self.masks,
+            quant: &self.act_quant,
         };
         let run = |(i, wk): (usize, &mut Worker)| {
             let (lo, hi) = shard_range(batch, shards, i);
@@ -555,15 +705,5 @@ impl Trainable for Cnn {
         }
         self.pending_backward = false;
         Ok(())
-    }
-
-    fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
-        for l in 0..self.weights.len() {
-            f(ParamKind::Weight(l), &mut self.weights[l], &self.wgrad[l]);
-            f(ParamKind::Bias(l), &mut self.biases[l], &self.bgrad[l]);
-            if let Some(m) = &mut self.masks[l] {
-                f(ParamKind::InputMask(l), m, &self.mgrad[l]);
-            }
-        }
     }
 }

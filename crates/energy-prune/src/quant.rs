@@ -184,7 +184,13 @@ pub struct ActivationQuantizer {
     pub momentum: f32,
     /// Whether the quantizer is still calibrating (range = running maximum).
     pub calibrating: bool,
+    /// Batches observed.
+    pub seen: u32,
 }
+
+/// Batches over which an [`ActivationQuantizer`] calibrates its range (their running
+/// maximum) before tracking it by a moving average.
+pub const CALIBRATION_BATCHES: u32 = 8;
 
 impl ActivationQuantizer {
     /// A quantizer in `format`, calibrating, with momentum 0.01.
@@ -194,6 +200,7 @@ impl ActivationQuantizer {
             range: 0.0,
             momentum: 0.01,
             calibrating: true,
+            seen: 0,
         }
     }
 
@@ -208,11 +215,25 @@ impl ActivationQuantizer {
             .iter()
             .filter(|v| v.is_finite())
             .fold(0.0f32, |m, v| m.max(v.abs()));
+        self.observe_max(max);
+    }
+
+    /// Update the range from a batch whose largest `|x|` is `max`: the running
+    /// maximum for the first [`CALIBRATION_BATCHES`] batches, then the moving
+    /// average.
+    pub fn observe_max(&mut self, max: f32) {
+        if !max.is_finite() {
+            return;
+        }
         self.range = if self.calibrating || self.range == 0.0 {
             self.range.max(max)
         } else {
             (1.0 - self.momentum) * self.range + self.momentum * max
         };
+        self.seen += 1;
+        if self.seen >= CALIBRATION_BATCHES {
+            self.calibrating = false;
+        }
     }
 
     /// The step `range / L` (0 when inactive or before any observation).

@@ -141,6 +141,95 @@ fn every_parameter_gradient_matches_finite_differences() {
     assert_eq!(masks, 4, "every enabled input mask is visited");
 }
 
+/// Quantized activations: with the input of `fc1` quantized to 4 bits, every
+/// gradient of the layers from `fc1` on matches finite differences of the
+/// fake-quantized forward pass (the quantized input does not depend on them); the
+/// straight-through gradient upstream is zero where the input is clipped.
+#[test]
+fn gradients_through_quantized_activations() {
+    use energy_prune::energy::NumberFormat;
+    let mut rng = ChaCha12Rng::seed_from_u64(17);
+    let mut net = small_net(5);
+    let batch = 4;
+    let x_in: Vec<f32> = (0..batch * net.input_len())
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    let labels = [1u32, 0, 2, 2];
+    let teacher: Vec<f32> = (0..batch * 3)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    net.set_activation_quantization(4, NumberFormat::Int(4))
+        .unwrap();
+    // Calibrate on the batch itself (running maximum), then keep the range.
+    loss_of(&mut net, &x_in, batch, &labels, &teacher, false);
+    let range = net.activation_quantizers()[4].unwrap().range;
+    assert!(range > 0.0);
+    loss_of(&mut net, &x_in, batch, &labels, &teacher, true);
+    assert_eq!(net.activation_quantizers()[4].unwrap().range, range);
+    let mut grads: Vec<(ParamKind, Vec<f32>)> = Vec::new();
+    net.visit_params(&mut |k, _, g| grads.push((k, g.to_vec())));
+    let predict_loss = |net: &mut Cnn| {
+        let mut logits = Vec::new();
+        net.predict(&x_in, batch, &mut logits).unwrap();
+        let mut g = vec![0.0; logits.len()];
+        let ce = cross_entropy(&logits, &labels, 3, 0.5, &mut g).unwrap() as f64;
+        let mse = mse_distillation(&logits, &teacher, 0.5, &mut g).unwrap() as f64;
+        0.5 * ce + 0.5 * mse
+    };
+    let mut checked = 0;
+    for (kind, g) in &grads {
+        let ParamKind::Weight(l) = *kind else {
+            continue;
+        };
+        if l < 4 {
+            continue;
+        }
+        for idx in (0..g.len()).step_by(1 + g.len() / 20) {
+            let w0 = net.weights(l).unwrap();
+            let mut loss_at = |x: &[f64]| {
+                let mut w = w0.clone();
+                w[idx] = x[0] as f32;
+                net.write_weights(l, &w).unwrap();
+                predict_loss(&mut net)
+            };
+            let r = check_gradient(
+                &[w0[idx] as f64],
+                &[g[idx] as f64],
+                1e-3,
+                2e-3,
+                2e-2,
+                &mut loss_at,
+            );
+            net.write_weights(l, &w0).unwrap();
+            assert!(r.is_ok(), "{kind:?}[{idx}]: {r:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "{checked}");
+    // Quantization changes the forward pass.
+    let quantized = predict_loss(&mut net);
+    net.set_activation_quantization(4, NumberFormat::INT16)
+        .unwrap();
+    assert_ne!(predict_loss(&mut net), quantized);
+    // A range below every input clips everything: nothing flows upstream.
+    net.set_activation_quantization(4, NumberFormat::Int(4))
+        .unwrap();
+    let q = net.activation_quantizer_mut(4).unwrap();
+    q.range = 1e-7;
+    q.calibrating = false;
+    q.momentum = 0.0;
+    loss_of(&mut net, &x_in, batch, &labels, &teacher, true);
+    net.visit_params(&mut |k, _, g| match k {
+        ParamKind::Weight(l) if l < 4 => assert!(g.iter().all(|v| *v == 0.0), "{k:?}"),
+        ParamKind::Weight(4) => assert!(g.iter().any(|v| *v != 0.0)),
+        _ => {}
+    });
+    assert!(
+        net.set_activation_quantization(99, NumberFormat::INT8)
+            .is_err()
+    );
+}
+
 #[test]
 fn training_is_deterministic_and_thread_count_only_reorders_sums() {
     let run = |threads: usize| {

@@ -121,6 +121,23 @@ pub trait NetworkMut: Network {
             "this network does not implement layer input masks; train without them",
         ))
     }
+
+    /// Quantize the input activations of layer `layer` in `format` in every
+    /// training and inference pass from now on (a lossless format turns it off;
+    /// see [`quant`](crate::quant)), returning `true`; or return `false` if the
+    /// network does not quantize activations (the default): the precision is then
+    /// priced but not trained.
+    ///
+    /// # Errors
+    /// Implementations return an error for an out-of-range layer.
+    fn set_activation_format(
+        &mut self,
+        layer: usize,
+        format: crate::energy::NumberFormat,
+    ) -> Result<bool> {
+        let _ = (layer, format);
+        Ok(false)
+    }
 }
 
 /// What a parameter tensor is, as seen by optimizers and pruning drivers.
@@ -209,5 +226,12 @@ impl<T: NetworkMut + ?Sized> NetworkMut for &mut T {
     }
     fn write_input_mask(&mut self, layer: usize, src: &[f32]) -> Result<()> {
         (**self).write_input_mask(layer, src)
+    }
+    fn set_activation_format(
+        &mut self,
+        layer: usize,
+        format: crate::energy::NumberFormat,
+    ) -> Result<bool> {
+        (**self).set_activation_format(layer, format)
     }
 }

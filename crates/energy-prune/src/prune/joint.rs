@@ -537,8 +537,11 @@ impl Default for JointConfig {
 /// weights to the full-precision copy (the straight-through estimator, for any
 /// optimizer). Projections and the frozen support apply to the full-precision
 /// weights; the network always holds quantized ones, so its status is that of the
-/// deployed model. Activations are quantized by the network itself (the reference
-/// CNN's activation quantizers), at [`JointQuantization::precision`].
+/// deployed model. Activations are quantized by the network itself: the solver
+/// tells it each layer's activation format through
+/// [`NetworkMut::set_activation_format`] whenever the precision changes (the
+/// reference CNN quantizes them; a network that cannot is priced, not trained, at
+/// that format).
 ///
 /// # Examples
 /// ```
@@ -575,6 +578,8 @@ pub struct JointQuantization<M> {
     /// What was last written into the network.
     written: Vec<Vec<f32>>,
     buf: Vec<f32>,
+    /// The precision whose activation formats the network was last told.
+    told: Option<Vec<LayerPrecision>>,
     support: WeightSupport,
     ws: ProjectionWorkspace,
 }
@@ -644,6 +649,7 @@ impl<M: PrecisionModel> JointQuantization<M> {
             master: NetworkState::default(),
             written: Vec::new(),
             buf: Vec::new(),
+            told: None,
             support: WeightSupport::default(),
             ws: ProjectionWorkspace::new(),
         })
@@ -706,6 +712,12 @@ impl<M: PrecisionModel> JointQuantization<M> {
     /// Write the full-precision weights, quantized at the current precision, into
     /// the network.
     fn write(&mut self, net: &mut dyn NetworkMut) -> Result<()> {
+        if self.told.as_deref() != Some(&self.precision[..]) {
+            for (l, p) in self.precision.iter().enumerate() {
+                net.set_activation_format(l, p.activations)?;
+            }
+            self.told = Some(self.precision.clone());
+        }
         if !self.cfg.quantize_weights {
             return self.master.write_weights_to(net);
         }
@@ -780,6 +792,7 @@ impl<M: PrecisionModel> ConstrainedOptimizer for JointQuantization<M> {
         }
         self.master = state;
         self.written.clear();
+        self.told = None;
         self.support.clear();
         Ok(())
     }
