@@ -58,6 +58,8 @@ enum Lab {
     Lenet5(jobs::lenet5_energy::Args),
     /// Accuracy against energy over a range of budgets and methods, with CSV, JSON and SVG.
     Sweep(jobs::sweep::Args),
+    /// Pruning and quantization under one energy budget: 16-bit pruning, uniform int8, joint bits.
+    Quantize(jobs::quantize::Args),
     /// ECC (CVPR 2019): calibrated latency model, ADMM channel pruning, compaction, measured latency.
     Ecc(jobs::ecc_latency::Args),
     /// Several budgets at once (energy, parameters, latency) on one network.
@@ -109,6 +111,7 @@ fn main() -> std::process::ExitCode {
         Command::Lab { job } => match job {
             Lab::Lenet5(a) => dispatch(a, lenet5_energy::Args::check, lenet5_energy::run),
             Lab::Sweep(a) => dispatch(a, sweep::Args::check, sweep::run),
+            Lab::Quantize(a) => dispatch(a, quantize::Args::check, quantize::run),
             Lab::Ecc(a) => dispatch(a, ecc_latency::Args::check, ecc_latency::run),
             Lab::MultiBudget(a) => dispatch(a, multi_budget::Args::check, multi_budget::run),
             Lab::Sharded(a) => dispatch(a, project_sharded::Args::check, project_sharded::run),

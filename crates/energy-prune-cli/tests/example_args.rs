@@ -15,6 +15,7 @@ fn job(name: &str) -> &'static [&'static str] {
         "train_lenet5" => &["lab", "train-lenet5"],
         "project_sharded" => &["lab", "sharded"],
         "sweep" => &["lab", "sweep"],
+        "quantize" => &["lab", "quantize"],
         "calibrate" => &["calibrate"],
         "energy_report" => &["report"],
         "prune_onnx" => &["prune"],
@@ -110,6 +111,11 @@ fn bad_flags_fail_fast_with_code_2() {
     rejects("sweep", &["--input-mask", "sometimes"], "--input-mask");
     rejects("sweep", &["--dense", missing], "--dense");
     rejects("sweep", &["--out", "/proc/none"], "--out");
+    rejects("quantize", &["--budgets", "0.1,0"], "--budgets");
+    rejects("quantize", &["--weight-bits", "1,8"], "--weight-bits");
+    rejects("quantize", &["--activation-bits", ""], "--activation-bits");
+    rejects("quantize", &["--methods", "fp4"], "--methods");
+    rejects("quantize", &["--train-limit", "3"], "--train-limit");
     rejects(
         "project_sharded",
         &["--weights", "10", "--shards", "1"],
@@ -382,6 +388,68 @@ fn sweep_runs_small_and_writes_its_outputs() {
     let full: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).unwrap()).unwrap();
     assert_eq!(full["points"].as_array().unwrap().len(), 6);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Pruning and quantization on a few hundred images: every feasible point within its
+/// budget in exact energy at its own precision, 0.05 of the dense 16-bit energy
+/// reached by the joint method (below the floor of pruning alone without masks and
+/// of uniform int8), the CSV, JSON and plot written.
+#[test]
+fn quantize_runs_small_and_writes_its_outputs() {
+    let dir = std::env::temp_dir().join(format!("ep-quantize-{}", std::process::id()));
+    let args = flags_then(
+        &[
+            "--train-limit",
+            "400",
+            "--test-limit",
+            "200",
+            "--dense-epochs",
+            "1",
+            "--epochs",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--budgets",
+            "0.05,0.2",
+            "--methods",
+            "int8,joint",
+            "--json",
+            "--out",
+        ],
+        &dir,
+    );
+    let json = run_json("quantize", &args);
+    let points = json["points"].as_array().unwrap();
+    assert_eq!(points.len(), 4, "{json}");
+    for p in points {
+        let (method, budget) = (p["method"].as_str().unwrap(), p["budget"].as_f64().unwrap());
+        if p["feasible"].as_bool().unwrap() {
+            assert!(p["energy_ratio"].as_f64().unwrap() <= budget, "{p}");
+            assert_eq!(p["layers"].as_array().unwrap().len(), 5);
+        } else {
+            // The int8 floor is about 0.076 of the dense 16-bit energy.
+            assert!(method == "int8" && budget < 0.076, "{p}");
+        }
+    }
+    let joint_low = points
+        .iter()
+        .find(|p| p["method"] == "joint" && p["budget"] == 0.05)
+        .unwrap();
+    assert!(joint_low["feasible"].as_bool().unwrap(), "{joint_low}");
+    assert!(
+        joint_low["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["activations"] != "int16"),
+        "{joint_low}"
+    );
+    let csv = std::fs::read_to_string(dir.join("quantize.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5);
+    assert!(csv.lines().all(|r| r.split(',').count() == 16), "{csv}");
+    let svg = std::fs::read_to_string(dir.join("accuracy_energy.svg")).unwrap();
+    assert!(svg.contains("joint") && svg.trim_end().ends_with("</svg>"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -10,5 +10,6 @@ pub mod multi_budget;
 pub mod plan;
 pub mod project_sharded;
 pub mod prune_onnx;
+pub mod quantize;
 pub mod sweep;
 pub mod train_lenet5;

@@ -4,6 +4,7 @@
 //! | function | optimizer | solver | schedule |
 //! |---|---|---|---|
 //! | [`train_projected`] | SGD with momentum | [`WeightProjection`] | cosine per phase, optional input-mask rounds |
+//! | [`train_joint`] | SGD with momentum | [`JointQuantization`](super::joint::JointQuantization) (precision and pruning together, quantization-aware) | as `train_projected` |
 //! | [`train_magnitude`] | SGD with momentum | [`MagnitudePruning`] (global or layer-uniform) | the same epochs and loss as `train_projected`, all fine-tuning |
 //! | [`train_admm`] | Adam | [`AdmmPruning`] (one budget or several) | constant rate, until every budget is met, then fine-tuning |
 //! | [`train_uniform`] | Adam | [`UniformScaling`] | the same loss, all fine-tuning |
@@ -147,6 +148,43 @@ where
     let mut opt = Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay)?;
     let mut solver = WeightProjection::new(budgets, cfg.projection())?;
     train_constrained(net, &mut opt, &mut solver, data, &cfg.training(), obs)
+}
+
+/// Train `net` under every budget with each layer's precision chosen among
+/// `options` together with its pruning ([`JointQuantization`](super::joint::JointQuantization)):
+/// the settings of [`train_projected`], the weights trained quantization-aware and
+/// the activations quantized by the network where it can. `activations` prices the
+/// activations' rounding (see [`project_joint`](super::joint::project_joint)).
+/// Returns the report and the chosen precision.
+///
+/// # Errors
+/// As [`JointQuantization::new`](super::joint::JointQuantization::new) and
+/// [`train_constrained`].
+pub fn train_joint<N, M>(
+    net: &mut N,
+    budgets: Vec<Budget<M>>,
+    options: Vec<Vec<crate::energy::LayerPrecision>>,
+    activations: Option<Vec<crate::quant::ActivationStats>>,
+    data: Data<'_>,
+    cfg: &ProjectedTraining,
+    obs: &mut dyn Observer,
+) -> Result<(TrainingReport, Vec<crate::energy::LayerPrecision>)>
+where
+    N: Trainable,
+    M: crate::energy::PrecisionModel,
+{
+    cfg.validate()?;
+    let mut opt = Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay)?;
+    let joint = super::joint::JointConfig {
+        projection: cfg.projection(),
+        quantize_weights: true,
+    };
+    let mut solver = super::joint::JointQuantization::new(budgets, options, joint)?;
+    if let Some(stats) = activations {
+        solver = solver.with_activation_stats(stats)?;
+    }
+    let report = train_constrained(net, &mut opt, &mut solver, data, &cfg.training(), obs)?;
+    Ok((report, solver.precision().to_vec()))
 }
 
 /// The baseline of [`train_projected`]: magnitude pruning under `rule` (global or
