@@ -1,5 +1,5 @@
 //! Convolution (im2col + GEMM) against a direct loop convolution, and one full
-//! LeNet-5 training step.
+//! LeNet-5 training step, float and quantization-aware.
 //!
 //! `cargo bench --bench conv`
 
@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use energy_prune::arch::Conv2dGeometry;
-use energy_prune::network::Trainable;
+use energy_prune::network::{Network, Trainable};
 use energy_prune::train::Sgd;
 use energy_prune::train::cross_entropy;
 use energy_prune_nn::Cnn;
@@ -113,5 +113,63 @@ fn train_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv, train_step);
+/// Quantization-aware training against float training: the same LeNet-5 step, then
+/// with int8 activations in every layer and the joint solver's per-step work
+/// (full-precision weights updated from the optimizer's change, support held,
+/// weights re-quantized per output channel and written back).
+fn qat_step(c: &mut Criterion) {
+    use energy_prune::energy::{NumberFormat, SystolicArray, SystolicConfig};
+    use energy_prune::prune::{
+        Budget, ConstrainedOptimizer, JointConfig, JointQuantization, Phase, RunInfo, StepContext,
+        precision_options,
+    };
+    let mut rng = ChaCha12Rng::seed_from_u64(2);
+    let batch = 64;
+    let mut group = c.benchmark_group("lenet5_qat_step");
+    group.throughput(Throughput::Elements(batch as u64));
+    for threads in [1, 2] {
+        for qat in [false, true] {
+            let mut net = Cnn::lenet5(0).unwrap();
+            net.set_threads(threads);
+            let mut opt = Sgd::new(0.01, 0.9, 5e-4).unwrap();
+            let x = rand_vec(&mut rng, batch * net.input_len());
+            let labels: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();
+            let (mut logits, mut grad) = (Vec::new(), vec![0.0; batch * 10]);
+            let hw = SystolicArray::new(net.architecture(), SystolicConfig::default()).unwrap();
+            let int8 = precision_options(5, &[NumberFormat::INT8], &[NumberFormat::INT8]).unwrap();
+            let mut solver = JointQuantization::new(
+                vec![Budget::fraction("energy", &hw, 0.9)],
+                int8,
+                JointConfig::default(),
+            )
+            .unwrap();
+            let steps = 1 << 30;
+            if qat {
+                solver.begin(&mut net, &RunInfo::default()).unwrap();
+                solver.begin_phase(&net, Phase::Constrained, steps).unwrap();
+                // One projection: int8 chosen, the activation quantizers set.
+                solver.step(&mut net, &StepContext::new(50, steps)).unwrap();
+                for _ in 0..10 {
+                    net.forward(&x, batch, &mut logits).unwrap();
+                }
+            }
+            let name = if qat { "int8-qat" } else { "float" };
+            group.bench_function(BenchmarkId::new(name, threads), |bn| {
+                bn.iter(|| {
+                    net.forward(black_box(&x), batch, &mut logits).unwrap();
+                    grad.fill(0.0);
+                    cross_entropy(&logits, &labels, 10, 1.0, &mut grad).unwrap();
+                    net.backward(&grad).unwrap();
+                    opt.step(&mut net).unwrap();
+                    if qat {
+                        solver.step(&mut net, &StepContext::new(1, steps)).unwrap();
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, conv, train_step, qat_step);
 criterion_main!(benches);

@@ -132,6 +132,10 @@ fn plans_keep_their_provenance_on_disk() {
             budget: Some(0.3),
             budget_unit: Some("fraction of dense energy".into()),
             predicted_cost: Some(0.29),
+            precision: Some(vec![
+                energy_prune::energy::LayerPrecision::int(4, 8).unwrap();
+                5
+            ]),
             crate_version: "0.0.0-ignored".into(),
         });
     // The crate version is always the writer's own.
@@ -148,8 +152,22 @@ fn plans_keep_their_provenance_on_disk() {
     let rec = back.provenance().cost_model.as_ref().unwrap();
     let cfg: SystolicConfig = serde_json::from_str(&rec.parameters).unwrap();
     assert_eq!(cfg, SystolicConfig::default());
+    assert_eq!(
+        back.provenance().precision.as_ref().unwrap()[0].to_string(),
+        "int4/int8"
+    );
+    assert!(std::fs::read_to_string(&path).unwrap().contains("\"int4\""));
     // Applying it to another architecture is an error.
     assert!(back.check(&zoo::alexnet().unwrap()).is_err());
+    // A precision of another length, or an unknown format, is refused.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replacen("\"int4\"", "\"int1\"", 1)).unwrap();
+    assert!(PruningPlan::load_json(&path).is_err());
+    let short = back.clone().with_provenance(Provenance {
+        precision: Some(vec![energy_prune::energy::LayerPrecision::REFERENCE; 2]),
+        ..back.provenance().clone()
+    });
+    assert!(short.check(&lenet).is_err());
     // A foreign JSON file says it is not a plan.
     std::fs::write(&path, r#"{"hello": 1}"#).unwrap();
     let e = PruningPlan::load_json(&path).unwrap_err().to_string();

@@ -59,6 +59,11 @@ pub struct Provenance {
     pub budget_unit: Option<String>,
     /// The cost the model predicts for the plan (same unit as `budget`).
     pub predicted_cost: Option<f64>,
+    /// The precision of every layer the cost was predicted at, when it was chosen
+    /// with the pruning ([`JointQuantization`](crate::prune::JointQuantization));
+    /// `None` for the cost model's own precision.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub precision: Option<Vec<crate::energy::LayerPrecision>>,
 }
 
 /// The cost model a plan was made with: its kind and its parameters (as JSON
@@ -294,6 +299,9 @@ impl PruningPlan {
                     arch.fingerprint()
                 ),
             ));
+        }
+        if let Some(p) = &self.provenance.precision {
+            crate::energy::check_precision(arch, p)?;
         }
         if self.kept.len() != arch.widths().len() {
             return Err(Error::shape(
