@@ -447,7 +447,7 @@ fn quantize_runs_small_and_writes_its_outputs() {
     );
     let csv = std::fs::read_to_string(dir.join("quantize.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5);
-    assert!(csv.lines().all(|r| r.split(',').count() == 16), "{csv}");
+    assert!(csv.lines().all(|r| r.split(',').count() == 17), "{csv}");
     let svg = std::fs::read_to_string(dir.join("accuracy_energy.svg")).unwrap();
     assert!(svg.contains("joint") && svg.trim_end().ends_with("</svg>"));
     let _ = std::fs::remove_dir_all(&dir);

@@ -17,9 +17,10 @@
 //!
 //! | layer | module | what it holds |
 //! |---|---|---|
-//! | constrained optimizers | [`prune`] | the [`ConstrainedOptimizer`](prune::ConstrainedOptimizer) trait and its solvers ([`WeightProjection`](prune::WeightProjection), [`AdmmPruning`](prune::AdmmPruning), the baselines), the one driver [`train_constrained`](prune::train_constrained) with typed observer events and a termination reason |
+//! | constrained optimizers | [`prune`] | the [`ConstrainedOptimizer`](prune::ConstrainedOptimizer) trait and its solvers ([`WeightProjection`](prune::WeightProjection), [`JointQuantization`](prune::JointQuantization), [`AdmmPruning`](prune::AdmmPruning), the baselines), the one driver [`train_constrained`](prune::train_constrained) with typed observer events and a termination reason |
+//! | quantizers | [`quant`] | uniform symmetric quantization (per-channel weights, per-tensor activations), straight-through gradients, the rounding-noise model the joint solver prices |
 //! | training | [`train`] | [`DataSource`](train::DataSource), [`Loss`](train::Loss) (cross-entropy, distillation, your own), fallible [`Optimizer`](train::Optimizer) (SGD, Adam, the mask optimizer), the epoch loop and evaluation |
-//! | cost models | [`energy`] | [`WeightEnergyModel`](energy::WeightEnergyModel) and [`WidthCostModel`](energy::WidthCostModel); the analytic [`SystolicArray`](energy::SystolicArray); exact counts ([`CountingModel`](energy::CountingModel)); the learned [`Bilinear`](energy::Bilinear) and [`LayerTable`](energy::LayerTable) with their calibration workflow and measurement [`protocol`](energy::protocol) |
+//! | cost models | [`energy`] | [`WeightEnergyModel`](energy::WeightEnergyModel) and [`WidthCostModel`](energy::WidthCostModel); per-layer [`precision`](energy::precision) ([`PrecisionModel`](energy::PrecisionModel)); the analytic [`SystolicArray`](energy::SystolicArray); exact counts ([`CountingModel`](energy::CountingModel)); the learned [`Bilinear`](energy::Bilinear) and [`LayerTable`](energy::LayerTable) with their calibration workflow and measurement [`protocol`](energy::protocol) |
 //! | network | [`network`] | [`Network`](network::Network), [`NetworkMut`](network::NetworkMut), [`Trainable`](network::Trainable); [`NetworkState`](network::NetworkState) (a snapshot of weights and masks), [`PruningPlan`](network::PruningPlan) (kept channels) |
 //! | architecture | [`arch`] | [`Architecture`](arch::Architecture): prunable layers, widths, [`SlotLayout`](arch::SlotLayout) (where a channel's weights sit), the zoo |
 //! | errors | [`error`] | one [`Error`] enum |
@@ -54,6 +55,10 @@
 //! * [`AdmmPruning`](prune::AdmmPruning): ECC's ADMM on channel groups (proximal
 //!   step, step on the continuous widths, dual ascent per budget) until the models'
 //!   costs of the live widths meet every budget ([`prune::train_admm`]);
+//! * [`JointQuantization`](prune::JointQuantization): pruning and quantization under
+//!   one budget, each layer's weight and activation bits chosen with its kept
+//!   weights (a Lagrangian over the layers' options around the same projection),
+//!   trained quantization-aware ([`prune::train_joint`]);
 //! * the baselines [`MagnitudePruning`](prune::MagnitudePruning) (global or
 //!   layer-uniform) and [`UniformScaling`](prune::UniformScaling), through the same
 //!   driver.

@@ -9,7 +9,7 @@
 //! ```text
 //! energy-prune lab quantize [--budgets 0.05,0.08,0.1,0.15,0.2] [--methods prune16,int8,joint]
 //!     [--weight-bits 2,4,8,16] [--activation-bits 4,8,16] [--epochs N] [--finetune-epochs N]
-//!     [--dense FILE] [--save-dense FILE] [--dense-epochs N] [--table-budget 0.1]
+//!     [--dense FILE] [--save-dense FILE] [--dense-epochs N] [--mask-rounds 8] [--table-budget 0.1]
 //!     [--train-limit N] [--test-limit N] [--out DIR] [--seed N] [--data DIR] [--json]
 //! ```
 //! Writes `quantize.csv`, `quantize.json` and `accuracy_energy.svg` into `--out`
@@ -90,6 +90,9 @@ pub struct Args {
     /// Epochs of dense training.
     #[arg(long, default_value_t = 12)]
     pub dense_epochs: usize,
+    /// Rounds of input-mask training of `prune16` (below its 0.15 floor it needs many).
+    #[arg(long, default_value_t = 8)]
+    pub mask_rounds: usize,
     /// Budget of the per-layer table (the listed budget nearest to it).
     #[arg(long, default_value_t = 0.1)]
     pub table_budget: f64,
@@ -119,6 +122,7 @@ impl Args {
         check::at_least_one("--epochs", a.epochs)?;
         check::count("--finetune-epochs", a.finetune_epochs, 0)?;
         check::count("--dense-epochs", a.dense_epochs, 0)?;
+        check::count("--mask-rounds", a.mask_rounds, 1)?;
         for (flag, bits) in [
             ("--weight-bits", &a.weight_bits),
             ("--activation-bits", &a.activation_bits),
@@ -167,6 +171,8 @@ struct Run {
     precision: Vec<LayerPrecision>,
     nonzero: Vec<u64>,
     seconds: f64,
+    /// Why the run is not a result (it diverged), if so.
+    failed: Option<String>,
 }
 
 /// One (method, budget) point: a run, or why there is none.
@@ -237,7 +243,10 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         ..ProjectedTraining::default()
     };
     let masked = ProjectedTraining {
-        input_masks: Some(MaskRounds::default()),
+        input_masks: Some(MaskRounds {
+            rounds: args.mask_rounds,
+            ..MaskRounds::default()
+        }),
         ..cfg.clone()
     };
     let joint_options = precision_options(
@@ -300,28 +309,37 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
                     let state = NetworkState::from_network(&net)?;
                     let at = hw.at_precision(&precision)?;
                     let energy = at.energy(&state)?;
-                    energy_prune_nn::workflow::require_budget_met(
-                        &format!("the {} network", method.name()),
-                        energy.total <= budget * e_dense,
-                        energy.total,
-                        budget * e_dense,
-                    )?;
+                    if energy.total > budget * e_dense {
+                        // Never expected: every solver verifies its budget.
+                        return Err(Error::param(
+                            "budget",
+                            budget,
+                            format!("the {} network ends over its budget", method.name()),
+                        ));
+                    }
                     Ok(Run {
                         test_accuracy: report.test_accuracy.unwrap_or(f64::NAN),
                         energy_ratio: energy.total / e_dense,
                         precision,
                         nonzero: energy.layers.iter().map(|l| l.nonzero).collect(),
                         seconds: t0.elapsed().as_secs_f64(),
+                        failed: report.converged(method.name()).err().map(|e| e.to_string()),
                     })
                 }
                 Err(Error::InfeasibleBudget { min_achievable, .. }) => Err(format!(
                     "infeasible: its smallest energy is {:.4} of dense",
                     min_achievable / e_dense
                 )),
-                Err(e) => return Err(e),
+                // A run that collapses or cannot reach its budget is a result of the
+                // method, not a reason to stop the comparison.
+                Err(e) => Err(format!("failed: {e}")),
             };
-            if let Err(why) = &run {
-                println!("{}: {why}", method.name());
+            match &run {
+                Err(why) => println!("{}: {why}", method.name()),
+                Ok(Run {
+                    failed: Some(why), ..
+                }) => println!("{}: failed: {why}", method.name()),
+                Ok(_) => {}
             }
             points.push(Point {
                 method,
@@ -363,6 +381,8 @@ fn print_results(
                 .find(|p| p.method == m && p.budget == b)
                 .map(|p| &p.run)
             {
+                Some(Ok(r)) if r.failed.is_some() => print!(" failed |"),
+                Some(Err(why)) if why.starts_with("failed") => print!(" failed |"),
                 Some(Ok(r)) => print!(
                     " {:.2} % at {:.4} |",
                     100.0 * r.test_accuracy,
@@ -409,13 +429,18 @@ fn write_outputs(
     e_dense: f64,
     seconds: f64,
 ) -> energy_prune::Result<()> {
-    let mut csv = String::from("method,budget,feasible,energy_ratio,test_accuracy,seconds");
+    let mut csv = String::from("method,budget,feasible,failed,energy_ratio,test_accuracy,seconds");
     for l in arch.layers() {
         write!(csv, ",precision_{0},nonzero_{0}", l.name).unwrap();
     }
     csv.push('\n');
     for p in points {
-        write!(csv, "{},{},{}", p.method.name(), p.budget, p.run.is_ok()).unwrap();
+        let failed = match &p.run {
+            Ok(r) => r.failed.is_some(),
+            Err(why) => why.starts_with("failed"),
+        };
+        let feasible = p.run.is_ok() || failed;
+        write!(csv, "{},{},{feasible},{failed}", p.method.name(), p.budget).unwrap();
         match &p.run {
             Ok(r) => {
                 write!(
@@ -444,13 +469,14 @@ fn write_outputs(
         "points": points.iter().map(|p| match &p.run {
             Ok(r) => serde_json::json!({
                 "method": p.method.name(), "budget": p.budget, "feasible": true,
-                "energy_ratio": r.energy_ratio, "test_accuracy": r.test_accuracy,
+                "failed": r.failed, "energy_ratio": r.energy_ratio, "test_accuracy": r.test_accuracy,
                 "seconds": r.seconds,
                 "layers": arch.layers().iter().zip(&r.precision).zip(&r.nonzero).map(|((l, pr), nz)| serde_json::json!({
                     "name": l.name, "weights": pr.weights.to_string(), "activations": pr.activations.to_string(),
                     "nonzero": nz, "total": l.weight_count()})).collect::<Vec<_>>(),
             }),
-            Err(why) => serde_json::json!({"method": p.method.name(), "budget": p.budget, "feasible": false, "why": why}),
+            Err(why) => serde_json::json!({"method": p.method.name(), "budget": p.budget,
+                "feasible": why.starts_with("failed"), "failed": why.starts_with("failed").then_some(why), "why": why}),
         }).collect::<Vec<_>>(),
     });
     save(&args.out.join("quantize.json"), &format!("{json:#}\n"))?;
@@ -463,6 +489,7 @@ fn write_outputs(
                 .iter()
                 .filter(|p| p.method == m)
                 .filter_map(|p| p.run.as_ref().ok())
+                .filter(|r| r.failed.is_none())
                 .map(|r| (r.energy_ratio, 100.0 * r.test_accuracy))
                 .collect(),
         })
