@@ -297,6 +297,29 @@ fn value_weights(weights: &[f32], price: &OptionPrice, out: &mut Vec<f32>) {
     }));
 }
 
+/// Options for every layer of `arch`: one non-empty list per layer, every format valid.
+fn check_options(arch: &crate::arch::Architecture, options: &[Vec<LayerPrecision>]) -> Result<()> {
+    let n = arch.layers().len();
+    if options.len() != n {
+        return Err(Error::shape(
+            "precision options (one list per layer)",
+            n,
+            options.len(),
+        ));
+    }
+    if let Some(i) = options.iter().position(Vec::is_empty) {
+        return Err(Error::param(
+            "precision options",
+            &arch.layers()[i].name,
+            "every layer needs at least one option",
+        ));
+    }
+    options
+        .iter()
+        .flatten()
+        .try_for_each(LayerPrecision::validate)
+}
+
 /// Choose every layer's precision among `options` and project the weights of
 /// `state` onto every budget at that precision, in place (see the
 /// [module docs](self)). `activations`, one entry per layer, prices the rounding of
@@ -359,20 +382,7 @@ pub fn project_joint_with_workspace<M: PrecisionModel>(
     state.check(&arch)?;
     state.check_finite()?;
     let n = arch.layers().len();
-    if options.len() != n {
-        return Err(Error::shape(
-            "precision options (one list per layer)",
-            n,
-            options.len(),
-        ));
-    }
-    if let Some(i) = options.iter().position(Vec::is_empty) {
-        return Err(Error::param(
-            "precision options",
-            &arch.layers()[i].name,
-            "every layer needs at least one option",
-        ));
-    }
+    check_options(&arch, options)?;
     if let Some(a) = activations
         && a.len() != n
     {
@@ -600,7 +610,6 @@ impl<M: PrecisionModel> JointQuantization<M> {
         cfg.projection.validate()?;
         check_budgets(&budgets)?;
         let arch = budgets[0].model.architecture();
-        let n = arch.layers().len();
         for b in &budgets {
             if b.model.architecture().fingerprint() != arch.fingerprint() {
                 return Err(Error::param(
@@ -610,24 +619,7 @@ impl<M: PrecisionModel> JointQuantization<M> {
                 ));
             }
         }
-        if options.len() != n {
-            return Err(Error::shape(
-                "precision options (one list per layer)",
-                n,
-                options.len(),
-            ));
-        }
-        if let Some(i) = options.iter().position(Vec::is_empty) {
-            return Err(Error::param(
-                "precision options",
-                &arch.layers()[i].name,
-                "every layer needs at least one option",
-            ));
-        }
-        options
-            .iter()
-            .flatten()
-            .try_for_each(LayerPrecision::validate)?;
+        check_options(arch, &options)?;
         let limits = budgets
             .iter()
             .map(Budget::weight_limit)
