@@ -6,7 +6,10 @@
 //! q(x) = s * clamp(round(x / s), -L, L),    L = 2^(b-1) - 1
 //! ```
 //! Weights take one scale per output channel, `s_c = max_i |w_ci| / L` (the
-//! largest weight of the channel is represented exactly); activations one scale per
+//! largest weight of the channel is represented exactly, [`WeightScale::Max`]) or
+//! the scale among `f max_i |w_ci| / L`, `f` in `0.20, 0.22, ..., 1.00`, with the
+//! least squared error over the channel's nonzero weights ([`WeightScale::Mse`],
+//! clipping the largest weights to round the others finer); activations one scale per
 //! tensor, `s = a_max / L` from a running maximum `a_max` of `|x|` ([`ActivationQuantizer`]).
 //! Formats of 16 bits or more are lossless here (see
 //! [`precision`](crate::energy::precision)): nothing is rounded.
@@ -38,6 +41,17 @@ fn channel_len(layer: &Layer, weights: &[f32]) -> Result<usize> {
     Ok(weights.len() / layer.out_channels().max(1))
 }
 
+/// How the per-channel weight scales are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightScale {
+    /// `max |w| / L`: the largest weight exact.
+    #[default]
+    Max,
+    /// The least squared rounding error over the channel's nonzero weights among
+    /// 41 fractions of the maximum.
+    Mse,
+}
+
 /// The per-output-channel scales `max |w| / L` of `weights` in `format` (`None`
 /// for a lossless format). A channel of zeros has scale 0.
 ///
@@ -49,6 +63,30 @@ pub fn channel_scales(
     weights: &[f32],
     format: NumberFormat,
 ) -> Result<Option<Vec<f32>>> {
+    channel_scales_with(layer, weights, format, WeightScale::Max)
+}
+
+/// Squared rounding error of `channel` at `scale`.
+fn channel_error(channel: &[f32], scale: f32, levels: f32) -> f64 {
+    channel
+        .iter()
+        .map(|&v| {
+            let e = f64::from(v - quantize_value(v, scale, levels));
+            e * e
+        })
+        .sum()
+}
+
+/// [`channel_scales`] by `rule`.
+///
+/// # Errors
+/// As [`channel_scales`].
+pub fn channel_scales_with(
+    layer: &Layer,
+    weights: &[f32],
+    format: NumberFormat,
+    rule: WeightScale,
+) -> Result<Option<Vec<f32>>> {
     let len = channel_len(layer, weights)?;
     check_finite(&format!("weights of layer {}", layer.name), weights)?;
     let Some(levels) = format.levels() else {
@@ -57,9 +95,34 @@ pub fn channel_scales(
     Ok(Some(
         weights
             .chunks_exact(len.max(1))
-            .map(|c| c.iter().fold(0.0f32, |m, v| m.max(v.abs())) / levels)
+            .map(|c| {
+                let max = c.iter().fold(0.0f32, |m, v| m.max(v.abs())) / levels;
+                match rule {
+                    WeightScale::Max => max,
+                    WeightScale::Mse => (10..=50)
+                        .map(|k| max * k as f32 / 50.0)
+                        .min_by(|&a, &b| {
+                            channel_error(c, a, levels).total_cmp(&channel_error(c, b, levels))
+                        })
+                        .unwrap_or(max),
+                }
+            })
             .collect(),
     ))
+}
+
+/// Quantize `weights` (one chunk per output channel) in place with given scales.
+/// Zeros stay zero.
+pub fn quantize_with_scales(weights: &mut [f32], scales: &[f32], format: NumberFormat) {
+    let Some(levels) = format.levels() else {
+        return;
+    };
+    let len = weights.len() / scales.len().max(1);
+    for (c, s) in weights.chunks_exact_mut(len.max(1)).zip(scales) {
+        for v in c {
+            *v = quantize_value(*v, *s, levels);
+        }
+    }
 }
 
 /// Round `x` to the grid of `scale` with `levels` levels either side of zero.
@@ -78,15 +141,8 @@ pub fn quantize_value(x: f32, scale: f32, levels: f32) -> f32 {
 /// # Errors
 /// As [`channel_scales`].
 pub fn quantize_weights(layer: &Layer, weights: &mut [f32], format: NumberFormat) -> Result<()> {
-    let Some(scales) = channel_scales(layer, weights, format)? else {
-        return Ok(());
-    };
-    let levels = format.levels().unwrap_or(1.0);
-    let len = weights.len() / scales.len().max(1);
-    for (c, s) in weights.chunks_exact_mut(len.max(1)).zip(&scales) {
-        for v in c {
-            *v = quantize_value(*v, *s, levels);
-        }
+    if let Some(scales) = channel_scales(layer, weights, format)? {
+        quantize_with_scales(weights, &scales, format);
     }
     Ok(())
 }
@@ -97,9 +153,34 @@ pub fn quantize_weights(layer: &Layer, weights: &mut [f32], format: NumberFormat
 /// # Errors
 /// As [`channel_scales`].
 pub fn weight_noise(layer: &Layer, weights: &[f32], format: NumberFormat) -> Result<f64> {
-    let Some(scales) = channel_scales(layer, weights, format)? else {
+    weight_noise_with(layer, weights, format, WeightScale::Max)
+}
+
+/// [`weight_noise`] by `rule`: for [`WeightScale::Max`] the noise model `s_c^2 / 12`;
+/// for [`WeightScale::Mse`] the measured mean squared rounding error of the layer's
+/// nonzero weights at their scales (clipping included).
+///
+/// # Errors
+/// As [`channel_scales`].
+pub fn weight_noise_with(
+    layer: &Layer,
+    weights: &[f32],
+    format: NumberFormat,
+    rule: WeightScale,
+) -> Result<f64> {
+    let Some(scales) = channel_scales_with(layer, weights, format, rule)? else {
         return Ok(0.0);
     };
+    if rule == WeightScale::Mse {
+        let levels = format.levels().unwrap_or(1.0);
+        let len = weights.len() / scales.len().max(1);
+        let (mut err, mut n) = (0.0, 0usize);
+        for (c, s) in weights.chunks_exact(len.max(1)).zip(&scales) {
+            err += channel_error(c, *s, levels);
+            n += c.iter().filter(|v| **v != 0.0).count();
+        }
+        return Ok(err / n.max(1) as f64);
+    }
     let n = scales.len().max(1) as f64;
     Ok(scales
         .iter()
@@ -304,6 +385,24 @@ mod tests {
         // The step grows by 127/7 from 8 to 4 bits: the noise by its square.
         assert!((n4 / n8 - (127.0f64 / 7.0).powi(2)).abs() < 1e-3 * n4 / n8);
         assert!(quantize_weights(layer, &mut w[1..], NumberFormat::INT8).is_err());
+        // MSE-optimal scales never round worse than the maximum, and clip at 2 bits.
+        for bits in [2u8, 4, 8] {
+            let f = NumberFormat::Int(bits);
+            let max = channel_scales(layer, &orig, f).unwrap().unwrap();
+            let mse = channel_scales_with(layer, &orig, f, WeightScale::Mse)
+                .unwrap()
+                .unwrap();
+            let levels = f.levels().unwrap();
+            for ((c, a), b) in orig.chunks(84).zip(&max).zip(&mse) {
+                assert!(channel_error(c, *b, levels) <= channel_error(c, *a, levels));
+                assert!(b <= a);
+            }
+            let measured = weight_noise_with(layer, &orig, f, WeightScale::Mse).unwrap();
+            assert!(measured > 0.0 && measured.is_finite());
+            if bits == 2 {
+                assert!(mse.iter().zip(&max).any(|(b, a)| b < a));
+            }
+        }
     }
 
     #[test]
@@ -312,7 +411,7 @@ mod tests {
         q.observe(&[0.5, -1.4, 0.2]);
         q.observe(&[0.7]);
         assert_eq!(q.range, 1.4);
-        let mut x = vec![0.1, 0.3, -2.0, 1.4];
+        let mut x = vec![0.05, 0.3, -2.0, 1.4];
         let inputs = x.clone();
         q.forward(&mut x);
         let s = 1.4 / 7.0;

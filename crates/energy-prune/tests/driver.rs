@@ -238,13 +238,17 @@ fn the_joint_solver_trains_a_foreign_network_quantization_aware() {
     let exact = at.energy(&state).unwrap().total;
     assert!(exact <= budget && budget < dense, "{exact} > {budget}");
     assert!(r.budget_met() && r.status.cost == exact);
-    // The network holds quantized weights; the solver the full-precision ones.
+    // The network holds quantized weights, on each channel's grid within its
+    // levels; the solver the full-precision ones.
     let levels = precision[0].weights.levels().unwrap();
-    for channel in state.weights[0].chunks(64) {
-        let max = channel.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let scales = solver.weight_scales()[0].as_ref().unwrap();
+    for (channel, s) in state.weights[0].chunks(64).zip(scales) {
         for v in channel {
-            let k = v / (max / levels);
-            assert!((k - k.round()).abs() < 1e-3, "{v} is off the grid of {max}");
+            let k = v / s;
+            assert!(
+                (k - k.round()).abs() < 1e-3 && k.abs() <= levels + 1e-3,
+                "{v} is off the grid of {s}"
+            );
         }
     }
     assert_ne!(solver.full_precision().weights, state.weights);

@@ -26,8 +26,10 @@ use energy_prune::energy::{
 };
 use energy_prune::network::{Network, NetworkState};
 use energy_prune::prune::{
-    Budget, Data, MaskRounds, ProjectedTraining, precision_options, train_joint, train_projected,
+    Budget, Data, JointChoice, MaskRounds, ProjectedTraining, precision_options, train_joint,
+    train_projected,
 };
+use energy_prune::quant::WeightScale;
 use energy_prune::train::{Dataset, evaluate};
 use energy_prune_nn::Cnn;
 use energy_prune_nn::mnist::{Mnist, MnistOptions};
@@ -60,6 +62,15 @@ impl Method {
     }
 }
 
+/// `--weight-scale`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleRule {
+    /// The largest weight of each channel exact.
+    Max,
+    /// The least squared rounding error per channel.
+    Mse,
+}
+
 /// Flags of this job.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -90,6 +101,9 @@ pub struct Args {
     /// Epochs of dense training.
     #[arg(long, default_value_t = 12)]
     pub dense_epochs: usize,
+    /// How the joint and int8 methods choose per-channel weight scales.
+    #[arg(long, value_enum, default_value_t = ScaleRule::Mse)]
+    pub weight_scale: ScaleRule,
     /// Rounds of input-mask training of `prune16` (below its 0.15 floor it needs many).
     #[arg(long, default_value_t = 8)]
     pub mask_rounds: usize,
@@ -293,15 +307,15 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
                         validation: None,
                         test: Some(&test),
                     };
-                    train_joint(
-                        &mut net,
-                        limit,
+                    let choice = JointChoice {
                         options,
-                        Some(stats.clone()),
-                        data,
-                        &cfg,
-                        &mut progress,
-                    )
+                        activations: Some(stats.clone()),
+                        weight_scale: match args.weight_scale {
+                            ScaleRule::Max => WeightScale::Max,
+                            ScaleRule::Mse => WeightScale::Mse,
+                        },
+                    };
+                    train_joint(&mut net, limit, choice, data, &cfg, &mut progress)
                 }
             };
             let run = match result {
@@ -463,6 +477,7 @@ fn write_outputs(
         "dense": {"test_accuracy": dense_acc, "energy_16bit": e_dense},
         "settings": {"epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
             "weight_bits": args.weight_bits, "activation_bits": args.activation_bits,
+            "weight_scale": format!("{:?}", args.weight_scale).to_lowercase(), "mask_rounds": args.mask_rounds,
             "seed": args.rng.seed, "train_images": args.train_limit, "test_images": args.test_limit,
             "data": args.mnist.data},
         "seconds": seconds,

@@ -44,7 +44,7 @@ use crate::prune::projection::{
     project_with_workspace,
 };
 use crate::prune::schedule::BudgetSchedule;
-use crate::quant::{ActivationStats, weight_noise};
+use crate::quant::{ActivationStats, WeightScale, weight_noise_with};
 
 /// The options of every layer: the product of the weight and activation formats,
 /// the same for each of `layers` layers.
@@ -362,11 +362,13 @@ pub fn project_joint<M: PrecisionModel>(
         budgets,
         options,
         activations,
+        WeightScale::Max,
         &mut ProjectionWorkspace::new(),
     )
 }
 
-/// [`project_joint`] with a reusable projection workspace.
+/// [`project_joint`] with the weights' rounding priced at the scales of
+/// `weight_scale` and a reusable projection workspace.
 ///
 /// # Errors
 /// As [`project_joint`].
@@ -375,6 +377,7 @@ pub fn project_joint_with_workspace<M: PrecisionModel>(
     budgets: &[Budget<M>],
     options: &[Vec<LayerPrecision>],
     activations: Option<&[ActivationStats]>,
+    weight_scale: WeightScale,
     ws: &mut ProjectionWorkspace,
 ) -> Result<JointOutcome> {
     check_budgets(budgets)?;
@@ -422,7 +425,7 @@ pub fn project_joint_with_workspace<M: PrecisionModel>(
             let rho = activations.map_or(0.0, |a| a[l].noise_ratio(p.activations));
             layer_prices.push(OptionPrice {
                 gain: (1.0 - rho).max(0.0),
-                noise: weight_noise(layer, &state.weights[l], p.weights)?,
+                noise: weight_noise_with(layer, &state.weights[l], p.weights, weight_scale)?,
                 floor: priced[d].iter().map(|(f, _)| f[l]).collect(),
                 cost: priced[d].iter().map(|(_, c)| c[l]).collect(),
             });
@@ -515,12 +518,15 @@ pub fn project_joint_with_workspace<M: PrecisionModel>(
 /// |---|---|---|
 /// | `projection` | [`WeightProjectionConfig::default`] | projection interval, budget schedule, regrowth |
 /// | `quantize_weights` | true | quantization-aware training of the weights (see [`JointQuantization`]) |
+/// | `weight_scale` | [`WeightScale::Max`] | how the per-channel weight scales are chosen (refreshed at every projection) |
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct JointConfig {
     /// When to project and how the budget falls (as for [`WeightProjection`](super::WeightProjection)).
     pub projection: WeightProjectionConfig,
     /// Train with the weights quantized at the chosen precision in every forward pass.
     pub quantize_weights: bool,
+    /// The rule of the weights' per-channel scales.
+    pub weight_scale: WeightScale,
 }
 
 impl Default for JointConfig {
@@ -528,6 +534,7 @@ impl Default for JointConfig {
         Self {
             projection: WeightProjectionConfig::default(),
             quantize_weights: true,
+            weight_scale: WeightScale::Max,
         }
     }
 }
@@ -590,6 +597,9 @@ pub struct JointQuantization<M> {
     buf: Vec<f32>,
     /// The precision whose activation formats the network was last told.
     told: Option<Vec<LayerPrecision>>,
+    /// Per-channel weight scales of every layer (`None`: lossless), refreshed at
+    /// every projection; empty until the first write.
+    scales: Vec<Option<Vec<f32>>>,
     support: WeightSupport,
     ws: ProjectionWorkspace,
 }
@@ -642,6 +652,7 @@ impl<M: PrecisionModel> JointQuantization<M> {
             written: Vec::new(),
             buf: Vec::new(),
             told: None,
+            scales: Vec::new(),
             support: WeightSupport::default(),
             ws: ProjectionWorkspace::new(),
         })
@@ -668,6 +679,12 @@ impl<M: PrecisionModel> JointQuantization<M> {
     /// The precision chosen by the last projection (the models' own before any).
     pub fn precision(&self) -> &[LayerPrecision] {
         &self.precision
+    }
+
+    /// The per-channel weight scales the network's weights are quantized with, per
+    /// layer (`None` for a lossless format); refreshed at every projection.
+    pub fn weight_scales(&self) -> &[Option<Vec<f32>>] {
+        &self.scales
     }
 
     /// The full-precision weights the solver trains (empty before
@@ -713,7 +730,9 @@ impl<M: PrecisionModel> JointQuantization<M> {
         if !self.cfg.quantize_weights {
             return self.master.write_weights_to(net);
         }
-        let arch = self.budgets[0].model.architecture();
+        if self.scales.is_empty() {
+            self.refresh_scales()?;
+        }
         self.written.resize(self.master.weights.len(), Vec::new());
         for (l, (m, wr)) in self
             .master
@@ -724,9 +743,26 @@ impl<M: PrecisionModel> JointQuantization<M> {
         {
             wr.clear();
             wr.extend_from_slice(m);
-            crate::quant::quantize_weights(&arch.layers()[l], wr, self.precision[l].weights)?;
+            if let Some(s) = &self.scales[l] {
+                crate::quant::quantize_with_scales(wr, s, self.precision[l].weights);
+            }
             net.write_weights(l, wr)?;
         }
+        Ok(())
+    }
+
+    /// The weight scales of the full-precision weights at the current precision.
+    fn refresh_scales(&mut self) -> Result<()> {
+        let arch = self.budgets[0].model.architecture();
+        self.scales = arch
+            .layers()
+            .iter()
+            .zip(&self.master.weights)
+            .zip(&self.precision)
+            .map(|((layer, w), p)| {
+                crate::quant::channel_scales_with(layer, w, p.weights, self.cfg.weight_scale)
+            })
+            .collect::<Result<_>>()?;
         Ok(())
     }
 
@@ -785,6 +821,7 @@ impl<M: PrecisionModel> ConstrainedOptimizer for JointQuantization<M> {
         self.master = state;
         self.written.clear();
         self.told = None;
+        self.scales.clear();
         self.support.clear();
         Ok(())
     }
@@ -861,14 +898,17 @@ impl<M: PrecisionModel> ConstrainedOptimizer for JointQuantization<M> {
             &budgets,
             &self.options,
             self.activations.as_deref(),
+            self.cfg.weight_scale,
             &mut self.ws,
         )?;
-        self.precision.clone_from(&out.precision);
         for (c, b) in self.current.iter_mut().zip(&budgets) {
             if let crate::prune::Limit::Absolute(v) = b.limit {
                 *c = v;
             }
         }
+        drop(budgets);
+        self.precision.clone_from(&out.precision);
+        self.refresh_scales()?;
         self.support.update(&self.master);
         self.write(net)?;
         Ok(StepReport {

@@ -150,12 +150,24 @@ where
     train_constrained(net, &mut opt, &mut solver, data, &cfg.training(), obs)
 }
 
-/// Train `net` under every budget with each layer's precision chosen among
-/// `options` together with its pruning ([`JointQuantization`](super::joint::JointQuantization)):
+/// What [`train_joint`] chooses from: every layer's precision options, the
+/// statistics that price the activations' rounding, the weight-scale rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JointChoice {
+    /// Options per layer (see [`precision_options`](super::joint::precision_options)).
+    pub options: Vec<Vec<crate::energy::LayerPrecision>>,
+    /// Statistics of every layer's input activations (None: activations' rounding
+    /// not priced).
+    pub activations: Option<Vec<crate::quant::ActivationStats>>,
+    /// How the per-channel weight scales are chosen.
+    pub weight_scale: crate::quant::WeightScale,
+}
+
+/// Train `net` under every budget with each layer's precision chosen among the
+/// options together with its pruning ([`JointQuantization`](super::joint::JointQuantization)):
 /// the settings of [`train_projected`], the weights trained quantization-aware and
-/// the activations quantized by the network where it can. `activations` prices the
-/// activations' rounding (see [`project_joint`](super::joint::project_joint)).
-/// Returns the report and the chosen precision.
+/// the activations quantized by the network where it can. Returns the report and
+/// the chosen precision.
 ///
 /// # Errors
 /// As [`JointQuantization::new`](super::joint::JointQuantization::new) and
@@ -163,8 +175,7 @@ where
 pub fn train_joint<N, M>(
     net: &mut N,
     budgets: Vec<Budget<M>>,
-    options: Vec<Vec<crate::energy::LayerPrecision>>,
-    activations: Option<Vec<crate::quant::ActivationStats>>,
+    choice: JointChoice,
     data: Data<'_>,
     cfg: &ProjectedTraining,
     obs: &mut dyn Observer,
@@ -178,9 +189,10 @@ where
     let joint = super::joint::JointConfig {
         projection: cfg.projection(),
         quantize_weights: true,
+        weight_scale: choice.weight_scale,
     };
-    let mut solver = super::joint::JointQuantization::new(budgets, options, joint)?;
-    if let Some(stats) = activations {
+    let mut solver = super::joint::JointQuantization::new(budgets, choice.options, joint)?;
+    if let Some(stats) = choice.activations {
         solver = solver.with_activation_stats(stats)?;
     }
     let report = train_constrained(net, &mut opt, &mut solver, data, &cfg.training(), obs)?;
