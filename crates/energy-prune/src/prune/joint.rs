@@ -240,18 +240,20 @@ impl Problem<'_> {
             return vec![c0];
         }
         push(c0);
+        // The smallest power of two that fits (multipliers of any scale: the
+        // bisection below also halves towards 0).
         let mut hi = 1.0;
-        let mut found = None;
+        let mut feasible = false;
         for _ in 0..400 {
             let (c, fits) = self.choose(hi);
-            push(c.clone());
+            push(c);
             if fits {
-                found = Some(c);
+                feasible = true;
                 break;
             }
             hi *= 2.0;
         }
-        if found.is_none() {
+        if !feasible {
             // Unreachable once check_feasible passed (a large enough multiplier
             // takes the cheapest floors and nothing else); complete what was seen.
             return seen.into_iter().rev().take(keep).collect();
