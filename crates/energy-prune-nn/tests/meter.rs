@@ -140,9 +140,18 @@ fn idle_power_is_subtracted_exactly() {
 /// idle thread at `idle_watts` and by every inference of the workload.
 struct Device {
     zone: PathBuf,
-    state: Arc<Mutex<(u64, f64)>>,
+    state: Arc<Mutex<Counter>>,
     stop: Arc<AtomicBool>,
     idle: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The simulated counter: its value, the fraction of a microjoule carried, the idle
+/// power and when idle energy was last added.
+struct Counter {
+    value: u64,
+    carry: f64,
+    idle_watts: f64,
+    last: Instant,
 }
 
 const RANGE: u64 = 50_000_000;
@@ -150,17 +159,21 @@ const RANGE: u64 = 50_000_000;
 impl Device {
     fn start(root: &Path, idle_watts: f64) -> Self {
         let zone = zone(root, "0", "package-0", RANGE - 1_000, RANGE);
-        let state = Arc::new(Mutex::new((RANGE - 1_000, 0.0f64)));
+        let state = Arc::new(Mutex::new(Counter {
+            value: RANGE - 1_000,
+            carry: 0.0,
+            idle_watts,
+            last: Instant::now(),
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let (z, s, st) = (zone.clone(), state.clone(), stop.clone());
+        // Idle energy accrues with wall time, as a hardware counter's does: the
+        // ticking thread and every workload call bring it up to date, so a starved
+        // thread on a loaded machine does not make the counter lag.
         let idle = std::thread::spawn(move || {
-            let mut last = Instant::now();
             while !st.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_micros(500));
-                let now = Instant::now();
-                let uj = idle_watts * (now - last).as_secs_f64() * 1e6;
-                last = now;
-                Self::add(&z, &s, uj);
+                Self::add(&z, &s, 0.0);
             }
         });
         Self {
@@ -171,14 +184,18 @@ impl Device {
         }
     }
 
-    /// Add `uj` microjoules (fractions carried) and write the counter, wrapping.
-    fn add(zone: &Path, state: &Mutex<(u64, f64)>, uj: f64) {
+    /// Add the idle energy since the last addition and `uj` microjoules (fractions
+    /// carried), and write the counter, wrapping.
+    fn add(zone: &Path, state: &Mutex<Counter>, uj: f64) {
         let mut s = state.lock().unwrap();
-        let total = s.1 + uj;
+        let now = Instant::now();
+        let idle = s.idle_watts * (now - s.last).as_secs_f64() * 1e6;
+        s.last = now;
+        let total = s.carry + idle + uj;
         let whole = total.floor();
-        s.1 = total - whole;
-        s.0 = (s.0 + whole as u64) % RANGE;
-        set(zone, s.0);
+        s.carry = total - whole;
+        s.value = (s.value + whole as u64) % RANGE;
+        set(zone, s.value);
     }
 }
 
