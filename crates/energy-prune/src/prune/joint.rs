@@ -10,7 +10,7 @@
 //! v = (1 - rho_lk) w^2 - eps_lk
 //! ```
 //! where `eps_lk` is the mean square rounding error of the layer's weights at the
-//! option's weight format ([`weight_noise`]) and `rho_lk` the activations'
+//! option's weight format ([`weight_noise`](crate::quant::weight_noise)) and `rho_lk` the activations'
 //! noise-to-signal ratio at its activation format
 //! ([`ActivationStats::noise_ratio`]; 0 without statistics). Maximising the kept
 //! value minimises the distortion `sum over pruned w^2 + sum over kept (eps + rho w^2)`
