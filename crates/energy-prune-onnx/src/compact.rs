@@ -28,6 +28,12 @@ impl OnnxModel {
     /// channels. A constant shared by tensors pruned differently is copied.
     pub fn compact(&self, plan: &PruningPlan) -> Result<OnnxModel> {
         plan.check(&self.arch)?;
+        if self.quantized {
+            return Err(Error::unsupported(
+                "compacting a quantized (QDQ) model",
+                "compact the float model, then quantize the compact one (OnnxModel::to_qdq)",
+            ));
+        }
         let kept = plan.kept();
         let channels = |s: &Shape| -> Vec<usize> {
             let mut out = Vec::new();
@@ -114,9 +120,9 @@ impl OnnxModel {
                     };
                     let graph = graph_mut(&mut proto)?;
                     tensor::set_floats(&mut graph.initializer[b.weight], &dims, &new_w);
-                    if let Some(bias) = b.bias {
+                    if let Some(bias) = &b.bias {
                         let user = (b.node, 2);
-                        let src = ConstSource::Initializer(bias);
+                        let src = bias.source;
                         slice_const(&mut proto, &self.source, src, user, &rows, &mut sliced)?;
                     }
                 }
@@ -170,6 +176,10 @@ fn const_mut(proto: &mut ModelProto, src: ConstSource) -> Result<&mut TensorProt
             .find(|a| a.name == "value")
             .and_then(|a| a.t.as_mut())
             .ok_or_else(|| Error::arch("a Constant node lost its value")),
+        ConstSource::Dequantized(_) => Err(Error::unsupported(
+            "changing a dequantized constant",
+            "compact the float model, then quantize it",
+        )),
     }
 }
 

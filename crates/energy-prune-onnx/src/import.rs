@@ -4,12 +4,14 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::proto::{GraphProto, ModelProto, NodeProto, TensorProto, type_proto};
+use super::qdq::{self, Folded};
 use super::tensor::{self, attr, attr_float, attr_int, attr_ints, attr_str, corrupt};
 use super::{ConstSource, Constant, LayerBinding, OnnxModel, Op, Shape, Step, Window};
 use energy_prune::arch::{
     Architecture, Conv2dGeometry, InputSegment, Layer, LayerKind, LinearGeometry, Width, WidthId,
     pooled_size,
 };
+use energy_prune::energy::precision::{LayerPrecision, NumberFormat};
 
 impl Shape {
     /// The layer input reading this tensor, `spatial` features per channel.
@@ -25,7 +27,7 @@ use energy_prune::error::{Error, Result};
 /// Operators the import understands (listed in messages).
 const SUPPORTED: &str = "Conv, Gemm, MatMul, Relu, Clip, Dropout, Identity, BatchNormalization, \
      MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean over H and W, Flatten, \
-     Reshape, Add, Concat, Constant";
+     Reshape, Add, Concat, Constant, QuantizeLinear, DequantizeLinear";
 
 /// Provisional widths joined by residual additions (union-find).
 #[derive(Default)]
@@ -71,8 +73,11 @@ struct Importer<'a> {
     layers: Vec<Layer>,
     bindings: Vec<LayerBinding>,
     weights: Vec<Vec<f32>>,
+    precision: Vec<LayerPrecision>,
     steps: Vec<Step>,
     used_weights: Vec<bool>,
+    /// `DequantizeLinear`s of constants, folded.
+    folded: &'a [Folded],
     /// Opset of the default domain (attributes and inputs of some operators
     /// changed between versions).
     opset: super::prepare::Opset,
@@ -92,6 +97,11 @@ pub(super) fn import(
         .graph
         .as_ref()
         .ok_or_else(|| corrupt(src, "the model has no graph"))?;
+    let folded = qdq::fold_constants(graph, src)?;
+    let quantized = graph
+        .node
+        .iter()
+        .any(|n| n.op_type == "QuantizeLinear" || n.op_type == "DequantizeLinear");
     let mut imp = Importer {
         opset,
         batch: None,
@@ -104,12 +114,20 @@ pub(super) fn import(
         layers: Vec::new(),
         bindings: Vec::new(),
         weights: Vec::new(),
+        precision: Vec::new(),
         steps: Vec::new(),
         used_weights: vec![false; graph.initializer.len()],
+        folded: &folded,
     };
     for (i, t) in graph.initializer.iter().enumerate() {
         imp.constants
             .insert(t.name.as_str(), (t, ConstSource::Initializer(i)));
+    }
+    for f in &folded {
+        imp.constants.insert(
+            f.tensor.name.as_str(),
+            (&f.tensor, ConstSource::Dequantized(f.node)),
+        );
     }
     let input_slot = imp.graph_input(input)?;
     for (i, node) in graph.node.iter().enumerate() {
@@ -126,6 +144,7 @@ pub(super) fn import(
     let Importer {
         bindings,
         weights,
+        precision,
         steps,
         ..
     } = imp;
@@ -136,6 +155,7 @@ pub(super) fn import(
             t.raw_data = Vec::new();
             t.float_data = Vec::new();
             t.double_data = Vec::new();
+            t.int32_data = Vec::new();
         }
     }
     Ok(OnnxModel {
@@ -149,6 +169,8 @@ pub(super) fn import(
         output: output_slot,
         source: src.to_path_buf(),
         untied,
+        precision,
+        quantized,
     })
 }
 
@@ -160,7 +182,7 @@ fn label(node: &NodeProto, index: usize) -> String {
     }
 }
 
-fn unsupported(node: &NodeProto, index: usize, what: impl std::fmt::Display) -> Error {
+pub(super) fn unsupported(node: &NodeProto, index: usize, what: impl std::fmt::Display) -> Error {
     Error::unsupported(
         format!("node {}: {what}", label(node, index)),
         format!(
@@ -390,6 +412,14 @@ impl<'a> Importer<'a> {
                 }
                 Ok(())
             }
+            // Folded at import (see `qdq`): a constant for the nodes above.
+            "DequantizeLinear" if self.constant(node, 0).is_some() => Ok(()),
+            "QuantizeLinear" | "DequantizeLinear" => {
+                let s = self.shapes[self.value(node, index, 0)?].clone();
+                let consts = |n: &str| self.constants.get(n).map(|c| c.0);
+                let op = qdq::elementwise(node, index, &consts, self.src)?;
+                self.output(node, index, s, op)
+            }
             "ReduceMean" => self.reduce_mean(index, node),
             "Conv" => self.conv(index, node),
             "Gemm" | "MatMul" => self.linear(index, node),
@@ -553,6 +583,7 @@ impl<'a> Importer<'a> {
                 ),
             ));
         }
+        let x_slot = self.value(node, index, 0)?;
         let x = self.map_input(node, index)?;
         let (wt, wsrc) = self
             .constant(node, 1)
@@ -641,8 +672,10 @@ impl<'a> Importer<'a> {
                 transposed: false,
                 bias,
                 dims,
+                quant: self.weight_quant(wsrc),
             },
             tensor::floats(wt, self.src)?,
+            x_slot,
         )?;
         let shape = Shape {
             segments: vec![(output, d)],
@@ -654,7 +687,8 @@ impl<'a> Importer<'a> {
     }
 
     fn linear(&mut self, index: usize, node: &'a NodeProto) -> Result<()> {
-        let x = self.shapes[self.value(node, index, 0)?].clone();
+        let x_slot = self.value(node, index, 0)?;
+        let x = self.shapes[x_slot].clone();
         let gemm = node.op_type == "Gemm";
         if !x.flat {
             return Err(unsupported(
@@ -738,8 +772,10 @@ impl<'a> Importer<'a> {
                 transposed,
                 bias,
                 dims,
+                quant: self.weight_quant(wsrc),
             },
             canonical,
+            x_slot,
         )?;
         let shape = Shape {
             segments: vec![(output, out)],
@@ -750,7 +786,23 @@ impl<'a> Importer<'a> {
         self.output(node, index, shape, Op::Layer(self.layers.len() - 1))
     }
 
-    fn push_layer(&mut self, layer: Layer, binding: LayerBinding, weights: Vec<f32>) -> Result<()> {
+    /// `binding` for prunable `layer` reading slot `x`; its precision read from
+    /// the QDQ nodes around it.
+    fn push_layer(
+        &mut self,
+        layer: Layer,
+        binding: LayerBinding,
+        weights: Vec<f32>,
+        x: usize,
+    ) -> Result<()> {
+        let reference = LayerPrecision::REFERENCE;
+        self.precision.push(LayerPrecision {
+            weights: binding
+                .quant
+                .as_ref()
+                .map_or(reference.weights, |q| NumberFormat::Int(q.bits)),
+            activations: qdq::activation_format(&self.steps, x).unwrap_or(reference.activations),
+        });
         energy_prune::error::check_finite_from(
             energy_prune::Origin::File,
             &format!("weights of layer `{}`", layer.name),
@@ -772,9 +824,32 @@ impl<'a> Importer<'a> {
         Ok(())
     }
 
+    /// The folded `DequantizeLinear` of node `n`.
+    fn folded(&self, n: usize) -> Option<&'a Folded> {
+        self.folded.iter().find(|f| f.node == n)
+    }
+
+    /// How weights read from `src` are stored, when they are dequantized integers.
+    fn weight_quant(&self, src: ConstSource) -> Option<qdq::WeightQuant> {
+        match src {
+            ConstSource::Dequantized(n) => self.folded(n).map(|f| f.quant.clone()),
+            _ => None,
+        }
+    }
+
     fn initializer_index(&self, node: &NodeProto, index: usize, src: ConstSource) -> Result<usize> {
         match src {
             ConstSource::Initializer(i) => Ok(i),
+            ConstSource::Dequantized(n) => {
+                self.folded(n).and_then(|f| f.initializer).ok_or_else(|| {
+                    unsupported(
+                        node,
+                        index,
+                        "integer weights held in a Constant node (export with weights as \
+                         initializers)",
+                    )
+                })
+            }
             ConstSource::Node(_) => Err(unsupported(
                 node,
                 index,
@@ -785,7 +860,7 @@ impl<'a> Importer<'a> {
 
     /// The bias initializer at input `k`, if present, checked to hold `n` values.
     /// A Conv's bias must be `[n]`; a Gemm's broadcasts to `[batch, n]`.
-    fn bias(&self, node: &NodeProto, index: usize, k: usize, n: usize) -> Result<Option<usize>> {
+    fn bias(&self, node: &NodeProto, index: usize, k: usize, n: usize) -> Result<Option<Constant>> {
         if node.input.get(k).is_none_or(String::is_empty) {
             return Ok(None);
         }
@@ -802,7 +877,10 @@ impl<'a> Importer<'a> {
                 c.dims
             )));
         }
-        self.initializer_index(node, index, c.source).map(Some)
+        if let ConstSource::Node(_) = c.source {
+            self.initializer_index(node, index, c.source)?;
+        }
+        Ok(Some(c))
     }
 
     /// A unique, readable layer name: the weight's name without `.weight`

@@ -86,11 +86,14 @@
 //! torch.onnx.export(m, (torch.randn(1, 3, 224, 224),), "resnet18.onnx", opset_version=17)
 //! ```
 
+#[cfg(feature = "nn")]
+mod cnn;
 mod compact;
 mod import;
 mod prepare;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 mod proto;
+mod qdq;
 mod run;
 mod tensor;
 
@@ -103,14 +106,17 @@ use energy_prune::error::{Error, Result};
 use energy_prune::network::{Network, NetworkMut};
 use proto::{ModelProto, TensorProto};
 
+#[cfg(feature = "nn")]
+pub use cnn::CNN_OPSET;
 pub use prepare::Untied;
+pub use qdq::QdqSpec;
 
 /// The largest `.onnx` file [`OnnxModel::load`] reads: 2 GiB, the most a protobuf
 /// message can hold (larger models keep their weights in external data files).
 pub const MAX_FILE_BYTES: u64 = 2 << 30;
 
 /// How a prunable layer's weights sit in the ONNX file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 struct LayerBinding {
     /// Index of the node computing the layer.
     node: usize,
@@ -119,10 +125,13 @@ struct LayerBinding {
     /// Stored as `[in][out]` (MatMul, Gemm with `transB = 0`) rather than the
     /// canonical `[out][in]`.
     transposed: bool,
-    /// Index of the bias initializer, if any.
-    bias: Option<usize>,
+    /// The bias constant, if any.
+    bias: Option<Constant>,
     /// The weight tensor's dims as stored.
     dims: Vec<usize>,
+    /// How the weights are stored in a QDQ model (integers read by a
+    /// `DequantizeLinear`); `None` for float weights.
+    quant: Option<qdq::WeightQuant>,
 }
 
 /// Where a constant used by a non-prunable node lives.
@@ -132,6 +141,9 @@ enum ConstSource {
     Initializer(usize),
     /// The `value` attribute of `graph.node[i]` (a `Constant` node).
     Node(usize),
+    /// The output of `graph.node[i]`, a `DequantizeLinear` of a constant (folded
+    /// at import).
+    Dequantized(usize),
 }
 
 /// A constant tensor read at import (small: biases, normalisation statistics).
@@ -182,6 +194,15 @@ enum Op {
     Concat,
     /// Inference-mode batch normalisation: scale, bias, mean, variance, epsilon.
     BatchNorm(Box<[Constant; 4]>, f32),
+    /// `QuantizeLinear` of a tensor: `clamp(round_half_even(x / scale) + zero, lo, hi)`.
+    Quantize {
+        scale: f32,
+        zero: i32,
+        lo: i32,
+        hi: i32,
+    },
+    /// `DequantizeLinear` of a tensor: `(x - zero) * scale`.
+    Dequantize { scale: f32, zero: i32 },
 }
 
 /// A node with the value slots it reads and writes.
@@ -233,6 +254,11 @@ pub struct OnnxModel {
     source: PathBuf,
     /// Constants copied per use on import.
     untied: Vec<prepare::Untied>,
+    /// Each prunable layer's precision (from the QDQ nodes; the reference where
+    /// stored in float).
+    precision: Vec<energy_prune::energy::precision::LayerPrecision>,
+    /// The file holds QuantizeLinear/DequantizeLinear nodes.
+    quantized: bool,
 }
 
 impl OnnxModel {
@@ -299,15 +325,27 @@ impl OnnxModel {
         let header = |i: usize| -> TensorProto {
             let mut t = initializers[i].clone();
             if let Some(l) = layer_of[i] {
-                t.dims = self.bindings[l].dims.iter().map(|&d| d as i64).collect();
-                t.data_type = tensor::FLOAT;
+                let b = &self.bindings[l];
+                t.dims = b.dims.iter().map(|&d| d as i64).collect();
+                t.data_type = b.quant.as_ref().map_or(tensor::FLOAT, |q| q.ty.code);
                 t.raw_data = Vec::new();
                 t.float_data = Vec::new();
                 t.double_data = Vec::new();
+                t.int32_data = Vec::new();
             }
             t
         };
-        let raw_len = |i: usize| layer_of[i].map(|l| 4 * self.weights[l].len());
+        // Integer weights of a QDQ model, encoded up front (a quarter of the floats).
+        let quantized: Vec<Option<Vec<u8>>> = (0..self.bindings.len())
+            .map(|l| self.quantized_bytes(l))
+            .collect();
+        let raw_len = |i: usize| {
+            layer_of[i].map(|l| {
+                quantized[l]
+                    .as_ref()
+                    .map_or(4 * self.weights[l].len(), Vec::len)
+            })
+        };
         let tensor_len = |t: &TensorProto, raw: Option<usize>| {
             t.encoded_len() + raw.map_or(0, |n| key_len(9) + encoded_len_varint(n as u64) + n)
         };
@@ -335,7 +373,10 @@ impl OnnxModel {
                 encode_key(9, WireType::LengthDelimited, &mut buf);
                 encode_varint(n as u64, &mut buf);
                 w.write_all(&buf)?;
-                self.write_weights_raw(l, w)?;
+                match &quantized[l] {
+                    Some(bytes) => w.write_all(bytes)?,
+                    None => self.write_weights_raw(l, w)?,
+                }
             } else {
                 w.write_all(&buf)?;
             }
@@ -371,17 +412,38 @@ impl OnnxModel {
         w.write_all(&chunk)
     }
 
+    /// Layer `l`'s weights in the stored layout (`[in][out]` when transposed).
+    fn stored_weights(&self, l: usize) -> Vec<f32> {
+        let (b, w) = (&self.bindings[l], &self.weights[l]);
+        if b.transposed {
+            transpose(w, b.dims[1], b.dims[0])
+        } else {
+            w.clone()
+        }
+    }
+
+    /// The `raw_data` of layer `l`'s integer weights in a QDQ model (`None` for
+    /// float weights): the current weights rounded with the file's scales.
+    fn quantized_bytes(&self, l: usize) -> Option<Vec<u8>> {
+        let b = &self.bindings[l];
+        let q = b.quant.as_ref()?;
+        let ints = q.encode(&b.dims, &self.stored_weights(l));
+        Some(tensor::encode_quantized(q.ty, &ints))
+    }
+
     /// The complete ONNX model with the current weights.
     pub(crate) fn to_proto(&self) -> ModelProto {
         let mut proto = self.proto.clone();
         if let Some(graph) = proto.graph.as_mut() {
-            for (b, w) in self.bindings.iter().zip(&self.weights) {
-                let stored = if b.transposed {
-                    transpose(w, b.dims[1], b.dims[0])
-                } else {
-                    w.clone()
-                };
-                tensor::set_floats(&mut graph.initializer[b.weight], &b.dims, &stored);
+            for (l, b) in self.bindings.iter().enumerate() {
+                let t = &mut graph.initializer[b.weight];
+                match &b.quant {
+                    Some(q) => {
+                        let ints = q.encode(&b.dims, &self.stored_weights(l));
+                        tensor::set_quantized(t, &b.dims, q.ty, &ints);
+                    }
+                    None => tensor::set_floats(t, &b.dims, &self.stored_weights(l)),
+                }
             }
         }
         proto

@@ -42,19 +42,13 @@ enum Root {
 /// Check the model's opset and names and untie shared constants (see the module
 /// docs): the opset and the constants untied.
 pub(super) fn prepare(proto: &mut ModelProto, src: &Path) -> Result<(Opset, Vec<Untied>)> {
-    let opset = proto
-        .opset_import
-        .iter()
-        .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map(|o| o.version)
-        .max()
-        .ok_or_else(|| {
-            corrupt(
-                src,
-                "the model declares no opset for the default ONNX domain (opset_import is empty); \
+    let opset = declared_opset(proto).ok_or_else(|| {
+        corrupt(
+            src,
+            "the model declares no opset for the default ONNX domain (opset_import is empty); \
                  re-export it with an explicit opset_version",
-            )
-        })?;
+        )
+    })?;
     if opset < 1 {
         return Err(corrupt(
             src,
@@ -68,6 +62,21 @@ pub(super) fn prepare(proto: &mut ModelProto, src: &Path) -> Result<(Opset, Vec<
     unique_names(graph, src)?;
     let untied = untie(graph);
     Ok((opset, untied))
+}
+
+/// The opset the model declares for the default domain, if any.
+pub(super) fn declared_opset(proto: &ModelProto) -> Option<Opset> {
+    proto
+        .opset_import
+        .iter()
+        .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .max()
+}
+
+/// The default-domain opset of a model that [`prepare`] accepted.
+pub(super) fn default_opset(proto: &ModelProto) -> Opset {
+    declared_opset(proto).unwrap_or(1)
 }
 
 fn unique_names(graph: &GraphProto, src: &Path) -> Result<()> {

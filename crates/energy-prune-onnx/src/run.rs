@@ -2,7 +2,7 @@
 //! compacted model computes what the masked one does, and to evaluate an imported
 //! model on a few samples. Straightforward loops, not a fast runtime.
 
-use super::{Constant, OnnxModel, Op, Shape, Window, tensor};
+use super::{Constant, OnnxModel, Op, Shape, Window};
 use energy_prune::arch::{Conv2dGeometry, LayerKind};
 use energy_prune::error::{Error, Result};
 
@@ -69,6 +69,18 @@ impl OnnxModel {
                     }
                     out
                 }
+                Op::Quantize {
+                    scale,
+                    zero,
+                    lo,
+                    hi,
+                } => x
+                    .iter()
+                    .map(|&v| super::qdq::quantize(v, *scale, *zero, *lo, *hi) as f32)
+                    .collect(),
+                Op::Dequantize { scale, zero } => {
+                    x.iter().map(|&v| (v - *zero as f32) * scale).collect()
+                }
                 Op::BatchNorm(p, eps) => {
                     let [scale, bias, mean, var] = &**p;
                     let hw = xs.h * xs.w;
@@ -91,12 +103,16 @@ impl OnnxModel {
     fn layer(&self, l: usize, x: &[f32], batch: usize) -> Result<Vec<f32>> {
         let layer = &self.arch.layers()[l];
         let w = &self.weights[l];
-        let bias = match self.bindings[l].bias {
-            Some(i) => tensor::floats(&self.graph().initializer[i], &self.source)?,
-            None => vec![0.0; layer.out_channels()],
+        let zeros;
+        let bias: &[f32] = match &self.bindings[l].bias {
+            Some(c) => &c.values,
+            None => {
+                zeros = vec![0.0; layer.out_channels()];
+                &zeros
+            }
         };
         Ok(match layer.kind {
-            LayerKind::Conv2d(g) => conv(x, w, &bias, &g, batch),
+            LayerKind::Conv2d(g) => conv(x, w, bias, &g, batch),
             LayerKind::Linear(g) => {
                 let (n, m) = (g.in_features, g.out_features);
                 let mut out = vec![0.0; batch * m];

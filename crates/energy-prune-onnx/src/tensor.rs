@@ -15,9 +15,180 @@ pub(crate) fn corrupt(src: &Path, reason: impl Into<String>) -> Error {
 
 /// `TensorProto.DataType` codes this module reads.
 pub(crate) const FLOAT: i32 = 1;
-const INT32: i32 = 6;
+pub(crate) const INT32: i32 = 6;
 const INT64: i32 = 7;
 const DOUBLE: i32 = 11;
+
+/// An integer element type of `QuantizeLinear`/`DequantizeLinear` tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IntType {
+    /// `TensorProto.DataType` code.
+    pub code: i32,
+    /// Smallest and largest value.
+    pub lo: i32,
+    pub hi: i32,
+}
+
+impl IntType {
+    pub const UINT8: IntType = IntType {
+        code: 2,
+        lo: 0,
+        hi: 255,
+    };
+    pub const INT8: IntType = IntType {
+        code: 3,
+        lo: -128,
+        hi: 127,
+    };
+    pub const UINT16: IntType = IntType {
+        code: 4,
+        lo: 0,
+        hi: 65535,
+    };
+    pub const INT16: IntType = IntType {
+        code: 5,
+        lo: -32768,
+        hi: 32767,
+    };
+    pub const INT32: IntType = IntType {
+        code: INT32,
+        lo: i32::MIN,
+        hi: i32::MAX,
+    };
+    pub const UINT4: IntType = IntType {
+        code: 21,
+        lo: 0,
+        hi: 15,
+    };
+    pub const INT4: IntType = IntType {
+        code: 22,
+        lo: -8,
+        hi: 7,
+    };
+
+    /// The type of ONNX data type `code`, if it is one of the integer types above.
+    pub fn of(code: i32) -> Option<IntType> {
+        [
+            Self::UINT8,
+            Self::INT8,
+            Self::UINT16,
+            Self::INT16,
+            Self::INT32,
+            Self::UINT4,
+            Self::INT4,
+        ]
+        .into_iter()
+        .find(|t| t.code == code)
+    }
+
+    /// Bytes per element in `raw_data` (0 for the packed 4-bit types).
+    fn width(self) -> usize {
+        match self.code {
+            2 | 3 => 1,
+            4 | 5 => 2,
+            6 => 4,
+            _ => 0,
+        }
+    }
+}
+
+/// The values of an integer tensor of a quantized model (8-, 16-, 32- or packed
+/// 4-bit, signed or unsigned), checked against its dims.
+pub(crate) fn quantized(t: &TensorProto, src: &Path) -> Result<(IntType, Vec<i32>)> {
+    reject_external(t)?;
+    let n = numel(t, src)?;
+    let ty = IntType::of(t.data_type).ok_or_else(|| {
+        corrupt(
+            src,
+            format!(
+                "tensor `{}` of a QuantizeLinear/DequantizeLinear node has ONNX data type {} \
+                 (int4, int8, int16, int32 or their unsigned forms expected)",
+                t.name, t.data_type
+            ),
+        )
+    })?;
+    let values: Vec<i32> = if t.raw_data.is_empty() {
+        t.int32_data.clone()
+    } else if ty.width() == 0 {
+        if t.raw_data.len() != n.div_ceil(2) {
+            return Err(raw_len_error(
+                t,
+                n,
+                1,
+                "packed 4-bit values (two per byte)",
+                src,
+            ));
+        }
+        let signed = ty.lo < 0;
+        (0..n)
+            .map(|i| {
+                let nibble = i32::from((t.raw_data[i / 2] >> (4 * (i % 2))) & 0xF);
+                if signed && nibble > 7 {
+                    nibble - 16
+                } else {
+                    nibble
+                }
+            })
+            .collect()
+    } else {
+        let w = ty.width();
+        if t.raw_data.len() != n.saturating_mul(w) {
+            return Err(raw_len_error(t, n, w, "integers", src));
+        }
+        t.raw_data
+            .chunks_exact(w)
+            .map(|b| match ty.code {
+                2 => i32::from(b[0]),
+                3 => i32::from(b[0] as i8),
+                4 => i32::from(u16::from_le_bytes([b[0], b[1]])),
+                5 => i32::from(i16::from_le_bytes([b[0], b[1]])),
+                _ => i32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            })
+            .collect()
+    };
+    if values.len() != n {
+        return Err(corrupt(
+            src,
+            format!(
+                "tensor `{}` holds {} integers but its dims say {n}",
+                t.name,
+                values.len()
+            ),
+        ));
+    }
+    if let Some(v) = values.iter().find(|&&v| v < ty.lo || v > ty.hi) {
+        return Err(corrupt(
+            src,
+            format!("tensor `{}` holds {v}, outside its type's range", t.name),
+        ));
+    }
+    Ok((ty, values))
+}
+
+/// Store `values` (each within `ty`'s range) in `t` as `raw_data` of type `ty`.
+pub(crate) fn set_quantized(t: &mut TensorProto, dims: &[usize], ty: IntType, values: &[i32]) {
+    t.dims = dims.iter().map(|&d| d as i64).collect();
+    t.data_type = ty.code;
+    t.int32_data.clear();
+    t.float_data.clear();
+    t.raw_data = encode_quantized(ty, values);
+}
+
+/// The `raw_data` bytes of `values` as type `ty` (4-bit types packed, low nibble first).
+pub(crate) fn encode_quantized(ty: IntType, values: &[i32]) -> Vec<u8> {
+    match ty.width() {
+        0 => values
+            .chunks(2)
+            .map(|p| (p[0] as u8 & 0xF) | ((p.get(1).copied().unwrap_or(0) as u8 & 0xF) << 4))
+            .collect(),
+        1 => values.iter().map(|&v| v as u8).collect(),
+        2 => values
+            .iter()
+            .flat_map(|&v| (v as u16).to_le_bytes())
+            .collect(),
+        _ => values.iter().flat_map(|&v| v.to_le_bytes()).collect(),
+    }
+}
 
 /// Number of elements of a tensor, from its dims (checked: no negative dims, no overflow).
 pub(crate) fn numel(t: &TensorProto, src: &Path) -> Result<usize> {
@@ -100,8 +271,8 @@ pub(crate) fn floats(t: &TensorProto, src: &Path) -> Result<Vec<f32>> {
         other => {
             return Err(Error::unsupported(
                 format!("tensor `{}` of ONNX data type {other}", t.name),
-                "only float32 and float64 weights can be read; convert the model to float32 \
-                 first (quantised models are not supported)",
+                "only float32 and float64 tensors can be read here (integer weights are read \
+                 through a DequantizeLinear node, the QDQ form); convert the model to float32",
             ));
         }
     };

@@ -5,6 +5,9 @@
 //! ```text
 //! q(x) = s * clamp(round(x / s), -L, L),    L = 2^(b-1) - 1
 //! ```
+//! with `round` to the nearest integer, ties to even, and `x / s` a float32
+//! division: ONNX's `QuantizeLinear` exactly, so that a model exported in QDQ form
+//! computes in onnxruntime what it computed in training.
 //! Weights take one scale per output channel, `s_c = max_i |w_ci| / L` (the
 //! largest weight of the channel is represented exactly, [`WeightScale::Max`]) or
 //! the scale among `f max_i |w_ci| / L`, `f` in `0.20, 0.22, ..., 1.00`, with the
@@ -125,11 +128,12 @@ pub fn quantize_with_scales(weights: &mut [f32], scales: &[f32], format: NumberF
     }
 }
 
-/// Round `x` to the grid of `scale` with `levels` levels either side of zero.
+/// Round `x` to the grid of `scale` with `levels` levels either side of zero
+/// (ties to even, as ONNX's `QuantizeLinear`).
 #[inline]
 pub fn quantize_value(x: f32, scale: f32, levels: f32) -> f32 {
     if scale > 0.0 {
-        scale * (x / scale).round().clamp(-levels, levels)
+        scale * (x / scale).round_ties_even().clamp(-levels, levels)
     } else {
         0.0
     }
