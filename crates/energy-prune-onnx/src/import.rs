@@ -886,8 +886,19 @@ impl<'a> Importer<'a> {
     /// A unique, readable layer name: the weight's name without `.weight`
     /// (PyTorch's module path), else the node's name.
     fn layer_name(&self, node: &NodeProto, index: usize, weight: &TensorProto) -> String {
-        let base = weight
-            .name
+        // A dequantized weight is named after its integer tensor (`<path>.weight_quantized`).
+        let stored = self
+            .constants
+            .get(weight.name.as_str())
+            .and_then(|&(_, src)| match src {
+                ConstSource::Dequantized(n) => self.folded(n).and_then(|f| f.initializer),
+                _ => None,
+            })
+            .map_or(weight.name.as_str(), |i| {
+                let n = self.graph.initializer[i].name.as_str();
+                n.strip_suffix("_quantized").unwrap_or(n)
+            });
+        let base = stored
             .strip_suffix(".weight")
             .filter(|s| !s.is_empty())
             .map(str::to_string)

@@ -353,3 +353,40 @@ fn qdq_models_compute_what_onnxruntime_computes() {
         );
     }
 }
+
+#[test]
+fn onnxruntime_static_int8_models_are_read_at_8_bits_and_run_as_onnxruntime_runs_them() {
+    let text = std::fs::read_to_string(fixtures().join("qdq.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let floats = |key: &str| -> Vec<f32> {
+        v["ort_static"][key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let (fused, unfused) = (floats("outputs"), floats("outputs_unfused"));
+    let torch = std::fs::read_to_string(fixtures().join("lenet5.json")).unwrap();
+    let t: serde_json::Value = serde_json::from_str(&torch).unwrap();
+    let x: Vec<f32> = t["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let m = OnnxModel::load(fixtures().join("qdq_ort_lenet5.onnx"), None).unwrap();
+    assert!(m.is_quantized());
+    assert_eq!(m.precision(), vec![int(8, 8); 5].as_slice());
+    let names: Vec<&str> = m.architecture().layers().iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["conv1", "conv2", "fc1", "fc2", "fc3"]);
+    let got = m.run(&x, 2).unwrap();
+    let scale = unfused.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    // Node by node as ONNX defines it: the same numbers.
+    let d = max_diff(&got, &unfused);
+    assert!(d <= 1e-5 * scale, "interpreter vs onnxruntime (unfused): {d} (scale {scale})");
+    // onnxruntime's fused integer kernels round their requantization their own
+    // way: within a few steps of the output's 8-bit grid.
+    let d = max_diff(&got, &fused);
+    assert!(d <= 0.02 * scale, "interpreter vs onnxruntime (fused): {d} (scale {scale})");
+}

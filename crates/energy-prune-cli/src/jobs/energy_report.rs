@@ -8,11 +8,14 @@
 //! ```
 //! Without `--net` every zoo network is reported. `--onnx FILE` reports a model
 //! exported from PyTorch (or any supported ONNX file) with its own weights: zeros
-//! count as pruned. `--input` gives the sample size when the file's input is
+//! count as pruned; a quantized (QDQ) file is priced at the precision its
+//! `QuantizeLinear`/`DequantizeLinear` nodes give each layer, beside its energy at
+//! the 16-bit reference. `--input` gives the sample size when the file's input is
 //! symbolic. With `--json` the last line of stdout is one JSON object (for
 //! `--net all`: `{"networks": [...]}`).
 
 use energy_prune::arch::{Architecture, zoo};
+use energy_prune::energy::precision::LayerPrecision;
 use energy_prune::energy::systolic::{COMPUTE, INPUT_MOVEMENT, WEIGHT_MOVEMENT};
 use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::network::{Network, NetworkState};
@@ -59,13 +62,18 @@ impl Args {
     }
 }
 
-/// Energy of `state` (the dense network, or a model's own weights) on `arch`.
+/// Energy of `state` (the dense network, or a model's own weights) on `arch`, at
+/// `precision` when the model is quantized.
 fn report(
     arch: &Architecture,
     state: &NetworkState,
     cfg: SystolicConfig,
+    precision: Option<&[LayerPrecision]>,
 ) -> energy_prune::Result<serde_json::Value> {
-    let model = SystolicArray::new(arch, cfg)?;
+    let model = match precision {
+        Some(p) => SystolicArray::with_precision(arch, cfg, p)?,
+        None => SystolicArray::new(arch, cfg)?,
+    };
     let exact = model.energy(state)?;
     let relaxed = model.relaxed_energy(&state.nonzeros(), model.dense_input_energy())?;
     println!(
@@ -83,15 +91,33 @@ fn report(
         model.dense_floor(),
         100.0 * model.dense_floor() / exact.total
     );
+    let mut reference_total = None;
+    if let Some(p) = precision {
+        let names: Vec<String> = arch
+            .layers()
+            .iter()
+            .zip(p)
+            .map(|(l, p)| format!("{} {p}", l.name))
+            .collect();
+        println!("precision (weights/activations): {}", names.join(", "));
+        let reference = SystolicArray::new(arch, cfg)?.energy(state)?.total;
+        println!(
+            "at the 16-bit reference precision: {reference:.6e} (quantized = {:.2} % of it)",
+            100.0 * exact.total / reference
+        );
+        reference_total = Some(reference);
+    }
     let layers: Vec<serde_json::Value> = exact
         .layers
         .iter()
         .zip(&relaxed.layers)
-        .map(|(l, r)| {
+        .enumerate()
+        .map(|(i, (l, r))| {
             serde_json::json!({
                 "name": l.name, "kind": l.kind.as_str(), "weights": l.weights, "nonzero": l.nonzero,
                 "macs": l.macs, "compute": l.part(COMPUTE), "weight_access": l.part(WEIGHT_MOVEMENT),
                 "input_access": l.part(INPUT_MOVEMENT), "total": l.total, "relaxed_total": r.total,
+                "precision": precision.map(|p| p[i].to_string()),
             })
         })
         .collect();
@@ -101,6 +127,7 @@ fn report(
         "total": exact.total,
         "relaxed_total": relaxed.total,
         "floor": model.dense_floor(),
+        "reference_total": reference_total,
     }))
 }
 
@@ -131,7 +158,8 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
             model.output_len()
         );
         let state = NetworkState::from_network(&model)?;
-        out.push(report(model.architecture(), &state, cfg)?);
+        let precision = model.is_quantized().then(|| model.precision());
+        out.push(report(model.architecture(), &state, cfg, precision)?);
     } else {
         let names: Vec<&str> = if args.net == "all" {
             zoo::NAMES.to_vec()
@@ -140,7 +168,7 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         };
         for name in names {
             let arch = zoo::by_name(name)?;
-            out.push(report(&arch, &NetworkState::dense(&arch), cfg)?);
+            out.push(report(&arch, &NetworkState::dense(&arch), cfg, None)?);
         }
     }
     if args.print.json {
