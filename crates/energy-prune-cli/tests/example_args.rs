@@ -430,6 +430,14 @@ fn quantize_runs_small_and_writes_its_outputs() {
         if p["feasible"].as_bool().unwrap() {
             assert!(p["energy_ratio"].as_f64().unwrap() <= budget, "{p}");
             assert_eq!(p["layers"].as_array().unwrap().len(), 5);
+            // The exported QDQ model reads back at the precision the run chose.
+            let file = dir.join(p["onnx"].as_str().unwrap());
+            let model = energy_prune_onnx::OnnxModel::load(&file, None).unwrap();
+            let layers = p["layers"].as_array().unwrap();
+            for (pr, l) in model.precision().iter().zip(layers) {
+                assert_eq!(pr.weights.to_string(), l["weights"], "{p}");
+                assert_eq!(pr.activations.to_string(), l["activations"], "{p}");
+            }
         } else {
             // The int8 floor is about 0.076 of the dense 16-bit energy.
             assert!(method == "int8" && budget < 0.076, "{p}");
@@ -446,6 +454,7 @@ fn quantize_runs_small_and_writes_its_outputs() {
             "{joint_low}"
         );
     }
+    assert!(dir.join("onnx/dense.onnx").is_file());
     let csv = std::fs::read_to_string(dir.join("quantize.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5);
     assert!(csv.lines().all(|r| r.split(',').count() == 17), "{csv}");

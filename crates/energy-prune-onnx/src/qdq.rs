@@ -21,8 +21,10 @@
 //! along the output axis; int8 up to 8 bits, packed int4 up to 4 bits at opset 21,
 //! int16 above 8 bits at opset 21), activations through `Clip(-L s, L s)` →
 //! `QuantizeLinear` → `DequantizeLinear` with `s = range / L`,
-//! `L = 2^(b-1) - 1` (the crate's [`quant`](energy_prune::quant) grid exactly).
-//! 16-bit and float layers stay float32 (the reference precision).
+//! `L = 2^(b-1) - 1` (the crate's [`quant`](energy_prune::quant) grid exactly);
+//! the bias of a layer with both quantized becomes int32 on the accumulator's grid
+//! `s_x * s_w[c]` (see [`QdqSpec::quantize_bias`]). 16-bit and float layers stay
+//! float32 (the reference precision).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -32,7 +34,9 @@ use super::tensor::{self, IntType, attr, attr_int, corrupt};
 use super::{OnnxModel, Op};
 use energy_prune::energy::precision::{LayerPrecision, NumberFormat, check_precision};
 use energy_prune::error::{Error, Result};
-use energy_prune::quant::{WeightScale, channel_scales_with};
+use energy_prune::quant::{
+    WeightScale, bias_level, bias_scales, channel_scales_with, storable_scales,
+};
 
 /// How a layer's weights are stored in a QDQ model: integers read by a
 /// `DequantizeLinear` along `axis` of the stored tensor.
@@ -210,8 +214,7 @@ pub(crate) fn fold_constants(graph: &GraphProto, src: &Path) -> Result<Vec<Folde
         else {
             continue;
         };
-        let (scales, zero) =
-            scale_and_zero(node, index, &|n: &str| consts.get(n).copied(), src)?;
+        let (scales, zero) = scale_and_zero(node, index, &|n: &str| consts.get(n).copied(), src)?;
         let (ty, q) = tensor::quantized(x, src)?;
         let dims = tensor::dims(x, src)?;
         let axis = axis_of(node, index, dims.len(), scales.len())?;
@@ -351,6 +354,13 @@ pub struct QdqSpec {
     pub weight_scales: Option<Vec<Option<Vec<f32>>>>,
     /// How scales are computed when not given.
     pub weight_scale: WeightScale,
+    /// Store the bias of a layer with quantized weights and activations as int32
+    /// on the accumulator's grid `s_x * s_w[c]` (as integer kernels hold it; the
+    /// bias is rounded onto that grid: round the network's biases the same way
+    /// with [`quantize_bias`](energy_prune::quant::quantize_bias) to evaluate what
+    /// is exported). `true` by default; `false` keeps float biases, which
+    /// onnxruntime rounds onto the same grid when it fuses the layer.
+    pub quantize_bias: bool,
 }
 
 impl QdqSpec {
@@ -362,6 +372,7 @@ impl QdqSpec {
             activation_ranges: vec![None; n],
             weight_scales: None,
             weight_scale: WeightScale::Max,
+            quantize_bias: true,
         }
     }
 
@@ -480,6 +491,7 @@ impl OnnxModel {
             let b = &self.bindings[l];
             let name = layer.name.replace(['/', ' '], "_");
             let mut prefix = Vec::new();
+            let mut input_scale = None;
             if let Some(levels) = p.activations.levels() {
                 let range = spec.activation_ranges[l]
                     .filter(|r| r.is_finite() && *r > 0.0)
@@ -493,6 +505,7 @@ impl OnnxModel {
                     })?;
                 let ty = storage(p.activations.bits(), opset, false)?;
                 let scale = range / levels;
+                input_scale = Some(scale);
                 let x = graph.node[b.node].input[0].clone();
                 let [lo, hi, s, z] = ["clip_min", "clip_max", "scale", "zero_point"]
                     .map(|k| format!("{name}.input_quant.{k}"));
@@ -533,10 +546,7 @@ impl OnnxModel {
                     ));
                 }
                 // A channel of zeros has scale 0: any positive scale stores it.
-                let scales: Vec<f32> = scales
-                    .iter()
-                    .map(|&s| if s.is_finite() && s > 0.0 { s } else { 1.0 })
-                    .collect();
+                let scales = storable_scales(&scales);
                 let ty = storage(p.weights.bits(), opset, true)?;
                 let per = w.len() / out.max(1);
                 let lv = levels as i32;
@@ -579,8 +589,39 @@ impl OnnxModel {
                     "DequantizeLinear",
                     &[&qname, &s, &z],
                     &wname,
-                    vec![axis_attr],
+                    vec![axis_attr.clone()],
                 ));
+                if let (Some(sx), Some(bias), true) = (input_scale, &b.bias, spec.quantize_bias)
+                    && let super::ConstSource::Initializer(bi) = bias.source
+                {
+                    let bs = bias_scales(sx, &scales);
+                    let levels: Vec<i32> = bias
+                        .values
+                        .iter()
+                        .zip(&bs)
+                        .map(|(&v, &s)| bias_level(v, s))
+                        .collect();
+                    let bt = &mut graph.initializer[bi];
+                    let bname = bt.name.clone();
+                    let bq = format!("{bname}_quantized");
+                    bt.name = bq.clone();
+                    tensor::set_quantized(bt, &[out], IntType::INT32, &levels);
+                    let (s, z) = (format!("{bname}_scale"), format!("{bname}_zero_point"));
+                    let mut t = tensor_named(s.clone());
+                    tensor::set_floats(&mut t, &[out], &bs);
+                    graph.initializer.push(t);
+                    let mut t = tensor_named(z.clone());
+                    tensor::set_quantized(&mut t, &[out], IntType::INT32, &vec![0; out]);
+                    graph.initializer.push(t);
+                    let mut a0 = axis_attr;
+                    a0.i = 0;
+                    prefix.push(node("DequantizeLinear", &[&bq, &s, &z], &bname, vec![a0]));
+                    for v in &mut graph.input {
+                        if v.name == bname {
+                            v.name = bq.clone();
+                        }
+                    }
+                }
                 // The graph input list may name the float initializer (old exporters).
                 for v in &mut graph.input {
                     if v.name == wname {

@@ -11,6 +11,7 @@ use energy_prune::energy::precision::{LayerPrecision, NumberFormat};
 use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
 use energy_prune::error::Error;
 use energy_prune::network::{Network, NetworkMut, NetworkState, PruningPlan, Trainable};
+use energy_prune::quant;
 use energy_prune_nn::Cnn;
 use energy_prune_onnx::{OnnxModel, QdqSpec};
 use rand::{RngExt, SeedableRng, rngs::ChaCha12Rng};
@@ -68,16 +69,26 @@ fn models() -> Vec<(&'static str, OnnxModel, Cnn)> {
         let spec = QdqSpec::new(precision.clone()).with_activation_ranges(r.clone());
         let q = float.to_qdq(&spec).unwrap();
         // The same quantization in the CNN: weights rounded per channel, inputs
-        // fake-quantized at the same ranges.
+        // fake-quantized at the same ranges, biases on the accumulator's grid.
         for (l, p) in precision.iter().enumerate() {
             let mut w = net.weights_ref(l).unwrap().to_vec();
-            let layer = &net.architecture().layers()[l];
-            energy_prune::quant::quantize_weights(layer, &mut w, p.weights).unwrap();
+            let layer = net.architecture().layers()[l].clone();
+            let scales = quant::channel_scales(&layer, &w, p.weights).unwrap();
+            energy_prune::quant::quantize_weights(&layer, &mut w, p.weights).unwrap();
             net.write_weights(l, &w).unwrap();
             net.set_activation_quantization(l, p.activations).unwrap();
             let aq = net.activation_quantizer_mut(l).unwrap();
             aq.range = r[l].unwrap();
             aq.calibrating = false;
+            let sx = aq.scale();
+            if let (Some(ws), true) = (scales, sx > 0.0) {
+                let mut b = net.bias(l).unwrap().to_vec();
+                quant::quantize_bias(
+                    &mut b,
+                    &quant::bias_scales(sx, &quant::storable_scales(&ws)),
+                );
+                net.set_bias(l, &b).unwrap();
+            }
         }
         out.push((name, q, net));
     }
@@ -378,15 +389,26 @@ fn onnxruntime_static_int8_models_are_read_at_8_bits_and_run_as_onnxruntime_runs
     let m = OnnxModel::load(fixtures().join("qdq_ort_lenet5.onnx"), None).unwrap();
     assert!(m.is_quantized());
     assert_eq!(m.precision(), vec![int(8, 8); 5].as_slice());
-    let names: Vec<&str> = m.architecture().layers().iter().map(|l| l.name.as_str()).collect();
+    let names: Vec<&str> = m
+        .architecture()
+        .layers()
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
     assert_eq!(names, ["conv1", "conv2", "fc1", "fc2", "fc3"]);
     let got = m.run(&x, 2).unwrap();
     let scale = unfused.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     // Node by node as ONNX defines it: the same numbers.
     let d = max_diff(&got, &unfused);
-    assert!(d <= 1e-5 * scale, "interpreter vs onnxruntime (unfused): {d} (scale {scale})");
+    assert!(
+        d <= 1e-5 * scale,
+        "interpreter vs onnxruntime (unfused): {d} (scale {scale})"
+    );
     // onnxruntime's fused integer kernels round their requantization their own
     // way: within a few steps of the output's 8-bit grid.
     let d = max_diff(&got, &fused);
-    assert!(d <= 0.02 * scale, "interpreter vs onnxruntime (fused): {d} (scale {scale})");
+    assert!(
+        d <= 0.02 * scale,
+        "interpreter vs onnxruntime (fused): {d} (scale {scale})"
+    );
 }

@@ -128,6 +128,51 @@ pub fn quantize_with_scales(weights: &mut [f32], scales: &[f32], format: NumberF
     }
 }
 
+/// Per-channel weight scales fit for storage: a channel of zeros (scale 0, or a
+/// non-finite scale) takes the layer's smallest positive scale (1 if none), so
+/// that every scale is positive and its bias grid no coarser than the others'.
+pub fn storable_scales(scales: &[f32]) -> Vec<f32> {
+    let fallback = scales
+        .iter()
+        .copied()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .reduce(f32::min)
+        .unwrap_or(1.0);
+    scales
+        .iter()
+        .map(|&s| {
+            if s.is_finite() && s > 0.0 {
+                s
+            } else {
+                fallback
+            }
+        })
+        .collect()
+}
+
+/// The scales of a layer's integer bias: `s_x * s_w[c]` per output channel, the
+/// grid of the int32 accumulator of an integer kernel (the QDQ convention:
+/// onnxruntime rounds a float bias onto it when it fuses a layer). `weight_scales`
+/// as from [`storable_scales`].
+pub fn bias_scales(input_scale: f32, weight_scales: &[f32]) -> Vec<f32> {
+    weight_scales.iter().map(|&s| input_scale * s).collect()
+}
+
+/// Round `bias` in place onto the int32 grid of `scales` (one per channel):
+/// `b = s * round(b / s)`, ties to even, clamped to the int32 range.
+pub fn quantize_bias(bias: &mut [f32], scales: &[f32]) {
+    for (b, &s) in bias.iter_mut().zip(scales) {
+        if s > 0.0 {
+            *b = s * bias_level(*b, s) as f32;
+        }
+    }
+}
+
+/// The int32 level of bias `b` at scale `s`.
+pub fn bias_level(b: f32, s: f32) -> i32 {
+    ((b / s).round_ties_even() as f64).clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
+}
+
 /// Round `x` to the grid of `scale` with `levels` levels either side of zero
 /// (ties to even, as ONNX's `QuantizeLinear`).
 #[inline]

@@ -14,7 +14,12 @@
 //! ```
 //! Writes `quantize.csv`, `quantize.json` and `accuracy_energy.svg` into `--out`
 //! and prints a table of every point and the per-layer bits and kept weights of
-//! each method at `--table-budget`.
+//! each method at `--table-budget`. Every trained network is also written as an
+//! ONNX model under `--out`/onnx: the dense one in float (`dense.onnx`), the
+//! quantized ones in QDQ form at their precision (`<method>_<budget>.onnx`; the
+//! input-masked `prune16` networks have no ONNX form and are left out);
+//! `scripts/check_qdq_onnxruntime.py` evaluates them in onnxruntime, beside
+//! onnxruntime's own static int8 quantization of the dense model.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -29,11 +34,12 @@ use energy_prune::prune::{
     Budget, Data, JointChoice, MaskRounds, ProjectedTraining, precision_options, train_joint,
     train_projected,
 };
-use energy_prune::quant::WeightScale;
+use energy_prune::quant::{self, WeightScale};
 use energy_prune::train::{Dataset, evaluate};
 use energy_prune_nn::Cnn;
-use energy_prune_nn::mnist::{Mnist, MnistOptions};
+use energy_prune_nn::mnist::{Mnist, MnistOptions, Normalization};
 use energy_prune_nn::workflow::{Progress, held_out, print_dense, train_dense_lenet5};
+use energy_prune_onnx::{OnnxModel, QdqSpec};
 
 use crate::args::Usage;
 use crate::common::check;
@@ -180,13 +186,18 @@ impl Args {
 
 /// One trained point.
 struct Run {
+    /// Test accuracy of the network as exported (biases on their integer grid).
     test_accuracy: f64,
+    /// Test accuracy at the end of training (float biases).
+    float_bias_accuracy: f64,
     energy_ratio: f64,
     precision: Vec<LayerPrecision>,
     nonzero: Vec<u64>,
     seconds: f64,
     /// Why the run is not a result (it diverged), if so.
     failed: Option<String>,
+    /// The exported ONNX file (relative to `--out`), or why there is none.
+    onnx: std::result::Result<String, String>,
 }
 
 /// One (method, budget) point: a run, or why there is none.
@@ -231,6 +242,9 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         println!("saved dense LeNet-5 to {}", path.display());
     }
     let dense_acc = evaluate(&mut dense, &test, 1000)?;
+    let onnx_dir = args.out.join("onnx");
+    std::fs::create_dir_all(&onnx_dir).map_err(|e| Error::io(&onnx_dir, e))?;
+    OnnxModel::from_cnn(&dense)?.save(args.out.join("onnx/dense.onnx"))?;
     let arch = dense.architecture().clone();
     let n = arch.layers().len();
     let hw = SystolicArray::new(&arch, SystolicConfig::default())?;
@@ -294,7 +308,7 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
                         test: Some(&test),
                     };
                     train_projected(&mut net, limit, data, &masked, &mut progress)
-                        .map(|r| (r, vec![LayerPrecision::REFERENCE; n]))
+                        .map(|r| (r, vec![LayerPrecision::REFERENCE; n], None))
                 }
                 Method::Int8 | Method::Joint => {
                     let options = if method == Method::Joint {
@@ -316,10 +330,29 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
                         },
                     };
                     train_joint(&mut net, limit, choice, data, &cfg, &mut progress)
+                        .map(|t| (t.report, t.precision, Some(t.weight_scales)))
                 }
             };
             let run = match result {
-                Ok((report, precision)) => {
+                Ok((report, precision, scales)) => {
+                    // Integer kernels hold a layer's bias in int32 on the grid
+                    // `s_x * s_w`: round it there, as the QDQ export stores it, and
+                    // report the accuracy of that network.
+                    let rounded = round_biases(&mut net, &precision, scales.as_deref())?;
+                    let accuracy = if rounded {
+                        evaluate(&mut net, &test, 1000)?
+                    } else {
+                        report.test_accuracy.unwrap_or(f64::NAN)
+                    };
+                    let file = format!("onnx/{}_{budget}.onnx", method.name());
+                    let onnx = export(&net, &precision, scales, &test, &args.out.join(&file))
+                        .map(|diff| {
+                            println!(
+                                "wrote {file} (its outputs within {diff:.2e} of the network's)"
+                            );
+                            file
+                        })
+                        .map_err(|e| e.to_string());
                     let state = NetworkState::from_network(&net)?;
                     let at = hw.at_precision(&precision)?;
                     let energy = at.energy(&state)?;
@@ -335,12 +368,14 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
                         Ok(_) => None,
                     };
                     Ok(Run {
-                        test_accuracy: report.test_accuracy.unwrap_or(f64::NAN),
+                        test_accuracy: accuracy,
+                        float_bias_accuracy: report.test_accuracy.unwrap_or(f64::NAN),
                         energy_ratio: energy.total / e_dense,
                         precision,
                         nonzero: energy.layers.iter().map(|l| l.nonzero).collect(),
                         seconds: t0.elapsed().as_secs_f64(),
                         failed,
+                        onnx,
                     })
                 }
                 Err(Error::InfeasibleBudget { min_achievable, .. }) => Err(format!(
@@ -372,6 +407,68 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         args.out.display()
     );
     write_outputs(args, &arch, &points, dense_acc, e_dense, seconds)
+}
+
+/// Round the bias of every layer with quantized weights and activations onto
+/// its int32 grid `s_x * s_w[c]` ([`quant::quantize_bias`]); whether any was.
+fn round_biases(
+    net: &mut Cnn,
+    precision: &[LayerPrecision],
+    scales: Option<&[Option<Vec<f32>>]>,
+) -> energy_prune::Result<bool> {
+    let Some(scales) = scales else {
+        return Ok(false);
+    };
+    let mut any = false;
+    for (l, (p, ws)) in precision.iter().zip(scales).enumerate() {
+        let sx = net.activation_quantizers()[l].map_or(0.0, |q| q.scale());
+        if let (Some(ws), true, true) = (ws, sx > 0.0, p.activations.levels().is_some()) {
+            let mut b = net.bias(l)?.to_vec();
+            quant::quantize_bias(&mut b, &quant::bias_scales(sx, &quant::storable_scales(ws)));
+            net.set_bias(l, &b)?;
+            any = true;
+        }
+    }
+    Ok(any)
+}
+
+/// Write `net` at `precision` (QDQ; the weights with their training `scales`) to
+/// `path`; returns the largest difference between the exported model's outputs
+/// and the network's on the first 64 test images.
+fn export(
+    net: &Cnn,
+    precision: &[LayerPrecision],
+    scales: Option<Vec<Option<Vec<f32>>>>,
+    test: &Dataset,
+    path: &std::path::Path,
+) -> energy_prune::Result<f32> {
+    let float = OnnxModel::from_cnn(net)?;
+    let ranges = net
+        .activation_quantizers()
+        .iter()
+        .map(|q| q.map(|q| q.range))
+        .collect();
+    let mut spec = QdqSpec::new(precision.to_vec()).with_activation_ranges(ranges);
+    if let Some(s) = scales {
+        spec = spec.with_weight_scales(s);
+    }
+    let model = if precision.iter().all(|p| *p == LayerPrecision::REFERENCE) {
+        float
+    } else {
+        float.to_qdq(&spec)?
+    };
+    let k = test.len().min(64);
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    energy_prune::train::DataSource::gather(test, &(0..k).collect::<Vec<_>>(), &mut xs, &mut ys)?;
+    let mut logits = Vec::new();
+    energy_prune::network::Trainable::predict(&mut net.clone(), &xs, k, &mut logits)?;
+    let diff = model
+        .run(&xs, k)?
+        .iter()
+        .zip(&logits)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    model.save(path)?;
+    Ok(diff)
 }
 
 fn print_results(
@@ -477,7 +574,9 @@ fn write_outputs(
     save(&args.out.join("quantize.csv"), &csv)?;
     let json = serde_json::json!({
         "network": "lenet5",
-        "dense": {"test_accuracy": dense_acc, "energy_16bit": e_dense},
+        "dense": {"test_accuracy": dense_acc, "energy_16bit": e_dense, "onnx": "onnx/dense.onnx"},
+        "input": {"pad": MnistOptions::default().pad, "normalization": match MnistOptions::default().normalization {
+            Normalization::Unit => "unit", Normalization::Scale => "scale", Normalization::Standardize => "standardize"}},
         "settings": {"epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
             "weight_bits": args.weight_bits, "activation_bits": args.activation_bits,
             "weight_scale": format!("{:?}", args.weight_scale).to_lowercase(), "mask_rounds": args.mask_rounds,
@@ -488,7 +587,8 @@ fn write_outputs(
             Ok(r) => serde_json::json!({
                 "method": p.method.name(), "budget": p.budget, "feasible": true,
                 "failed": r.failed, "energy_ratio": r.energy_ratio, "test_accuracy": r.test_accuracy,
-                "seconds": r.seconds,
+                "test_accuracy_float_bias": r.float_bias_accuracy,
+                "seconds": r.seconds, "onnx": r.onnx.as_ref().ok(), "onnx_missing": r.onnx.as_ref().err(),
                 "layers": arch.layers().iter().zip(&r.precision).zip(&r.nonzero).map(|((l, pr), nz)| serde_json::json!({
                     "name": l.name, "weights": pr.weights.to_string(), "activations": pr.activations.to_string(),
                     "nonzero": nz, "total": l.weight_count()})).collect::<Vec<_>>(),

@@ -49,7 +49,7 @@ pub use projection::{
     project_with_workspace, weight_costs,
 };
 pub use recipes::{
-    AdmmTraining, JointChoice, ProjectedTraining, train_admm, train_joint, train_magnitude,
-    train_projected, train_uniform,
+    AdmmTraining, JointChoice, JointTraining, ProjectedTraining, train_admm, train_joint,
+    train_magnitude, train_projected, train_uniform,
 };
 pub use schedule::BudgetSchedule;

@@ -163,11 +163,24 @@ pub struct JointChoice {
     pub weight_scale: crate::quant::WeightScale,
 }
 
+/// What [`train_joint`] returns: the training report, the precision chosen per
+/// layer and the per-channel scales the network's weights are quantized with
+/// (what a QDQ export needs to store them exactly).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JointTraining {
+    /// The training report.
+    pub report: TrainingReport,
+    /// The chosen precision per layer.
+    pub precision: Vec<crate::energy::LayerPrecision>,
+    /// The weights' per-output-channel scales per layer (`None` where lossless).
+    pub weight_scales: Vec<Option<Vec<f32>>>,
+}
+
 /// Train `net` under every budget with each layer's precision chosen among the
 /// options together with its pruning ([`JointQuantization`](super::joint::JointQuantization)):
 /// the settings of [`train_projected`], the weights trained quantization-aware and
-/// the activations quantized by the network where it can. Returns the report and
-/// the chosen precision.
+/// the activations quantized by the network where it can. The network ends with
+/// its weights on the quantization grid of the returned scales.
 ///
 /// # Errors
 /// As [`JointQuantization::new`](super::joint::JointQuantization::new) and
@@ -179,7 +192,7 @@ pub fn train_joint<N, M>(
     data: Data<'_>,
     cfg: &ProjectedTraining,
     obs: &mut dyn Observer,
-) -> Result<(TrainingReport, Vec<crate::energy::LayerPrecision>)>
+) -> Result<JointTraining>
 where
     N: Trainable,
     M: crate::energy::PrecisionModel,
@@ -196,7 +209,11 @@ where
         solver = solver.with_activation_stats(stats)?;
     }
     let report = train_constrained(net, &mut opt, &mut solver, data, &cfg.training(), obs)?;
-    Ok((report, solver.precision().to_vec()))
+    Ok(JointTraining {
+        report,
+        precision: solver.precision().to_vec(),
+        weight_scales: solver.weight_scales().to_vec(),
+    })
 }
 
 /// The baseline of [`train_projected`]: magnitude pruning under `rule` (global or
