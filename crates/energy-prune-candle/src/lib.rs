@@ -34,6 +34,15 @@
 //! # Ok(()) }
 //! ```
 //!
+//! **Activation quantization.** A candle model is the user's code, so the adapter
+//! cannot reach into its layers; the model calls an [`ActivationQuant`] on the
+//! input of each layer whose activations are quantized (`q.forward(&x)?` before the
+//! layer), and [`CandleNetwork::with_activation_quantizers`] hands the same handles
+//! to the adapter. The joint solver then sets their formats through
+//! [`NetworkMut::set_activation_format`], training passes track their ranges
+//! (calibrated on the first batches, then a moving average, as
+//! [`ActivationQuantizer`] does) and gradients are straight-through inside the range.
+//!
 //! Each optimizer step copies every parameter out of and back into its `Var`
 //! (the traits exchange plain slices); for the small and mid-sized models this
 //! adapter targets the copies cost far less than the forward and backward passes.
@@ -41,9 +50,13 @@
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Module, Tensor, Var};
 
+use std::sync::{Arc, Mutex};
+
 use energy_prune::arch::Architecture;
+use energy_prune::energy::NumberFormat;
 use energy_prune::error::{Error, Result};
 use energy_prune::network::{Network, NetworkMut, ParamKind, ParamVisitor, Trainable};
+use energy_prune::quant::ActivationQuantizer;
 
 /// `k x k` max pooling with stride `k` (floor mode) whose gradient is exact:
 /// a reshape and two max reductions.
@@ -68,6 +81,148 @@ pub fn max_pool2d(x: &Tensor, k: usize) -> candle_core::Result<Tensor> {
         x.contiguous()?
     };
     x.reshape((n, c, oh, k, ow, k))?.max(5)?.max(3)
+}
+
+/// The state an [`ActivationQuant`] shares with the adapter.
+#[derive(Debug)]
+struct QuantState {
+    quantizer: ActivationQuantizer,
+    /// Whether the current pass is a training pass (ranges tracked).
+    training: bool,
+}
+
+/// A fake-quantizer of one layer's input activations, called by the model's
+/// forward pass and shared with the [`CandleNetwork`] (clones are one handle):
+/// `q(x) = s clamp(round(x / s), -L, L)` with `s = range / L`, the straight-through
+/// gradient inside `[-range, range]` and zero outside; a lossless format (the
+/// default, 16 bits) passes `x` through while still tracking the range. candle
+/// rounds ties away from zero (the reference CNN and ONNX to even: the two differ
+/// only on exact ties).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use energy_prune::energy::NumberFormat;
+/// use energy_prune_candle::ActivationQuant;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let q = ActivationQuant::new();
+/// q.set_format(NumberFormat::Int(4))?;
+/// q.set_range(7.0)?; // s = 1
+/// let x = Tensor::new(&[0.4f32, 1.6, -9.0], &Device::Cpu)?;
+/// assert_eq!(q.forward(&x)?.to_vec1::<f32>()?, vec![0.0, 2.0, -7.0]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ActivationQuant {
+    state: Arc<Mutex<QuantState>>,
+}
+
+impl Default for ActivationQuant {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ActivationQuant {
+    /// A quantizer at 16 bits (lossless), calibrating.
+    pub fn new() -> Self {
+        Self {
+            state: Arc::new(Mutex::new(QuantState {
+                quantizer: ActivationQuantizer::new(NumberFormat::INT16),
+                training: false,
+            })),
+        }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, QuantState>> {
+        self.state
+            .lock()
+            .map_err(|_| Error::external("an activation quantizer's lock is poisoned"))
+    }
+
+    /// Set the format (as the joint solver does through the adapter).
+    ///
+    /// # Errors
+    /// As [`NumberFormat::validate`].
+    pub fn set_format(&self, format: NumberFormat) -> Result<()> {
+        format.validate()?;
+        self.lock()?.quantizer.format = format;
+        Ok(())
+    }
+
+    /// Fix the clipping range by hand (ends the calibration).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a range that is not finite and positive.
+    pub fn set_range(&self, range: f32) -> Result<()> {
+        if !(range.is_finite() && range > 0.0) {
+            return Err(Error::param(
+                "activation range",
+                range,
+                "a finite positive clipping range",
+            ));
+        }
+        let mut st = self.lock()?;
+        st.quantizer.range = range;
+        st.quantizer.calibrating = false;
+        Ok(())
+    }
+
+    /// Replace the quantizer's whole state (format, range, momentum, calibration).
+    ///
+    /// # Errors
+    /// As [`NumberFormat::validate`].
+    pub fn set_quantizer(&self, quantizer: ActivationQuantizer) -> Result<()> {
+        quantizer.format.validate()?;
+        self.lock()?.quantizer = quantizer;
+        Ok(())
+    }
+
+    /// The quantizer's state (format, range, calibration).
+    ///
+    /// # Errors
+    /// A poisoned lock.
+    pub fn quantizer(&self) -> Result<ActivationQuantizer> {
+        Ok(self.lock()?.quantizer)
+    }
+
+    fn set_training(&self, training: bool) -> Result<()> {
+        self.lock()?.training = training;
+        Ok(())
+    }
+
+    /// Fake-quantize `x` (see the type's docs); in a training pass the range is
+    /// first updated from `max |x|`.
+    ///
+    /// # Errors
+    /// candle's errors.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut st = self
+            .state
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("activation quantizer lock poisoned".into()))?;
+        if st.training {
+            let max = x.abs()?.max_all()?.to_scalar::<f32>()?;
+            st.quantizer.observe_max(max);
+        }
+        let q = st.quantizer;
+        drop(st);
+        let (Some(levels), scale) = (q.format.levels(), q.scale()) else {
+            return Ok(x.clone());
+        };
+        if scale <= 0.0 {
+            return Ok(x.clone());
+        }
+        let (s, r) = (f64::from(scale), f64::from(q.range));
+        // Straight through inside the range: the clamped input carries the gradient,
+        // the rounding is added without one.
+        let clamped = x.clamp(-r, r)?;
+        let rounded = (clamped
+            .affine(1.0 / s, 0.0)?
+            .round()?
+            .clamp(-f64::from(levels), f64::from(levels))?
+            * s)?;
+        clamped.clone() + (rounded - clamped)?.detach()
+    }
 }
 
 fn candle<T>(r: candle_core::Result<T>) -> Result<T> {
@@ -119,6 +274,8 @@ pub struct CandleNetwork<M> {
     device: Device,
     logits: Option<Tensor>,
     grads: Option<GradStore>,
+    /// The input quantizer of each prunable layer, where the model calls one.
+    quant: Vec<Option<ActivationQuant>>,
     /// A failure inside `visit_params` (which cannot return one), reported by the
     /// next forward pass.
     deferred: Option<Error>,
@@ -205,8 +362,43 @@ impl<M: Module> CandleNetwork<M> {
             device,
             logits: None,
             grads: None,
+            quant: Vec::new(),
             deferred: None,
         })
+    }
+
+    /// Register the [`ActivationQuant`]s the model calls on each prunable layer's
+    /// input (`None` where it calls none), so that
+    /// [`NetworkMut::set_activation_format`] sets them and training passes track
+    /// their ranges.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for another number of layers.
+    pub fn with_activation_quantizers(
+        mut self,
+        quant: Vec<Option<ActivationQuant>>,
+    ) -> Result<Self> {
+        if quant.len() != self.arch.layers().len() {
+            return Err(Error::shape(
+                "activation quantizers (one per prunable layer)",
+                self.arch.layers().len(),
+                quant.len(),
+            ));
+        }
+        self.quant = quant;
+        Ok(self)
+    }
+
+    /// The registered activation quantizers.
+    pub fn activation_quantizers(&self) -> &[Option<ActivationQuant>] {
+        &self.quant
+    }
+
+    fn set_training(&self, training: bool) -> Result<()> {
+        for q in self.quant.iter().flatten() {
+            q.set_training(training)?;
+        }
+        Ok(())
     }
 
     /// The candle model.
@@ -285,6 +477,19 @@ impl<M: Module> NetworkMut for CandleNetwork<M> {
         energy_prune::error::check_finite("weights written to a candle model", src)?;
         write(var, src)
     }
+
+    /// Sets the layer's registered [`ActivationQuant`] and returns `true`; `false`
+    /// for a layer without one (priced, not trained).
+    fn set_activation_format(&mut self, layer: usize, format: NumberFormat) -> Result<bool> {
+        self.var(layer)?;
+        match self.quant.get(layer).and_then(Option::as_ref) {
+            Some(q) => {
+                q.set_format(format)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 }
 
 impl<M: Module> Trainable for CandleNetwork<M> {
@@ -301,7 +506,10 @@ impl<M: Module> Trainable for CandleNetwork<M> {
             return Err(e);
         }
         let x = self.input_tensor(input, batch)?;
-        let y = candle(self.model.forward(&x))?;
+        self.set_training(true)?;
+        let y = self.model.forward(&x);
+        self.set_training(false)?;
+        let y = candle(y)?;
         let flat = candle(y.flatten_all().and_then(|t| t.to_vec1::<f32>()))?;
         if flat.len() != batch * self.classes {
             return Err(Error::shape(

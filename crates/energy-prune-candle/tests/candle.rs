@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, Linear, VarBuilder, VarMap};
 use energy_prune::arch::zoo;
 use energy_prune::network::{Network, NetworkMut, ParamKind, Trainable};
-use energy_prune_candle::{CandleLayer, CandleNetwork, max_pool2d};
+use energy_prune_candle::{ActivationQuant, CandleLayer, CandleNetwork, max_pool2d};
 use energy_prune_nn::Cnn;
 use rand::{RngExt, SeedableRng, rngs::ChaCha12Rng};
 
@@ -29,7 +29,8 @@ impl Module for LeNet5 {
     }
 }
 
-fn candle_lenet5() -> CandleNetwork<LeNet5> {
+/// A candle LeNet-5 and its layers' variables.
+fn lenet5_parts() -> (LeNet5, Vec<CandleLayer>) {
     let vars = VarMap::new();
     let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
     let cfg = candle_nn::Conv2dConfig::default();
@@ -44,6 +45,11 @@ fn candle_lenet5() -> CandleNetwork<LeNet5> {
         .iter()
         .map(|p| CandleLayer::from_varmap(&vars, p).unwrap())
         .collect();
+    (model, layers)
+}
+
+fn candle_lenet5() -> CandleNetwork<LeNet5> {
+    let (model, layers) = lenet5_parts();
     CandleNetwork::new(zoo::lenet5().unwrap(), model, layers, vec![], [1, 32, 32]).unwrap()
 }
 
@@ -262,4 +268,157 @@ fn bindings_are_checked() {
     assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), y);
     assert!(net.predict(&[1.0], 1, &mut y).is_err());
     let _ = net.model();
+}
+
+/// LeNet-5 quantizing every prunable layer's input.
+struct QuantLeNet5 {
+    net: LeNet5,
+    q: Vec<ActivationQuant>,
+}
+
+impl Module for QuantLeNet5 {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let m = &self.net;
+        let x = self.q[0].forward(x)?;
+        let x = max_pool2d(&m.conv1.forward(&x)?.relu()?, 2)?;
+        let x = self.q[1].forward(&x)?;
+        let x = max_pool2d(&m.conv2.forward(&x)?.relu()?, 2)?;
+        let x = self.q[2].forward(&x.flatten_from(1)?)?;
+        let x = self.q[3].forward(&m.fc1.forward(&x)?.relu()?)?;
+        let x = self.q[4].forward(&m.fc2.forward(&x)?.relu()?)?;
+        m.fc3.forward(&x)
+    }
+}
+
+fn candle_quant_lenet5() -> CandleNetwork<QuantLeNet5> {
+    let (net, layers) = lenet5_parts();
+    let q: Vec<ActivationQuant> = (0..5).map(|_| ActivationQuant::new()).collect();
+    let model = QuantLeNet5 { net, q: q.clone() };
+    CandleNetwork::new(zoo::lenet5().unwrap(), model, layers, vec![], [1, 32, 32])
+        .unwrap()
+        .with_activation_quantizers(q.into_iter().map(Some).collect())
+        .unwrap()
+}
+
+#[test]
+fn candle_activation_quantizers_match_the_reference_cnn_forward_and_backward() {
+    use energy_prune::energy::NumberFormat;
+    let mut reference = Cnn::lenet5(5).unwrap();
+    let mut net = candle_quant_lenet5();
+    let mut rng = ChaCha12Rng::seed_from_u64(4);
+    let batch = 4;
+    let x: Vec<f32> = (0..batch * 1024)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let formats = [4u8, 6, 8, 4, 8];
+    let ranges = [0.8f32, 1.5, 2.0, 1.2, 1.0];
+    for (l, (&b, &r)) in formats.iter().zip(&ranges).enumerate() {
+        assert!(net.set_activation_format(l, NumberFormat::Int(b)).unwrap());
+        reference
+            .set_activation_quantization(l, NumberFormat::Int(b))
+            .unwrap();
+        let q = reference.activation_quantizer_mut(l).unwrap();
+        q.range = r;
+        q.calibrating = false;
+        q.momentum = 0.0; // keep the range fixed through the training pass below
+        let q = *q;
+        net.activation_quantizers()[l]
+            .as_ref()
+            .unwrap()
+            .set_quantizer(q)
+            .unwrap();
+    }
+    for l in 0..5 {
+        let w = reference.weights(l).unwrap();
+        net.write_weights(l, &w).unwrap();
+    }
+    let mut biases = Vec::new();
+    reference.visit_params(&mut |kind, values, _| {
+        if let ParamKind::Bias(l) = kind {
+            biases.push((l, values.to_vec()));
+        }
+    });
+    net.visit_params(&mut |kind, values, _| {
+        if let ParamKind::Bias(l) = kind {
+            values.copy_from_slice(&biases.iter().find(|(k, _)| *k == l).unwrap().1);
+        }
+    });
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    reference.predict(&x, batch, &mut a).unwrap();
+    net.predict(&x, batch, &mut b).unwrap();
+    let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = a
+        .iter()
+        .zip(&b)
+        .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+    assert!(d <= 1e-3 * scale.max(1.0), "quantized logits differ by {d}");
+    // And the quantization is real: the float network computes something else.
+    let mut float = candle_lenet5();
+    for l in 0..5 {
+        float
+            .write_weights(l, &reference.weights(l).unwrap())
+            .unwrap();
+    }
+    let mut c = Vec::new();
+    float.predict(&x, batch, &mut c).unwrap();
+    let e = c
+        .iter()
+        .zip(&b)
+        .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+    assert!(e > 10.0 * d.max(1e-6), "quantization changes nothing ({e})");
+    // Straight-through gradients agree (training passes, ranges held fixed).
+    let g: Vec<f32> = (0..batch * 10)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    reference.forward(&x, batch, &mut a).unwrap();
+    net.forward(&x, batch, &mut b).unwrap();
+    reference.backward(&g).unwrap();
+    net.backward(&g).unwrap();
+    let (ga, gb) = (grads(&mut reference), grads(&mut net));
+    for ((ka, va), (kb, vb)) in ga.iter().zip(&gb) {
+        assert_eq!(ka, kb);
+        let scale = va.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-3);
+        let d = va
+            .iter()
+            .zip(vb)
+            .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(
+            d <= 2e-3 * scale,
+            "{ka:?}: gradients differ by {d} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn candle_activation_quantizers_track_ranges_in_training_only() {
+    use energy_prune::energy::NumberFormat;
+    let mut net = candle_quant_lenet5();
+    let x = vec![0.5f32; 2 * 1024];
+    let mut y = Vec::new();
+    net.predict(&x, 2, &mut y).unwrap();
+    let q0 = net.activation_quantizers()[0].as_ref().unwrap().clone();
+    assert_eq!(
+        q0.quantizer().unwrap().range,
+        0.0,
+        "inference moves no range"
+    );
+    net.forward(&x, 2, &mut y).unwrap();
+    assert_eq!(
+        q0.quantizer().unwrap().range,
+        0.5,
+        "calibrated on the training batch"
+    );
+    assert!(net.set_activation_format(0, NumberFormat::Int(4)).unwrap());
+    assert_eq!(q0.quantizer().unwrap().format, NumberFormat::Int(4));
+    assert!(net.set_activation_format(0, NumberFormat::Int(1)).is_err());
+    assert!(net.set_activation_format(7, NumberFormat::INT8).is_err());
+    // Without registered quantizers the format is priced, not trained.
+    let mut plain = candle_lenet5();
+    assert!(!plain.set_activation_format(0, NumberFormat::INT8).unwrap());
+    assert!(
+        candle_quant_lenet5()
+            .with_activation_quantizers(vec![None; 3])
+            .is_err()
+    );
+    assert!(ActivationQuant::new().set_range(f32::NAN).is_err());
 }

@@ -36,9 +36,12 @@
 //! | `Add` of a constant (scalar, per channel or per feature) | none (a bias) |
 //! | `Concat` on channels | widths concatenated |
 //! | `Constant`, `Identity` of a constant | a constant for the nodes above |
+//! | `DequantizeLinear` of a constant (int4/8/16/32, per tensor or per axis) | a float constant (the dequantized weights or bias); the layer's weight bits |
+//! | `QuantizeLinear` → `DequantizeLinear` on a tensor (per-tensor scale) | none; run as ONNX defines them, the next layer's activation bits |
 //!
 //! Anything else is an [`Error::Unsupported`] naming the node and its operator.
-//! Dilated convolutions, asymmetric padding, `auto_pad` `SAME_*` and tensors stored
+//! Dilated convolutions, asymmetric padding, `auto_pad` `SAME_*`, blocked
+//! quantization, per-axis scales of activations and tensors stored
 //! outside the file are refused with a message that says so. Batch normalisation
 //! stays a separate node whose per-channel tensors follow their input's channels
 //! (sliced with them when compacting).
@@ -76,6 +79,18 @@
 //! on any number of models) and by a structural fuzzer (`fuzz_parsers.rs`: every
 //! accepted model runs, saves and re-imports bit for bit, compacts to what the
 //! masked model computes).
+//!
+//! # Quantized models (QDQ)
+//! [`OnnxModel::to_qdq`] writes a model at a per-layer
+//! [`LayerPrecision`](energy_prune::energy::LayerPrecision) in QDQ form (weights as
+//! integers with per-channel scales, activations through `Clip` →
+//! `QuantizeLinear` → `DequantizeLinear`, int32 biases), and the import reads QDQ
+//! files, ours and those of onnxruntime's quantizer, with
+//! [`OnnxModel::precision`] giving each layer's bits for pricing
+//! ([`SystolicArray::with_precision`](energy_prune::energy::SystolicArray::with_precision)).
+//! With the `nn` feature, [`OnnxModel::from_cnn`] exports the reference CNN. The
+//! formats, the rounding and the checks against onnxruntime are in the `qdq`
+//! module's notes and `docs/quantization.md`.
 //!
 //! # Exporting from PyTorch
 //! Both of PyTorch's exporters (torch.export, the default, and the TorchScript one

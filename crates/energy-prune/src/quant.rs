@@ -173,12 +173,23 @@ pub fn bias_level(b: f32, s: f32) -> i32 {
     ((b / s).round_ties_even() as f64).clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
 }
 
+/// `v` rounded to the nearest integer, ties to even, for `|v| <= 2^22` (what
+/// `f32::round_ties_even` gives, without its library call on targets lacking
+/// SSE4.1): adding and subtracting `1.5 * 2^23` leaves no fraction bits, and the
+/// float addition rounds to nearest even.
+#[inline]
+pub fn round_even(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (v + MAGIC) - MAGIC
+}
+
 /// Round `x` to the grid of `scale` with `levels` levels either side of zero
-/// (ties to even, as ONNX's `QuantizeLinear`).
+/// (ties to even, as ONNX's `QuantizeLinear`; clamping first is the same, the
+/// bounds being integers).
 #[inline]
 pub fn quantize_value(x: f32, scale: f32, levels: f32) -> f32 {
     if scale > 0.0 {
-        scale * (x / scale).round_ties_even().clamp(-levels, levels)
+        scale * round_even((x / scale).clamp(-levels, levels))
     } else {
         0.0
     }
@@ -401,6 +412,23 @@ impl ActivationQuantizer {
 mod tests {
     use super::*;
     use crate::arch::zoo;
+
+    #[test]
+    fn round_even_is_round_ties_even_in_range() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..100_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let v = (rng >> 40) as f32 / (1u64 << 24) as f32 * 70_000.0 - 35_000.0;
+            assert_eq!(round_even(v), v.round_ties_even(), "{v}");
+        }
+        for v in [
+            0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 32767.5, -32766.5, 0.0, -0.0, 4194304.0,
+        ] {
+            assert_eq!(round_even(v), v.round_ties_even(), "{v}");
+        }
+    }
 
     #[test]
     fn weights_round_per_channel_and_keep_zeros() {

@@ -720,6 +720,62 @@ impl<M: PrecisionModel> JointQuantization<M> {
         Ok(())
     }
 
+    /// A step without projection in one pass per layer: add the optimizer's change
+    /// to the full-precision weights, re-apply the frozen support, quantize (one
+    /// multiplication by the inverse scale per weight) and write. `false` (nothing
+    /// done) where the plain path is needed: before the first write, after a
+    /// change of precision, without weight quantization.
+    fn absorb_and_write(&mut self, net: &mut dyn NetworkMut) -> Result<bool> {
+        let n = self.master.weights.len();
+        if !self.cfg.quantize_weights
+            || self.written.len() != n
+            || self.scales.len() != n
+            || self.told.as_deref() != Some(&self.precision[..])
+        {
+            return Ok(false);
+        }
+        for l in 0..n {
+            let (m, wr) = (&mut self.master.weights[l], &mut self.written[l]);
+            if wr.len() != m.len() {
+                return Ok(false);
+            }
+            self.buf.resize(m.len(), 0.0);
+            net.read_weights(l, &mut self.buf)?;
+            let support = if self.regrow {
+                None
+            } else {
+                self.support.layer(l)
+            };
+            let levels = self.precision[l].weights.levels();
+            let scales = self.scales[l].as_deref().filter(|_| levels.is_some());
+            let per = scales.map_or(m.len(), |s| m.len() / s.len().max(1)).max(1);
+            let levels = levels.unwrap_or(0.0);
+            for (c, ((mc, wc), nc)) in m
+                .chunks_mut(per)
+                .zip(wr.chunks_mut(per))
+                .zip(self.buf.chunks(per))
+                .enumerate()
+            {
+                let s = scales.map(|s| s[c]);
+                let inv = s.filter(|s| *s > 0.0).map_or(0.0, |s| 1.0 / s);
+                let sc = support.map(|sp| &sp[c * per..c * per + mc.len()]);
+                for i in 0..mc.len() {
+                    let mut v = mc[i] + (nc[i] - wc[i]);
+                    if sc.is_some_and(|sp| sp[i] == 0.0) {
+                        v = 0.0;
+                    }
+                    mc[i] = v;
+                    wc[i] = match s {
+                        Some(s) => s * crate::quant::round_even((v * inv).clamp(-levels, levels)),
+                        None => v,
+                    };
+                }
+            }
+            net.write_weights(l, wr)?;
+        }
+        Ok(true)
+    }
+
     /// Write the full-precision weights, quantized at the current precision, into
     /// the network.
     fn write(&mut self, net: &mut dyn NetworkMut) -> Result<()> {
@@ -876,9 +932,12 @@ impl<M: PrecisionModel> ConstrainedOptimizer for JointQuantization<M> {
         if self.master.weights.len() != net.architecture().layers().len() {
             self.master = NetworkState::from_network(&*net)?;
         }
-        self.sync(&*net)?;
         let last = ctx.is_last();
         let due = ctx.step.is_multiple_of(self.cfg.projection.project_every) || last;
+        if !due && self.absorb_and_write(net)? {
+            return Ok(StepReport::held(false));
+        }
+        self.sync(&*net)?;
         if !due {
             if !self.regrow {
                 self.support.apply_to_state(&mut self.master);

@@ -157,6 +157,14 @@ impl WeightSupport {
         }
     }
 
+    /// The frozen weights of layer `l` (zero where pruned), if a support is frozen.
+    pub(crate) fn layer(&self, l: usize) -> Option<&[f32]> {
+        self.support
+            .as_ref()
+            .and_then(|s| s.weights.get(l))
+            .map(Vec::as_slice)
+    }
+
     /// Zero the weights of `state` wherever the frozen support is zero.
     pub(crate) fn apply_to_state(&self, state: &mut NetworkState) {
         let Some(support) = &self.support else {
