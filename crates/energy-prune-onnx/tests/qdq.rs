@@ -412,3 +412,86 @@ fn onnxruntime_static_int8_models_are_read_at_8_bits_and_run_as_onnxruntime_runs
         "interpreter vs onnxruntime (fused): {d} (scale {scale})"
     );
 }
+
+#[test]
+fn hostile_qdq_files_are_errors_that_say_what() {
+    use energy_prune_testing::onnx::{from_bytes, to_bytes};
+    let (_, q, _) = models().remove(1);
+    let good = from_bytes(&q.to_bytes()).unwrap();
+    let load = |m: &energy_prune_testing::onnx::proto::ModelProto| {
+        OnnxModel::from_bytes(&to_bytes(m), None, Path::new("hostile.onnx"))
+    };
+    assert!(load(&good).is_ok());
+    let edit = |f: &dyn Fn(&mut energy_prune_testing::onnx::proto::GraphProto)| {
+        let mut m = good.clone();
+        f(m.graph.as_mut().unwrap());
+        load(&m)
+    };
+    let init = |g: &mut energy_prune_testing::onnx::proto::GraphProto, name: &str| {
+        g.initializer.iter().position(|t| t.name == name).unwrap()
+    };
+    // A zero scale.
+    let e = edit(&|g| {
+        let i = init(g, "conv1.weight_scale");
+        g.initializer[i].raw_data[..4].copy_from_slice(&0f32.to_le_bytes());
+    });
+    assert!(matches!(e, Err(Error::CorruptData { .. })), "{e:?}");
+    // Packed int4 data one byte short.
+    let e = edit(&|g| {
+        let i = init(g, "conv1.weight_quantized");
+        g.initializer[i].raw_data.pop();
+    });
+    assert!(matches!(e, Err(Error::CorruptData { .. })), "{e:?}");
+    // A zero point of another type than the data.
+    let e = edit(&|g| {
+        let i = init(g, "fc1.weight_zero_point");
+        let n = g.initializer[i].raw_data.len();
+        g.initializer[i].data_type = 5; // int16: two bytes each
+        g.initializer[i].raw_data = vec![0; 2 * n];
+    });
+    assert!(matches!(e, Err(Error::CorruptData { .. })), "{e:?}");
+    // An int8 value outside int4 (data typed int4 but stored as int32_data).
+    let e = edit(&|g| {
+        let i = init(g, "conv1.weight_quantized");
+        let n = g.initializer[i].dims.iter().product::<i64>() as usize;
+        g.initializer[i].raw_data.clear();
+        g.initializer[i].int32_data = vec![9; n];
+    });
+    assert!(matches!(e, Err(Error::CorruptData { .. })), "{e:?}");
+    // Blocked quantization and per-axis activation scales are refused.
+    let e = edit(&|g| {
+        let n = g
+            .node
+            .iter()
+            .position(|n| n.op_type == "DequantizeLinear" && !n.attribute.is_empty())
+            .unwrap();
+        let mut a = g.node[n].attribute[0].clone();
+        a.name = "block_size".into();
+        a.i = 2;
+        g.node[n].attribute.push(a);
+    });
+    assert!(matches!(e, Err(Error::Unsupported { .. })), "{e:?}");
+    let e = edit(&|g| {
+        let i = init(g, "conv2.input_quant.scale");
+        g.initializer[i].dims = vec![2];
+        let v = g.initializer[i].raw_data.clone();
+        g.initializer[i].raw_data.extend_from_slice(&v);
+    });
+    assert!(
+        matches!(
+            e,
+            Err(Error::Unsupported { .. } | Error::CorruptData { .. })
+        ),
+        "{e:?}"
+    );
+    // A scale that is not a constant.
+    let e = edit(&|g| {
+        let n = g
+            .node
+            .iter()
+            .position(|n| n.op_type == "QuantizeLinear")
+            .unwrap();
+        g.node[n].input[1] = "input".into();
+    });
+    assert!(e.is_err(), "{e:?}");
+}
