@@ -45,6 +45,11 @@ pub struct Cnn {
     mgrad: Vec<Vec<f32>>,
     /// Activation quantizer of each prunable layer's input (`None`: never set).
     act_quant: Vec<Option<ActivationQuantizer>>,
+    /// Per-channel weight scales told by a quantization-aware solver: with an
+    /// active input quantizer, the bias is used on its grid `s_x s_w`.
+    weight_scales: Vec<Option<Vec<f32>>>,
+    /// The biases as used by the forward pass when some are on a grid.
+    grid_biases: Vec<Vec<f32>>,
     workers: Vec<Worker>,
     threads: usize,
     pending_backward: bool,
@@ -152,6 +157,8 @@ impl Cnn {
             masks: vec![None; weights.len()],
             mgrad: vec![Vec::new(); weights.len()],
             act_quant: vec![None; weights.len()],
+            weight_scales: vec![None; weights.len()],
+            grid_biases: Vec::new(),
             arch,
             specs: specs.to_vec(),
             ops,
@@ -454,6 +461,29 @@ impl Cnn {
         Ok(acc.into_iter().map(|(s, _)| s).collect())
     }
 
+    /// Round into `grid_biases` the bias of every layer with weight scales and an
+    /// active input quantizer (straight through: the gradient reaches the float
+    /// bias unchanged); whether any layer is on a grid.
+    fn update_grid_biases(&mut self) -> bool {
+        let mut any = false;
+        for (l, (ws, q)) in self.weight_scales.iter().zip(&self.act_quant).enumerate() {
+            let sx = q
+                .filter(ActivationQuantizer::is_active)
+                .map_or(0.0, |q| q.scale());
+            let Some(ws) = ws.as_ref().filter(|_| sx > 0.0) else {
+                continue;
+            };
+            if !any {
+                self.grid_biases.clone_from(&self.biases);
+                any = true;
+            }
+            let scales =
+                energy_prune::quant::bias_scales(sx, &energy_prune::quant::storable_scales(ws));
+            energy_prune::quant::quantize_bias(&mut self.grid_biases[l], &scales);
+        }
+        any
+    }
+
     fn shard_count(&self, batch: usize) -> usize {
         self.threads.min(batch / MIN_SHARD).max(1)
     }
@@ -554,6 +584,24 @@ impl NetworkMut for Cnn {
         self.set_activation_quantization(layer, format)?;
         Ok(true)
     }
+
+    /// Forward passes use the layer's bias on the grid `s_x s_w[c]` while its input
+    /// quantizer is active (the stored bias stays float and takes the gradient);
+    /// always `true`.
+    fn set_weight_scales(&mut self, layer: usize, scales: Option<&[f32]>) -> Result<bool> {
+        let l = self.arch.layer(layer)?;
+        if let Some(s) = scales
+            && s.len() != l.out_channels()
+        {
+            return Err(Error::shape(
+                format!("weight scales of layer {}", l.name),
+                l.out_channels(),
+                s.len(),
+            ));
+        }
+        self.weight_scales[layer] = scales.map(<[f32]>::to_vec);
+        Ok(true)
+    }
 }
 
 impl Trainable for Cnn {
@@ -606,12 +654,17 @@ impl Cnn {
             ));
         }
         self.prepare_workers(batch);
+        let on_grid = self.update_grid_biases();
         let k = self.num_classes();
         let shards = self.workers.len();
         let (ops, shapes) = (&self.ops, &self.shapes);
         let prm = Params {
             weights: &self.weights,
-            biases: &self.biases,
+            biases: if on_grid {
+                &self.grid_biases
+            } else {
+                &self.biases
+            },
             masks: &self.masks,
             quant: &self.act_quant,
         };

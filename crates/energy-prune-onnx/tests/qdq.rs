@@ -495,3 +495,60 @@ fn hostile_qdq_files_are_errors_that_say_what() {
     });
     assert!(e.is_err(), "{e:?}");
 }
+
+#[test]
+fn a_cnn_told_its_weight_scales_trains_with_biases_on_the_accumulator_grid() {
+    // One quantized CNN with its biases rounded by hand, one told its weight scales
+    // (float biases kept, used on the grid).
+    let x16 = inputs(16, 7);
+    let mut nets = [Cnn::lenet5(3).unwrap(), Cnn::lenet5(3).unwrap()];
+    let r = ranges(&mut nets[0], &x16, 16);
+    for (k, net) in nets.iter_mut().enumerate() {
+        let mut rng = ChaCha12Rng::seed_from_u64(3);
+        for l in 0..5 {
+            let layer = net.architecture().layers()[l].clone();
+            let b: Vec<f32> = (0..layer.out_channels())
+                .map(|_| rng.random_range(-0.5..0.5))
+                .collect();
+            net.set_bias(l, &b).unwrap();
+            let mut w = net.weights_ref(l).unwrap().to_vec();
+            let scales = quant::channel_scales(&layer, &w, NumberFormat::INT8)
+                .unwrap()
+                .unwrap();
+            quant::quantize_weights(&layer, &mut w, NumberFormat::INT8).unwrap();
+            net.write_weights(l, &w).unwrap();
+            net.set_activation_quantization(l, NumberFormat::INT8)
+                .unwrap();
+            let aq = net.activation_quantizer_mut(l).unwrap();
+            aq.range = r[l].unwrap();
+            aq.calibrating = false;
+            let sx = aq.scale();
+            if k == 0 {
+                let mut b = b.clone();
+                quant::quantize_bias(
+                    &mut b,
+                    &quant::bias_scales(sx, &quant::storable_scales(&scales)),
+                );
+                net.set_bias(l, &b).unwrap();
+            } else {
+                assert!(net.set_weight_scales(l, Some(&scales)).unwrap());
+            }
+        }
+    }
+    let [mut rounded, mut told] = nets;
+    let x = inputs(4, 11);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    rounded.predict(&x, 4, &mut a).unwrap();
+    told.predict(&x, 4, &mut b).unwrap();
+    assert_eq!(a, b, "the grid biases are the hand-rounded ones");
+    assert_ne!(
+        told.bias(0).unwrap(),
+        rounded.bias(0).unwrap(),
+        "the stored bias stays float"
+    );
+    // Without the scales the float biases are used.
+    told.set_weight_scales(0, None).unwrap();
+    told.predict(&x, 4, &mut b).unwrap();
+    assert_ne!(a, b);
+    assert!(told.set_weight_scales(0, Some(&[1.0; 3])).is_err());
+}

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! energy-prune lab quantize [--budgets 0.05,0.08,0.1,0.15,0.2] [--methods prune16,int8,joint]
-//!     [--weight-bits 2,4,8,16] [--activation-bits 4,8,16] [--epochs N] [--finetune-epochs N]
+//!     [--weight-bits 2,3,4,5,6,8,16] [--activation-bits 3,4,5,6,8,16] [--epochs N] [--finetune-epochs N]
 //!     [--dense FILE] [--save-dense FILE] [--dense-epochs N] [--mask-rounds 8] [--table-budget 0.1]
 //!     [--train-limit N] [--test-limit N] [--out DIR] [--seed N] [--data DIR] [--json]
 //! ```
@@ -87,10 +87,10 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', value_enum, default_values_t = Method::ALL)]
     pub methods: Vec<Method>,
     /// Weight bits the joint method chooses from (2 to 16).
-    #[arg(long, value_delimiter = ',', default_values_t = [2u8, 4, 8, 16])]
+    #[arg(long, value_delimiter = ',', default_values_t = [2u8, 3, 4, 5, 6, 8, 16])]
     pub weight_bits: Vec<u8>,
     /// Activation bits the joint method chooses from (2 to 16).
-    #[arg(long, value_delimiter = ',', default_values_t = [4u8, 8, 16])]
+    #[arg(long, value_delimiter = ',', default_values_t = [3u8, 4, 5, 6, 8, 16])]
     pub activation_bits: Vec<u8>,
     /// Epochs of constrained training per point.
     #[arg(long, default_value_t = ProjectedTraining::default().epochs)]

@@ -138,6 +138,21 @@ pub trait NetworkMut: Network {
         let _ = (layer, format);
         Ok(false)
     }
+
+    /// The per-output-channel scales layer `layer`'s weights are quantized with
+    /// (`None`: not quantized), so that a network quantizing that layer's input
+    /// activations at scale `s_x` can train with its bias on the accumulator's
+    /// grid `s_x s_w[c]`, as an integer kernel holds it (see
+    /// [`quant::quantize_bias`](crate::quant::quantize_bias)); returns whether it
+    /// does. The default ignores the scales and returns `false`.
+    ///
+    /// # Errors
+    /// Implementations return an error for an out-of-range layer or scales not
+    /// one per output channel.
+    fn set_weight_scales(&mut self, layer: usize, scales: Option<&[f32]>) -> Result<bool> {
+        let _ = (layer, scales);
+        Ok(false)
+    }
 }
 
 /// What a parameter tensor is, as seen by optimizers and pruning drivers.
@@ -233,5 +248,8 @@ impl<T: NetworkMut + ?Sized> NetworkMut for &mut T {
         format: crate::energy::NumberFormat,
     ) -> Result<bool> {
         (**self).set_activation_format(layer, format)
+    }
+    fn set_weight_scales(&mut self, layer: usize, scales: Option<&[f32]>) -> Result<bool> {
+        (**self).set_weight_scales(layer, scales)
     }
 }

@@ -791,6 +791,7 @@ impl<M: PrecisionModel> JointQuantization<M> {
         if self.scales.is_empty() {
             self.refresh_scales()?;
         }
+        self.tell_scales(net)?;
         self.written.resize(self.master.weights.len(), Vec::new());
         for (l, (m, wr)) in self
             .master
@@ -805,6 +806,14 @@ impl<M: PrecisionModel> JointQuantization<M> {
                 crate::quant::quantize_with_scales(wr, s, self.precision[l].weights);
             }
             net.write_weights(l, wr)?;
+        }
+        Ok(())
+    }
+
+    /// Tell the network the weight scales (for biases on the accumulator grid).
+    fn tell_scales(&self, net: &mut dyn NetworkMut) -> Result<()> {
+        for (l, s) in self.scales.iter().enumerate() {
+            net.set_weight_scales(l, s.as_deref())?;
         }
         Ok(())
     }
