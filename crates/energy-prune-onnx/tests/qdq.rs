@@ -505,7 +505,7 @@ fn a_cnn_told_its_weight_scales_trains_with_biases_on_the_accumulator_grid() {
     let r = ranges(&mut nets[0], &x16, 16);
     for (k, net) in nets.iter_mut().enumerate() {
         let mut rng = ChaCha12Rng::seed_from_u64(3);
-        for l in 0..5 {
+        for (l, range) in r.iter().enumerate() {
             let layer = net.architecture().layers()[l].clone();
             let b: Vec<f32> = (0..layer.out_channels())
                 .map(|_| rng.random_range(-0.5..0.5))
@@ -520,7 +520,7 @@ fn a_cnn_told_its_weight_scales_trains_with_biases_on_the_accumulator_grid() {
             net.set_activation_quantization(l, NumberFormat::INT8)
                 .unwrap();
             let aq = net.activation_quantizer_mut(l).unwrap();
-            aq.range = r[l].unwrap();
+            aq.range = range.unwrap();
             aq.calibrating = false;
             let sx = aq.scale();
             if k == 0 {
