@@ -5,13 +5,16 @@
 Needs torch, onnx and onnxruntime. Each model is exported twice (TorchScript
 exporter, and torch.export with --dynamo naming `_dynamo`), in eval mode with
 non-trivial batch-norm statistics; `NAME.json` holds a fixed input and
-onnxruntime's output for both files.
+onnxruntime's output for both files. `external_lenet5.onnx` is
+`lenet5_dynamo.onnx` re-saved by ONNX's own writer with every tensor of 1 KiB
+and more in `external_lenet5.onnx.data` (tests/external_data.rs).
 """
 
 import json
 import sys
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
@@ -105,6 +108,15 @@ def main():
             print("wrote", path)
         with open(f"{out}/{name}.json", "w") as f:
             json.dump(record, f)
+    onnx.save_model(
+        onnx.load(f"{out}/lenet5_dynamo.onnx"),
+        f"{out}/external_lenet5.onnx",
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="external_lenet5.onnx.data",
+        size_threshold=1024,
+    )
+    print("wrote", f"{out}/external_lenet5.onnx", "and its external data")
 
 
 if __name__ == "__main__":

@@ -220,6 +220,71 @@ pub mod check {
     }
 }
 
+/// Whether `a` and `b` name the same file (through links and `..`, where the
+/// files exist).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let canonical = |p: &std::path::Path| {
+        p.canonicalize().ok().or_else(|| {
+            let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+            let dir = dir
+                .unwrap_or(std::path::Path::new("."))
+                .canonicalize()
+                .ok()?;
+            Some(dir.join(p.file_name()?))
+        })
+    };
+    a == b || matches!((canonical(a), canonical(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// Refuse outputs that would overwrite a side file the input model was read
+/// from (ONNX external data), before any work.
+pub fn refuse_side_files(
+    outputs: &[(&str, &std::path::Path)],
+    side_files: &[std::path::PathBuf],
+) -> energy_prune::Result<()> {
+    for (flag, out) in outputs {
+        let data = energy_prune_onnx::ExternalData::beside(out);
+        let own_side = out.with_file_name(&data.location);
+        for f in side_files {
+            if same_file(out, f) || same_file(&own_side, f) {
+                return Err(energy_prune::Error::param(
+                    "output file",
+                    out.display(),
+                    format!(
+                        "{flag} would overwrite {}, a side file the input model's weights are \
+                         read from; write the output under another name or directory",
+                        f.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write `model` to `out`: with its tensors in the side file `OUT.data` when
+/// `external` is asked for or the model was read from external data (a model of
+/// that size may not fit one file), else in one file. Says where the weights
+/// went.
+pub fn save_onnx(
+    model: &energy_prune_onnx::OnnxModel,
+    out: &std::path::Path,
+    external: bool,
+    input_side_files: &[std::path::PathBuf],
+) -> energy_prune::Result<()> {
+    if !external && input_side_files.is_empty() {
+        return model.save(out);
+    }
+    refuse_side_files(&[("OUT.onnx", out)], input_side_files)?;
+    let ext = energy_prune_onnx::ExternalData::beside(out);
+    model.save_with_external_data(out, &ext)?;
+    println!(
+        "tensors of 1 KiB and more written to {} (ONNX external data)",
+        out.with_file_name(&ext.location).display()
+    );
+    Ok(())
+}
+
 /// `CxHxW` (e.g. `3x224x224`) as `[C, H, W]`.
 pub fn parse_chw(s: &str) -> Result<[usize; 3], String> {
     let parts: Vec<usize> = s

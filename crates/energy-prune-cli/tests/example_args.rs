@@ -576,6 +576,70 @@ fn onnx_examples_run_end_to_end() {
     );
 }
 
+/// ONNX external data through the command line: `prune --external-data` writes
+/// the weights into `OUT.onnx.data`; a model read from external data is written
+/// so again (and `compact` too); an output that would overwrite the input's side
+/// file is refused before any work.
+#[test]
+fn onnx_external_data_in_and_out() {
+    let dir = std::env::temp_dir().join(format!("ep-onnx-ext-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let os = |p: &Path| p.as_os_str().to_owned();
+    let s = |t: &str| std::ffi::OsString::from(t);
+    let model = dir.join("squeezenet.onnx");
+    let graph = energy_prune_testing::onnx::torchvision::squeezenet1_0(4);
+    std::fs::write(&model, energy_prune_testing::onnx::to_bytes(&graph)).unwrap();
+    let (ext, plan) = (dir.join("ext.onnx"), dir.join("plan.json"));
+    let first = run_json(
+        "prune_onnx",
+        &[
+            s("--budget"),
+            s("0.5"),
+            os(&model),
+            os(&ext),
+            s("--external-data"),
+            s("--plan"),
+            os(&plan),
+            s("--json"),
+        ],
+    );
+    let data = dir.join("ext.onnx.data");
+    assert!(std::fs::metadata(&ext).unwrap().len() * 50 < std::fs::metadata(&data).unwrap().len());
+    // Re-read from its side file: the same energy; pruned again, still external.
+    let report = run_json("energy_report", &[s("--onnx"), os(&ext), s("--json")]);
+    assert_eq!(report["total"], first["energy"]);
+    let again = dir.join("again.onnx");
+    let second = run_json(
+        "prune_onnx",
+        &[s("--budget"), s("0.4"), os(&ext), os(&again), s("--json")],
+    );
+    assert!(dir.join("again.onnx.data").is_file());
+    assert!(second["energy_ratio"].as_f64().unwrap() <= 0.4 + 1e-9);
+    let small = dir.join("small.onnx");
+    let out = tool("compact")
+        .args([os(&ext), os(&plan), os(&small)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.join("small.onnx.data").is_file());
+    // Overwriting the input's side file is refused and leaves it intact.
+    let before = std::fs::read(&data).unwrap();
+    let out = tool("prune_onnx")
+        .args([s("--budget"), s("0.5"), os(&ext), os(&data)])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("side file"), "{stderr}");
+    assert_eq!(std::fs::read(&data).unwrap(), before);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `calibrate --oracle rapl` end to end on a simulated powercap tree: a thread of
 /// this test plays the hardware, advancing the package counter by 10 W times the
 /// tool's CPU time (read from `/proc/PID/stat`), wrapping every 20 J. The tool

@@ -171,6 +171,7 @@ pub(super) fn import(
         untied,
         precision,
         quantized,
+        external_files: Vec::new(),
     })
 }
 

@@ -41,8 +41,8 @@
 //!
 //! Anything else is an [`Error::Unsupported`] naming the node and its operator.
 //! Dilated convolutions, asymmetric padding, `auto_pad` `SAME_*`, blocked
-//! quantization, per-axis scales of activations and tensors stored
-//! outside the file are refused with a message that says so. Batch normalisation
+//! quantization and per-axis scales of activations are refused with a message
+//! that says so. Batch normalisation
 //! stays a separate node whose per-channel tensors follow their input's channels
 //! (sliced with them when compacting).
 //!
@@ -80,6 +80,29 @@
 //! accepted model runs, saves and re-imports bit for bit, compacts to what the
 //! masked model computes).
 //!
+//! # External data
+//! Models above 2 GiB (the most one protobuf message holds) keep their tensors in
+//! side files: ONNX *external data*, a `location` relative to the model's
+//! directory, an `offset` and a `length` per tensor. [`OnnxModel::load`] (and
+//! [`OnnxModel::from_bytes`], relative to its `source`) reads them, checking
+//! each reference before allocating for it: the location stays inside the
+//! model's directory (no absolute path, no `..`), the region lies inside the
+//! file and holds exactly the bytes the tensor's dims and type need, and the
+//! bytes read in all stay within the size of the files referenced. A hostile
+//! reference is an [`Error::CorruptData`] naming the tensor.
+//! [`OnnxModel::external_files`] lists the side files read.
+//! [`OnnxModel::save_with_external_data`] writes the model with every tensor of
+//! at least [`ExternalData::threshold`] bytes in one side file (offsets aligned to
+//! [`ALIGNMENT`]), streaming the weights into it; [`OnnxModel::save`] refuses a
+//! model that would exceed 2 GiB and says to use it.
+//! ```no_run
+//! use energy_prune_onnx::{ExternalData, OnnxModel};
+//! # fn main() -> energy_prune::Result<()> {
+//! let model = OnnxModel::load("big/model.onnx", None)?; // reads big/model.onnx.data
+//! model.save_with_external_data("out/pruned.onnx", &ExternalData::new("pruned.onnx.data"))?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Quantized models (QDQ)
 //! [`OnnxModel::to_qdq`] writes a model at a per-layer
 //! [`LayerPrecision`](energy_prune::energy::LayerPrecision) in QDQ form (weights as
@@ -104,6 +127,7 @@
 #[cfg(feature = "nn")]
 mod cnn;
 mod compact;
+mod external;
 mod import;
 mod prepare;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -112,6 +136,7 @@ mod qdq;
 mod run;
 mod tensor;
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -123,6 +148,7 @@ use proto::{ModelProto, TensorProto};
 
 #[cfg(feature = "nn")]
 pub use cnn::CNN_OPSET;
+pub use external::{ALIGNMENT, ExternalData};
 pub use prepare::Untied;
 pub use qdq::QdqSpec;
 
@@ -274,16 +300,32 @@ pub struct OnnxModel {
     precision: Vec<energy_prune::energy::precision::LayerPrecision>,
     /// The file holds QuantizeLinear/DequantizeLinear nodes.
     quantized: bool,
+    /// Side files the tensors were read from (ONNX external data).
+    external_files: Vec<PathBuf>,
+}
+
+/// Where [`OnnxModel::write_model`] puts each initializer's data.
+struct Layout<'a> {
+    /// The prunable layer whose weights each initializer holds.
+    layer_of: Vec<Option<usize>>,
+    /// Each layer's integer bytes in a QDQ model (`None`: float weights).
+    quantized: Vec<Option<Vec<u8>>>,
+    /// `(offset, length)` in the side file of each initializer stored there.
+    slots: Vec<Option<(u64, u64)>>,
+    /// The side file's location as written into the model.
+    location: Option<&'a str>,
 }
 
 impl OnnxModel {
     /// Read a model file. `input` is the `[channels, height, width]` of one sample,
     /// needed when the graph's input has symbolic (or no) dimensions; when given it
-    /// overrides the graph's.
+    /// overrides the graph's. Tensors stored as external data are read from their
+    /// side files next to the model (see [External data](crate#external-data)).
     ///
     /// # Errors
-    /// [`Error::Io`] if the file cannot be read, [`Error::CorruptData`] if it is not
-    /// a valid ONNX model, [`Error::Unsupported`] naming the first node whose
+    /// [`Error::Io`] if the file or a side file cannot be read,
+    /// [`Error::CorruptData`] if it is not a valid ONNX model or an external data
+    /// reference is refused, [`Error::Unsupported`] naming the first node whose
     /// operator or attributes are not supported, [`Error::InvalidArchitecture`] if
     /// the layer sizes do not chain, [`Error::NonFinite`] for NaN or infinite weights.
     pub fn load(path: impl AsRef<Path>, input: Option<[usize; 3]>) -> Result<Self> {
@@ -292,16 +334,36 @@ impl OnnxModel {
         let bytes = energy_prune::files::read_bounded(path, MAX_FILE_BYTES)?;
         let proto = decode(&bytes, path)?;
         drop(bytes); // the decoded model holds its own copy of the tensors
-        import::import(proto, input, path)
+        Self::import_with_external(proto, input, path)
+    }
+
+    /// Resolve the external data of `proto` (relative to `source`'s directory),
+    /// then import it.
+    fn import_with_external(
+        mut proto: ModelProto,
+        input: Option<[usize; 3]>,
+        source: &Path,
+    ) -> Result<Self> {
+        let dir = source.parent().unwrap_or_else(|| Path::new(""));
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let files = external::resolve(&mut proto, dir, source)?;
+        let mut model = import::import(proto, input, source)?;
+        model.external_files = files;
+        Ok(model)
     }
 
     /// Read a model from the bytes of an `.onnx` file; `source` names it in messages
-    /// and becomes the architecture's name (its file stem) when the graph has none.
+    /// and becomes the architecture's name (its file stem) when the graph has none;
+    /// external data is read relative to `source`'s directory.
     ///
     /// # Errors
     /// As [`OnnxModel::load`].
     pub fn from_bytes(bytes: &[u8], input: Option<[usize; 3]>, source: &Path) -> Result<Self> {
-        import::import(decode(bytes, source)?, input, source)
+        Self::import_with_external(decode(bytes, source)?, input, source)
     }
 
     /// The model as ONNX protobuf bytes, with the current weights.
@@ -318,48 +380,140 @@ impl OnnxModel {
     /// the fields differs).
     ///
     /// # Errors
-    /// [`Error::Io`] if the file cannot be written.
+    /// [`Error::Io`] if the file cannot be written, or if the model is larger
+    /// than the 2 GiB one file holds (then use
+    /// [`OnnxModel::save_with_external_data`]).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        energy_prune::files::write_atomic_with(path.as_ref(), |w| self.write_to(w))
+        let layout = self.layout(None);
+        energy_prune::files::write_atomic_with(path.as_ref(), |w| self.write_model(w, &layout))
     }
 
-    /// Stream the model: the model's fields without its graph, then the graph's
-    /// fields without its initializers, then every initializer; a prunable
-    /// layer's tensor as its header and its `raw_data` written from the weights.
-    /// Protocol buffers merge fields in any order, so this decodes to the model.
-    fn write_to(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
-        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
-        let mut head = self.proto.clone();
-        let mut graph = head.graph.take().unwrap_or_default();
-        let initializers = std::mem::take(&mut graph.initializer);
+    /// Write the model with the current weights to `path`, every tensor of at
+    /// least `external.threshold` bytes (the prunable layers' weights among them)
+    /// stored in the side file `external.location` next to it, as ONNX's external
+    /// data (see the [external data](crate#external-data) notes): the form of
+    /// models above the 2 GiB a single `.onnx` file can hold. Each tensor sits
+    /// at an offset aligned to 4096 bytes. Both files are written through
+    /// temporary files and renamed only when both are complete: on error neither
+    /// is half-written.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a location that is absolute or leaves the
+    /// model's directory, or that would overwrite the model file itself;
+    /// [`Error::Io`] if a file cannot be written.
+    pub fn save_with_external_data(
+        &self,
+        path: impl AsRef<Path>,
+        external: &ExternalData,
+    ) -> Result<()> {
+        let path = path.as_ref();
+        let location = external.checked_location()?;
+        let dir = path.parent().unwrap_or_else(|| Path::new(""));
+        let data_path = dir.join(&external.location);
+        if data_path == path {
+            return Err(Error::param(
+                "ExternalData::location",
+                external.location.display(),
+                "the side file would overwrite the model file; give it another name",
+            ));
+        }
+        if let Some(parent) = data_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let layout = self.layout(Some((&location, external.threshold)));
+        energy_prune::files::write_atomic_pair(
+            (&data_path, &mut |w| self.write_data(w, &layout)),
+            (path, &mut |w| self.write_model(w, &layout)),
+        )
+    }
+
+    /// The side files the tensors of the loaded model were read from (empty for
+    /// a model held in one `.onnx` file).
+    pub fn external_files(&self) -> &[PathBuf] {
+        &self.external_files
+    }
+
+    /// Where each initializer's data goes: `(prunable layer, external slot)`.
+    fn layout<'a>(&self, external: Option<(&'a str, usize)>) -> Layout<'a> {
+        let initializers = &self.graph().initializer;
         let mut layer_of = vec![None; initializers.len()];
         for (l, b) in self.bindings.iter().enumerate() {
             layer_of[b.weight] = Some(l);
         }
-        // Headers of the layers' tensors (dims and type of the stored floats).
-        let header = |i: usize| -> TensorProto {
-            let mut t = initializers[i].clone();
-            if let Some(l) = layer_of[i] {
-                let b = &self.bindings[l];
-                t.dims = b.dims.iter().map(|&d| d as i64).collect();
-                t.data_type = b.quant.as_ref().map_or(tensor::FLOAT, |q| q.ty.code);
-                t.raw_data = Vec::new();
-                t.float_data = Vec::new();
-                t.double_data = Vec::new();
-                t.int32_data = Vec::new();
-            }
-            t
-        };
         // Integer weights of a QDQ model, encoded up front (a quarter of the floats).
         let quantized: Vec<Option<Vec<u8>>> = (0..self.bindings.len())
             .map(|l| self.quantized_bytes(l))
             .collect();
-        let raw_len = |i: usize| {
-            layer_of[i].map(|l| {
-                quantized[l]
+        let mut slots = vec![None; initializers.len()];
+        let mut next = 0u64;
+        if let Some((_, threshold)) = external {
+            for (i, t) in initializers.iter().enumerate() {
+                let len = match layer_of[i] {
+                    Some(l) => quantized[l]
+                        .as_ref()
+                        .map_or(4 * self.weights[l].len(), Vec::len),
+                    None => t.raw_data.len(),
+                };
+                if len > 0 && len >= threshold {
+                    let offset = external::aligned(next);
+                    slots[i] = Some((offset, len as u64));
+                    next = offset + len as u64;
+                }
+            }
+        }
+        Layout {
+            layer_of,
+            quantized,
+            slots,
+            location: external.map(|e| e.0),
+        }
+    }
+
+    /// Stream the model: the model's fields without its graph, then the graph's
+    /// fields without its initializers, then every initializer; a prunable
+    /// layer's tensor as its header and its `raw_data` written from the weights,
+    /// a tensor stored externally as its header with the side file's region.
+    /// Protocol buffers merge fields in any order, so this decodes to the model.
+    fn write_model(&self, w: &mut dyn std::io::Write, layout: &Layout<'_>) -> std::io::Result<()> {
+        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+        let mut head = self.proto.clone();
+        let mut graph = head.graph.take().unwrap_or_default();
+        let initializers = std::mem::take(&mut graph.initializer);
+        // The tensor's fields without the data written from elsewhere.
+        let header = |i: usize| -> TensorProto {
+            let t = &initializers[i];
+            let external = layout.slots[i].zip(layout.location);
+            if layout.layer_of[i].is_none() && external.is_none() {
+                return t.clone();
+            }
+            let mut h = TensorProto {
+                dims: t.dims.clone(),
+                data_type: t.data_type,
+                segment: t.segment,
+                name: t.name.clone(),
+                doc_string: t.doc_string.clone(),
+                metadata_props: t.metadata_props.clone(),
+                ..TensorProto::default()
+            };
+            if let Some(l) = layout.layer_of[i] {
+                let b = &self.bindings[l];
+                h.dims = b.dims.iter().map(|&d| d as i64).collect();
+                h.data_type = b.quant.as_ref().map_or(tensor::FLOAT, |q| q.ty.code);
+            }
+            if let Some(((offset, len), location)) = external {
+                h.data_location = proto::tensor_proto::DataLocation::External as i32;
+                h.external_data = external::entries(location, offset, len);
+            }
+            h
+        };
+        // Bytes of `raw_data` written after the header (layers held inline).
+        let raw_len = |i: usize| match (layout.layer_of[i], layout.slots[i]) {
+            (Some(l), None) => Some(
+                layout.quantized[l]
                     .as_ref()
-                    .map_or(4 * self.weights[l].len(), Vec::len)
-            })
+                    .map_or(4 * self.weights[l].len(), Vec::len),
+            ),
+            _ => None,
         };
         let tensor_len = |t: &TensorProto, raw: Option<usize>| {
             t.encoded_len() + raw.map_or(0, |n| key_len(9) + encoded_len_varint(n as u64) + n)
@@ -372,6 +526,15 @@ impl OnnxModel {
                 .iter()
                 .map(|&n| key_len(5) + encoded_len_varint(n as u64) + n)
                 .sum::<usize>();
+        let total =
+            head.encoded_len() + key_len(7) + encoded_len_varint(graph_len as u64) + graph_len;
+        if total as u64 > MAX_FILE_BYTES {
+            return Err(std::io::Error::other(format!(
+                "the model is {total} bytes, more than the 2 GiB an .onnx file can hold; \
+                 save it with its weights in a side file (OnnxModel::save_with_external_data, \
+                 or --external-data on the command line)"
+            )));
+        }
         let mut buf = Vec::new();
         head.encode(&mut buf).map_err(std::io::Error::other)?;
         encode_key(7, WireType::LengthDelimited, &mut buf);
@@ -384,14 +547,11 @@ impl OnnxModel {
             encode_varint(len as u64, &mut buf);
             let t = header(i);
             t.encode(&mut buf).map_err(std::io::Error::other)?;
-            if let (Some(l), Some(n)) = (layer_of[i], raw_len(i)) {
+            if let (Some(l), Some(n)) = (layout.layer_of[i], raw_len(i)) {
                 encode_key(9, WireType::LengthDelimited, &mut buf);
                 encode_varint(n as u64, &mut buf);
                 w.write_all(&buf)?;
-                match &quantized[l] {
-                    Some(bytes) => w.write_all(bytes)?,
-                    None => self.write_weights_raw(l, w)?,
-                }
+                self.write_layer_bytes(l, &layout.quantized[l], w)?;
             } else {
                 w.write_all(&buf)?;
             }
@@ -399,8 +559,38 @@ impl OnnxModel {
         Ok(())
     }
 
+    /// Stream the side file of `layout`: every external tensor's bytes at its
+    /// offset (zeros in the alignment gaps).
+    fn write_data(&self, w: &mut dyn std::io::Write, layout: &Layout<'_>) -> std::io::Result<()> {
+        let initializers = &self.graph().initializer;
+        let mut at = 0u64;
+        for (i, slot) in layout.slots.iter().enumerate() {
+            let Some((offset, len)) = *slot else { continue };
+            std::io::copy(&mut std::io::repeat(0).take(offset - at), w)?;
+            match layout.layer_of[i] {
+                Some(l) => self.write_layer_bytes(l, &layout.quantized[l], w)?,
+                None => w.write_all(&initializers[i].raw_data)?,
+            }
+            at = offset + len;
+        }
+        Ok(())
+    }
+
+    /// Layer `l`'s stored bytes: its integers in a QDQ model, else its floats.
+    fn write_layer_bytes(
+        &self,
+        l: usize,
+        quantized: &Option<Vec<u8>>,
+        w: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        match quantized {
+            Some(bytes) => w.write_all(bytes),
+            None => self.write_weights_raw(l, w),
+        }
+    }
+
     /// The little-endian float32 bytes of layer `l`'s weights in the stored layout.
-    fn write_weights_raw(&self, l: usize, w: &mut impl std::io::Write) -> std::io::Result<()> {
+    fn write_weights_raw(&self, l: usize, w: &mut dyn std::io::Write) -> std::io::Result<()> {
         let (b, weights) = (&self.bindings[l], &self.weights[l]);
         let mut chunk = Vec::with_capacity(1 << 16);
         let mut put = |v: f32, chunk: &mut Vec<u8>| -> std::io::Result<()> {

@@ -214,8 +214,12 @@ pub(crate) fn dims(t: &TensorProto, src: &Path) -> Result<Vec<usize>> {
 fn reject_external(t: &TensorProto) -> Result<()> {
     if t.data_location == DataLocation::External as i32 || !t.external_data.is_empty() {
         return Err(Error::unsupported(
-            format!("tensor `{}` stores its data in an external file", t.name),
-            "save the model with its weights inside the .onnx file \
+            format!(
+                "tensor `{}` stores its data in an external file where none is read \
+                 (external data is read for initializers and Constant nodes)",
+                t.name
+            ),
+            "save the model with this tensor inside the .onnx file \
              (in Python: onnx.save(onnx.load(path), out, save_as_external_data=False))",
         ));
     }

@@ -24,25 +24,71 @@ pub fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<()> {
-    // `NAME.PID.tmp-write` next to the target: one writer's temporary file never
-    // collides with another's, nor with a file of another extension.
-    let name = path.file_name().map_or_else(
-        || std::ffi::OsString::from("output"),
-        std::ffi::OsStr::to_os_string,
-    );
-    let mut tmp_name = name;
-    tmp_name.push(format!(".{}.tmp-write", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
-        write(&mut f)?;
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
+    let tmp = temporary_beside(path);
+    let res = write_temporary(&tmp, write).and_then(|()| std::fs::rename(&tmp, path));
     res.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+/// A file written by [`write_atomic_pair`]: its path and the writer of its content.
+pub type StreamedFile<'a> = (
+    &'a Path,
+    &'a mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+);
+
+/// [`write_atomic_with`] for two files that belong together (a model and the
+/// side file of its weights): both are written completely into temporary files
+/// before either replaces its target, `first` before `second`; on an error while
+/// writing, both targets are untouched and the temporaries removed.
+///
+/// # Errors
+/// [`Error::Io`] naming the file that could not be written.
+pub fn write_atomic_pair(first: StreamedFile<'_>, second: StreamedFile<'_>) -> Result<()> {
+    let (path1, write1) = first;
+    let (path2, write2) = second;
+    let (tmp1, tmp2) = (temporary_beside(path1), temporary_beside(path2));
+    let cleanup = || {
+        let _ = std::fs::remove_file(&tmp1);
+        let _ = std::fs::remove_file(&tmp2);
+    };
+    if let Err(e) = write_temporary(&tmp1, |f| write1(f)) {
+        cleanup();
+        return Err(Error::io(path1, e));
+    }
+    if let Err(e) = write_temporary(&tmp2, |f| write2(f)) {
+        cleanup();
+        return Err(Error::io(path2, e));
+    }
+    for (tmp, path) in [(&tmp1, path1), (&tmp2, path2)] {
+        if let Err(e) = std::fs::rename(tmp, path) {
+            cleanup();
+            return Err(Error::io(path, e));
+        }
+    }
+    Ok(())
+}
+
+/// `NAME.PID.tmp-write` next to `path`: one writer's temporary file never
+/// collides with another's, nor with a file of another extension.
+fn temporary_beside(path: &Path) -> std::path::PathBuf {
+    let mut tmp_name = path.file_name().map_or_else(
+        || std::ffi::OsString::from("output"),
+        std::ffi::OsStr::to_os_string,
+    );
+    tmp_name.push(format!(".{}.tmp-write", std::process::id()));
+    path.with_file_name(tmp_name)
+}
+
+/// Write `tmp` through a buffer and flush it to the disk.
+fn write_temporary(
+    tmp: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(tmp)?);
+    write(&mut f)?;
+    f.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
 /// The largest text file (JSON, CSV) the crate reads: 256 MiB.
@@ -118,6 +164,31 @@ mod tests {
         let bad = dir.join("no-such-dir").join("x.txt");
         assert!(matches!(write_atomic(&bad, b"x"), Err(Error::Io { .. })));
         assert!(!bad.with_extension("tmp-write").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_pair_is_written_whole_or_not_at_all() {
+        let dir = std::env::temp_dir().join(format!("ep-pair-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("m.onnx"), dir.join("m.onnx.data"));
+        let put = |bytes: &'static [u8]| move |w: &mut dyn Write| w.write_all(bytes);
+        write_atomic_pair((&b, &mut put(b"data1")), (&a, &mut put(b"model1"))).unwrap();
+        // The second writer fails: both earlier files stay, no temporary is left.
+        let e = write_atomic_pair(
+            (&b, &mut put(b"data2")),
+            (&a, &mut |_: &mut dyn Write| {
+                Err(std::io::Error::other("disk full"))
+            }),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, Error::Io { .. }) && e.to_string().contains("m.onnx"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read(&a).unwrap(), b"model1");
+        assert_eq!(std::fs::read(&b).unwrap(), b"data1");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

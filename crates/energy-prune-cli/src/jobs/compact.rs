@@ -3,8 +3,10 @@
 //! nodes that follow them), so the written model is physically smaller.
 //!
 //! ```text
-//! energy-prune compact IN.onnx PLAN.json OUT.onnx [--input CxHxW] [--json]
+//! energy-prune compact IN.onnx PLAN.json OUT.onnx [--input CxHxW] [--external-data] [--json]
 //! ```
+//! `--external-data` writes the weights into the side file `OUT.onnx.data` (ONNX
+//! external data); a model read from external data is written so without it.
 //! The plan must have been made for the same architecture (`energy-prune prune
 //! --plan` writes one); its fingerprint is checked. With `--json` the last line is
 //! `{"weights_before", "weights_after", "widths": [...]}`.
@@ -32,6 +34,10 @@ pub struct Args {
     /// Input shape CxHxW when the file's input is symbolic, e.g. 3x224x224.
     #[arg(long, value_parser = crate::args::chw)]
     pub input: Option<[usize; 3]>,
+    /// Write the tensors of 1 KiB and more into the side file OUT.onnx.data
+    /// (ONNX external data; implied when the input has external data).
+    #[arg(long)]
+    pub external_data: bool,
     #[command(flatten)]
     pub print: crate::args::Json,
 }
@@ -52,10 +58,19 @@ impl Args {
 /// Run the job.
 pub fn run(args: &Args) -> energy_prune::Result<()> {
     let model = OnnxModel::load(&args.input_file, args.input)?;
+    crate::common::refuse_side_files(
+        &[("OUT.onnx", args.output_file.as_path())],
+        model.external_files(),
+    )?;
     let plan = PruningPlan::load_json(&args.plan)?;
     plan.check(model.architecture())?;
     let small = model.compact(&plan)?;
-    small.save(&args.output_file)?;
+    crate::common::save_onnx(
+        &small,
+        &args.output_file,
+        args.external_data,
+        model.external_files(),
+    )?;
     let before = model.architecture().weight_count();
     let after = small.architecture().weight_count();
     println!(

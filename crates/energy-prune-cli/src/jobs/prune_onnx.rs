@@ -4,8 +4,11 @@
 //!
 //! ```text
 //! energy-prune prune --budget 0.5 IN.onnx OUT.onnx
-//!     [--input CxHxW] [--compact] [--plan PLAN.json] [--json]
+//!     [--input CxHxW] [--compact] [--plan PLAN.json] [--external-data] [--json]
 //! ```
+//! `--external-data` writes the weights into the side file `OUT.onnx.data` (ONNX
+//! external data, the form of models above 2 GiB); a model read from external
+//! data is written so without it.
 //! `--compact` also removes every channel left without weights (the file then
 //! holds a physically smaller model); `--plan` saves the pruning plan with its
 //! provenance. The output file is re-imported and its energy checked against the
@@ -44,6 +47,10 @@ pub struct Args {
     /// Write the pruning plan (JSON, with provenance) to this file.
     #[arg(long)]
     pub plan: Option<PathBuf>,
+    /// Write the tensors of 1 KiB and more into the side file OUT.onnx.data
+    /// (ONNX external data; implied when the input has external data).
+    #[arg(long)]
+    pub external_data: bool,
     #[command(flatten)]
     pub print: crate::args::Json,
 }
@@ -66,6 +73,12 @@ impl Args {
 /// Run the job.
 pub fn run(args: &Args) -> energy_prune::Result<()> {
     let mut model = OnnxModel::load(&args.input_file, args.input)?;
+    let side_files = model.external_files().to_vec();
+    let mut outputs = vec![("OUT.onnx", args.output_file.as_path())];
+    if let Some(plan) = &args.plan {
+        outputs.push(("--plan", plan.as_path()));
+    }
+    crate::common::refuse_side_files(&outputs, &side_files)?;
     if let Some(note) = model.untied_note() {
         println!("note: {note}");
     }
@@ -153,7 +166,7 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
     } else {
         None
     };
-    written.save(&args.output_file)?;
+    crate::common::save_onnx(&written, &args.output_file, args.external_data, &side_files)?;
     drop(written);
     if let Some(path) = &args.plan {
         plan.save_json(path)?;
