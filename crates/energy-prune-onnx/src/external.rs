@@ -14,8 +14,10 @@
 //! bytes the tensor's dims and type need; the bytes read in all stay within the
 //! sizes of the files referenced (so a hostile file cannot make the reader
 //! allocate more than what is on disk: no two regions overlap). Only then are
-//! the bytes read into the tensors, which from there on are ordinary inline
-//! tensors.
+//! the bytes read: into the tensors, which from there on are ordinary inline
+//! tensors, except the float32 weights of prunable layers, which the import reads
+//! from the side file straight into the layers' weights, 1 MiB at a time, so that
+//! their bytes are never held twice.
 //!
 //! **Writing** ([`ExternalData`], used by
 //! [`OnnxModel::save_with_external_data`](crate::OnnxModel::save_with_external_data))
@@ -27,8 +29,10 @@ use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
-use super::proto::{ModelProto, StringStringEntryProto, TensorProto, tensor_proto::DataLocation};
-use super::tensor::{corrupt, numel};
+use super::proto::{
+    GraphProto, ModelProto, StringStringEntryProto, TensorProto, tensor_proto::DataLocation,
+};
+use super::tensor::{FLOAT, corrupt, numel};
 use energy_prune::error::{Error, Result};
 
 /// Offsets of tensors in a side file written by this crate are multiples of this
@@ -156,30 +160,82 @@ struct Region {
     length: u64,
 }
 
-/// Checks the external tensors of one model, then reads them.
-struct Resolver<'a> {
+/// The side files of one model, opened, with every reference checked: what
+/// [`resolve`] did not read yet (the weights of prunable layers) is read from
+/// here straight into the layers' weights ([`External::floats`]), then
+/// [`External::finish`] reads whatever is left.
+pub(crate) struct External {
     dir: PathBuf,
-    src: &'a Path,
+    src: PathBuf,
     files: HashMap<PathBuf, SideFile>,
 }
 
-impl Resolver<'_> {
-    /// The region of external tensor `t`, checked against its side file
-    /// (`None` for a tensor held inline).
-    fn region(&mut self, t: &TensorProto) -> Result<Option<Region>> {
+impl External {
+    /// The side files read, sorted.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self.files.keys().cloned().collect();
+        files.sort();
+        files
+    }
+
+    /// Parse `t`'s location and open its side file (once per file).
+    fn open(&mut self, t: &TensorProto) -> Result<()> {
         if !is_external(t) {
-            return Ok(None);
+            return Ok(());
         }
-        let src = self.src;
-        let bad = |why: String| corrupt(src, format!("tensor `{}`: external data {why}", t.name));
+        let (location, _, _) = self.keys(t)?;
+        let path = self.dir.join(&location);
+        if self.files.contains_key(&path) {
+            return Ok(());
+        }
+        let file = std::fs::File::open(&path).map_err(|e| {
+            Error::io(
+                &path,
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e} (side file of tensor `{}` in {}; keep the model's external data \
+                         files next to it)",
+                        t.name,
+                        self.src.display()
+                    ),
+                ),
+            )
+        })?;
+        let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
+        if !meta.is_file() {
+            return Err(self.bad(t, format!("location `{location}` is not a regular file")));
+        }
+        self.files.insert(
+            path,
+            SideFile {
+                file,
+                len: meta.len(),
+            },
+        );
+        Ok(())
+    }
+
+    fn bad(&self, t: &TensorProto, why: String) -> Error {
+        corrupt(
+            &self.src,
+            format!("tensor `{}`: external data {why}", t.name),
+        )
+    }
+
+    /// The checked `location` and the `offset` and `length` keys of `t`.
+    fn keys(&self, t: &TensorProto) -> Result<(String, u64, Option<u64>)> {
         let (mut location, mut offset, mut length) = (None, 0u64, None);
         for StringStringEntryProto { key, value } in &t.external_data {
             let number = || {
                 value.parse::<u64>().map_err(|_| {
-                    bad(format!(
-                        "`{key}` is `{value}`, not a number of bytes; re-save the model with \
-                         onnx.save(..., save_as_external_data=True)"
-                    ))
+                    self.bad(
+                        t,
+                        format!(
+                            "`{key}` is `{value}`, not a number of bytes; re-save the model \
+                             with onnx.save(..., save_as_external_data=True)"
+                        ),
+                    )
                 })
             };
             match key.as_str() {
@@ -189,60 +245,57 @@ impl Resolver<'_> {
                 _ => {} // checksum, basepath: not needed to read
             }
         }
-        let location = location.ok_or_else(|| bad("has no `location` key".into()))?;
-        let rel = PathBuf::from(&location);
-        check_location(&rel).map_err(|why| {
-            bad(format!(
-                "location `{location}` {why}; side files must lie in the model's directory"
-            ))
+        let location = location.ok_or_else(|| self.bad(t, "has no `location` key".into()))?;
+        check_location(Path::new(&location)).map_err(|why| {
+            self.bad(
+                t,
+                format!(
+                    "location `{location}` {why}; side files must lie in the model's directory"
+                ),
+            )
         })?;
-        let path = self.dir.join(&rel);
-        let n = numel(t, src)?;
-        let need = stored_bytes(t.data_type, n).ok_or_else(|| {
-            bad(format!(
-                "of ONNX data type {} and {n} elements cannot be read (numeric types only)",
-                t.data_type
-            ))
-        })? as u64;
-        if !self.files.contains_key(&path) {
-            let file = std::fs::File::open(&path).map_err(|e| {
-                Error::io(
-                    &path,
-                    std::io::Error::new(
-                        e.kind(),
-                        format!(
-                            "{e} (side file of tensor `{}` in {}; keep the model's external \
-                             data files next to it)",
-                            t.name,
-                            src.display()
-                        ),
-                    ),
-                )
-            })?;
-            let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
-            if !meta.is_file() {
-                return Err(bad(format!("location `{location}` is not a regular file")));
-            }
-            self.files.insert(
-                path.clone(),
-                SideFile {
-                    file,
-                    len: meta.len(),
-                },
-            );
+        Ok((location, offset, length))
+    }
+
+    /// The region of external tensor `t` (its side file opened), checked against
+    /// the file; `None` for a tensor held inline.
+    fn region(&self, t: &TensorProto) -> Result<Option<Region>> {
+        if !is_external(t) {
+            return Ok(None);
         }
-        let file_len = self.files.get(&path).map_or(0, |f| f.len);
+        let (location, offset, length) = self.keys(t)?;
+        let path = self.dir.join(&location);
+        let n = numel(t, &self.src)?;
+        let need = stored_bytes(t.data_type, n).ok_or_else(|| {
+            self.bad(
+                t,
+                format!(
+                    "of ONNX data type {} and {n} elements cannot be read (numeric types only)",
+                    t.data_type
+                ),
+            )
+        })? as u64;
+        let file_len = self
+            .files
+            .get(&path)
+            .ok_or_else(|| self.bad(t, format!("location `{location}` was not opened")))?
+            .len;
         let length = length.unwrap_or_else(|| file_len.saturating_sub(offset));
         if length != need {
-            return Err(bad(format!(
-                "holds {length} bytes but the tensor's dims and type need {need}"
-            )));
+            return Err(self.bad(
+                t,
+                format!("holds {length} bytes but the tensor's dims and type need {need}"),
+            ));
         }
         if offset.checked_add(length).is_none_or(|end| end > file_len) {
-            return Err(bad(format!(
-                "region at offset {offset} of {length} bytes runs past the end of `{location}` \
-                 ({file_len} bytes); the side file is truncated or belongs to another model"
-            )));
+            return Err(self.bad(
+                t,
+                format!(
+                    "region at offset {offset} of {length} bytes runs past the end of \
+                     `{location}` ({file_len} bytes); the side file is truncated or belongs to \
+                     another model"
+                ),
+            ));
         }
         Ok(Some(Region {
             path,
@@ -251,72 +304,172 @@ impl Resolver<'_> {
         }))
     }
 
-    /// Read `region` into `t`, which then holds its data inline.
-    fn read(&mut self, t: &mut TensorProto, region: &Region) -> Result<()> {
-        let Region {
-            path,
-            offset,
-            length,
-        } = region;
-        let side = self.files.get_mut(path).ok_or_else(|| {
-            corrupt(
-                self.src,
-                format!("tensor `{}`: side file not opened", t.name),
-            )
-        })?;
-        let mut bytes = Vec::new();
-        bytes.try_reserve_exact(*length as usize).map_err(|_| {
-            corrupt(
-                self.src,
+    /// Stream `region` into `sink`, 1 MiB at a time.
+    fn stream(&self, t: &TensorProto, region: &Region, mut sink: impl FnMut(&[u8])) -> Result<()> {
+        let side = self
+            .files
+            .get(&region.path)
+            .ok_or_else(|| self.bad(t, "side file not opened".into()))?;
+        let mut f = &side.file;
+        f.seek(SeekFrom::Start(region.offset))
+            .map_err(|e| Error::io(&region.path, e))?;
+        let mut reader = f.take(region.length);
+        let mut chunk = vec![0u8; 1 << 20];
+        let mut done = 0u64;
+        loop {
+            let got = reader
+                .read(&mut chunk)
+                .map_err(|e| Error::io(&region.path, e))?;
+            if got == 0 {
+                break;
+            }
+            sink(&chunk[..got]);
+            done += got as u64;
+        }
+        if done != region.length {
+            return Err(self.bad(
+                t,
                 format!(
-                    "tensor `{}` of {length} bytes does not fit in memory",
-                    t.name
-                ),
-            )
-        })?;
-        side.file
-            .seek(SeekFrom::Start(*offset))
-            .and_then(|_| (&side.file).take(*length).read_to_end(&mut bytes))
-            .map_err(|e| Error::io(path, e))?;
-        if bytes.len() as u64 != *length {
-            return Err(corrupt(
-                self.src,
-                format!(
-                    "tensor `{}`: external data ended after {} of {length} bytes (the side \
-                     file changed while read)",
-                    t.name,
-                    bytes.len()
+                    "ended after {done} of {} bytes (the side file changed while read)",
+                    region.length
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Read external tensor `t` into its `raw_data`; it is then held inline.
+    fn internalize(&self, t: &mut TensorProto) -> Result<()> {
+        let Some(region) = self.region(t)? else {
+            return Ok(());
+        };
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(region.length as usize)
+            .map_err(|_| {
+                self.bad(
+                    t,
+                    format!("of {} bytes does not fit in memory", region.length),
+                )
+            })?;
+        self.stream(t, &region, |c| bytes.extend_from_slice(c))?;
         t.raw_data = bytes;
-        t.float_data.clear();
-        t.double_data.clear();
-        t.int32_data.clear();
-        t.int64_data.clear();
-        t.data_location = DataLocation::Default as i32;
-        t.external_data.clear();
+        inline(t);
+        Ok(())
+    }
+
+    /// The values of float32 tensor `t` if it is still stored externally, read
+    /// straight from its side file (no copy of its bytes is held); `None` for a
+    /// tensor held inline.
+    pub fn floats(&self, t: &TensorProto) -> Result<Option<Vec<f32>>> {
+        if t.data_type != FLOAT {
+            return Ok(None);
+        }
+        let Some(region) = self.region(t)? else {
+            return Ok(None);
+        };
+        let mut values = Vec::new();
+        let n = (region.length / 4) as usize;
+        values
+            .try_reserve_exact(n)
+            .map_err(|_| self.bad(t, format!("of {n} floats does not fit in memory")))?;
+        let mut decoder = FloatDecoder {
+            values,
+            carry: [0; 4],
+            held: 0,
+        };
+        self.stream(t, &region, |c| decoder.push(c))?;
+        let values = decoder.values;
+        Ok(Some(values))
+    }
+
+    /// Read every tensor of `proto` still stored externally into the model.
+    pub fn finish(&self, proto: &mut ModelProto) -> Result<()> {
+        if let Some(graph) = proto.graph.as_mut() {
+            for t in &mut graph.initializer {
+                self.internalize(t)?;
+            }
+        }
         Ok(())
     }
 }
 
-/// Read every external tensor of `proto` (initializers and tensors held by node
-/// attributes) from its side file in `dir` into the tensor, after checking every
-/// reference (so nothing is allocated for a model that is refused); the side
-/// files read, sorted.
+/// Little-endian float32 values from bytes arriving in chunks of any length (a
+/// value may straddle two chunks).
+struct FloatDecoder {
+    values: Vec<f32>,
+    /// The first bytes of a value cut by the end of the last chunk.
+    carry: [u8; 4],
+    held: usize,
+}
+
+impl FloatDecoder {
+    fn push(&mut self, mut c: &[u8]) {
+        if self.held > 0 {
+            let take = (4 - self.held).min(c.len());
+            self.carry[self.held..self.held + take].copy_from_slice(&c[..take]);
+            self.held += take;
+            c = &c[take..];
+            if self.held < 4 {
+                return;
+            }
+            self.values.push(f32::from_le_bytes(self.carry));
+            self.held = 0;
+        }
+        let whole = c.len() / 4 * 4;
+        self.values.extend(
+            c[..whole]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
+        let rest = &c[whole..];
+        self.carry[..rest.len()].copy_from_slice(rest);
+        self.held = rest.len();
+    }
+}
+
+/// Mark `t` as holding its data inline.
+pub(crate) fn inline(t: &mut TensorProto) {
+    t.data_location = DataLocation::Default as i32;
+    t.external_data.clear();
+}
+
+/// Whether initializer `name` is read only as the weight (input 1) of `Conv`,
+/// `Gemm` or `MatMul` nodes: a prunable layer's weights, read from the side file
+/// straight into the layer.
+fn layer_weight_only(graph: &GraphProto, name: &str) -> bool {
+    let mut used = false;
+    for node in &graph.node {
+        for (i, input) in node.input.iter().enumerate() {
+            if input == name {
+                if i != 1 || !matches!(node.op_type.as_str(), "Conv" | "Gemm" | "MatMul") {
+                    return false;
+                }
+                used = true;
+            }
+        }
+    }
+    used
+}
+
+/// Check every external tensor of `proto` (initializers and tensors held by node
+/// attributes) against its side file in `dir`, so that nothing is allocated for
+/// a model that is refused; then read each into its tensor, except the float32
+/// weights of prunable layers, which the import reads straight into the layers
+/// ([`External::floats`]).
 ///
 /// # Errors
 /// [`Error::CorruptData`] for a reference a reader must refuse (see the module
 /// docs; overlapping regions among them), [`Error::Io`] if a side file cannot be
 /// read.
-pub(crate) fn resolve(proto: &mut ModelProto, dir: &Path, src: &Path) -> Result<Vec<PathBuf>> {
-    let mut r = Resolver {
+pub(crate) fn resolve(proto: &mut ModelProto, dir: &Path, src: &Path) -> Result<External> {
+    let mut ext = External {
         dir: dir.to_path_buf(),
-        src,
+        src: src.to_path_buf(),
         files: HashMap::new(),
     };
     let Some(graph) = proto.graph.as_mut() else {
-        return Ok(Vec::new());
+        return Ok(ext);
     };
     if graph
         .sparse_initializer
@@ -337,9 +490,12 @@ pub(crate) fn resolve(proto: &mut ModelProto, dir: &Path, src: &Path) -> Result<
         graph.initializer.iter().chain(attr_tensors)
     };
     // Check every reference first: inside its file, and no two overlapping.
+    for t in tensors() {
+        ext.open(t)?;
+    }
     let mut regions = Vec::new();
     for t in tensors() {
-        regions.push(r.region(t)?);
+        regions.push(ext.region(t)?);
     }
     let mut spans: Vec<(&Path, u64, u64, &str)> = regions
         .iter()
@@ -365,24 +521,22 @@ pub(crate) fn resolve(proto: &mut ModelProto, dir: &Path, src: &Path) -> Result<
         }
     }
     drop(spans);
-    let attr_tensors = graph
-        .node
-        .iter_mut()
-        .flat_map(|n| n.attribute.iter_mut())
-        .flat_map(|a| a.t.iter_mut().chain(a.tensors.iter_mut()));
-    for (t, region) in graph
+    let deferred: Vec<bool> = graph
         .initializer
-        .iter_mut()
-        .chain(attr_tensors)
-        .zip(&regions)
-    {
-        if let Some(region) = region {
-            r.read(t, region)?;
+        .iter()
+        .map(|t| t.data_type == FLOAT && is_external(t) && layer_weight_only(graph, &t.name))
+        .collect();
+    for (t, deferred) in graph.initializer.iter_mut().zip(deferred) {
+        if !deferred {
+            ext.internalize(t)?;
         }
     }
-    let mut files: Vec<PathBuf> = r.files.into_keys().collect();
-    files.sort();
-    Ok(files)
+    for a in graph.node.iter_mut().flat_map(|n| n.attribute.iter_mut()) {
+        for t in a.t.iter_mut().chain(a.tensors.iter_mut()) {
+            ext.internalize(t)?;
+        }
+    }
+    Ok(ext)
 }
 
 /// Round `offset` up to the next multiple of [`ALIGNMENT`].
@@ -418,6 +572,30 @@ mod tests {
         assert!(check_location(Path::new("../w.data")).is_err());
         assert!(check_location(Path::new("sub/../../w.data")).is_err());
         assert!(check_location(Path::new("/etc/passwd")).is_err());
+    }
+
+    #[test]
+    fn floats_cut_anywhere_decode_whole() {
+        let values: Vec<f32> = (0..50).map(|i| i as f32 * -1.25 + 0.1).collect();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        for cuts in [vec![1usize], vec![3, 1, 2], vec![5, 7], vec![4], vec![199]] {
+            let mut d = FloatDecoder {
+                values: Vec::new(),
+                carry: [0; 4],
+                held: 0,
+            };
+            let mut rest = bytes.as_slice();
+            for &n in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let n = n.min(rest.len());
+                d.push(&rest[..n]);
+                rest = &rest[n..];
+            }
+            assert_eq!(d.values, values, "{cuts:?}");
+            assert_eq!(d.held, 0);
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::external::{self, External};
 use super::proto::{GraphProto, ModelProto, NodeProto, TensorProto, type_proto};
 use super::qdq::{self, Folded};
 use super::tensor::{self, attr, attr_float, attr_int, attr_ints, attr_str, corrupt};
@@ -84,13 +85,26 @@ struct Importer<'a> {
     /// The graph input's batch size when it is a fixed number (exporters that
     /// trace with an example batch write it into Reshape targets).
     batch: Option<i64>,
+    /// Side files of layer weights not read yet.
+    external: Option<&'a External>,
 }
 
-/// Read a decoded model (see [`OnnxModel::from_bytes`]).
+/// Read a decoded model (see [`OnnxModel::from_bytes`]) held in memory.
 pub(super) fn import(
+    proto: ModelProto,
+    input: Option<[usize; 3]>,
+    src: &Path,
+) -> Result<OnnxModel> {
+    import_with(proto, input, src, None)
+}
+
+/// [`import`] of a model whose layer weights may still be in side files, read
+/// from `external` straight into the layers.
+pub(super) fn import_with(
     mut proto: ModelProto,
     input: Option<[usize; 3]>,
     src: &Path,
+    external: Option<&External>,
 ) -> Result<OnnxModel> {
     let (opset, untied) = super::prepare::prepare(&mut proto, src)?;
     let graph = proto
@@ -103,6 +117,7 @@ pub(super) fn import(
         .iter()
         .any(|n| n.op_type == "QuantizeLinear" || n.op_type == "DequantizeLinear");
     let mut imp = Importer {
+        external,
         opset,
         batch: None,
         graph,
@@ -153,6 +168,7 @@ pub(super) fn import(
         for b in &bindings {
             let t = &mut g.initializer[b.weight];
             t.raw_data = Vec::new();
+            external::inline(t);
             t.float_data = Vec::new();
             t.double_data = Vec::new();
             t.int32_data = Vec::new();
@@ -675,7 +691,7 @@ impl<'a> Importer<'a> {
                 dims,
                 quant: self.weight_quant(wsrc),
             },
-            tensor::floats(wt, self.src)?,
+            self.weight_floats(wt)?,
             x_slot,
         )?;
         let shape = Shape {
@@ -750,7 +766,7 @@ impl<'a> Importer<'a> {
         } else {
             None
         };
-        let stored = tensor::floats(wt, self.src)?;
+        let stored = self.weight_floats(wt)?;
         let canonical = if transposed {
             super::transpose(&stored, a, b)
         } else {
@@ -823,6 +839,15 @@ impl<'a> Importer<'a> {
         self.bindings.push(binding);
         self.weights.push(weights);
         Ok(())
+    }
+
+    /// The values of a layer's weight tensor, from its side file if it is still
+    /// stored there.
+    fn weight_floats(&self, t: &TensorProto) -> Result<Vec<f32>> {
+        if let Some(values) = self.external.map(|e| e.floats(t)).transpose()?.flatten() {
+            return Ok(values);
+        }
+        tensor::floats(t, self.src)
     }
 
     /// The folded `DequantizeLinear` of node `n`.

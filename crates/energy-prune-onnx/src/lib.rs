@@ -350,9 +350,11 @@ impl OnnxModel {
         } else {
             dir
         };
-        let files = external::resolve(&mut proto, dir, source)?;
-        let mut model = import::import(proto, input, source)?;
-        model.external_files = files;
+        let external = external::resolve(&mut proto, dir, source)?;
+        let mut model = import::import_with(proto, input, source, Some(&external))?;
+        // Whatever the layers did not read (nothing, in a model the import accepts).
+        external.finish(&mut model.proto)?;
+        model.external_files = external.files();
         Ok(model)
     }
 

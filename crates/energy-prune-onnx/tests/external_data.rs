@@ -122,6 +122,26 @@ fn saved_with_a_side_file_the_model_round_trips_bit_for_bit() {
             "{fixture}"
         );
     }
+    // Layers of several MiB (read in 1 MiB chunks straight into the weights).
+    let proto = energy_prune_testing::onnx::torchvision::squeezenet1_0(5);
+    let inline = OnnxModel::from_bytes(&proto.encode_to_vec(), None, &dir.join("sq.onnx")).unwrap();
+    assert!(
+        inline
+            .architecture()
+            .layers()
+            .iter()
+            .any(|l| 4 * l.weight_count() > 1 << 20)
+    );
+    let path = dir.join("sq_ext.onnx");
+    inline
+        .save_with_external_data(&path, &ExternalData::beside(&path))
+        .unwrap();
+    let back = OnnxModel::load(&path, None).unwrap();
+    assert_eq!(weights(&back), weights(&inline));
+    assert_eq!(
+        back.architecture().fingerprint(),
+        inline.architecture().fingerprint()
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -147,7 +147,7 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
     );
     let mut out = Vec::new();
     if let Some(path) = &args.onnx {
-        let model = energy_prune_onnx::OnnxModel::load(path, args.input)?;
+        let mut model = energy_prune_onnx::OnnxModel::load(path, args.input)?;
         if let Some(note) = model.untied_note() {
             println!("note: {note}");
         }
@@ -157,7 +157,8 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
             path.display(),
             model.output_len()
         );
-        let state = NetworkState::from_network(&model)?;
+        // The weights move out of the model (no copy: large models).
+        let state = model.take_state();
         let precision = model.is_quantized().then(|| model.precision());
         out.push(report(model.architecture(), &state, cfg, precision)?);
     } else {

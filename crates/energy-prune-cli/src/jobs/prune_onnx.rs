@@ -173,10 +173,13 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
         println!("plan written to {}", path.display());
     }
     // Read the file back: the energy a user will see when they load it.
-    let back = OnnxModel::load(&args.output_file, args.input)?;
+    let mut back = OnnxModel::load(&args.output_file, args.input)?;
+    let back_hw = SystolicArray::new(back.architecture(), SystolicConfig::default())?;
+    // Priced on the model's own weights (moved out and back: no copy).
+    let back_state = back.take_state();
+    let reimported = back_hw.energy(&back_state)?.total;
+    back.put_state(back_state)?;
     let back_arch = back.architecture();
-    let back_hw = SystolicArray::new(back_arch, SystolicConfig::default())?;
-    let reimported = back_hw.energy(&NetworkState::from_network(&back)?)?.total;
     let outputs_checked = match &probe {
         Some((x, y)) => {
             if back.run(x, 1)? != *y {
