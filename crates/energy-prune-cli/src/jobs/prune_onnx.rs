@@ -19,7 +19,7 @@ use energy_prune::prune::Budget;
 use std::path::PathBuf;
 
 use energy_prune::energy::{SystolicArray, SystolicConfig, WeightEnergyModel};
-use energy_prune::network::{CostModelRecord, Network, NetworkState, Provenance, PruningPlan};
+use energy_prune::network::{CostModelRecord, Network, Provenance, PruningPlan};
 use energy_prune::prune::project;
 use energy_prune_onnx::OnnxModel;
 
@@ -84,7 +84,7 @@ pub fn run(args: &Args) -> energy_prune::Result<()> {
     }
     let arch = model.architecture().clone();
     let hw = SystolicArray::new(&arch, SystolicConfig::default())?;
-    let dense = hw.energy(&NetworkState::dense(&arch))?;
+    let dense = hw.dense_energy()?;
     // The weights move out of the model for the projection and back (no copy).
     let mut state = model.take_state();
     let before = hw.energy(&state)?;

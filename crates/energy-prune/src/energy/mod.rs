@@ -257,6 +257,17 @@ pub trait WeightEnergyModel: Send + Sync + fmt::Debug {
     /// model-specific errors.
     fn energy(&self, state: &NetworkState) -> Result<EnergyReport>;
 
+    /// Exact energy of the dense network (every weight nonzero, no input masks):
+    /// what a budget given as a fraction is a fraction of. The default prices a
+    /// [`NetworkState::dense`] (one `f32` per weight); models override it to price
+    /// without one.
+    ///
+    /// # Errors
+    /// As [`WeightEnergyModel::energy`].
+    fn dense_energy(&self) -> Result<EnergyReport> {
+        self.energy(&NetworkState::dense(self.architecture()))
+    }
+
     /// The part of each layer's energy that does not depend on the weights
     /// (for the systolic model, `E_input`), given the input masks.
     ///
@@ -348,6 +359,7 @@ macro_rules! forward_models {
         impl<T: WeightEnergyModel + ?Sized> WeightEnergyModel for $ptr {
             fn architecture(&self) -> &Architecture { (**self).architecture() }
             fn energy(&self, state: &NetworkState) -> Result<EnergyReport> { (**self).energy(state) }
+            fn dense_energy(&self) -> Result<EnergyReport> { (**self).dense_energy() }
             fn input_energy(&self, m: &[Option<Vec<f32>>]) -> Result<Vec<f64>> { (**self).input_energy(m) }
             fn relaxed_energy(&self, nz: &[u64], ie: &[f64]) -> Result<EnergyReport> { (**self).relaxed_energy(nz, ie) }
             fn knapsack_costs(&self) -> Vec<LayerCost> { (**self).knapsack_costs() }

@@ -816,6 +816,42 @@ impl SystolicArray {
     }
 }
 
+impl SystolicArray {
+    /// Exact energy of layer `l` with weights `w` (checked, finite) and input
+    /// mask `mask`.
+    fn layer_energy(&self, l: usize, w: &[f32], mask: Option<&[f32]>) -> Result<LayerEnergy> {
+        let layer = &self.arch.layers()[l];
+        let (p, u) = (&self.pre[l], &self.units[l]);
+        let nw = w.iter().filter(|v| **v != 0.0).count() as u64;
+        let (macs, compute, weight_access, input_access) = match p {
+            Pre::Conv(pc) => {
+                let macs = self.conv_macs(pc, w, mask);
+                let ein = match mask {
+                    None => self.dense_input[l],
+                    Some(m) => Self::conv_input_energy(u, layer, pc, Some(m))?,
+                };
+                (
+                    macs,
+                    u.w.e_mac * macs as f64,
+                    Self::conv_weight_energy(u, pc, nw),
+                    ein,
+                )
+            }
+            Pre::Linear { c, d } => {
+                let nx = mask.map_or(*c, |m| m.iter().filter(|v| **v != 0.0).count() as u64);
+                let (compute, wa) = Self::relaxed_weight_terms(u, p, nw);
+                (nw, compute, wa, Self::linear_input_energy(u, nx, *d))
+            }
+        };
+        Ok(LayerEnergy::of(
+            layer,
+            nw,
+            macs,
+            parts(compute, weight_access, input_access),
+        ))
+    }
+}
+
 impl WeightEnergyModel for SystolicArray {
     fn architecture(&self) -> &Architecture {
         &self.arch
@@ -840,39 +876,23 @@ impl WeightEnergyModel for SystolicArray {
     fn energy(&self, state: &NetworkState) -> Result<EnergyReport> {
         state.check(&self.arch)?;
         state.check_finite()?;
-        let mut out = Vec::with_capacity(self.pre.len());
-        for (l, (layer, p)) in self.arch.layers().iter().zip(&self.pre).enumerate() {
-            let u = &self.units[l];
-            let w = &state.weights[l];
-            let mask = state.input_masks[l].as_deref();
-            let nw = w.iter().filter(|v| **v != 0.0).count() as u64;
-            let (macs, compute, weight_access, input_access) = match p {
-                Pre::Conv(pc) => {
-                    let macs = self.conv_macs(pc, w, mask);
-                    let ein = match mask {
-                        None => self.dense_input[l],
-                        Some(m) => Self::conv_input_energy(u, layer, pc, Some(m))?,
-                    };
-                    (
-                        macs,
-                        u.w.e_mac * macs as f64,
-                        Self::conv_weight_energy(u, pc, nw),
-                        ein,
-                    )
-                }
-                Pre::Linear { c, d } => {
-                    let nx = mask.map_or(*c, |m| m.iter().filter(|v| **v != 0.0).count() as u64);
-                    let (compute, wa) = Self::relaxed_weight_terms(u, p, nw);
-                    (nw, compute, wa, Self::linear_input_energy(u, nx, *d))
-                }
-            };
-            out.push(LayerEnergy::of(
-                layer,
-                nw,
-                macs,
-                parts(compute, weight_access, input_access),
-            ));
-        }
+        let out = (0..self.pre.len())
+            .map(|l| self.layer_energy(l, &state.weights[l], state.input_masks[l].as_deref()))
+            .collect::<Result<_>>()?;
+        Ok(EnergyReport::from_layers(out))
+    }
+
+    /// The dense network's exact energy, one layer of ones at a time (no dense
+    /// [`NetworkState`] is built: a large model's weights are not held twice).
+    fn dense_energy(&self) -> Result<EnergyReport> {
+        let mut ones = Vec::new();
+        let out = (0..self.pre.len())
+            .map(|l| {
+                ones.clear();
+                ones.resize(self.arch.layers()[l].weight_count(), 1.0f32);
+                self.layer_energy(l, &ones, None)
+            })
+            .collect::<Result<_>>()?;
         Ok(EnergyReport::from_layers(out))
     }
 
@@ -999,6 +1019,30 @@ mod tests {
         let x = b.input(c, h, h).unwrap();
         let y = b.conv2d("conv", &x, conv).unwrap();
         b.finish(&y).unwrap()
+    }
+
+    #[test]
+    fn dense_energy_is_the_energy_of_the_dense_state_bit_for_bit() {
+        let mixed = [(4, 8), (2, 6), (8, 4), (16, 8), (6, 16)];
+        for name in zoo::NAMES {
+            let arch = zoo::by_name(name).unwrap();
+            let precision: Vec<LayerPrecision> = (0..arch.layers().len())
+                .map(|l| {
+                    let (w, a) = mixed[l % mixed.len()];
+                    LayerPrecision::int(w, a).unwrap()
+                })
+                .collect();
+            for hw in [
+                SystolicArray::new(&arch, SystolicConfig::default()).unwrap(),
+                SystolicArray::with_precision(&arch, SystolicConfig::default(), &precision)
+                    .unwrap(),
+            ] {
+                let direct = hw.dense_energy().unwrap();
+                let via_state = hw.energy(&NetworkState::dense(&arch)).unwrap();
+                assert_eq!(direct.total.to_bits(), via_state.total.to_bits(), "{name}");
+                assert_eq!(direct.layers, via_state.layers, "{name}");
+            }
+        }
     }
 
     /// Brute-force (N_mac, U, N_x) by walking every output position and tap.

@@ -242,9 +242,6 @@ impl PruningPlan {
     /// (non-depthwise) convolutions.
     pub fn from_network<N: Network + ?Sized>(net: &N) -> Result<Self> {
         let arch = net.architecture();
-        let weights: Vec<Vec<f32>> = (0..arch.layers().len())
-            .map(|l| net.weights(l))
-            .collect::<Result<_>>()?;
         // A slot is live if any weight reading it is nonzero; a width nobody reads
         // keeps all its channels.
         let mut read = vec![false; arch.widths().len()];
@@ -253,7 +250,11 @@ impl PruningPlan {
             .iter()
             .map(|w| vec![w.fixed; w.channels])
             .collect();
-        for (l, w) in weights.iter().enumerate() {
+        // One layer's weights at a time (a large model's are not copied whole).
+        let mut w = Vec::new();
+        for (l, layer) in arch.layers().iter().enumerate() {
+            w.resize(layer.weight_count(), 0.0);
+            net.read_weights(l, &mut w)?;
             for slots in SlotLayout::of_layer(arch, l)? {
                 read[slots.width] = true;
                 let lv = &mut live[slots.width];

@@ -25,7 +25,6 @@
 use crate::arch::Architecture;
 use crate::energy::{WeightEnergyModel, WidthCostModel};
 use crate::error::{Error, Result};
-use crate::network::NetworkState;
 
 /// How a budget's limit is given.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,10 +99,7 @@ impl<M: WeightEnergyModel> Budget<M> {
     /// [`Error::InvalidParameter`] for a limit that is not finite and positive or a
     /// fraction outside (0, 1]; model errors.
     pub fn weight_limit(&self) -> Result<f64> {
-        self.resolve(|| {
-            self.model
-                .energy_total(&NetworkState::dense(self.model.architecture()))
-        })
+        self.resolve(|| Ok(self.model.dense_energy()?.total))
     }
 }
 

@@ -102,7 +102,7 @@ impl KnapsackConstraint {
         if !(fraction > 0.0 && fraction <= 1.0) {
             return Err(Error::param("fraction", fraction, "must be in (0, 1]"));
         }
-        let dense = model.energy_total(&NetworkState::dense(model.architecture()))?;
+        let dense = model.dense_energy()?.total;
         Self::of_model(name, model, fraction * dense)
     }
 }
