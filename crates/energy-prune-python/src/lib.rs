@@ -813,6 +813,15 @@ impl PyOnnxModel {
         })
     }
 
+    /// The name of every prunable layer's weight initializer (PyTorch's exporter
+    /// names them after the parameters: `"conv1.weight"`).
+    #[getter]
+    fn weight_names(&self) -> PyResult<Vec<String>> {
+        (0..self.inner.architecture().layers().len())
+            .map(|l| self.inner.weight_name(l).map(str::to_string).py())
+            .collect()
+    }
+
     /// The side files the tensors were read from.
     #[getter]
     fn external_files(&self) -> Vec<std::path::PathBuf> {

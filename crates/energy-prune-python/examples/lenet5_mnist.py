@@ -1,0 +1,140 @@
+"""LeNet-5 trained in PyTorch on MNIST, compressed to 0.2 of its dense energy with
+`energy_prune.torch.EnergyProjector` (pip install torch onnx; from the repository root):
+
+    python crates/energy-prune-python/examples/lenet5_mnist.py [--data data/mnist] [--budget 0.2]
+
+Dense training, then projected training (the budget tightened from the dense energy to
+`--budget` over the first half of the epochs, the weights projected after every
+optimizer step), then fine-tuning on the support reached. Prints the progress and a
+table of the results: test accuracy and exact energy of the dense and compressed networks.
+"""
+
+import argparse
+import gzip
+import pathlib
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+import energy_prune.torch as ept
+
+
+def idx(path: pathlib.Path) -> np.ndarray:
+    raw = gzip.open(path).read()
+    dims = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def load(data: pathlib.Path, split: str):
+    x = idx(data / f"{split}-images-idx3-ubyte.gz").astype(np.float32) / 255.0
+    y = idx(data / f"{split}-labels-idx1-ubyte.gz").astype(np.int64)
+    x = np.pad(x, ((0, 0), (2, 2), (2, 2)))  # 28 x 28 -> 32 x 32, LeNet-5's input
+    x = (x - 0.1307) / 0.3081
+    return torch.from_numpy(x[:, None].copy()), torch.from_numpy(y.copy())
+
+
+class LeNet5(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 5)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(400, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+    def forward(self, x):
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = torch.flatten(x, 1)
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+@torch.no_grad()
+def accuracy(model, x, y) -> float:
+    model.eval()
+    hits = sum(int((model(x[i : i + 1000]).argmax(1) == y[i : i + 1000]).sum()) for i in range(0, len(x), 1000))
+    model.train()
+    return 100.0 * hits / len(x)
+
+
+def epoch(model, opt, x, y, batch, gen, after_step=None):
+    loss_sum = 0.0
+    order = torch.randperm(len(x), generator=gen)
+    for i in range(0, len(x), batch):
+        j = order[i : i + batch]
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x[j]), y[j])
+        loss.backward()
+        opt.step()
+        if after_step is not None:
+            after_step(i / len(x))
+        loss_sum += float(loss.detach()) * len(j)
+    return loss_sum / len(x)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=pathlib.Path, default=pathlib.Path("data/mnist"))
+    ap.add_argument("--budget", type=float, default=0.2)
+    ap.add_argument("--dense-epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--finetune-epochs", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    xtr, ytr = load(args.data, "train")
+    xte, yte = load(args.data, "t10k")
+    model = LeNet5()
+    start = time.time()
+
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for e in range(args.dense_epochs):
+        loss = epoch(model, opt, xtr, ytr, 128, gen)
+        print(f"dense      {e + 1:2}/{args.dense_epochs}  loss {loss:.4f}  test {accuracy(model, xte, yte):6.2f} %", flush=True)
+    dense_acc = accuracy(model, xte, yte)
+
+    projector = ept.EnergyProjector(model, xte[:1], budget=1.0)
+    dense_energy = projector.dense_energy()
+    ramp = max(1, args.epochs // 2)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-4)
+    for e in range(args.epochs):
+
+        def after_step(progress, e=e):
+            # The budget falls geometrically from dense to the target over `ramp` epochs.
+            t = min(1.0, (e + progress) / ramp)
+            projector.set_budget(args.budget ** t)
+            projector.step()
+
+        loss = epoch(model, opt, xtr, ytr, 128, gen, after_step)
+        ratio = projector.energy().total / dense_energy
+        print(
+            f"projected  {e + 1:2}/{args.epochs}  loss {loss:.4f}  test {accuracy(model, xte, yte):6.2f} %  "
+            f"energy {ratio:.4f} of dense (budget {projector.budgets[0].name} {args.budget ** min(1.0, (e + 1) / ramp):.4f})",
+            flush=True,
+        )
+    projector.set_budget(args.budget)
+    projector.freeze()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    for e in range(args.finetune_epochs):
+        loss = epoch(model, opt, xtr, ytr, 128, gen, lambda _p: projector.step())
+        print(f"finetune   {e + 1:2}/{args.finetune_epochs}  loss {loss:.4f}  test {accuracy(model, xte, yte):6.2f} %", flush=True)
+
+    report = ept.report(model, xte[:1])
+    acc = accuracy(model, xte, yte)
+    print()
+    print(report)
+    print()
+    print("| network | test accuracy | energy / dense | nonzero weights |")
+    print("|---|---|---|---|")
+    print(f"| dense | {dense_acc:.2f} % | 1.0000 | {sum(p.numel() for p in projector.parameters)} |")
+    print(f"| energy-constrained | {acc:.2f} % | {report.total / dense_energy:.4f} | {sum(int((p != 0).sum()) for p in projector.parameters)} |")
+    print(f"\nbudget {args.budget} of the dense energy; whole run {time.time() - start:.0f} s")
+    assert report.total <= args.budget * dense_energy
+
+
+if __name__ == "__main__":
+    main()
