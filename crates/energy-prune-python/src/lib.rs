@@ -5,8 +5,8 @@
 //! the layer's canonical layout (`[out, in / groups, kh, kw]` for a convolution,
 //! `[out, in]` for a linear layer; any shape with that many elements, C-contiguous).
 //! Reads of weights are views (no copy); `project` and `PruningPlan.apply`
-//! write into the arrays in place (`project` through one copy in and out, the
-//! projection working on owned vectors). The GIL is released while the projection and
+//! write into the arrays in place (`project` onto one budget in the arrays' own
+//! memory, onto several through one copy in and out). The GIL is released while the projection and
 //! the energy evaluation run. Errors become `energy_prune.EnergyPruneError` (a
 //! `ValueError`) with the crate's message, `OSError` for files.
 
@@ -616,10 +616,6 @@ fn project<'py>(
         }
     }
     let mut slices = write_slices(&arch, &mut weights)?;
-    let mut state = NetworkState {
-        weights: slices.iter().map(|s| s.to_vec()).collect(),
-        input_masks: vec![None; arch.layers().len()],
-    };
     let list: Vec<Budget<&dyn WeightEnergyModel>> = budgets
         .iter()
         .map(|b| Budget {
@@ -628,12 +624,25 @@ fn project<'py>(
             limit: b.limit,
         })
         .collect();
-    let out = py
-        .detach(|| energy_prune::prune::project(&mut state, &list))
-        .py()?;
-    for (dst, src) in slices.iter_mut().zip(&state.weights) {
-        dst.copy_from_slice(src);
-    }
+    let out = if let [one] = &list[..] {
+        // One budget: projected in the arrays' own memory.
+        let mut ws = energy_prune::prune::ProjectionWorkspace::new();
+        py.detach(|| energy_prune::prune::project_weights(&mut slices, one, &mut ws))
+            .py()?
+    } else {
+        // Several: through the crate's vectors and back.
+        let mut state = NetworkState {
+            weights: slices.iter().map(|s| s.to_vec()).collect(),
+            input_masks: vec![None; arch.layers().len()],
+        };
+        let out = py
+            .detach(|| energy_prune::prune::project(&mut state, &list))
+            .py()?;
+        for (dst, src) in slices.iter_mut().zip(&state.weights) {
+            dst.copy_from_slice(src);
+        }
+        out
+    };
     let d = PyDict::new(py);
     d.set_item("kept", out.kept)?;
     d.set_item("nonzero_before", out.nonzero_before)?;

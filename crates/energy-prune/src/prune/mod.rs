@@ -46,7 +46,7 @@ pub use projection::sharded::{ShardedOutcome, ShardedProblem};
 pub use projection::{
     ProjectionOutcome, ProjectionWorkspace, Selection, WEIGHTS_PER_THREAD, WeightProjection,
     WeightProjectionConfig, greedy_knapsack, greedy_knapsack_parallel, project, project_top_k,
-    project_with_workspace, weight_costs,
+    project_weights, project_with_workspace, weight_costs,
 };
 pub use recipes::{
     AdmmTraining, JointChoice, JointTraining, ProjectedTraining, train_admm, train_joint,

@@ -159,10 +159,83 @@ pub(crate) fn project_one<M: WeightEnergyModel + ?Sized>(
     ws: &mut ProjectionWorkspace,
 ) -> Result<ProjectionOutcome> {
     state.check(model.architecture())?;
+    project_one_on(model, &mut state.weights, &state.input_masks, budget, ws)
+}
+
+/// [`project`] onto one budget of weights held anywhere (slices of another
+/// program's arrays, memory maps, a framework's tensors), in place and without a
+/// copy, with no input masks: the same weights kept as [`project`] on a
+/// [`NetworkState`] holding them, bit for bit.
+///
+/// ```
+/// # use energy_prune::{arch::zoo, energy::{SystolicArray, SystolicConfig, WeightEnergyModel}};
+/// # use energy_prune::prune::{Budget, ProjectionWorkspace, project_weights};
+/// # fn main() -> energy_prune::Result<()> {
+/// let arch = zoo::lenet5()?;
+/// let hw = SystolicArray::new(&arch, SystolicConfig::default())?;
+/// let mut weights: Vec<Vec<f32>> = arch.layers().iter()
+///     .map(|l| (0..l.weight_count()).map(|i| ((i * 7919) % 101) as f32 - 50.0).collect())
+///     .collect();
+/// let mut views: Vec<&mut [f32]> = weights.iter_mut().map(|w| w.as_mut_slice()).collect();
+/// let budget = Budget::fraction("energy", &hw, 0.3);
+/// let out = project_weights(&mut views, &budget, &mut ProjectionWorkspace::new())?;
+/// assert!(out.budgets[0].met);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// As [`project`]; [`Error::ShapeMismatch`] for another number of layers or a
+/// wrong length. The weights are unchanged on error.
+pub fn project_weights<M: WeightEnergyModel, W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync>(
+    weights: &mut [W],
+    budget: &Budget<M>,
+    ws: &mut ProjectionWorkspace,
+) -> Result<ProjectionOutcome> {
+    check_budgets(std::slice::from_ref(budget))?;
+    let arch = budget.model.architecture();
+    let n = arch.layers().len();
+    if weights.len() != n {
+        return Err(Error::shape(
+            "weight tensors (one per layer)",
+            n,
+            weights.len(),
+        ));
+    }
+    for (layer, w) in arch.layers().iter().zip(weights.iter()) {
+        if w.as_ref().len() != layer.weight_count() {
+            return Err(Error::shape(
+                format!("weights of layer {}", layer.name),
+                layer.weight_count(),
+                w.as_ref().len(),
+            ));
+        }
+    }
+    let limit = budget.weight_limit()?;
+    let mut out = project_one_on(&budget.model, weights, &vec![None; n], limit, ws)?;
+    out.budgets = vec![BudgetStatus::of(&budget.name, out.relaxed_energy, limit)];
+    Ok(out)
+}
+
+/// Nonzero weights per layer.
+fn nonzeros_of<W: AsRef<[f32]>>(weights: &[W]) -> Vec<u64> {
+    weights
+        .iter()
+        .map(|w| w.as_ref().iter().filter(|v| **v != 0.0).count() as u64)
+        .collect()
+}
+
+/// [`project_one`] on weights of any storage, checked against the model.
+fn project_one_on<M: WeightEnergyModel + ?Sized, W: AsMut<[f32]> + AsRef<[f32]> + Send + Sync>(
+    model: &M,
+    weights: &mut [W],
+    input_masks: &[Option<Vec<f32>>],
+    budget: f64,
+    ws: &mut ProjectionWorkspace,
+) -> Result<ProjectionOutcome> {
     if !budget.is_finite() {
         return Err(Error::param("budget", budget, "must be finite"));
     }
-    let input = model.input_energy(&state.input_masks)?;
+    let input = model.input_energy(input_masks)?;
     let constant: f64 = input.iter().sum();
     let zeros = vec![0u64; input.len()];
     let floor = model.relaxed_energy(&zeros, &input)?.total.max(constant);
@@ -172,13 +245,13 @@ pub(crate) fn project_one<M: WeightEnergyModel + ?Sized>(
             min_achievable: floor,
         });
     }
-    let nonzeros = state.nonzeros();
+    let nonzeros = nonzeros_of(weights);
     let nonzero_before = nonzeros.iter().sum();
     let relaxed_before = model.relaxed_energy(&nonzeros, &input)?.total;
     if relaxed_before <= budget {
         // Already within the budget (as the model itself sums it): the identity.
         // The statistics pass checks finiteness and sums the value.
-        let value = WeightStats::of(&state.weights, 1)?.total_value;
+        let value = WeightStats::of(weights, 1)?.total_value;
         return Ok(ProjectionOutcome {
             budget,
             constant,
@@ -198,9 +271,9 @@ pub(crate) fn project_one<M: WeightEnergyModel + ?Sized>(
     let mut capacity = budget - constant;
     let mut total_value = None;
     loop {
-        let sel = greedy_knapsack(&mut state.weights, &costs, capacity, ws)?;
+        let sel = greedy_knapsack(weights, &costs, capacity, ws)?;
         let total = *total_value.get_or_insert(sel.total_value);
-        let relaxed_energy = model.relaxed_energy(&state.nonzeros(), &input)?.total;
+        let relaxed_energy = model.relaxed_energy(&nonzeros_of(weights), &input)?.total;
         if relaxed_energy <= budget {
             return Ok(ProjectionOutcome {
                 budget,
