@@ -3,13 +3,17 @@
 
     python crates/energy-prune-python/examples/lenet5_mnist.py [--data data/mnist] [--budget 0.2]
 
-Dense training, then projected training (the budget tightened from the dense energy to
-`--budget` over the first half of the epochs, the weights projected after every
-optimizer step), then fine-tuning on the support reached. Prints the progress and a
-table of the results: test accuracy and exact energy of the dense and compressed networks.
+The recipe of the Rust job (`energy-prune lab lenet5`, without input masks): dense
+training, then projected training (SGD with momentum, the budget tightened geometrically
+from the dense energy to `--budget` over the first 60 % of the epochs, the weights
+projected every `--every` steps, the loss mixed with a distillation term towards the
+dense network's outputs), then fine-tuning on the support reached. Prints the progress
+and a table of the results: test accuracy and exact energy of the dense and compressed
+networks.
 """
 
 import argparse
+import copy
 import gzip
 import pathlib
 import time
@@ -60,13 +64,19 @@ def accuracy(model, x, y) -> float:
     return 100.0 * hits / len(x)
 
 
-def epoch(model, opt, x, y, batch, gen, after_step=None):
+def epoch(model, opt, x, y, batch, gen, after_step=None, teacher=None, distill=0.0):
     loss_sum = 0.0
     order = torch.randperm(len(x), generator=gen)
     for i in range(0, len(x), batch):
         j = order[i : i + batch]
         opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(x[j]), y[j])
+        logits = model(x[j])
+        loss = nn.functional.cross_entropy(logits, y[j])
+        if teacher is not None and distill > 0:
+            with torch.no_grad():
+                target = torch.softmax(teacher(x[j]), 1)
+            soft = nn.functional.cross_entropy(logits, target)
+            loss = (1 - distill) * loss + distill * soft
         loss.backward()
         opt.step()
         if after_step is not None:
@@ -82,6 +92,9 @@ def main() -> None:
     ap.add_argument("--dense-epochs", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--finetune-epochs", type=int, default=4)
+    ap.add_argument("--every", type=int, default=50, help="optimizer steps between projections")
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--distill", type=float, default=0.5, help="weight of the distillation term")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     torch.manual_seed(args.seed)
@@ -91,36 +104,38 @@ def main() -> None:
     model = LeNet5()
     start = time.time()
 
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     for e in range(args.dense_epochs):
-        loss = epoch(model, opt, xtr, ytr, 128, gen)
+        loss = epoch(model, opt, xtr, ytr, 64, gen)
         print(f"dense      {e + 1:2}/{args.dense_epochs}  loss {loss:.4f}  test {accuracy(model, xte, yte):6.2f} %", flush=True)
     dense_acc = accuracy(model, xte, yte)
 
-    projector = ept.EnergyProjector(model, xte[:1], budget=1.0)
+    teacher = copy.deepcopy(model).eval()
+    projector = ept.EnergyProjector(model, xte[:1], budget=1.0, every=args.every)
     dense_energy = projector.dense_energy()
-    ramp = max(1, args.epochs // 2)
-    opt = torch.optim.Adam(model.parameters(), lr=5e-4)
+    reach = max(1e-9, 0.6 * args.epochs)
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     for e in range(args.epochs):
 
         def after_step(progress, e=e):
-            # The budget falls geometrically from dense to the target over `ramp` epochs.
-            t = min(1.0, (e + progress) / ramp)
-            projector.set_budget(args.budget ** t)
+            # The budget falls geometrically from dense to the target by 60 % of the epochs.
+            projector.set_budget(args.budget ** min(1.0, (e + progress) / reach))
             projector.step()
 
-        loss = epoch(model, opt, xtr, ytr, 128, gen, after_step)
+        loss = epoch(model, opt, xtr, ytr, 64, gen, after_step, teacher, args.distill)
+        projector.set_budget(args.budget ** min(1.0, (e + 1) / reach))
+        projector.project()
         ratio = projector.energy().total / dense_energy
         print(
             f"projected  {e + 1:2}/{args.epochs}  loss {loss:.4f}  test {accuracy(model, xte, yte):6.2f} %  "
-            f"energy {ratio:.4f} of dense (budget {projector.budgets[0].name} {args.budget ** min(1.0, (e + 1) / ramp):.4f})",
+            f"energy {ratio:.4f} of dense (budget {args.budget ** min(1.0, (e + 1) / reach):.4f})",
             flush=True,
         )
     projector.set_budget(args.budget)
     projector.freeze()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr / 10, momentum=0.9)
     for e in range(args.finetune_epochs):
-        loss = epoch(model, opt, xtr, ytr, 128, gen, lambda _p: projector.step())
+        loss = epoch(model, opt, xtr, ytr, 64, gen, lambda _p: projector.step(), teacher, args.distill)
         print(f"finetune   {e + 1:2}/{args.finetune_epochs}  loss {loss:.4f}  test {accuracy(model, xte, yte):6.2f} %", flush=True)
 
     report = ept.report(model, xte[:1])

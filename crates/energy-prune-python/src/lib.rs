@@ -411,41 +411,23 @@ fn evaluate(
     Ok(PyEnergyReport { inner })
 }
 
-/// The analytic energy model of a systolic array (Eyeriss-like memory hierarchy:
-/// DRAM, buffers, register files, MACs) at the 16-bit reference precision.
-#[pyclass(name = "SystolicArray", module = "energy_prune", frozen)]
-struct PySystolicArray {
+/// What every cost model offers: the exact cost of weights and of the dense
+/// network (the base class of `SystolicArray` and `CountingModel`).
+#[pyclass(name = "CostModel", module = "energy_prune", subclass, frozen)]
+struct PyCostModel {
     model: Model,
     arch: PyArchitecture,
 }
 
 #[pymethods]
-impl PySystolicArray {
-    /// `config` is a JSON object of `SystolicConfig` fields (omitted: the
-    /// defaults, a 12 x 14 array).
-    #[new]
-    #[pyo3(signature = (architecture, config=None))]
-    fn new(architecture: &PyArchitecture, config: Option<&str>) -> PyResult<Self> {
-        let cfg = match config {
-            None => SystolicConfig::default(),
-            Some(json) => serde_json::from_str(json).map_err(|e| {
-                EnergyPruneError::new_err(format!("the systolic config is not valid JSON: {e}"))
-            })?,
-        };
-        let hw = SystolicArray::new(&architecture.inner, cfg).py()?;
-        Ok(Self {
-            model: Model::Systolic(Arc::new(hw)),
-            arch: architecture.clone(),
-        })
-    }
-
+impl PyCostModel {
     /// The architecture priced.
     #[getter]
     fn architecture(&self) -> PyArchitecture {
         self.arch.clone()
     }
 
-    /// The exact energy of the weights (one float32 array per layer; zeros are
+    /// The exact cost of the weights (one float32 array per layer; zeros are
     /// pruned weights), optionally with layer input masks.
     #[pyo3(signature = (weights, input_masks=None))]
     fn energy(
@@ -457,24 +439,51 @@ impl PySystolicArray {
         evaluate(py, &self.model, weights, input_masks)
     }
 
-    /// The energy of the dense network (what budget fractions are fractions of).
+    /// The cost of the dense network (what budget fractions are fractions of).
     fn dense_energy(&self, py: Python<'_>) -> PyResult<PyEnergyReport> {
         let inner = py.detach(|| self.model.get().dense_energy()).py()?;
         Ok(PyEnergyReport { inner })
     }
+}
 
-    fn __repr__(&self) -> String {
-        format!("SystolicArray({})", self.arch.__repr__())
+/// The analytic energy model of a systolic array (Eyeriss-like memory hierarchy:
+/// DRAM, buffers, register files, MACs) at the 16-bit reference precision.
+#[pyclass(name = "SystolicArray", module = "energy_prune", extends = PyCostModel, frozen)]
+struct PySystolicArray;
+
+#[pymethods]
+impl PySystolicArray {
+    /// `config` is a JSON object of `SystolicConfig` fields (omitted: the
+    /// defaults, a 12 x 14 array).
+    #[new]
+    #[pyo3(signature = (architecture, config=None))]
+    fn new(
+        architecture: &PyArchitecture,
+        config: Option<&str>,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let cfg = match config {
+            None => SystolicConfig::default(),
+            Some(json) => serde_json::from_str(json).map_err(|e| {
+                EnergyPruneError::new_err(format!("the systolic config is not valid JSON: {e}"))
+            })?,
+        };
+        let hw = SystolicArray::new(&architecture.inner, cfg).py()?;
+        let base = PyCostModel {
+            model: Model::Systolic(Arc::new(hw)),
+            arch: architecture.clone(),
+        };
+        Ok(PyClassInitializer::from(base).add_subclass(Self))
+    }
+
+    fn __repr__(slf: PyRef<'_, Self>) -> String {
+        format!("SystolicArray({})", slf.as_super().arch.__repr__())
     }
 }
 
 /// An exact count of the kept weights: `"parameters"`, `"macs"`, or `"bytes"`
 /// (with `value_bits` and `index_bits` of a sparse format).
-#[pyclass(name = "CountingModel", module = "energy_prune", frozen)]
-struct PyCountingModel {
-    model: Model,
-    arch: PyArchitecture,
-}
+#[pyclass(name = "CountingModel", module = "energy_prune", extends = PyCostModel, frozen)]
+struct PyCountingModel;
 
 #[pymethods]
 impl PyCountingModel {
@@ -485,7 +494,7 @@ impl PyCountingModel {
         count: &str,
         value_bits: u32,
         index_bits: u32,
-    ) -> PyResult<Self> {
+    ) -> PyResult<PyClassInitializer<Self>> {
         let count = match count {
             "parameters" => Count::Parameters,
             "macs" => Count::Macs,
@@ -500,31 +509,15 @@ impl PyCountingModel {
             }
         };
         let m = CountingModel::new(&architecture.inner, count).py()?;
-        Ok(Self {
+        let base = PyCostModel {
             model: Model::Counting(Arc::new(m)),
             arch: architecture.clone(),
-        })
+        };
+        Ok(PyClassInitializer::from(base).add_subclass(Self))
     }
 
-    /// The count of the weights (see `SystolicArray.energy`).
-    #[pyo3(signature = (weights, input_masks=None))]
-    fn energy(
-        &self,
-        py: Python<'_>,
-        weights: Vec<PyReadonlyArrayDyn<'_, f32>>,
-        input_masks: Option<Vec<Option<PyReadonlyArrayDyn<'_, f32>>>>,
-    ) -> PyResult<PyEnergyReport> {
-        evaluate(py, &self.model, weights, input_masks)
-    }
-
-    /// The count of the dense network.
-    fn dense_energy(&self, py: Python<'_>) -> PyResult<PyEnergyReport> {
-        let inner = py.detach(|| self.model.get().dense_energy()).py()?;
-        Ok(PyEnergyReport { inner })
-    }
-
-    fn __repr__(&self) -> String {
-        format!("CountingModel({})", self.arch.__repr__())
+    fn __repr__(slf: PyRef<'_, Self>) -> String {
+        format!("CountingModel({})", slf.as_super().arch.__repr__())
     }
 }
 
@@ -539,17 +532,11 @@ struct PyBudget {
 
 /// The model of a `SystolicArray` or `CountingModel` object.
 fn model_of(obj: &Bound<'_, PyAny>) -> PyResult<(Model, u64)> {
-    if let Ok(m) = obj.cast::<PySystolicArray>() {
-        let m = m.get();
-        return Ok((m.model.clone(), m.arch.inner.fingerprint()));
-    }
-    if let Ok(m) = obj.cast::<PyCountingModel>() {
-        let m = m.get();
-        return Ok((m.model.clone(), m.arch.inner.fingerprint()));
-    }
-    Err(EnergyPruneError::new_err(
-        "a budget's model is a SystolicArray or a CountingModel",
-    ))
+    let m = obj.cast::<PyCostModel>().map_err(|_| {
+        EnergyPruneError::new_err("a budget's model is a SystolicArray or a CountingModel")
+    })?;
+    let m = m.get();
+    Ok((m.model.clone(), m.arch.inner.fingerprint()))
 }
 
 #[pymethods]
@@ -860,6 +847,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EnergyPruneError", m.py().get_type::<EnergyPruneError>())?;
     m.add_class::<PyArchitecture>()?;
     m.add_class::<PyEnergyReport>()?;
+    m.add_class::<PyCostModel>()?;
     m.add_class::<PySystolicArray>()?;
     m.add_class::<PyCountingModel>()?;
     m.add_class::<PyBudget>()?;

@@ -21,6 +21,7 @@ says what was wrong and what to do; files that cannot be read raise `OSError`.
 from ._native import (
     Architecture,
     Budget,
+    CostModel,
     CountingModel,
     EnergyPruneError,
     EnergyReport,
@@ -34,6 +35,7 @@ from ._native import (
 __all__ = [
     "Architecture",
     "Budget",
+    "CostModel",
     "CountingModel",
     "EnergyPruneError",
     "EnergyReport",
