@@ -841,6 +841,182 @@ impl PyOnnxModel {
     }
 }
 
+/// The knapsack every party of a sharded projection agrees on: each layer's
+/// costs and length and the capacity, derived from one budget (JSON on the wire).
+#[pyclass(name = "ShardedProblem", module = "energy_prune", frozen)]
+struct PyShardedProblem {
+    inner: energy_prune::prune::ShardedProblem,
+}
+
+#[pymethods]
+impl PyShardedProblem {
+    /// The problem of projecting onto `budget` (no input masks): what
+    /// `project(weights, [budget])` solves, for weights held in shards.
+    #[staticmethod]
+    fn from_budget(budget: &PyBudget) -> PyResult<Self> {
+        let model = budget.model.get();
+        let arch = model.architecture();
+        let b = Budget {
+            name: budget.name.clone(),
+            model,
+            limit: budget.limit,
+        };
+        let limit = b.weight_limit().py()?;
+        let input = model.input_energy(&vec![None; arch.layers().len()]).py()?;
+        let constant: f64 = input.iter().sum();
+        let zeros = vec![0u64; input.len()];
+        let floor = model
+            .relaxed_energy(&zeros, &input)
+            .py()?
+            .total
+            .max(constant);
+        if limit < floor {
+            return Err(to_py(energy_prune::Error::InfeasibleBudget {
+                budget: limit,
+                min_achievable: floor,
+            }));
+        }
+        let inner = energy_prune::prune::ShardedProblem {
+            costs: model.knapsack_costs(),
+            layer_lens: arch
+                .layers()
+                .iter()
+                .map(|l| l.weight_count() as u64)
+                .collect(),
+            capacity: limit - constant,
+        };
+        inner.validate().py()?;
+        Ok(Self { inner })
+    }
+
+    /// The problem as JSON (to send to the other parties).
+    fn to_json(&self) -> PyResult<String> {
+        serde_json::to_string(&self.inner)
+            .map_err(|e| EnergyPruneError::new_err(format!("the problem: {e}")))
+    }
+
+    /// A problem received as JSON (checked).
+    #[staticmethod]
+    fn from_json(text: &str) -> PyResult<Self> {
+        let inner: energy_prune::prune::ShardedProblem = serde_json::from_str(text)
+            .map_err(|e| EnergyPruneError::new_err(format!("not a sharded problem: {e}")))?;
+        inner.validate().py()?;
+        Ok(Self { inner })
+    }
+
+    /// Weights in all (layers concatenated in order).
+    #[getter]
+    fn total(&self) -> u64 {
+        self.inner.total()
+    }
+
+    /// Weights per layer.
+    #[getter]
+    fn layer_lens(&self) -> Vec<u64> {
+        self.inner.layer_lens.clone()
+    }
+}
+
+/// The coordinator of a sharded projection: `next_request()` gives the message
+/// to send to every shard (JSON; `None` when done), `receive(replies)` takes the
+/// shards' replies in shard order and returns the outcome after the last round.
+#[pyclass(name = "Coordinator", module = "energy_prune")]
+struct PyCoordinator {
+    inner: energy_prune::prune::projection::sharded::Coordinator<'static>,
+}
+
+#[pymethods]
+impl PyCoordinator {
+    #[new]
+    fn new(problem: &PyShardedProblem) -> PyResult<Self> {
+        Ok(Self {
+            inner: energy_prune::prune::projection::sharded::Coordinator::owned(
+                problem.inner.clone(),
+            )
+            .py()?,
+        })
+    }
+
+    /// The request for every shard now (JSON), or `None` once the outcome is known.
+    fn next_request(&self) -> PyResult<Option<String>> {
+        self.inner
+            .next_request()
+            .map(|r| {
+                serde_json::to_string(&r)
+                    .map_err(|e| EnergyPruneError::new_err(format!("the request: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Merge the replies (JSON, one per shard, in shard order); the outcome
+    /// (`kept`, `kept_value`, `total_value`, `rounds`, `largest_reply_numbers`)
+    /// after the last round, else `None`.
+    fn receive<'py>(
+        &mut self,
+        py: Python<'py>,
+        replies: Vec<String>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let replies = replies
+            .iter()
+            .map(|r| serde_json::from_str(r))
+            .collect::<Result<Vec<energy_prune::prune::projection::sharded::ReplyMessage>, _>>()
+            .map_err(|e| EnergyPruneError::new_err(format!("not a reply of the protocol: {e}")))?;
+        let Some(out) = self.inner.receive(&replies).py()? else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        d.set_item("kept", out.selection.kept)?;
+        d.set_item("kept_value", out.selection.kept_value)?;
+        d.set_item("total_value", out.selection.total_value)?;
+        d.set_item("rounds", out.rounds)?;
+        d.set_item("largest_reply_numbers", out.largest_reply_numbers)?;
+        Ok(Some(d))
+    }
+}
+
+/// A shard's answer to a request (JSON in, JSON out): `weights` are the shard's
+/// weights, positions `[start, start + len)` of the layers concatenated, updated
+/// in place when the request says so. Shard `index` holds the `index`-th range
+/// in position order.
+#[pyfunction]
+fn answer(
+    py: Python<'_>,
+    problem: &PyShardedProblem,
+    index: usize,
+    start: u64,
+    mut weights: PyReadwriteArrayDyn<'_, f32>,
+    request: &str,
+) -> PyResult<String> {
+    if !weights.is_c_contiguous() {
+        return Err(EnergyPruneError::new_err(
+            "the shard's weights are not C-contiguous; pass np.ascontiguousarray(w)",
+        ));
+    }
+    let w = weights
+        .as_slice_mut()
+        .map_err(|_| EnergyPruneError::new_err("the shard's weights are not contiguous"))?;
+    let message: energy_prune::prune::projection::sharded::RequestMessage =
+        serde_json::from_str(request).map_err(|e| {
+            EnergyPruneError::new_err(format!("not a request of the protocol: {e}"))
+        })?;
+    let reply = py
+        .detach(|| {
+            let mut shard = energy_prune::prune::projection::sharded::Shard::from_range(
+                &problem.inner,
+                start,
+                w,
+            )?;
+            energy_prune::prune::projection::sharded::answer(
+                &problem.inner,
+                index,
+                &mut shard,
+                &message,
+            )
+        })
+        .py()?;
+    serde_json::to_string(&reply).map_err(|e| EnergyPruneError::new_err(format!("the reply: {e}")))
+}
+
 /// The `energy_prune._native` module.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -853,7 +1029,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBudget>()?;
     m.add_class::<PyPruningPlan>()?;
     m.add_class::<PyOnnxModel>()?;
+    m.add_class::<PyShardedProblem>()?;
+    m.add_class::<PyCoordinator>()?;
     m.add_function(wrap_pyfunction!(project, m)?)?;
+    m.add_function(wrap_pyfunction!(answer, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

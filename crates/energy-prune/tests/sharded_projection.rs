@@ -5,7 +5,8 @@
 
 use energy_prune::energy::LayerCost;
 use energy_prune::prune::projection::sharded::{
-    PROTOCOL_VERSION, Reply, ReplyMessage, Request, RequestMessage, Shard, answer, coordinate,
+    Coordinator, PROTOCOL_VERSION, Reply, ReplyMessage, Request, RequestMessage, Shard, answer,
+    coordinate,
 };
 use energy_prune::prune::{
     ProjectionWorkspace, ShardedProblem, WEIGHTS_PER_THREAD, greedy_knapsack,
@@ -810,4 +811,56 @@ fn the_coordinator_checks_replies_against_earlier_rounds() {
     assert!(answer(&problem, 0, &mut shards[0], &req).is_err());
     drop(shards);
     assert_eq!(w, fresh());
+}
+
+#[test]
+fn an_owned_coordinator_runs_the_same_exchange() {
+    let mut rng = ChaCha12Rng::seed_from_u64(11);
+    let costs = vec![
+        LayerCost {
+            base: 3.0,
+            surcharge: 5.0,
+            buffered: 300,
+        },
+        LayerCost {
+            base: 1.0,
+            surcharge: 0.0,
+            buffered: 0,
+        },
+    ];
+    let w: Vec<Vec<f32>> = [1000usize, 2500]
+        .iter()
+        .map(|&n| (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+        .collect();
+    let problem = ShardedProblem {
+        costs: costs.clone(),
+        layer_lens: w.iter().map(|l| l.len() as u64).collect(),
+        capacity: 0.4 * dense_cost(&w, &costs),
+    };
+    let (mut a, mut b) = (w.clone(), w);
+    let mut shards = Shard::split(&mut a, 3);
+    let borrowed = coordinate(&problem, |req| {
+        shards
+            .iter_mut()
+            .enumerate()
+            .map(|(i, s)| answer(&problem, i, s, req))
+            .collect()
+    })
+    .unwrap();
+    let mut c = Coordinator::owned(problem.clone()).unwrap();
+    let mut shards = Shard::split(&mut b, 3);
+    let owned = loop {
+        let req = c.next_request().unwrap();
+        let replies: Vec<ReplyMessage> = shards
+            .iter_mut()
+            .enumerate()
+            .map(|(i, s)| answer(&problem, i, s, &req).unwrap())
+            .collect();
+        if let Some(out) = c.receive(&replies).unwrap() {
+            break out;
+        }
+    };
+    assert_eq!(owned, borrowed);
+    assert_eq!(a, b);
+    assert!(owned.selection.kept > 0);
 }

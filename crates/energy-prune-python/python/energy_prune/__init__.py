@@ -20,6 +20,9 @@ says what was wrong and what to do; files that cannot be read raise `OSError`.
 
 from ._native import (
     Architecture,
+    Coordinator,
+    ShardedProblem,
+    answer,
     Budget,
     CostModel,
     CountingModel,
@@ -34,6 +37,9 @@ from ._native import (
 
 __all__ = [
     "Architecture",
+    "Coordinator",
+    "ShardedProblem",
+    "answer",
     "Budget",
     "CostModel",
     "CountingModel",

@@ -28,9 +28,21 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from . import Architecture, Budget, EnergyPruneError, EnergyReport, OnnxModel, PruningPlan, SystolicArray, project
+from . import (
+    Architecture,
+    Budget,
+    Coordinator,
+    EnergyPruneError,
+    EnergyReport,
+    OnnxModel,
+    PruningPlan,
+    ShardedProblem,
+    SystolicArray,
+    answer,
+    project,
+)
 
-__all__ = ["EnergyProjector", "export", "layers_of", "report"]
+__all__ = ["EnergyProjector", "export", "layers_of", "project_sharded", "report"]
 
 
 def export(model: torch.nn.Module, example_input: torch.Tensor) -> OnnxModel:
@@ -180,3 +192,81 @@ class EnergyProjector:
     def plan(self) -> PruningPlan:
         """The pruning plan of the current weights (channels left without readers)."""
         return PruningPlan.from_weights(self.architecture, self._arrays()[0])
+
+
+def project_sharded(weights, start: int, problem: ShardedProblem, *, src: int = 0, group=None) -> dict:
+    """The projection of weights sharded over the ranks of a torch.distributed
+    process group (gloo on CPU; any backend that carries Python objects).
+
+    Every rank calls it with its shard: `weights` is a 1-D float32 CPU tensor (or
+    numpy array) holding positions `[start, start + len)` of all layers' weights
+    concatenated in `Architecture.layers` order (the flat shard of FSDP, say);
+    the ranks hold consecutive ranges in rank order, covering every weight.
+    `problem` is the same on every rank (`ShardedProblem.from_budget`, or its JSON
+    sent around). Rank `src` coordinates: each round it broadcasts a request
+    (`broadcast_object_list`), every rank answers from its own weights, and the
+    replies come back with `all_gather_object`; a few rounds of small messages,
+    after which each shard is projected in place, exactly as `project` would
+    have projected the whole. Returns the outcome (`kept`, `kept_value`,
+    `rounds`, ...) on every rank; an error on any rank is raised on every rank.
+    """
+    import torch.distributed as dist
+
+    rank = dist.get_rank(group)
+    world = dist.get_world_size(group)
+    if isinstance(weights, torch.Tensor):
+        t = weights.detach()
+        if t.device.type != "cpu" or t.dtype != torch.float32 or not t.is_contiguous() or t.dim() != 1:
+            raise EnergyPruneError("the shard must be a contiguous 1-D float32 CPU tensor")
+        weights = t.numpy()
+    coordinator = Coordinator(problem) if rank == src else None
+
+    def share(value):
+        box = [value]
+        dist.broadcast_object_list(box, src=src, group=group)
+        return box[0]
+
+    outcome = None
+    while True:
+        message = None
+        if rank == src:
+            try:
+                message = ("request", coordinator.next_request())
+            except Exception as e:  # noqa: BLE001 - passed on to every rank
+                message = ("error", f"coordinator: {e}")
+        kind, request = share(message)
+        if kind == "error":
+            raise EnergyPruneError(request)
+        if request is None:
+            break
+        try:
+            reply = ("reply", answer(problem, rank, start, weights, request))
+        except Exception as e:  # noqa: BLE001 - passed on to every rank
+            reply = ("error", f"rank {rank}: {e}")
+        replies = [None] * world
+        dist.all_gather_object(replies, reply, group=group)
+        errors = [text for kind, text in replies if kind == "error"]
+        if errors:
+            raise EnergyPruneError("; ".join(errors))
+        if rank == src:
+            try:
+                outcome = ("outcome", coordinator.receive([text for _, text in replies]))
+            except Exception as e:  # noqa: BLE001 - passed on to every rank
+                outcome = ("error", f"coordinator: {e}")
+            if outcome[0] == "error":
+                # Tell the others through the next request's broadcast.
+                coordinator = _Failed(outcome[1])
+    kind, result = share(outcome if rank == src else None)
+    if kind == "error":
+        raise EnergyPruneError(result)
+    return result
+
+
+class _Failed:
+    """A coordinator that failed: its next request is the error."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def next_request(self):
+        raise EnergyPruneError(self.message)

@@ -1158,7 +1158,7 @@ impl Round {
 /// exchange through one callback.
 #[derive(Debug)]
 pub struct Coordinator<'p> {
-    problem: &'p ShardedProblem,
+    problem: std::borrow::Cow<'p, ShardedProblem>,
     class_cost: Vec<f64>,
     round: Round,
     rounds: usize,
@@ -1209,7 +1209,7 @@ impl<'p> Coordinator<'p> {
             nonzeros: vec![0; problem.costs.len()],
             above: vec![0; class_cost.len()],
             class_cost,
-            problem,
+            problem: std::borrow::Cow::Borrowed(problem),
             round: Round::Stats,
             rounds: 0,
             largest: 0,
@@ -1236,6 +1236,59 @@ impl<'p> Coordinator<'p> {
             kept: Vec::new(),
             kept_value: 0.0,
         })
+    }
+
+    /// A coordinator that owns its problem (for a coordinator kept between
+    /// calls, e.g. behind another language's object).
+    ///
+    /// # Errors
+    /// As [`Coordinator::new`].
+    pub fn owned(problem: ShardedProblem) -> Result<Coordinator<'static>> {
+        let c = Coordinator::new(&problem)?.detach();
+        Ok(Coordinator {
+            problem: std::borrow::Cow::Owned(problem),
+            ..c
+        })
+    }
+
+    /// This coordinator with its borrowed problem swapped for a placeholder (its
+    /// state only; `owned` puts the problem back).
+    fn detach(self) -> Coordinator<'static> {
+        Coordinator {
+            problem: std::borrow::Cow::Owned(ShardedProblem {
+                costs: Vec::new(),
+                layer_lens: Vec::new(),
+                capacity: 0.0,
+            }),
+            class_cost: self.class_cost,
+            round: self.round,
+            rounds: self.rounds,
+            largest: self.largest,
+            shard_lens: self.shard_lens,
+            shard_starts: self.shard_starts,
+            shard_value: self.shard_value,
+            shard_nonzeros: self.shard_nonzeros,
+            stats_replies: self.stats_replies,
+            total_value: self.total_value,
+            max_abs: self.max_abs,
+            nonzeros: self.nonzeros,
+            best: self.best,
+            ranked: self.ranked,
+            magnitude_state: self.magnitude_state,
+            last_magnitudes: self.last_magnitudes,
+            magnitude_at: self.magnitude_at,
+            key_above: self.key_above,
+            key_at: self.key_at,
+            tie_kept: self.tie_kept,
+            ctx: self.ctx,
+            above: self.above,
+            prefix: self.prefix,
+            known: self.known,
+            cut: self.cut,
+            tie_quota: self.tie_quota,
+            kept: self.kept,
+            kept_value: self.kept_value,
+        }
     }
 
     /// The request to send to every shard now; `None` once the outcome is known.
@@ -1372,7 +1425,8 @@ impl<'p> Coordinator<'p> {
     /// Round 1: spans, values, nonzeros, the best weight, each checked against
     /// the shard's span; a state that already fits is verified by a second pass.
     fn on_stats(&mut self, replies: &[&Reply]) -> Result<Option<ShardedOutcome>> {
-        let problem = self.problem;
+        // A cheap copy for a borrowed problem, per-layer vectors for an owned one.
+        let problem = self.problem.clone();
         let layers = problem.costs.len();
         let offsets = problem.offsets();
         let mut pos = 0u64;
