@@ -89,7 +89,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=pathlib.Path, default=pathlib.Path("data/mnist"))
     ap.add_argument("--budget", type=float, default=0.2)
-    ap.add_argument("--dense-epochs", type=int, default=10)
+    ap.add_argument("--dense-epochs", type=int, default=12)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--finetune-epochs", type=int, default=4)
     ap.add_argument("--every", type=int, default=50, help="optimizer steps between projections")
@@ -105,8 +105,11 @@ def main() -> None:
     start = time.time()
 
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
+    # The dense network's learning rate decays along a cosine to a tenth.
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.dense_epochs, eta_min=args.lr / 10)
     for e in range(args.dense_epochs):
         loss = epoch(model, opt, xtr, ytr, 64, gen)
+        decay.step()
         print(f"dense      {e + 1:2}/{args.dense_epochs}  loss {loss:.4f}  test {accuracy(model, xte, yte):6.2f} %", flush=True)
     dense_acc = accuracy(model, xte, yte)
 
