@@ -313,6 +313,13 @@ impl Model {
             Model::Counting(m) => &**m,
         }
     }
+
+    fn precision(&self) -> &dyn energy_prune::energy::PrecisionModel {
+        match self {
+            Model::Systolic(m) => &**m,
+            Model::Counting(m) => &**m,
+        }
+    }
 }
 
 /// The report of one evaluation as a Python object.
@@ -652,6 +659,90 @@ fn project<'py>(
     Ok(d)
 }
 
+/// Choose every layer's weight and activation bits together with its kept
+/// weights under the budgets (the joint pruning and quantization of the crate's
+/// `project_joint`): each layer's options are every pair of `weight_bits` and
+/// `activation_bits` (integers of 2 to 16 bits; 16 is the lossless reference),
+/// a kept weight worth its square minus its rounding error. The weights (one
+/// float32 array per layer) are pruned in place; they stay in float (quantize
+/// them at the chosen bits for deployment, e.g. through an ONNX QDQ export).
+/// Returns `precision` (a `(weights, activations)` pair of format names per
+/// layer, e.g. `("int4", "int8")`), `kept`, `value`, `distortion` and `budgets`
+/// (each budget's exact cost at the chosen precision, its limit and `met`).
+#[pyfunction]
+#[pyo3(signature = (weights, budgets, weight_bits=vec![2, 4, 8, 16], activation_bits=vec![4, 8, 16]))]
+fn project_joint<'py>(
+    py: Python<'py>,
+    mut weights: Vec<PyReadwriteArrayDyn<'py, f32>>,
+    budgets: Vec<PyRef<'py, PyBudget>>,
+    weight_bits: Vec<u8>,
+    activation_bits: Vec<u8>,
+) -> PyResult<Bound<'py, PyDict>> {
+    use energy_prune::energy::NumberFormat;
+    let first = budgets.first().ok_or_else(|| {
+        EnergyPruneError::new_err("no budget given; pass at least one Budget")
+    })?;
+    let arch = first.model.get().architecture().clone();
+    if budgets.iter().any(|b| b.fingerprint != arch.fingerprint()) {
+        return Err(EnergyPruneError::new_err(
+            "the budgets price different architectures; build every budget's model on the \
+             same Architecture",
+        ));
+    }
+    let formats = |bits: &[u8]| -> Vec<NumberFormat> {
+        bits.iter().map(|&b| NumberFormat::Int(b)).collect()
+    };
+    let options = energy_prune::prune::precision_options(
+        arch.layers().len(),
+        &formats(&weight_bits),
+        &formats(&activation_bits),
+    )
+    .py()?;
+    let mut slices = write_slices(&arch, &mut weights)?;
+    let mut state = NetworkState {
+        weights: slices.iter().map(|s| s.to_vec()).collect(),
+        input_masks: vec![None; arch.layers().len()],
+    };
+    let list: Vec<Budget<&dyn energy_prune::energy::PrecisionModel>> = budgets
+        .iter()
+        .map(|b| Budget {
+            name: b.name.clone(),
+            model: b.model.precision(),
+            limit: b.limit,
+        })
+        .collect();
+    let out = py
+        .detach(|| energy_prune::prune::project_joint(&mut state, &list, &options, None))
+        .py()?;
+    for (dst, src) in slices.iter_mut().zip(&state.weights) {
+        dst.copy_from_slice(src);
+    }
+    let d = PyDict::new(py);
+    let precision: Vec<(String, String)> = out
+        .precision
+        .iter()
+        .map(|p| (p.weights.to_string(), p.activations.to_string()))
+        .collect();
+    d.set_item("precision", precision)?;
+    d.set_item("kept", out.projection.kept)?;
+    d.set_item("value", out.value)?;
+    d.set_item("distortion", out.distortion)?;
+    let statuses = out
+        .exact
+        .iter()
+        .map(|s| {
+            let b = PyDict::new(py);
+            b.set_item("name", &s.name)?;
+            b.set_item("cost", s.cost)?;
+            b.set_item("limit", s.budget)?;
+            b.set_item("met", s.met)?;
+            Ok(b)
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    d.set_item("budgets", statuses)?;
+    Ok(d)
+}
+
 /// Which channels of every width a pruned network keeps, with its provenance.
 #[pyclass(name = "PruningPlan", module = "energy_prune", frozen)]
 struct PyPruningPlan {
@@ -718,6 +809,14 @@ impl PyPruningPlan {
     #[getter]
     fn fingerprint(&self) -> u64 {
         self.inner.fingerprint()
+    }
+
+    /// Where the plan came from (cost model, budget, predicted cost, precision,
+    /// crate version), as JSON.
+    #[getter]
+    fn provenance(&self) -> PyResult<String> {
+        serde_json::to_string(self.inner.provenance())
+            .map_err(|e| EnergyPruneError::new_err(format!("the provenance: {e}")))
     }
 
     fn __repr__(&self) -> String {
@@ -1033,6 +1132,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCoordinator>()?;
     m.add_function(wrap_pyfunction!(project, m)?)?;
     m.add_function(wrap_pyfunction!(answer, m)?)?;
+    m.add_function(wrap_pyfunction!(project_joint, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -167,3 +167,31 @@ def test_onnx_models_price_as_the_zoo_prune_save_and_compact(tmp_path):
     np.testing.assert_allclose(small.run(x, 2), y, rtol=1e-5, atol=1e-6)
     with pytest.raises(ep.EnergyPruneError):
         ep.OnnxModel.load(FIXTURES / "lenet5.json")
+
+
+def test_joint_precision_goes_below_the_pruning_floor_and_reduces_to_project():
+    import json
+
+    arch = ep.Architecture.zoo("lenet5")
+    hw = ep.SystolicArray(arch)
+    w = random_weights(arch, seed=5)
+    with pytest.raises(ep.EnergyPruneError, match="(?i)infeasible"):
+        ep.project([x.copy() for x in w], [ep.Budget.fraction("energy", hw, 0.1)])
+    out = ep.project_joint(w, [ep.Budget.fraction("energy", hw, 0.1)], weight_bits=[2, 4, 8, 16], activation_bits=[4, 8, 16])
+    assert len(out["precision"]) == 5
+    assert all(pw in {"int2", "int4", "int8", "int16"} and pa in {"int4", "int8", "int16"} for pw, pa in out["precision"])
+    assert any(pa != "int16" for _, pa in out["precision"])
+    assert all(b["met"] and b["cost"] <= b["limit"] for b in out["budgets"])
+    assert out["kept"] == sum(int(np.count_nonzero(x)) for x in w) > 0
+    # With the 16-bit reference as the only option it is the plain projection.
+    a, b = random_weights(arch, seed=6), random_weights(arch, seed=6)
+    budget = [ep.Budget.fraction("energy", hw, 0.3)]
+    ep.project(a, budget)
+    joint = ep.project_joint(b, budget, weight_bits=[16], activation_bits=[16])
+    assert joint["precision"] == [("int16", "int16")] * 5
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(ep.EnergyPruneError):
+        ep.project_joint(b, budget, weight_bits=[1])
+    plan = ep.PruningPlan.from_weights(arch, b)
+    assert isinstance(json.loads(plan.provenance), dict)

@@ -65,6 +65,12 @@ class Budget:
     def name(self) -> str: ...
 
 def project(weights: Weights, budgets: Sequence[Budget]) -> Dict[str, Any]: ...
+def project_joint(
+    weights: Weights,
+    budgets: Sequence[Budget],
+    weight_bits: Sequence[int] = (2, 4, 8, 16),
+    activation_bits: Sequence[int] = (4, 8, 16),
+) -> Dict[str, Any]: ...
 
 class PruningPlan:
     @staticmethod
@@ -79,6 +85,8 @@ class PruningPlan:
     def kept(self) -> List[List[int]]: ...
     @property
     def fingerprint(self) -> int: ...
+    @property
+    def provenance(self) -> str: ...
 
 class OnnxModel:
     @staticmethod
