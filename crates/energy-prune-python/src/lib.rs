@@ -679,9 +679,9 @@ fn project_joint<'py>(
     activation_bits: Vec<u8>,
 ) -> PyResult<Bound<'py, PyDict>> {
     use energy_prune::energy::NumberFormat;
-    let first = budgets.first().ok_or_else(|| {
-        EnergyPruneError::new_err("no budget given; pass at least one Budget")
-    })?;
+    let first = budgets
+        .first()
+        .ok_or_else(|| EnergyPruneError::new_err("no budget given; pass at least one Budget"))?;
     let arch = first.model.get().architecture().clone();
     if budgets.iter().any(|b| b.fingerprint != arch.fingerprint()) {
         return Err(EnergyPruneError::new_err(
@@ -689,9 +689,8 @@ fn project_joint<'py>(
              same Architecture",
         ));
     }
-    let formats = |bits: &[u8]| -> Vec<NumberFormat> {
-        bits.iter().map(|&b| NumberFormat::Int(b)).collect()
-    };
+    let formats =
+        |bits: &[u8]| -> Vec<NumberFormat> { bits.iter().map(|&b| NumberFormat::Int(b)).collect() };
     let options = energy_prune::prune::precision_options(
         arch.layers().len(),
         &formats(&weight_bits),
