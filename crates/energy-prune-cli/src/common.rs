@@ -265,7 +265,8 @@ pub fn refuse_side_files(
 /// Write `model` to `out`: with its tensors in the side file `OUT.data` when
 /// `external` is asked for or the model was read from external data (a model of
 /// that size may not fit one file), else in one file. Says where the weights
-/// went.
+/// went. Callers check `out` with [`refuse_side_files`] right after loading, before
+/// any work.
 pub fn save_onnx(
     model: &energy_prune_onnx::OnnxModel,
     out: &std::path::Path,
@@ -275,7 +276,6 @@ pub fn save_onnx(
     if !external && input_side_files.is_empty() {
         return model.save(out);
     }
-    refuse_side_files(&[("OUT.onnx", out)], input_side_files)?;
     let ext = energy_prune_onnx::ExternalData::beside(out);
     model.save_with_external_data(out, &ext)?;
     println!(

@@ -451,9 +451,7 @@ impl OnnxModel {
         if let Some((_, threshold)) = external {
             for (i, t) in initializers.iter().enumerate() {
                 let len = match layer_of[i] {
-                    Some(l) => quantized[l]
-                        .as_ref()
-                        .map_or(4 * self.weights[l].len(), Vec::len),
+                    Some(l) => self.layer_bytes(l, &quantized[l]),
                     None => t.raw_data.len(),
                 };
                 if len > 0 && len >= threshold {
@@ -510,11 +508,7 @@ impl OnnxModel {
         };
         // Bytes of `raw_data` written after the header (layers held inline).
         let raw_len = |i: usize| match (layout.layer_of[i], layout.slots[i]) {
-            (Some(l), None) => Some(
-                layout.quantized[l]
-                    .as_ref()
-                    .map_or(4 * self.weights[l].len(), Vec::len),
-            ),
+            (Some(l), None) => Some(self.layer_bytes(l, &layout.quantized[l])),
             _ => None,
         };
         let tensor_len = |t: &TensorProto, raw: Option<usize>| {
@@ -576,6 +570,13 @@ impl OnnxModel {
             at = offset + len;
         }
         Ok(())
+    }
+
+    /// The length of layer `l`'s stored bytes (see [`OnnxModel::write_layer_bytes`]).
+    fn layer_bytes(&self, l: usize, quantized: &Option<Vec<u8>>) -> usize {
+        quantized
+            .as_ref()
+            .map_or(4 * self.weights[l].len(), Vec::len)
     }
 
     /// Layer `l`'s stored bytes: its integers in a QDQ model, else its floats.

@@ -585,6 +585,58 @@ impl PyBudget {
     }
 }
 
+/// The architecture every budget prices (the first's), checked: the same for all.
+fn common_architecture(budgets: &[PyRef<'_, PyBudget>]) -> PyResult<Architecture> {
+    let first = budgets
+        .first()
+        .ok_or_else(|| EnergyPruneError::new_err("no budget given; pass at least one Budget"))?;
+    let arch = first.model.get().architecture().clone();
+    if let Some(b) = budgets.iter().find(|b| b.fingerprint != arch.fingerprint()) {
+        return Err(EnergyPruneError::new_err(format!(
+            "budget `{}` prices another architecture than budget `{}`; build every \
+             budget's model on the same Architecture",
+            b.name, first.name
+        )));
+    }
+    Ok(arch)
+}
+
+/// Run `f` (without the GIL) on a state holding a copy of `slices`, then copy
+/// the state's weights back (only when `f` succeeds: nothing changes on error).
+fn through_state<R: Send>(
+    py: Python<'_>,
+    slices: &mut [&mut [f32]],
+    f: impl FnOnce(&mut NetworkState) -> energy_prune::Result<R> + Send,
+) -> PyResult<R> {
+    let mut state = NetworkState {
+        weights: slices.iter().map(|s| s.to_vec()).collect(),
+        input_masks: vec![None; slices.len()],
+    };
+    let out = py.detach(|| f(&mut state)).py()?;
+    for (dst, src) in slices.iter_mut().zip(&state.weights) {
+        dst.copy_from_slice(src);
+    }
+    Ok(out)
+}
+
+/// Each budget's status as a dict: `name`, `cost`, `limit`, `met`, `binding`.
+fn statuses<'py>(
+    py: Python<'py>,
+    list: &[energy_prune::prune::BudgetStatus],
+) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    list.iter()
+        .map(|s| {
+            let b = PyDict::new(py);
+            b.set_item("name", &s.name)?;
+            b.set_item("cost", s.cost)?;
+            b.set_item("limit", s.budget)?;
+            b.set_item("met", s.met)?;
+            b.set_item("binding", s.binding)?;
+            Ok(b)
+        })
+        .collect()
+}
+
 /// Project the weights (one float32 array per layer, written in place) onto
 /// every budget: the largest-magnitude weights the budgets afford are kept, the
 /// rest set to zero; the result fits every budget by construction. Returns a
@@ -596,19 +648,7 @@ fn project<'py>(
     mut weights: Vec<PyReadwriteArrayDyn<'py, f32>>,
     budgets: Vec<PyRef<'py, PyBudget>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let first = budgets
-        .first()
-        .ok_or_else(|| EnergyPruneError::new_err("no budget given; pass at least one Budget"))?;
-    let arch = first.model.get().architecture().clone();
-    for b in &budgets {
-        if b.fingerprint != arch.fingerprint() {
-            return Err(EnergyPruneError::new_err(format!(
-                "budget `{}` prices another architecture than budget `{}`; build every \
-                 budget's model on the same Architecture",
-                b.name, first.name
-            )));
-        }
-    }
+    let arch = common_architecture(&budgets)?;
     let mut slices = write_slices(&arch, &mut weights)?;
     let list: Vec<Budget<&dyn WeightEnergyModel>> = budgets
         .iter()
@@ -625,37 +665,16 @@ fn project<'py>(
             .py()?
     } else {
         // Several: through the crate's vectors and back.
-        let mut state = NetworkState {
-            weights: slices.iter().map(|s| s.to_vec()).collect(),
-            input_masks: vec![None; arch.layers().len()],
-        };
-        let out = py
-            .detach(|| energy_prune::prune::project(&mut state, &list))
-            .py()?;
-        for (dst, src) in slices.iter_mut().zip(&state.weights) {
-            dst.copy_from_slice(src);
-        }
-        out
+        through_state(py, &mut slices, |state| {
+            energy_prune::prune::project(state, &list)
+        })?
     };
     let d = PyDict::new(py);
     d.set_item("kept", out.kept)?;
     d.set_item("nonzero_before", out.nonzero_before)?;
     d.set_item("relaxed_energy", out.relaxed_energy)?;
     d.set_item("budget", out.budget)?;
-    let statuses = out
-        .budgets
-        .iter()
-        .map(|s| {
-            let b = PyDict::new(py);
-            b.set_item("name", &s.name)?;
-            b.set_item("cost", s.cost)?;
-            b.set_item("limit", s.budget)?;
-            b.set_item("met", s.met)?;
-            b.set_item("binding", s.binding)?;
-            Ok(b)
-        })
-        .collect::<PyResult<Vec<_>>>()?;
-    d.set_item("budgets", statuses)?;
+    d.set_item("budgets", statuses(py, &out.budgets)?)?;
     Ok(d)
 }
 
@@ -668,7 +687,8 @@ fn project<'py>(
 /// them at the chosen bits for deployment, e.g. through an ONNX QDQ export).
 /// Returns `precision` (a `(weights, activations)` pair of format names per
 /// layer, e.g. `("int4", "int8")`), `kept`, `value`, `distortion` and `budgets`
-/// (each budget's exact cost at the chosen precision, its limit and `met`).
+/// (each budget's exact cost at the chosen precision, its limit, `met` and
+/// `binding`).
 #[pyfunction]
 #[pyo3(signature = (weights, budgets, weight_bits=vec![2, 4, 8, 16], activation_bits=vec![4, 8, 16]))]
 fn project_joint<'py>(
@@ -679,16 +699,7 @@ fn project_joint<'py>(
     activation_bits: Vec<u8>,
 ) -> PyResult<Bound<'py, PyDict>> {
     use energy_prune::energy::NumberFormat;
-    let first = budgets
-        .first()
-        .ok_or_else(|| EnergyPruneError::new_err("no budget given; pass at least one Budget"))?;
-    let arch = first.model.get().architecture().clone();
-    if budgets.iter().any(|b| b.fingerprint != arch.fingerprint()) {
-        return Err(EnergyPruneError::new_err(
-            "the budgets price different architectures; build every budget's model on the \
-             same Architecture",
-        ));
-    }
+    let arch = common_architecture(&budgets)?;
     let formats =
         |bits: &[u8]| -> Vec<NumberFormat> { bits.iter().map(|&b| NumberFormat::Int(b)).collect() };
     let options = energy_prune::prune::precision_options(
@@ -698,10 +709,6 @@ fn project_joint<'py>(
     )
     .py()?;
     let mut slices = write_slices(&arch, &mut weights)?;
-    let mut state = NetworkState {
-        weights: slices.iter().map(|s| s.to_vec()).collect(),
-        input_masks: vec![None; arch.layers().len()],
-    };
     let list: Vec<Budget<&dyn energy_prune::energy::PrecisionModel>> = budgets
         .iter()
         .map(|b| Budget {
@@ -710,12 +717,9 @@ fn project_joint<'py>(
             limit: b.limit,
         })
         .collect();
-    let out = py
-        .detach(|| energy_prune::prune::project_joint(&mut state, &list, &options, None))
-        .py()?;
-    for (dst, src) in slices.iter_mut().zip(&state.weights) {
-        dst.copy_from_slice(src);
-    }
+    let out = through_state(py, &mut slices, |state| {
+        energy_prune::prune::project_joint(state, &list, &options, None)
+    })?;
     let d = PyDict::new(py);
     let precision: Vec<(String, String)> = out
         .precision
@@ -726,19 +730,7 @@ fn project_joint<'py>(
     d.set_item("kept", out.projection.kept)?;
     d.set_item("value", out.value)?;
     d.set_item("distortion", out.distortion)?;
-    let statuses = out
-        .exact
-        .iter()
-        .map(|s| {
-            let b = PyDict::new(py);
-            b.set_item("name", &s.name)?;
-            b.set_item("cost", s.cost)?;
-            b.set_item("limit", s.budget)?;
-            b.set_item("met", s.met)?;
-            Ok(b)
-        })
-        .collect::<PyResult<Vec<_>>>()?;
-    d.set_item("budgets", statuses)?;
+    d.set_item("budgets", statuses(py, &out.exact)?)?;
     Ok(d)
 }
 
